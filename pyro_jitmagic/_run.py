@@ -1,0 +1,564 @@
+"""The core of ``%%pyrojit``: while a :class:`JitRun` is active, Pyro inference runs compiled.
+
+Interception happens where inference runs, not in the cell's text: for the
+duration of the run, ``SVI.step`` and ``MCMC.run`` are wrapped at class level,
+so every SVI and MCMC object is caught wherever it was built and however its
+class was imported. Each object is then planned once per run:
+
+* an SVI whose ELBO has a Jit* counterpart gets its ``loss_and_grads`` pointed
+  at a compiled companion (see :mod:`._session`), warmed up before its first
+  step;
+* an MCMC run with an HMC/NUTS kernel gets ``jit_compile=True`` for that run;
+* anything else runs as written, and the report says why.
+
+``torch.jit.trace`` and ``CompiledFunction.__call__`` are wrapped too, to time
+each compilation, attribute it to its owner, check it for risky warnings and
+stray params, and start its trace from the same random state as the eager step
+it replaces. All of these patches go through one :class:`PatchSet` and are
+undone in ``__exit__``, whatever ended the run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _advice, _switch, _warmup
+from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
+from ._session import Session, default_session
+from ._warnings import Mode, WarningCapture, default_location_name
+from .report import (
+    Compilation,
+    JitReport,
+    MCMCRun,
+    Step,
+    SVIRun,
+    Switch,
+    WarmupAction,
+)
+
+# Runs active in this process, innermost last. A wrapper found installed while
+# this is empty is a leftover of a run whose cleanup never ran, and is healed.
+_ACTIVE: list[JitRun] = []
+
+_WARNING_MODES = ("capture", "show", "error")
+
+
+def _label(obj: Any) -> str:
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+@dataclass
+class _SVIPlan:
+    """How one SVI object runs in this run, and what it has done."""
+
+    svi: Any
+    target: str
+    elbo_name: str
+    runner: Any  # the ELBO whose loss_and_grads the steps use
+    compiled: bool
+    warmed: bool = False
+    steps: list[Step] = field(default_factory=list)
+    compile_seconds: float = 0.0  # of the step in progress
+
+
+@dataclass
+class _MCMCPlan:
+    target: str
+    compile_seconds: float = 0.0
+
+
+@dataclass
+class _PendingCompile:
+    """A ``CompiledFunction`` call that is building a trace for a new key."""
+
+    key: str
+    rng_state: Any
+    trace_seconds: float = 0.0
+    shapes: tuple[str, ...] = ()
+
+
+class JitRun:
+    """Run Pyro inference compiled while the ``with`` block is active.
+
+    This is the plain-Python twin of ``%%pyrojit``; see :func:`compiled`.
+    """
+
+    def __init__(
+        self,
+        *,
+        warmup: bool = True,
+        warnings: Mode = "capture",
+        names: Mapping[str, Any] | None = None,
+        name_location: Callable[[str, int], str] = default_location_name,
+        session: Session | None = None,
+    ) -> None:
+        if warnings not in _WARNING_MODES:
+            raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
+        self.warmup = warmup
+        self.warnings_mode = warnings
+        self._names = names
+        self.session = session or default_session()
+        self._capture = WarningCapture(warnings, name_location)
+        self._patches = PatchSet()
+        self._svi_plans: dict[int, _SVIPlan] = {}
+        self._mcmc_runs: list[MCMCRun] = []
+        self._switches: dict[int, Switch] = {}
+        self._compilations: list[Compilation] = []
+        self._warmups: list[WarmupAction] = []
+        self._notes: list[str] = []
+        self._current: _SVIPlan | _MCMCPlan | None = None
+        self._pending: _PendingCompile | None = None
+        self._advice: str | None = None
+        self._can_trace = False
+        self._start = 0.0
+        self.report: JitReport | None = None
+
+    # -- entering and leaving ------------------------------------------------
+    def __enter__(self) -> JitRun:
+        import pyro.ops.jit
+        import torch
+        from pyro.infer import SVI
+        from pyro.infer.mcmc import MCMC
+
+        self._start = time.perf_counter()
+        for name in heal_leftovers():
+            self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
+        _ACTIVE.append(self)
+        try:
+            self._capture.__enter__()
+            self._can_trace = callable(getattr(torch.jit, "trace", None))
+            self._wrap(SVI, "step", self._svi_step)
+            self._wrap(MCMC, "run", self._mcmc_run)
+            if self._can_trace:
+                self._wrap(torch.jit, "trace", self._trace, method=False)
+                self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call)
+            else:
+                self._notes.append(f"torch.jit.trace is not available in torch {torch.__version__}: "
+                                   "the cell ran eager")
+        except BaseException:
+            self._leave()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._leave()
+        self.report = self.snapshot(exc)
+
+    def _leave(self) -> None:
+        try:
+            self._patches.restore()
+        finally:
+            try:
+                self._capture.__exit__(None, None, None)
+            finally:
+                if self in _ACTIVE:
+                    _ACTIVE.remove(self)
+
+    def _wrap(self, owner: Any, name: str, handler: Callable[..., Any], method: bool = True) -> None:
+        original = unwrap(getattr(owner, name))
+        # A wrapper can outlive its run when Pyro keeps a reference to it (a
+        # bound method stored on an object); it then calls straight through.
+        if method:
+            def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
+                if self not in _ACTIVE:
+                    return original(obj, *args, **kwargs)
+                return handler(original, obj, args, kwargs)
+        else:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                __tracebackhide__ = True
+                if self not in _ACTIVE:
+                    return original(*args, **kwargs)
+                return handler(original, args, kwargs)
+        setattr(wrapper, ORIGINAL_ATTR, original)
+        wrapper.__name__ = getattr(original, "__name__", name)
+        wrapper.__doc__ = getattr(original, "__doc__", None)
+        self._patches.set(owner, name, wrapper)
+
+    # -- naming ----------------------------------------------------------------
+    def _name_of(self, obj: Any, fallback: str) -> str:
+        if self._names is not None:
+            for name, value in list(self._names.items()):
+                if value is obj and not name.startswith("_"):
+                    return name
+        return fallback
+
+    # -- SVI -------------------------------------------------------------------
+    def _plan_svi(self, svi: Any) -> _SVIPlan:
+        from pyro.infer import ELBO
+
+        loss_and_grads = svi.loss_and_grads
+        elbo = getattr(loss_and_grads, "__self__", None)
+        if not isinstance(elbo, ELBO):
+            elbo = None
+        target = self._name_of(svi, f"SVI({_label(svi.model)}, {_label(svi.guide)})")
+        elbo_name = type(elbo).__name__ if elbo is not None else _label(svi.loss)
+
+        runner: Any = elbo
+        compiled, after, reason = False, elbo_name, ""
+        if elbo is None:
+            reason = _switch.why_eager(svi.loss)
+        elif not self._can_trace:
+            reason = "torch.jit.trace is not available in this torch"
+        elif isinstance(elbo, _switch.jit_classes()):
+            compiled, reason = True, "already compiled as written"
+            bound = _switch.bound_model_and_guide(elbo)
+            if bound is not None and (bound[0] is not svi.model or bound[1] is not svi.guide):
+                # Pyro would silently compute the loss of the model this ELBO
+                # first compiled; run this pair on its own compiled copy instead.
+                runner, _ = self.session.companion(elbo, svi.model, svi.guide,
+                                                   _switch.fresh_copy)
+                reason = (f"this {elbo_name} was first compiled for {_label(bound[0])}; "
+                          f"Pyro would silently return that model's loss for {_label(svi.model)}, "
+                          "so this SVI ran on its own compiled copy")
+                self._notes.append(f"{target}: {reason}")
+        elif _switch.counterpart(elbo) is not None:
+            runner, _ = self.session.companion(elbo, svi.model, svi.guide, _switch.make_companion)
+            compiled, after = True, type(runner).__name__
+        else:
+            reason = _switch.why_eager(elbo)
+
+        if runner is not elbo and runner is not None:
+            self._patches.set(svi, "loss_and_grads", runner.loss_and_grads)
+        plan = _SVIPlan(svi=svi, target=target, elbo_name=elbo_name, runner=runner, compiled=compiled)
+        self._svi_plans[id(svi)] = plan
+        self._switches[id(svi)] = Switch(target, elbo_name, after, compiled, reason)
+        return plan
+
+    def _svi_step(self, original: Callable[..., Any], svi: Any,
+                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        plan = self._svi_plans.get(id(svi))
+        if plan is None or plan.svi is not svi:
+            plan = self._plan_svi(svi)
+        if plan.compiled and not plan.warmed:
+            plan.warmed = True
+            if self.warmup:
+                self._warmups.extend(_warmup.warm_up(plan.target, plan.runner, svi.model,
+                                                     svi.guide, args, kwargs))
+        outer, self._current = self._current, plan
+        plan.compile_seconds = 0.0
+        start = time.perf_counter()
+        try:
+            loss = original(svi, *args, **kwargs)
+        except BaseException as exc:
+            if plan.compiled:
+                self._advise(exc, args, kwargs)
+            raise
+        finally:
+            self._current = outer
+        _sync_cuda()
+        seconds = time.perf_counter() - start
+        value = loss if isinstance(loss, float) else math.nan
+        plan.steps.append(Step(seconds, value, plan.compiled, plan.compile_seconds))
+        return loss
+
+    def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if isinstance(exc, _advice.JitMagicError):
+            return  # raised by us, already says what to do
+        advice = _advice.advise(exc, args, kwargs)
+        if advice is not None:
+            _advice.attach(exc, advice)
+            self._advice = advice
+
+    # -- compiling -------------------------------------------------------------
+    def _compiled_call(self, original: Callable[..., Any], fn: Any,
+                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``CompiledFunction.__call__``: time each new key's first call as its compile."""
+        __tracebackhide__ = True
+        key = _cache_key(args, kwargs)
+        if key is None or key in fn.compiled:
+            return original(fn, *args, **kwargs)
+        import torch
+
+        pending = _PendingCompile(_describe_key(key), torch.get_rng_state())
+        outer, self._pending = self._pending, pending
+        start = time.perf_counter()
+        try:
+            return original(fn, *args, **kwargs)
+        finally:
+            self._pending = outer
+            # Pyro's first call for a key runs the function eagerly to find its
+            # params, traces it, then runs the trace (when the executor
+            # optimises it): all of it is the price of compiling.
+            self._record_compile(pending.key, time.perf_counter() - start,
+                                 pending.trace_seconds, pending.shapes)
+
+    def _record_compile(self, key: str, seconds: float, trace_seconds: float,
+                        shapes: tuple[str, ...]) -> None:
+        owner = self._current
+        name = owner.target if owner is not None else "(outside SVI and MCMC)"
+        self._compilations.append(Compilation(name, key, seconds, trace_seconds, shapes))
+        if owner is not None:
+            owner.compile_seconds += seconds
+
+    def _trace(self, original: Callable[..., Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+        """``torch.jit.trace``: check the new trace before anything uses it."""
+        __tracebackhide__ = True
+        import pyro
+        import torch
+
+        pending = self._pending
+        inputs = args[1] if len(args) > 1 else kwargs.get("example_inputs", ())
+        if not isinstance(inputs, tuple):
+            inputs = (inputs,)
+        shapes = tuple(str(tuple(t.shape)) for t in inputs if torch.is_tensor(t))
+        risky_before = self._capture.risky_count
+        params_before = set(pyro.get_param_store().keys())
+        if pending is not None:
+            # Pyro ran the step once eagerly to find its params, drawing random
+            # numbers; trace from the state the step started in, then run the
+            # trace from it too, so the compiled step draws what an eager one would.
+            torch.set_rng_state(pending.rng_state)
+        start = time.perf_counter()
+        try:
+            result = original(*args, **kwargs)
+        finally:
+            seconds = time.perf_counter() - start
+            if pending is not None:
+                pending.trace_seconds, pending.shapes = seconds, shapes
+            else:  # HMC/NUTS's potential, or a trace in user code
+                self._record_compile("potential energy" if isinstance(self._current, _MCMCPlan)
+                                     else "torch.jit.trace", seconds, seconds, shapes)
+        if pending is not None:
+            torch.set_rng_state(pending.rng_state)
+            stray = sorted(set(pyro.get_param_store().keys()) - params_before)
+            if stray:
+                store = pyro.get_param_store()
+                for name in stray:
+                    del store[name]
+                raise _advice.StrayParamError(
+                    f"pyro.param {', '.join(map(repr, stray))} was first created while tracing, "
+                    "so the compiled step would hold it as a constant and never train it; "
+                    "create every pyro.param on the model's and guide's first call "
+                    "(the stray param was removed from the param store)")
+        if self.warnings_mode == "error":
+            risky = self._capture.risky_since(risky_before)
+            if risky:
+                first = risky[0]
+                raise _advice.RiskyTraceError(
+                    f"risky JIT warning at {first.where}: {first.message.splitlines()[0]} "
+                    "(the compiled step was not used; fix the line, or run with --warnings capture)")
+        return result
+
+    # -- MCMC ------------------------------------------------------------------
+    def _mcmc_run(self, original: Callable[..., Any], mcmc: Any,
+                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        import pyro
+        from pyro.infer.mcmc import HMC
+
+        kernel = mcmc.kernel
+        kernel_name = type(kernel).__name__
+        target = self._name_of(mcmc, self._name_of(kernel, f"MCMC({kernel_name})"))
+        reason, compiled = "", False
+        if not isinstance(kernel, HMC):
+            reason = f"{kernel_name} has no compiled mode in Pyro (only HMC and NUTS do)"
+        elif kernel.model is None:
+            reason = "the kernel was given a potential_fn, which Pyro does not compile"
+        elif getattr(mcmc, "num_chains", 1) > 1:
+            reason = "chains run in worker processes, where Pyro does not compile the potential"
+        elif not self._can_trace:
+            reason = "torch.jit.trace is not available in this torch"
+        elif kernel._jit_compile:
+            compiled, reason = True, "already compiled as written"
+        else:
+            compiled = True
+        after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
+        self._switches[id(mcmc)] = Switch(target, kernel_name, after, compiled, reason)
+
+        local = PatchSet()
+        plan = _MCMCPlan(target)
+        clock = _MCMCClock()
+        # Pyro turns requires_grad off on every param while tracing the
+        # potential and only turns it back on if tracing succeeds
+        # (pyro/infer/mcmc/util.py, _PEMaker._potential_fn_jit).
+        store = pyro.get_param_store()
+        grads = {name: p.requires_grad for name, p in store.named_parameters()}
+        outer, self._current = self._current, plan
+        try:
+            if compiled and not kernel._jit_compile:
+                local.set(kernel, "_jit_compile", True)
+            clock.instrument(local, kernel)
+            return original(mcmc, *args, **kwargs)
+        except BaseException:
+            for name, p in store.named_parameters():
+                if name in grads and p.requires_grad != grads[name]:
+                    p.requires_grad_(grads[name])
+            raise
+        finally:
+            self._current = outer
+            local.restore()
+            self._mcmc_runs.append(clock.record(target, kernel_name, compiled,
+                                                plan.compile_seconds))
+
+    # -- the report ------------------------------------------------------------
+    def snapshot(self, exc: BaseException | None = None) -> JitReport:
+        """The report of what has run so far."""
+        svi_runs = tuple(
+            SVIRun(target=p.target, model=_label(p.svi.model), guide=_label(p.svi.guide),
+                   elbo=type(p.runner).__name__ if p.runner is not None else p.elbo_name,
+                   steps=tuple(p.steps))
+            for p in self._svi_plans.values())
+        notes = list(self._notes)
+        if not self._switches and exc is None:
+            notes.append("the cell ran no SVI step and no MCMC run: nothing was compiled")
+        error = None
+        if exc is not None:
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            error = type(exc).__name__ + (f": {first_line}" if first_line else "")
+        return JitReport(
+            switches=tuple(self._switches.values()),
+            svi_runs=svi_runs,
+            mcmc_runs=tuple(self._mcmc_runs),
+            compilations=tuple(self._compilations),
+            warmup=tuple(self._warmups),
+            warnings=self._capture.captured(),
+            notes=tuple(notes),
+            error=error,
+            advice=self._advice if exc is not None else None,
+            seconds=time.perf_counter() - self._start,
+        )
+
+
+def _targets() -> list[tuple[Any, str]]:
+    """Everything a run wraps at class or module level."""
+    import pyro.ops.jit
+    import torch
+    from pyro.infer import SVI
+    from pyro.infer.mcmc import MCMC
+
+    return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
+            (pyro.ops.jit.CompiledFunction, "__call__")]
+
+
+def heal_leftovers() -> list[str]:
+    """Undo wrappers left by a run whose cleanup never ran; the names healed."""
+    if _ACTIVE:
+        return []
+    return [f"{getattr(owner, '__name__', owner)}.{name}"
+            for owner, name in _targets() if heal(owner, name)]
+
+
+class _MCMCClock:
+    """Times one MCMC run through its kernel's ``setup`` and ``sample``."""
+
+    def __init__(self) -> None:
+        self.setup_seconds = 0.0
+        self.sample_seconds: list[float] = []
+        self.warmup_steps = 0
+        self.done = False
+
+    def instrument(self, patches: PatchSet, kernel: Any) -> None:
+        setup, sample = kernel.setup, kernel.sample
+
+        def timed_setup(warmup_steps: int, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            self.warmup_steps = warmup_steps
+            start = time.perf_counter()
+            try:
+                return setup(warmup_steps, *args, **kwargs)
+            finally:
+                self.setup_seconds += time.perf_counter() - start
+
+        def timed_sample(params: Any) -> Any:
+            __tracebackhide__ = True
+            start = time.perf_counter()
+            result = sample(params)
+            self.sample_seconds.append(time.perf_counter() - start)
+            return result
+
+        cleanup = kernel.cleanup
+
+        def timed_cleanup() -> Any:
+            self.done = True
+            return cleanup()
+
+        patches.set(kernel, "setup", timed_setup)
+        patches.set(kernel, "sample", timed_sample)
+        patches.set(kernel, "cleanup", timed_cleanup)
+
+    def record(self, target: str, kernel: str, compiled: bool, compile_seconds: float) -> MCMCRun:
+        warm = self.sample_seconds[: self.warmup_steps]
+        draws = self.sample_seconds[self.warmup_steps:]
+        return MCMCRun(target=target, kernel=kernel, compiled=compiled,
+                       warmup_steps=len(warm), num_samples=len(draws),
+                       setup_seconds=self.setup_seconds, warmup_seconds=sum(warm),
+                       sampling_seconds=sum(draws), compile_seconds=compile_seconds,
+                       completed=self.done)
+
+
+def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Pyro's cache key for a call (pyro/ops/jit.py, _hashable_args_kwargs).
+
+    Computed without Pyro's helper on the common path, which would warn a
+    second time about unhashable values; None when Pyro would hash by id.
+    """
+    items = tuple(sorted(kwargs.items()))
+    try:
+        hash(items)
+    except TypeError:
+        return None
+    return len(args), items
+
+
+def _describe_key(key: Any) -> str:
+    count, items = key
+    parts = [f"{count} positional arg{'s' if count != 1 else ''}"]
+    parts += [f"{k}={v!r}" for k, v in items if not k.startswith("_")]
+    return ", ".join(parts)
+
+
+def _sync_cuda() -> None:
+    # On CUDA a step returns once its kernels are queued; wait for them so the
+    # wall time is the GPU's time, not the launch time.
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def compiled(
+    *,
+    warmup: bool = True,
+    warnings: Mode = "capture",
+    names: Mapping[str, Any] | None = None,
+    session: Session | None = None,
+) -> JitRun:
+    """Run the Pyro inference inside a ``with`` block compiled, as ``%%pyrojit`` does.
+
+    Every ``SVI.step`` whose ELBO has a Jit* counterpart runs compiled (warmed
+    up first), every ``MCMC.run`` with an HMC/NUTS kernel runs with
+    ``jit_compile=True``; JIT warnings are captured. After the block, objects
+    behave as written again and ``run.report`` says what happened.
+
+    Parameters
+    ----------
+    warmup : bool
+        Build AutoGuide prototypes and find ``max_plate_nesting`` eagerly
+        before the first compiled step (the tutorial's manual warm-up).
+    warnings : {"capture", "show", "error"}
+        Capture JIT warnings silently, also print them, or raise
+        :class:`RiskyTraceError` when a trace converts a tensor to a Python
+        value (before the compiled step is used).
+    names : mapping, optional
+        A namespace used to name objects in the report (``"svi"``).
+    session : Session, optional
+        Where compiled companions are kept between runs (the process's default).
+
+    Examples
+    --------
+    >>> with pyro_jitmagic.compiled() as run:          # doctest: +SKIP
+    ...     for _ in range(1000):
+    ...         svi.step(data)
+    >>> print(run.report)                               # doctest: +SKIP
+    """
+    if names is None:  # name objects as the calling script does
+        names = sys._getframe(1).f_globals
+    return JitRun(warmup=warmup, warnings=warnings, names=names, session=session)

@@ -1,0 +1,60 @@
+"""Compiled companions that outlive a cell.
+
+A :class:`Session` keeps, for each user ELBO and each (model, guide) pair it
+is stepped with, the Jit* companion that runs it compiled. The companion, and
+the traces it compiled, live exactly as long as the user's ELBO object (weak
+keys), so the next ``%%pyrojit`` cell reuses its traces and nothing is held
+once the user drops the ELBO.
+
+Keying on (model, guide) as well is what fixes Pyro's reused-ELBO bug: a Jit*
+ELBO keeps the model of its first call in its compiled closure, so one ELBO
+object shared by two models would silently return the first model's loss.
+
+There is one session per process (:func:`default_session`): compiled traces
+belong to ELBO objects, which are themselves process-wide, so the magic and its
+plain-Python twin share them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+
+class Session:
+    """Registry of the compiled companions of user ELBOs."""
+
+    def __init__(self) -> None:
+        self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
+            weakref.WeakKeyDictionary())
+
+    def companion(self, elbo: Any, model: Any, guide: Any,
+                  make: Callable[[Any], Any]) -> tuple[Any, bool]:
+        """The companion of ``elbo`` for this model and guide; True if new."""
+        entries = self._companions.setdefault(elbo, [])
+        for known_model, known_guide, jit_elbo in entries:
+            if known_model is model and known_guide is guide:
+                return jit_elbo, False
+        jit_elbo = make(elbo)
+        entries.append((model, guide, jit_elbo))
+        return jit_elbo, True
+
+    def companions(self) -> list[tuple[Any, Any, Any, Any]]:
+        """Every live (user ELBO, model, guide, companion)."""
+        return [(elbo, m, g, c) for elbo, entries in list(self._companions.items())
+                for m, g, c in entries]
+
+    def forget(self) -> None:
+        """Drop every companion and its compiled traces."""
+        self._companions.clear()
+
+
+_default: Session | None = None
+
+
+def default_session() -> Session:
+    global _default
+    if _default is None:
+        _default = Session()
+    return _default

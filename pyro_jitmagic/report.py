@@ -1,0 +1,261 @@
+"""What a ``%%pyrojit`` cell did, as immutable records.
+
+:class:`JitReport` is what ``%%pyrojit -o NAME`` stores and what
+``with pyro_jitmagic.compiled() as run`` leaves in ``run.report``. Everything in
+it is plain data (strings, floats, tuples), so it can be kept, compared and
+pickled after the objects it describes are gone. It prints as text and renders
+as HTML in Jupyter.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Literal
+
+WarningKind = Literal["risky", "benign", "deprecation"]
+
+
+@dataclass(frozen=True)
+class Switch:
+    """What ``%%pyrojit`` did with one SVI or MCMC object.
+
+    Attributes
+    ----------
+    target : str
+        The object, named as in the user's namespace when it has a name there
+        (``"svi"``), else described (``"SVI(model, AutoNormal)"``).
+    before, after : str
+        The inference as written and as run, e.g. ``"Trace_ELBO"`` and
+        ``"JitTrace_ELBO"``, or ``"NUTS"`` and ``"NUTS(jit_compile=True)"``.
+        Equal when nothing was switched.
+    compiled : bool
+        Whether the object's inference ran compiled in this cell.
+    reason : str
+        Why, in one sentence, when it was left as it was (empty otherwise).
+    """
+
+    target: str
+    before: str
+    after: str
+    compiled: bool
+    reason: str = ""
+
+    @property
+    def switched(self) -> bool:
+        return self.before != self.after
+
+
+@dataclass(frozen=True)
+class Step:
+    """One ``SVI.step``: its wall time, its loss, and whether it compiled a trace."""
+
+    seconds: float
+    loss: float
+    compiled: bool
+    compile_seconds: float = 0.0
+
+    @property
+    def traced(self) -> bool:
+        """True when this step built a new trace (its time includes compiling)."""
+        return self.compile_seconds > 0.0
+
+
+@dataclass(frozen=True)
+class SVIRun:
+    """Every step one SVI object took in the cell."""
+
+    target: str
+    model: str
+    guide: str
+    elbo: str
+    steps: tuple[Step, ...]
+
+    @property
+    def losses(self) -> tuple[float, ...]:
+        return tuple(s.loss for s in self.steps)
+
+    @property
+    def step_seconds(self) -> tuple[float, ...]:
+        return tuple(s.seconds for s in self.steps)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.step_seconds)
+
+    @property
+    def median_step_seconds(self) -> float | None:
+        """Median wall time of the steps that did not build a trace."""
+        steady = [s.seconds for s in self.steps if not s.traced]
+        return statistics.median(steady) if steady else None
+
+
+@dataclass(frozen=True)
+class MCMCRun:
+    """One ``MCMC.run``: where its time went."""
+
+    target: str
+    kernel: str
+    compiled: bool
+    warmup_steps: int
+    num_samples: int
+    setup_seconds: float
+    warmup_seconds: float
+    sampling_seconds: float
+    compile_seconds: float
+    completed: bool
+
+    @property
+    def total_seconds(self) -> float:
+        return self.setup_seconds + self.warmup_seconds + self.sampling_seconds
+
+    @property
+    def samples_per_second(self) -> float | None:
+        if not self.num_samples or self.sampling_seconds <= 0:
+            return None
+        return self.num_samples / self.sampling_seconds
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """One trace built by ``torch.jit.trace``.
+
+    Attributes
+    ----------
+    owner : str
+        The SVI or MCMC object whose inference was compiled.
+    key : str
+        What Pyro keyed this trace on: the number of positional tensors and the
+        keyword values (``"1 positional arg, length=24, num_sequences=75"``).
+    seconds : float
+        The whole first call for this key: Pyro's eager run to find params,
+        the trace, and the trace's first (optimising) run. For HMC/NUTS, whose
+        trace is made inside ``setup``, the trace alone.
+    trace_seconds : float
+        Time spent inside ``torch.jit.trace``.
+    input_shapes : tuple of str
+        Shapes of the tensors the trace was built with (params first).
+    """
+
+    owner: str
+    key: str
+    seconds: float
+    trace_seconds: float
+    input_shapes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WarmupAction:
+    """One thing done eagerly before compiling, and what it cost."""
+
+    target: str
+    action: str
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CapturedWarning:
+    """A group of identical warnings raised while compiling.
+
+    Attributes
+    ----------
+    kind : {"risky", "benign", "deprecation"}
+        ``"risky"``: a tensor was turned into a Python value while tracing, so a
+        branch or a shape may be baked into the trace and the compiled loss may
+        be wrong for other inputs. ``"benign"``: expected while tracing Pyro
+        models (e.g. constants registered in the trace). ``"deprecation"``:
+        torch's notice that ``torch.jit.trace`` is deprecated.
+    where : str
+        The user's code that caused it (``"cell In[3], line 5"`` or
+        ``"model.py:12"``), or torch's own location when no user frame was found.
+    source : str
+        That line of code, stripped.
+    count : int
+        How many times it was raised.
+    """
+
+    kind: WarningKind
+    category: str
+    message: str
+    where: str
+    source: str
+    count: int
+
+
+@dataclass(frozen=True)
+class JitReport:
+    """Everything one ``%%pyrojit`` cell (or ``compiled()`` block) did.
+
+    Attributes
+    ----------
+    switches : tuple of Switch
+        Each SVI and MCMC object met, what it ran as, and why when it ran eager.
+    svi_runs : tuple of SVIRun
+        Per SVI object, the wall time and loss of every step.
+    mcmc_runs : tuple of MCMCRun
+        Per ``MCMC.run``, warm-up, sampling and compile time.
+    compilations : tuple of Compilation
+        Every trace built in the cell.
+    warmup : tuple of WarmupAction
+        What was done eagerly before compiling (AutoGuide prototypes,
+        ``max_plate_nesting``), with its cost.
+    warnings : tuple of CapturedWarning
+        JIT warnings captured instead of printed, risky ones first.
+    notes : tuple of str
+        Other things the user should know, one sentence each.
+    error : str or None
+        The exception that ended the cell early, as ``"Type: message"``.
+    advice : str or None
+        What to do about ``error`` when it is a known JIT failure.
+    seconds : float
+        Wall time of the whole cell.
+    """
+
+    switches: tuple[Switch, ...] = ()
+    svi_runs: tuple[SVIRun, ...] = ()
+    mcmc_runs: tuple[MCMCRun, ...] = ()
+    compilations: tuple[Compilation, ...] = ()
+    warmup: tuple[WarmupAction, ...] = ()
+    warnings: tuple[CapturedWarning, ...] = ()
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+    advice: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def compile_count(self) -> int:
+        return len(self.compilations)
+
+    @property
+    def compile_seconds(self) -> float:
+        return sum(c.seconds for c in self.compilations)
+
+    @property
+    def warmup_seconds(self) -> float:
+        return sum(w.seconds for w in self.warmup)
+
+    @property
+    def risky_warnings(self) -> tuple[CapturedWarning, ...]:
+        return tuple(w for w in self.warnings if w.kind == "risky")
+
+    @property
+    def ran_inference(self) -> bool:
+        """False when the cell ran no SVI step and no MCMC run."""
+        return bool(self.svi_runs or self.mcmc_runs or self.switches)
+
+    def __str__(self) -> str:
+        from ._render import report_text
+
+        return report_text(self)
+
+    def _repr_html_(self) -> str:
+        from ._render import report_html
+
+        return report_html(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": str(self), "text/html": self._repr_html_()}
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
