@@ -59,6 +59,7 @@ class _SVIPlan:
     svi: Any
     target: str
     elbo_name: str
+    elbo: Any  # the user's ELBO, None for a custom loss
     runner: Any  # the ELBO whose loss_and_grads the steps use
     compiled: bool
     warmed: bool = False
@@ -225,7 +226,8 @@ class JitRun:
 
         if runner is not elbo and runner is not None:
             self._patches.set(svi, "loss_and_grads", runner.loss_and_grads)
-        plan = _SVIPlan(svi=svi, target=target, elbo_name=elbo_name, runner=runner, compiled=compiled)
+        plan = _SVIPlan(svi=svi, target=target, elbo_name=elbo_name, elbo=elbo, runner=runner,
+                        compiled=compiled)
         self._svi_plans[id(svi)] = plan
         self._switches[id(svi)] = Switch(target, elbo_name, after, compiled, reason)
         return plan
@@ -256,7 +258,19 @@ class JitRun:
         seconds = time.perf_counter() - start
         value = loss if isinstance(loss, float) else math.nan
         plan.steps.append(Step(seconds, value, plan.compiled, plan.compile_seconds))
+        if len(plan.steps) == 1 and plan.runner is not None:
+            self._after_first_step(plan)
         return loss
+
+    def _after_first_step(self, plan: _SVIPlan) -> None:
+        if plan.runner is plan.elbo and plan.compiled:
+            # the user's own Jit* ELBO: left as written, but say what it costs
+            if type(plan.runner).__name__ == "JitTraceMeanField_ELBO":
+                self._notes.append(
+                    f"{plan.target}: Pyro's JitTraceMeanField_ELBO traces again on every step; "
+                    "give the SVI a TraceMeanField_ELBO and %%pyrojit compiles it once")
+        else:
+            _switch.repair_retracing(plan.runner)
 
     def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if isinstance(exc, _advice.JitMagicError):
@@ -352,24 +366,11 @@ class JitRun:
                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True
         import pyro
-        from pyro.infer.mcmc import HMC
 
         kernel = mcmc.kernel
         kernel_name = type(kernel).__name__
         target = self._name_of(mcmc, self._name_of(kernel, f"MCMC({kernel_name})"))
-        reason, compiled = "", False
-        if not isinstance(kernel, HMC):
-            reason = f"{kernel_name} has no compiled mode in Pyro (only HMC and NUTS do)"
-        elif kernel.model is None:
-            reason = "the kernel was given a potential_fn, which Pyro does not compile"
-        elif getattr(mcmc, "num_chains", 1) > 1:
-            reason = "chains run in worker processes, where Pyro does not compile the potential"
-        elif not self._can_trace:
-            reason = "torch.jit.trace is not available in this torch"
-        elif kernel._jit_compile:
-            compiled, reason = True, "already compiled as written"
-        else:
-            compiled = True
+        compiled, reason = mcmc_decision(mcmc, self._can_trace)
         after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
         self._switches[id(mcmc)] = Switch(target, kernel_name, after, compiled, reason)
 
@@ -425,6 +426,25 @@ class JitRun:
             advice=self._advice if exc is not None else None,
             seconds=time.perf_counter() - self._start,
         )
+
+
+def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
+    """Whether an MCMC run can be compiled, and why not (or why it already is)."""
+    from pyro.infer.mcmc import HMC
+
+    kernel = mcmc.kernel
+    if not isinstance(kernel, HMC):
+        return False, f"{type(kernel).__name__} has no compiled mode in Pyro (only HMC and NUTS do)"
+    if kernel.model is None:
+        return False, "the kernel was given a potential_fn, which Pyro does not compile"
+    if type(getattr(mcmc, "sampler", None)).__name__ == "_MultiSampler":
+        # (with fewer CPUs than chains Pyro draws them in this process instead)
+        return False, "chains run in worker processes, where Pyro does not compile the potential"
+    if not can_trace:
+        return False, "torch.jit.trace is not available in this torch"
+    if kernel._jit_compile:
+        return True, "already compiled as written"
+    return True, ""
 
 
 def _targets() -> list[tuple[Any, str]]:

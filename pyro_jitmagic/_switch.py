@@ -83,6 +83,24 @@ def fresh_copy(elbo: Any, cls: type | None = None) -> Any:
     return copy_
 
 
+def repair_retracing(elbo: Any) -> bool:
+    """Make a JitTraceMeanField_ELBO reuse its trace; True if it needed it.
+
+    Pyro 1.9's ``JitTraceMeanField_ELBO.differentiable_loss`` tests for
+    ``_loss_and_surrogate_loss`` but stores its compiled function as
+    ``_differentiable_loss``, so it builds a new one, and traces again, on
+    every step. Pointing the tested name at the stored function, after the
+    first step has built it, makes later steps reuse the trace.
+    """
+    state = vars(elbo)
+    if type(elbo).__name__ != "JitTraceMeanField_ELBO" or "_loss_and_surrogate_loss" in state:
+        return False
+    if "_differentiable_loss" not in state:
+        return False
+    elbo._loss_and_surrogate_loss = state["_differentiable_loss"]
+    return True
+
+
 def compiled_function(elbo: Any) -> Any:
     """The ``pyro.ops.jit.CompiledFunction`` a Jit* ELBO holds, or None."""
     for attr in COMPILED_ATTRS:

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(autouse=True)
+def fresh_pyro():
+    """Each test starts from an empty param store and a fixed seed."""
+    import pyro
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def patched_targets():
+    """The objects a run patches, as they are before the test."""
+    import pyro.ops.jit
+    import torch
+    from pyro.infer import SVI
+    from pyro.infer.mcmc import MCMC
+
+    return {
+        "SVI.step": (SVI, "step", SVI.__dict__["step"]),
+        "MCMC.run": (MCMC, "run", MCMC.__dict__["run"]),
+        "torch.jit.trace": (torch.jit, "trace", torch.jit.trace),
+        "CompiledFunction.__call__": (pyro.ops.jit.CompiledFunction, "__call__",
+                                      pyro.ops.jit.CompiledFunction.__dict__["__call__"]),
+    }
+
+
+def assert_nothing_patched(targets):
+    for name, (owner, attr, original) in targets.items():
+        assert vars(owner)[attr] is original, f"{name} is still patched"
+
+
+@pytest.fixture(scope="session")
+def shell():
+    """One in-process IPython shell with the extension loaded."""
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "pyro_jitmagic")
+    return ip
+
+
+class TwinRunner:
+    """Runs code under ``pyro_jitmagic.compiled()``: the plain-Python twin."""
+
+    name = "twin"
+
+    def __init__(self):
+        self.ns = {}
+
+    def run(self, code, *, warmup=True, warnings="capture"):
+        from pyro_jitmagic import compiled
+
+        run = compiled(warmup=warmup, warnings=warnings, names=self.ns)
+        error = None
+        try:
+            with run:
+                exec(compile(code, "<cell>", "exec"), self.ns)
+        except BaseException as exc:  # the test inspects it
+            error = exc
+        return run.report, error
+
+    def close(self):
+        pass
+
+
+class MagicRunner:
+    """Runs code as a ``%%pyrojit`` cell in the in-process IPython shell."""
+
+    name = "magic"
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.ns = shell.user_ns
+        self._before = set(shell.user_ns)
+
+    def run(self, code, *, warmup=True, warnings="capture"):
+        flags = "-q -o _test_report"
+        if not warmup:
+            flags += " --no-warmup"
+        flags += f" --warnings {warnings}"
+        result = self.shell.run_cell(f"%%pyrojit {flags}\n{code}")
+        report = self.ns.pop("_test_report", None)
+        return report, result.error_in_exec
+
+    def close(self):
+        for name in set(self.ns) - self._before:
+            del self.ns[name]
+
+
+@pytest.fixture(params=["twin", "magic"])
+def runner(request):
+    """Each behaviour through both the magic and its twin."""
+    r = TwinRunner() if request.param == "twin" else MagicRunner(request.getfixturevalue("shell"))
+    yield r
+    r.close()
