@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import models
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -11,7 +12,6 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
-import models
 from pyro_jitmagic import StrayParamError, compiled
 
 

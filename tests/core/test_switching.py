@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import models
 import pyro
 import pytest
 import torch
@@ -10,8 +11,6 @@ from pyro import infer
 from pyro.infer import SVI
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
-
-import models
 
 SWITCHABLE = [
     ("Trace_ELBO", "JitTrace_ELBO"),

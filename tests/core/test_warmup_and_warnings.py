@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import models
 import pyro
 import pytest
 import torch
@@ -11,7 +12,6 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
-import models
 from pyro_jitmagic import RiskyTraceError, compiled
 
 

@@ -1,0 +1,220 @@
+"""``%%pyrojit`` driven through an in-process IPython shell, as a user types it."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from IPython.utils.capture import capture_output
+
+SETUP = """
+import pyro, torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.optim import Adam
+import models
+pyro.clear_param_store()
+data = models.data()
+svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.01}), Trace_ELBO())
+"""
+
+
+@pytest.fixture
+def ip(shell):
+    before = set(shell.user_ns)
+    shell.run_cell(SETUP)
+    yield shell
+    for name in set(shell.user_ns) - before:
+        del shell.user_ns[name]
+
+
+def run(ip, cell):
+    with capture_output() as captured:
+        result = ip.run_cell(cell)
+    return result, captured
+
+
+def test_loading_the_extension_imports_nothing_heavy():
+    code = textwrap.dedent("""
+        import sys
+        from IPython.testing.globalipapp import start_ipython
+        ip = start_ipython()
+        before = set(sys.modules)
+        ip.run_line_magic("load_ext", "pyro_jitmagic")
+        assert "pyrojit" in ip.magics_manager.magics["cell"]
+        new = set(sys.modules) - before
+        heavy = [m for m in ("torch", "pyro", "ipywidgets", "matplotlib") if m in new]
+        print("heavy:", heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "heavy: []" in out.stdout
+
+
+def test_unload_and_reload_leave_nothing_behind(ip, patched_targets):
+    from conftest import assert_nothing_patched
+
+    ip.run_line_magic("unload_ext", "pyro_jitmagic")
+    try:
+        assert "pyrojit" not in ip.magics_manager.magics["cell"]
+        result, captured = run(ip, "%%pyrojit\nsvi.step(data)")
+        assert "Cell magic `%%pyrojit` not found" in captured.stdout + captured.stderr
+        assert_nothing_patched(patched_targets)
+    finally:
+        ip.run_line_magic("load_ext", "pyro_jitmagic")
+    ip.run_line_magic("reload_ext", "pyro_jitmagic")
+    result, _ = run(ip, "%%pyrojit -q\nsvi.step(data)")
+    assert result.success
+    assert_nothing_patched(patched_targets)
+
+
+def test_report_is_one_display_with_text_and_html(ip):
+    result, captured = run(ip, "%%pyrojit\nfor _ in range(3):\n    svi.step(data)")
+
+    assert result.success
+    (output,) = captured.outputs
+    assert {"text/plain", "text/html"} <= set(output.data)
+    assert "svi: Trace_ELBO -> JitTrace_ELBO" in output.data["text/plain"]
+    assert "svi: Trace_ELBO -&gt; JitTrace_ELBO" in output.data["text/html"]
+    assert "3 steps" in output.data["text/plain"]
+
+
+def test_quiet_displays_nothing_and_o_stores_an_immutable_report(ip):
+    from pyro_jitmagic import JitReport
+
+    result, captured = run(ip, "%%pyrojit -q -o report\nsvi.step(data)")
+
+    assert result.success and captured.outputs == []
+    report = ip.user_ns["report"]
+    assert isinstance(report, JitReport)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.error = "changed"
+    assert report.svi_runs[0].steps[0].loss == pytest.approx(report.svi_runs[0].losses[0])
+
+
+def test_help_comes_from_the_docstring(ip):
+    with capture_output() as captured:
+        ip.run_line_magic("pinfo", "%%pyrojit")
+    text = captured.stdout
+    assert "usage: %%pyrojit" in text or "%pyrojit [-o NAME]" in text
+    assert "--warnings {capture,show,error}" in text
+    assert "Run the cell with its Pyro inference compiled" in text
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--bogus", "unrecognized arguments: --bogus"),
+        ("--warnings loud", "argument --warnings: invalid choice: 'loud'"),
+        ("svi.step(data)", "unrecognized arguments: svi.step(data)"),
+        ("{data}", "unrecognized arguments: {data}"),
+        ("$data", "unrecognized arguments: $data"),
+        ("-o 1report", "-o needs a variable name"),
+    ],
+)
+def test_bad_magic_lines_are_one_line_usage_errors_and_nothing_runs(ip, line, message, patched_targets):
+    from conftest import assert_nothing_patched
+
+    result, captured = run(ip, f"%%pyrojit {line}\nran = True")
+
+    assert not result.success
+    assert "ran" not in ip.user_ns
+    lines = [ln for ln in (captured.stdout + captured.stderr).splitlines() if ln.strip()]
+    assert lines == [f"UsageError: {lines[0].removeprefix('UsageError: ')}"]
+    assert message in lines[0]
+    assert_nothing_patched(patched_targets)
+
+
+def test_empty_cell_is_a_usage_error(ip):
+    result, captured = run(ip, "%%pyrojit\n\n")
+    assert not result.success
+    assert "the cell is empty" in captured.stdout + captured.stderr
+
+
+def test_error_traceback_points_at_the_cell_line_and_the_report_still_shows(ip, patched_targets):
+    from conftest import assert_nothing_patched
+
+    result, captured = run(ip, "%%pyrojit\nsvi.step(data)\nraise ValueError('boom in my cell')\n")
+
+    assert isinstance(result.error_in_exec, ValueError)
+    out = captured.stdout
+    assert out.count("ValueError") >= 1 and out.count("Traceback") <= 1
+    assert "raise ValueError('boom in my cell')" in out
+    assert "Cell In[" in out
+    (report,) = captured.outputs
+    assert "stopped early" in report.data["text/plain"]
+    assert "ValueError: boom in my cell" in report.data["text/plain"]
+    assert_nothing_patched(patched_targets)
+
+
+def test_syntax_error_is_reported_with_the_users_line_and_nothing_is_patched(ip, patched_targets):
+    from conftest import assert_nothing_patched
+
+    result, captured = run(ip, "%%pyrojit\nsvi.step(data\n")
+    assert not result.success
+    assert "SyntaxError" in captured.stdout
+    assert captured.outputs == []
+    assert_nothing_patched(patched_targets)
+
+
+def test_ipython_syntax_and_last_expression_work_inside_the_cell(ip):
+    result, captured = run(ip, "%%pyrojit -q\n%time loss = svi.step(data)\nfiles = !echo hello\nloss + 1")
+
+    assert result.success
+    assert list(ip.user_ns["files"]) == ["hello"]
+    assert "Wall time" in captured.stdout
+    assert str(ip.user_ns["loss"] + 1) in captured.stdout
+
+
+def test_risky_warning_html_escapes_the_users_code(ip):
+    ip.run_cell(textwrap.dedent("""
+        import pyro.distributions as dist
+        def hostile(data):
+            loc = pyro.sample("loc", dist.Normal(0., 1.))
+            tag = "<img src=x onerror=alert(1)>" if loc > 0 else "</script>"
+            with pyro.plate("d", data.size(0)):
+                pyro.sample("obs", dist.Normal(loc, 1.), obs=data)
+        hostile_svi = SVI(hostile, models.branchy_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    """))
+    result, captured = run(ip, "%%pyrojit\nhostile_svi.step(data)")
+
+    assert result.success
+    (output,) = captured.outputs
+    html = output.data["text/html"]
+    assert "<img src=x" not in html and "</script>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "Risky JIT warning" in html
+    assert "cell In[" in output.data["text/plain"]  # the user's cell is named as IPython names it
+
+
+def test_advice_is_printed_beside_the_original_error(ip):
+    ip.run_cell(textwrap.dedent("""
+        def with_n(data, n):
+            models.gaussian(data)
+        def guide_n(data, n):
+            models.gaussian_guide(data)
+        svi_n = SVI(with_n, guide_n, Adam({"lr": 0.01}), Trace_ELBO())
+    """))
+    result, captured = run(ip, "%%pyrojit\nsvi_n.step(data, 3)")
+
+    assert isinstance(result.error_in_exec, RuntimeError)
+    assert "cannot be traced" in captured.stdout
+    assert "pyro_jitmagic: positional argument 2 of the step is a int" in captured.stdout
+    (report,) = captured.outputs
+    assert "advice" in report.data["text/plain"]
+
+
+def test_the_same_report_through_the_twin_and_the_magic(ip):
+    from pyro_jitmagic import compiled
+
+    run(ip, "%%pyrojit -q -o magic_report\nfor _ in range(2):\n    svi.step(data)")
+    with compiled(names=ip.user_ns) as twin:
+        for _ in range(2):
+            ip.user_ns["svi"].step(ip.user_ns["data"])
+    magic = ip.user_ns["magic_report"]
+    assert [dataclasses.astuple(s) for s in twin.report.switches] == [
+        dataclasses.astuple(s) for s in magic.switches]
+    assert len(twin.report.svi_runs[0].steps) == len(magic.svi_runs[0].steps) == 2
+    assert twin.report.compile_count == 0  # the magic's trace was kept for the twin
