@@ -45,8 +45,9 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
         rows.append(("warm-up", [f"{w.target}: {w.detail} ({seconds(w.seconds)})"
                                  for w in report.warmup]))
     if report.compilations:
-        lines = [f"{_plural(report.compile_count, 'trace')} in {seconds(report.compile_seconds)}"]
-        lines += [f"{c.owner}: {c.key} ({seconds(c.seconds)})" for c in report.compilations]
+        lines = [f"{report.compile_count} built, costing {seconds(report.compile_seconds)} "
+                 f"(tracing itself {seconds(report.trace_seconds)})"]
+        lines += [f"{c.owner}: {c.key}" for c in report.compilations]
         rows.append(("traces", lines))
     steps = []
     for run in report.svi_runs:

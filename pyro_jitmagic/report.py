@@ -229,7 +229,17 @@ class JitReport:
 
     @property
     def compile_seconds(self) -> float:
-        return sum(c.seconds for c in self.compilations)
+        """What compiling cost: the wall time of the SVI steps that built a
+        trace (tracing, then the executor optimising forward and backward on
+        that first run) plus the HMC/NUTS potentials' tracing time."""
+        svi = sum(s.seconds for run in self.svi_runs for s in run.steps if s.traced)
+        mcmc = sum(run.compile_seconds for run in self.mcmc_runs)
+        return svi + mcmc
+
+    @property
+    def trace_seconds(self) -> float:
+        """Time spent inside ``torch.jit.trace`` alone."""
+        return sum(c.trace_seconds for c in self.compilations)
 
     @property
     def warmup_seconds(self) -> float:
