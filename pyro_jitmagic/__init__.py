@@ -26,6 +26,7 @@ from typing import Any
 from ._advice import JitMagicError, RiskyTraceError, StrayParamError
 from ._run import JitRun, compiled
 from ._session import Session
+from ._warnings import RiskyTraceWarning
 from .report import (
     CapturedWarning,
     Compilation,
@@ -47,6 +48,7 @@ __all__ = [
     "JitRun",
     "MCMCRun",
     "RiskyTraceError",
+    "RiskyTraceWarning",
     "SVIRun",
     "Session",
     "Step",

@@ -97,11 +97,13 @@ class JitRun:
         names: Mapping[str, Any] | None = None,
         name_location: Callable[[str, int], str] = default_location_name,
         session: Session | None = None,
+        announce: bool = False,
     ) -> None:
         if warnings not in _WARNING_MODES:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
         self.warmup = warmup
         self.warnings_mode = warnings
+        self.announce = announce
         self._names = names
         self.session = session or default_session()
         self._capture = WarningCapture(warnings, name_location)
@@ -149,6 +151,8 @@ class JitRun:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self._leave()
         self.report = self.snapshot(exc)
+        if self.announce and self.warnings_mode == "capture":
+            self._capture.announce_risky()
 
     def _leave(self) -> None:
         try:
@@ -555,8 +559,10 @@ def compiled(
 
     Every ``SVI.step`` whose ELBO has a Jit* counterpart runs compiled (warmed
     up first), every ``MCMC.run`` with an HMC/NUTS kernel runs with
-    ``jit_compile=True``; JIT warnings are captured. After the block, objects
-    behave as written again and ``run.report`` says what happened.
+    ``jit_compile=True``; JIT warnings are captured, and each risky one is
+    warned once, as a :class:`RiskyTraceWarning` at the user's line, when the
+    block ends. After the block, objects behave as written again and
+    ``run.report`` says what happened.
 
     Parameters
     ----------
@@ -581,4 +587,4 @@ def compiled(
     """
     if names is None:  # name objects as the calling script does
         names = sys._getframe(1).f_globals
-    return JitRun(warmup=warmup, warnings=warnings, names=names, session=session)
+    return JitRun(warmup=warmup, warnings=warnings, names=names, session=session, announce=True)

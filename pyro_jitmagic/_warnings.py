@@ -56,6 +56,10 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple(d + os.sep for d in dirs if d)
 
 
+class RiskyTraceWarning(UserWarning):
+    """Shown by ``pyro_jitmagic.compiled()`` for each risky JIT warning it captured."""
+
+
 def classify(category: type[Warning], message: str, filename: str) -> WarningKind | None:
     """The kind of a JIT warning, or None when the warning is not the JIT's."""
     import torch
@@ -150,7 +154,7 @@ class WarningCapture:
         group = self._groups.get(key)
         if group is None:
             source = linecache.getline(user_file, user_line).strip()
-            self._groups[key] = [source, 1]
+            self._groups[key] = [source, 1, user_file, user_line]
         else:
             group[1] += 1
         if kind == "risky":
@@ -167,11 +171,20 @@ class WarningCapture:
             return []
         return [w for w in self.captured() if w.kind == "risky"]
 
+    def announce_risky(self) -> None:
+        """Warn once per risky group at the user's line, for scripts that show no report."""
+        for w in self.captured():
+            if w.kind == "risky":
+                warnings.warn_explicit(
+                    f"{w.message.splitlines()[0]} (while compiling: the compiled step may "
+                    "compute a wrong result for other inputs)",
+                    RiskyTraceWarning, w.filename, w.lineno)
+
     def captured(self) -> tuple[CapturedWarning, ...]:
         order = {"risky": 0, "deprecation": 1, "benign": 2}
         items = [
             CapturedWarning(kind=k[0], category=k[1], message=k[2], where=k[3],  # type: ignore[arg-type]
-                            source=v[0], count=v[1])
+                            source=v[0], count=v[1], filename=v[2], lineno=v[3])
             for k, v in self._groups.items()
         ]
         return tuple(sorted(items, key=lambda w: order[w.kind]))

@@ -173,6 +173,8 @@ class CapturedWarning:
         That line of code, stripped.
     count : int
         How many times it was raised.
+    filename, lineno : str, int
+        The file and line that ``where`` names.
     """
 
     kind: WarningKind
@@ -181,6 +183,8 @@ class CapturedWarning:
     where: str
     source: str
     count: int
+    filename: str = ""
+    lineno: int = 0
 
 
 @dataclass(frozen=True)

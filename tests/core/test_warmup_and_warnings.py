@@ -135,3 +135,17 @@ def test_warnings_error_stops_before_the_compiled_step_is_used(runner):
     # the next cell works normally
     report, error = runner.run("svi.step(data)")
     assert error is None and len(report.svi_runs[0].steps) == 1
+
+
+def test_the_twin_warns_once_at_the_users_line_for_each_risky_trace():
+    from pyro_jitmagic import RiskyTraceWarning
+
+    svi = SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with compiled():
+            for _ in range(3):
+                svi.step(models.data())
+    (risky,) = [w for w in shown if w.category is RiskyTraceWarning]
+    assert risky.filename.endswith("models.py")
+    assert "Converting a tensor to a Python boolean" in str(risky.message)
