@@ -9,6 +9,7 @@ string that came from user code is escaped in the HTML.
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from .report import CapturedWarning, JitReport
 
@@ -144,3 +145,190 @@ def report_html(report: JitReport) -> str:
                      f"{advice}</div>")
     parts.append("</div>")
     return "".join(parts)
+
+
+# -- comparisons -----------------------------------------------------------------
+def _times(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}x"
+
+
+def _difference(x: float) -> str:
+    if x != x:
+        return "n/a"
+    if x == 0:
+        return "identical"
+    return f"{x:.2g}"
+
+
+def comparison_verdict(c: Any) -> str:
+    """"compiled 2.6x faster per step, ahead after 340 steps, results agree"."""
+    parts = []
+    main_svi = max(c.svi, key=lambda s: len(s.compiled.steps), default=None)
+    if main_svi is not None:
+        if main_svi.steady_speedup is None:
+            parts.append("no steady compiled steps to compare")
+        else:
+            speed = main_svi.steady_speedup
+            word = "faster" if speed >= 1 else "slower"
+            value = speed if speed >= 1 else 1 / speed
+            parts.append(f"compiled {value:.2g}x {word} per step")
+        if main_svi.break_even_step is not None:
+            parts.append(f"ahead after {main_svi.break_even_step} steps")
+        elif main_svi.projected_break_even_step is not None:
+            projected = main_svi.projected_break_even_step
+            parts.append(f"not yet ahead in total (would be after ~{projected} steps)")
+        elif main_svi.steady_speedup is not None:
+            parts.append("never ahead in total")
+    for m in c.mcmc:
+        if m.sampling_speedup is not None:
+            speed = m.sampling_speedup
+            word = "faster" if speed >= 1 else "slower"
+            value = speed if speed >= 1 else 1 / speed
+            parts.append(f"{m.target} sampling {value:.2g}x {word}")
+    if not c.svi and not c.mcmc:
+        parts.append("the cell ran no SVI step and no MCMC run")
+    elif c.agree:
+        parts.append("results agree")
+    else:
+        parts.append("RESULTS DISAGREE")
+    return ", ".join(parts)
+
+
+def _svi_rows(s: Any) -> list[tuple[str, str, str]]:
+    e, c = s.eager, s.compiled
+    return [
+        ("total", seconds(e.total_seconds), seconds(c.total_seconds)),
+        ("first step", seconds(e.steps[0].seconds if e.steps else None),
+         seconds(c.steps[0].seconds if c.steps else None)),
+        ("median step", seconds(e.median_step_seconds), seconds(c.median_step_seconds)),
+        ("steps", str(len(e.steps)), str(len(c.steps))),
+        ("compile cost", "", seconds(s.compile_cost)),
+    ]
+
+
+def _mcmc_rows(m: Any) -> list[tuple[str, str, str]]:
+    e, c = m.eager, m.compiled
+
+    def rate(x: float | None, unit: str) -> str:
+        return "n/a" if x is None else f"{x:.3g} {unit}"
+
+    return [
+        ("total", seconds(e.total_seconds), seconds(c.total_seconds)),
+        ("setup (compiles)", seconds(e.setup_seconds), seconds(c.setup_seconds)),
+        ("warm-up", seconds(e.warmup_seconds), seconds(c.warmup_seconds)),
+        ("sampling", seconds(e.sampling_seconds), seconds(c.sampling_seconds)),
+        ("samples/s", rate(e.samples_per_second, "/s"), rate(c.samples_per_second, "/s")),
+        ("min ESS/s", rate(e.ess_per_second, "/s"), rate(c.ess_per_second, "/s")),
+        ("max r-hat", rate(e.max_r_hat, ""), rate(c.max_r_hat, "")),
+        ("potential evaluations", str(e.potential_evals), str(c.potential_evals)),
+    ]
+
+
+def agreement_lines(c: Any) -> list[str]:
+    from .comparison import MCMC_Z_TOLERANCE, RELATIVE_TOLERANCE
+
+    lines = []
+    for s in c.svi:
+        verdict = "agree" if s.agree else "DISAGREE"
+        steps = min(len(s.eager.steps), len(s.compiled.steps))
+        lines.append(f"{s.target}: losses {verdict}: largest relative difference "
+                     f"{_difference(s.loss_difference)} over {steps} "
+                     f"steps; final params {_difference(s.param_difference)} "
+                     f"(tolerance {RELATIVE_TOLERANCE:g})")
+    for m in c.mcmc:
+        verdict = "agree" if m.agree else "DISAGREE"
+        lines.append(f"{m.target}: posterior means {verdict}: largest difference "
+                     f"{m.mean_difference_sd:.2g} posterior sd ({m.mean_difference_z:.2g} Monte Carlo "
+                     f"standard errors; tolerance {MCMC_Z_TOLERANCE:g})")
+    if not c.agree and c.compiled.risky_warnings:
+        where = "; ".join(f"{w.where}: {w.source}" for w in c.compiled.risky_warnings)
+        lines.append("a risky JIT warning explains it: a tensor became a Python value while tracing "
+                     f"at {where}")
+    elif not c.agree:
+        lines.append("no risky JIT warning was raised; check the model for state kept outside "
+                     "pyro.param or for global tensors that change between steps")
+    return lines
+
+
+def isolation_lines(c: Any) -> list[str]:
+    iso = c.isolation
+    lines = [f"restored before the compiled run: {', '.join(iso.restored)}"]
+    if iso.discarded:
+        lines.append(f"the eager run's bindings were discarded: {', '.join(iso.discarded)}")
+    if iso.mutated:
+        lines.append(f"NOT isolated: {', '.join(iso.mutated)} changed in place by the eager run, "
+                     "and again by the compiled run")
+    if c.seed is not None:
+        lines.append(f"both runs seeded with {c.seed}")
+    return lines
+
+
+def comparison_text(c: Any) -> str:
+    lines = [f"pyrojit --compare: {comparison_verdict(c)}"]
+    for s in c.svi:
+        lines.append(f"  {s.target} ({s.eager.elbo} vs {s.compiled.elbo})")
+        lines += [f"    {name:<22} {e:>12} {cc:>12}" for name, e, cc in
+                  [("", "eager", "compiled"), *_svi_rows(s)]]
+    for m in c.mcmc:
+        lines.append(f"  {m.target} ({m.eager.kernel})")
+        lines += [f"    {name:<22} {e:>12} {cc:>12}" for name, e, cc in
+                  [("", "eager", "compiled"), *_mcmc_rows(m)]]
+    lines += [f"  agreement  {line}" for line in agreement_lines(c)]
+    lines += [f"  state      {line}" for line in isolation_lines(c)]
+    compiled_text = report_text(c.compiled).splitlines()[1:]
+    if compiled_text:
+        lines.append("  compiled run:")
+        lines += ["  " + line for line in compiled_text]
+    return "\n".join(lines)
+
+
+def timing_table_html(c: Any) -> str:
+    esc = html.escape
+    parts = []
+    sections = [(f"{s.target} ({s.eager.elbo} vs {s.compiled.elbo})", _svi_rows(s)) for s in c.svi]
+    sections += [(f"{m.target} ({m.eager.kernel})", _mcmc_rows(m)) for m in c.mcmc]
+    for title, rows in sections:
+        body = "".join(f"<tr><th>{esc(n)}</th><td>{esc(e)}</td><td>{esc(cc)}</td></tr>" for n, e, cc in rows)
+        parts.append(f"<h4>{esc(title)}</h4><table class='pyrojit-table'><tr><th></th><th>eager</th>"
+                     f"<th>compiled</th></tr>{body}</table>")
+    return "".join(parts)
+
+
+def comparison_html(c: Any, plots: dict[str, str] | None = None) -> str:
+    """The whole comparison as static HTML: what the panel shows, without widgets."""
+    esc = html.escape
+    plots = plots if plots is not None else {}
+    verdict_class = "agree" if c.agree else "risky"
+    parts = [_STYLE, "<style>.pyrojit .agree{background:#e8f5e9;border-left:4px solid #2e7d32;"
+             "padding:6px 10px;margin:6px 0}.pyrojit-table td,.pyrojit-table th{padding:2px 10px;"
+             "text-align:right}.pyrojit h4{margin:10px 0 4px}</style>",
+             '<div class="pyrojit">',
+             f'<div class="{verdict_class}"><strong>{esc(comparison_verdict(c))}</strong></div>',
+             "<h4>Timing</h4>", timing_table_html(c), plots.get("timing", ""),
+             "<h4>Agreement</h4>", "<br>".join(esc(x) for x in agreement_lines(c)),
+             plots.get("agreement", ""),
+             "<h4>Warnings</h4>", warnings_html(c.compiled),
+             "<h4>Changes</h4>", changes_html(c),
+             "</div>"]
+    return "".join(parts)
+
+
+def warnings_html(report: JitReport) -> str:
+    esc = html.escape
+    if not report.warnings:
+        return "<p>No JIT warnings were raised.</p>"
+    rows = "".join(
+        f"<tr class='{w.kind}-row'><td>{esc(w.kind)}</td><td>{w.count}</td><td>{esc(w.where)}</td>"
+        f"<td><code>{esc(w.source)}</code></td><td>{esc(w.message.splitlines()[0])}</td></tr>"
+        for w in report.warnings)
+    return ("<table class='pyrojit-warnings'><tr><th>kind</th><th>count</th><th>where</th><th>code</th>"
+            f"<th>message</th></tr>{rows}</table>")
+
+
+def changes_html(c: Any) -> str:
+    esc = html.escape
+    items = [f"{s.target}: {s.before} → {s.after}" if s.switched else f"{s.target}: {s.after} ({s.reason})"
+             for s in c.compiled.switches]
+    items += [f"warm-up, {w.target}: {w.detail} ({seconds(w.seconds)})" for w in c.compiled.warmup]
+    items += isolation_lines(c)
+    return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"

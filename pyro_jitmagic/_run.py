@@ -21,6 +21,7 @@ undone in ``__exit__``, whatever ended the run.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,8 @@ from .report import (
     Compilation,
     JitReport,
     MCMCRun,
+    PosteriorSite,
+    Progress,
     Step,
     SVIRun,
     Switch,
@@ -46,6 +49,11 @@ from .report import (
 _ACTIVE: list[JitRun] = []
 
 _WARNING_MODES = ("capture", "show", "error")
+
+# Live progress is offered at most this often (seconds), over the median of
+# the last PROGRESS_WINDOW steps: a few updates a second cost nothing measurable.
+PROGRESS_INTERVAL = 0.25
+PROGRESS_WINDOW = 100
 
 
 def _label(obj: Any) -> str:
@@ -98,12 +106,22 @@ class JitRun:
         name_location: Callable[[str, int], str] = default_location_name,
         session: Session | None = None,
         announce: bool = False,
+        compile: bool = True,
+        on_first_step: Callable[[Any], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         if warnings not in _WARNING_MODES:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
         self.warmup = warmup
         self.warnings_mode = warnings
         self.announce = announce
+        # compile=False records the cell as written: the eager half of --compare
+        self.compile = compile
+        self._on_first_step = on_first_step
+        self._on_progress = on_progress
+        self._last_progress = 0.0
+        self._steps_done = 0
+        self._samples_done = 0
         self._names = names
         self.session = session or default_session()
         self._capture = WarningCapture(warnings, name_location)
@@ -137,10 +155,10 @@ class JitRun:
             self._can_trace = callable(getattr(torch.jit, "trace", None))
             self._wrap(SVI, "step", self._svi_step)
             self._wrap(MCMC, "run", self._mcmc_run)
-            if self._can_trace:
+            if self._can_trace and self.compile:
                 self._wrap(torch.jit, "trace", self._trace, method=False)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call)
-            else:
+            elif self.compile:
                 self._notes.append(f"torch.jit.trace is not available in torch {torch.__version__}: "
                                    "the cell ran eager")
         except BaseException:
@@ -206,7 +224,11 @@ class JitRun:
 
         runner: Any = elbo
         compiled, after, reason = False, elbo_name, ""
-        if elbo is None:
+        if self._on_first_step is not None:
+            self._on_first_step(svi)
+        if not self.compile:
+            reason = "run as written"
+        elif elbo is None:
             reason = _switch.why_eager(svi.loss)
         elif not self._can_trace:
             reason = "torch.jit.trace is not available in this torch"
@@ -259,9 +281,12 @@ class JitRun:
         finally:
             self._current = outer
         _sync_cuda()
-        seconds = time.perf_counter() - start
+        end = time.perf_counter()
         value = loss if isinstance(loss, float) else math.nan
-        plan.steps.append(Step(seconds, value, plan.compiled, plan.compile_seconds))
+        plan.steps.append(Step(end - start, value, plan.compiled, plan.compile_seconds))
+        self._steps_done += 1
+        if self._on_progress is not None and end - self._last_progress >= PROGRESS_INTERVAL:
+            self._progress(end, plan)
         if len(plan.steps) == 1 and plan.runner is not None:
             self._after_first_step(plan)
         return loss
@@ -275,6 +300,24 @@ class JitRun:
                     "give the SVI a TraceMeanField_ELBO and %%pyrojit compiles it once")
         else:
             _switch.repair_retracing(plan.runner)
+
+    def _progress(self, now: float, plan: _SVIPlan | None = None, compiling: bool = False) -> None:
+        assert self._on_progress is not None
+        self._last_progress = now
+        recent = None
+        if plan is not None and plan.steps:
+            recent = statistics.median(s.seconds for s in plan.steps[-PROGRESS_WINDOW:])
+        self._on_progress(Progress(run="compiled" if self.compile else "eager",
+                                   steps=self._steps_done, recent_median_step_seconds=recent,
+                                   samples=self._samples_done, compiling=compiling,
+                                   seconds=now - self._start))
+
+    def _sample_done(self) -> None:
+        self._samples_done += 1
+        if self._on_progress is not None:
+            now = time.perf_counter()
+            if now - self._last_progress >= PROGRESS_INTERVAL:
+                self._progress(now)
 
     def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if isinstance(exc, _advice.JitMagicError):
@@ -329,6 +372,8 @@ class JitRun:
         shapes = tuple(str(tuple(t.shape)) for t in inputs if torch.is_tensor(t))
         risky_before = self._capture.risky_count
         params_before = set(pyro.get_param_store().keys())
+        if self._on_progress is not None:
+            self._progress(time.perf_counter(), compiling=True)
         if pending is not None:
             # Pyro ran the step once eagerly to find its params, drawing random
             # numbers; trace from the state the step started in, then run the
@@ -375,12 +420,14 @@ class JitRun:
         kernel_name = type(kernel).__name__
         target = self._name_of(mcmc, self._name_of(kernel, f"MCMC({kernel_name})"))
         compiled, reason = mcmc_decision(mcmc, self._can_trace)
+        if not self.compile:
+            compiled, reason = False, "run as written"
         after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
         self._switches[id(mcmc)] = Switch(target, kernel_name, after, compiled, reason)
 
         local = PatchSet()
         plan = _MCMCPlan(target)
-        clock = _MCMCClock()
+        clock = _MCMCClock(self._sample_done)
         # Pyro turns requires_grad off on every param while tracing the
         # potential and only turns it back on if tracing succeeds
         # (pyro/infer/mcmc/util.py, _PEMaker._potential_fn_jit).
@@ -391,7 +438,9 @@ class JitRun:
             if compiled and not kernel._jit_compile:
                 local.set(kernel, "_jit_compile", True)
             clock.instrument(local, kernel)
-            return original(mcmc, *args, **kwargs)
+            result = original(mcmc, *args, **kwargs)
+            clock.summarise(mcmc)
+            return result
         except BaseException:
             for name, p in store.named_parameters():
                 if name in grads and p.requires_grad != grads[name]:
@@ -473,11 +522,14 @@ def heal_leftovers() -> list[str]:
 class _MCMCClock:
     """Times one MCMC run through its kernel's ``setup`` and ``sample``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_sample: Callable[[], None]) -> None:
+        self.on_sample = on_sample
         self.setup_seconds = 0.0
         self.sample_seconds: list[float] = []
         self.warmup_steps = 0
         self.done = False
+        self.potential_evals = 0
+        self.sites: tuple[PosteriorSite, ...] = ()
 
     def instrument(self, patches: PatchSet, kernel: Any) -> None:
         setup, sample = kernel.setup, kernel.sample
@@ -490,12 +542,22 @@ class _MCMCClock:
                 return setup(warmup_steps, *args, **kwargs)
             finally:
                 self.setup_seconds += time.perf_counter() - start
+                potential = getattr(kernel, "potential_fn", None)
+                if potential is not None:
+                    patches.set(kernel, "potential_fn", counted(potential))
+
+        def counted(potential: Callable[..., Any]) -> Callable[..., Any]:
+            def potential_fn(*args: Any, **kwargs: Any) -> Any:
+                self.potential_evals += 1
+                return potential(*args, **kwargs)
+            return potential_fn
 
         def timed_sample(params: Any) -> Any:
             __tracebackhide__ = True
             start = time.perf_counter()
             result = sample(params)
             self.sample_seconds.append(time.perf_counter() - start)
+            self.on_sample()
             return result
 
         cleanup = kernel.cleanup
@@ -508,6 +570,22 @@ class _MCMCClock:
         patches.set(kernel, "sample", timed_sample)
         patches.set(kernel, "cleanup", timed_cleanup)
 
+    def summarise(self, mcmc: Any) -> None:
+        """Posterior means, sds, ESS and r-hat of every site, for comparing runs."""
+        from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+        sites = []
+        for name, samples in mcmc.get_samples(group_by_chain=True).items():
+            flat = samples.detach().reshape(samples.shape[0], samples.shape[1], -1).double()
+            pooled = flat.reshape(-1, flat.shape[-1])
+            ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+            r_hat = split_gelman_rubin(flat, chain_dim=0, sample_dim=1) if flat.shape[1] >= 4 else None
+            sites.append(PosteriorSite(
+                name=name, mean=tuple(pooled.mean(0).tolist()), sd=tuple(pooled.std(0).tolist()),
+                ess=float(ess.min()) if ess.numel() else math.nan,
+                r_hat=float(r_hat.max()) if r_hat is not None and r_hat.numel() else math.nan))
+        self.sites = tuple(sites)
+
     def record(self, target: str, kernel: str, compiled: bool, compile_seconds: float) -> MCMCRun:
         warm = self.sample_seconds[: self.warmup_steps]
         draws = self.sample_seconds[self.warmup_steps:]
@@ -515,7 +593,8 @@ class _MCMCClock:
                        warmup_steps=len(warm), num_samples=len(draws),
                        setup_seconds=self.setup_seconds, warmup_seconds=sum(warm),
                        sampling_seconds=sum(draws), compile_seconds=compile_seconds,
-                       completed=self.done)
+                       completed=self.done, potential_evals=self.potential_evals,
+                       sites=self.sites)
 
 
 def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -13,16 +13,22 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
 
 
 @magics_class
 class PyroJitMagics(Magics):
     """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT."""
 
-    @magic_arguments()
+    # named "%pyrojit" so that the usage line reads "%%pyrojit", as the cell magic is typed
+    @magic_arguments(name="%pyrojit")
+    @argument("--compare", action="store_true",
+              help="run the cell eager, then compiled from the same start, and show a panel "
+                   "comparing their timing and results")
+    @argument("--seed", type=int, metavar="N",
+              help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run")
     @argument("-o", "--output", metavar="NAME",
-              help="store the report (a pyro_jitmagic.JitReport) in the variable NAME")
+              help="store the report (a pyro_jitmagic.JitReport, or with --compare a "
+                   "pyro_jitmagic.Comparison) in the variable NAME")
     @argument("-q", "--quiet", action="store_true", help="do not display the report")
     @argument("--no-warmup", action="store_true",
               help="skip the eager warm-up (AutoGuide prototype, max_plate_nesting) before compiling")
@@ -45,7 +51,14 @@ class PyroJitMagics(Magics):
         again, and their compiled traces are kept for the next ``%%pyrojit`` cell.
 
         A report follows the cell: what was switched, warm-up, compilations,
-        steps and their median time, warnings.
+        steps and their median time, warnings. While the cell runs, a progress
+        line shows steps done and "compiling..." (cells over half a second).
+
+        With ``--compare`` the cell runs twice: eager exactly as written, then
+        compiled, each from the same param store, optimizer and random state.
+        Afterwards the namespace and param store hold the compiled run's
+        results. A panel shows the verdict, timing, agreement of the results,
+        warnings and what was switched.
 
         Examples
         --------
@@ -57,6 +70,10 @@ class PyroJitMagics(Magics):
 
             %%pyrojit -o report --warnings error
             mcmc.run(data)
+
+            %%pyrojit --compare --seed 0
+            for step in range(1000):
+                svi.step(data)
         """
         args = parse_argstring(self.pyrojit, line)
         if args.output is not None and not args.output.isidentifier():
@@ -71,20 +88,58 @@ class PyroJitMagics(Magics):
             result = shell.run_cell(cell, store_history=False)
             _reraise_quietly(shell, result.error_before_exec or result.error_in_exec)
 
-        from ._run import JitRun
-
-        run = JitRun(warmup=not args.no_warmup, warnings=args.warnings,
-                     names=shell.user_ns, name_location=self._name_location)
-        with run:
-            result = shell.run_cell(cell, store_history=False)
-        error = result.error_before_exec or result.error_in_exec
-        report = run.snapshot(error)
+        if args.compare:
+            result, error = self._compare(cell, args)
+        else:
+            result, error = self._compile(cell, args)
         if args.output:
-            shell.user_ns[args.output] = report
-        if not args.quiet:
-            display(report)
+            shell.user_ns[args.output] = result
         if error is not None:
             _reraise_quietly(shell, error)
+
+    def _execute(self, cell: str) -> BaseException | None:
+        """Run the cell body in the shell; IPython shows its traceback."""
+        assert self.shell is not None
+        result = self.shell.run_cell(cell, store_history=False)
+        return result.error_before_exec or result.error_in_exec
+
+    def _progress(self, quiet: bool) -> Any:
+        from ._progress import LiveProgress
+
+        return None if quiet else LiveProgress(self.shell)
+
+    def _compile(self, cell: str, args: Any) -> tuple[Any, BaseException | None]:
+        from ._run import JitRun
+        from ._state import seed_everything
+
+        assert self.shell is not None
+        progress = self._progress(args.quiet)
+        if args.seed is not None:
+            seed_everything(args.seed)
+        run = JitRun(warmup=not args.no_warmup, warnings=args.warnings, names=self.shell.user_ns,
+                     name_location=self._name_location, on_progress=progress)
+        with run:
+            error = self._execute(cell)
+        report = run.snapshot(error)
+        if progress is not None:
+            progress.finish(report._repr_mimebundle_())
+        return report, error
+
+    def _compare(self, cell: str, args: Any) -> tuple[Any, BaseException | None]:
+        from ._compare import run_twice
+        from ._panel import comparison_bundle
+
+        assert self.shell is not None
+        progress = self._progress(args.quiet)
+        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, seed=args.seed,
+                            warmup=not args.no_warmup, warnings=args.warnings,
+                            name_location=self._name_location, on_progress=progress)
+        result = outcome.comparison or outcome.failed
+        if progress is not None:
+            bundle = (comparison_bundle(outcome.comparison) if outcome.comparison is not None
+                      else outcome.failed._repr_mimebundle_() if outcome.failed is not None else None)
+            progress.finish(bundle)
+        return result, outcome.error
 
     def _name_location(self, filename: str, lineno: int) -> str:
         from ._warnings import default_location_name

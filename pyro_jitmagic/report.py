@@ -91,8 +91,24 @@ class SVIRun:
 
 
 @dataclass(frozen=True)
+class PosteriorSite:
+    """Summary of one latent site's samples (elements flattened)."""
+
+    name: str
+    mean: tuple[float, ...]
+    sd: tuple[float, ...]
+    ess: float  # smallest effective sample size over the site's elements
+    r_hat: float  # largest split r-hat (nan with a single chain too short to split)
+
+
+@dataclass(frozen=True)
 class MCMCRun:
-    """One ``MCMC.run``: where its time went."""
+    """One ``MCMC.run``: where its time went, and what it sampled.
+
+    ``potential_evals`` counts evaluations of the potential energy after
+    setup; HMC and NUTS take its gradient at each leapfrog step, so this is
+    the work the compiled potential speeds up.
+    """
 
     target: str
     kernel: str
@@ -104,6 +120,8 @@ class MCMCRun:
     sampling_seconds: float
     compile_seconds: float
     completed: bool
+    potential_evals: int = 0
+    sites: tuple[PosteriorSite, ...] = ()
 
     @property
     def total_seconds(self) -> float:
@@ -114,6 +132,23 @@ class MCMCRun:
         if not self.num_samples or self.sampling_seconds <= 0:
             return None
         return self.num_samples / self.sampling_seconds
+
+    @property
+    def min_ess(self) -> float | None:
+        return min((s.ess for s in self.sites), default=None)
+
+    @property
+    def ess_per_second(self) -> float | None:
+        """Smallest effective sample size over sites, per second of sampling."""
+        ess = self.min_ess
+        if ess is None or self.sampling_seconds <= 0:
+            return None
+        return ess / self.sampling_seconds
+
+    @property
+    def max_r_hat(self) -> float | None:
+        values = [s.r_hat for s in self.sites if s.r_hat == s.r_hat]
+        return max(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -185,6 +220,33 @@ class CapturedWarning:
     count: int
     filename: str = ""
     lineno: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running cell is, for the live progress line.
+
+    ``run`` is ``"compiled"`` or ``"eager"`` (the first half of ``--compare``).
+    """
+
+    run: str
+    steps: int
+    recent_median_step_seconds: float | None
+    samples: int
+    compiling: bool
+    seconds: float
+
+    def describe(self) -> str:
+        from ._render import seconds
+
+        parts = [f"{self.run} run"]
+        if self.steps:
+            parts.append(f"{self.steps} steps, median {seconds(self.recent_median_step_seconds)}")
+        if self.samples:
+            parts.append(f"{self.samples} MCMC samples")
+        if self.compiling:
+            parts.append("compiling...")
+        return f"pyrojit: {', '.join(parts)} ({seconds(self.seconds)})"
 
 
 @dataclass(frozen=True)

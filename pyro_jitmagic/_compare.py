@@ -1,0 +1,144 @@
+"""Run a cell twice, eager then compiled, from the same start: the core of ``--compare``.
+
+The cell itself is a callable, so the magic passes "run this cell in the
+shell" and scripts pass a function; nothing here knows about IPython.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._run import JitRun
+from ._state import CellState, prime_once, seed_everything
+from ._warnings import Mode, default_location_name
+from .comparison import Comparison, Isolation, compare_reports, relative_difference
+from .report import JitReport, Progress
+
+
+@dataclass(frozen=True)
+class CompareOutcome:
+    """What the two runs gave: the comparison, or the report of the run that failed."""
+
+    comparison: Comparison | None
+    failed: JitReport | None
+    error: BaseException | None
+
+
+def _param_values() -> dict[str, list[float]]:
+    import pyro
+
+    return {name: value.detach().reshape(-1).double().tolist()
+            for name, value in pyro.get_param_store().items()}
+
+
+def _params_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
+    worst = math.nan
+    for name in a.keys() & b.keys():
+        d = relative_difference(a[name], b[name])
+        if not math.isnan(d):
+            worst = d if math.isnan(worst) else max(worst, d)
+    return worst
+
+
+def run_twice(
+    execute: Callable[[], BaseException | None],
+    namespace: MutableMapping[str, Any],
+    *,
+    seed: int | None = None,
+    warmup: bool = True,
+    warnings: Mode = "capture",
+    name_location: Callable[[str, int], str] = default_location_name,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> CompareOutcome:
+    """Run ``execute`` eager, put the state back, run it compiled; compare.
+
+    ``execute`` runs the cell once and returns the exception that ended it
+    (or None). If the eager half fails, everything is put back as it was
+    before the cell, and the compiled half does not run.
+    """
+    prime_once()
+    if seed is not None:
+        seed_everything(seed)
+    state = CellState.save(namespace)
+
+    eager = JitRun(compile=False, warmup=warmup, warnings=warnings, names=namespace,
+                   name_location=name_location, on_first_step=state.before_first_step,
+                   on_progress=on_progress)
+    error: BaseException | None = None
+    try:
+        with eager:
+            error = execute()
+    except BaseException as exc:
+        error = exc
+    if error is not None:
+        state.restore()
+        return CompareOutcome(None, eager.snapshot(error), error)
+    eager_params = _param_values()
+
+    mutated = state.mutated()
+    discarded = state.restore()
+    if seed is not None:
+        seed_everything(seed)
+
+    compiled = JitRun(warmup=warmup, warnings=warnings, names=namespace, name_location=name_location,
+                      on_progress=on_progress)
+    try:
+        with compiled:
+            error = execute()
+    except BaseException as exc:
+        error = exc
+    if error is not None:
+        return CompareOutcome(None, compiled.snapshot(error), error)
+
+    restored = ["Pyro param store", "random state (torch, numpy, random)"]
+    if state.optimizers:
+        restored.append(f"optimizer state of {len(state.optimizers)} SVI")
+    restored += [f"AutoGuide prototype of {_label(guide, namespace)}" for guide in state.guides.values()]
+    isolation = Isolation(restored=tuple(restored), discarded=tuple(discarded), mutated=tuple(mutated))
+    assert eager.report is not None and compiled.report is not None
+    comparison = compare_reports(eager.report, compiled.report, isolation,
+                                 _params_difference(eager_params, _param_values()), seed)
+    return CompareOutcome(comparison, None, None)
+
+
+def _label(obj: Any, namespace: MutableMapping[str, Any]) -> str:
+    for name, value in list(namespace.items()):
+        if value is obj and not name.startswith("_"):
+            return name
+    return type(obj).__name__
+
+
+def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None = None,
+            seed: int | None = None, warmup: bool = True, warnings: Mode = "capture") -> Comparison:
+    """Run ``fn()`` eager, then compiled from the same start, and compare: the twin of ``--compare``.
+
+    Parameters
+    ----------
+    fn : callable
+        Runs the inference once (e.g. a training loop). Called twice.
+    namespace : mapping, optional
+        A namespace whose bindings are restored between the runs and used to
+        name objects (a script's ``globals()``).
+    seed : int, optional
+        Seeds both runs (``pyro.set_rng_seed``).
+
+    Raises
+    ------
+    Exception
+        Whatever ``fn`` raised, in either run (state is put back if it was
+        the eager run).
+    """
+    ns: MutableMapping[str, Any] = namespace if namespace is not None else {}
+
+    def execute() -> BaseException | None:
+        fn()
+        return None
+
+    outcome = run_twice(execute, ns, seed=seed, warmup=warmup, warnings=warnings)
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.comparison is not None
+    return outcome.comparison
