@@ -73,7 +73,7 @@ def prime_once() -> None:
     import pyro.distributions as dist
     import torch
     from pyro.infer import SVI, Trace_ELBO
-    from pyro.optim import Adam
+    from pyro.optim import Adam  # type: ignore[attr-defined]  # made at import time by pyro
 
     site, param = "_pyrojit_prime", "_pyrojit_prime_loc"
 
