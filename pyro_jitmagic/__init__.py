@@ -24,9 +24,11 @@ from __future__ import annotations
 from typing import Any
 
 from ._advice import JitMagicError, RiskyTraceError, StrayParamError
+from ._compare import compare
 from ._run import JitRun, compiled
 from ._session import Session
 from ._warnings import RiskyTraceWarning
+from .comparison import Comparison, Isolation, MCMCComparison, SVIComparison
 from .report import (
     CapturedWarning,
     Compilation,
@@ -43,18 +45,23 @@ __version__ = "0.1.0"
 __all__ = [
     "CapturedWarning",
     "Compilation",
+    "Comparison",
+    "Isolation",
     "JitMagicError",
     "JitReport",
     "JitRun",
+    "MCMCComparison",
     "MCMCRun",
     "RiskyTraceError",
     "RiskyTraceWarning",
+    "SVIComparison",
     "SVIRun",
     "Session",
     "Step",
     "StrayParamError",
     "Switch",
     "WarmupAction",
+    "compare",
     "compiled",
     "load_ipython_extension",
     "unload_ipython_extension",

@@ -188,7 +188,9 @@ class CellState:
         for name, value in self.bindings.items():
             if self.namespace.get(name, _MISSING) is not value:
                 self.namespace[name] = value
-        pyro.get_param_store().set_state(copy.deepcopy(self.params))
+        store = pyro.get_param_store()
+        store.clear()  # set_state merges into the store (pyro/params/param_store.py)
+        store.set_state(copy.deepcopy(self.params))
         for optim, saved in self.optimizers.values():
             # Forget the torch optimizers made for the first run's param
             # tensors; the restored params get new ones, primed from the saved

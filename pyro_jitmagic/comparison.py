@@ -222,7 +222,7 @@ def compare_svi(eager: SVIRun, compiled: SVIRun, param_difference: float = math.
     if ahead is None and med_e is not None and med_c is not None and med_c < med_e:
         n = min(len(e_steps), len(c_steps))
         behind = sum(c_steps[:n]) - sum(e_steps[:n])
-        projected = n + math.ceil(behind / (med_e - med_c))
+        projected = n + math.ceil(behind / (med_e - med_c) - 1e-9)  # not a step more for rounding
     return SVIComparison(
         target=compiled.target, eager=eager, compiled=compiled,
         speedup=_ratio(eager.total_seconds, compiled.total_seconds),

@@ -1,0 +1,179 @@
+"""``--compare`` on real inference, through the magic and its twin: state isolated by value."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.optim import Adam
+
+import models
+from pyro_jitmagic import Comparison, compare, compiled
+
+
+class Twin:
+    name = "twin"
+
+    def __init__(self):
+        self.ns = {}
+
+    def compare(self, code, seed=None):
+        def fn():
+            exec(compile(code, "<cell>", "exec"), self.ns)
+
+        try:
+            return compare(fn, namespace=self.ns, seed=seed), None
+        except BaseException as exc:  # the test inspects it
+            return None, exc
+
+    def close(self):
+        pass
+
+
+class Magic:
+    name = "magic"
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.ns = shell.user_ns
+        self._before = set(shell.user_ns)
+
+    def compare(self, code, seed=None):
+        line = "%%pyrojit --compare -q -o _test_comparison" + (f" --seed {seed}" if seed is not None else "")
+        result = self.shell.run_cell(f"{line}\n{code}")
+        return self.ns.pop("_test_comparison", None), result.error_in_exec
+
+    def close(self):
+        for name in set(self.ns) - self._before:
+            del self.ns[name]
+
+
+@pytest.fixture(params=["twin", "magic"])
+def both(request):
+    r = Twin() if request.param == "twin" else Magic(request.getfixturevalue("shell"))
+    yield r
+    r.close()
+
+
+def test_simple_svi_runs_agree_and_the_namespace_holds_the_compiled_run(both):
+    both.ns.update(data=models.data(50), models=models, SVI=SVI, Trace_ELBO=Trace_ELBO,
+                   AutoDiagonalNormal=AutoDiagonalNormal, Adam=Adam)
+    c, error = both.compare(
+        "guide = AutoDiagonalNormal(models.gaussian)\n"
+        "svi = SVI(models.gaussian, guide, Adam({'lr': 0.05}), Trace_ELBO())\n"
+        "losses = [svi.step(data) for _ in range(40)]\n", seed=3)
+
+    assert error is None and isinstance(c, Comparison)
+    (s,) = c.svi
+    assert s.agree and s.loss_difference < 1e-5 and s.param_difference < 1e-5
+    assert (s.eager.elbo, s.compiled.elbo) == ("Trace_ELBO", "JitTrace_ELBO")
+    assert len(s.eager.steps) == len(s.compiled.steps) == 40
+    assert s.steady_speedup is not None and s.compile_cost >= 0
+    assert set(c.isolation.discarded) >= {"guide", "svi", "losses"}
+    assert c.isolation.mutated == ()
+    # afterwards: the compiled run's objects and results, as after one %%pyrojit cell
+    assert list(both.ns["losses"]) == list(s.compiled.losses)
+    assert both.ns["svi"].loss_and_grads.__self__.__class__ is Trace_ELBO
+    final = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    with compiled():
+        guide = AutoDiagonalNormal(models.gaussian)
+        svi = SVI(models.gaussian, guide, Adam({"lr": 0.05}), Trace_ELBO())
+        for _ in range(40):
+            svi.step(both.ns["data"])
+    for name, value in pyro.get_param_store().items():
+        assert torch.allclose(final[name], value.detach()), name
+
+
+def test_optimizer_and_params_from_earlier_cells_are_isolated_by_value(both):
+    data = models.data(30)
+    svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(5):  # an earlier cell trained it: params and Adam state exist
+        svi.step(data)
+    start = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    both.ns.update(svi=svi, data=data)
+    c, error = both.compare("for _ in range(10):\n    svi.step(data)\n")
+
+    assert error is None
+    (s,) = c.svi
+    # both runs started from the same params, Adam moments and random state
+    assert s.eager.losses[0] == pytest.approx(s.compiled.losses[0], rel=1e-6)
+    assert s.agree
+    assert "optimizer state of 1 SVI" in c.isolation.restored
+    # the optimizer advanced 5 + 10 steps, not 5 + 20
+    steps = [o.state_dict()["state"][0]["step"] for o in svi.optim.optim_objs.values()]
+    assert steps == [15, 15]
+    assert not all(torch.equal(start[k], v) for k, v in pyro.get_param_store().items())
+
+
+def test_random_state_is_restored_and_in_place_mutation_is_reported(both):
+    draws = []
+    both.ns.update(draws=draws, torch=torch)
+    c, error = both.compare("draws.append(torch.rand(()).item())\nimport numpy, random\n"
+                            "draws.append(numpy.random.rand())\ndraws.append(random.random())\n")
+
+    assert error is None
+    assert draws[:3] == draws[3:]  # the same numbers in both runs
+    assert c.isolation.mutated == ("draws",)
+    assert "NOT isolated: draws changed in place" in str(c)
+
+
+def test_a_branch_baked_into_the_trace_is_flagged_as_disagreeing(both):
+    both.ns.update(svi=SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.05}), Trace_ELBO()),
+                   data=models.data(30))
+    c, error = both.compare("for _ in range(30):\n    svi.step(data)\n", seed=0)
+
+    assert error is None
+    assert not c.agree
+    assert c.verdict.endswith("RESULTS DISAGREE")
+    assert "a risky JIT warning explains it" in str(c)
+    assert "scale = 1.0 if loc > 0 else 2.0" in str(c)
+
+
+def test_nuts_runs_agree(both):
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    both.ns.update(MCMC=MCMC, NUTS=NUTS, models=models, data=models.data(50))
+    c, error = both.compare(
+        "mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=40, disable_progbar=True)\n"
+        "mcmc.run(data)\n", seed=1)
+
+    assert error is None
+    (m,) = c.mcmc
+    assert (m.eager.compiled, m.compiled.compiled) == (False, True)
+    assert m.eager.num_samples == m.compiled.num_samples == 60
+    assert {s.name for s in m.compiled.sites} == {"loc", "scale"}
+    assert m.compiled.potential_evals > 60 and m.compiled.min_ess is not None
+    assert m.agree, str(c)
+
+
+def test_enumerated_hmm_runs_agree(both):
+    guide = AutoDiagonalNormal(pyro.poutine.block(models.hmm, expose=["trans", "emit_loc", "emit_scale"]))
+    seqs = [torch.randn(n) for n in (4, 4, 6)]
+    both.ns.update(svi=SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1)),
+                   seqs=seqs)
+    c, error = both.compare("for s in seqs:\n    svi.step(s, num_sequences=3, length=len(s))\n", seed=2)
+
+    assert error is None
+    (s,) = c.svi
+    assert s.agree, str(c)
+    assert c.compiled.compile_count == 2  # one trace per length
+
+
+def test_an_error_in_the_eager_half_puts_everything_back(both):
+    svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.05}), Trace_ELBO())
+    data = models.data(30)
+    svi.step(data)
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    both.ns.update(svi=svi, data=data, x=1)
+    c, error = both.compare("x = 2\nsvi.step(data)\nraise KeyboardInterrupt\n")
+
+    assert isinstance(error, KeyboardInterrupt)
+    assert both.ns["x"] == 1
+    after = dict(pyro.get_param_store().items())
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k].detach())

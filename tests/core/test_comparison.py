@@ -1,0 +1,143 @@
+"""The comparison's figures, from made-up records (fake clocks, no inference run)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pyro_jitmagic.comparison import (
+    Isolation,
+    break_even,
+    compare_mcmc,
+    compare_reports,
+    compare_svi,
+    compile_cost,
+    relative_difference,
+)
+from pyro_jitmagic.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun
+
+MS = 1e-3
+
+
+def svi_run(times_ms, losses=None, traced=(), target="svi"):
+    losses = losses or [100.0 - i for i in range(len(times_ms))]
+    steps = tuple(Step(t * MS, loss, True, t * MS if i in traced else 0.0)
+                  for i, (t, loss) in enumerate(zip(times_ms, losses, strict=True)))
+    return SVIRun(target=target, model="model", guide="guide", elbo="Trace_ELBO", steps=steps)
+
+
+def mcmc_run(mean, sd, ess, setup=0.01, sampling=1.0):
+    return MCMCRun(target="mcmc", kernel="NUTS", compiled=True, warmup_steps=10, num_samples=100,
+                   setup_seconds=setup, warmup_seconds=0.5, sampling_seconds=sampling,
+                   compile_seconds=0.0, completed=True, potential_evals=500,
+                   sites=(PosteriorSite("loc", (mean,), (sd,), ess, 1.0),))
+
+
+def test_compile_cost_counts_the_traced_step_and_the_re_optimising_ones_after_it():
+    # steady 1 ms; trace step 50 ms, then the executor re-optimises for two calls
+    times = [50, 9, 4] + [1] * 97
+    cost = compile_cost([t * MS for t in times], [True] + [False] * 99)
+    assert cost == pytest.approx((49 + 8 + 3) * MS)
+
+
+def test_compile_cost_window_ends_after_ten_steps():
+    times = [20] + [1] * 20 + [30] + [1] * 10  # a noise spike far from the trace is not compile cost
+    cost = compile_cost([t * MS for t in times], [True] + [False] * 31)
+    assert cost == pytest.approx(19 * MS)
+
+
+def test_break_even_is_the_step_from_which_compiled_stays_ahead():
+    eager = [2.0] * 10
+    compiled = [7.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    # totals: eager 2,4,6,8,10,12; compiled 7,8,9,10,11,12 -> equal at step 6
+    assert break_even(eager, compiled) == 6
+    assert break_even([1.0] * 3, [5.0, 1.0, 1.0]) is None
+    assert break_even([], []) is None
+
+
+def test_svi_comparison_figures():
+    eager = svi_run([2.0] * 100)
+    compiled = svi_run([41.0] + [1.0] * 99, traced={0})
+    c = compare_svi(eager, compiled, param_difference=0.0)
+
+    assert c.steady_speedup == pytest.approx(2.0)
+    assert c.speedup == pytest.approx(200 / 140)
+    assert c.compile_cost == pytest.approx(40 * MS)
+    assert c.break_even_step == 40  # 41 + 39 = 80 = 2 * 40
+    assert c.projected_break_even_step is None
+    assert c.loss_difference == 0.0 and c.agree
+
+
+def test_not_yet_ahead_projects_where_it_would_be():
+    c = compare_svi(svi_run([2.0] * 10), svi_run([41.0] + [1.0] * 9, traced={0}))
+    assert c.break_even_step is None
+    # behind by 50 - 20 = 30 ms after 10 steps, gaining 1 ms a step
+    assert c.projected_break_even_step == 40
+
+
+def test_losses_that_differ_beyond_tolerance_disagree():
+    eager = svi_run([1.0] * 3, losses=[100.0, 90.0, 80.0])
+    compiled = svi_run([1.0] * 3, losses=[100.0, 95.0, 80.0])
+    c = compare_svi(eager, compiled, param_difference=0.0)
+    assert c.loss_difference == pytest.approx(5 / 95)
+    assert not c.agree
+
+
+def test_relative_difference():
+    assert relative_difference([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert relative_difference([1.0, 0.0], [1.1, 0.0]) == pytest.approx(0.1 / 1.1)
+    assert relative_difference([0.0], [1e-9]) == 1.0
+    assert math.isnan(relative_difference([], []))
+    assert relative_difference([float("nan")], [1.0]) == math.inf
+
+
+def test_mcmc_agreement_in_monte_carlo_standard_errors():
+    same = compare_mcmc(mcmc_run(0.50, 1.0, 100), mcmc_run(0.55, 1.0, 100, sampling=0.5))
+    assert same.mean_difference_sd == pytest.approx(0.05)
+    assert same.mean_difference_z == pytest.approx(0.05 / math.sqrt(2 / 100))
+    assert same.agree
+    assert same.sampling_speedup == pytest.approx(2.0)
+
+    shifted = compare_mcmc(mcmc_run(0.5, 1.0, 100), mcmc_run(2.5, 1.0, 100))
+    assert shifted.mean_difference_sd == pytest.approx(2.0)
+    assert not shifted.agree
+
+
+def test_runs_are_paired_by_name_and_order_and_the_verdict_says_it_in_one_line():
+    eager = JitReport(svi_runs=(svi_run([2.0] * 100),))
+    compiled = JitReport(svi_runs=(svi_run([41.0] + [1.0] * 99, traced={0}),))
+    c = compare_reports(eager, compiled, Isolation(("Pyro param store",), (), ()), param_difference=0.0)
+
+    assert c.verdict == "compiled 2x faster per step, ahead after 40 steps, results agree"
+    text = str(c)
+    assert text.splitlines()[0] == f"pyrojit --compare: {c.verdict}"
+    assert "compile cost" in text and "40 ms" in text
+
+
+def test_disagreement_names_the_risky_warning():
+    from pyro_jitmagic.report import CapturedWarning
+
+    risky = CapturedWarning("risky", "TracerWarning", "Converting a tensor to a Python boolean",
+                            "cell In[4], line 3", "if loc > 0:", 1)
+    eager = JitReport(svi_runs=(svi_run([1.0] * 3, losses=[10.0, 9.0, 8.0]),))
+    compiled = JitReport(svi_runs=(svi_run([1.0] * 3, losses=[10.0, 7.0, 8.0]),), warnings=(risky,))
+    c = compare_reports(eager, compiled, Isolation((), (), ("losses",)), param_difference=0.0)
+
+    assert c.verdict.endswith("RESULTS DISAGREE")
+    text = str(c)
+    assert "a risky JIT warning explains it" in text and "cell In[4], line 3: if loc > 0:" in text
+    assert "NOT isolated: losses changed in place" in text
+
+
+def test_a_ten_thousand_step_panel_stays_light():
+    from pyro_jitmagic import _panel, _plots
+
+    xs, ys = _plots.downsample(list(range(10_000)))
+    assert len(xs) == len(ys) == _plots.MAX_POINTS
+    eager = JitReport(svi_runs=(svi_run([2.0] * 10_000),))
+    compiled = JitReport(svi_runs=(svi_run([41.0] + [1.0] * 9_999, traced={0}),))
+    c = compare_reports(eager, compiled, Isolation((), (), ()), param_difference=0.0)
+    bundle = _panel.comparison_bundle(c, widget=False)
+    assert len(bundle["text/html"]) < 400_000
+    assert {"text/plain", "text/html"} <= set(bundle)
