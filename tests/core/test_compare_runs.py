@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import models
 import pyro
 import pytest
 import torch
@@ -9,7 +10,6 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
-import models
 from pyro_jitmagic import Comparison, compare, compiled
 
 
@@ -169,7 +169,7 @@ def test_an_error_in_the_eager_half_puts_everything_back(both):
     svi.step(data)
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     both.ns.update(svi=svi, data=data, x=1)
-    c, error = both.compare("x = 2\nsvi.step(data)\nraise KeyboardInterrupt\n")
+    _c, error = both.compare("x = 2\nsvi.step(data)\nraise KeyboardInterrupt\n")
 
     assert isinstance(error, KeyboardInterrupt)
     assert both.ns["x"] == 1
