@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with everything pyro_jitmagic, its tests and its notebook need.
+# Create .venv with everything pyro_jitmagic, its tests and its notebook need;
+# with --with-browser, also Debian's Chromium for the panel's browser tests.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,14 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     pip install "torch==2.13.0"
 fi
 pip install -e ".[test]"
+
+# The panel's browser tests drive Debian's Chromium (a browser download would
+# fail on these machines; Playwright is used with this one, never its own).
+if [ "${1:-}" = --with-browser ] && ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "setup: chromium is missing and this is not root; the browser tests will fail" >&2
+    fi
+fi
