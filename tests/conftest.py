@@ -36,11 +36,6 @@ def patched_targets():
     }
 
 
-def assert_nothing_patched(targets):
-    for name, (owner, attr, original) in targets.items():
-        assert vars(owner)[attr] is original, f"{name} is still patched"
-
-
 @pytest.fixture(scope="session")
 def shell():
     """One in-process IPython shell with the extension loaded."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from conftest import run_notebook_in_lab, screenshot
+from lab_driver import run_notebook_in_lab, screenshot
 
 SETUP = textwrap.dedent("""
     import pyro, torch

@@ -6,7 +6,7 @@ import models
 import pyro
 import pytest
 import torch
-from conftest import assert_nothing_patched
+from patches import assert_nothing_patched
 from pyro import infer
 from pyro.infer import SVI
 from pyro.infer.autoguide import AutoDiagonalNormal

@@ -54,7 +54,7 @@ def test_loading_the_extension_imports_nothing_heavy():
 
 
 def test_unload_and_reload_leave_nothing_behind(ip, patched_targets):
-    from conftest import assert_nothing_patched
+    from patches import assert_nothing_patched
 
     ip.run_line_magic("unload_ext", "pyro_jitmagic")
     try:
@@ -115,7 +115,7 @@ def test_help_comes_from_the_docstring(ip):
     ],
 )
 def test_bad_magic_lines_are_one_line_usage_errors_and_nothing_runs(ip, line, message, patched_targets):
-    from conftest import assert_nothing_patched
+    from patches import assert_nothing_patched
 
     result, captured = run(ip, f"%%pyrojit {line}\nran = True")
 
@@ -134,7 +134,7 @@ def test_empty_cell_is_a_usage_error(ip):
 
 
 def test_error_traceback_points_at_the_cell_line_and_the_report_still_shows(ip, patched_targets):
-    from conftest import assert_nothing_patched
+    from patches import assert_nothing_patched
 
     result, captured = run(ip, "%%pyrojit\nsvi.step(data)\nraise ValueError('boom in my cell')\n")
 
@@ -150,7 +150,7 @@ def test_error_traceback_points_at_the_cell_line_and_the_report_still_shows(ip, 
 
 
 def test_syntax_error_is_reported_with_the_users_line_and_nothing_is_patched(ip, patched_targets):
-    from conftest import assert_nothing_patched
+    from patches import assert_nothing_patched
 
     result, captured = run(ip, "%%pyrojit\nsvi.step(data\n")
     assert not result.success
