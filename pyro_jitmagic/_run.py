@@ -146,7 +146,7 @@ class JitRun:
         from pyro.infer import SVI
         from pyro.infer.mcmc import MCMC
 
-        self._start = time.perf_counter()
+        self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
         _ACTIVE.append(self)
