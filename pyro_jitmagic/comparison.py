@@ -8,7 +8,6 @@ what ``%%pyrojit --compare -o NAME`` stores.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +26,6 @@ RELATIVE_TOLERANCE = 1e-3
 #: mean by far more than this.
 MCMC_Z_TOLERANCE = 5.0
 
-#: Steps after a trace that count toward its compile cost: the executor
-#: re-optimises on the first calls after tracing, not only on the trace call.
-COMPILE_WINDOW = 10
-
-
 @dataclass(frozen=True)
 class SVIComparison:
     """One SVI object's steps, eager and compiled.
@@ -44,7 +38,7 @@ class SVIComparison:
         Eager median step over compiled median step after compiling.
     compile_cost : float
         Seconds the compiled run spent above its steady step time on the steps
-        that traced and the :data:`COMPILE_WINDOW` steps after each.
+        that traced and the steps after each (:attr:`SVIRun.compile_seconds`).
     break_even_step : int or None
         The step from which the compiled run is ahead in total time, for good;
         None when it never is in this run.
@@ -181,19 +175,6 @@ def relative_difference(a: Sequence[float], b: Sequence[float]) -> float:
     return worst
 
 
-def compile_cost(steps: Sequence[float], traced: Sequence[bool], window: int = COMPILE_WINDOW) -> float:
-    """Seconds above the steady step time on each traced step and the next ``window - 1``."""
-    steady = [t for t, tr in zip(steps, traced, strict=True) if not tr]
-    if not steady:
-        return sum(steps)
-    median = statistics.median(steady)
-    counted: set[int] = set()
-    for i, tr in enumerate(traced):
-        if tr:
-            counted.update(range(i, min(i + window, len(steps))))
-    return sum(max(0.0, steps[i] - median) for i in counted)
-
-
 def break_even(eager: Sequence[float], compiled: Sequence[float]) -> int | None:
     """The first step n (1-based) with compiled ahead in total at every step from n on."""
     n = min(len(eager), len(compiled))
@@ -214,8 +195,6 @@ def break_even(eager: Sequence[float], compiled: Sequence[float]) -> int | None:
 
 def compare_svi(eager: SVIRun, compiled: SVIRun, param_difference: float = math.nan) -> SVIComparison:
     e_steps, c_steps = eager.step_seconds, compiled.step_seconds
-    traced = [s.traced for s in compiled.steps]
-    cost = compile_cost(c_steps, traced) if any(traced) else 0.0
     ahead = break_even(e_steps, c_steps)
     projected = None
     med_e, med_c = eager.median_step_seconds, compiled.median_step_seconds
@@ -227,7 +206,7 @@ def compare_svi(eager: SVIRun, compiled: SVIRun, param_difference: float = math.
         target=compiled.target, eager=eager, compiled=compiled,
         speedup=_ratio(eager.total_seconds, compiled.total_seconds),
         steady_speedup=_ratio(med_e, med_c),
-        compile_cost=cost, break_even_step=ahead, projected_break_even_step=projected,
+        compile_cost=compiled.compile_seconds, break_even_step=ahead, projected_break_even_step=projected,
         loss_difference=relative_difference(eager.losses, compiled.losses),
         param_difference=param_difference,
     )

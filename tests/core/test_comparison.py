@@ -12,10 +12,9 @@ from pyro_jitmagic.comparison import (
     compare_mcmc,
     compare_reports,
     compare_svi,
-    compile_cost,
     relative_difference,
 )
-from pyro_jitmagic.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun
+from pyro_jitmagic.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun, compile_cost
 
 MS = 1e-3
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
+import models
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-import models
 from pyro_jitmagic import _progress, _run
 from pyro_jitmagic.report import Progress
 
