@@ -65,6 +65,8 @@ def execute_notebook(path: Path, env: Mapping[str, str] | None = None,
         kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
         kernel_manager_class=_ThisEnvironmentKernelManager,
         resources={"metadata": {"path": str(Path(path).parent)}},
+        # keep the --compare panels' widget models, so the executed notebook shows them
+        store_widget_state=True,
     )
     # The failing cell keeps its traceback in its outputs, where errors() finds it.
     with contextlib.suppress(CellExecutionError):
