@@ -11,7 +11,9 @@ from notebook_runner import run_notebook
 pytestmark = pytest.mark.kernel
 
 
-PYROJIT_CELLS = ["svi-pyrojit", "nuts-pyrojit", "hmm-pyrojit", "risky-pyrojit", "fixed-pyrojit"]
+PYROJIT_CELLS = ["svi-pyrojit", "nuts-pyrojit", "hmm-pyrojit", "risky-pyrojit", "fixed-pyrojit",
+                 "compare-svi", "compare-risky"]
+COMPARE_CELLS = ["compare-svi", "compare-risky"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def test_the_pyrojit_cells_are_the_ones_checked_here(executed_tutorial):
     assert found == PYROJIT_CELLS
 
 
-@pytest.mark.parametrize("cell_id", PYROJIT_CELLS)
+@pytest.mark.parametrize("cell_id", [c for c in PYROJIT_CELLS if c not in COMPARE_CELLS])
 def test_each_report_reads_as_text_and_as_html(executed_tutorial, cell_id):
     displays = [o for o in cell(executed_tutorial, cell_id).outputs if o.output_type == "display_data"]
     assert len(displays) == 1
@@ -103,3 +105,19 @@ def test_risky_cell_names_the_branch_on_a_tensor(executed_tutorial):
 def test_fixed_model_has_no_risky_warning(executed_tutorial):
     text = report_text(executed_tutorial, "fixed-pyrojit")
     assert "risky" not in text.lower()
+
+
+@pytest.mark.parametrize(("cell_id", "verdict_end"),
+                         [("compare-svi", "results agree"), ("compare-risky", "RESULTS DISAGREE")])
+def test_compare_cells_show_the_panel_with_its_verdict(executed_tutorial, cell_id, verdict_end):
+    displays = [o for o in cell(executed_tutorial, cell_id).outputs if o.output_type == "display_data"]
+    assert len(displays) == 1
+    data = displays[0].data
+    assert {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"} <= set(data)
+    assert data["text/plain"].splitlines()[0].endswith(verdict_end)
+
+
+def test_the_comparison_object_is_used_in_the_next_cell(executed_tutorial):
+    out = stdout(executed_tutorial, "compare-object")
+    assert "results agree" in out
+    assert re.search(r"compile cost \d+\.\d{3} s, largest loss difference \d\.\de-\d\d", out)
