@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -99,6 +100,7 @@ class Timings:
     totals: list[float] = field(default_factory=list)
     first_steps: list[float] = field(default_factory=list)
     step_medians: list[float] = field(default_factory=list)
+    outside_steps: list[float] = field(default_factory=list)
     report_step_medians: list[float] = field(default_factory=list)
 
 
@@ -109,6 +111,7 @@ class CellTiming:
     total: float
     first_step: float  # in the JIT ways, the step that compiles
     step_median: float
+    outside_steps: float  # the cell's time outside svi.step: setup, hand warm-up, the magic itself
     report_step_median: float | None = None
 
 
@@ -175,7 +178,7 @@ def run_way(shell: Any, way: str, steps: int) -> CellTiming:
     if not result.success:
         raise RuntimeError(f"the {way} cell failed: {result.error_before_exec or result.error_in_exec!r}")
     step_seconds = shell.user_ns["_bench_steps"]
-    timing = CellTiming(total, step_seconds[0], statistics.median(step_seconds))
+    timing = CellTiming(total, step_seconds[0], statistics.median(step_seconds), total - sum(step_seconds))
     if way != "%%pyrojit":
         return timing
     # A %%pyrojit that silently ran eager would make every figure below meaningless.
@@ -183,7 +186,7 @@ def run_way(shell: Any, way: str, steps: int) -> CellTiming:
     run = report.svi_runs[0] if report is not None and len(report.svi_runs) == 1 else None
     if run is None or run.elbo != "JitTrace_ELBO" or report.compile_count != 1:
         raise RuntimeError(f"%%pyrojit did not compile the cell's SVI once:\n{report}")
-    return CellTiming(total, timing.first_step, timing.step_median, run.median_step_seconds)
+    return dataclasses.replace(timing, report_step_median=run.median_step_seconds)
 
 
 def method_lines(shell: Any, rounds: int, warmup_rounds: int) -> list[str]:
@@ -196,7 +199,8 @@ def method_lines(shell: Any, rounds: int, warmup_rounds: int) -> list[str]:
         "          every repetition fresh (param store cleared; new guide, ELBO, SVI): "
         "both JIT ways compile each time;",
         "          total = wall clock of shell.run_cell; steps timed inside the cell "
-        "(first step: the JIT ways compile in it)",
+        "(the JIT ways compile in the first);",
+        "          outside steps = total - sum of the steps (setup, the hand warm-up, the magic's own work)",
     ]
 
 
@@ -219,6 +223,7 @@ def measure(shell: Any, steps: int, rounds: int, warmup_rounds: int,
                 t.totals.append(cell.total)
                 t.first_steps.append(cell.first_step)
                 t.step_medians.append(cell.step_median)
+                t.outside_steps.append(cell.outside_steps)
                 if cell.report_step_median is not None:
                     t.report_step_medians.append(cell.report_step_median)
         if log is not None:
@@ -260,15 +265,19 @@ def verdict_lines(timings: dict[str, Timings]) -> list[str]:
 
 
 def table_lines(timings: dict[str, Timings]) -> list[str]:
-    columns = ("total s", "first step ms", "median step ms")
-    lines = [f"{'':<10} " + "  ".join(f"{c + ' (median min max)':<30}" for c in columns).rstrip()]
-    for way, t in timings.items():
-        cells = (_summary(t.totals, 1, ".3f"), _summary(t.first_steps, 1e3, ".2f"),
-                 _summary(t.step_medians, 1e3, ".4f"))
-        lines.append(f"{way:<10} " + "  ".join(f"{c:<30}" for c in cells).rstrip())
+    header = ("", "total s", "first step ms", "median step ms", "outside steps ms")
+    rows = [header] + [
+        (way, _summary(t.totals, 1, ".3f"), _summary(t.first_steps, 1e3, ".2f"),
+         _summary(t.step_medians, 1e3, ".4f"), _summary(t.outside_steps, 1e3, ".2f"))
+        for way, t in timings.items()]
     reported = timings["%%pyrojit"].report_step_medians
     if reported:
-        lines.append(f"{'(report)':<10} {'':<30}  {'':<30}  {_summary(reported, 1e3, '.4f')}")
+        rows.append(("(report)", "", "", _summary(reported, 1e3, ".4f"), ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["each column: median  min  max over the rounds"]
+    lines += ["   ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]
+    if reported:
         lines.append("(report): the median step of %%pyrojit's own report "
                      "(svi_runs[0].median_step_seconds, timed inside its SVI.step wrapper)")
     return lines
