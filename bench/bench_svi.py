@@ -160,6 +160,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _load() -> str:
+    # Other processes on a small machine are the main source of noise; the
+    # load average says how busy it was while the rounds ran.
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unavailable"
+
+
 def _shell() -> Any:
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -318,7 +327,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
         for line in method_lines(shell, args.rounds, args.warmup_rounds):
             print(line)
         print()
+        print(f"load average before: {_load()}")
         timings = measure(shell, args.steps, args.rounds, args.warmup_rounds, log=print)
+        print(f"load average after:  {_load()}")
         print()
         for line in table_lines(timings):
             print(line)
