@@ -160,7 +160,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _load() -> str:
+def load_average() -> str:
     # Other processes on a small machine are the main source of noise; the
     # load average says how busy it was while the rounds ran.
     try:
@@ -169,7 +169,7 @@ def _load() -> str:
         return "unavailable"
 
 
-def _shell() -> Any:
+def process_shell() -> Any:
     from IPython.core.interactiveshell import InteractiveShell
 
     # The process's shell: a new one when run as a script, the one already
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        shell = shell if shell is not None else _shell()
+        shell = shell if shell is not None else process_shell()
         shell.run_line_magic("load_ext", "pyro_jitmagic")
         result = shell.run_cell(SETUP_CELL)
         if not result.success:
@@ -327,9 +327,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
         for line in method_lines(shell, args.rounds, args.warmup_rounds):
             print(line)
         print()
-        print(f"load average before: {_load()}")
+        print(f"load average before: {load_average()}")
         timings = measure(shell, args.steps, args.rounds, args.warmup_rounds, log=print)
-        print(f"load average after:  {_load()}")
+        print(f"load average after:  {load_average()}")
         print()
         for line in table_lines(timings):
             print(line)

@@ -1,39 +1,51 @@
-"""The SVI benchmark script runs end to end (a few steps, one round); its timings are not checked."""
+"""The benchmark scripts run end to end on tiny counts; their timings are not checked."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_svi.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+# the hand-written JIT cell traces outside %%pyrojit, with the warnings the tutorial shows
+pytestmark = [
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+]
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_svi", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is built
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def run_script(shell, capsys, monkeypatch):
+    """Run a bench script's main(["--quick"]) in the test shell; its printed output."""
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def run(name):
+        script = importlib.import_module(name)
+        before = set(shell.user_ns)
+        try:
+            assert script.main(["--quick"], shell=shell) == 0
+        finally:
+            for variable in set(shell.user_ns) - before:
+                del shell.user_ns[variable]
+        return capsys.readouterr().out
+
+    return run
 
 
-# the hand-written JIT cell calls torch.jit.trace outside %%pyrojit, as the tutorial does
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace` is deprecated:DeprecationWarning")
-def test_bench_svi_quick_prints_its_ratios(shell, capsys):
-    bench = _load_bench()
-    before = set(shell.user_ns)
-    try:
-        assert bench.main(["--quick"], shell=shell) == 0
-    finally:
-        for name in set(shell.user_ns) - before:
-            del shell.user_ns[name]
-    out = capsys.readouterr().out
+def test_bench_svi_prints_its_table_and_ratios(run_script):
+    out = run_script("bench_svi")
     for way in ("eager", "hand JIT", "%%pyrojit"):
         assert any(line.startswith(way) for line in out.splitlines()), f"no table row for {way}"
     assert "%%pyrojit / hand JIT (total time):" in out
     assert "speedup over eager (total time): hand JIT" in out
     assert out.count("PASS") + out.count("MISS") == 2
+
+
+def test_overhead_svi_prints_its_three_breakdowns(run_script, shell):
+    out = run_script("overhead_svi")
+    for heading in ("1. steady-state step", "2. the compiling step", "3. torch.jit.trace"):
+        assert heading in out
+    assert "inside compiled()" in out and "under %%nest" in out
+    assert "nest" not in shell.magics_manager.magics["cell"]
