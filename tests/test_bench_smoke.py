@@ -1,0 +1,51 @@
+"""The benchmark scripts run end to end on tiny counts; their timings are not checked."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+# the hand-written JIT cell traces outside %%pyrojit, with the warnings the tutorial shows
+pytestmark = [
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+]
+
+
+@pytest.fixture
+def run_script(shell, capsys, monkeypatch):
+    """Run a bench script's main(["--quick"]) in the test shell; its printed output."""
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def run(name):
+        script = importlib.import_module(name)
+        before = set(shell.user_ns)
+        try:
+            assert script.main(["--quick"], shell=shell) == 0
+        finally:
+            for variable in set(shell.user_ns) - before:
+                del shell.user_ns[variable]
+        return capsys.readouterr().out
+
+    return run
+
+
+def test_bench_svi_prints_its_table_and_ratios(run_script):
+    out = run_script("bench_svi")
+    for way in ("eager", "hand JIT", "%%pyrojit"):
+        assert any(line.startswith(way) for line in out.splitlines()), f"no table row for {way}"
+    assert "%%pyrojit / hand JIT (total time):" in out
+    assert "speedup over eager (total time): hand JIT" in out
+    assert out.count("PASS") + out.count("MISS") == 2
+
+
+def test_overhead_svi_prints_its_three_breakdowns(run_script, shell):
+    out = run_script("overhead_svi")
+    for heading in ("1. steady-state step", "2. the compiling step", "3. torch.jit.trace"):
+        assert heading in out
+    assert "inside compiled()" in out and "under %%nest" in out
+    assert "nest" not in shell.magics_manager.magics["cell"]
