@@ -332,3 +332,61 @@ def changes_html(c: Any) -> str:
     items += [f"warm-up, {w.target}: {w.detail} ({seconds(w.seconds)})" for w in c.compiled.warmup]
     items += isolation_lines(c)
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+
+
+# -- the compile cache -------------------------------------------------------------
+def _unknown(value: float | int | None, fmt: Any = str) -> str:
+    return "unknown" if value is None else fmt(value)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "unknown"
+    import time
+
+    ago = time.time() - timestamp
+    return "just now" if ago < 1 else f"{seconds(ago)} ago"
+
+
+def cache_totals(snapshot: Any) -> str:
+    unknown = any(e.compile_seconds is None for f in snapshot.functions for e in f.entries)
+    entries = snapshot.entry_count
+    return (f"{_plural(len(snapshot.functions), 'compiled function')}, "
+            f"{entries} {'entry' if entries == 1 else 'entries'}"
+            f", {seconds(snapshot.compile_seconds)} compiling"
+            + (" (some unknown)" if unknown else "") + f", {snapshot.hits} hits")
+
+
+def cache_text(snapshot: Any) -> str:
+    lines = [f"pyrojit cache: {cache_totals(snapshot)}"]
+    if not snapshot.functions:
+        lines.append("  no compiled functions are alive in this session")
+    for f in snapshot.functions:
+        lines.append(f"  {f.owner}" + (f" -- {f.serves}" if f.serves else ""))
+        for e in f.entries:
+            lines.append(f"    {e.key}: compiled in {_unknown(e.compile_seconds, seconds)}, "
+                         f"{_unknown(e.hits)} hits, last {_when(e.last_hit)}, "
+                         f"{e.graph_nodes} graph nodes, inputs {', '.join(e.input_shapes) or '()'}")
+    return "\n".join(lines)
+
+
+def cache_function_html(f: Any) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(e.key)}</td><td>{esc(_unknown(e.compile_seconds, seconds))}</td>"
+        f"<td>{esc(_unknown(e.hits))}</td><td>{esc(_when(e.last_hit))}</td>"
+        f"<td>{esc(', '.join(e.input_shapes))}</td><td>{e.graph_nodes}</td></tr>"
+        f"<tr><td colspan='6'><details><summary>traced code</summary>"
+        f"<pre>{esc(e.code)}</pre></details></td></tr>"
+        for e in f.entries)
+    return (f"<h4>{esc(f.owner)}</h4><p>{esc(f.serves)}</p>"
+            "<table class='pyrojit-cache'><tr><th>key</th><th>compile</th><th>hits</th>"
+            f"<th>last hit</th><th>input shapes</th><th>graph nodes</th></tr>{rows}</table>")
+
+
+def cache_html(snapshot: Any) -> str:
+    esc = html.escape
+    body = "".join(cache_function_html(f) for f in snapshot.functions) or \
+        "<p>No compiled functions are alive in this session.</p>"
+    return (f'{_STYLE}<div class="pyrojit"><strong>pyrojit cache</strong>: '
+            f"{esc(cache_totals(snapshot))}{body}</div>")

@@ -24,11 +24,13 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _advice, _switch, _warmup
+from ._cache import _describe_key
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._session import Session, default_session
 from ._warnings import Mode, WarningCapture, default_location_name
@@ -70,9 +72,13 @@ class _SVIPlan:
     elbo: Any  # the user's ELBO, None for a custom loss
     runner: Any  # the ELBO whose loss_and_grads the steps use
     compiled: bool
-    warmed: bool = False
-    steps: list[Step] = field(default_factory=list)
+    # (seconds, loss, compile seconds) per step: tuples on the hot path, Step records in snapshot()
+    raw: list[tuple[float, Any, float]] = field(default_factory=list)
     compile_seconds: float = 0.0  # of the step in progress
+
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(Step(seconds, loss if isinstance(loss, float) else math.nan, self.compiled, compiled)
+                     for seconds, loss, compiled in self.raw)
 
 
 @dataclass
@@ -107,6 +113,7 @@ class JitRun:
         session: Session | None = None,
         announce: bool = False,
         compile: bool = True,
+        max_entries: int | None = None,
         on_first_step: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
@@ -117,6 +124,8 @@ class JitRun:
         self.announce = announce
         # compile=False records the cell as written: the eager half of --compare
         self.compile = compile
+        self.max_entries = max_entries
+        self._past_cap: dict[int, tuple[str, Any]] = {}
         self._on_first_step = on_first_step
         self._on_progress = on_progress
         self._last_progress = 0.0
@@ -136,6 +145,7 @@ class JitRun:
         self._pending: _PendingCompile | None = None
         self._advice: str | None = None
         self._can_trace = False
+        self._active = False
         self._start = 0.0
         self.report: JitReport | None = None
 
@@ -150,14 +160,15 @@ class JitRun:
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
         _ACTIVE.append(self)
+        self._active = True
         try:
             self._capture.__enter__()
             self._can_trace = callable(getattr(torch.jit, "trace", None))
-            self._wrap(SVI, "step", self._svi_step)
-            self._wrap(MCMC, "run", self._mcmc_run)
+            self._wrap(SVI, "step", self._step_wrapper)
+            self._wrap(MCMC, "run", self._mcmc_wrapper)
             if self._can_trace and self.compile:
-                self._wrap(torch.jit, "trace", self._trace, method=False)
-                self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call)
+                self._wrap(torch.jit, "trace", self._trace_wrapper)
+                self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
             elif self.compile:
                 self._notes.append(f"torch.jit.trace is not available in torch {torch.__version__}: "
                                    "the cell ran eager")
@@ -173,6 +184,7 @@ class JitRun:
             self._capture.announce_risky()
 
     def _leave(self) -> None:
+        self._active = False
         try:
             self._patches.restore()
         finally:
@@ -182,26 +194,19 @@ class JitRun:
                 if self in _ACTIVE:
                     _ACTIVE.remove(self)
 
-    def _wrap(self, owner: Any, name: str, handler: Callable[..., Any], method: bool = True) -> None:
+    def _wrap(self, owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """Replace ``owner.name`` by ``make(original)`` until the run ends."""
         original = unwrap(getattr(owner, name))
-        # A wrapper can outlive its run when Pyro keeps a reference to it (a
-        # bound method stored on an object); it then calls straight through.
-        if method:
-            def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                __tracebackhide__ = True
-                if self not in _ACTIVE:
-                    return original(obj, *args, **kwargs)
-                return handler(original, obj, args, kwargs)
-        else:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-                __tracebackhide__ = True
-                if self not in _ACTIVE:
-                    return original(*args, **kwargs)
-                return handler(original, args, kwargs)
+        wrapper = make(original)
         setattr(wrapper, ORIGINAL_ATTR, original)
         wrapper.__name__ = getattr(original, "__name__", name)
         wrapper.__doc__ = getattr(original, "__doc__", None)
         self._patches.set(owner, name, wrapper)
+
+    # Each wrapper is one frame (torch's tracer records the Python stack for
+    # every op it traces, so depth costs compile time) and first checks that
+    # its run is still active: a wrapper can outlive its run when Pyro keeps a
+    # reference to it, and then calls straight through.
 
     # -- naming ----------------------------------------------------------------
     def _name_of(self, obj: Any, fallback: str) -> str:
@@ -258,38 +263,51 @@ class JitRun:
         self._switches[id(svi)] = Switch(target, elbo_name, after, compiled, reason)
         return plan
 
-    def _svi_step(self, original: Callable[..., Any], svi: Any,
-                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        __tracebackhide__ = True
-        plan = self._svi_plans.get(id(svi))
-        if plan is None or plan.svi is not svi:
-            plan = self._plan_svi(svi)
-        if plan.compiled and not plan.warmed:
-            plan.warmed = True
-            if self.warmup:
-                self._warmups.extend(_warmup.warm_up(plan.target, plan.runner, svi.model,
-                                                     svi.guide, args, kwargs))
-        outer, self._current = self._current, plan
-        plan.compile_seconds = 0.0
-        start = time.perf_counter()
-        try:
-            loss = original(svi, *args, **kwargs)
-        except BaseException as exc:
-            if plan.compiled:
-                self._advise(exc, args, kwargs)
-            raise
-        finally:
-            self._current = outer
-        _sync_cuda()
-        end = time.perf_counter()
-        value = loss if isinstance(loss, float) else math.nan
-        plan.steps.append(Step(end - start, value, plan.compiled, plan.compile_seconds))
-        self._steps_done += 1
-        if self._on_progress is not None and end - self._last_progress >= PROGRESS_INTERVAL:
-            self._progress(end, plan)
-        if len(plan.steps) == 1 and plan.runner is not None:
-            self._after_first_step(plan)
-        return loss
+    def _step_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        import torch
+
+        run, perf_counter, cuda_initialized = self, time.perf_counter, torch.cuda.is_initialized
+
+        def step(svi: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if not run._active:
+                return original(svi, *args, **kwargs)
+            plan = run._svi_plans.get(id(svi))
+            if plan is None or plan.svi is not svi:
+                plan = run._prepare_svi(svi, args, kwargs)
+            outer, run._current = run._current, plan
+            plan.compile_seconds = 0.0
+            start = perf_counter()
+            try:
+                loss = original(svi, *args, **kwargs)
+            except BaseException as exc:
+                if plan.compiled:
+                    run._advise(exc, args, kwargs)
+                raise
+            finally:
+                run._current = outer
+            if cuda_initialized():
+                # a step returns once its kernels are queued; wait for them, so
+                # the wall time is the GPU's time and not the launch time
+                torch.cuda.synchronize()
+            end = perf_counter()
+            plan.raw.append((end - start, loss, plan.compile_seconds))
+            run._steps_done += 1
+            if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
+                run._progress(end, plan)
+            if len(plan.raw) == 1 and plan.runner is not None:
+                run._after_first_step(plan)
+            return loss
+
+        return step
+
+    def _prepare_svi(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _SVIPlan:
+        """Plan an SVI met for the first time in this run, and warm it up."""
+        plan = self._plan_svi(svi)
+        if plan.compiled and self.warmup:
+            self._warmups.extend(_warmup.warm_up(plan.target, plan.runner, svi.model,
+                                                 svi.guide, args, kwargs))
+        return plan
 
     def _after_first_step(self, plan: _SVIPlan) -> None:
         if plan.runner is plan.elbo and plan.compiled:
@@ -305,8 +323,8 @@ class JitRun:
         assert self._on_progress is not None
         self._last_progress = now
         recent = None
-        if plan is not None and plan.steps:
-            recent = statistics.median(s.seconds for s in plan.steps[-PROGRESS_WINDOW:])
+        if plan is not None and plan.raw:
+            recent = statistics.median(step[0] for step in plan.raw[-PROGRESS_WINDOW:])
         self._on_progress(Progress(run="compiled" if self.compile else "eager",
                                    steps=self._steps_done, recent_median_step_seconds=recent,
                                    samples=self._samples_done, compiling=compiling,
@@ -328,27 +346,81 @@ class JitRun:
             self._advice = advice
 
     # -- compiling -------------------------------------------------------------
-    def _compiled_call(self, original: Callable[..., Any], fn: Any,
-                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """``CompiledFunction.__call__``: time each new key's first call as its compile."""
+    def _compiled_call_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        import pyro
+
+        run, cache = self, self.session.cache
+        param: Any = pyro.param
+
+        def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            """``CompiledFunction.__call__``: count hits; time a new key's first call as its compile."""
+            __tracebackhide__ = True
+            if not run._active:
+                return original(fn, *args, **kwargs)
+            # Pyro's key (pyro/ops/jit.py, _hashable_args_kwargs) for hashable
+            # keyword values; others Pyro keys by id(), which we leave to it.
+            key = (len(args), tuple(sorted(kwargs.items())))
+            try:
+                traced = fn.compiled.get(key)
+            except TypeError:
+                return original(fn, *args, **kwargs)
+            if traced is None:
+                return run._compile_call(original, fn, key, args, kwargs)
+            stats = cache.of(fn)
+            stats.recent_new.append(False)
+            stats.last_key = key
+            entry = stats.entries.get(key)
+            if entry is not None:
+                entry.hits += 1
+                entry.last_hit = time.time()
+            # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
+            # those only look for params created by the call, and a traced
+            # function runs no Python, so they never see any.
+            return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+
+        return call
+
+    def _compile_call(self, original: Callable[..., Any], fn: Any, key: Any,
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True
-        key = _cache_key(args, kwargs)
-        if key is None or key in fn.compiled:
-            return original(fn, *args, **kwargs)
+        cache = self.session.cache
+        stats = cache.of(fn)
+        stats.recent_new.append(True)
+        if self.max_entries is not None and len(fn.compiled) >= self.max_entries:
+            # past the cap: this key runs eager (Pyro's uncompiled function), uncached
+            stats.eager_past_cap += 1
+            self._past_cap[id(fn)] = (self._current.target if self._current else "?", stats)
+            return fn.fn(*args, **kwargs)
+        if stats.keeps_recompiling(len(fn.compiled) + 1):
+            self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
+        stats.last_key = key
         import torch
 
         pending = _PendingCompile(_describe_key(key), torch.get_rng_state())
         outer, self._pending = self._pending, pending
         start = time.perf_counter()
         try:
-            return original(fn, *args, **kwargs)
+            result = original(fn, *args, **kwargs)
         finally:
             self._pending = outer
+            seconds = time.perf_counter() - start
             # Pyro's first call for a key runs the function eagerly to find its
             # params, traces it, then runs the trace (when the executor
             # optimises it): all of it is the price of compiling.
-            self._record_compile(pending.key, time.perf_counter() - start,
-                                 pending.trace_seconds, pending.shapes)
+            self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
+        cache.hit(fn, key, compile_seconds=seconds)
+        return result
+
+    def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
+        from ._cache import RecompilationWarning, changing_keyword
+
+        stats.warned = True
+        owner = self._current.target if self._current is not None else "a compiled function"
+        new = sum(stats.recent_new)
+        message = (f"{owner}: {entries} traces compiled, a new one on {new} of the last "
+                   f"{len(stats.recent_new)} calls; {changing_keyword(stats.last_key, key, kwargs)}")
+        self._notes.append(message)
+        warnings.warn(message, RecompilationWarning, stacklevel=2)
 
     def _record_compile(self, key: str, seconds: float, trace_seconds: float,
                         shapes: tuple[str, ...]) -> None:
@@ -357,6 +429,17 @@ class JitRun:
         self._compilations.append(Compilation(name, key, seconds, trace_seconds, shapes))
         if owner is not None:
             owner.compile_seconds += seconds
+
+    def _trace_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        run = self
+
+        def trace(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if not run._active:
+                return original(*args, **kwargs)
+            return run._trace(original, args, kwargs)
+
+        return trace
 
     def _trace(self, original: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> Any:
@@ -411,6 +494,17 @@ class JitRun:
         return result
 
     # -- MCMC ------------------------------------------------------------------
+    def _mcmc_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        run = self
+
+        def run_mcmc(mcmc: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if not run._active:
+                return original(mcmc, *args, **kwargs)
+            return run._mcmc_run(original, mcmc, args, kwargs)
+
+        return run_mcmc
+
     def _mcmc_run(self, original: Callable[..., Any], mcmc: Any,
                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True
@@ -458,9 +552,12 @@ class JitRun:
         svi_runs = tuple(
             SVIRun(target=p.target, model=_label(p.svi.model), guide=_label(p.svi.guide),
                    elbo=type(p.runner).__name__ if p.runner is not None else p.elbo_name,
-                   steps=tuple(p.steps))
+                   steps=p.steps())
             for p in self._svi_plans.values())
         notes = list(self._notes)
+        for target, stats in self._past_cap.values():
+            notes.append(f"{target}: {stats.eager_past_cap} calls with new keys ran eager "
+                         f"past --max-entries {self.max_entries}")
         if not self._switches and exc is None:
             notes.append("the cell ran no SVI step and no MCMC run: nothing was compiled")
         error = None
@@ -595,36 +692,6 @@ class _MCMCClock:
                        sampling_seconds=sum(draws), compile_seconds=compile_seconds,
                        completed=self.done, potential_evals=self.potential_evals,
                        sites=self.sites)
-
-
-def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Pyro's cache key for a call (pyro/ops/jit.py, _hashable_args_kwargs).
-
-    Computed without Pyro's helper on the common path, which would warn a
-    second time about unhashable values; None when Pyro would hash by id.
-    """
-    items = tuple(sorted(kwargs.items()))
-    try:
-        hash(items)
-    except TypeError:
-        return None
-    return len(args), items
-
-
-def _describe_key(key: Any) -> str:
-    count, items = key
-    parts = [f"{count} positional arg{'s' if count != 1 else ''}"]
-    parts += [f"{k}={v!r}" for k, v in items if not k.startswith("_")]
-    return ", ".join(parts)
-
-
-def _sync_cuda() -> None:
-    # On CUDA a step returns once its kernels are queued; wait for them so the
-    # wall time is the GPU's time, not the launch time.
-    import torch
-
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
 
 
 def compiled(

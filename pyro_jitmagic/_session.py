@@ -23,11 +23,14 @@ from typing import Any
 
 
 class Session:
-    """Registry of the compiled companions of user ELBOs."""
+    """Registry of the compiled companions of user ELBOs, and of what the caches cost."""
 
     def __init__(self) -> None:
+        from ._cache import CacheStats
+
         self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
             weakref.WeakKeyDictionary())
+        self.cache = CacheStats()
 
     def companion(self, elbo: Any, model: Any, guide: Any,
                   make: Callable[[Any], Any]) -> tuple[Any, bool]:
@@ -45,9 +48,11 @@ class Session:
         return [(elbo, m, g, c) for elbo, entries in list(self._companions.items())
                 for m, g, c in entries]
 
-    def forget(self) -> None:
-        """Drop every companion and its compiled traces."""
-        self._companions.clear()
+    def inspector(self) -> Any:
+        """An :class:`~pyro_jitmagic._cache.Inspector` over this session's caches."""
+        from ._cache import Inspector
+
+        return Inspector(self.cache, self.companions())
 
 
 _default: Session | None = None

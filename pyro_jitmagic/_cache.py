@@ -1,0 +1,260 @@
+"""What the compile caches hold and what they cost: recorded by runs, inspected, cleared.
+
+Runs record, per compiled function and cache key, the compile time and every
+call served (``CacheStats``). The inspector finds every live compiled function
+by walking the garbage collector's objects, so hand-built ``Jit*`` ELBOs and
+compiled HMC/NUTS potentials appear whether or not a ``%%pyrojit`` cell ever
+ran them. All stats are held weakly: a dropped ELBO takes its traces and its
+stats with it.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _switch
+from .cache import CachedFunction, CacheEntry, CacheSnapshot
+
+# The recompilation watch: warn when a function holds at least WATCH_MIN_ENTRIES
+# traces and made a new one on most of its last WATCH_WINDOW calls, or holds
+# more than WATCH_MAX_ENTRIES however slowly they came.
+WATCH_MIN_ENTRIES = 4
+WATCH_WINDOW = 8
+WATCH_MAX_ENTRIES = 32
+
+
+class RecompilationWarning(UserWarning):
+    """A compiled function keeps compiling new traces: a keyword value changes between calls."""
+
+
+@dataclass
+class EntryStats:
+    compile_seconds: float | None = None
+    hits: int = 0
+    last_hit: float | None = None
+
+
+@dataclass
+class FunctionStats:
+    entries: dict[Any, EntryStats] = field(default_factory=dict)
+    recent_new: deque[bool] = field(default_factory=lambda: deque(maxlen=WATCH_WINDOW))
+    last_key: Any = None
+    warned: bool = False
+    eager_past_cap: int = 0
+
+    def keeps_recompiling(self, entries: int) -> bool:
+        if self.warned:
+            return False
+        if entries > WATCH_MAX_ENTRIES:
+            return True
+        return (entries >= WATCH_MIN_ENTRIES and len(self.recent_new) == WATCH_WINDOW
+                and sum(self.recent_new) > WATCH_WINDOW // 2)
+
+
+class CacheStats:
+    """Per compiled function and key: compile time, hits, last hit."""
+
+    def __init__(self) -> None:
+        self._functions: weakref.WeakKeyDictionary[Any, FunctionStats] = weakref.WeakKeyDictionary()
+
+    def of(self, compiled: Any) -> FunctionStats:
+        stats = self._functions.get(compiled)
+        if stats is None:
+            stats = self._functions[compiled] = FunctionStats()
+        return stats
+
+    def known(self, compiled: Any) -> FunctionStats | None:
+        return self._functions.get(compiled)
+
+    def hit(self, compiled: Any, key: Any, compile_seconds: float | None = None, calls: int = 1) -> None:
+        entry = self.of(compiled).entries.setdefault(key, EntryStats())
+        if compile_seconds is not None:
+            entry.compile_seconds = compile_seconds
+        entry.hits += calls
+        entry.last_hit = time.time()
+
+
+def changing_keyword(previous: Any, new: Any, kwargs: Mapping[str, Any]) -> str:
+    """Why a new key was made, and what to do, in one sentence."""
+    import torch
+
+    if previous is None or new is None:
+        return "a keyword value changes between calls: make it a fixed setting"
+    before, after = dict(previous[1]), dict(new[1])
+    changed = [k for k in after if not k.startswith("_") and before.get(k, _MISSING) is not after[k]
+               and before.get(k, _MISSING) != after[k]]
+    if previous[0] != new[0]:
+        return (f"the number of positional arguments changes ({previous[0]} then {new[0]}): "
+                "pass the same arguments on every call")
+    if not changed:
+        return "a keyword value changes between calls: make it a fixed setting"
+    name = changed[0]
+    value = kwargs.get(name)
+    if torch.is_tensor(value):
+        return (f"keyword argument {name} is a new tensor on each call, and Pyro keys a trace on "
+                f"keyword values: pass {name} positionally (as a tensor argument)")
+    if isinstance(value, float):
+        return (f"keyword argument {name}={value!r} changes between calls: make it a fixed "
+                f"setting, or pass it as a tensor positionally")
+    if isinstance(value, int):
+        return (f"keyword argument {name}={value!r} changes between calls: bucket or pad it to a "
+                "few values (e.g. sequence lengths rounded up), so that few traces are needed")
+    return (f"keyword argument {name} changes between calls: make its value a fixed setting, "
+            "or pass it as a tensor positionally")
+
+
+_MISSING = object()
+
+
+# -- inspection -----------------------------------------------------------------
+def _label(obj: Any) -> str:
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def _name_in(namespace: Mapping[str, Any], obj: Any) -> str | None:
+    for name, value in list(namespace.items()):
+        if value is obj and not name.startswith("_"):
+            return name
+    return None
+
+
+def _user_of(namespace: Mapping[str, Any], elbo: Any, attribute: str) -> str | None:
+    """The name of a namespace object (an SVI, an MCMC) that uses ``elbo``."""
+    for name, value in list(namespace.items()):
+        if name.startswith("_"):
+            continue
+        held = getattr(value, attribute, None)
+        if held is elbo or getattr(held, "__self__", None) is elbo:
+            return name
+    return None
+
+
+def _graph(traced: Any) -> tuple[int, str, tuple[str, ...]]:
+    try:
+        graph = traced.graph
+        nodes = sum(1 for _ in graph.nodes())
+        shapes = []
+        for value in graph.inputs():
+            sizes = getattr(value.type(), "sizes", lambda: None)()
+            shapes.append(str(tuple(sizes)) if sizes is not None else str(value.type()))
+        code = traced.code
+    except (AttributeError, RuntimeError):
+        return 0, "", ()
+    return nodes, code, tuple(shapes)
+
+
+def _describe_key(key: Any) -> str:
+    try:
+        count, items = key
+        parts = [f"{count} positional arg{'s' if count != 1 else ''}"]
+        parts += [f"{k}={_short(v)}" for k, v in items if not k.startswith("_")]
+        return ", ".join(parts)
+    except (TypeError, ValueError):
+        return repr(key)
+
+
+def _short(value: Any) -> str:
+    import torch
+
+    if torch.is_tensor(value):
+        return f"tensor{tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Inspector:
+    """Finds the live compiled functions and clears them."""
+
+    def __init__(self, stats: CacheStats, companions: list[tuple[Any, Any, Any, Any]]) -> None:
+        self.stats = stats
+        # companion -> the user's ELBO it compiles for
+        self._owner_of = {id(c): e for e, _m, _g, c in companions}
+        self._live: dict[int, Any] = {}
+
+    def _owner(self, namespace: Mapping[str, Any], elbo: Any) -> str:
+        user_elbo = self._owner_of.get(id(elbo))
+        if user_elbo is not None:
+            who = (_name_in(namespace, user_elbo) or _user_of(namespace, user_elbo, "loss_and_grads")
+                   or f"{type(user_elbo).__name__} at {id(user_elbo):#x}")
+            return f"{who} ({type(user_elbo).__name__}, compiled by %%pyrojit as {type(elbo).__name__})"
+        who = (_name_in(namespace, elbo) or _user_of(namespace, elbo, "loss_and_grads")
+               or f"{type(elbo).__name__} at {id(elbo):#x}")
+        return f"{who} ({type(elbo).__name__})"
+
+    def snapshot(self, namespace: Mapping[str, Any]) -> CacheSnapshot:
+        from pyro.infer.mcmc import HMC
+
+        jit = _switch.jit_classes()
+        elbos, kernels = [], []
+        for obj in gc.get_objects():
+            if isinstance(obj, jit):
+                elbos.append(obj)
+            elif isinstance(obj, HMC):
+                kernels.append(obj)
+        self._live = {}
+        functions = []
+        for elbo in elbos:
+            compiled = _switch.compiled_function(elbo)
+            if compiled is None or not compiled.compiled:
+                continue
+            self._live[id(compiled)] = compiled
+            bound = _switch.bound_model_and_guide(elbo)
+            serves = f"model={_label(bound[0])}, guide={_label(bound[1])}" if bound else ""
+            stats = self.stats.known(compiled)
+            entries = []
+            for key, traced in list(compiled.compiled.items()):
+                known = stats.entries.get(key) if stats is not None else None
+                nodes, code, shapes = _graph(traced)
+                entries.append(CacheEntry(
+                    key=_describe_key(key),
+                    compile_seconds=known.compile_seconds if known else None,
+                    hits=known.hits if known else None,
+                    last_hit=known.last_hit if known else None,
+                    input_shapes=shapes, graph_nodes=nodes, code=code))
+            functions.append(CachedFunction(id(compiled), self._owner(namespace, elbo), "ELBO",
+                                            serves, tuple(entries)))
+        for kernel in kernels:
+            maker = getattr(getattr(kernel, "potential_fn", None), "func", None)
+            maker = getattr(maker, "__self__", None)
+            traced = getattr(maker, "_compiled_fn", None)
+            if traced is None:
+                continue
+            self._live[id(maker)] = maker
+            who = (_name_in(namespace, kernel) or _user_of(namespace, kernel, "kernel")
+                   or f"{type(kernel).__name__} at {id(kernel):#x}")
+            stats = self.stats.known(maker)
+            known = stats.entries.get("potential") if stats is not None else None
+            nodes, code, shapes = _graph(traced)
+            sites = ", ".join(sorted(getattr(kernel, "initial_params", {}) or {}))
+            entry = CacheEntry(key=f"potential energy of {sites}" if sites else "potential energy",
+                               compile_seconds=known.compile_seconds if known else None,
+                               hits=known.hits if known else None,
+                               last_hit=known.last_hit if known else None,
+                               input_shapes=shapes, graph_nodes=nodes, code=code)
+            functions.append(CachedFunction(id(maker), f"{who} ({type(kernel).__name__})", "potential",
+                                            f"model={_label(kernel.model)}", (entry,)))
+        return CacheSnapshot(tuple(functions))
+
+    def clear(self, ident: int | None = None) -> int:
+        """Drop the traces of one function (by ``CachedFunction.ident``) or all; how many were dropped."""
+        dropped = 0
+        for key in [ident] if ident is not None else list(self._live):
+            obj = self._live.pop(key, None)
+            if obj is None:
+                continue
+            if hasattr(obj, "compiled"):  # pyro.ops.jit.CompiledFunction
+                dropped += len(obj.compiled)
+                obj.compiled.clear()
+            else:  # an HMC/NUTS potential
+                dropped += 1
+                obj._compiled_fn = None
+            stats = self.stats.known(obj)
+            if stats is not None:
+                stats.entries.clear()
+        return dropped
