@@ -193,9 +193,12 @@ class Inspector:
         jit = _switch.jit_classes()
         elbos, kernels = [], []
         for obj in gc.get_objects():
-            if isinstance(obj, jit):
+            # type(), not isinstance(): some objects (torch's deprecated aliases)
+            # warn when their __class__ is looked up
+            cls = type(obj)
+            if issubclass(cls, jit):
                 elbos.append(obj)
-            elif isinstance(obj, HMC):
+            elif issubclass(cls, HMC):
                 kernels.append(obj)
         self._live = {}
         functions = []

@@ -52,6 +52,7 @@ def run_twice(
     warnings: Mode = "capture",
     name_location: Callable[[str, int], str] = default_location_name,
     on_progress: Callable[[Progress], None] | None = None,
+    max_entries: int | None = None,
 ) -> CompareOutcome:
     """Run ``execute`` eager, put the state back, run it compiled; compare.
 
@@ -84,7 +85,7 @@ def run_twice(
         seed_everything(seed)
 
     compiled = JitRun(warmup=warmup, warnings=warnings, names=namespace, name_location=name_location,
-                      on_progress=on_progress)
+                      on_progress=on_progress, max_entries=max_entries)
     try:
         with compiled:
             error = execute()

@@ -35,8 +35,8 @@ def _ipywidgets() -> Any:
     return ipywidgets
 
 
-def build_panel(c: Any, timing: bytes | None, agreement: bytes | None) -> Any:
-    """The widget: a one-line verdict over tabs (Timing, Agreement, Warnings, Changes)."""
+def build_panel(c: Any, timing: bytes | None, agreement: bytes | None, cache: Any = None) -> Any:
+    """The widget: a one-line verdict over tabs (Timing, Agreement, Warnings, Changes, Cache)."""
     w = _ipywidgets()
     if w is None:
         return None
@@ -59,6 +59,8 @@ def build_panel(c: Any, timing: bytes | None, agreement: bytes | None) -> Any:
         "Warnings": w.HTML('<div class="pyrojit">' + _render.warnings_html(c.compiled) + "</div>"),
         "Changes": w.HTML('<div class="pyrojit">' + _render.changes_html(c) + "</div>"),
     }
+    if cache is not None:
+        tabs["Cache"] = cache.widget
     tab = w.Tab(children=list(tabs.values()))
     tab.titles = tuple(tabs)
     for child, name in zip(tab.children, tabs, strict=True):
@@ -68,17 +70,20 @@ def build_panel(c: Any, timing: bytes | None, agreement: bytes | None) -> Any:
     return panel
 
 
-def comparison_bundle(c: Any, widget: bool = True) -> dict[str, Any]:
-    """text/plain, text/html and, when ipywidgets is there, the widget view."""
+def comparison_bundle(c: Any, widget: bool = True, cache: Any = None) -> dict[str, Any]:
+    """text/plain, text/html and, when ipywidgets is there, the widget view.
+
+    ``cache`` is a :class:`~pyro_jitmagic._cache_panel.CachePanel` for the Cache tab.
+    """
     timing, agreement = _plots.timing_png(c), _plots.agreement_png(c)
-    bundle: dict[str, Any] = {
-        "text/plain": str(c),
-        "text/html": _render.comparison_html(
-            c, {"timing": _img(timing, "step time, eager and compiled"),
-                "agreement": _img(agreement, "losses, eager and compiled")}),
-    }
+    html_form = _render.comparison_html(
+        c, {"timing": _img(timing, "step time, eager and compiled"),
+            "agreement": _img(agreement, "losses, eager and compiled")})
+    if cache is not None and cache.snapshot is not None:
+        html_form += _render.cache_html(cache.snapshot)
+    bundle: dict[str, Any] = {"text/plain": str(c), "text/html": html_form}
     if widget:
-        panel = build_panel(c, timing, agreement)
+        panel = build_panel(c, timing, agreement, cache)
         if panel is not None:
             view = panel._repr_mimebundle_()
             if view and WIDGET_MIME in view:

@@ -113,7 +113,7 @@ _STYLE = (
     ".pyrojit table{border-collapse:collapse}"
     ".pyrojit th{text-align:left;vertical-align:top;padding:2px 12px 2px 0;font-weight:600;"
     "white-space:nowrap}"
-    ".pyrojit td{padding:2px 0}"
+    ".pyrojit td{padding:2px 12px 2px 0;vertical-align:top}"
     ".pyrojit .risky{background:#fdecea;border-left:4px solid #c62828;padding:6px 10px;margin:6px 0}"
     ".pyrojit .error{background:#fff4e5;border-left:4px solid #ef6c00;padding:6px 10px;margin:6px 0}"
     ".pyrojit code{font-family:var(--jp-code-font-family,monospace)}"

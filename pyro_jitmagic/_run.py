@@ -545,6 +545,11 @@ class JitRun:
             local.restore()
             self._mcmc_runs.append(clock.record(target, kernel_name, compiled,
                                                 plan.compile_seconds))
+            maker = getattr(getattr(kernel.potential_fn, "func", None), "__self__", None)
+            if getattr(maker, "_compiled_fn", None) is not None:
+                # one entry per potential; every evaluation after setup is a hit
+                self.session.cache.hit(maker, "potential", compile_seconds=plan.compile_seconds or None,
+                                       calls=clock.potential_evals)
 
     # -- the report ------------------------------------------------------------
     def snapshot(self, exc: BaseException | None = None) -> JitReport:

@@ -11,13 +11,22 @@ import sys
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+# Cache inspectors displayed in this session that refresh after each %%pyrojit
+# cell: the most recent few (older outputs have usually scrolled away).
+_LIVE_CACHE_VIEWS = 4
 
 
 @magics_class
 class PyroJitMagics(Magics):
-    """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT."""
+    """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT; ``%pyrojit_cache``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._cache_views: list[Any] = []
 
     # named "%pyrojit" so that the usage line reads "%%pyrojit", as the cell magic is typed
     @magic_arguments(name="%pyrojit")
@@ -32,6 +41,8 @@ class PyroJitMagics(Magics):
     @argument("-q", "--quiet", action="store_true", help="do not display the report")
     @argument("--no-warmup", action="store_true",
               help="skip the eager warm-up (AutoGuide prototype, max_plate_nesting) before compiling")
+    @argument("--max-entries", type=int, metavar="N",
+              help="compile at most N traces per compiled function; calls with further keys run eager")
     @argument("--warnings", choices=("capture", "show", "error"), default="capture",
               help="JIT warnings: capture them (default), also print them, or stop with an "
                    "error on a risky one before its compiled step is used")
@@ -88,14 +99,85 @@ class PyroJitMagics(Magics):
             result = shell.run_cell(cell, store_history=False)
             _reraise_quietly(shell, result.error_before_exec or result.error_in_exec)
 
+        if args.max_entries is not None and args.max_entries < 1:
+            raise UsageError("--max-entries needs a positive number of traces, e.g. --max-entries 8")
         if args.compare:
             result, error = self._compare(cell, args)
         else:
             result, error = self._compile(cell, args)
         if args.output:
             shell.user_ns[args.output] = result
+        for view in self._cache_views:
+            view.refresh()
         if error is not None:
             _reraise_quietly(shell, error)
+
+    @magic_arguments()
+    @argument("--clear", nargs="?", const="", metavar="OWNER",
+              help="drop compiled traces: all of them, or those of the compiled functions whose "
+                   "owner starts with OWNER (e.g. --clear svi); the next steps compile again")
+    @argument("-o", "--output", metavar="NAME",
+              help="store the inspector's data (a pyro_jitmagic.CacheSnapshot) in NAME")
+    @argument("-q", "--quiet", action="store_true", help="do not display the inspector")
+    @line_magic
+    def pyrojit_cache(self, line: str) -> None:
+        """Show every compiled function in the session and the traces it holds.
+
+        For each compiled function (of a ``Jit*`` ELBO, whether ``%%pyrojit``
+        switched it or it was built by hand, or an HMC/NUTS kernel's compiled
+        potential): its owner, the model and guide it serves, and one row per
+        cache entry: the call signature it was traced for, compile time, hits,
+        last hit, input shapes, and the size of the traced graph (its code in
+        an expandable section). Hits and compile times are counted in
+        ``%%pyrojit`` cells; for entries compiled elsewhere they are unknown.
+        The table refreshes after each ``%%pyrojit`` cell, and its buttons
+        clear one function's traces or all of them.
+
+        Examples
+        --------
+        ::
+
+            %pyrojit_cache
+            %pyrojit_cache --clear svi
+            %pyrojit_cache -q -o cache
+        """
+        from ._session import default_session
+
+        args = parse_argstring(self.pyrojit_cache, line)
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o needs a variable name, not {args.output!r}: e.g. %pyrojit_cache -o cache")
+        assert self.shell is not None
+        namespace = self.shell.user_ns
+        inspector = default_session().inspector()
+        snapshot = inspector.snapshot(namespace)
+        if args.clear is not None:
+            chosen = [f for f in snapshot.functions if f.owner.startswith(args.clear)]
+            if args.clear and not chosen:
+                owners = ", ".join(f.owner.split(" ")[0] for f in snapshot.functions) or "none"
+                raise UsageError(f"no compiled function is owned by {args.clear!r}; owners: {owners}")
+            for f in chosen:
+                inspector.clear(f.ident)
+            snapshot = inspector.snapshot(namespace)
+        if args.output:
+            namespace[args.output] = snapshot
+        if args.quiet:
+            return
+        view = self._cache_view()
+        display(view if view is not None else snapshot)
+
+    def _cache_view(self) -> Any:
+        """A live cache panel, or None without ipywidgets (the snapshot shows as HTML/text)."""
+        from ._panel import _ipywidgets
+
+        if _ipywidgets() is None:
+            return None
+        from ._cache_panel import CachePanel
+        from ._session import default_session
+
+        assert self.shell is not None
+        view = CachePanel(default_session().inspector, self.shell.user_ns)
+        self._cache_views = [*self._cache_views[-(_LIVE_CACHE_VIEWS - 1):], view]
+        return view
 
     def _execute(self, cell: str) -> BaseException | None:
         """Run the cell body in the shell; IPython shows its traceback."""
@@ -117,7 +199,8 @@ class PyroJitMagics(Magics):
         if args.seed is not None:
             seed_everything(args.seed)
         run = JitRun(warmup=not args.no_warmup, warnings=args.warnings, names=self.shell.user_ns,
-                     name_location=self._name_location, on_progress=progress)
+                     name_location=self._name_location, on_progress=progress,
+                     max_entries=args.max_entries)
         with run:
             error = self._execute(cell)
         report = run.snapshot(error)
@@ -133,11 +216,15 @@ class PyroJitMagics(Magics):
         progress = self._progress(args.quiet)
         outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, seed=args.seed,
                             warmup=not args.no_warmup, warnings=args.warnings,
-                            name_location=self._name_location, on_progress=progress)
+                            name_location=self._name_location, on_progress=progress,
+                            max_entries=args.max_entries)
         result = outcome.comparison or outcome.failed
         if progress is not None:
-            bundle = (comparison_bundle(outcome.comparison) if outcome.comparison is not None
-                      else outcome.failed._repr_mimebundle_() if outcome.failed is not None else None)
+            bundle: dict[str, Any] | None = None
+            if outcome.comparison is not None:
+                bundle = comparison_bundle(outcome.comparison, cache=self._cache_view())
+            elif outcome.failed is not None:
+                bundle = outcome.failed._repr_mimebundle_()
             progress.finish(bundle)
         return result, outcome.error
 
@@ -186,6 +273,7 @@ def unregister(shell: Any) -> None:
     """Remove our magics and heal anything a cut-off run left patched."""
     magics = shell.magics_manager.magics
     magics["cell"].pop("pyrojit", None)
+    magics["line"].pop("pyrojit_cache", None)
     shell.magics_manager.registry.pop(PyroJitMagics.__name__, None)
     if "pyro" in sys.modules:
         from ._run import heal_leftovers

@@ -60,6 +60,7 @@ def test_compare_panel_renders_and_each_tab_shows_its_content(page, lab):
         "Agreement": ("pyrojit-tab-agreement", "losses agree"),
         "Warnings": ("pyrojit-tab-warnings", "benign"),
         "Changes": ("pyrojit-tab-changes", "Trace_ELBO → JitTrace_ELBO"),
+        "Cache": ("pyrojit-cache-panel", "compiled by %%pyrojit as JitTrace_ELBO"),
     }
     for title, (css, text) in expected.items():
         first.locator(".lm-TabBar-tab", has_text=title).click()

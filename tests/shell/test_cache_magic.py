@@ -1,0 +1,87 @@
+"""``%pyrojit_cache`` driven through an in-process IPython shell."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.utils.capture import capture_output
+
+SETUP = """
+import pyro, torch
+from pyro.infer import SVI, Trace_ELBO, JitTrace_ELBO
+from pyro.optim import Adam
+import models
+data = models.data()
+svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
+hand = SVI(models.shifted, models.gaussian_guide, Adam({"lr": 0.01}), JitTrace_ELBO())
+"""
+
+
+@pytest.fixture
+def ip(shell):
+    import gc
+
+    before = set(shell.user_ns)
+    shell.run_cell(SETUP)
+    yield shell
+    for name in set(shell.user_ns) - before:
+        del shell.user_ns[name]
+    gc.collect()
+
+
+def run(ip, cell):
+    with capture_output() as captured:
+        result = ip.run_cell(cell)
+    return result, captured
+
+
+def test_the_inspector_lists_magic_and_hand_built_functions(ip):
+    run(ip, "%%pyrojit -q\nfor _ in range(3):\n    svi.step(data)")
+    run(ip, "hand.step(data)")  # outside any %%pyrojit cell
+    result, captured = run(ip, "%pyrojit_cache -o snap")
+
+    assert result.success
+    (output,) = captured.outputs
+    assert {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"} <= set(output.data)
+    snap = ip.user_ns["snap"]
+    owners = {f.owner.split(" ")[0]: f for f in snap.functions}
+    assert owners["svi"].entries[0].hits == 3
+    assert owners["hand"].entries[0].hits is None  # compiled outside: unknown, not zero
+    assert "hand (JitTrace_ELBO)" in output.data["text/plain"]
+    assert "<details><summary>traced code</summary>" in output.data["text/html"]
+
+
+def test_clear_one_owner_then_the_next_cell_recompiles(ip):
+    run(ip, "%%pyrojit -q\nsvi.step(data)\nhand.step(data)")
+    result, _ = run(ip, "%pyrojit_cache -q --clear svi -o snap")
+
+    assert result.success
+    assert [f.owner.split(" ")[0] for f in ip.user_ns["snap"].functions
+            if f.owner.split(" ")[0] in ("svi", "hand")] == ["hand"]
+    run(ip, "%%pyrojit -q -o report\nsvi.step(data)")
+    assert ip.user_ns["report"].compile_count == 1
+
+
+def test_unknown_owner_is_a_one_line_usage_error(ip):
+    run(ip, "%%pyrojit -q\nsvi.step(data)")
+    result, captured = run(ip, "%pyrojit_cache --clear nobody")
+    assert not result.success
+    text = (captured.stdout + captured.stderr).strip()
+    assert text.startswith("UsageError: no compiled function is owned by 'nobody'; owners:")
+    assert "\n" not in text
+
+
+def test_a_displayed_inspector_refreshes_after_each_pyrojit_cell(ip):
+    magics = ip.magics_manager.registry["PyroJitMagics"]
+    run(ip, "%pyrojit_cache")
+    view = magics._cache_views[-1]
+    before = {f.owner.split(" ")[0] for f in view.snapshot.functions}
+    run(ip, "%%pyrojit -q\nfresh = SVI(models.shifted, models.gaussian_guide, Adam({'lr': 0.01}), "
+            "Trace_ELBO())\nfresh.step(data)")
+    after = {f.owner.split(" ")[0] for f in view.snapshot.functions}
+    assert "fresh" in after - before
+
+
+def test_max_entries_flag(ip):
+    result, captured = run(ip, "%%pyrojit --max-entries 0\nsvi.step(data)")
+    assert not result.success
+    assert "--max-entries needs a positive number" in captured.stdout + captured.stderr
