@@ -6,6 +6,7 @@ import gc
 import warnings
 import weakref
 
+import models
 import pyro
 import pytest
 import torch
@@ -13,7 +14,6 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
-import models
 from pyro_jitmagic import compiled
 from pyro_jitmagic._cache import RecompilationWarning
 from pyro_jitmagic._session import default_session
