@@ -62,6 +62,18 @@ class CacheStats:
 
     def __init__(self) -> None:
         self._functions: weakref.WeakKeyDictionary[Any, FunctionStats] = weakref.WeakKeyDictionary()
+        # a trace never changes: its size, code and input shapes are worked out once
+        self._graphs: weakref.WeakKeyDictionary[Any, tuple[int, str, tuple[str, ...]]] = (
+            weakref.WeakKeyDictionary())
+
+    def graph(self, traced: Any) -> tuple[int, str, tuple[str, ...]]:
+        try:
+            known = self._graphs.get(traced)
+        except TypeError:  # not weakly referenceable: work it out each time
+            return _graph(traced)
+        if known is None:
+            known = self._graphs[traced] = _graph(traced)
+        return known
 
     def of(self, compiled: Any) -> FunctionStats:
         stats = self._functions.get(compiled)
@@ -168,6 +180,21 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _live_objects() -> list[Any]:
+    """Every live Jit* ELBO and HMC/NUTS kernel in the process."""
+    from pyro.infer.mcmc import HMC
+
+    jit = _switch.jit_classes()
+    objects = gc.get_objects()
+    # Classify each distinct type once: an isinstance() per object costs
+    # several ABC subclass checks (ELBO and MCMCKernel are ABCs), which over a
+    # session's few hundred thousand objects takes most of a second. And
+    # type(), not isinstance(): some objects (torch's deprecated aliases) warn
+    # when their __class__ is looked up.
+    wanted = {cls for cls in {type(obj) for obj in objects} if issubclass(cls, (*jit, HMC))}
+    return [obj for obj in objects if type(obj) in wanted]
+
+
 class Inspector:
     """Finds the live compiled functions and clears them."""
 
@@ -187,19 +214,16 @@ class Inspector:
                or f"{type(elbo).__name__} at {id(elbo):#x}")
         return f"{who} ({type(elbo).__name__})"
 
-    def snapshot(self, namespace: Mapping[str, Any]) -> CacheSnapshot:
+    def snapshot(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> CacheSnapshot:
+        """The compiled functions of ``objects`` (Jit* ELBOs, HMC/NUTS kernels), by default of
+        every live object in the process."""
         from pyro.infer.mcmc import HMC
 
+        if objects is None:
+            objects = _live_objects()
         jit = _switch.jit_classes()
-        elbos, kernels = [], []
-        for obj in gc.get_objects():
-            # type(), not isinstance(): some objects (torch's deprecated aliases)
-            # warn when their __class__ is looked up
-            cls = type(obj)
-            if issubclass(cls, jit):
-                elbos.append(obj)
-            elif issubclass(cls, HMC):
-                kernels.append(obj)
+        elbos = [obj for obj in objects if isinstance(obj, jit)]
+        kernels = [obj for obj in objects if isinstance(obj, HMC)]
         self._live = {}
         functions = []
         for elbo in elbos:
@@ -213,7 +237,7 @@ class Inspector:
             entries = []
             for key, traced in list(compiled.compiled.items()):
                 known = stats.entries.get(key) if stats is not None else None
-                nodes, code, shapes = _graph(traced)
+                nodes, code, shapes = self.stats.graph(traced)
                 entries.append(CacheEntry(
                     key=_describe_key(key),
                     compile_seconds=known.compile_seconds if known else None,
@@ -233,7 +257,7 @@ class Inspector:
                    or f"{type(kernel).__name__} at {id(kernel):#x}")
             stats = self.stats.known(maker)
             known = stats.entries.get("potential") if stats is not None else None
-            nodes, code, shapes = _graph(traced)
+            nodes, code, shapes = self.stats.graph(traced)
             sites = ", ".join(sorted(getattr(kernel, "initial_params", {}) or {}))
             entry = CacheEntry(key=f"potential energy of {sites}" if sites else "potential energy",
                                compile_seconds=known.compile_seconds if known else None,

@@ -15,23 +15,28 @@ from .cache import CacheSnapshot
 
 
 class CachePanel:
-    """A live view of the caches: rebuilt by :meth:`refresh`, after each ``%%pyrojit`` cell."""
+    """A view of the caches, rebuilt by :meth:`refresh` (after each ``%%pyrojit`` cell, for the
+    inspectors ``%pyrojit_cache`` displayed)."""
 
-    def __init__(self, inspector: Callable[[], Any], namespace: Mapping[str, Any]) -> None:
+    def __init__(self, inspector: Callable[[], Any], namespace: Mapping[str, Any],
+                 objects: list[Any] | None = None) -> None:
         import ipywidgets as w
 
         self._w = w
         self._inspector = inspector
         self._namespace = namespace
+        self._objects = objects  # only these ELBOs/kernels' caches (default: all live ones)
         self.widget = w.VBox()
         self.widget.add_class("pyrojit-cache-panel")
         self.snapshot: CacheSnapshot | None = None
         self.refresh()
 
-    def refresh(self) -> None:
+    def refresh(self, inspector: Any = None, snapshot: CacheSnapshot | None = None) -> None:
+        """Show the caches as they are now (or as ``snapshot``, taken by ``inspector``)."""
         w = self._w
-        inspector = self._inspector()
-        snapshot = inspector.snapshot(self._namespace)
+        if inspector is None or snapshot is None:
+            inspector = self._inspector()
+            snapshot = inspector.snapshot(self._namespace, self._objects)
         self.snapshot = snapshot
         header = w.HTML(f'{_render._STYLE}<div class="pyrojit"><strong>pyrojit cache</strong>: '
                         f"{html.escape(_render.cache_totals(snapshot))}</div>")

@@ -20,11 +20,15 @@ from .report import JitReport, Progress
 
 @dataclass(frozen=True)
 class CompareOutcome:
-    """What the two runs gave: the comparison, or the report of the run that failed."""
+    """What the two runs gave: the comparison, or the report of the run that failed.
+
+    ``compiled_objects`` are the ELBOs and kernels the compiled run used, for the Cache tab.
+    """
 
     comparison: Comparison | None
     failed: JitReport | None
     error: BaseException | None
+    compiled_objects: tuple[Any, ...] = ()
 
 
 def _param_values() -> dict[str, list[float]]:
@@ -102,7 +106,7 @@ def run_twice(
     assert eager.report is not None and compiled.report is not None
     comparison = compare_reports(eager.report, compiled.report, isolation,
                                  _params_difference(eager_params, _param_values()), seed)
-    return CompareOutcome(comparison, None, None)
+    return CompareOutcome(comparison, None, None, tuple(compiled.compiled_objects()))
 
 
 def _label(obj: Any, namespace: MutableMapping[str, Any]) -> str:

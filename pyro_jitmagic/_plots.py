@@ -41,8 +41,19 @@ def _figure(rows: int) -> Any:
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    # fast zlib: a few KB larger, a quarter of the encoding time
+    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
+
+
+def _log_y(ax: Any) -> None:
+    """Log scale with plain-text tick labels (mathtext "10^k" labels cost a parse each)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_yscale("log")
+    ax.minorticks_off()  # minor log ticks cost most of the drawing time
+    ax.yaxis.set_major_locator(LogLocator(numticks=5))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def timing_png(c: Any) -> bytes | None:
@@ -60,8 +71,7 @@ def timing_png(c: Any) -> bytes | None:
         if traced:
             ax.scatter(*zip(*traced, strict=True), marker="x", color="black", zorder=3,
                        label="compiled a trace")
-        ax.set_yscale("log")
-        ax.minorticks_off()  # minor log ticks cost most of the drawing time
+        _log_y(ax)
         ax.set_xlabel("step")
         ax.set_ylabel("step time (ms)")
         ax.legend(fontsize=8, loc="upper right", title=s.target, title_fontsize=9)
@@ -106,8 +116,7 @@ def agreement_png(c: Any) -> bytes | None:
         if diffs and max(diffs) > 0:
             xs, ys = downsample([max(d, 1e-12) for d in diffs])
             diff_ax.plot(xs, ys, color="gray", lw=0.8)
-            diff_ax.set_yscale("log")
-            diff_ax.minorticks_off()
+            _log_y(diff_ax)
         else:
             diff_ax.text(0.5, 0.5, "identical losses", ha="center", va="center",
                          transform=diff_ax.transAxes)

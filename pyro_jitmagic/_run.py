@@ -137,6 +137,7 @@ class JitRun:
         self._patches = PatchSet()
         self._svi_plans: dict[int, _SVIPlan] = {}
         self._mcmc_runs: list[MCMCRun] = []
+        self._kernels: list[Any] = []
         self._switches: dict[int, Switch] = {}
         self._compilations: list[Compilation] = []
         self._warmups: list[WarmupAction] = []
@@ -521,6 +522,8 @@ class JitRun:
 
         local = PatchSet()
         plan = _MCMCPlan(target)
+        if compiled:
+            self._kernels.append(kernel)
         clock = _MCMCClock(self._sample_done)
         # Pyro turns requires_grad off on every param while tracing the
         # potential and only turns it back on if tracing succeeds
@@ -550,6 +553,11 @@ class JitRun:
                 # one entry per potential; every evaluation after setup is a hit
                 self.session.cache.hit(maker, "potential", compile_seconds=plan.compile_seconds or None,
                                        calls=clock.potential_evals)
+
+    def compiled_objects(self) -> list[Any]:
+        """The Jit* ELBOs and HMC/NUTS kernels this run compiled with: what the cell's caches hold."""
+        found = [p.runner for p in self._svi_plans.values() if p.compiled and p.runner is not None]
+        return found + self._kernels
 
     # -- the report ------------------------------------------------------------
     def snapshot(self, exc: BaseException | None = None) -> JitReport:

@@ -107,8 +107,7 @@ class PyroJitMagics(Magics):
             result, error = self._compile(cell, args)
         if args.output:
             shell.user_ns[args.output] = result
-        for view in self._cache_views:
-            view.refresh()
+        self._refresh_cache_views()
         if error is not None:
             _reraise_quietly(shell, error)
 
@@ -162,11 +161,16 @@ class PyroJitMagics(Magics):
             namespace[args.output] = snapshot
         if args.quiet:
             return
-        view = self._cache_view()
+        view = self._cache_view(live=True)
         display(view if view is not None else snapshot)
 
-    def _cache_view(self) -> Any:
-        """A live cache panel, or None without ipywidgets (the snapshot shows as HTML/text)."""
+    def _cache_view(self, live: bool, objects: list[Any] | None = None) -> Any:
+        """A cache panel, or None without ipywidgets (the snapshot shows as HTML/text).
+
+        A live one shows every compiled function and refreshes after each
+        ``%%pyrojit`` cell; the Cache tab of a ``--compare`` panel shows the
+        caches of the ``objects`` that cell compiled with, as they were after it.
+        """
         from ._panel import _ipywidgets
 
         if _ipywidgets() is None:
@@ -175,9 +179,21 @@ class PyroJitMagics(Magics):
         from ._session import default_session
 
         assert self.shell is not None
-        view = CachePanel(default_session().inspector, self.shell.user_ns)
-        self._cache_views = [*self._cache_views[-(_LIVE_CACHE_VIEWS - 1):], view]
+        view = CachePanel(default_session().inspector, self.shell.user_ns, objects)
+        if live:
+            self._cache_views = [*self._cache_views[-(_LIVE_CACHE_VIEWS - 1):], view]
         return view
+
+    def _refresh_cache_views(self) -> None:
+        if not self._cache_views:
+            return
+        from ._session import default_session
+
+        assert self.shell is not None
+        inspector = default_session().inspector()
+        snapshot = inspector.snapshot(self.shell.user_ns)  # one walk of the objects for all views
+        for view in self._cache_views:
+            view.refresh(inspector, snapshot)
 
     def _execute(self, cell: str) -> BaseException | None:
         """Run the cell body in the shell; IPython shows its traceback."""
@@ -222,7 +238,8 @@ class PyroJitMagics(Magics):
         if progress is not None:
             bundle: dict[str, Any] | None = None
             if outcome.comparison is not None:
-                bundle = comparison_bundle(outcome.comparison, cache=self._cache_view())
+                cache = self._cache_view(live=False, objects=list(outcome.compiled_objects))
+                bundle = comparison_bundle(outcome.comparison, cache=cache)
             elif outcome.failed is not None:
                 bundle = outcome.failed._repr_mimebundle_()
             progress.finish(bundle)

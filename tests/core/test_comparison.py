@@ -140,3 +140,23 @@ def test_a_ten_thousand_step_panel_stays_light():
     bundle = _panel.comparison_bundle(c, widget=False)
     assert len(bundle["text/html"]) < 400_000
     assert {"text/plain", "text/html"} <= set(bundle)
+
+
+def test_without_ipywidgets_the_panel_is_html_and_text_with_one_warning(monkeypatch):
+    import sys
+    import warnings
+
+    from pyro_jitmagic import _panel
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # "import ipywidgets" now fails
+    c = compare_reports(JitReport(svi_runs=(svi_run([2.0] * 20),)),
+                        JitReport(svi_runs=(svi_run([41.0] + [1.0] * 19, traced={0}),)),
+                        Isolation((), (), ()), param_difference=0.0)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        bundles = [_panel.comparison_bundle(c) for _ in range(3)]
+    assert all(set(b) == {"text/plain", "text/html"} for b in bundles)
+    assert bundles[0]["text/plain"].startswith("pyrojit --compare: compiled 2x faster per step")
+    assert "<h4>Timing</h4>" in bundles[0]["text/html"] and "<img" in bundles[0]["text/html"]
+    missing = [w for w in shown if "ipywidgets is not installed" in str(w.message)]
+    assert len(missing) == 1

@@ -121,3 +121,15 @@ def test_the_comparison_object_is_used_in_the_next_cell(executed_tutorial):
     out = stdout(executed_tutorial, "compare-object")
     assert "results agree" in out
     assert re.search(r"compile cost \d+\.\d{3} s, largest loss difference \d\.\de-\d\d", out)
+
+
+def test_the_cache_inspector_shows_the_hmm_entries_with_their_hits(executed_tutorial):
+    displays = [o for o in cell(executed_tutorial, "cache").outputs if o.output_type == "display_data"]
+    assert len(displays) == 1
+    data = displays[0].data
+    assert {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"} <= set(data)
+    text = data["text/plain"]
+    # CI's epoch: [24] * 5 + [48] * 2 + [72], one step each
+    for length, hits in ((24, 5), (48, 2), (72, 1)):
+        assert re.search(rf"length={length}, num_sequences=8: compiled in \S+ \S+, {hits} hits", text), text
+    assert "(NUTS)" in text  # the compiled potential of the NUTS cell's kernel
