@@ -78,9 +78,10 @@ def run_twice(
             error = execute()
     except BaseException as exc:
         error = exc
+    eager.failed(error)
     if error is not None:
         state.restore()
-        return CompareOutcome(None, eager.snapshot(error), error)
+        return CompareOutcome(None, eager.report, error)
     eager_params = _param_values()
 
     mutated = state.mutated()
@@ -95,8 +96,9 @@ def run_twice(
             error = execute()
     except BaseException as exc:
         error = exc
+    compiled.failed(error)
     if error is not None:
-        return CompareOutcome(None, compiled.snapshot(error), error)
+        return CompareOutcome(None, compiled.report, error)
 
     restored = ["Pyro param store", "random state (torch, numpy, random)"]
     if state.optimizers:

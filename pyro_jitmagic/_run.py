@@ -148,7 +148,9 @@ class JitRun:
         self._can_trace = False
         self._active = False
         self._start = 0.0
-        self.report: JitReport | None = None
+        self._end: float | None = None
+        self._error: BaseException | None = None
+        self._report: JitReport | None = None
 
     # -- entering and leaving ------------------------------------------------
     def __enter__(self) -> JitRun:
@@ -179,10 +181,27 @@ class JitRun:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._end = time.perf_counter()
         self._leave()
-        self.report = self.snapshot(exc)
+        if exc is not None:
+            self._error = exc
         if self.announce and self.warnings_mode == "capture":
             self._capture.announce_risky()
+
+    def failed(self, error: BaseException | None) -> None:
+        """Record the error that ended the code, when it was caught before the ``with`` ended."""
+        if error is not None:
+            self._error = error
+            self._report = None
+
+    @property
+    def report(self) -> JitReport | None:
+        """What the block did (None while it runs): made once, when first asked for."""
+        if self._end is None:
+            return None
+        if self._report is None:
+            self._report = self.snapshot(self._error)
+        return self._report
 
     def _leave(self) -> None:
         self._active = False
@@ -587,7 +606,7 @@ class JitRun:
             notes=tuple(notes),
             error=error,
             advice=self._advice if exc is not None else None,
-            seconds=time.perf_counter() - self._start,
+            seconds=(self._end or time.perf_counter()) - self._start,
         )
 
 

@@ -219,7 +219,9 @@ class PyroJitMagics(Magics):
                      max_entries=args.max_entries)
         with run:
             error = self._execute(cell)
-        report = run.snapshot(error)
+        run.failed(error)
+        report = run.report
+        assert report is not None
         if progress is not None:
             progress.finish(report._repr_mimebundle_())
         return report, error

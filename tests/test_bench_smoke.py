@@ -54,5 +54,6 @@ def test_overhead_svi_prints_its_three_breakdowns(run_script, shell):
 def test_bench_compare_prints_a_ratio_per_workload(run_script):
     out = run_script("bench_compare")
     for workload in ("simple SVI", "NUTS", "HMM"):
-        assert f"{workload}: --compare / (eager + compiled) = " in out
-    assert out.count("PASS") + out.count("MISS") == 3
+        assert f"{workload}: compare / (eager + compiled) = " in out
+        assert f"{workload}: compare -q / (eager + compiled) = " in out
+    assert out.count("PASS") + out.count("MISS") == 6
