@@ -14,7 +14,7 @@ import gc
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,14 +198,16 @@ def _live_objects() -> list[Any]:
 class Inspector:
     """Finds the live compiled functions and clears them."""
 
-    def __init__(self, stats: CacheStats, companions: list[tuple[Any, Any, Any, Any]]) -> None:
+    def __init__(self, stats: CacheStats, companions: Callable[[], list[tuple[Any, Any, Any, Any]]]) -> None:
         self.stats = stats
-        # companion -> the user's ELBO it compiles for
-        self._owner_of = {id(c): e for e, _m, _g, c in companions}
-        self._live: dict[int, Any] = {}
+        # asked at each snapshot, never kept: a displayed inspector (its buttons
+        # hold this object) must not keep the user's ELBOs alive
+        self._companions = companions
+        # weak: a displayed inspector (its buttons hold this) must not keep traces alive
+        self._live: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
-    def _owner(self, namespace: Mapping[str, Any], elbo: Any) -> str:
-        user_elbo = self._owner_of.get(id(elbo))
+    def _owner(self, namespace: Mapping[str, Any], elbo: Any, owner_of: Mapping[int, Any]) -> str:
+        user_elbo = owner_of.get(id(elbo))
         if user_elbo is not None:
             who = (_name_in(namespace, user_elbo) or _user_of(namespace, user_elbo, "loss_and_grads")
                    or f"{type(user_elbo).__name__} at {id(user_elbo):#x}")
@@ -224,7 +226,8 @@ class Inspector:
         jit = _switch.jit_classes()
         elbos = [obj for obj in objects if isinstance(obj, jit)]
         kernels = [obj for obj in objects if isinstance(obj, HMC)]
-        self._live = {}
+        self._live = weakref.WeakValueDictionary()
+        owner_of = {id(c): e for e, _m, _g, c in self._companions()}  # companion -> user's ELBO
         functions = []
         for elbo in elbos:
             compiled = _switch.compiled_function(elbo)
@@ -244,7 +247,7 @@ class Inspector:
                     hits=known.hits if known else None,
                     last_hit=known.last_hit if known else None,
                     input_shapes=shapes, graph_nodes=nodes, code=code))
-            functions.append(CachedFunction(id(compiled), self._owner(namespace, elbo), "ELBO",
+            functions.append(CachedFunction(id(compiled), self._owner(namespace, elbo, owner_of), "ELBO",
                                             serves, tuple(entries)))
         for kernel in kernels:
             maker = getattr(getattr(kernel, "potential_fn", None), "func", None)

@@ -7,6 +7,7 @@ The display bundle carries the same content as ``text/plain`` and
 from __future__ import annotations
 
 import html
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,7 +26,9 @@ class CachePanel:
         self._w = w
         self._inspector = inspector
         self._namespace = namespace
-        self._objects = objects  # only these ELBOs/kernels' caches (default: all live ones)
+        # only these ELBOs/kernels' caches (default: all live ones), held weakly: the
+        # widget lives as long as the notebook, the traces should not
+        self._objects = None if objects is None else [weakref.ref(o) for o in objects]
         self.widget = w.VBox()
         self.widget.add_class("pyrojit-cache-panel")
         self.snapshot: CacheSnapshot | None = None
@@ -36,7 +39,9 @@ class CachePanel:
         w = self._w
         if inspector is None or snapshot is None:
             inspector = self._inspector()
-            snapshot = inspector.snapshot(self._namespace, self._objects)
+            objects = (None if self._objects is None
+                       else [o for o in (r() for r in self._objects) if o is not None])
+            snapshot = inspector.snapshot(self._namespace, objects)
         self.snapshot = snapshot
         header = w.HTML(f'{_render._STYLE}<div class="pyrojit"><strong>pyrojit cache</strong>: '
                         f"{html.escape(_render.cache_totals(snapshot))}</div>")

@@ -52,7 +52,7 @@ class Session:
         """An :class:`~pyro_jitmagic._cache.Inspector` over this session's caches."""
         from ._cache import Inspector
 
-        return Inspector(self.cache, self.companions())
+        return Inspector(self.cache, self.companions)
 
 
 _default: Session | None = None

@@ -85,3 +85,23 @@ def test_max_entries_flag(ip):
     result, captured = run(ip, "%%pyrojit --max-entries 0\nsvi.step(data)")
     assert not result.success
     assert "--max-entries needs a positive number" in captured.stdout + captured.stderr
+
+
+def test_displayed_panels_do_not_keep_traces_alive(ip):
+    import gc
+    import weakref
+
+    from pyro_jitmagic._session import default_session
+
+    run(ip, "%pyrojit_cache")  # a live inspector, with its buttons
+    result, _ = run(ip, "%%pyrojit --compare\nlocal_svi = SVI(models.gaussian, models.gaussian_guide, "
+                        "Adam({'lr': 0.01}), Trace_ELBO())\nlocal_svi.step(data)")
+    assert result.success
+    user_elbo = ip.user_ns["local_svi"].loss_and_grads.__self__
+    (companion,) = [c for e, _, _, c in default_session().companions() if e is user_elbo]
+    traced = weakref.ref(companion)
+    del companion, user_elbo
+    del ip.user_ns["local_svi"]
+    run(ip, "%%pyrojit -q\nsvi.step(data)")  # the live inspector refreshes
+    gc.collect()
+    assert traced() is None
