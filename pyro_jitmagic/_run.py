@@ -93,8 +93,20 @@ class _PendingCompile:
 
     key: str
     rng_state: Any
+    outer: _PendingCompile | None = None
+    start: float = 0.0
     trace_seconds: float = 0.0
     shapes: tuple[str, ...] = ()
+
+
+@dataclass
+class _TraceStart:
+    """What a ``torch.jit.trace`` call started from."""
+
+    pending: _PendingCompile | None
+    shapes: tuple[str, ...]
+    risky: int
+    params: set[str]
 
 
 class JitRun:
@@ -385,7 +397,14 @@ class JitRun:
             except TypeError:
                 return original(fn, *args, **kwargs)
             if traced is None:
-                return run._compile_call(original, fn, key, args, kwargs)
+                pending = run._before_compile(fn, key, kwargs)
+                if pending is None:  # past --max-entries: Pyro's uncompiled function, uncached
+                    return fn.fn(*args, **kwargs)
+                try:
+                    result = original(fn, *args, **kwargs)  # from this frame: see _wrap
+                finally:
+                    run._after_compile(fn, key, pending)
+                return result
             stats = cache.of(fn)
             stats.recent_new.append(False)
             stats.last_key = key
@@ -400,36 +419,33 @@ class JitRun:
 
         return call
 
-    def _compile_call(self, original: Callable[..., Any], fn: Any, key: Any,
-                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        __tracebackhide__ = True
-        cache = self.session.cache
-        stats = cache.of(fn)
+    def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile | None:
+        """A call with a new key is about to compile; None when it is past --max-entries."""
+        import torch
+
+        stats = self.session.cache.of(fn)
         stats.recent_new.append(True)
         if self.max_entries is not None and len(fn.compiled) >= self.max_entries:
-            # past the cap: this key runs eager (Pyro's uncompiled function), uncached
             stats.eager_past_cap += 1
             self._past_cap[id(fn)] = (self._current.target if self._current else "?", stats)
-            return fn.fn(*args, **kwargs)
+            return None
         if stats.keeps_recompiling(len(fn.compiled) + 1):
             self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
         stats.last_key = key
-        import torch
+        pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending)
+        self._pending = pending
+        pending.start = time.perf_counter()
+        return pending
 
-        pending = _PendingCompile(_describe_key(key), torch.get_rng_state())
-        outer, self._pending = self._pending, pending
-        start = time.perf_counter()
-        try:
-            result = original(fn, *args, **kwargs)
-        finally:
-            self._pending = outer
-            seconds = time.perf_counter() - start
-            # Pyro's first call for a key runs the function eagerly to find its
-            # params, traces it, then runs the trace (when the executor
-            # optimises it): all of it is the price of compiling.
-            self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
-        cache.hit(fn, key, compile_seconds=seconds)
-        return result
+    def _after_compile(self, fn: Any, key: Any, pending: _PendingCompile) -> None:
+        seconds = time.perf_counter() - pending.start
+        self._pending = pending.outer
+        # Pyro's first call for a key runs the function eagerly to find its
+        # params, traces it, then runs the trace (when the executor optimises
+        # it): all of it is the price of compiling.
+        self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
+        if key in fn.compiled:
+            self.session.cache.hit(fn, key, compile_seconds=seconds)
 
     def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
         from ._cache import RecompilationWarning, changing_keyword
@@ -454,49 +470,59 @@ class JitRun:
         run = self
 
         def trace(*args: Any, **kwargs: Any) -> Any:
+            """``torch.jit.trace``: time it, and check the new trace before anything uses it."""
             __tracebackhide__ = True
             if not run._active:
                 return original(*args, **kwargs)
-            return run._trace(original, args, kwargs)
+            before = run._before_trace(args, kwargs)
+            start = time.perf_counter()
+            try:
+                result = original(*args, **kwargs)  # from this frame: see _wrap
+            finally:
+                run._trace_done(before, time.perf_counter() - start)
+            run._check_trace(before)
+            return result
 
         return trace
 
-    def _trace(self, original: Callable[..., Any], args: tuple[Any, ...],
-               kwargs: dict[str, Any]) -> Any:
-        """``torch.jit.trace``: check the new trace before anything uses it."""
-        __tracebackhide__ = True
+    def _before_trace(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _TraceStart:
         import pyro
         import torch
 
-        pending = self._pending
         inputs = args[1] if len(args) > 1 else kwargs.get("example_inputs", ())
         if not isinstance(inputs, tuple):
             inputs = (inputs,)
-        shapes = tuple(str(tuple(t.shape)) for t in inputs if torch.is_tensor(t))
-        risky_before = self._capture.risky_count
-        params_before = set(pyro.get_param_store().keys())
+        before = _TraceStart(
+            pending=self._pending,
+            shapes=tuple(str(tuple(t.shape)) for t in inputs if torch.is_tensor(t)),
+            risky=self._capture.risky_count,
+            params=set(pyro.get_param_store().keys()))
         if self._on_progress is not None:
             self._progress(time.perf_counter(), compiling=True)
-        if pending is not None:
+        if before.pending is not None:
             # Pyro ran the step once eagerly to find its params, drawing random
             # numbers; trace from the state the step started in, then run the
             # trace from it too, so the compiled step draws what an eager one would.
-            torch.set_rng_state(pending.rng_state)
-        start = time.perf_counter()
-        try:
-            result = original(*args, **kwargs)
-        finally:
-            seconds = time.perf_counter() - start
-            if pending is not None:
-                pending.trace_seconds, pending.shapes = seconds, shapes
-            else:  # HMC/NUTS's potential, or a trace in user code
-                self._record_compile("potential energy" if isinstance(self._current, _MCMCPlan)
-                                     else "torch.jit.trace", seconds, seconds, shapes)
-        if pending is not None:
-            torch.set_rng_state(pending.rng_state)
-            stray = sorted(set(pyro.get_param_store().keys()) - params_before)
+            torch.set_rng_state(before.pending.rng_state)
+        return before
+
+    def _trace_done(self, before: _TraceStart, seconds: float) -> None:
+        if before.pending is not None:
+            before.pending.trace_seconds, before.pending.shapes = seconds, before.shapes
+        else:  # HMC/NUTS's potential, or a trace in user code
+            self._record_compile("potential energy" if isinstance(self._current, _MCMCPlan)
+                                 else "torch.jit.trace", seconds, seconds, before.shapes)
+
+    def _check_trace(self, before: _TraceStart) -> None:
+        """Stop before a trace that would be wrong is used: stray params, risky warnings."""
+        import pyro
+        import torch
+
+        if before.pending is not None:
+            torch.set_rng_state(before.pending.rng_state)
+            store = pyro.get_param_store()
+            stray = sorted(set(store.keys()) - before.params)
             if stray:
-                store = pyro.get_param_store()
                 for name in stray:
                     del store[name]
                 raise _advice.StrayParamError(
@@ -505,13 +531,12 @@ class JitRun:
                     "create every pyro.param on the model's and guide's first call "
                     "(the stray param was removed from the param store)")
         if self.warnings_mode == "error":
-            risky = self._capture.risky_since(risky_before)
+            risky = self._capture.risky_since(before.risky)
             if risky:
                 first = risky[0]
                 raise _advice.RiskyTraceError(
                     f"risky JIT warning at {first.where}: {first.message.splitlines()[0]} "
                     "(the compiled step was not used; fix the line, or run with --warnings capture)")
-        return result
 
     # -- MCMC ------------------------------------------------------------------
     def _mcmc_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
