@@ -1,0 +1,116 @@
+"""MCMC under ``%%pyrojit``: whether a run can be compiled, and where its time went.
+
+Pyro compiles an HMC/NUTS potential when the kernel has ``jit_compile=True``
+and builds it afresh in each run's ``setup`` (pyro/infer/mcmc/util.py,
+``_PEMaker``). :class:`MCMCClock` times a run through its kernel's ``setup``
+and ``sample``, counts potential evaluations, and summarises the samples
+(means, sds, ESS, r-hat) for comparing runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._patch import PatchSet
+from .report import MCMCRun, PosteriorSite
+
+
+def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
+    """Whether an MCMC run can be compiled, and why not (or why it already is)."""
+    from pyro.infer.mcmc import HMC
+
+    kernel = mcmc.kernel
+    if not isinstance(kernel, HMC):
+        return False, f"{type(kernel).__name__} has no compiled mode in Pyro (only HMC and NUTS do)"
+    if kernel.model is None:
+        return False, "the kernel was given a potential_fn, which Pyro does not compile"
+    if type(getattr(mcmc, "sampler", None)).__name__ == "_MultiSampler":
+        # (with fewer CPUs than chains Pyro draws them in this process instead)
+        return False, "chains run in worker processes, where Pyro does not compile the potential"
+    if not can_trace:
+        return False, "torch.jit.trace is not available in this torch"
+    if kernel._jit_compile:
+        return True, "already compiled as written"
+    return True, ""
+
+
+
+class MCMCClock:
+    """Times one MCMC run through its kernel's ``setup`` and ``sample``."""
+
+    def __init__(self, on_sample: Callable[[], None]) -> None:
+        self.on_sample = on_sample
+        self.setup_seconds = 0.0
+        self.sample_seconds: list[float] = []
+        self.warmup_steps = 0
+        self.done = False
+        self.potential_evals = 0
+        self.sites: tuple[PosteriorSite, ...] = ()
+
+    def instrument(self, patches: PatchSet, kernel: Any) -> None:
+        setup, sample = kernel.setup, kernel.sample
+
+        def timed_setup(warmup_steps: int, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            self.warmup_steps = warmup_steps
+            start = time.perf_counter()
+            try:
+                return setup(warmup_steps, *args, **kwargs)
+            finally:
+                self.setup_seconds += time.perf_counter() - start
+                potential = getattr(kernel, "potential_fn", None)
+                if potential is not None:
+                    patches.set(kernel, "potential_fn", counted(potential))
+
+        def counted(potential: Callable[..., Any]) -> Callable[..., Any]:
+            def potential_fn(*args: Any, **kwargs: Any) -> Any:
+                self.potential_evals += 1
+                return potential(*args, **kwargs)
+            return potential_fn
+
+        def timed_sample(params: Any) -> Any:
+            __tracebackhide__ = True
+            start = time.perf_counter()
+            result = sample(params)
+            self.sample_seconds.append(time.perf_counter() - start)
+            self.on_sample()
+            return result
+
+        cleanup = kernel.cleanup
+
+        def timed_cleanup() -> Any:
+            self.done = True
+            return cleanup()
+
+        patches.set(kernel, "setup", timed_setup)
+        patches.set(kernel, "sample", timed_sample)
+        patches.set(kernel, "cleanup", timed_cleanup)
+
+    def summarise(self, mcmc: Any) -> None:
+        """Posterior means, sds, ESS and r-hat of every site, for comparing runs."""
+        from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+        sites = []
+        for name, samples in mcmc.get_samples(group_by_chain=True).items():
+            flat = samples.detach().reshape(samples.shape[0], samples.shape[1], -1).double()
+            pooled = flat.reshape(-1, flat.shape[-1])
+            ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+            r_hat = split_gelman_rubin(flat, chain_dim=0, sample_dim=1) if flat.shape[1] >= 4 else None
+            sites.append(PosteriorSite(
+                name=name, mean=tuple(pooled.mean(0).tolist()), sd=tuple(pooled.std(0).tolist()),
+                ess=float(ess.min()) if ess.numel() else math.nan,
+                r_hat=float(r_hat.max()) if r_hat is not None and r_hat.numel() else math.nan))
+        self.sites = tuple(sites)
+
+    def record(self, target: str, kernel: str, compiled: bool, compile_seconds: float) -> MCMCRun:
+        warm = self.sample_seconds[: self.warmup_steps]
+        draws = self.sample_seconds[self.warmup_steps:]
+        return MCMCRun(target=target, kernel=kernel, compiled=compiled,
+                       warmup_steps=len(warm), num_samples=len(draws),
+                       setup_seconds=self.setup_seconds, warmup_seconds=sum(warm),
+                       sampling_seconds=sum(draws), compile_seconds=compile_seconds,
+                       completed=self.done, potential_evals=self.potential_evals,
+                       sites=self.sites)
