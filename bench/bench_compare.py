@@ -32,25 +32,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_svi import SETUP_CELL as SVI_SETUP_CELL
 from bench_svi import load_average, machine_lines, process_shell
 
 TARGET = 1.05
 
-SETUP_CELL = """\
-import pyro
-import pyro.distributions as dist
+# The simple model and its data as bench_svi.py sets them up, plus the tutorial's HMM.
+SETUP_CELL = SVI_SETUP_CELL + """
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
-from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.infer import TraceEnum_ELBO
 from pyro.infer.mcmc import MCMC, NUTS
-from pyro.optim import Adam
-
-def model(data):
-    loc = pyro.sample("loc", dist.Normal(0., 10.))
-    scale = pyro.sample("scale", dist.LogNormal(0., 3.))
-    with pyro.plate("data", data.size(0)):
-        pyro.sample("obs", dist.Normal(loc, scale), obs=data)
 
 def hmm_model(sequence, num_sequences, length, state_dim=16):
     with pyro.plate("states", state_dim):
@@ -64,8 +56,6 @@ def hmm_model(sequence, num_sequences, length, state_dim=16):
                             infer={"enumerate": "parallel"})
             pyro.sample("y_{}".format(t), dist.Normal(emit_loc[x], emit_scale), obs=sequence[t])
 
-pyro.set_rng_seed(0)
-data = dist.Normal(0.5, 2.).sample((100,))
 lengths = [24] * 50 + [48] * 20 + [72] * 5
 sequences = [torch.randn(length) for length in lengths]
 """

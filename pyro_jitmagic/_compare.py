@@ -72,13 +72,7 @@ def run_twice(
     eager = JitRun(compile=False, warmup=warmup, warnings=warnings, names=namespace,
                    name_location=name_location, on_first_step=state.before_first_step,
                    on_progress=on_progress)
-    error: BaseException | None = None
-    try:
-        with eager:
-            error = execute()
-    except BaseException as exc:
-        error = exc
-    eager.failed(error)
+    error = _run_once(eager, execute)
     if error is not None:
         state.restore()
         return CompareOutcome(None, eager.report, error)
@@ -91,12 +85,7 @@ def run_twice(
 
     compiled = JitRun(warmup=warmup, warnings=warnings, names=namespace, name_location=name_location,
                       on_progress=on_progress, max_entries=max_entries)
-    try:
-        with compiled:
-            error = execute()
-    except BaseException as exc:
-        error = exc
-    compiled.failed(error)
+    error = _run_once(compiled, execute)
     if error is not None:
         return CompareOutcome(None, compiled.report, error)
 
@@ -109,6 +98,17 @@ def run_twice(
     comparison = compare_reports(eager.report, compiled.report, isolation,
                                  _params_difference(eager_params, _param_values()), seed)
     return CompareOutcome(comparison, None, None, tuple(compiled.compiled_objects()))
+
+
+def _run_once(run: JitRun, execute: Callable[[], BaseException | None]) -> BaseException | None:
+    """Run the cell once under ``run``; the exception that ended it, returned or raised."""
+    try:
+        with run:
+            error = execute()
+    except BaseException as exc:  # an interrupt too: the caller restores state, then re-raises
+        error = exc
+    run.failed(error)
+    return error
 
 
 def _label(obj: Any, namespace: MutableMapping[str, Any]) -> str:

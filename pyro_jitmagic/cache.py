@@ -10,7 +10,8 @@ each of its entries. What could not be measured (an entry compiled outside any
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from .report import Shown
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class CachedFunction:
 
 
 @dataclass(frozen=True)
-class CacheSnapshot:
+class CacheSnapshot(Shown):
     """Every live compiled function in the session: what ``%pyrojit_cache -o`` returns."""
 
     functions: tuple[CachedFunction, ...]
@@ -94,18 +95,12 @@ class CacheSnapshot:
         """Calls served by the entries whose hits are known."""
         return sum(e.hits for f in self.functions for e in f.entries if e.hits is not None)
 
-    def __str__(self) -> str:
+    def _text(self) -> str:
         from ._render import cache_text
 
         return cache_text(self)
 
-    def _repr_html_(self) -> str:
+    def _html(self) -> str:
         from ._render import cache_html
 
         return cache_html(self)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        return {"text/plain": str(self), "text/html": self._repr_html_()}
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self))

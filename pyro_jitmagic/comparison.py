@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .report import JitReport, MCMCRun, SVIRun
+from .report import JitReport, MCMCRun, Shown, SVIRun
 
 #: Losses and params agree when their relative difference is at most this.
 #: Float32 rounding differs between the executor and eager kernels; over
@@ -116,7 +116,7 @@ class Isolation:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Shown):
     """``%%pyrojit --compare``: the same cell eager, then compiled, from the same start."""
 
     eager: JitReport
@@ -137,12 +137,12 @@ class Comparison:
 
         return comparison_verdict(self)
 
-    def __str__(self) -> str:
+    def _text(self) -> str:
         from ._render import comparison_text
 
         return comparison_text(self)
 
-    def _repr_html_(self) -> str:
+    def _html(self) -> str:
         from ._render import comparison_html
 
         return comparison_html(self)
@@ -150,10 +150,7 @@ class Comparison:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from ._panel import comparison_bundle
 
-        return comparison_bundle(self)
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self))
+        return comparison_bundle(self)  # the panel, with the same text and HTML beside it
 
 
 # -- derivations ---------------------------------------------------------------

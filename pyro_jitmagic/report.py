@@ -34,6 +34,28 @@ def compile_cost(steps: Sequence[float], traced: Sequence[bool], window: int = C
     return sum(max(0.0, steps[i] - median) for i in counted)
 
 
+class Shown:
+    """Text, HTML and IPython display for a record: one display bundle carries both forms."""
+
+    def _text(self) -> str:
+        raise NotImplementedError
+
+    def _html(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self._text()
+
+    def _repr_html_(self) -> str:
+        return self._html()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"text/plain": self._text(), "text/html": self._html()}
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self._text())
+
+
 @dataclass(frozen=True)
 class Switch:
     """What ``%%pyrojit`` did with one SVI or MCMC object.
@@ -278,7 +300,7 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class JitReport:
+class JitReport(Shown):
     """Everything one ``%%pyrojit`` cell (or ``compiled()`` block) did.
 
     Attributes
@@ -349,18 +371,12 @@ class JitReport:
         """False when the cell ran no SVI step and no MCMC run."""
         return bool(self.svi_runs or self.mcmc_runs or self.switches)
 
-    def __str__(self) -> str:
+    def _text(self) -> str:
         from ._render import report_text
 
         return report_text(self)
 
-    def _repr_html_(self) -> str:
+    def _html(self) -> str:
         from ._render import report_html
 
         return report_html(self)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        return {"text/plain": str(self), "text/html": self._repr_html_()}
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self))

@@ -17,15 +17,8 @@ hand = SVI(models.shifted, models.gaussian_guide, Adam({"lr": 0.01}), JitTrace_E
 
 
 @pytest.fixture
-def ip(shell):
-    import gc
-
-    before = set(shell.user_ns)
-    shell.run_cell(SETUP)
-    yield shell
-    for name in set(shell.user_ns) - before:
-        del shell.user_ns[name]
-    gc.collect()
+def ip(shell, shell_with):
+    return shell_with(shell, SETUP)
 
 
 def run(ip, cell):

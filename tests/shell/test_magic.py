@@ -23,12 +23,8 @@ svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.01
 
 
 @pytest.fixture
-def ip(shell):
-    before = set(shell.user_ns)
-    shell.run_cell(SETUP)
-    yield shell
-    for name in set(shell.user_ns) - before:
-        del shell.user_ns[name]
+def ip(shell, shell_with):
+    return shell_with(shell, SETUP)
 
 
 def run(ip, cell):
