@@ -29,11 +29,21 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def advise(exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """What to do about ``exc`` raised by a compiled ``SVI.step(*args, **kwargs)``."""
+def advise(exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
+           check_trace: bool = False) -> str | None:
+    """What to do about ``exc`` raised by a compiled ``SVI.step(*args, **kwargs)``.
+
+    ``check_trace``: the ELBO's ``jit_options`` ask torch to check the trace.
+    """
     import torch
 
     text = str(exc)
+    if isinstance(exc, AssertionError) and check_trace:
+        # pyro/ops/jit.py asserts that the params it traced with are the param
+        # store's own tensors; check_trace re-runs the trace on copies of them.
+        return ("jit_options={'check_trace': True} cannot work with Pyro's compiled ELBOs (torch "
+                "re-runs the trace on copies of the params, which Pyro rejects): remove check_trace; "
+                "%%pyrojit still names the risky lines of a trace")
     if isinstance(exc, RuntimeError) and "cannot be traced" in text:
         for position, value in enumerate(args, start=1):
             if not torch.is_tensor(value):

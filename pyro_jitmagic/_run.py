@@ -168,7 +168,7 @@ class JitRun:
     def __enter__(self) -> JitRun:
         import pyro.ops.jit
         import torch
-        from pyro.infer import SVI
+        from pyro.infer import SVI, Predictive
         from pyro.infer.mcmc import MCMC
 
         self._start = self._last_progress = time.perf_counter()
@@ -181,6 +181,10 @@ class JitRun:
             self._can_trace = callable(getattr(torch.jit, "trace", None))
             self._wrap(SVI, "step", self._step_wrapper)
             self._wrap(MCMC, "run", self._mcmc_wrapper)
+            self._wrap(SVI, "evaluate_loss", self._noted_wrapper(
+                "SVI.evaluate_loss ran eager: Pyro compiles only the steps' loss_and_grads"))
+            self._wrap(Predictive, "forward", self._noted_wrapper(
+                "Predictive ran eager: it samples the model and guide, which Pyro does not compile"))
             if self._can_trace and self.compile:
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
@@ -314,7 +318,7 @@ class JitRun:
                 loss = original(svi, *args, **kwargs)
             except BaseException as exc:
                 if plan.compiled:
-                    run._advise(exc, args, kwargs)
+                    run._advise(exc, args, kwargs, plan.runner)
                 raise
             finally:
                 run._current = outer
@@ -369,10 +373,12 @@ class JitRun:
             if now - self._last_progress >= PROGRESS_INTERVAL:
                 self._progress(now)
 
-    def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
+                elbo: Any) -> None:
         if isinstance(exc, _advice.JitMagicError):
             return  # raised by us, already says what to do
-        advice = _advice.advise(exc, args, kwargs)
+        check_trace = bool((getattr(elbo, "jit_options", None) or {}).get("check_trace"))
+        advice = _advice.advise(exc, args, kwargs, check_trace)
         if advice is not None:
             _advice.attach(exc, advice)
             self._advice = advice
@@ -538,6 +544,22 @@ class JitRun:
                     f"risky JIT warning at {first.where}: {first.message.splitlines()[0]} "
                     "(the compiled step was not used; fix the line, or run with --warnings capture)")
 
+    def _noted_wrapper(self, note: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """For inference the JIT does not apply to: run it as written, and say so once."""
+
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            run = self
+
+            def noted(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True
+                if run._active and note not in run._notes:
+                    run._notes.append(note)
+                return original(obj, *args, **kwargs)
+
+            return noted
+
+        return make
+
     # -- MCMC ------------------------------------------------------------------
     def _mcmc_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         run = self
@@ -639,11 +661,11 @@ def _targets() -> list[tuple[Any, str]]:
     """Everything a run wraps at class or module level."""
     import pyro.ops.jit
     import torch
-    from pyro.infer import SVI
+    from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
 
     return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
-            (pyro.ops.jit.CompiledFunction, "__call__")]
+            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward")]
 
 
 def heal_leftovers() -> list[str]:

@@ -24,10 +24,12 @@ def patched_targets():
     """The objects a run patches, as they are before the test."""
     import pyro.ops.jit
     import torch
-    from pyro.infer import SVI
+    from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
 
     return {
+        "SVI.evaluate_loss": (SVI, "evaluate_loss", SVI.__dict__["evaluate_loss"]),
+        "Predictive.forward": (Predictive, "forward", Predictive.__dict__["forward"]),
         "SVI.step": (SVI, "step", SVI.__dict__["step"]),
         "MCMC.run": (MCMC, "run", MCMC.__dict__["run"]),
         "torch.jit.trace": (torch.jit, "trace", torch.jit.trace),
