@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -36,6 +37,23 @@ def patched_targets():
         "CompiledFunction.__call__": (pyro.ops.jit.CompiledFunction, "__call__",
                                       pyro.ops.jit.CompiledFunction.__dict__["__call__"]),
     }
+
+
+@pytest.fixture
+def shell_with():
+    """Run a setup cell in the test shell; the names the test binds are removed after it."""
+    bound: list[tuple[object, set[str]]] = []
+
+    def setup(shell, source):
+        bound.append((shell, set(shell.user_ns)))
+        shell.run_cell(source)
+        return shell
+
+    yield setup
+    for shell, before in bound:
+        for name in set(shell.user_ns) - before:
+            del shell.user_ns[name]
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

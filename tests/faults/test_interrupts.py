@@ -1,0 +1,94 @@
+"""Ctrl-C while a cell runs: a real SIGINT from another thread, as IPython's own tests send it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pyro
+import pytest
+import torch
+from IPython.utils.capture import capture_output
+from patches import assert_nothing_patched
+
+SETUP = """
+import pyro, torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+import models
+data = models.data()
+svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
+svi.step(data)  # an earlier cell trained it: params exist
+"""
+
+# long enough for the signal to land while steps run, short if it never came
+LOOP = "for _ in range(200_000):\n    svi.step(data)\n"
+
+
+def interrupt_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+@pytest.fixture
+def ip(shell, shell_with):
+    return shell_with(shell, SETUP)
+
+
+@pytest.mark.parametrize("flags", ["", "--compare"])
+def test_sigint_during_steps_restores_everything(ip, flags, patched_targets):
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    timer = interrupt_after(1.0)
+    try:
+        with capture_output() as captured:
+            result = ip.run_cell(f"%%pyrojit {flags} -o interrupted\nmarker = 1\n{LOOP}")
+    finally:
+        timer.cancel()
+
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)  # what makes Jupyter stop queued cells
+    assert captured.stdout.count("KeyboardInterrupt") >= 1
+    assert_nothing_patched(patched_targets)
+    report = ip.user_ns["interrupted"]
+    assert report.error == "KeyboardInterrupt"
+    if flags == "--compare":
+        # interrupted in the eager half: everything as before the cell
+        assert "marker" not in ip.user_ns
+        after = dict(pyro.get_param_store().items())
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k].detach()) for k in before)
+    else:
+        assert len(report.svi_runs[0].steps) > 0  # what ran so far is reported
+    # and the next cell works normally
+    result = ip.run_cell("%%pyrojit -q -o again\nsvi.step(data)")
+    assert result.success and ip.user_ns["again"].switches[0].compiled
+
+
+def test_an_interrupt_stops_the_cells_queued_after_it(tmp_path):
+    """In a real kernel: interrupt a %%pyrojit cell, and the cell queued behind it is aborted."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        kc.execute_interactive(f"import sys; sys.path.insert(0, {tests!r})\n%load_ext pyro_jitmagic\n"
+                               + SETUP, timeout=120)
+        running = kc.execute(f"%%pyrojit\n{LOOP}")
+        queued = kc.execute("queued_ran = True")
+        time.sleep(5)  # the loop is under way
+        km.interrupt_kernel()
+        replies = {}
+        deadline = time.monotonic() + 60
+        while len(replies) < 2 and time.monotonic() < deadline:
+            reply = kc.get_shell_msg(timeout=60)
+            replies[reply["parent_header"]["msg_id"]] = reply["content"]
+        assert replies[running]["status"] == "error"
+        assert replies[running]["ename"] == "KeyboardInterrupt"
+        assert replies[queued]["status"] == "aborted"
+        check = kc.execute_interactive("print('queued_ran' in dir())", timeout=60)
+        assert check["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
