@@ -29,7 +29,8 @@ def train_in_a_script(n):
 def test_a_cell_calling_code_that_uses_the_twin(shell, shell_with, patched_targets):
     ip = shell_with(shell, SETUP)
     with capture_output():
-        result = ip.run_cell("%%pyrojit -o outer\nsvi.step(data)\ninner = train_in_a_script(3)\nsvi.step(data)")
+        result = ip.run_cell("%%pyrojit -o outer\nsvi.step(data)\n"
+                             "inner = train_in_a_script(3)\nsvi.step(data)")
     assert result.success
     outer, inner = ip.user_ns["outer"], ip.user_ns["inner"]
     assert len(outer.svi_runs[0].steps) == 2 and len(inner.svi_runs[0].steps) == 3
