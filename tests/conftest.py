@@ -28,7 +28,11 @@ def patched_targets():
     from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
 
+    import warnings
+
     return {
+        "warnings.filters": (warnings, "filters", list(warnings.filters)),
+        "warnings.showwarning": (warnings, "showwarning", warnings.showwarning),
         "SVI.evaluate_loss": (SVI, "evaluate_loss", SVI.__dict__["evaluate_loss"]),
         "Predictive.forward": (Predictive, "forward", Predictive.__dict__["forward"]),
         "SVI.step": (SVI, "step", SVI.__dict__["step"]),
