@@ -23,12 +23,12 @@ def fresh_pyro():
 @pytest.fixture
 def patched_targets():
     """The objects a run patches, as they are before the test."""
+    import warnings
+
     import pyro.ops.jit
     import torch
     from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
-
-    import warnings
 
     return {
         "warnings.filters": (warnings, "filters", list(warnings.filters)),
