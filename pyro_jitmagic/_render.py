@@ -148,10 +148,6 @@ def report_html(report: JitReport) -> str:
 
 
 # -- comparisons -----------------------------------------------------------------
-def _times(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3g}x"
-
-
 def _difference(x: float) -> str:
     if x != x:
         return "n/a"
@@ -203,7 +199,21 @@ def _svi_rows(s: Any) -> list[tuple[str, str, str]]:
         ("median step", seconds(e.median_step_seconds), seconds(c.median_step_seconds)),
         ("steps", str(len(e.steps)), str(len(c.steps))),
         ("compile cost", "", seconds(s.compile_cost)),
+        ("speedup", "", f"{_ratio(s.speedup)} total, {_ratio(s.steady_speedup)} per step"),
+        ("ahead from", "", _break_even(s)),
     ]
+
+
+def _ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}x"
+
+
+def _break_even(s: Any) -> str:
+    if s.break_even_step is not None:
+        return f"step {s.break_even_step}"
+    if s.projected_break_even_step is not None:
+        return f"not in this run (~step {s.projected_break_even_step})"
+    return "never"
 
 
 def _mcmc_rows(m: Any) -> list[tuple[str, str, str]]:
@@ -221,6 +231,7 @@ def _mcmc_rows(m: Any) -> list[tuple[str, str, str]]:
         ("min ESS/s", rate(e.ess_per_second, "/s"), rate(c.ess_per_second, "/s")),
         ("max r-hat", rate(e.max_r_hat, ""), rate(c.max_r_hat, "")),
         ("potential evaluations", str(e.potential_evals), str(c.potential_evals)),
+        ("speedup", "", f"{_ratio(m.speedup)} total, {_ratio(m.sampling_speedup)} sampling"),
     ]
 
 
