@@ -68,10 +68,19 @@ def test_sigint_during_steps_restores_everything(ip, flags, patched_targets):
 
 def test_an_interrupt_stops_the_cells_queued_after_it(tmp_path):
     """In a real kernel: interrupt a %%pyrojit cell, and the cell queued behind it is aborted."""
-    from jupyter_client.manager import start_new_kernel
+    import sys
 
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    # this environment's kernel, whatever other "python3" kernels the machine knows of
+    specs = KernelSpecManager(kernel_dirs=[os.path.join(sys.prefix, "share", "jupyter", "kernels")])
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    km.start_kernel(cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
     try:
+        kc.wait_for_ready(timeout=120)
         tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         kc.execute_interactive(f"import sys; sys.path.insert(0, {tests!r})\n%load_ext pyro_jitmagic\n"
                                + SETUP, timeout=120)
