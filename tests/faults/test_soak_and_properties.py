@@ -86,7 +86,8 @@ def test_200_cells_with_models_made_and_dropped(shell, shell_with, patched_targe
 PRIORS = st.sampled_from(["normal", "lognormal"])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True,  # the same examples in every CI run
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sites=st.lists(st.tuples(PRIORS, st.floats(-3, 3), st.floats(0.5, 3)), min_size=1, max_size=3),
        n=st.integers(3, 15), weights=st.lists(st.floats(-2, 2), min_size=3, max_size=3),
        autonormal=st.booleans(), seed=st.integers(0, 2**16))
