@@ -90,6 +90,17 @@ class TwinRunner:
             error = exc
         return run.report, error
 
+    def compare(self, code, seed=None):
+        from pyro_jitmagic import compare
+
+        def fn():
+            exec(compile(code, "<cell>", "exec"), self.ns)
+
+        try:
+            return compare(fn, namespace=self.ns, seed=seed), None
+        except BaseException as exc:  # the test inspects it
+            return None, exc
+
     def close(self):
         pass
 
@@ -112,6 +123,11 @@ class MagicRunner:
         result = self.shell.run_cell(f"%%pyrojit {flags}\n{code}")
         report = self.ns.pop("_test_report", None)
         return report, result.error_in_exec
+
+    def compare(self, code, seed=None):
+        line = "%%pyrojit --compare -q -o _test_comparison" + (f" --seed {seed}" if seed is not None else "")
+        result = self.shell.run_cell(f"{line}\n{code}")
+        return self.ns.pop("_test_comparison", None), result.error_in_exec
 
     def close(self):
         for name in set(self.ns) - self._before:

@@ -10,57 +10,13 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
-from pyro_jitmagic import Comparison, compare, compiled
+from pyro_jitmagic import Comparison, compiled
 
 
-class Twin:
-    name = "twin"
-
-    def __init__(self):
-        self.ns = {}
-
-    def compare(self, code, seed=None):
-        def fn():
-            exec(compile(code, "<cell>", "exec"), self.ns)
-
-        try:
-            return compare(fn, namespace=self.ns, seed=seed), None
-        except BaseException as exc:  # the test inspects it
-            return None, exc
-
-    def close(self):
-        pass
-
-
-class Magic:
-    name = "magic"
-
-    def __init__(self, shell):
-        self.shell = shell
-        self.ns = shell.user_ns
-        self._before = set(shell.user_ns)
-
-    def compare(self, code, seed=None):
-        line = "%%pyrojit --compare -q -o _test_comparison" + (f" --seed {seed}" if seed is not None else "")
-        result = self.shell.run_cell(f"{line}\n{code}")
-        return self.ns.pop("_test_comparison", None), result.error_in_exec
-
-    def close(self):
-        for name in set(self.ns) - self._before:
-            del self.ns[name]
-
-
-@pytest.fixture(params=["twin", "magic"])
-def both(request):
-    r = Twin() if request.param == "twin" else Magic(request.getfixturevalue("shell"))
-    yield r
-    r.close()
-
-
-def test_simple_svi_runs_agree_and_the_namespace_holds_the_compiled_run(both):
-    both.ns.update(data=models.data(50), models=models, SVI=SVI, Trace_ELBO=Trace_ELBO,
+def test_simple_svi_runs_agree_and_the_namespace_holds_the_compiled_run(runner):
+    runner.ns.update(data=models.data(50), models=models, SVI=SVI, Trace_ELBO=Trace_ELBO,
                    AutoDiagonalNormal=AutoDiagonalNormal, Adam=Adam)
-    c, error = both.compare(
+    c, error = runner.compare(
         "guide = AutoDiagonalNormal(models.gaussian)\n"
         "svi = SVI(models.gaussian, guide, Adam({'lr': 0.05}), Trace_ELBO())\n"
         "losses = [svi.step(data) for _ in range(40)]\n", seed=3)
@@ -74,8 +30,8 @@ def test_simple_svi_runs_agree_and_the_namespace_holds_the_compiled_run(both):
     assert set(c.isolation.discarded) >= {"guide", "svi", "losses"}
     assert c.isolation.mutated == ()
     # afterwards: the compiled run's objects and results, as after one %%pyrojit cell
-    assert list(both.ns["losses"]) == list(s.compiled.losses)
-    assert both.ns["svi"].loss_and_grads.__self__.__class__ is Trace_ELBO
+    assert list(runner.ns["losses"]) == list(s.compiled.losses)
+    assert runner.ns["svi"].loss_and_grads.__self__.__class__ is Trace_ELBO
     final = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     pyro.clear_param_store()
     pyro.set_rng_seed(3)
@@ -83,23 +39,23 @@ def test_simple_svi_runs_agree_and_the_namespace_holds_the_compiled_run(both):
         guide = AutoDiagonalNormal(models.gaussian)
         svi = SVI(models.gaussian, guide, Adam({"lr": 0.05}), Trace_ELBO())
         for _ in range(40):
-            svi.step(both.ns["data"])
+            svi.step(runner.ns["data"])
     for name, value in pyro.get_param_store().items():
         assert torch.allclose(final[name], value.detach()), name
 
 
-def test_optimizer_and_params_from_earlier_cells_are_isolated_by_value(both):
+def test_optimizer_and_params_from_earlier_cells_are_isolated_by_value(runner):
     data = models.data(30)
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.05}), Trace_ELBO())
     for _ in range(5):  # an earlier cell trained it: params and Adam state exist
         svi.step(data)
     start = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    both.ns.update(svi=svi, data=data)
-    c, error = both.compare("for _ in range(10):\n    svi.step(data)\n")
+    runner.ns.update(svi=svi, data=data)
+    c, error = runner.compare("for _ in range(10):\n    svi.step(data)\n")
 
     assert error is None
     (s,) = c.svi
-    # both runs started from the same params, Adam moments and random state
+    # runner runs started from the same params, Adam moments and random state
     assert s.eager.losses[0] == pytest.approx(s.compiled.losses[0], rel=1e-6)
     assert s.agree
     assert "optimizer state of 1 SVI" in c.isolation.restored
@@ -109,22 +65,22 @@ def test_optimizer_and_params_from_earlier_cells_are_isolated_by_value(both):
     assert not all(torch.equal(start[k], v) for k, v in pyro.get_param_store().items())
 
 
-def test_random_state_is_restored_and_in_place_mutation_is_reported(both):
+def test_random_state_is_restored_and_in_place_mutation_is_reported(runner):
     draws = []
-    both.ns.update(draws=draws, torch=torch)
-    c, error = both.compare("draws.append(torch.rand(()).item())\nimport numpy, random\n"
+    runner.ns.update(draws=draws, torch=torch)
+    c, error = runner.compare("draws.append(torch.rand(()).item())\nimport numpy, random\n"
                             "draws.append(numpy.random.rand())\ndraws.append(random.random())\n")
 
     assert error is None
-    assert draws[:3] == draws[3:]  # the same numbers in both runs
+    assert draws[:3] == draws[3:]  # the same numbers in runner runs
     assert c.isolation.mutated == ("draws",)
     assert "NOT isolated: draws changed in place" in str(c)
 
 
-def test_a_branch_baked_into_the_trace_is_flagged_as_disagreeing(both):
-    both.ns.update(svi=SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.05}), Trace_ELBO()),
+def test_a_branch_baked_into_the_trace_is_flagged_as_disagreeing(runner):
+    runner.ns.update(svi=SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.05}), Trace_ELBO()),
                    data=models.data(30))
-    c, error = both.compare("for _ in range(30):\n    svi.step(data)\n", seed=0)
+    c, error = runner.compare("for _ in range(30):\n    svi.step(data)\n", seed=0)
 
     assert error is None
     assert not c.agree
@@ -133,11 +89,11 @@ def test_a_branch_baked_into_the_trace_is_flagged_as_disagreeing(both):
     assert "scale = 1.0 if loc > 0 else 2.0" in str(c)
 
 
-def test_nuts_runs_agree(both):
+def test_nuts_runs_agree(runner):
     from pyro.infer.mcmc import MCMC, NUTS
 
-    both.ns.update(MCMC=MCMC, NUTS=NUTS, models=models, data=models.data(50))
-    c, error = both.compare(
+    runner.ns.update(MCMC=MCMC, NUTS=NUTS, models=models, data=models.data(50))
+    c, error = runner.compare(
         "mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=40, disable_progbar=True)\n"
         "mcmc.run(data)\n", seed=1)
 
@@ -150,12 +106,12 @@ def test_nuts_runs_agree(both):
     assert m.agree, str(c)
 
 
-def test_enumerated_hmm_runs_agree(both):
+def test_enumerated_hmm_runs_agree(runner):
     guide = AutoDiagonalNormal(pyro.poutine.block(models.hmm, expose=["trans", "emit_loc", "emit_scale"]))
     seqs = [torch.randn(n) for n in (4, 4, 6)]
-    both.ns.update(svi=SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1)),
+    runner.ns.update(svi=SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1)),
                    seqs=seqs)
-    c, error = both.compare("for s in seqs:\n    svi.step(s, num_sequences=3, length=len(s))\n", seed=2)
+    c, error = runner.compare("for s in seqs:\n    svi.step(s, num_sequences=3, length=len(s))\n", seed=2)
 
     assert error is None
     (s,) = c.svi
@@ -163,16 +119,16 @@ def test_enumerated_hmm_runs_agree(both):
     assert c.compiled.compile_count == 2  # one trace per length
 
 
-def test_an_error_in_the_eager_half_puts_everything_back(both):
+def test_an_error_in_the_eager_half_puts_everything_back(runner):
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.05}), Trace_ELBO())
     data = models.data(30)
     svi.step(data)
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    both.ns.update(svi=svi, data=data, x=1)
-    _c, error = both.compare("x = 2\nsvi.step(data)\nraise KeyboardInterrupt\n")
+    runner.ns.update(svi=svi, data=data, x=1)
+    _c, error = runner.compare("x = 2\nsvi.step(data)\nraise KeyboardInterrupt\n")
 
     assert isinstance(error, KeyboardInterrupt)
-    assert both.ns["x"] == 1
+    assert runner.ns["x"] == 1
     after = dict(pyro.get_param_store().items())
     assert before.keys() == after.keys()
     for k in before:

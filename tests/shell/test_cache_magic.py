@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from IPython.utils.capture import capture_output
+from cells import run
 
 SETUP = """
 import pyro, torch
@@ -21,10 +21,6 @@ def ip(shell, shell_with):
     return shell_with(shell, SETUP)
 
 
-def run(ip, cell):
-    with capture_output() as captured:
-        result = ip.run_cell(cell)
-    return result, captured
 
 
 def test_the_inspector_lists_magic_and_hand_built_functions(ip):

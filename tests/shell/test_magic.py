@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from cells import run
 from IPython.utils.capture import capture_output
 
 SETUP = """
@@ -27,10 +28,6 @@ def ip(shell, shell_with):
     return shell_with(shell, SETUP)
 
 
-def run(ip, cell):
-    with capture_output() as captured:
-        result = ip.run_cell(cell)
-    return result, captured
 
 
 def test_loading_the_extension_imports_nothing_heavy():
