@@ -64,3 +64,18 @@ def test_progress_waits_before_showing_anything(monkeypatch):
     live = _progress.LiveProgress(SimpleNamespace())
     live(Progress("compiled", 1, 0.001, 0, False, 0.01))  # a short cell: within DELAY
     assert out.getvalue() == ""
+
+
+def test_on_cuda_each_step_waits_for_the_gpu_before_reading_the_clock(monkeypatch):
+    # No GPU here: pretend CUDA is in use and count the synchronisations.
+    import torch
+
+    synced = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: synced.append(1))
+    svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    with _run.JitRun() as run:
+        for _ in range(4):
+            svi.step(models.data())
+    assert len(synced) == 4
+    assert len(run.report.svi_runs[0].steps) == 4
