@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _switch
+from ._naming import label, name_in
 from .cache import CachedFunction, CacheEntry, CacheSnapshot
 
 # The recompilation watch: warn when a function holds at least WATCH_MIN_ENTRIES
@@ -125,17 +126,6 @@ _MISSING = object()
 
 
 # -- inspection -----------------------------------------------------------------
-def _label(obj: Any) -> str:
-    return getattr(obj, "__name__", None) or type(obj).__name__
-
-
-def _name_in(namespace: Mapping[str, Any], obj: Any) -> str | None:
-    for name, value in list(namespace.items()):
-        if value is obj and not name.startswith("_"):
-            return name
-    return None
-
-
 def _user_of(namespace: Mapping[str, Any], elbo: Any, attribute: str) -> str | None:
     """The name of a namespace object (an SVI, an MCMC) that uses ``elbo``."""
     for name, value in list(namespace.items()):
@@ -209,10 +199,10 @@ class Inspector:
     def _owner(self, namespace: Mapping[str, Any], elbo: Any, owner_of: Mapping[int, Any]) -> str:
         user_elbo = owner_of.get(id(elbo))
         if user_elbo is not None:
-            who = (_name_in(namespace, user_elbo) or _user_of(namespace, user_elbo, "loss_and_grads")
+            who = (name_in(namespace, user_elbo) or _user_of(namespace, user_elbo, "loss_and_grads")
                    or f"{type(user_elbo).__name__} at {id(user_elbo):#x}")
             return f"{who} ({type(user_elbo).__name__}, compiled by %%pyrojit as {type(elbo).__name__})"
-        who = (_name_in(namespace, elbo) or _user_of(namespace, elbo, "loss_and_grads")
+        who = (name_in(namespace, elbo) or _user_of(namespace, elbo, "loss_and_grads")
                or f"{type(elbo).__name__} at {id(elbo):#x}")
         return f"{who} ({type(elbo).__name__})"
 
@@ -235,7 +225,7 @@ class Inspector:
                 continue
             self._live[id(compiled)] = compiled
             bound = _switch.bound_model_and_guide(elbo)
-            serves = f"model={_label(bound[0])}, guide={_label(bound[1])}" if bound else ""
+            serves = f"model={label(bound[0])}, guide={label(bound[1])}" if bound else ""
             stats = self.stats.known(compiled)
             entries = []
             for key, traced in list(compiled.compiled.items()):
@@ -256,7 +246,7 @@ class Inspector:
             if traced is None:
                 continue
             self._live[id(maker)] = maker
-            who = (_name_in(namespace, kernel) or _user_of(namespace, kernel, "kernel")
+            who = (name_in(namespace, kernel) or _user_of(namespace, kernel, "kernel")
                    or f"{type(kernel).__name__} at {id(kernel):#x}")
             stats = self.stats.known(maker)
             known = stats.entries.get("potential") if stats is not None else None
@@ -268,7 +258,7 @@ class Inspector:
                                last_hit=known.last_hit if known else None,
                                input_shapes=shapes, graph_nodes=nodes, code=code)
             functions.append(CachedFunction(id(maker), f"{who} ({type(kernel).__name__})", "potential",
-                                            f"model={_label(kernel.model)}", (entry,)))
+                                            f"model={label(kernel.model)}", (entry,)))
         return CacheSnapshot(tuple(functions))
 
     def clear(self, ident: int | None = None) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._naming import name_in
 from ._run import JitRun
 from ._state import CellState, prime_once, seed_everything
 from ._warnings import Mode, default_location_name
@@ -92,7 +93,8 @@ def run_twice(
     restored = ["Pyro param store", "random state (torch, numpy, random)"]
     if state.optimizers:
         restored.append(f"optimizer state of {len(state.optimizers)} SVI")
-    restored += [f"AutoGuide prototype of {_label(guide, namespace)}" for guide in state.guides.values()]
+    restored += [f"AutoGuide prototype of {name_in(namespace, guide) or type(guide).__name__}"
+                 for guide in state.guides.values()]
     isolation = Isolation(restored=tuple(restored), discarded=tuple(discarded), mutated=tuple(mutated))
     assert eager.report is not None and compiled.report is not None
     comparison = compare_reports(eager.report, compiled.report, isolation,
@@ -109,13 +111,6 @@ def _run_once(run: JitRun, execute: Callable[[], BaseException | None]) -> BaseE
         error = exc
     run.failed(error)
     return error
-
-
-def _label(obj: Any, namespace: MutableMapping[str, Any]) -> str:
-    for name, value in list(namespace.items()):
-        if value is obj and not name.startswith("_"):
-            return name
-    return type(obj).__name__
 
 
 def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None = None,

@@ -32,6 +32,7 @@ from typing import Any
 from . import _advice, _switch, _warmup
 from ._cache import _describe_key
 from ._mcmc import MCMCClock, mcmc_decision
+from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._session import Session, default_session
 from ._warnings import Mode, WarningCapture, default_location_name
@@ -56,10 +57,6 @@ _WARNING_MODES = ("capture", "show", "error")
 # the last PROGRESS_WINDOW steps: a few updates a second cost nothing measurable.
 PROGRESS_INTERVAL = 0.25
 PROGRESS_WINDOW = 100
-
-
-def _label(obj: Any) -> str:
-    return getattr(obj, "__name__", None) or type(obj).__name__
 
 
 @dataclass
@@ -246,11 +243,7 @@ class JitRun:
 
     # -- naming ----------------------------------------------------------------
     def _name_of(self, obj: Any, fallback: str) -> str:
-        if self._names is not None:
-            for name, value in list(self._names.items()):
-                if value is obj and not name.startswith("_"):
-                    return name
-        return fallback
+        return name_in(self._names, obj) or fallback
 
     # -- SVI -------------------------------------------------------------------
     def _plan_svi(self, svi: Any) -> _SVIPlan:
@@ -260,8 +253,8 @@ class JitRun:
         elbo = getattr(loss_and_grads, "__self__", None)
         if not isinstance(elbo, ELBO):
             elbo = None
-        target = self._name_of(svi, f"SVI({_label(svi.model)}, {_label(svi.guide)})")
-        elbo_name = type(elbo).__name__ if elbo is not None else _label(svi.loss)
+        target = self._name_of(svi, f"SVI({label(svi.model)}, {label(svi.guide)})")
+        elbo_name = type(elbo).__name__ if elbo is not None else label(svi.loss)
 
         runner: Any = elbo
         compiled, after, reason = False, elbo_name, ""
@@ -281,8 +274,8 @@ class JitRun:
                 # first compiled; run this pair on its own compiled copy instead.
                 runner, _ = self.session.companion(elbo, svi.model, svi.guide,
                                                    _switch.fresh_copy)
-                reason = (f"this {elbo_name} was first compiled for {_label(bound[0])}; "
-                          f"Pyro would silently return that model's loss for {_label(svi.model)}, "
+                reason = (f"this {elbo_name} was first compiled for {label(bound[0])}; "
+                          f"Pyro would silently return that model's loss for {label(svi.model)}, "
                           "so this SVI ran on its own compiled copy")
                 self._notes.append(f"{target}: {reason}")
         elif _switch.counterpart(elbo) is not None:
@@ -629,7 +622,7 @@ class JitRun:
     def snapshot(self, exc: BaseException | None = None) -> JitReport:
         """The report of what has run so far."""
         svi_runs = tuple(
-            SVIRun(target=p.target, model=_label(p.svi.model), guide=_label(p.svi.guide),
+            SVIRun(target=p.target, model=label(p.svi.model), guide=label(p.svi.guide),
                    elbo=type(p.runner).__name__ if p.runner is not None else p.elbo_name,
                    steps=p.steps())
             for p in self._svi_plans.values())

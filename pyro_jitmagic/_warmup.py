@@ -16,11 +16,8 @@ import math
 import time
 from typing import Any
 
+from ._naming import label
 from .report import WarmupAction
-
-
-def _describe(obj: Any) -> str:
-    return getattr(obj, "__name__", None) or type(obj).__name__
 
 
 def warm_up(target: str, elbo: Any, model: Any, guide: Any,
@@ -34,7 +31,7 @@ def warm_up(target: str, elbo: Any, model: Any, guide: Any,
         start = time.perf_counter()
         guide._setup_prototype(*args, **kwargs)
         done.append(WarmupAction(target, "AutoGuide prototype",
-                                 f"{_describe(guide)} ran the model once to build its prototype",
+                                 f"{label(guide)} ran the model once to build its prototype",
                                  time.perf_counter() - start))
 
     guesses = isinstance(elbo, TraceEnum_ELBO) or (
