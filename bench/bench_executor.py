@@ -1,0 +1,223 @@
+"""How TorchScript's executor settings change what compiling the tutorial's workloads costs and gains.
+
+Pyro's JIT hands its traces to TorchScript's graph executor. How that executor
+runs them is a process-wide setting, and no single setting wins everywhere;
+this script measures each of them on each of the tutorial's three workloads,
+with Pyro's own JIT as the tutorial writes it (``JitTrace_ELBO``,
+``JitTraceEnum_ELBO``, ``NUTS(jit_compile=True)``), so the figures are torch's
+and not this package's:
+
+* ``default``: the profiling executor, optimising (torch's default);
+* ``no-opt``: ``torch.jit.optimized_execution(False)``: the trace runs as
+  recorded, with no profiling runs and no optimisation passes;
+* ``legacy``: the executor before the profiling one
+  (``torch._C._jit_set_profiling_executor(False)``, ``_jit_set_profiling_mode(False)``);
+* ``profiled-0``: the profiling executor optimising on the first call, with no
+  profiling run (``torch._C._jit_set_num_profiled_runs(0)``);
+* ``no-fuser``: the default with the tensor-expression fuser off.
+
+Each (workload, setting) runs in a fresh process: the legacy executor is chosen
+when a trace first runs and the settings are process-wide. Each process runs
+the workload eager first (paying torch's start-up and giving an eager figure
+from the same process), then compiled under the setting. Figures:
+
+* simple SVI, 1000 steps: the compiling step plus the 20 after it, and the
+  median steady step (steps 100 on);
+* NUTS, 100 warm-up + 100 samples: the whole run (it compiles every run);
+* HMM, 3 epochs over 75 sequences of lengths 24/48/72: each epoch.
+
+Usage::
+
+    python bench/bench_executor.py               # 2 repetitions of everything
+    python bench/bench_executor.py --quick       # a smoke test of the script, not a measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_svi import load_average, machine_lines
+
+SETTINGS = ("default", "no-opt", "legacy", "profiled-0", "no-fuser")
+WORKLOADS = ("simple SVI", "NUTS", "HMM")
+
+
+def apply_setting(setting: str) -> None:
+    import torch
+
+    if setting == "no-opt":
+        torch._C._set_graph_executor_optimize(False)
+    elif setting == "legacy":
+        torch._C._jit_set_profiling_executor(False)
+        torch._C._jit_set_profiling_mode(False)
+    elif setting == "profiled-0":
+        torch._C._jit_set_num_profiled_runs(0)
+    elif setting == "no-fuser":
+        torch._C._jit_set_texpr_fuser_enabled(False)
+    elif setting != "default":
+        raise SystemExit(f"unknown setting {setting!r}")
+
+
+def _simple_model() -> tuple[Any, Any]:
+    import pyro
+    import pyro.distributions as dist
+
+    def model(data: Any) -> None:
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 3.0))
+        with pyro.plate("data", data.size(0)):
+            pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+    pyro.set_rng_seed(0)
+    return model, dist.Normal(0.5, 2.0).sample((100,))
+
+
+def _hmm() -> tuple[Any, list[Any]]:
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro import poutine
+
+    def hmm_model(sequence: Any, num_sequences: int, length: int, state_dim: int = 16) -> None:
+        with pyro.plate("states", state_dim):
+            trans = pyro.sample("trans", dist.Dirichlet(0.5 * torch.ones(state_dim)))
+            emit_loc = pyro.sample("emit_loc", dist.Normal(0.0, 10.0))
+        emit_scale = pyro.sample("emit_scale", dist.LogNormal(0.0, 3.0))
+        with poutine.scale(scale=num_sequences):
+            x = 0
+            for t in pyro.markov(range(length)):
+                x = pyro.sample(f"x_{t}", dist.Categorical(trans[x]), infer={"enumerate": "parallel"})
+                pyro.sample(f"y_{t}", dist.Normal(emit_loc[x], emit_scale), obs=sequence[t])
+
+    pyro.set_rng_seed(0)
+    return hmm_model, [torch.randn(n) for n in [24] * 50 + [48] * 20 + [72] * 5]
+
+
+def child(workload: str, setting: str, scale: float) -> dict[str, Any]:
+    """Run one workload eager, then compiled under one setting; the figures as a dict."""
+    import pyro
+    import torch
+    from pyro import poutine
+    from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceEnum_ELBO
+    from pyro.infer.autoguide import AutoDiagonalNormal
+    from pyro.infer.mcmc import MCMC, NUTS
+    from pyro.optim import Adam
+
+    torch.set_num_threads(1)
+    clock = time.perf_counter
+
+    if workload == "simple SVI":
+        model, data = _simple_model()
+        steps = max(int(1000 * scale), 30)
+
+        def svi_steps(elbo: Any) -> list[float]:
+            pyro.clear_param_store()
+            pyro.set_rng_seed(1)
+            guide = AutoDiagonalNormal(model)
+            guide(data)
+            svi = SVI(model, guide, Adam({"lr": 0.01}), elbo)
+            times = []
+            for _ in range(steps):
+                start = clock()
+                svi.step(data)
+                times.append(clock() - start)
+            return times
+
+        eager = svi_steps(Trace_ELBO())
+        apply_setting(setting)
+        compiled = svi_steps(JitTrace_ELBO())
+        steady = statistics.median(compiled[min(100, steps // 2):])
+        return {"eager step": statistics.median(eager[min(100, steps // 2):]),
+                "steady step": steady,
+                "compile": sum(compiled[:21]) - 21 * steady,
+                "total": sum(compiled)}
+
+    if workload == "NUTS":
+        model, data = _simple_model()
+        samples = max(int(100 * scale), 5)
+
+        def nuts(jit: bool) -> float:
+            pyro.set_rng_seed(1)
+            start = clock()
+            MCMC(NUTS(model, jit_compile=jit, ignore_jit_warnings=True), num_samples=samples,
+                 warmup_steps=samples, disable_progbar=True).run(data)
+            return clock() - start
+
+        eager = nuts(False)
+        apply_setting(setting)
+        return {"eager run": eager, "run": nuts(True)}
+
+    hmm_model, sequences = _hmm()
+    epochs = 3
+    sequences = sequences if scale >= 1 else sequences[:: max(int(1 / scale), 1)]
+
+    def hmm_epochs(elbo: Any, n: int) -> list[float]:
+        pyro.clear_param_store()
+        pyro.set_rng_seed(1)
+        guide = AutoDiagonalNormal(poutine.block(hmm_model, expose=["trans", "emit_scale", "emit_loc"]))
+        svi = SVI(hmm_model, guide, Adam({"lr": 0.01}), elbo)
+        times = []
+        for _ in range(n):
+            start = clock()
+            for sequence in sequences:
+                svi.step(sequence, num_sequences=len(sequences), length=len(sequence))
+            times.append(clock() - start)
+        return times
+
+    eager = hmm_epochs(TraceEnum_ELBO(max_plate_nesting=1), 1)
+    apply_setting(setting)
+    compiled = hmm_epochs(JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True), epochs)
+    return {"eager epoch": eager[0], **{f"epoch {i + 1}": t for i, t in enumerate(compiled)}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    parser.add_argument("--quick", action="store_true", help="tiny counts, 1 repetition: checks the script")
+    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "SETTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child, args.scale)))
+        return 0
+    scale = 0.05 if args.quick else 1.0
+    repeats = 1 if args.quick else args.repeats
+
+    for line in machine_lines(1):
+        print(line)
+    print(f"load average before: {load_average()}")
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for r in range(repeats):
+        for workload in args.workloads:
+            for setting in args.settings:
+                out = subprocess.run([sys.executable, __file__, "--child", workload, setting,
+                                      "--scale", str(scale)], capture_output=True, text=True, check=False)
+                if out.returncode:
+                    raise SystemExit(f"{workload} / {setting} failed:\n{out.stderr[-3000:]}")
+                figures = json.loads(out.stdout.strip().splitlines()[-1])
+                results.setdefault((workload, setting), []).append(figures)
+                shown = ", ".join(f"{k} {v:.4f}s" for k, v in figures.items())
+                print(f"repeat {r + 1}: {workload:<10} {setting:<10} {shown}", flush=True)
+    print(f"load average after:  {load_average()}")
+    print()
+    print(f"median over {repeats} repetition(s), seconds")
+    for (workload, setting), runs in results.items():
+        keys = runs[0].keys()
+        shown = ", ".join(f"{k} {statistics.median(r[k] for r in runs):.4f}" for k in keys)
+        print(f"{workload:<10} {setting:<10} {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
