@@ -24,12 +24,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._advice import JitMagicError, RiskyTraceError, StrayParamError
+from ._auto import AutoPolicy
 from ._compare import compare
 from ._run import JitRun, compiled
 from ._session import Session
 from ._warnings import RiskyTraceWarning
 from .comparison import Comparison, Isolation, MCMCComparison, SVIComparison
 from .report import (
+    AutoDecision,
     CapturedWarning,
     Compilation,
     JitReport,
@@ -43,6 +45,8 @@ from .report import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoDecision",
+    "AutoPolicy",
     "CapturedWarning",
     "Comparison",
     "Compilation",

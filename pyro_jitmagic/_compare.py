@@ -11,6 +11,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._naming import name_in
 from ._run import JitRun
 from ._state import CellState, prime_once, seed_everything
@@ -58,6 +59,8 @@ def run_twice(
     name_location: Callable[[str, int], str] = default_location_name,
     on_progress: Callable[[Progress], None] | None = None,
     max_entries: int | None = None,
+    auto: bool = False,
+    executor: str = DEFAULT_EXECUTOR,
 ) -> CompareOutcome:
     """Run ``execute`` eager, put the state back, run it compiled; compare.
 
@@ -85,7 +88,7 @@ def run_twice(
         seed_everything(seed)
 
     compiled = JitRun(warmup=warmup, warnings=warnings, names=namespace, name_location=name_location,
-                      on_progress=on_progress, max_entries=max_entries)
+                      on_progress=on_progress, max_entries=max_entries, auto=auto, executor=executor)
     error = _run_once(compiled, execute)
     if error is not None:
         return CompareOutcome(None, compiled.report, error)
@@ -114,7 +117,8 @@ def _run_once(run: JitRun, execute: Callable[[], BaseException | None]) -> BaseE
 
 
 def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None = None,
-            seed: int | None = None, warmup: bool = True, warnings: Mode = "capture") -> Comparison:
+            seed: int | None = None, warmup: bool = True, warnings: Mode = "capture",
+            auto: bool = False, executor: str = DEFAULT_EXECUTOR) -> Comparison:
     """Run ``fn()`` eager, then compiled from the same start, and compare: the twin of ``--compare``.
 
     Parameters
@@ -126,6 +130,8 @@ def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None
         name objects (a script's ``globals()``).
     seed : int, optional
         Seeds both runs (``pyro.set_rng_seed``).
+    auto, executor
+        As for :func:`compiled`, for the compiled run.
 
     Raises
     ------
@@ -139,7 +145,8 @@ def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None
         fn()
         return None
 
-    outcome = run_twice(execute, ns, seed=seed, warmup=warmup, warnings=warnings)
+    outcome = run_twice(execute, ns, seed=seed, warmup=warmup, warnings=warnings, auto=auto,
+                        executor=executor)
     if outcome.error is not None:
         raise outcome.error
     assert outcome.comparison is not None

@@ -50,7 +50,10 @@ class MCMCClock:
         self.potential_evals = 0
         self.sites: tuple[PosteriorSite, ...] = ()
 
-    def instrument(self, patches: PatchSet, kernel: Any) -> None:
+    def instrument(self, patches: PatchSet, kernel: Any,
+                   wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
+        """Time ``kernel``'s setup and samples and count its potential evaluations, through
+        ``patches``; ``wrap_potential`` (--auto) wraps each potential the setup builds."""
         setup, sample = kernel.setup, kernel.sample
 
         def timed_setup(warmup_steps: int, *args: Any, **kwargs: Any) -> Any:
@@ -63,6 +66,8 @@ class MCMCClock:
                 self.setup_seconds += time.perf_counter() - start
                 potential = getattr(kernel, "potential_fn", None)
                 if potential is not None:
+                    if wrap_potential is not None:
+                        potential = wrap_potential(potential)
                     patches.set(kernel, "potential_fn", counted(potential))
 
         def counted(potential: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .report import CapturedWarning, JitReport
+from .report import AutoDecision, CapturedWarning, JitReport
 
 
 def seconds(value: float | None) -> str:
@@ -50,6 +50,12 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
                  f"(tracing itself {seconds(report.trace_seconds)})"]
         lines += [f"{c.owner}: {c.key}" for c in report.compilations]
         rows.append(("traces", lines))
+    if report.executor:
+        from ._executor import EXECUTORS
+
+        rows.append(("executor", [f"{report.executor}: {EXECUTORS[report.executor].description}"]))
+    if report.auto:
+        rows.append(("--auto", auto_lines(report)))
     steps = []
     for run in report.svi_runs:
         if not run.steps:
@@ -79,6 +85,35 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
     if report.notes:
         rows.append(("note", list(report.notes)))
     return rows
+
+
+def _saved(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"saved {seconds(value)}" if value >= 0 else f"lost {seconds(-value)}"
+
+
+def auto_decision_line(d: AutoDecision) -> str:
+    """One key's decision: what ran how, why, and what it saved."""
+    unit = "evaluation" if d.kind == "potential" else "step"
+    if d.compiled_at is not None:
+        ran = (f"{_plural(d.eager_steps, f'eager {unit}')}, compiled at {unit} {d.compiled_at}, "
+               f"then {d.compiled_steps - 1} compiled")
+    elif d.compiled_steps:
+        ran = f"{_plural(d.compiled_steps, f'compiled {unit}')}"
+    else:
+        ran = f"{_plural(d.eager_steps, f'eager {unit}')}"
+    est = " (estimated)" if d.estimated else ""
+    return (f"{d.owner}, {d.key}: {ran}; {d.why}. Per {unit}: eager {seconds(d.eager_step_seconds)}, "
+            f"compiled {seconds(d.compiled_step_seconds)}; compile {seconds(d.compile_seconds)}{est}. "
+            f"{_saved(d.saved_vs_eager)} vs always eager, {_saved(d.saved_vs_compiled)} vs always compiled")
+
+
+def auto_lines(report: JitReport) -> list[str]:
+    lines = [f"in all: {_saved(report.auto_saved_vs_eager)} vs always eager, "
+             f"{_saved(report.auto_saved_vs_compiled)} vs always compiled "
+             "(estimated from the measured step times)"]
+    return lines + [auto_decision_line(d) for d in report.auto]
 
 
 def _risky_line(w: CapturedWarning) -> str:
@@ -129,6 +164,8 @@ def report_html(report: JitReport) -> str:
              "<table>"]
     for section, items in _rows(report):
         cells = "<br>".join(esc(item) for item in items)
+        if section == "--auto":
+            cells = auto_table_html(report)
         parts.append(f"<tr><th>{esc(section)}</th><td>{cells}</td></tr>")
     parts.append("</table>")
     for w in report.risky_warnings:
@@ -302,7 +339,30 @@ def timing_table_html(c: Any) -> str:
         body = "".join(f"<tr><th>{esc(n)}</th><td>{esc(e)}</td><td>{esc(cc)}</td></tr>" for n, e, cc in rows)
         parts.append(f"<h4>{esc(title)}</h4><table class='pyrojit-table'><tr><th></th><th>eager</th>"
                      f"<th>compiled</th></tr>{body}</table>")
+    if c.compiled.auto:
+        parts.append("<h4>--auto</h4>" + auto_table_html(c.compiled))
     return "".join(parts)
+
+
+def auto_table_html(report: JitReport) -> str:
+    """--auto's decisions as a table: one row per key, then what they saved in all."""
+    esc = html.escape
+    head = "".join(f"<th>{h}</th>" for h in ("owner", "key", "eager", "compiled at", "compiled", "why",
+                                             "eager step", "compiled step", "compile", "vs always eager",
+                                             "vs always compiled"))
+    rows = []
+    for d in report.auto:
+        est = "*" if d.estimated else ""
+        cells = (d.owner, d.key, str(d.eager_steps), "" if d.compiled_at is None else str(d.compiled_at),
+                 str(d.compiled_steps), d.why, seconds(d.eager_step_seconds),
+                 seconds(d.compiled_step_seconds) + est, seconds(d.compile_seconds) + est,
+                 _saved(d.saved_vs_eager), _saved(d.saved_vs_compiled))
+        rows.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
+    total = (f"In all, {_saved(report.auto_saved_vs_eager)} against always eager and "
+             f"{_saved(report.auto_saved_vs_compiled)} against always compiled, estimated from the "
+             "measured step times (* estimated from the session's other keys).")
+    return (f"<table class='pyrojit-auto'><tr>{head}</tr>{''.join(rows)}</table>"
+            f"<p>{esc(total)}</p>")
 
 
 def comparison_html(c: Any, plots: dict[str, str] | None = None) -> str:
@@ -341,6 +401,10 @@ def changes_html(c: Any) -> str:
     items = [f"{s.target}: {s.before} → {s.after}" if s.switched else f"{s.target}: {s.after} ({s.reason})"
              for s in c.compiled.switches]
     items += [f"warm-up, {w.target}: {w.detail} ({seconds(w.seconds)})" for w in c.compiled.warmup]
+    if c.compiled.executor:
+        from ._executor import EXECUTORS
+
+        items.append(f"executor: {c.compiled.executor} ({EXECUTORS[c.compiled.executor].description})")
     items += isolation_lines(c)
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 

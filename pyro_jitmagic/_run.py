@@ -30,11 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _advice, _switch, _warmup
+from ._auto import MCMC_CHECK_EVERY, AutoPolicy, Tally
 from ._cache import _describe_key
+from ._executor import DEFAULT as DEFAULT_EXECUTOR
+from ._executor import ExecutorSetting
 from ._mcmc import MCMCClock, mcmc_decision
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._session import Session, default_session
+from ._stack import call_shallow
 from ._warnings import Mode, WarningCapture, default_location_name
 from .report import (
     Compilation,
@@ -52,6 +56,10 @@ from .report import (
 _ACTIVE: list[JitRun] = []
 
 _WARNING_MODES = ("capture", "show", "error")
+
+# With --auto, a key's compile is added to what the session expects of the
+# next keys once it has run this many compiled steps (the first ones may be slow).
+LEARN_AFTER = 8
 
 # Live progress is offered at most this often (seconds), over the median of
 # the last PROGRESS_WINDOW steps: a few updates a second cost nothing measurable.
@@ -123,11 +131,14 @@ class JitRun:
         announce: bool = False,
         compile: bool = True,
         max_entries: int | None = None,
+        auto: bool | AutoPolicy = False,
+        executor: str = DEFAULT_EXECUTOR,
         on_first_step: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         if warnings not in _WARNING_MODES:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
+        self._executor = ExecutorSetting(executor)  # checks the name
         self.warmup = warmup
         self.warnings_mode = warnings
         self.announce = announce
@@ -142,6 +153,11 @@ class JitRun:
         self._samples_done = 0
         self._names = names
         self.session = session or default_session()
+        # --auto: the session's policy (or one given), and what each key did in this run
+        self.auto: AutoPolicy | None = (
+            auto if isinstance(auto, AutoPolicy) else self.session.auto if auto else None)
+        self._tallies: dict[tuple[int, Any], Tally] = {}
+        self._auto_step: tuple[Tally, str] | None = None
         self._capture = WarningCapture(warnings, name_location)
         self._patches = PatchSet()
         self._svi_plans: dict[int, _SVIPlan] = {}
@@ -183,6 +199,7 @@ class JitRun:
             self._wrap(Predictive, "forward", self._noted_wrapper(
                 "Predictive ran eager: it samples the model and guide, which Pyro does not compile"))
             if self._can_trace and self.compile:
+                self._executor.apply()
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
             elif self.compile:
@@ -219,7 +236,11 @@ class JitRun:
     def _leave(self) -> None:
         self._active = False
         try:
+            self._executor.restore()
             self._patches.restore()
+            if self.auto is not None:
+                for tally in self._tallies.values():
+                    self.auto.learn(tally.book)
         finally:
             try:
                 self._capture.__exit__(None, None, None)
@@ -306,10 +327,12 @@ class JitRun:
                 plan = run._prepare_svi(svi, args, kwargs)
             outer, run._current = run._current, plan
             plan.compile_seconds = 0.0
+            run._auto_step = None
             start = perf_counter()
             try:
                 loss = original(svi, *args, **kwargs)
             except BaseException as exc:
+                run._auto_step = None
                 if plan.compiled:
                     run._advise(exc, args, kwargs, plan.runner)
                 raise
@@ -321,6 +344,8 @@ class JitRun:
                 torch.cuda.synchronize()
             end = perf_counter()
             plan.raw.append((end - start, loss, plan.compile_seconds))
+            if run._auto_step is not None:
+                run._auto_done(end - start, len(plan.raw))
             run._steps_done += 1
             if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
                 run._progress(end, plan)
@@ -395,9 +420,13 @@ class JitRun:
                 traced = fn.compiled.get(key)
             except TypeError:
                 return original(fn, *args, **kwargs)
+            if run.auto is not None and not run._auto_route(fn, key, traced):
+                return fn.fn(*args, **kwargs)  # --auto: eager while that is cheaper
             if traced is None:
                 pending = run._before_compile(fn, key, kwargs)
                 if pending is None:  # past --max-entries: Pyro's uncompiled function, uncached
+                    if run._auto_step is not None:
+                        run._auto_step = (run._auto_step[0], "eager")
                     return fn.fn(*args, **kwargs)
                 try:
                     result = original(fn, *args, **kwargs)  # from this frame: see _wrap
@@ -417,6 +446,75 @@ class JitRun:
             return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
 
         return call
+
+    # -- --auto ----------------------------------------------------------------
+    def _auto_route(self, fn: Any, key: Any, traced: Any) -> bool:
+        """--auto: whether this call of ``key`` runs compiled (True) or eager, noted for the step."""
+        assert self.auto is not None
+        tally = self._tallies.get((id(fn), key))
+        if tally is None:
+            owner = self._current.target if self._current is not None else "(outside SVI and MCMC)"
+            book = self.auto.book(fn, key, "svi", owner, _describe_key(key))
+            if traced is not None and book.state == "eager":  # compiled in an earlier, plain cell
+                book.state = "compiled"
+            tally = self._tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
+        book = tally.book
+        book.function.calls += 1
+        if traced is not None:
+            self._auto_step = (tally, "compiled")
+            return True
+        if self.auto.decide_svi(book, book.function.calls):
+            book.state = "compiled"
+            self._auto_step = (tally, "compile")
+            return True
+        book.state = "eager"  # (also when its traces were cleared: it earns them again)
+        self._auto_step = (tally, "eager")
+        return False
+
+    def _auto_done(self, seconds: float, step: int) -> None:
+        assert self._auto_step is not None and self.auto is not None
+        tally, mode = self._auto_step
+        self._auto_step = None
+        tally.add(mode, seconds, step)
+        if mode == "compiled" and len(tally.book.compiled) == LEARN_AFTER:
+            self.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
+
+    def _auto_potential(self, mcmc: Any, kernel: Any, clock: MCMCClock,
+                        target: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """--auto for an MCMC run: wrap each chain's eager potential to compile once it pays."""
+        policy = self.auto
+        assert policy is not None
+
+        def wrap(potential: Callable[..., Any]) -> Callable[..., Any]:
+            maker = getattr(potential, "__self__", None)
+            if maker is None or not hasattr(maker, "get_potential_fn"):
+                return potential
+            compiled_fn = maker.get_potential_fn(jit_compile=True,
+                                                 skip_jit_warnings=kernel._ignore_jit_warnings,
+                                                 jit_options=kernel._jit_options)
+            book = policy.book(maker, "potential", "potential", target, "potential energy")
+            tally = self._tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
+            first_sample = len(clock.sample_seconds)
+            total = clock.warmup_steps + mcmc.num_samples
+            evaluations = 0
+            perf_counter = time.perf_counter
+
+            def potential_fn(params: Any) -> Any:
+                nonlocal evaluations
+                __tracebackhide__ = True
+                evaluations += 1
+                mode: str = book.state
+                if mode == "eager" and evaluations % MCMC_CHECK_EVERY == 0 and policy.decide_potential(
+                        book, len(clock.sample_seconds) - first_sample, total, evaluations):
+                    book.state, mode = "compiled", "compile"
+                start = perf_counter()
+                result = (potential if mode == "eager" else compiled_fn)(params)
+                tally.add(mode, perf_counter() - start, evaluations)
+                return result
+
+            return potential_fn
+
+        return wrap
 
     def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile | None:
         """A call with a new key is about to compile; None when it is past --max-entries."""
@@ -476,7 +574,7 @@ class JitRun:
             before = run._before_trace(args, kwargs)
             start = time.perf_counter()
             try:
-                result = original(*args, **kwargs)  # from this frame: see _wrap
+                result = call_shallow(original, *args, **kwargs)
             finally:
                 run._trace_done(before, time.perf_counter() - start)
             run._check_trace(before)
@@ -576,7 +674,10 @@ class JitRun:
         compiled, reason = mcmc_decision(mcmc, self._can_trace)
         if not self.compile:
             compiled, reason = False, "run as written"
+        auto = compiled and not reason and self.auto is not None
         after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
+        if auto:
+            after = f"{kernel_name}(jit_compile=True once it pays, --auto)"
         self._switches[id(mcmc)] = Switch(target, kernel_name, after, compiled, reason)
 
         local = PatchSet()
@@ -591,9 +692,10 @@ class JitRun:
         grads = {name: p.requires_grad for name, p in store.named_parameters()}
         outer, self._current = self._current, plan
         try:
-            if compiled and not kernel._jit_compile:
+            if compiled and not kernel._jit_compile and not auto:
                 local.set(kernel, "_jit_compile", True)
-            clock.instrument(local, kernel)
+            clock.instrument(local, kernel,
+                             self._auto_potential(mcmc, kernel, clock, target) if auto else None)
             result = original(mcmc, *args, **kwargs)
             clock.summarise(mcmc)
             return result
@@ -647,6 +749,8 @@ class JitRun:
             error=error,
             advice=self._advice if exc is not None else None,
             seconds=(self._end or time.perf_counter()) - self._start,
+            executor=self._executor.executor.name if self._compilations or self._tallies else "",
+            auto=tuple(self.auto.decision(t) for t in self._tallies.values()) if self.auto else (),
         )
 
 
@@ -665,8 +769,12 @@ def heal_leftovers() -> list[str]:
     """Undo wrappers left by a run whose cleanup never ran; the names healed."""
     if _ACTIVE:
         return []
-    return [f"{getattr(owner, '__name__', owner)}.{name}"
-            for owner, name in _targets() if heal(owner, name)]
+    from . import _executor
+
+    healed = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in _targets() if heal(owner, name)]
+    if _executor.heal():
+        healed.append("the TorchScript executor settings")
+    return healed
 
 
 def compiled(
@@ -675,6 +783,8 @@ def compiled(
     warnings: Mode = "capture",
     names: Mapping[str, Any] | None = None,
     session: Session | None = None,
+    auto: bool | AutoPolicy = False,
+    executor: str = DEFAULT_EXECUTOR,
 ) -> JitRun:
     """Run the Pyro inference inside a ``with`` block compiled, as ``%%pyrojit`` does.
 
@@ -698,6 +808,12 @@ def compiled(
         A namespace used to name objects in the report (``"svi"``).
     session : Session, optional
         Where compiled companions are kept between runs (the process's default).
+    auto : bool or AutoPolicy
+        Compile each cache key only once running it eager has cost about what
+        compiling it is expected to (``%%pyrojit --auto``); an
+        :class:`AutoPolicy` sets how patient that is.
+    executor : {"no-opt", "optimizing", "legacy"}
+        The TorchScript executor the traces run under (``--executor``).
 
     Examples
     --------
@@ -708,4 +824,5 @@ def compiled(
     """
     if names is None:  # name objects as the calling script does
         names = sys._getframe(1).f_globals
-    return JitRun(warmup=warmup, warnings=warnings, names=names, session=session, announce=True)
+    return JitRun(warmup=warmup, warnings=warnings, names=names, session=session, announce=True,
+                  auto=auto, executor=executor)

@@ -26,11 +26,14 @@ class Session:
     """Registry of the compiled companions of user ELBOs, and of what the caches cost."""
 
     def __init__(self) -> None:
+        from ._auto import AutoPolicy
         from ._cache import CacheStats
 
         self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
             weakref.WeakKeyDictionary())
         self.cache = CacheStats()
+        # what --auto has learned of compile costs and speedups in this session
+        self.auto = AutoPolicy()
 
     def companion(self, elbo: Any, model: Any, guide: Any,
                   make: Callable[[Any], Any]) -> tuple[Any, bool]:

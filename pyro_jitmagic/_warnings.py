@@ -138,12 +138,17 @@ class WarningCapture:
         self._catcher.__exit__(*exc)
 
     def _user_frame(self, filename: str, lineno: int) -> tuple[str, int]:
-        frame = sys._getframe(2)
+        from ._stack import caller_frame
+
+        frame: Any = sys._getframe(2)
+        caller = caller_frame()
         while frame is not None:
             name = frame.f_code.co_filename
             if not name.startswith(self._library) and not name.startswith("<frozen"):
                 return name, frame.f_lineno
-            frame = frame.f_back  # type: ignore[assignment]
+            frame = frame.f_back
+            if frame is None:  # a trace runs on a thread of its own (see _stack): go on up its caller's
+                frame, caller = caller, None
         return filename, lineno
 
     def _record(self, kind: WarningKind, category: type[Warning], message: str,

@@ -43,6 +43,12 @@ class PyroJitMagics(Magics):
               help="skip the eager warm-up (AutoGuide prototype, max_plate_nesting) before compiling")
     @argument("--max-entries", type=int, metavar="N",
               help="compile at most N traces per compiled function; calls with further keys run eager")
+    @argument("--auto", action="store_true",
+              help="compile each cache key only once running it eager has cost about what compiling "
+                   "it is expected to (per SVI call signature, and per MCMC run's potential)")
+    @argument("--executor", choices=("no-opt", "optimizing", "legacy"), default="no-opt",
+              help="the TorchScript executor for the cell's traces: no-opt (default; cheapest to "
+                   "compile), optimizing (torch's default), or legacy")
     @argument("--warnings", choices=("capture", "show", "error"), default="capture",
               help="JIT warnings: capture them (default), also print them, or stop with an "
                    "error on a risky one before its compiled step is used")
@@ -216,7 +222,7 @@ class PyroJitMagics(Magics):
             seed_everything(args.seed)
         run = JitRun(warmup=not args.no_warmup, warnings=args.warnings, names=self.shell.user_ns,
                      name_location=self._name_location, on_progress=progress,
-                     max_entries=args.max_entries)
+                     max_entries=args.max_entries, auto=args.auto, executor=args.executor)
         with run:
             error = self._execute(cell)
         run.failed(error)
@@ -235,7 +241,7 @@ class PyroJitMagics(Magics):
         outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, seed=args.seed,
                             warmup=not args.no_warmup, warnings=args.warnings,
                             name_location=self._name_location, on_progress=progress,
-                            max_entries=args.max_entries)
+                            max_entries=args.max_entries, auto=args.auto, executor=args.executor)
         result = outcome.comparison or outcome.failed
         if progress is not None:
             bundle: dict[str, Any] | None = None

@@ -34,6 +34,11 @@ def compile_cost(steps: Sequence[float], traced: Sequence[bool], window: int = C
     return sum(max(0.0, steps[i] - median) for i in counted)
 
 
+def _total(values: Any) -> float | None:
+    values = list(values)
+    return None if not values or None in values else sum(values)
+
+
 class Shown:
     """Text, HTML and IPython display for a record: one display bundle carries both forms."""
 
@@ -230,6 +235,68 @@ class Compilation:
 
 
 @dataclass(frozen=True)
+class AutoDecision:
+    """What ``--auto`` did with one cache key in one cell, and what that saved or lost.
+
+    Attributes
+    ----------
+    kind : {"svi", "potential"}
+        An SVI's compiled loss (one key per call signature) or an HMC/NUTS
+        potential energy (one per MCMC run).
+    owner, key : str
+        The SVI or MCMC object, and the call signature (``"potential energy"``).
+    state : {"eager", "compiled"}
+        How the key ran at the end of the cell.
+    why : str
+        The decision, in one sentence, with the figures it rested on.
+    eager_steps, compiled_steps : int
+        Steps (for a potential: evaluations) run eager and compiled in the cell;
+        the compiling one counts as compiled.
+    compiled_at : int or None
+        The cell's step (evaluation) number, from 1, that compiled; None when the
+        key did not compile in this cell.
+    seconds : float
+        What those steps took.
+    eager_step_seconds, compiled_step_seconds, compile_seconds : float or None
+        Median eager step, median steady compiled step, and the compile's cost
+        (its step and the slow steps after it, over the steady step), measured
+        in this session, or estimated when ``estimated``.
+    always_eager_seconds, always_compiled_seconds : float or None
+        What the same steps would have taken all eager, or all compiled
+        (compiling on the first, unless compiled in an earlier cell).
+    estimated : bool
+        True when a figure above was estimated from the session's other keys
+        (a key that never ran compiled, or never eager).
+    """
+
+    kind: str
+    owner: str
+    key: str
+    state: str
+    why: str
+    eager_steps: int
+    compiled_steps: int
+    compiled_at: int | None
+    seconds: float
+    eager_step_seconds: float | None
+    compiled_step_seconds: float | None
+    compile_seconds: float | None
+    always_eager_seconds: float | None
+    always_compiled_seconds: float | None
+    estimated: bool = False
+
+    @property
+    def saved_vs_eager(self) -> float | None:
+        """Seconds saved against running every step eager (negative: lost)."""
+        return None if self.always_eager_seconds is None else self.always_eager_seconds - self.seconds
+
+    @property
+    def saved_vs_compiled(self) -> float | None:
+        """Seconds saved against compiling on the first step (negative: lost)."""
+        return None if self.always_compiled_seconds is None else self.always_compiled_seconds - self.seconds
+
+
+@dataclass(frozen=True)
 class WarmupAction:
     """One thing done eagerly before compiling, and what it cost."""
 
@@ -326,6 +393,11 @@ class JitReport(Shown):
         What to do about ``error`` when it is a known JIT failure.
     seconds : float
         Wall time of the whole cell.
+    executor : str
+        The TorchScript executor the cell's traces ran under (``"no-opt"``,
+        ``"optimizing"``, ``"legacy"``), empty when nothing ran compiled.
+    auto : tuple of AutoDecision
+        With ``--auto``: per cache key, what ran eager, when it compiled and why.
     """
 
     switches: tuple[Switch, ...] = ()
@@ -338,6 +410,18 @@ class JitReport(Shown):
     error: str | None = None
     advice: str | None = None
     seconds: float = 0.0
+    executor: str = ""
+    auto: tuple[AutoDecision, ...] = ()
+
+    @property
+    def auto_saved_vs_eager(self) -> float | None:
+        """With ``--auto``: seconds saved against running every key eager (negative: lost)."""
+        return _total(d.saved_vs_eager for d in self.auto)
+
+    @property
+    def auto_saved_vs_compiled(self) -> float | None:
+        """With ``--auto``: seconds saved against compiling every key on its first step."""
+        return _total(d.saved_vs_compiled for d in self.auto)
 
     @property
     def compile_count(self) -> int:

@@ -23,12 +23,19 @@ def fresh_pyro():
 @pytest.fixture
 def patched_targets():
     """The objects a run patches, as they are before the test."""
+    import importlib.util
     import warnings
 
     import pyro.ops.jit
     import torch
+    from patches import executor_flags
     from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
+
+    # torch imports sympy on the first step of a process, and sympy adds a
+    # warning filter of its own when imported: do it now, so it is in the "before"
+    if importlib.util.find_spec("sympy") is not None:
+        import sympy  # noqa: F401
 
     return {
         "warnings.filters": (warnings, "filters", list(warnings.filters)),
@@ -40,6 +47,7 @@ def patched_targets():
         "torch.jit.trace": (torch.jit, "trace", torch.jit.trace),
         "CompiledFunction.__call__": (pyro.ops.jit.CompiledFunction, "__call__",
                                       pyro.ops.jit.CompiledFunction.__dict__["__call__"]),
+        "torch executor flags": (None, None, executor_flags()),
     }
 
 
@@ -78,10 +86,10 @@ class TwinRunner:
     def __init__(self):
         self.ns = {}
 
-    def run(self, code, *, warmup=True, warnings="capture"):
+    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="no-opt"):
         from pyro_jitmagic import compiled
 
-        run = compiled(warmup=warmup, warnings=warnings, names=self.ns)
+        run = compiled(warmup=warmup, warnings=warnings, names=self.ns, auto=auto, executor=executor)
         error = None
         try:
             with run:
@@ -115,11 +123,13 @@ class MagicRunner:
         self.ns = shell.user_ns
         self._before = set(shell.user_ns)
 
-    def run(self, code, *, warmup=True, warnings="capture"):
+    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="no-opt"):
         flags = "-q -o _test_report"
         if not warmup:
             flags += " --no-warmup"
-        flags += f" --warnings {warnings}"
+        if auto:
+            flags += " --auto"
+        flags += f" --warnings {warnings} --executor {executor}"
         result = self.shell.run_cell(f"%%pyrojit {flags}\n{code}")
         report = self.ns.pop("_test_report", None)
         return report, result.error_in_exec
@@ -132,6 +142,23 @@ class MagicRunner:
     def close(self):
         for name in set(self.ns) - self._before:
             del self.ns[name]
+
+
+@pytest.fixture
+def auto_policy():
+    """Give the session a fresh --auto policy, to be set up by the test; the old one after."""
+    from pyro_jitmagic import AutoPolicy
+    from pyro_jitmagic._session import default_session
+
+    session = default_session()
+    old = session.auto
+
+    def install(**settings):
+        session.auto = AutoPolicy(**settings)
+        return session.auto
+
+    yield install
+    session.auto = old
 
 
 @pytest.fixture(params=["twin", "magic"])

@@ -1,0 +1,291 @@
+"""``--auto`` runs keys eager until compiling pays and switching changes no result; executors are restored."""
+
+from __future__ import annotations
+
+import models
+import pyro
+import pytest
+import torch
+from patches import assert_nothing_patched, executor_flags
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.infer.mcmc import MCMC, NUTS
+from pyro.optim import Adam
+
+from pyro_jitmagic import AutoPolicy, JitRun
+from pyro_jitmagic._auto import KeyBook, Tally
+
+# -- the decisions, from given figures (no clock) --------------------------------
+
+
+def _book(eager=(), compile_step=None, compiled=(), kind="svi"):
+    book = KeyBook(kind, "svi", "1 positional arg")
+    tally = Tally(book, compiled_before=False)
+    for i, seconds in enumerate(eager, 1):
+        tally.add("eager", seconds, i)
+    if compile_step is not None:
+        tally.add("compile", compile_step, len(eager) + 1)
+    for i, seconds in enumerate(compiled, len(eager) + 2):
+        tally.add("compiled", seconds, i)
+    return book, tally
+
+
+def test_a_key_compiles_when_the_calls_expected_to_follow_would_repay_it():
+    # compiling costs 10 eager steps; compiled steps take half as long
+    policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
+    book, _ = _book()
+    assert not policy.decide_svi(book, function_calls=1)  # nothing measured yet: runs eager first
+    assert book.why == "runs eager first, to measure its step"
+    # a young function: its first step expects ~200 calls to follow, saving 100 s against 10 s
+    book, _ = _book(eager=[1.0])
+    assert policy.decide_svi(book, function_calls=1)
+    assert book.why == ("compiled after 1 eager step: the ~200 calls expected to follow would save "
+                        "100 s, more than its expected compile cost (10 s)")
+    # a key that took 3 of a function's 300 calls expects 3 more: 1.5 s saved, not worth 10 s
+    book, _ = _book(eager=[1.0] * 3)
+    assert not policy.decide_svi(book, function_calls=300)
+    assert book.why.startswith("stayed eager: the ~3 calls expected to follow would save 1.5 s")
+    # ...until 20 calls expect 20 more
+    book, _ = _book(eager=[1.0] * 20)
+    assert policy.decide_svi(book, function_calls=400)
+
+
+def test_a_rare_key_compiles_once_running_it_eager_has_cost_what_compiling_would():
+    policy = AutoPolicy(horizon=1, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 1.5})
+    book, _ = _book(eager=[1.0] * 9)
+    assert not policy.decide_svi(book, function_calls=10_000)  # 9 more calls save 3 s < 10 s
+    book, _ = _book(eager=[1.0] * 10)
+    assert policy.decide_svi(book, function_calls=10_000)
+    assert book.why == "compiled after 10 eager steps, which took 10 s: its expected compile cost (10 s)"
+
+
+def test_the_session_learns_what_compiling_costs_and_saves():
+    policy = AutoPolicy(prior_compile_steps={"svi": 10.0})
+    assert policy.compile_steps("svi") == (10.0, False)
+    # 4 eager steps of 1 s; the compiling step 12.5 s; then steady 0.5 s steps
+    book, _ = _book(eager=[1.0] * 4, compile_step=12.5, compiled=[0.5] * 20)
+    assert book.compile_seconds() == pytest.approx(12.0)
+    policy.learn(book)
+    policy.learn(book)  # once per key
+    assert policy.compile_steps("svi") == (pytest.approx(12.0), True)
+    assert policy.speedup("svi") == (pytest.approx(2.0), True)
+    # the next key is judged by what this one cost: 12 eager steps of 2 s reach 24 s
+    nxt, _ = _book(eager=[2.0] * 11)
+    assert not policy.decide_svi(nxt, function_calls=10_000)
+    nxt, _ = _book(eager=[2.0] * 12)
+    assert policy.decide_svi(nxt, function_calls=10_000)
+
+
+def test_slow_steps_right_after_the_compile_count_toward_its_cost():
+    # an optimising executor re-optimises on its first calls
+    book, _ = _book(eager=[1.0], compile_step=3.0, compiled=[2.0, 1.5, 0.5, 0.5, 0.5] + [0.5] * 10)
+    assert book.compile_seconds() == pytest.approx((3.0 - 0.5) + 1.5 + 1.0)
+
+
+def test_a_key_whose_compiled_steps_were_no_faster_stays_eager():
+    policy = AutoPolicy(prior_compile_steps={"svi": 2.0})
+    slow, _ = _book(eager=[1.0] * 3, compile_step=3.0, compiled=[1.0] * 20)
+    policy.learn(slow)
+    book, _ = _book(eager=[1.0] * 50)
+    assert not policy.decide_svi(book, function_calls=50)
+    assert "only 1.00x as fast" in book.why
+
+
+def test_mcmc_compiles_when_the_evaluations_to_come_would_repay_it():
+    policy = AutoPolicy(prior_compile_steps={"potential": 10.0}, prior_speedup={"potential": 2.0})
+    book, _ = _book(eager=[1e-3] * 8, kind="potential")
+    assert not policy.decide_potential(book, samples_done=2, samples_total=1000, evaluations=8)
+    # 10 evaluations a sample, 990 samples to come at 1 ms: saves ~5 s against 10 ms
+    assert policy.decide_potential(book, samples_done=10, samples_total=1000, evaluations=100)
+    assert "compiled after 10 samples" in book.why
+    # one sample left: 10 evaluations save 5 ms, less than compiling's 10 ms
+    assert not policy.decide_potential(book, samples_done=999, samples_total=1000, evaluations=9990)
+    assert book.why.startswith("stayed eager")
+
+
+def test_the_report_says_what_auto_saved_and_lost():
+    policy = AutoPolicy()
+    _, tally = _book(eager=[1.0] * 5, compile_step=12.5, compiled=[0.5] * 20)
+    d = policy.decision(tally)
+    assert (d.state, d.eager_steps, d.compiled_steps, d.compiled_at) == ("eager", 5, 21, 6)
+    assert d.seconds == pytest.approx(5 + 12.5 + 10)
+    assert d.always_eager_seconds == pytest.approx(26 * 1.0)
+    assert d.always_compiled_seconds == pytest.approx(26 * 0.5 + 12.0)
+    assert d.saved_vs_eager == pytest.approx(26 - 27.5)
+    assert d.saved_vs_compiled == pytest.approx(25 - 27.5)
+    assert not d.estimated
+    # a key that never compiled: its compiled figures are the session's estimates, and say so
+    _, eager_only = _book(eager=[1.0] * 3)
+    assert policy.decision(eager_only).estimated
+
+
+# -- running real models ------------------------------------------------------
+
+
+def _eager_losses(steps, model=models.gaussian, seed=3):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    svi = SVI(model, AutoDiagonalNormal(model), Adam({"lr": 0.05}), Trace_ELBO())
+    data = models.data()
+    return [svi.step(data) for _ in range(steps)]
+
+
+def test_switching_mid_run_gives_the_eager_losses_step_by_step(runner, auto_policy, patched_targets):
+    # compile after about 6 eager steps whatever the machine's speed
+    auto_policy(horizon=1, prior_compile_steps={"svi": 6.0})
+    expected = _eager_losses(30)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    runner.ns.update(svi=SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}),
+                             Trace_ELBO()), data=models.data())
+    report, error = runner.run("losses = [svi.step(data) for _ in range(30)]", auto=True)
+
+    assert error is None
+    (decision,) = report.auto
+    assert decision.owner == "svi" and decision.key == "1 positional arg"
+    assert decision.state == "compiled"
+    assert 1 <= decision.eager_steps < 30
+    assert decision.compiled_at == decision.eager_steps + 1
+    assert decision.compiled_steps == 30 - decision.eager_steps
+    assert report.compile_count == 1
+    assert runner.ns["losses"] == pytest.approx(expected, rel=1e-5)
+    assert "--auto" in str(report) and decision.why in str(report)
+    assert_nothing_patched(patched_targets)
+
+
+def test_each_key_is_decided_on_its_own(auto_policy):
+    # two call signatures (length=3 often, length=6 twice): only the frequent one pays
+    auto_policy(horizon=1, prior_compile_steps={"svi": 8.0})
+    sequences = [torch.randn(3) for _ in range(20)] + [torch.randn(6) for _ in range(2)]
+
+    def train():
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        guide = AutoDiagonalNormal(pyro.poutine.block(models.hmm, expose=["trans", "emit_loc", "emit_scale"]))
+        svi = SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1))
+        return [svi.step(s, num_sequences=22, length=len(s)) for s in sequences]
+
+    expected = train()
+    with JitRun(auto=True) as run:
+        losses = train()
+    assert losses == pytest.approx(expected, rel=1e-5)
+    decisions = {d.key: d for d in run.report.auto}
+    short = next(d for key, d in decisions.items() if "length=3" in key)
+    long = next(d for key, d in decisions.items() if "length=6" in key)
+    assert short.state == "compiled" and short.compiled_at is not None
+    assert long.state == "eager" and long.eager_steps == 2 and long.compiled_steps == 0
+    assert long.why.startswith("stayed eager")
+    assert run.report.compile_count == 1
+
+
+def test_a_later_cell_uses_the_compile_costs_measured_in_earlier_ones(auto_policy):
+    policy = auto_policy(horizon=1, prior_compile_steps={"svi": 6.0})
+    _run_auto_svi(40)
+    assert policy.compile_steps("svi")[1]  # measured now, not the prior
+    assert policy.speedup("svi")[1]
+
+
+def _run_auto_svi(steps, model=models.gaussian):
+    svi = SVI(model, AutoDiagonalNormal(model), Adam({"lr": 0.05}), Trace_ELBO())
+    data = models.data()
+    with JitRun(auto=True) as run:
+        for _ in range(steps):
+            svi.step(data)
+    return run.report, svi
+
+
+def test_a_key_compiled_in_an_earlier_cell_runs_compiled_from_its_first_step(auto_policy):
+    auto_policy(prior_compile_steps={"svi": 6.0})
+    svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
+    data = models.data()
+    with JitRun():
+        svi.step(data)  # compiled on its first step
+    with JitRun(auto=True) as run:
+        for _ in range(5):
+            svi.step(data)
+    (decision,) = run.report.auto
+    assert (decision.eager_steps, decision.compiled_steps, decision.compiled_at) == (0, 5, None)
+    assert decision.why == "compiled in an earlier cell"
+    assert decision.always_compiled_seconds is not None
+    assert run.report.compile_count == 0
+
+
+def test_mcmc_potential_is_the_same_eager_and_compiled():
+    data = models.data()
+    kernel = NUTS(models.gaussian)
+    kernel.setup(0, data)
+    maker = kernel.potential_fn.__self__
+    params = {k: v.detach().clone().requires_grad_() for k, v in kernel.initial_params.items()}
+    eager = maker._potential_fn(params)
+    eager_grads = torch.autograd.grad(eager, list(params.values()))
+    compiled_fn = maker.get_potential_fn(jit_compile=True)
+    compiled_fn(params)  # traces
+    compiled = compiled_fn(params)
+    compiled_grads = torch.autograd.grad(compiled, list(params.values()))
+    assert compiled.item() == pytest.approx(eager.item(), rel=1e-6)
+    for c, e in zip(compiled_grads, eager_grads, strict=True):
+        assert torch.allclose(c, e, rtol=1e-5)
+
+
+def test_mcmc_runs_eager_then_compiles_when_the_rest_of_the_run_repays_it(runner, auto_policy,
+                                                                       patched_targets):
+    auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0})
+    runner.ns.update(MCMC=MCMC, NUTS=NUTS, model=models.gaussian, data=models.data())
+    report, error = runner.run(
+        "mcmc = MCMC(NUTS(model), num_samples=60, warmup_steps=60, disable_progbar=True)\n"
+        "mcmc.run(data)", auto=True)
+    assert error is None
+    (decision,) = report.auto
+    assert decision.kind == "potential" and decision.owner == "mcmc"
+    assert decision.state == "compiled" and decision.eager_steps > 0
+    assert decision.compiled_at == decision.eager_steps + 1
+    assert "compiled after" in decision.why
+    assert report.switches[0].after == "NUTS(jit_compile=True once it pays, --auto)"
+    assert [c.key for c in report.compilations] == ["potential energy"]
+    assert report.mcmc_runs[0].completed
+    samples = runner.ns["mcmc"].get_samples()
+    assert abs(samples["loc"].mean().item() - 0.5) < 1.5  # the data's mean is about 0.5
+    assert not runner.ns["mcmc"].kernel._jit_compile  # as written again
+    assert_nothing_patched(patched_targets)
+
+
+# -- executors ----------------------------------------------------------------
+
+EXECUTOR_PROBE = ("import torch\n"
+                  "optimizing = torch._C._get_graph_executor_optimize()\n"
+                  "losses = [svi.step(data) for _ in range(4)]\n")
+
+
+@pytest.mark.parametrize(("executor", "optimizing"), [("no-opt", False), ("optimizing", True),
+                                                      ("legacy", True)])
+def test_the_executor_is_set_for_the_cell_and_restored_after(runner, executor, optimizing,
+                                                             patched_targets):
+    expected = _eager_losses(4)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    before = executor_flags()
+    runner.ns.update(svi=SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}),
+                             Trace_ELBO()), data=models.data())
+    report, error = runner.run(EXECUTOR_PROBE, executor=executor)
+    assert error is None
+    assert runner.ns["optimizing"] is optimizing
+    assert report.executor == executor
+    assert f"executor   {executor}:" in str(report)
+    assert runner.ns["losses"] == pytest.approx(expected, rel=1e-5)
+    assert executor_flags() == before
+    assert_nothing_patched(patched_targets)
+
+
+def test_an_unknown_executor_is_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="executor must be one of no-opt, optimizing, legacy"):
+        JitRun(executor="fast")
+
+
+def test_an_error_in_an_eager_auto_step_leaves_nothing_patched(auto_policy, patched_targets):
+    auto_policy()
+    svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
+    with pytest.raises(ValueError), JitRun(auto=True) as run:
+        svi.step(models.data())
+        svi.step(torch.ones(3, 3, 3))  # wrong shape: the model's plate refuses it
+    assert run.report is not None and run.report.error is not None
+    assert_nothing_patched(patched_targets)
