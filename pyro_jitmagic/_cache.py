@@ -39,6 +39,7 @@ class EntryStats:
     compile_seconds: float | None = None
     hits: int = 0
     last_hit: float | None = None
+    tier: Any = None  # the executor it runs under with --executor adaptive (an _executor.Tier)
 
 
 @dataclass

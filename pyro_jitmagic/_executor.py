@@ -8,8 +8,15 @@ default (the profiling executor, optimising) spends its first calls of every
 trace profiling and re-optimising it: seconds per trace on the HMM, for steady
 steps no faster than the trace run as recorded. ``no-opt``
 (``torch.jit.optimized_execution(False)``) compiles 3 to 8 times cheaper on all
-three workloads, runs the HMM's and NUTS's steady steps as fast or faster, and
-loses only on the tiny simple-SVI graph (~0.1 ms a step). It is the default.
+three workloads and runs the HMM's steady steps as fast, but over thousands
+of steps the optimised trace of a small graph is 10-20% faster (the simple
+SVI at 5000 steps, NUTS at 1000 samples).
+
+So the default, ``adaptive``, chooses per cache key: every trace starts
+no-opt, and a key that keeps being called is tried under the optimizing
+executor once that is worth its price (see :class:`Tier`); it keeps whichever
+ran its steps faster. The flag is per call in torch (the executor picks its
+plan on each call, and keeps both plans), so keys can differ.
 
 A setting applies while a cell runs and is restored after it, by
 :class:`ExecutorSetting`; a trace keeps the executor kind (legacy or
@@ -18,12 +25,31 @@ profiling) it first ran under.
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-#: The default: the trace runs as recorded, with no profiling runs and no optimisation passes.
-DEFAULT = "no-opt"
+#: The default: each key starts no-opt and may move to the optimizing executor (see Tier).
+DEFAULT = "adaptive"
+
+#: adaptive, SVI: a key is tried optimizing once its compiled steps have taken
+#: this many times what optimizing it is expected to cost, so that a trial that
+#: gains nothing costs at most a tenth of the time the key has taken.
+TRY_FACTOR = 10.0
+#: Optimizing a trace costs about this many no-opt compiles of it (measured by
+#: bench/bench_executor.py: 6.5 on the simple SVI, 4 on the HMM).
+OPTIMIZE_COST = 6.0
+#: adaptive, MCMC: a run knows how long it has left; the potential is tried
+#: when this share of the time left would repay twice the expected cost.
+EXPECTED_GAIN = 0.1
+#: Calls under the optimizing executor that profile and optimise the trace,
+#: then calls measured against the recent no-opt ones.
+TRIAL_WARM = 3
+TRIAL_STEPS = 20
+#: The optimised trace is kept only when at least this much faster.
+KEEP_BELOW = 0.97
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,9 @@ class Executor:
 
 
 EXECUTORS = {
+    "adaptive": Executor("adaptive", "each trace starts no-opt; a key called often enough is tried "
+                                     "optimizing and keeps whichever runs its steps faster",
+                         (False, None, None)),
     "no-opt": Executor("no-opt", "traces run as recorded: torch.jit.optimized_execution(False)",
                        (False, None, None)),
     "optimizing": Executor("optimizing", "torch's default: the profiling executor, optimising each trace "
@@ -108,3 +137,70 @@ class ExecutorSetting:
             set_(value)
         if self in _APPLIED:
             _APPLIED.remove(self)
+
+
+def optimize_setter() -> Callable[[bool], Any]:
+    """torch's graph-executor optimize flag: read by the executor on every call of a trace, which
+    keeps a plan for each value, so one key can run optimized and the next not."""
+    import torch
+
+    return torch._C._set_graph_executor_optimize
+
+
+@dataclass
+class Tier:
+    """adaptive: the executor one cache key (or one MCMC potential) runs under, and why.
+
+    ``after_step`` is told the time of each compiled step of the key (for a
+    potential, each sample's time per evaluation); ``optimize`` is the flag to
+    run its next call under.
+    """
+
+    owner: str
+    key: str
+    compile_seconds: float
+    unit: str = "step"
+    optimize: bool = False
+    state: str = "no-opt"  # "no-opt", "trying", "optimizing", "no-opt, kept"
+    spent: float = 0.0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    trial: list[float] = field(default_factory=list)
+    why: str = ""
+
+    def after_step(self, seconds: float, step: int, remaining: float | None = None) -> bool:
+        """Record a step; True when the key's executor changed."""
+        if self.state == "no-opt":
+            self.spent += seconds
+            self.recent.append(seconds)
+            if len(self.recent) >= TRIAL_STEPS and self._worth_trying(remaining):
+                self.state, self.optimize = "trying", True
+                self.why = f"tried optimizing from {self.unit} {step}"
+                return True
+        elif self.state == "trying":
+            self.trial.append(seconds)
+            if len(self.trial) >= TRIAL_WARM + TRIAL_STEPS:
+                tried = statistics.median(self.trial[TRIAL_WARM:])
+                before = statistics.median(self.recent)
+                start = step - len(self.trial) + 1
+                figures = (f"{_seconds(tried)} a {self.unit} optimized against {_seconds(before)} "
+                           "no-opt")
+                if tried < before * KEEP_BELOW:
+                    self.state = "optimizing"
+                    self.why = f"optimizing from {self.unit} {start}: {figures}"
+                else:
+                    self.state, self.optimize = "no-opt, kept", False
+                    self.why = f"kept no-opt after a trial from {self.unit} {start}: {figures}"
+                return True
+        return False
+
+    def _worth_trying(self, remaining: float | None) -> bool:
+        cost = OPTIMIZE_COST * self.compile_seconds
+        if remaining is not None:
+            return remaining * EXPECTED_GAIN >= 2 * cost
+        return self.spent >= TRY_FACTOR * cost
+
+
+def _seconds(value: float) -> str:
+    from ._render import seconds
+
+    return seconds(value)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._executor import optimize_setter
 from ._patch import PatchSet
 from .report import MCMCRun, PosteriorSite
 
@@ -41,14 +42,18 @@ def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
 class MCMCClock:
     """Times one MCMC run through its kernel's ``setup`` and ``sample``."""
 
-    def __init__(self, on_sample: Callable[[], None]) -> None:
+    def __init__(self, on_sample: Callable[[], None], num_samples: int = 0) -> None:
         self.on_sample = on_sample
+        self.num_samples = num_samples
         self.setup_seconds = 0.0
         self.sample_seconds: list[float] = []
         self.warmup_steps = 0
         self.done = False
         self.potential_evals = 0
         self.sites: tuple[PosteriorSite, ...] = ()
+        self.samples_total = 0
+        # with --executor adaptive, once the potential is compiled: its executor (an _executor.Tier)
+        self.tier: Any = None
 
     def instrument(self, patches: PatchSet, kernel: Any,
                    wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
@@ -59,6 +64,7 @@ class MCMCClock:
         def timed_setup(warmup_steps: int, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
             self.warmup_steps = warmup_steps
+            self.samples_total = warmup_steps + self.num_samples
             start = time.perf_counter()
             try:
                 return setup(warmup_steps, *args, **kwargs)
@@ -78,9 +84,15 @@ class MCMCClock:
 
         def timed_sample(params: Any) -> Any:
             __tracebackhide__ = True
+            tier, evals = self.tier, self.potential_evals
+            if tier is not None:
+                optimize_setter()(tier.optimize)
             start = time.perf_counter()
             result = sample(params)
-            self.sample_seconds.append(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.sample_seconds.append(seconds)
+            if tier is not None and self.potential_evals > evals:
+                self._tier_sample(tier, seconds, self.potential_evals - evals)
             self.on_sample()
             return result
 
@@ -93,6 +105,12 @@ class MCMCClock:
         patches.set(kernel, "setup", timed_setup)
         patches.set(kernel, "sample", timed_sample)
         patches.set(kernel, "cleanup", timed_cleanup)
+
+    def _tier_sample(self, tier: Any, seconds: float, evals: int) -> None:
+        done = len(self.sample_seconds)
+        recent = self.sample_seconds[-20:]
+        remaining = max(self.samples_total - done, 0) * sum(recent) / len(recent)
+        tier.after_step(seconds / evals, done, remaining=remaining)
 
     def summarise(self, mcmc: Any) -> None:
         """Posterior means, sds, ESS and r-hat of every site, for comparing runs."""

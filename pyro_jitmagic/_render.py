@@ -53,7 +53,8 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
     if report.executor:
         from ._executor import EXECUTORS
 
-        rows.append(("executor", [f"{report.executor}: {EXECUTORS[report.executor].description}"]))
+        rows.append(("executor", [f"{report.executor}: {EXECUTORS[report.executor].description}"]
+                     + [f"{c.owner}, {c.key}: {c.why}" for c in report.executor_choices]))
     if report.auto:
         rows.append(("--auto", auto_lines(report)))
     steps = []
@@ -405,6 +406,7 @@ def changes_html(c: Any) -> str:
         from ._executor import EXECUTORS
 
         items.append(f"executor: {c.compiled.executor} ({EXECUTORS[c.compiled.executor].description})")
+        items += [f"executor, {x.owner}, {x.key}: {x.why}" for x in c.compiled.executor_choices]
     items += isolation_lines(c)
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 

@@ -33,7 +33,7 @@ from . import _advice, _switch, _warmup
 from ._auto import MCMC_CHECK_EVERY, AutoPolicy, Tally
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
-from ._executor import ExecutorSetting
+from ._executor import ExecutorSetting, Tier, optimize_setter
 from ._mcmc import MCMCClock, mcmc_decision
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
@@ -42,6 +42,7 @@ from ._stack import call_shallow
 from ._warnings import Mode, WarningCapture, default_location_name
 from .report import (
     Compilation,
+    ExecutorChoice,
     JitReport,
     MCMCRun,
     Progress,
@@ -89,6 +90,7 @@ class _SVIPlan:
 @dataclass
 class _MCMCPlan:
     target: str
+    clock: MCMCClock
     compile_seconds: float = 0.0
 
 
@@ -139,6 +141,9 @@ class JitRun:
         if warnings not in _WARNING_MODES:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
         self._executor = ExecutorSetting(executor)  # checks the name
+        self._adaptive = executor == "adaptive"
+        self._tier_step: Tier | None = None  # the key of the step in progress, when it has a tier
+        self._tiers_changed: dict[int, Tier] = {}
         self.warmup = warmup
         self.warnings_mode = warnings
         self.announce = announce
@@ -327,7 +332,7 @@ class JitRun:
                 plan = run._prepare_svi(svi, args, kwargs)
             outer, run._current = run._current, plan
             plan.compile_seconds = 0.0
-            run._auto_step = None
+            run._auto_step = run._tier_step = None
             start = perf_counter()
             try:
                 loss = original(svi, *args, **kwargs)
@@ -346,6 +351,10 @@ class JitRun:
             plan.raw.append((end - start, loss, plan.compile_seconds))
             if run._auto_step is not None:
                 run._auto_done(end - start, len(plan.raw))
+            if run._tier_step is not None:
+                tier, run._tier_step = run._tier_step, None
+                if tier.after_step(end - start, len(plan.raw)):
+                    run._tiers_changed[id(tier)] = tier
             run._steps_done += 1
             if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
                 run._progress(end, plan)
@@ -405,8 +414,9 @@ class JitRun:
     def _compiled_call_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         import pyro
 
-        run, cache = self, self.session.cache
+        run, cache, adaptive = self, self.session.cache, self._adaptive
         param: Any = pyro.param
+        set_optimize = optimize_setter()
 
         def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
             """``CompiledFunction.__call__``: count hits; time a new key's first call as its compile."""
@@ -440,6 +450,10 @@ class JitRun:
             if entry is not None:
                 entry.hits += 1
                 entry.last_hit = time.time()
+                tier = entry.tier
+                if tier is not None and adaptive:
+                    set_optimize(tier.optimize)  # kept through this step's backward
+                    run._tier_step = tier
             # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
             # those only look for params created by the call, and a traced
             # function runs no Python, so they never see any.
@@ -495,7 +509,7 @@ class JitRun:
             book = policy.book(maker, "potential", "potential", target, "potential energy")
             tally = self._tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
             first_sample = len(clock.sample_seconds)
-            total = clock.warmup_steps + mcmc.num_samples
+            total = clock.samples_total
             evaluations = 0
             perf_counter = time.perf_counter
 
@@ -529,6 +543,8 @@ class JitRun:
         if stats.keeps_recompiling(len(fn.compiled) + 1):
             self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
         stats.last_key = key
+        if self._adaptive:  # a new trace starts no-opt, whatever the last key ran under
+            optimize_setter()(False)
         pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending)
         self._pending = pending
         pending.start = time.perf_counter()
@@ -543,6 +559,10 @@ class JitRun:
         self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
         if key in fn.compiled:
             self.session.cache.hit(fn, key, compile_seconds=seconds)
+            entry = self.session.cache.of(fn).entries[key]
+            if self._adaptive and entry.tier is None:
+                owner = self._current.target if self._current is not None else "?"
+                entry.tier = Tier(owner, pending.key, seconds)
 
     def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
         from ._cache import RecompilationWarning, changing_keyword
@@ -607,8 +627,11 @@ class JitRun:
         if before.pending is not None:
             before.pending.trace_seconds, before.pending.shapes = seconds, before.shapes
         else:  # HMC/NUTS's potential, or a trace in user code
-            self._record_compile("potential energy" if isinstance(self._current, _MCMCPlan)
+            plan = self._current
+            self._record_compile("potential energy" if isinstance(plan, _MCMCPlan)
                                  else "torch.jit.trace", seconds, seconds, before.shapes)
+            if isinstance(plan, _MCMCPlan) and self._adaptive:
+                plan.clock.tier = Tier(plan.target, "potential energy", seconds, unit="sample")
 
     def _check_trace(self, before: _TraceStart) -> None:
         """Stop before a trace that would be wrong is used: stray params, risky warnings."""
@@ -681,10 +704,12 @@ class JitRun:
         self._switches[id(mcmc)] = Switch(target, kernel_name, after, compiled, reason)
 
         local = PatchSet()
-        plan = _MCMCPlan(target)
         if compiled:
             self._kernels.append(kernel)
-        clock = MCMCClock(self._sample_done)
+        clock = MCMCClock(self._sample_done, num_samples=getattr(mcmc, "num_samples", 0))
+        plan = _MCMCPlan(target, clock)
+        if self._adaptive and compiled:  # its trace starts no-opt, whatever the last key ran under
+            optimize_setter()(False)
         # Pyro turns requires_grad off on every param while tracing the
         # potential and only turns it back on if tracing succeeds
         # (pyro/infer/mcmc/util.py, _PEMaker._potential_fn_jit).
@@ -709,6 +734,8 @@ class JitRun:
             local.restore()
             self._mcmc_runs.append(clock.record(target, kernel_name, compiled,
                                                 plan.compile_seconds))
+            if clock.tier is not None and clock.tier.state != "no-opt":
+                self._tiers_changed[id(clock.tier)] = clock.tier
             maker = getattr(getattr(kernel.potential_fn, "func", None), "__self__", None)
             if getattr(maker, "_compiled_fn", None) is not None:
                 # one entry per potential; every evaluation after setup is a hit
@@ -750,6 +777,8 @@ class JitRun:
             advice=self._advice if exc is not None else None,
             seconds=(self._end or time.perf_counter()) - self._start,
             executor=self._executor.executor.name if self._compilations or self._tallies else "",
+            executor_choices=tuple(ExecutorChoice(t.owner, t.key, t.state, t.why)
+                                   for t in self._tiers_changed.values()),
             auto=tuple(self.auto.decision(t) for t in self._tallies.values()) if self.auto else (),
         )
 
@@ -771,7 +800,8 @@ def heal_leftovers() -> list[str]:
         return []
     from . import _executor
 
-    healed = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in _targets() if heal(owner, name)]
+    healed = [f"{getattr(owner, '__name__', owner)}.{name}"
+              for owner, name in _targets() if heal(owner, name)]
     if _executor.heal():
         healed.append("the TorchScript executor settings")
     return healed
@@ -812,8 +842,10 @@ def compiled(
         Compile each cache key only once running it eager has cost about what
         compiling it is expected to (``%%pyrojit --auto``); an
         :class:`AutoPolicy` sets how patient that is.
-    executor : {"no-opt", "optimizing", "legacy"}
-        The TorchScript executor the traces run under (``--executor``).
+    executor : {"adaptive", "no-opt", "optimizing", "legacy"}
+        The TorchScript executor the traces run under (``--executor``):
+        ``adaptive`` starts every trace no-opt and tries a key that is called
+        often enough under the optimizing executor, keeping the faster.
 
     Examples
     --------

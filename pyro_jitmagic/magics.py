@@ -46,9 +46,10 @@ class PyroJitMagics(Magics):
     @argument("--auto", action="store_true",
               help="compile each cache key only once running it eager has cost about what compiling "
                    "it is expected to (per SVI call signature, and per MCMC run's potential)")
-    @argument("--executor", choices=("no-opt", "optimizing", "legacy"), default="no-opt",
-              help="the TorchScript executor for the cell's traces: no-opt (default; cheapest to "
-                   "compile), optimizing (torch's default), or legacy")
+    @argument("--executor", choices=("adaptive", "no-opt", "optimizing", "legacy"), default="adaptive",
+              help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
+                   "starts no-opt, the cheapest to compile, and a key called often enough is tried "
+                   "optimizing and keeps the faster), no-opt, optimizing (torch's default), or legacy")
     @argument("--warnings", choices=("capture", "show", "error"), default="capture",
               help="JIT warnings: capture them (default), also print them, or stop with an "
                    "error on a risky one before its compiled step is used")

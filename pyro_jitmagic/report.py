@@ -297,6 +297,20 @@ class AutoDecision:
 
 
 @dataclass(frozen=True)
+class ExecutorChoice:
+    """With the adaptive executor: a cache key (or MCMC potential) whose executor changed in the cell.
+
+    ``executor`` is ``"trying"`` (being measured optimized), ``"optimizing"``
+    or ``"no-opt, kept"``; ``why`` gives the step and the step times compared.
+    """
+
+    owner: str
+    key: str
+    executor: str
+    why: str
+
+
+@dataclass(frozen=True)
 class WarmupAction:
     """One thing done eagerly before compiling, and what it cost."""
 
@@ -394,8 +408,10 @@ class JitReport(Shown):
     seconds : float
         Wall time of the whole cell.
     executor : str
-        The TorchScript executor the cell's traces ran under (``"no-opt"``,
-        ``"optimizing"``, ``"legacy"``), empty when nothing ran compiled.
+        The TorchScript executor the cell's traces ran under (``"adaptive"``,
+        ``"no-opt"``, ``"optimizing"``, ``"legacy"``), empty when nothing ran compiled.
+    executor_choices : tuple of ExecutorChoice
+        With ``adaptive``: the keys whose executor changed in the cell.
     auto : tuple of AutoDecision
         With ``--auto``: per cache key, what ran eager, when it compiled and why.
     """
@@ -411,6 +427,7 @@ class JitReport(Shown):
     advice: str | None = None
     seconds: float = 0.0
     executor: str = ""
+    executor_choices: tuple[ExecutorChoice, ...] = ()
     auto: tuple[AutoDecision, ...] = ()
 
     @property

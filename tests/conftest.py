@@ -86,7 +86,7 @@ class TwinRunner:
     def __init__(self):
         self.ns = {}
 
-    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="no-opt"):
+    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="adaptive"):
         from pyro_jitmagic import compiled
 
         run = compiled(warmup=warmup, warnings=warnings, names=self.ns, auto=auto, executor=executor)
@@ -123,7 +123,7 @@ class MagicRunner:
         self.ns = shell.user_ns
         self._before = set(shell.user_ns)
 
-    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="no-opt"):
+    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="adaptive"):
         flags = "-q -o _test_report"
         if not warmup:
             flags += " --no-warmup"

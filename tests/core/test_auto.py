@@ -256,8 +256,8 @@ EXECUTOR_PROBE = ("import torch\n"
                   "losses = [svi.step(data) for _ in range(4)]\n")
 
 
-@pytest.mark.parametrize(("executor", "optimizing"), [("no-opt", False), ("optimizing", True),
-                                                      ("legacy", True)])
+@pytest.mark.parametrize(("executor", "optimizing"), [("adaptive", False), ("no-opt", False),
+                                                      ("optimizing", True), ("legacy", True)])
 def test_the_executor_is_set_for_the_cell_and_restored_after(runner, executor, optimizing,
                                                              patched_targets):
     expected = _eager_losses(4)
@@ -277,7 +277,7 @@ def test_the_executor_is_set_for_the_cell_and_restored_after(runner, executor, o
 
 
 def test_an_unknown_executor_is_refused_before_anything_runs():
-    with pytest.raises(ValueError, match="executor must be one of no-opt, optimizing, legacy"):
+    with pytest.raises(ValueError, match="executor must be one of adaptive, no-opt, optimizing, legacy"):
         JitRun(executor="fast")
 
 
@@ -288,4 +288,88 @@ def test_an_error_in_an_eager_auto_step_leaves_nothing_patched(auto_policy, patc
         svi.step(models.data())
         svi.step(torch.ones(3, 3, 3))  # wrong shape: the model's plate refuses it
     assert run.report is not None and run.report.error is not None
+    assert_nothing_patched(patched_targets)
+
+
+# -- the adaptive executor ----------------------------------------------------
+
+
+def test_a_key_is_tried_optimizing_once_its_steps_took_ten_times_the_price():
+    from pyro_jitmagic._executor import Tier
+
+    tier = Tier("svi", "1 positional arg", compile_seconds=0.01)  # optimizing: ~0.06 s
+    changed = [tier.after_step(0.001, step) for step in range(1, 600)]
+    assert not any(changed) and not tier.optimize  # 0.599 s spent
+    assert tier.after_step(0.001, 600)
+    assert (tier.state, tier.optimize, tier.why) == ("trying", True, "tried optimizing from step 600")
+    # three calls to profile and optimise, then twenty measured
+    results = [tier.after_step(t, step) for step, t in enumerate([0.05, 0.02, 0.01] + [0.0008] * 20, 601)]
+    assert results[-1] and not any(results[:-1])
+    assert (tier.state, tier.optimize) == ("optimizing", True)
+    assert tier.why == "optimizing from step 601: 800 µs a step optimized against 1 ms no-opt"
+
+
+def test_a_key_keeps_no_opt_when_the_optimized_trace_is_no_faster():
+    from pyro_jitmagic._executor import Tier
+
+    tier = Tier("svi", "1 positional arg", compile_seconds=0.0)  # free to try
+    for step in range(1, 21):
+        tier.after_step(0.001, step)
+    assert tier.state == "trying"
+    for step, t in enumerate([0.05, 0.02, 0.01] + [0.001] * 20, 21):
+        tier.after_step(t, step)
+    assert (tier.state, tier.optimize) == ("no-opt, kept", False)
+    assert tier.why.startswith("kept no-opt after a trial from step 21")
+    for step in range(44, 2000):  # and it is not tried again
+        assert not tier.after_step(0.001, step)
+
+
+def test_an_mcmc_potential_is_tried_when_the_time_left_would_repay_it():
+    from pyro_jitmagic._executor import Tier
+
+    def after_twenty(remaining):
+        tier = Tier("mcmc", "potential energy", compile_seconds=0.005, unit="sample")
+        for sample in range(1, 21):
+            tier.after_step(1e-4, sample, remaining=remaining)
+        return tier.state
+
+    # optimizing is expected to cost 30 ms; a tenth of the time left must repay it twice
+    assert after_twenty(remaining=0.5) == "no-opt"
+    assert after_twenty(remaining=0.7) == "trying"
+
+
+def test_switching_executor_mid_run_gives_the_same_losses(monkeypatch, patched_targets):
+    import pyro_jitmagic._executor as executor
+
+    monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)  # try after the first twenty steps
+    expected = _eager_losses(60)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
+    with JitRun() as run:
+        losses = [svi.step(models.data()) for _ in range(60)]
+    assert losses == pytest.approx(expected, rel=1e-5)
+    (choice,) = run.report.executor_choices
+    assert choice.owner == "SVI(gaussian, AutoDiagonalNormal)" and choice.key == "1 positional arg"
+    assert choice.executor in ("optimizing", "no-opt, kept")
+    assert "from step 22" in choice.why  # the first step compiled; twenty no-opt steps measured
+    assert choice.why in str(run.report)
+    assert_nothing_patched(patched_targets)
+
+
+def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patched_targets):
+    import pyro_jitmagic._executor as executor
+
+    monkeypatch.setattr(executor, "EXPECTED_GAIN", 1e6)  # always worth trying
+    runner.ns.update(MCMC=MCMC, NUTS=NUTS, model=models.gaussian, data=models.data())
+    report, error = runner.run(
+        "mcmc = MCMC(NUTS(model), num_samples=50, warmup_steps=50, disable_progbar=True)\n"
+        "mcmc.run(data)")
+    assert error is None
+    (choice,) = report.executor_choices
+    assert (choice.owner, choice.key) == ("mcmc", "potential energy")
+    assert choice.executor in ("optimizing", "no-opt, kept")
+    assert "from sample 21" in choice.why
+    assert report.mcmc_runs[0].completed
+    assert abs(runner.ns["mcmc"].get_samples()["loc"].mean().item() - 0.5) < 1.5
     assert_nothing_patched(patched_targets)
