@@ -64,6 +64,9 @@ MIN_SPEEDUP = 1.1
 #: Steps after the compiling one that may still run slow (an optimising
 #: executor re-optimises on them): their excess counts toward the compile.
 SETTLE = 5
+#: SVI: eager steps a key runs before its median step time is trusted (a
+#: key's first step also pays one-off costs: Pyro's and torch's caches).
+MIN_EAGER_STEPS = 3
 #: MCMC: samples to measure eager before looking ahead; how often to look.
 MCMC_MEASURE_SAMPLES = 3
 MCMC_CHECK_EVERY = 8
@@ -207,8 +210,8 @@ class AutoPolicy:
         """Whether this key should compile now, its function having been called
         ``function_calls`` times so far (all keys); sets ``book.why``."""
         eager = book.eager_step()
-        if eager is None:
-            book.why = "runs eager first, to measure its step"
+        if eager is None or len(book.eager) < MIN_EAGER_STEPS:
+            book.why = f"ran eager: it takes {MIN_EAGER_STEPS} eager steps to measure a key's step time"
             return False
         speedup, measured = self.speedup("svi")
         if measured and speedup < MIN_SPEEDUP:
@@ -271,8 +274,12 @@ class AutoPolicy:
             estimated = True
         steps = tally.eager_steps + tally.compiled_steps
         always_eager = steps * eager if eager is not None else None
+        if tally.compiled_steps == 0:  # it did run all eager: no estimate needed
+            always_eager = tally.seconds
         always_compiled = None
-        if compiled is not None and tally.compiled_before:  # nothing left to compile
+        if tally.compiled_before and tally.eager_steps == 0:  # it did run all compiled
+            always_compiled = tally.seconds
+        elif compiled is not None and tally.compiled_before:  # nothing left to compile
             always_compiled = steps * compiled
         elif compiled is not None and cost is not None:
             always_compiled = steps * compiled + cost

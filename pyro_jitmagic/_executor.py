@@ -159,7 +159,8 @@ class Tier:
     owner: str
     key: str
     compile_seconds: float
-    unit: str = "step"
+    unit: str = "step"  # what after_step counts
+    per: str = "a step"  # what its times are per
     optimize: bool = False
     state: str = "no-opt"  # "no-opt", "trying", "optimizing", "no-opt, kept"
     spent: float = 0.0
@@ -182,8 +183,7 @@ class Tier:
                 tried = statistics.median(self.trial[TRIAL_WARM:])
                 before = statistics.median(self.recent)
                 start = step - len(self.trial) + 1
-                figures = (f"{_seconds(tried)} a {self.unit} optimized against {_seconds(before)} "
-                           "no-opt")
+                figures = f"{_seconds(tried)} {self.per} optimized against {_seconds(before)} no-opt"
                 if tried < before * KEEP_BELOW:
                     self.state = "optimizing"
                     self.why = f"optimizing from {self.unit} {start}: {figures}"

@@ -95,19 +95,20 @@ def _saved(value: float | None) -> str:
 
 
 def auto_decision_line(d: AutoDecision) -> str:
-    """One key's decision: what ran how, why, and what it saved."""
+    """One key's decision: what ran how, what it cost and saved, and why."""
     unit = "evaluation" if d.kind == "potential" else "step"
     if d.compiled_at is not None:
         ran = (f"{_plural(d.eager_steps, f'eager {unit}')}, compiled at {unit} {d.compiled_at}, "
-               f"then {d.compiled_steps - 1} compiled")
+               f"{d.compiled_steps - 1} compiled after")
     elif d.compiled_steps:
-        ran = f"{_plural(d.compiled_steps, f'compiled {unit}')}"
+        ran = _plural(d.compiled_steps, f"compiled {unit}")
     else:
-        ran = f"{_plural(d.eager_steps, f'eager {unit}')}"
-    est = " (estimated)" if d.estimated else ""
-    return (f"{d.owner}, {d.key}: {ran}; {d.why}. Per {unit}: eager {seconds(d.eager_step_seconds)}, "
-            f"compiled {seconds(d.compiled_step_seconds)}; compile {seconds(d.compile_seconds)}{est}. "
-            f"{_saved(d.saved_vs_eager)} vs always eager, {_saved(d.saved_vs_compiled)} vs always compiled")
+        ran = _plural(d.eager_steps, f"eager {unit}")
+    est = ", estimated" if d.estimated else ""
+    return (f"{d.owner}, {d.key}: {ran}. A {unit} eager {seconds(d.eager_step_seconds)}, compiled "
+            f"{seconds(d.compiled_step_seconds)}; compiling {seconds(d.compile_seconds)}{est}. "
+            f"{_saved(d.saved_vs_eager).capitalize()} vs always eager, {_saved(d.saved_vs_compiled)} vs "
+            f"always compiled. Why: {d.why}.")
 
 
 def auto_lines(report: JitReport) -> list[str]:

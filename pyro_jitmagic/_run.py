@@ -189,6 +189,10 @@ class JitRun:
         from pyro.infer import SVI, Predictive
         from pyro.infer.mcmc import MCMC
 
+        if self.auto is not None:
+            from ._state import prime_once
+
+            prime_once()  # torch's one-off start-up would pass for a slow eager step
         self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
@@ -631,7 +635,8 @@ class JitRun:
             self._record_compile("potential energy" if isinstance(plan, _MCMCPlan)
                                  else "torch.jit.trace", seconds, seconds, before.shapes)
             if isinstance(plan, _MCMCPlan) and self._adaptive:
-                plan.clock.tier = Tier(plan.target, "potential energy", seconds, unit="sample")
+                plan.clock.tier = Tier(plan.target, "potential energy", seconds, unit="sample",
+                                       per="per evaluation")
 
     def _check_trace(self, before: _TraceStart) -> None:
         """Stop before a trace that would be wrong is used: stray params, risky warnings."""

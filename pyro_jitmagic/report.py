@@ -372,7 +372,8 @@ class Progress:
 
         parts = [f"{self.run} run"]
         if self.steps:
-            parts.append(f"{self.steps} steps, median {seconds(self.recent_median_step_seconds)}")
+            parts.append(f"{self.steps} step{'' if self.steps == 1 else 's'}, "
+                         f"median {seconds(self.recent_median_step_seconds)}")
         if self.samples:
             parts.append(f"{self.samples} MCMC samples")
         if self.compiling:

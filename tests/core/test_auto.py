@@ -35,11 +35,13 @@ def test_a_key_compiles_when_the_calls_expected_to_follow_would_repay_it():
     policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
     book, _ = _book()
     assert not policy.decide_svi(book, function_calls=1)  # nothing measured yet: runs eager first
-    assert book.why == "runs eager first, to measure its step"
-    # a young function: its first step expects ~200 calls to follow, saving 100 s against 10 s
-    book, _ = _book(eager=[1.0])
-    assert policy.decide_svi(book, function_calls=1)
-    assert book.why == ("compiled after 1 eager step: the ~200 calls expected to follow would save "
+    assert book.why == "ran eager: it takes 3 eager steps to measure a key's step time"
+    book, _ = _book(eager=[1.0, 1.0])
+    assert not policy.decide_svi(book, function_calls=2)  # a key's first steps pay one-off costs
+    # a young function: three steps expect ~200 calls to follow, saving 100 s against 10 s
+    book, _ = _book(eager=[1.0] * 3)
+    assert policy.decide_svi(book, function_calls=3)
+    assert book.why == ("compiled after 3 eager steps: the ~200 calls expected to follow would save "
                         "100 s, more than its expected compile cost (10 s)")
     # a key that took 3 of a function's 300 calls expects 3 more: 1.5 s saved, not worth 10 s
     book, _ = _book(eager=[1.0] * 3)
@@ -115,8 +117,10 @@ def test_the_report_says_what_auto_saved_and_lost():
     assert d.saved_vs_compiled == pytest.approx(25 - 27.5)
     assert not d.estimated
     # a key that never compiled: its compiled figures are the session's estimates, and say so
-    _, eager_only = _book(eager=[1.0] * 3)
-    assert policy.decision(eager_only).estimated
+    _, eager_only = _book(eager=[1.0, 3.0, 1.0])
+    d = policy.decision(eager_only)
+    assert d.estimated
+    assert d.always_eager_seconds == 5.0 and d.saved_vs_eager == 0.0  # it did run all eager
 
 
 # -- running real models ------------------------------------------------------
@@ -154,16 +158,16 @@ def test_switching_mid_run_gives_the_eager_losses_step_by_step(runner, auto_poli
 
 
 def test_each_key_is_decided_on_its_own(auto_policy):
-    # two call signatures (length=3 often, length=6 twice): only the frequent one pays
+    # two call signatures (length=3 often, length=6 four times): only the frequent one pays
     auto_policy(horizon=1, prior_compile_steps={"svi": 8.0})
-    sequences = [torch.randn(3) for _ in range(20)] + [torch.randn(6) for _ in range(2)]
+    sequences = [torch.randn(3) for _ in range(20)] + [torch.randn(6) for _ in range(4)]
 
     def train():
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
         guide = AutoDiagonalNormal(pyro.poutine.block(models.hmm, expose=["trans", "emit_loc", "emit_scale"]))
         svi = SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1))
-        return [svi.step(s, num_sequences=22, length=len(s)) for s in sequences]
+        return [svi.step(s, num_sequences=24, length=len(s)) for s in sequences]
 
     expected = train()
     with JitRun(auto=True) as run:
@@ -173,7 +177,7 @@ def test_each_key_is_decided_on_its_own(auto_policy):
     short = next(d for key, d in decisions.items() if "length=3" in key)
     long = next(d for key, d in decisions.items() if "length=6" in key)
     assert short.state == "compiled" and short.compiled_at is not None
-    assert long.state == "eager" and long.eager_steps == 2 and long.compiled_steps == 0
+    assert long.state == "eager" and long.eager_steps == 4 and long.compiled_steps == 0
     assert long.why.startswith("stayed eager")
     assert run.report.compile_count == 1
 

@@ -99,8 +99,9 @@ def test_a_keyword_tensor_changing_every_step_is_caught_and_stays_correct():
     assert c.agree  # slow, but never wrong
 
 
+@pytest.mark.parametrize("auto", [False, True])
 @pytest.mark.parametrize("scale_site", ["scale", "<img src=x onerror=alert(1)>"])
-def test_hostile_site_and_keyword_names_are_escaped_everywhere(runner, scale_site):
+def test_hostile_site_and_keyword_names_are_escaped_everywhere(runner, scale_site, auto):
     def model(data, tag="</script><script>alert(1)</script>"):
         loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
         scale = pyro.sample(scale_site, dist.LogNormal(0.0, 3.0))
@@ -112,7 +113,7 @@ def test_hostile_site_and_keyword_names_are_escaped_everywhere(runner, scale_sit
         pyro.sample(scale_site, dist.LogNormal(pyro.param("<b>q</b>", torch.tensor(0.0)), 0.5))
 
     runner.ns.update(svi=SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO()), data=models.data())
-    report, error = runner.run("svi.step(data, tag='</script><script>alert(1)</script>')")
+    report, error = runner.run("svi.step(data, tag='</script><script>alert(1)</script>')", auto=auto)
 
     assert error is None
     html = report._repr_html_()

@@ -93,6 +93,7 @@ def test_help_comes_from_the_docstring(ip):
     text = captured.stdout
     assert "%%pyrojit [--compare] [--seed N] [-o NAME]" in text
     assert "--warnings {capture,show,error}" in text
+    assert "--auto" in text and "--executor {adaptive,no-opt,optimizing,legacy}" in text
     assert "Run the cell with its Pyro inference compiled" in text
 
 
@@ -101,6 +102,7 @@ def test_help_comes_from_the_docstring(ip):
     [
         ("--bogus", "unrecognized arguments: --bogus"),
         ("--warnings loud", "argument --warnings: invalid choice: 'loud'"),
+        ("--executor fast", "argument --executor: invalid choice: 'fast'"),
         ("svi.step(data)", "unrecognized arguments: svi.step(data)"),
         ("{data}", "unrecognized arguments: {data}"),
         ("$data", "unrecognized arguments: $data"),
@@ -211,3 +213,31 @@ def test_the_same_report_through_the_twin_and_the_magic(ip):
         dataclasses.astuple(s) for s in magic.switches]
     assert len(twin.report.svi_runs[0].steps) == len(magic.svi_runs[0].steps) == 2
     assert twin.report.compile_count == 0  # the magic's trace was kept for the twin
+
+
+def test_auto_shows_each_decision_in_the_text_and_the_html(ip, auto_policy):
+    auto_policy(horizon=1, prior_compile_steps={"svi": 6.0})
+    result, captured = run(ip, "%%pyrojit --auto\nfor _ in range(30):\n    svi.step(data)")
+
+    assert result.success
+    (output,) = captured.outputs
+    text, html = output.data["text/plain"], output.data["text/html"]
+    assert "--auto     in all: saved" in text and "vs always compiled" in text
+    assert "svi, 1 positional arg: 3 eager steps" not in text  # it took more than three here
+    assert "svi, 1 positional arg: " in text and "Why: compiled after" in text
+    assert "executor   adaptive:" in text
+    assert "<table class='pyrojit-auto'>" in html and "<td>1 positional arg</td>" in html
+
+
+def test_compare_auto_panel_shows_the_decisions(ip, auto_policy):
+    auto_policy(horizon=1, prior_compile_steps={"svi": 6.0})
+    result, _ = run(ip, "%%pyrojit --compare --auto -q -o c\nfor _ in range(30):\n    svi.step(data)")
+
+    assert result.success
+    c = ip.user_ns["c"]
+    (decision,) = c.compiled.auto
+    assert decision.state == "compiled" and decision.eager_steps >= 3
+    assert c.agree  # eager steps, then compiled ones: the same losses as the eager run
+    html = c._repr_html_()
+    assert "<h4>--auto</h4>" in html and "pyrojit-auto" in html
+    assert "executor: adaptive" in html
