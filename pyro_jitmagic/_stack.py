@@ -42,6 +42,9 @@ def call_shallow(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     outcome: list[Any] = []
     caller = sys._getframe(1)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    # Waited on rather than Thread.join: a join cut short by Ctrl-C can report
+    # the thread stopped while it still runs (CPython gh-90882).
+    done = threading.Event()
 
     def work() -> None:
         __tracebackhide__ = True
@@ -51,15 +54,18 @@ def call_shallow(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 outcome.append((True, fn(*args, **kwargs)))
         except BaseException as exc:  # handed to the calling thread
             outcome.append((False, exc))
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name="pyrojit-trace", daemon=True)
     worker.start()
     interrupted: BaseException | None = None
-    while worker.is_alive():
+    while not done.is_set():
         try:
-            worker.join()
+            done.wait()
         except KeyboardInterrupt as exc:  # let the trace finish, then stop
             interrupted = exc
+    worker.join()  # it has nothing left to do but exit
     if interrupted is not None:
         raise interrupted
     ok, value = outcome[0]

@@ -101,3 +101,47 @@ def test_an_interrupt_stops_the_cells_queued_after_it(tmp_path):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_targets):
+    # torch.jit.trace runs on a thread of its own (a shallow stack traces faster); Ctrl-C lands in
+    # the cell's thread, which waits for the trace to finish, then stops with nothing left running
+    ip.run_cell(
+        "import pyro.distributions as dist\n"
+        "def slow_to_trace(data):\n"
+        "    loc = pyro.sample('loc', dist.Normal(0., 10.))\n"
+        "    for _ in range(15_000):\n"
+        "        loc = loc * 1.0 + 0.0\n"
+        "    with pyro.plate('data', data.size(0)):\n"
+        "        pyro.sample('obs', dist.Normal(loc, 1.), obs=data)\n"
+        "def slow_guide(data):\n"
+        "    pyro.sample('loc', dist.Normal(pyro.param('slow_loc', torch.tensor(0.)), 1.))\n"
+        "slow_svi = SVI(slow_to_trace, slow_guide, Adam({'lr': 0.01}), Trace_ELBO())\n")
+    seen: list[list[str]] = []
+
+    def interrupt_while_tracing() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            names = [t.name for t in threading.enumerate()]
+            if "pyrojit-trace" in names:
+                seen.append(names)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=interrupt_while_tracing)
+    watcher.start()
+    with capture_output():
+        result = ip.run_cell("%%pyrojit -q -o interrupted\nslow_svi.step(data)\nafter = 1")
+    watcher.join()
+
+    assert seen, "the trace never ran on its own thread"
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert "after" not in ip.user_ns
+    assert not [t for t in threading.enumerate() if t.name == "pyrojit-trace"]
+    assert_nothing_patched(patched_targets)
+    assert ip.user_ns["interrupted"].error == "KeyboardInterrupt"
+    result = ip.run_cell("%%pyrojit -q -o again\nsvi.step(data)")
+    assert result.success and ip.user_ns["again"].switches[0].compiled
+    for name in ("slow_to_trace", "slow_guide", "slow_svi", "dist"):
+        ip.user_ns.pop(name, None)
