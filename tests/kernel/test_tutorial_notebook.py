@@ -12,7 +12,7 @@ pytestmark = pytest.mark.kernel
 
 
 PYROJIT_CELLS = ["svi-pyrojit", "nuts-pyrojit", "hmm-pyrojit", "risky-pyrojit", "fixed-pyrojit",
-                 "compare-svi", "compare-risky"]
+                 "compare-svi", "compare-risky", "auto-hmm"]
 COMPARE_CELLS = ["compare-svi", "compare-risky"]
 
 
@@ -133,3 +133,18 @@ def test_the_cache_inspector_shows_the_hmm_entries_with_their_hits(executed_tuto
     for length, hits in ((24, 5), (48, 2), (72, 1)):
         assert re.search(rf"length={length}, num_sequences=8: compiled in \S+ \S+, {hits} hits", text), text
     assert "(NUTS)" in text  # the compiled potential of the NUTS cell's kernel
+
+
+def test_auto_cell_decides_per_sequence_length(executed_tutorial):
+    text = report_text(executed_tutorial, "auto-hmm")
+    assert "svi: TraceEnum_ELBO -> JitTraceEnum_ELBO" in text
+    assert "--auto     in all:" in text and "executor   adaptive:" in text
+    for length in (24, 48, 72):
+        assert re.search(rf"svi, 1 positional arg, length={length}, num_sequences=8: .*Why: ", text)
+    # CI's epoch: 5 sequences of length 24, 2 of 48, 1 of 72. The first is worth compiling after
+    # three eager steps measured it; the others are called too rarely to repay a trace.
+    printed = stdout(executed_tutorial, "auto-decisions")
+    assert "length=24, num_sequences=8: compiled (steps eager: 3, compiled: 2)" in printed
+    assert "length=48, num_sequences=8: eager (steps eager: 2, compiled: 0)" in printed
+    assert "length=72, num_sequences=8: eager (steps eager: 1, compiled: 0)" in printed
+    assert re.search(r"against always eager: [+-][\d.]+ s, against always compiled: [+-][\d.]+ s", printed)
