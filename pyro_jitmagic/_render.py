@@ -347,23 +347,26 @@ def timing_table_html(c: Any) -> str:
 
 
 def auto_table_html(report: JitReport) -> str:
-    """--auto's decisions as a table: one row per key, then what they saved in all."""
+    """--auto's decisions as a table: a row of figures per key with its reason under it, then the total."""
     esc = html.escape
-    head = "".join(f"<th>{h}</th>" for h in ("owner", "key", "eager", "compiled at", "compiled", "why",
-                                             "eager step", "compiled step", "compile", "vs always eager",
-                                             "vs always compiled"))
+    heads = ("owner", "key", "steps eager", "compiled at", "steps compiled", "eager step", "compiled step",
+             "compile", "vs eager", "vs compiled")
     rows = []
     for d in report.auto:
         est = "*" if d.estimated else ""
         cells = (d.owner, d.key, str(d.eager_steps), "" if d.compiled_at is None else str(d.compiled_at),
-                 str(d.compiled_steps), d.why, seconds(d.eager_step_seconds),
+                 str(d.compiled_steps), seconds(d.eager_step_seconds),
                  seconds(d.compiled_step_seconds) + est, seconds(d.compile_seconds) + est,
                  _saved(d.saved_vs_eager), _saved(d.saved_vs_compiled))
         rows.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
-    total = (f"In all, {_saved(report.auto_saved_vs_eager)} against always eager and "
-             f"{_saved(report.auto_saved_vs_compiled)} against always compiled, estimated from the "
-             "measured step times (* estimated from the session's other keys).")
-    return (f"<table class='pyrojit-auto'><tr>{head}</tr>{''.join(rows)}</table>"
+        span = len(heads) - 1
+        rows.append(f"<tr class='why'><td></td><td colspan='{span}'><em>{esc(d.why)}</em></td></tr>")
+    total = (f"In all, {_saved(report.auto_saved_vs_eager)} against running every step eager and "
+             f"{_saved(report.auto_saved_vs_compiled)} against compiling every key on its first step, "
+             "estimated from the measured step times (* estimated from the session's other keys).")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    return ("<style>.pyrojit .pyrojit-auto th{white-space:normal}</style>"
+            f"<table class='pyrojit-auto'><tr>{head}</tr>{''.join(rows)}</table>"
             f"<p>{esc(total)}</p>")
 
 

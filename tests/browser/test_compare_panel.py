@@ -23,7 +23,7 @@ SETUP = textwrap.dedent("""
 """)
 
 COMPARE = textwrap.dedent("""\
-    %%pyrojit --compare --seed 0
+    %%pyrojit --compare --auto --seed 0
     svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
     for step in range(60):
         svi.step(data)
@@ -69,6 +69,10 @@ def test_compare_panel_renders_and_each_tab_shows_its_content(page, lab):
         assert text in content.inner_text(), title
         if title == "Timing":
             assert content.locator("img").count() == 1  # the step-time plot
+            # --auto's decision: the key ran eager for its first steps, then compiled
+            auto = content.locator(".pyrojit-auto")
+            assert "1 positional arg" in auto.inner_text()
+            assert "against compiling every key on its first step" in content.inner_text()
     first.locator(".lm-TabBar-tab", has_text="Timing").click()
     shot = screenshot(page, "compare-panel.png")
     assert shot.stat().st_size > 10_000
