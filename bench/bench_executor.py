@@ -179,6 +179,10 @@ def child(workload: str, setting: str, scale: float) -> dict[str, Any]:
     return {"eager epoch": eager[0], **{f"epoch {i + 1}": t for i, t in enumerate(compiled)}}
 
 
+def _time(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if seconds < 0.1 else f"{seconds:.3f} s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -207,14 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise SystemExit(f"{workload} / {setting} failed:\n{out.stderr[-3000:]}")
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 results.setdefault((workload, setting), []).append(figures)
-                shown = ", ".join(f"{k} {v:.4f}s" for k, v in figures.items())
+                shown = ", ".join(f"{k} {_time(v)}" for k, v in figures.items())
                 print(f"repeat {r + 1}: {workload:<10} {setting:<10} {shown}", flush=True)
     print(f"load average after:  {load_average()}")
     print()
-    print(f"median over {repeats} repetition(s), seconds")
+    print(f"median over {repeats} repetition(s)")
     for (workload, setting), runs in results.items():
         keys = runs[0].keys()
-        shown = ", ".join(f"{k} {statistics.median(r[k] for r in runs):.4f}" for k in keys)
+        shown = ", ".join(f"{k} {_time(statistics.median(r[k] for r in runs))}" for k in keys)
         print(f"{workload:<10} {setting:<10} {shown}")
     return 0
 

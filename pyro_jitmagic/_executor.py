@@ -13,10 +13,10 @@ of steps the optimised trace of a small graph is 10-20% faster (the simple
 SVI at 5000 steps, NUTS at 1000 samples).
 
 So the default, ``adaptive``, chooses per cache key: every trace starts
-no-opt, and a key that keeps being called is tried under the optimizing
-executor once that is worth its price (see :class:`Tier`); it keeps whichever
-ran its steps faster. The flag is per call in torch (the executor picks its
-plan on each call, and keeps both plans), so keys can differ.
+no-opt, and a key that keeps being called moves to the optimizing executor
+once that is worth its price (see :class:`Tier`), and back (compiling again)
+if its optimised steps turn out slower. torch reads the flag when a trace
+runs and has no optimised plan yet, so keys can differ.
 
 A setting applies while a cell runs and is restored after it, by
 :class:`ExecutorSetting`; a trace keeps the executor kind (legacy or
@@ -25,7 +25,6 @@ profiling) it first ran under.
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,10 +44,10 @@ OPTIMIZE_COST = 6.0
 #: when this share of the time left would repay twice the expected cost.
 EXPECTED_GAIN = 0.1
 #: Calls under the optimizing executor that profile and optimise the trace,
-#: then calls measured against the recent no-opt ones.
+#: then calls measured against the last no-opt ones.
 TRIAL_WARM = 3
 TRIAL_STEPS = 20
-#: The optimised trace is kept only when at least this much faster.
+#: The optimised trace is kept unless it is not at least this much faster.
 KEEP_BELOW = 0.97
 
 
@@ -62,8 +61,8 @@ class Executor:
 
 
 EXECUTORS = {
-    "adaptive": Executor("adaptive", "each trace starts no-opt; a key called often enough is tried "
-                                     "optimizing and keeps whichever runs its steps faster",
+    "adaptive": Executor("adaptive", "each trace starts no-opt; a key called often enough moves to the "
+                                     "optimizing executor, and back if its steps got slower",
                          (False, None, None)),
     "no-opt": Executor("no-opt", "traces run as recorded: torch.jit.optimized_execution(False)",
                        (False, None, None)),
@@ -140,8 +139,8 @@ class ExecutorSetting:
 
 
 def optimize_setter() -> Callable[[bool], Any]:
-    """torch's graph-executor optimize flag: read by the executor on every call of a trace, which
-    keeps a plan for each value, so one key can run optimized and the next not."""
+    """torch's graph-executor optimize flag: read when a trace runs and has no optimised plan yet,
+    so it is set before every compiled call (one key may be optimized and the next not)."""
     import torch
 
     return torch._C._set_graph_executor_optimize
@@ -152,8 +151,13 @@ class Tier:
     """adaptive: the executor one cache key (or one MCMC potential) runs under, and why.
 
     ``after_step`` is told the time of each compiled step of the key (for a
-    potential, each sample's time per evaluation); ``optimize`` is the flag to
-    run its next call under.
+    potential, each sample's time and its number of evaluations); ``optimize``
+    is the flag to run its next call under. Moving to the optimizing executor
+    is one way for a trace: once torch has built the optimised plan it runs it
+    whatever the flag says (``ProfilingGraphExecutorImpl::getPlanFor`` returns
+    ``optimized_plan_`` first). So a key is measured no-opt, then optimized;
+    if the optimised steps turn out slower, ``drop`` asks for its trace to be
+    thrown away, and the key compiles again, no-opt, for good.
     """
 
     owner: str
@@ -162,42 +166,58 @@ class Tier:
     unit: str = "step"  # what after_step counts
     per: str = "a step"  # what its times are per
     optimize: bool = False
-    state: str = "no-opt"  # "no-opt", "trying", "optimizing", "no-opt, kept"
+    state: str = "no-opt"  # "no-opt", "optimizing", "no-opt, kept"
+    drop: bool = False  # the optimised trace was slower: throw it away, compile again no-opt
     spent: float = 0.0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=50))
-    trial: list[float] = field(default_factory=list)
+    calls: int = 0
+    before: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=TRIAL_STEPS))
+    after: list[tuple[float, float]] = field(default_factory=list)
+    warm: int = 0  # calls spent letting the optimizing executor profile and optimise
+    since: int = 0
     why: str = ""
 
-    def after_step(self, seconds: float, step: int, remaining: float | None = None) -> bool:
-        """Record a step; True when the key's executor changed."""
+    def after_step(self, seconds: float, step: int, remaining: float | None = None,
+                   weight: float = 1.0) -> bool:
+        """Record a step (``weight``: potential evaluations in it); True when the executor changed."""
         if self.state == "no-opt":
             self.spent += seconds
-            self.recent.append(seconds)
-            if len(self.recent) >= TRIAL_STEPS and self._worth_trying(remaining):
-                self.state, self.optimize = "trying", True
-                self.why = f"tried optimizing from {self.unit} {step}"
+            self.calls += 1
+            self.before.append((seconds, weight))
+            if self.calls >= TRIAL_STEPS and self._worth_trying(remaining):
+                self.state, self.optimize, self.since = "optimizing", True, step + 1
+                self.why = f"optimizing from {self.unit} {self.since}"
                 return True
-        elif self.state == "trying":
-            self.trial.append(seconds)
-            if len(self.trial) >= TRIAL_WARM + TRIAL_STEPS:
-                tried = statistics.median(self.trial[TRIAL_WARM:])
-                before = statistics.median(self.recent)
-                start = step - len(self.trial) + 1
-                figures = f"{_seconds(tried)} {self.per} optimized against {_seconds(before)} no-opt"
-                if tried < before * KEEP_BELOW:
-                    self.state = "optimizing"
-                    self.why = f"optimizing from {self.unit} {start}: {figures}"
-                else:
-                    self.state, self.optimize = "no-opt, kept", False
-                    self.why = f"kept no-opt after a trial from {self.unit} {start}: {figures}"
-                return True
+        elif self.state == "optimizing" and len(self.after) < TRIAL_STEPS:
+            if self.warm < TRIAL_WARM:
+                self.warm += 1
+                return False
+            self.after.append((seconds, weight))
+            if len(self.after) == TRIAL_STEPS:
+                return self._settle(step)
         return False
+
+    def _settle(self, step: int) -> bool:
+        optimized, before = _per_weight(self.after), _per_weight(list(self.before))
+        figures = f"{_seconds(optimized)} {self.per} optimized against {_seconds(before)} no-opt before"
+        if optimized < before * KEEP_BELOW:
+            self.why = f"optimizing from {self.unit} {self.since}: {figures}"
+            return True
+        self.state, self.optimize, self.drop = "no-opt, kept", False, True
+        self.why = (f"back to no-opt at {self.unit} {step + 1} (compiled again) after optimizing from "
+                    f"{self.unit} {self.since}: {figures}")
+        return True
 
     def _worth_trying(self, remaining: float | None) -> bool:
         cost = OPTIMIZE_COST * self.compile_seconds
         if remaining is not None:
             return remaining * EXPECTED_GAIN >= 2 * cost
         return self.spent >= TRY_FACTOR * cost
+
+
+def _per_weight(measured: list[tuple[float, float]]) -> float:
+    """Seconds per unit of weight, leaving out the slowest step (a collection, a hiccup)."""
+    kept = sorted(measured, key=lambda m: m[0] / m[1])[:-1] or measured
+    return sum(s for s, _ in kept) / sum(w for _, w in kept)
 
 
 def _seconds(value: float) -> str:

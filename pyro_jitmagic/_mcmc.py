@@ -54,6 +54,7 @@ class MCMCClock:
         self.samples_total = 0
         # with --executor adaptive, once the potential is compiled: its executor (an _executor.Tier)
         self.tier: Any = None
+        self._maker: Any = None  # Pyro's _PEMaker, which holds the compiled potential
 
     def instrument(self, patches: PatchSet, kernel: Any,
                    wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
@@ -71,6 +72,8 @@ class MCMCClock:
             finally:
                 self.setup_seconds += time.perf_counter() - start
                 potential = getattr(kernel, "potential_fn", None)
+                self._maker = (getattr(getattr(potential, "func", None), "__self__", None)
+                               or getattr(potential, "__self__", None))
                 if potential is not None:
                     if wrap_potential is not None:
                         potential = wrap_potential(potential)
@@ -110,7 +113,10 @@ class MCMCClock:
         done = len(self.sample_seconds)
         recent = self.sample_seconds[-20:]
         remaining = max(self.samples_total - done, 0) * sum(recent) / len(recent)
-        tier.after_step(seconds / evals, done, remaining=remaining)
+        if tier.after_step(seconds, done, remaining=remaining, weight=evals) and tier.drop:
+            tier.drop = False  # its optimised trace was slower: trace it again, no-opt
+            if self._maker is not None:
+                self._maker._compiled_fn = None
 
     def summarise(self, mcmc: Any) -> None:
         """Posterior means, sds, ESS and r-hat of every site, for comparing runs."""

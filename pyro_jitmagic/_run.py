@@ -142,7 +142,8 @@ class JitRun:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
         self._executor = ExecutorSetting(executor)  # checks the name
         self._adaptive = executor == "adaptive"
-        self._tier_step: Tier | None = None  # the key of the step in progress, when it has a tier
+        # the step in progress's (tier, compiled function, key), when its key has a tier
+        self._tier_step: tuple[Tier, Any, Any] | None = None
         self._tiers_changed: dict[int, Tier] = {}
         self.warmup = warmup
         self.warnings_mode = warnings
@@ -189,10 +190,12 @@ class JitRun:
         from pyro.infer import SVI, Predictive
         from pyro.infer.mcmc import MCMC
 
-        if self.auto is not None:
+        if self.compile:
             from ._state import prime_once
 
-            prime_once()  # torch's one-off start-up would pass for a slow eager step
+            # torch's one-off start-up would pass for a slow compile (or, with --auto, a slow
+            # eager step), and the decisions taken on those figures would be wrong
+            prime_once()
         self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
@@ -356,9 +359,7 @@ class JitRun:
             if run._auto_step is not None:
                 run._auto_done(end - start, len(plan.raw))
             if run._tier_step is not None:
-                tier, run._tier_step = run._tier_step, None
-                if tier.after_step(end - start, len(plan.raw)):
-                    run._tiers_changed[id(tier)] = tier
+                run._tier_done(end - start, len(plan.raw))
             run._steps_done += 1
             if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
                 run._progress(end, plan)
@@ -456,8 +457,8 @@ class JitRun:
                 entry.last_hit = time.time()
                 tier = entry.tier
                 if tier is not None and adaptive:
-                    set_optimize(tier.optimize)  # kept through this step's backward
-                    run._tier_step = tier
+                    set_optimize(tier.optimize)
+                    run._tier_step = (tier, fn, key)
             # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
             # those only look for params created by the call, and a traced
             # function runs no Python, so they never see any.
@@ -488,6 +489,16 @@ class JitRun:
         book.state = "eager"  # (also when its traces were cleared: it earns them again)
         self._auto_step = (tally, "eager")
         return False
+
+    def _tier_done(self, seconds: float, step: int) -> None:
+        assert self._tier_step is not None
+        tier, fn, key = self._tier_step
+        self._tier_step = None
+        if tier.after_step(seconds, step):
+            self._tiers_changed[id(tier)] = tier
+            if tier.drop:  # its optimised trace was slower: the next call compiles it again, no-opt
+                tier.drop = False
+                fn.compiled.pop(key, None)
 
     def _auto_done(self, seconds: float, step: int) -> None:
         assert self._auto_step is not None and self.auto is not None
@@ -634,7 +645,7 @@ class JitRun:
             plan = self._current
             self._record_compile("potential energy" if isinstance(plan, _MCMCPlan)
                                  else "torch.jit.trace", seconds, seconds, before.shapes)
-            if isinstance(plan, _MCMCPlan) and self._adaptive:
+            if isinstance(plan, _MCMCPlan) and self._adaptive and plan.clock.tier is None:
                 plan.clock.tier = Tier(plan.target, "potential energy", seconds, unit="sample",
                                        per="per evaluation")
 

@@ -300,8 +300,9 @@ class AutoDecision:
 class ExecutorChoice:
     """With the adaptive executor: a cache key (or MCMC potential) whose executor changed in the cell.
 
-    ``executor`` is ``"trying"`` (being measured optimized), ``"optimizing"``
-    or ``"no-opt, kept"``; ``why`` gives the step and the step times compared.
+    ``executor`` is ``"optimizing"`` or ``"no-opt, kept"`` (its optimised steps
+    were slower, so it was compiled again no-opt); ``why`` gives the step and
+    the step times compared.
     """
 
     owner: str

@@ -298,34 +298,55 @@ def test_an_error_in_an_eager_auto_step_leaves_nothing_patched(auto_policy, patc
 # -- the adaptive executor ----------------------------------------------------
 
 
-def test_a_key_is_tried_optimizing_once_its_steps_took_ten_times_the_price():
+def _optimized(tier, steps, seconds, weight=1.0):
+    """Feed a key that moved to the optimizing executor: three slow calls while torch optimises
+    it, then measured ones, until it settles."""
+    for slow in (0.05, 0.02, 0.01):
+        assert tier.optimize
+        assert not tier.after_step(slow * weight, next(steps), weight=weight)
+    while not tier.after_step(seconds * weight, next(steps), weight=weight):
+        pass
+
+
+def test_a_key_moves_to_the_optimizing_executor_once_its_steps_took_ten_times_the_price():
     from pyro_jitmagic._executor import Tier
 
     tier = Tier("svi", "1 positional arg", compile_seconds=0.01)  # optimizing: ~0.06 s
     changed = [tier.after_step(0.001, step) for step in range(1, 600)]
     assert not any(changed) and not tier.optimize  # 0.599 s spent
     assert tier.after_step(0.001, 600)
-    assert (tier.state, tier.optimize, tier.why) == ("trying", True, "tried optimizing from step 600")
-    # three calls to profile and optimise, then twenty measured
-    results = [tier.after_step(t, step) for step, t in enumerate([0.05, 0.02, 0.01] + [0.0008] * 20, 601)]
-    assert results[-1] and not any(results[:-1])
-    assert (tier.state, tier.optimize) == ("optimizing", True)
-    assert tier.why == "optimizing from step 601: 800 µs a step optimized against 1 ms no-opt"
+    assert (tier.state, tier.optimize, tier.why) == ("optimizing", True, "optimizing from step 601")
+    _optimized(tier, iter(range(601, 2000)), seconds=0.0008)
+    assert (tier.state, tier.optimize, tier.drop) == ("optimizing", True, False)
+    assert tier.why == "optimizing from step 601: 800 µs a step optimized against 1 ms no-opt before"
 
 
-def test_a_key_keeps_no_opt_when_the_optimized_trace_is_no_faster():
+def test_a_key_goes_back_to_no_opt_when_its_optimized_steps_are_slower():
     from pyro_jitmagic._executor import Tier
 
     tier = Tier("svi", "1 positional arg", compile_seconds=0.0)  # free to try
     for step in range(1, 21):
         tier.after_step(0.001, step)
-    assert tier.state == "trying"
-    for step, t in enumerate([0.05, 0.02, 0.01] + [0.001] * 20, 21):
-        tier.after_step(t, step)
-    assert (tier.state, tier.optimize) == ("no-opt, kept", False)
-    assert tier.why.startswith("kept no-opt after a trial from step 21")
-    for step in range(44, 2000):  # and it is not tried again
+    assert tier.state == "optimizing"
+    _optimized(tier, iter(range(21, 2000)), seconds=0.0012)
+    # torch keeps an optimised plan for good: the trace is dropped and compiled again
+    assert (tier.state, tier.optimize, tier.drop) == ("no-opt, kept", False, True)
+    assert tier.why == ("back to no-opt at step 44 (compiled again) after optimizing from step 21: "
+                        "1.2 ms a step optimized against 1 ms no-opt before")
+    for step in range(100, 2000):  # and it is not tried again
         assert not tier.after_step(0.001, step)
+
+
+def test_a_potential_is_compared_per_evaluation():
+    from pyro_jitmagic._executor import Tier
+
+    tier = Tier("mcmc", "potential energy", compile_seconds=0.0, unit="sample", per="per evaluation")
+    for sample in range(1, 21):
+        tier.after_step(0.01, sample, remaining=10.0, weight=10)
+    assert tier.state == "optimizing"
+    _optimized(tier, iter(range(21, 200)), seconds=0.0008, weight=50)  # bigger trees, same cost each
+    assert tier.state == "optimizing"
+    assert tier.why.endswith("800 µs per evaluation optimized against 1 ms no-opt before")
 
 
 def test_an_mcmc_potential_is_tried_when_the_time_left_would_repay_it():
@@ -339,32 +360,54 @@ def test_an_mcmc_potential_is_tried_when_the_time_left_would_repay_it():
 
     # optimizing is expected to cost 30 ms; a tenth of the time left must repay it twice
     assert after_twenty(remaining=0.5) == "no-opt"
-    assert after_twenty(remaining=0.7) == "trying"
+    assert after_twenty(remaining=0.7) == "optimizing"
+
+
+def _executor_switch_run(steps):
+    expected = _eager_losses(steps)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
+    with JitRun() as run:
+        losses = [svi.step(models.data()) for _ in range(steps)]
+    assert losses == pytest.approx(expected, rel=1e-5)
+    return run.report
 
 
 def test_switching_executor_mid_run_gives_the_same_losses(monkeypatch, patched_targets):
     import pyro_jitmagic._executor as executor
 
-    monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)  # try after the first twenty steps
-    expected = _eager_losses(60)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(3)
-    svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
-    with JitRun() as run:
-        losses = [svi.step(models.data()) for _ in range(60)]
-    assert losses == pytest.approx(expected, rel=1e-5)
-    (choice,) = run.report.executor_choices
+    monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)  # move after the first twenty compiled steps
+    report = _executor_switch_run(80)
+    (choice,) = report.executor_choices
     assert choice.owner == "SVI(gaussian, AutoDiagonalNormal)" and choice.key == "1 positional arg"
     assert choice.executor in ("optimizing", "no-opt, kept")
-    assert "from step 22" in choice.why  # the first step compiled; twenty no-opt steps measured
-    assert choice.why in str(run.report)
+    assert "optimizing from step 22" in choice.why  # the first step compiled; twenty no-opt ones
+    assert choice.why in str(report)
     assert_nothing_patched(patched_targets)
 
 
-def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patched_targets):
+def test_a_key_whose_optimized_steps_were_slower_compiles_again_and_gives_the_same_losses(
+        monkeypatch, patched_targets):
+    import pyro_jitmagic._executor as executor
+
+    monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)
+    monkeypatch.setattr(executor, "KEEP_BELOW", 0.0)  # never fast enough
+    report = _executor_switch_run(80)
+    (choice,) = report.executor_choices
+    assert choice.executor == "no-opt, kept"
+    assert choice.why.startswith("back to no-opt at step 45 (compiled again) after optimizing from step 22")
+    assert report.compile_count == 2 and report.compilations[0].key == report.compilations[1].key
+    assert_nothing_patched(patched_targets)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patched_targets, keep):
     import pyro_jitmagic._executor as executor
 
     monkeypatch.setattr(executor, "EXPECTED_GAIN", 1e6)  # always worth trying
+    if not keep:
+        monkeypatch.setattr(executor, "KEEP_BELOW", 0.0)
     runner.ns.update(MCMC=MCMC, NUTS=NUTS, model=models.gaussian, data=models.data())
     report, error = runner.run(
         "mcmc = MCMC(NUTS(model), num_samples=50, warmup_steps=50, disable_progbar=True)\n"
@@ -372,8 +415,12 @@ def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patc
     assert error is None
     (choice,) = report.executor_choices
     assert (choice.owner, choice.key) == ("mcmc", "potential energy")
-    assert choice.executor in ("optimizing", "no-opt, kept")
-    assert "from sample 21" in choice.why
+    assert "optimizing from sample 21" in choice.why
+    if keep:
+        assert choice.executor in ("optimizing", "no-opt, kept")
+    else:
+        assert choice.executor == "no-opt, kept" and "compiled again" in choice.why
+        assert [c.key for c in report.compilations] == ["potential energy"] * 2
     assert report.mcmc_runs[0].completed
     assert abs(runner.ns["mcmc"].get_samples()["loc"].mean().item() - 0.5) < 1.5
     assert_nothing_patched(patched_targets)
