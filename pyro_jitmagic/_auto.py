@@ -41,7 +41,9 @@ with the per-key books (:class:`KeyBook`) held weakly by compiled function.
 from __future__ import annotations
 
 import statistics
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -290,6 +292,45 @@ class AutoPolicy:
             eager_step_seconds=eager, compiled_step_seconds=compiled, compile_seconds=cost,
             always_eager_seconds=always_eager, always_compiled_seconds=always_compiled,
             estimated=estimated)
+
+
+def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target: str,
+                            tallies: dict[tuple[int, Any], Tally]) -> Callable[[Callable[..., Any]], Any]:
+    """For one MCMC run: wrap each chain's eager potential (built by ``kernel.setup``) so that it
+    runs eager until :meth:`AutoPolicy.decide_potential` says compiling pays, then compiled.
+
+    ``clock`` (an ``_mcmc.MCMCClock``) counts the samples; each chain's :class:`Tally` is put in
+    ``tallies`` for the run's report.
+    """
+
+    def wrap(potential: Callable[..., Any]) -> Callable[..., Any]:
+        maker = getattr(potential, "__self__", None)  # Pyro's _PEMaker
+        if maker is None or not hasattr(maker, "get_potential_fn"):
+            return potential
+        compiled_fn = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=kernel._ignore_jit_warnings,
+                                             jit_options=kernel._jit_options)
+        book = policy.book(maker, "potential", "potential", target, "potential energy")
+        tally = tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
+        first_sample, total = len(clock.sample_seconds), clock.samples_total
+        evaluations = 0
+        perf_counter = time.perf_counter
+
+        def potential_fn(params: Any) -> Any:
+            nonlocal evaluations
+            __tracebackhide__ = True
+            evaluations += 1
+            mode: str = book.state
+            if mode == "eager" and evaluations % MCMC_CHECK_EVERY == 0 and policy.decide_potential(
+                    book, len(clock.sample_seconds) - first_sample, total, evaluations):
+                book.state, mode = "compiled", "compile"
+            start = perf_counter()
+            result = (potential if mode == "eager" else compiled_fn)(params)
+            tally.add(mode, perf_counter() - start, evaluations)
+            return result
+
+        return potential_fn
+
+    return wrap
 
 
 def _plural(n: int, word: str) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _advice, _switch, _warmup
-from ._auto import MCMC_CHECK_EVERY, AutoPolicy, Tally
+from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._executor import ExecutorSetting, Tier, optimize_setter
@@ -508,43 +508,6 @@ class JitRun:
         if mode == "compiled" and len(tally.book.compiled) == LEARN_AFTER:
             self.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
 
-    def _auto_potential(self, mcmc: Any, kernel: Any, clock: MCMCClock,
-                        target: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """--auto for an MCMC run: wrap each chain's eager potential to compile once it pays."""
-        policy = self.auto
-        assert policy is not None
-
-        def wrap(potential: Callable[..., Any]) -> Callable[..., Any]:
-            maker = getattr(potential, "__self__", None)
-            if maker is None or not hasattr(maker, "get_potential_fn"):
-                return potential
-            compiled_fn = maker.get_potential_fn(jit_compile=True,
-                                                 skip_jit_warnings=kernel._ignore_jit_warnings,
-                                                 jit_options=kernel._jit_options)
-            book = policy.book(maker, "potential", "potential", target, "potential energy")
-            tally = self._tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
-            first_sample = len(clock.sample_seconds)
-            total = clock.samples_total
-            evaluations = 0
-            perf_counter = time.perf_counter
-
-            def potential_fn(params: Any) -> Any:
-                nonlocal evaluations
-                __tracebackhide__ = True
-                evaluations += 1
-                mode: str = book.state
-                if mode == "eager" and evaluations % MCMC_CHECK_EVERY == 0 and policy.decide_potential(
-                        book, len(clock.sample_seconds) - first_sample, total, evaluations):
-                    book.state, mode = "compiled", "compile"
-                start = perf_counter()
-                result = (potential if mode == "eager" else compiled_fn)(params)
-                tally.add(mode, perf_counter() - start, evaluations)
-                return result
-
-            return potential_fn
-
-        return wrap
-
     def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile | None:
         """A call with a new key is about to compile; None when it is past --max-entries."""
         import torch
@@ -735,8 +698,11 @@ class JitRun:
         try:
             if compiled and not kernel._jit_compile and not auto:
                 local.set(kernel, "_jit_compile", True)
-            clock.instrument(local, kernel,
-                             self._auto_potential(mcmc, kernel, clock, target) if auto else None)
+            wrap = None
+            if auto:
+                assert self.auto is not None
+                wrap = potential_until_it_pays(self.auto, kernel, clock, target, self._tallies)
+            clock.instrument(local, kernel, wrap)
             result = original(mcmc, *args, **kwargs)
             clock.summarise(mcmc)
             return result
