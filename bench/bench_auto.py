@@ -71,6 +71,7 @@ WORKLOADS = [
 SIZES = {"simple SVI": (100, 1000, 5000), "NUTS": (100, 1000), "HMM": (1, 3, 10)}
 QUICK_SIZES = {"simple SVI": (20,), "NUTS": (5,), "HMM": (1,)}
 WAYS = ("eager", "compiled", "--auto", "Pyro JIT")
+REPORT = "_bench_report"
 _NEW_POLICY = ("import pyro_jitmagic, pyro_jitmagic._session as _s\n"
                "_s.default_session().auto = pyro_jitmagic.AutoPolicy()")
 
@@ -82,8 +83,8 @@ def cells(sizes: dict[str, tuple[int, ...]], sequences: int) -> dict[str, dict[s
             plain = template.format(n=n, sequences=sequences, **eager)
             out[f"{name} {n} {unit}"] = {
                 "eager": plain,
-                "compiled": "%%pyrojit -q\n" + plain,
-                "--auto": "%%pyrojit --auto -q\n" + plain,
+                "compiled": f"%%pyrojit -q -o {REPORT}\n" + plain,
+                "--auto": f"%%pyrojit --auto -q -o {REPORT}\n" + plain,
                 "Pyro JIT": template.format(n=n, sequences=sequences, **pyro_jit),
             }
     return out
@@ -92,7 +93,9 @@ def cells(sizes: dict[str, tuple[int, ...]], sequences: int) -> dict[str, dict[s
 Times = dict[str, dict[str, list[float]]]
 
 
-def measure(shell: Any, all_cells: dict[str, dict[str, str]], rounds: int) -> Times:
+def measure(shell: Any, all_cells: dict[str, dict[str, str]], rounds: int,
+            choices: dict[str, list[str]]) -> Times:
+    """Time every cell; ``choices`` gets what the compiled cells' reports say they chose."""
     times: Times = {c: {w: [] for w in WAYS} for c in all_cells}
     for r in range(rounds):
         for case, by_way in all_cells.items():
@@ -103,9 +106,23 @@ def measure(shell: Any, all_cells: dict[str, dict[str, str]], rounds: int) -> Ti
                     run_cell(shell, _NEW_POLICY)
                 seconds = run_cell(shell, by_way[way])
                 times[case][way].append(seconds)
+                report = shell.user_ns.pop(REPORT, None)
+                if report is not None:
+                    choices.setdefault(case, []).extend(_choices(r + 1, way, report))
                 parts.append(f"{way} {seconds:.3f}s")
             print(f"round {r + 1}: {case:<22} " + ", ".join(parts), flush=True)
     return times
+
+
+def _choices(round_number: int, way: str, report: Any) -> list[str]:
+    """The adaptive executor's choices and --auto's decisions, one line each."""
+    lines = [f"round {round_number}, {way}: executor: {c.owner}, {c.key}: {c.why}"
+             for c in report.executor_choices]
+    for d in report.auto:
+        unit = "evaluation" if d.kind == "potential" else "step"
+        at = f"compiled at {unit} {d.compiled_at}" if d.compiled_at is not None else d.state
+        lines.append(f"round {round_number}, {way}: {d.key}: {d.eager_steps} eager, {at}")
+    return lines
 
 
 def report_lines(times: Times) -> list[str]:
@@ -167,11 +184,17 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     print(f"method:   one process, one IPython shell; {args.rounds} rounds, order rotated; each cell "
           "starts from a cleared param store with new objects; each --auto cell from a new session policy")
     print(f"load average before: {load_average()}")
-    times = measure(shell, all_cells, args.rounds)
+    choices: dict[str, list[str]] = {}
+    times = measure(shell, all_cells, args.rounds, choices)
     print(f"load average after:  {load_average()}")
     print()
     for line in report_lines(times):
         print(line)
+    print()
+    print("what the compiled and --auto cells chose (from their reports)")
+    for case, lines in choices.items():
+        for line in lines:
+            print(f"{case:<22} {line}")
     return 0
 
 

@@ -26,6 +26,13 @@ from the same process), then compiled under the setting. Figures:
 * NUTS, 100 warm-up + 100 samples: the whole run (it compiles every run);
 * HMM, 3 epochs over 75 sequences of lengths 24/48/72: each epoch.
 
+``--switching`` measures instead whether the optimize flag can be changed per
+call of one trace: the simple SVI's steady step with the flag always on,
+always off, and alternating step by step (medians per flag value). Once the
+optimizing executor has built a trace's optimised plan, torch runs that plan
+whatever the flag says, so alternating runs at the optimised speed in both
+halves: going back to no-opt means compiling the trace again.
+
 Usage::
 
     python bench/bench_executor.py               # 2 repetitions of everything
@@ -183,12 +190,44 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms" if seconds < 0.1 else f"{seconds:.3f} s"
 
 
+def switching(steps: int) -> dict[str, dict[bool, float]]:
+    """The simple SVI's median steady step per flag value: always on, always off, alternating."""
+    import pyro
+    import torch
+    from pyro.infer import SVI, JitTrace_ELBO
+    from pyro.infer.autoguide import AutoDiagonalNormal
+    from pyro.optim import Adam
+
+    torch.set_num_threads(1)
+    model, data = _simple_model()
+    set_optimize = torch._C._set_graph_executor_optimize
+    out = {}
+    for mode in ("optimizing", "no-opt", "alternating"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(1)
+        guide = AutoDiagonalNormal(model)
+        guide(data)
+        svi = SVI(model, guide, Adam({"lr": 0.01}), JitTrace_ELBO(ignore_jit_warnings=True))
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(steps):
+            flag = {"optimizing": True, "no-opt": False}.get(mode, i % 2 == 0)
+            set_optimize(flag)
+            start = time.perf_counter()
+            svi.step(data)
+            times[flag].append(time.perf_counter() - start)
+        set_optimize(True)
+        out[mode] = {flag: statistics.median(t[steps // 10:]) for flag, t in times.items() if t}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
     parser.add_argument("--quick", action="store_true", help="tiny counts, 1 repetition: checks the script")
+    parser.add_argument("--switching", action="store_true",
+                        help="whether the optimize flag can be switched per call of a trace (see above)")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "SETTING"), help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -197,6 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     scale = 0.05 if args.quick else 1.0
     repeats = 1 if args.quick else args.repeats
+    if args.switching:
+        for line in machine_lines(1):
+            print(line)
+        for r in range(repeats):
+            for mode, by_flag in switching(int(3000 * scale) or 100).items():
+                shown = ", ".join(f"flag {'on' if flag else 'off'}: {_time(t)}"
+                                  for flag, t in by_flag.items())
+                print(f"repeat {r + 1}: {mode:<12} median step {shown}", flush=True)
+        return 0
 
     for line in machine_lines(1):
         print(line)

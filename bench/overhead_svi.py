@@ -12,7 +12,8 @@
    and the eager cell under ``%%pyrojit``;
 3. why nesting matters: ``torch.jit.trace`` records the Python call stack of
    every op it traces, so tracing the same function costs more the deeper
-   the stack it is called from.
+   the stack it is called from; and what tracing on a thread of its own (as
+   ``%%pyrojit`` does) costs from the deepest of them.
 
 Usage::
 
@@ -129,8 +130,10 @@ def compile_step(shell: Any, rounds: int) -> list[str]:
     return lines
 
 
-def trace_depth(ops: int, rounds: int, depths: Sequence[int] = (0, 10, 20)) -> list[str]:
+def trace_depth(ops: int, rounds: int, depths: Sequence[int] = (0, 10, 20, 30, 60)) -> list[str]:
     import torch
+
+    from pyro_jitmagic._stack import call_shallow
 
     def f(x: Any) -> Any:
         for _ in range(ops // 2):
@@ -149,13 +152,20 @@ def trace_depth(ops: int, rounds: int, depths: Sequence[int] = (0, 10, 20)) -> l
             return trace() if k == 0 else down(k - 1)
         return lambda: down(n)
 
-    res = _interleaved({f"+{d} frames": at_depth(d) for d in depths}, rounds)
+    def shallow_from(n: int) -> Callable[[], float]:  # what %%pyrojit does: trace on a fresh thread
+        def down(k: int) -> float:
+            return call_shallow(trace) if k == 0 else down(k - 1)
+        return lambda: down(n)
+
+    ways = {f"+{d} frames": at_depth(d) for d in depths}
+    ways[f"+{depths[-1]}, own thread"] = shallow_from(depths[-1])
+    res = _interleaved(ways, rounds)
     lines = [f"3. torch.jit.trace of a {ops}-op function, called from deeper Python stacks "
              f"({rounds} rounds, medians)"]
     base = statistics.median(res[f"+{depths[0]} frames"])
     for name, values in res.items():
         m = statistics.median(values)
-        lines.append(f"   {name:<10} {m * 1e3:7.2f} ms  ({(m - base) * 1e3:+6.2f} ms)")
+        lines.append(f"   {name:<18} {m * 1e3:7.2f} ms  ({(m - base) * 1e3:+6.2f} ms)")
     return lines
 
 

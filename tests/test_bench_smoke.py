@@ -57,3 +57,23 @@ def test_bench_compare_prints_a_ratio_per_workload(run_script):
         assert f"{workload}: compare / (eager + compiled) = " in out
         assert f"{workload}: compare -q / (eager + compiled) = " in out
     assert out.count("PASS") + out.count("MISS") == 6
+
+
+def test_bench_auto_prints_its_table_and_verdicts(run_script):
+    out = run_script("bench_auto")
+    for case in ("simple SVI 20 steps", "NUTS 5 samples", "HMM 1 epochs"):
+        row = next(line for line in out.splitlines()
+                   if line.startswith(case) and ("PASS" in line or "MISS" in line))
+        assert len(row.split()) >= 10, row
+    assert "worst --auto / best: " in out
+
+
+def test_bench_executor_prints_each_setting_and_the_switching_check(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    script = importlib.import_module("bench_executor")
+    assert script.main(["--quick", "--workloads", "simple SVI", "--settings", "default", "no-opt"]) == 0
+    out = capsys.readouterr().out
+    assert "simple SVI default" in out and "simple SVI no-opt" in out and "steady step" in out
+    assert script.main(["--quick", "--switching"]) == 0
+    out = capsys.readouterr().out
+    assert "alternating  median step flag on:" in out and "flag off:" in out
