@@ -72,6 +72,14 @@ class PyroJitMagics(Magics):
         steps and their median time, warnings. While the cell runs, a progress
         line shows steps done and "compiling..." (cells over half a second).
 
+        With ``--auto`` each call signature (Pyro's cache key) runs eager,
+        timed, until the steps expected to follow would repay compiling it,
+        and HMC/NUTS compile the potential once the samples still to come
+        would repay it; the report shows each decision and what it saved or
+        lost against always eager and always compiled. Traces start in
+        TorchScript's no-opt executor (the cheapest to compile) and move to the
+        optimizing one when they are called often enough (``--executor``).
+
         With ``--compare`` the cell runs twice: eager exactly as written, then
         compiled, each from the same param store, optimizer and random state.
         Afterwards the namespace and param store hold the compiled run's
@@ -92,6 +100,11 @@ class PyroJitMagics(Magics):
             %%pyrojit --compare --seed 0
             for step in range(1000):
                 svi.step(data)
+
+            %%pyrojit --auto
+            for epoch in range(3):
+                for sequence in sequences:
+                    svi.step(sequence, length=len(sequence))
         """
         args = parse_argstring(self.pyrojit, line)
         if args.output is not None and not args.output.isidentifier():
