@@ -1,4 +1,4 @@
-"""``--auto``: compile a cache key only when running it eager has cost about what compiling would.
+"""``--auto``: compile a cache key only when compiling it is expected to pay.
 
 Compiling is a bet: a trace costs a fixed price up front (Pyro's eager call to
 find params, the trace, its first run) and pays back a little on every later
@@ -22,8 +22,9 @@ cell runs, from what it measures:
   reaches its expected compile cost: the rent-or-buy rule, which never loses
   more than that cost against compiling at once. Until the session has
   measured a compile, :data:`PRIOR_COMPILE_STEPS` and :data:`PRIOR_SPEEDUP`
-  stand in; a key whose compiled steps are not expected to be faster (the
-  session's measured speedup is below :data:`MIN_SPEEDUP`) stays eager.
+  stand in, and after that they count as one measurement among the
+  session's; a key whose compiled steps are not expected to be faster (the
+  session's speedup is below :data:`MIN_SPEEDUP`) stays eager.
 * **MCMC potential (look ahead).** An MCMC run knows how many samples remain,
   so the potential runs eager while the first samples measure its cost and the
   evaluations per sample, and compiles as soon as the evaluations still to come
@@ -43,6 +44,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -97,22 +99,26 @@ class KeyBook:
     kind: Kind
     owner: str
     key: str
-    eager: list[float] = field(default_factory=list)  # seconds of each eager step
-    compiled: list[float] = field(default_factory=list)  # seconds of each compiled step after the compile
+    # seconds of the latest eager steps, and how many there were (a key may stay eager for thousands)
+    eager: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    eager_calls: int = 0
+    eager_seconds: float = 0.0  # all of them
     compile_step: float | None = None  # seconds of the step that compiled
+    settling: list[float] = field(default_factory=list)  # the first SETTLE compiled steps after it
+    compiled: deque[float] = field(default_factory=lambda: deque(maxlen=20 * RECENT))  # then the latest
+    compiled_calls: int = 0
     state: Literal["eager", "compiled"] = "eager"
     why: str = ""
     function: FunctionCalls = field(default_factory=FunctionCalls)  # shared by its function's keys
     learned: bool = False  # its compile has been added to the session's ratios
-    eager_seconds: float = 0.0  # the sum of ``eager``, kept as it grows
 
     def eager_step(self) -> float | None:
-        """Median of the recent eager steps (a key may stay eager for thousands)."""
-        return _median(self.eager[-RECENT:])
+        """Median of the latest eager steps."""
+        return _median(list(self.eager))
 
     def compiled_step(self) -> float | None:
-        settled = self.compiled[SETTLE:]
-        return _median(settled or self.compiled)
+        """Median of the steady compiled steps (of the settling ones while there are no others)."""
+        return _median(list(self.compiled) or self.settling)
 
     def compile_seconds(self) -> float | None:
         """The compiling step and the slow steps right after it, over the steady compiled step."""
@@ -121,7 +127,7 @@ class KeyBook:
         steady = self.compiled_step()
         if steady is None:
             return self.compile_step
-        slow = sum(max(0.0, t - steady) for t in self.compiled[:SETTLE])
+        slow = sum(max(0.0, t - steady) for t in self.settling)
         return max(0.0, self.compile_step - steady) + slow
 
 
@@ -142,6 +148,7 @@ class Tally:
         if mode == "eager":
             self.eager_steps += 1
             book.eager.append(seconds)
+            book.eager_calls += 1
             book.eager_seconds += seconds
         elif mode == "compile":
             self.compiled_steps += 1
@@ -149,7 +156,8 @@ class Tally:
             book.compile_step = seconds
         else:
             self.compiled_steps += 1
-            book.compiled.append(seconds)
+            book.compiled_calls += 1
+            (book.settling if len(book.settling) < SETTLE else book.compiled).append(seconds)
 
 
 class AutoPolicy:
@@ -211,7 +219,7 @@ class AutoPolicy:
         """Whether this key should compile now, its function having been called
         ``function_calls`` times so far (all keys); sets ``book.why``."""
         eager = book.eager_step()
-        if eager is None or len(book.eager) < MIN_EAGER_STEPS:
+        if eager is None or book.eager_calls < MIN_EAGER_STEPS:
             book.why = f"ran eager: it takes {MIN_EAGER_STEPS} eager steps to measure a key's step time"
             return False
         speedup, measured = self.speedup("svi")
@@ -220,7 +228,7 @@ class AutoPolicy:
                         "in this session")
             return False
         expected = eager * self.compile_steps("svi")[0]
-        calls, spent = len(book.eager), book.eager_seconds
+        calls, spent = book.eager_calls, book.eager_seconds
         future = calls * max(1.0, self.horizon / max(function_calls, 1))
         saving = future * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
         if saving >= expected:

@@ -505,7 +505,7 @@ class JitRun:
         tally, mode = self._auto_step
         self._auto_step = None
         tally.add(mode, seconds, step)
-        if mode == "compiled" and len(tally.book.compiled) == LEARN_AFTER:
+        if mode == "compiled" and tally.book.compiled_calls == LEARN_AFTER:
             self.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
 
     def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile | None:
