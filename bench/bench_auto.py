@@ -1,8 +1,10 @@
 """``%%pyrojit --auto`` against always eager and always compiled, on the tutorial's workloads.
 
-For each workload and length, four cells run in one IPython shell, interleaved
-round by round (order rotated), each from a cleared param store with new
-objects, so every compiled cell compiles:
+Each workload and length (a case) runs in a fresh process of its own, so that
+what earlier cases left behind (torch keeps every traced graph, in C++
+memory) weighs on none. In it, four cells run in one IPython shell,
+interleaved round by round (order rotated), each from a cleared param store
+with new objects, so every compiled cell compiles:
 
 * eager: the cell as written;
 * compiled: the cell under ``%%pyrojit -q`` (its default executor, no-opt);
@@ -25,7 +27,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,6 +108,7 @@ def measure(shell: Any, all_cells: dict[str, dict[str, str]], rounds: int,
             for way in order:
                 if way == "--auto":
                     run_cell(shell, _NEW_POLICY)
+                shell.user_ns.pop(REPORT, None)
                 seconds = run_cell(shell, by_way[way])
                 times[case][way].append(seconds)
                 report = shell.user_ns.pop(REPORT, None)
@@ -159,11 +164,16 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="cases whose name starts with one of these")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny counts, 1 round: checks the script runs, measures nothing")
+                        help="tiny counts, 1 round, one process: checks the script runs, measures nothing")
+    parser.add_argument("--one-process", action="store_true", help="run every case in this process")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # a child process: run this case, print JSON
     args = parser.parse_args(argv)
     sizes, sequences = SIZES, 75
     if args.quick:
-        sizes, sequences, args.rounds = QUICK_SIZES, 3, 1
+        sizes, sequences, args.rounds, args.one_process = QUICK_SIZES, 3, 1, True
+    if not args.one_process and args.case is None and shell is None:
+        return _fresh_processes(args, [c for c in cells(sizes, sequences)
+                                       if not args.only or c.startswith(tuple(args.only))])
 
     import torch
 
@@ -176,16 +186,28 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     all_cells = cells(sizes, sequences)
     if args.only:
         all_cells = {c: v for c, v in all_cells.items() if c.startswith(tuple(args.only))}
+    if args.case is not None:
+        all_cells = {args.case: all_cells[args.case]}
     # pay torch's one-off start-up outside the figures
     run_cell(shell, next(iter(all_cells.values()))["compiled"])
+    if args.case is not None:
+        choices: dict[str, list[str]] = {}
+        times = measure(shell, all_cells, args.rounds, choices)
+        print(json.dumps({"times": times[args.case], "choices": choices.get(args.case, [])}))
+        return 0
 
     for line in machine_lines(args.threads):
         print(line)
     print(f"method:   one process, one IPython shell; {args.rounds} rounds, order rotated; each cell "
           "starts from a cleared param store with new objects; each --auto cell from a new session policy")
     print(f"load average before: {load_average()}")
-    choices: dict[str, list[str]] = {}
+    choices = {}
     times = measure(shell, all_cells, args.rounds, choices)
+    _summary(times, choices)
+    return 0
+
+
+def _summary(times: Times, choices: dict[str, list[str]]) -> None:
     print(f"load average after:  {load_average()}")
     print()
     for line in report_lines(times):
@@ -195,6 +217,30 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     for case, lines in choices.items():
         for line in lines:
             print(f"{case:<22} {line}")
+
+
+def _fresh_processes(args: Any, cases: list[str]) -> int:
+    """Run each case in a process of its own; gather and print as one run."""
+    for line in machine_lines(args.threads):
+        print(line)
+    print(f"method:   each case in a fresh process, one IPython shell in it; {args.rounds} rounds, order "
+          "rotated; each cell starts from a cleared param store with new objects; each --auto cell "
+          "from a new session policy")
+    print(f"load average before: {load_average()}")
+    times: Times = {}
+    choices: dict[str, list[str]] = {}
+    for case in cases:
+        out = subprocess.run([sys.executable, __file__, "--case", case, "--rounds", str(args.rounds),
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=False)
+        if out.returncode:
+            raise SystemExit(f"{case} failed:\n{out.stderr[-3000:]}")
+        lines = out.stdout.strip().splitlines()
+        for line in lines[:-1]:
+            if line.startswith("round "):
+                print(line, flush=True)
+        result = json.loads(lines[-1])
+        times[case], choices[case] = result["times"], result["choices"]
+    _summary(times, choices)
     return 0
 
 
