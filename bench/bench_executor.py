@@ -74,39 +74,13 @@ def apply_setting(setting: str) -> None:
         raise SystemExit(f"unknown setting {setting!r}")
 
 
-def _simple_model() -> tuple[Any, Any]:
-    import pyro
-    import pyro.distributions as dist
+def _workloads() -> dict[str, Any]:
+    """The tutorial's models and data, set up exactly as the other benchmarks' cells do."""
+    from bench_compare import SETUP_CELL
 
-    def model(data: Any) -> None:
-        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
-        scale = pyro.sample("scale", dist.LogNormal(0.0, 3.0))
-        with pyro.plate("data", data.size(0)):
-            pyro.sample("obs", dist.Normal(loc, scale), obs=data)
-
-    pyro.set_rng_seed(0)
-    return model, dist.Normal(0.5, 2.0).sample((100,))
-
-
-def _hmm() -> tuple[Any, list[Any]]:
-    import pyro
-    import pyro.distributions as dist
-    import torch
-    from pyro import poutine
-
-    def hmm_model(sequence: Any, num_sequences: int, length: int, state_dim: int = 16) -> None:
-        with pyro.plate("states", state_dim):
-            trans = pyro.sample("trans", dist.Dirichlet(0.5 * torch.ones(state_dim)))
-            emit_loc = pyro.sample("emit_loc", dist.Normal(0.0, 10.0))
-        emit_scale = pyro.sample("emit_scale", dist.LogNormal(0.0, 3.0))
-        with poutine.scale(scale=num_sequences):
-            x = 0
-            for t in pyro.markov(range(length)):
-                x = pyro.sample(f"x_{t}", dist.Categorical(trans[x]), infer={"enumerate": "parallel"})
-                pyro.sample(f"y_{t}", dist.Normal(emit_loc[x], emit_scale), obs=sequence[t])
-
-    pyro.set_rng_seed(0)
-    return hmm_model, [torch.randn(n) for n in [24] * 50 + [48] * 20 + [72] * 5]
+    namespace: dict[str, Any] = {}
+    exec(SETUP_CELL, namespace)
+    return namespace
 
 
 def child(workload: str, setting: str, scale: float) -> dict[str, Any]:
@@ -122,8 +96,9 @@ def child(workload: str, setting: str, scale: float) -> dict[str, Any]:
     torch.set_num_threads(1)
     clock = time.perf_counter
 
+    tutorial = _workloads()
+    model, data = tutorial["model"], tutorial["data"]
     if workload == "simple SVI":
-        model, data = _simple_model()
         steps = max(int(1000 * scale), 30)
 
         def svi_steps(elbo: Any) -> list[float]:
@@ -149,7 +124,6 @@ def child(workload: str, setting: str, scale: float) -> dict[str, Any]:
                 "total": sum(compiled)}
 
     if workload == "NUTS":
-        model, data = _simple_model()
         samples = max(int(100 * scale), 5)
 
         def nuts(jit: bool) -> float:
@@ -163,7 +137,7 @@ def child(workload: str, setting: str, scale: float) -> dict[str, Any]:
         apply_setting(setting)
         return {"eager run": eager, "run": nuts(True)}
 
-    hmm_model, sequences = _hmm()
+    hmm_model, sequences = tutorial["hmm_model"], tutorial["sequences"]
     epochs = 3
     sequences = sequences if scale >= 1 else sequences[:: max(int(1 / scale), 1)]
 
@@ -199,7 +173,8 @@ def switching(steps: int) -> dict[str, dict[bool, float]]:
     from pyro.optim import Adam
 
     torch.set_num_threads(1)
-    model, data = _simple_model()
+    tutorial = _workloads()
+    model, data = tutorial["model"], tutorial["data"]
     set_optimize = torch._C._set_graph_executor_optimize
     out = {}
     for mode in ("optimizing", "no-opt", "alternating"):
