@@ -25,6 +25,7 @@ profiling) it first ran under.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,9 +47,11 @@ EXPECTED_GAIN = 0.1
 #: Calls under the optimizing executor that profile and optimise the trace,
 #: then calls measured against the last no-opt ones.
 TRIAL_WARM = 3
-TRIAL_STEPS = 20
-#: The optimised trace is kept unless it is not at least this much faster.
-KEEP_BELOW = 0.97
+TRIAL_STEPS = 30
+#: The optimised trace is dropped only when its steps are slower than the
+#: no-opt ones by more than this factor: it has been paid for, and steps on a
+#: shared machine are noisy (a burst on either side must not undo it).
+SLOWER_ABOVE = 1.1
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ class Tier:
     def _settle(self, step: int) -> bool:
         optimized, before = _per_weight(self.after), _per_weight(list(self.before))
         figures = f"{_seconds(optimized)} {self.per} optimized against {_seconds(before)} no-opt before"
-        if optimized < before * KEEP_BELOW:
+        if optimized <= before * SLOWER_ABOVE:
             self.why = f"optimizing from {self.unit} {self.since}: {figures}"
             return True
         self.state, self.optimize, self.drop = "no-opt, kept", False, True
@@ -215,9 +218,8 @@ class Tier:
 
 
 def _per_weight(measured: list[tuple[float, float]]) -> float:
-    """Seconds per unit of weight, leaving out the slowest step (a collection, a hiccup)."""
-    kept = sorted(measured, key=lambda m: m[0] / m[1])[:-1] or measured
-    return sum(s for s, _ in kept) / sum(w for _, w in kept)
+    """The median step's seconds per unit of weight (robust to a collection or a hiccup)."""
+    return statistics.median(seconds / weight for seconds, weight in measured)
 
 
 def _seconds(value: float) -> str:
