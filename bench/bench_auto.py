@@ -120,9 +120,12 @@ def measure(shell: Any, all_cells: dict[str, dict[str, str]], rounds: int,
 
 
 def _choices(round_number: int, way: str, report: Any) -> list[str]:
-    """The adaptive executor's choices and --auto's decisions, one line each."""
+    """The adaptive executor's choices, --auto's decisions and NUTS's evaluations, one line each."""
     lines = [f"round {round_number}, {way}: executor: {c.owner}, {c.key}: {c.why}"
              for c in report.executor_choices]
+    # a NUTS run's time follows its path: how many evaluations its trees took
+    lines += [f"round {round_number}, {way}: {m.potential_evals} potential evaluations"
+              for m in report.mcmc_runs]
     for d in report.auto:
         unit = "evaluation" if d.kind == "potential" else "step"
         at = f"compiled at {unit} {d.compiled_at}" if d.compiled_at is not None else d.state
