@@ -37,6 +37,7 @@ from ._executor import ExecutorSetting, Tier, optimize_setter
 from ._mcmc import MCMCClock, mcmc_decision
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
+from ._render import seconds
 from ._session import Session, default_session
 from ._stack import call_shallow
 from ._warnings import Mode, WarningCapture, default_location_name
@@ -195,7 +196,10 @@ class JitRun:
 
             # torch's one-off start-up would pass for a slow compile (or, with --auto, a slow
             # eager step), and the decisions taken on those figures would be wrong
-            prime_once()
+            primed = prime_once()
+            if primed > 0.05:
+                self._notes.append(f"torch's one-off start-up in this process took {seconds(primed)}, "
+                                   "paid before the first step so that no step or compile is billed for it")
         self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")

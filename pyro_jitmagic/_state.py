@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,18 +58,19 @@ def _numpy_state() -> Any:
 _primed = False
 
 
-def prime_once() -> None:
-    """Pay torch's and Pyro's one-off start-up before the first timed eager step.
+def prime_once() -> float:
+    """Pay torch's and Pyro's one-off start-up before the first timed step; the seconds it took.
 
     The first SVI step in a process takes over a second here (autograd and
     optimizer machinery starting up) whatever the model. Left in, it would be
     billed to the eager half of ``--compare`` and flatter the compiled one.
     A throwaway step on a one-variable model pays it; the param store and the
-    random state are left as they were.
+    random state are left as they were. Later calls cost nothing (and return 0).
     """
     global _primed
     if _primed:
-        return
+        return 0.0
+    start = time.perf_counter()
     import pyro
     import pyro.distributions as dist
     import torch
@@ -94,6 +96,7 @@ def prime_once() -> None:
             del store[param]
         rng.restore()
     _primed = True
+    return time.perf_counter() - start
 
 
 def seed_everything(seed: int) -> None:
