@@ -91,7 +91,9 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
 def _saved(value: float | None) -> str:
     if value is None:
         return "n/a"
-    return f"saved {seconds(value)}" if value >= 0 else f"lost {seconds(-value)}"
+    if value == 0:  # a key that ran eager throughout, against always eager
+        return "nothing saved or lost"
+    return f"saved {seconds(value)}" if value > 0 else f"lost {seconds(-value)}"
 
 
 def auto_decision_line(d: AutoDecision) -> str:
