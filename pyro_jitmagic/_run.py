@@ -680,10 +680,13 @@ class JitRun:
         compiled, reason = mcmc_decision(mcmc, self._can_trace)
         if not self.compile:
             compiled, reason = False, "run as written"
-        auto = compiled and not reason and self.auto is not None
+        # --auto decides for kernels written with jit_compile=True too: the cell asked it to
+        written = reason == "already compiled as written"
+        auto = compiled and (not reason or written) and self.auto is not None
         after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
         if auto:
             after = f"{kernel_name}(jit_compile=True once it pays, --auto)"
+            reason = "written with jit_compile=True; --auto decides when" if written else ""
         self._switches[id(mcmc)] = Switch(target, kernel_name, after, compiled, reason)
 
         local = PatchSet()
@@ -702,6 +705,8 @@ class JitRun:
         try:
             if compiled and not kernel._jit_compile and not auto:
                 local.set(kernel, "_jit_compile", True)
+            elif auto and kernel._jit_compile:  # its setup would trace at once: eager until it pays
+                local.set(kernel, "_jit_compile", False)
             wrap = None
             if auto:
                 assert self.auto is not None

@@ -426,3 +426,17 @@ def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patc
     assert report.mcmc_runs[0].completed
     assert abs(runner.ns["mcmc"].get_samples()["loc"].mean().item() - 0.5) < 1.5
     assert_nothing_patched(patched_targets)
+
+
+def test_auto_decides_for_a_kernel_written_with_jit_compile_too(auto_policy, patched_targets):
+    auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0})
+    mcmc = MCMC(NUTS(models.gaussian, jit_compile=True), num_samples=30, warmup_steps=30,
+                disable_progbar=True)
+    with JitRun(auto=True) as run:
+        mcmc.run(models.data())
+    (switch,) = run.report.switches
+    assert switch.after == "NUTS(jit_compile=True once it pays, --auto)"
+    (decision,) = run.report.auto
+    assert decision.eager_steps > 0  # its setup did not trace at once, as jit_compile=True would
+    assert mcmc.kernel._jit_compile  # as written again
+    assert_nothing_patched(patched_targets)
