@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._mcmc import potential_maker
 from .report import AutoDecision
 
 Kind = Literal["svi", "potential"]
@@ -312,8 +313,8 @@ def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target:
     """
 
     def wrap(potential: Callable[..., Any]) -> Callable[..., Any]:
-        maker = getattr(potential, "__self__", None)  # Pyro's _PEMaker
-        if maker is None or not hasattr(maker, "get_potential_fn"):
+        maker = potential_maker(potential)
+        if maker is None:
             return potential
         compiled_fn = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=kernel._ignore_jit_warnings,
                                              jit_options=kernel._jit_options)

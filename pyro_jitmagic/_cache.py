@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _switch
+from ._mcmc import potential_maker
 from ._naming import label, name_in
 from .cache import CachedFunction, CacheEntry, CacheSnapshot
 
@@ -241,8 +242,7 @@ class Inspector:
             functions.append(CachedFunction(id(compiled), self._owner(namespace, elbo, owner_of), "ELBO",
                                             serves, tuple(entries)))
         for kernel in kernels:
-            maker = getattr(getattr(kernel, "potential_fn", None), "func", None)
-            maker = getattr(maker, "__self__", None)
+            maker = potential_maker(getattr(kernel, "potential_fn", None))
             traced = getattr(maker, "_compiled_fn", None)
             if traced is None:
                 continue

@@ -19,6 +19,15 @@ from ._patch import PatchSet
 from .report import MCMCRun, PosteriorSite
 
 
+def potential_maker(potential: Any) -> Any:
+    """The Pyro ``_PEMaker`` behind a kernel's ``potential_fn``, which holds its compiled potential
+    (``_compiled_fn``): the compiled one is ``partial(maker._potential_fn_jit, ...)``, the eager one
+    the bound method ``maker._potential_fn`` (pyro/infer/mcmc/util.py). None for anything else."""
+    bound = getattr(potential, "func", potential)  # a partial's function, or the method itself
+    maker = getattr(bound, "__self__", None)
+    return maker if hasattr(maker, "get_potential_fn") else None
+
+
 def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
     """Whether an MCMC run can be compiled, and why not (or why it already is)."""
     from pyro.infer.mcmc import HMC
@@ -72,8 +81,7 @@ class MCMCClock:
             finally:
                 self.setup_seconds += time.perf_counter() - start
                 potential = getattr(kernel, "potential_fn", None)
-                self._maker = (getattr(getattr(potential, "func", None), "__self__", None)
-                               or getattr(potential, "__self__", None))
+                self._maker = potential_maker(potential)
                 if potential is not None:
                     if wrap_potential is not None:
                         potential = wrap_potential(potential)

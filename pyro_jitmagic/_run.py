@@ -34,7 +34,7 @@ from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._executor import ExecutorSetting, Tier, optimize_setter
-from ._mcmc import MCMCClock, mcmc_decision
+from ._mcmc import MCMCClock, mcmc_decision, potential_maker
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._render import seconds
@@ -727,7 +727,7 @@ class JitRun:
                                                 plan.compile_seconds))
             if clock.tier is not None and clock.tier.state != "no-opt":
                 self._tiers_changed[id(clock.tier)] = clock.tier
-            maker = getattr(getattr(kernel.potential_fn, "func", None), "__self__", None)
+            maker = potential_maker(kernel.potential_fn)
             if getattr(maker, "_compiled_fn", None) is not None:
                 # one entry per potential; every evaluation after setup is a hit
                 self.session.cache.hit(maker, "potential", compile_seconds=plan.compile_seconds or None,

@@ -157,3 +157,21 @@ def test_max_entries_runs_further_keys_eager_and_says_so():
 def _forget_dead_objects():
     yield
     gc.collect()
+
+
+def test_a_potential_compiled_by_auto_appears_too(auto_policy):
+    # under --auto the kernel's potential_fn is Pyro's eager one again after the run, and its
+    # compiled potential is still found through it
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0})
+    kernel = NUTS(models.gaussian)
+    mcmc = MCMC(kernel, num_samples=20, warmup_steps=20, disable_progbar=True)
+    with compiled(auto=True) as run:
+        mcmc.run(models.data())
+    (decision,) = run.report.auto
+    assert decision.state == "compiled"
+    (f,) = functions_of(snapshot({"kernel": kernel}), "kernel ")
+    assert f.kind == "potential"
+    (entry,) = f.entries
+    assert entry.hits > 0 and entry.compile_seconds > 0
