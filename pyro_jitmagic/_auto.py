@@ -59,9 +59,10 @@ Kind = Literal["svi", "potential"]
 #: the rule above is checked against 100 to 5000 in docs/benchmarks.md.
 HORIZON = 200
 #: Before the session has measured a compile: a compile costs about this many
-#: eager steps of the key compiled (measured here with the no-opt executor:
-#: 7.5 on the simple SVI, 13 to 15 on the HMM's three lengths, 15 eager
-#: evaluations for the NUTS potential). The prior also counts as one
+#: eager steps of the key compiled (with the no-opt executor, the --auto
+#: report's "compiling" over its "eager" step came to 7-8 on the simple SVI and
+#: 13-15 on the HMM's three lengths here, and about 15 eager evaluations for the
+#: NUTS potential's trace). The prior also counts as one
 #: measurement among the session's, so that one noisy compile cannot swing
 #: the next decisions on its own.
 PRIOR_COMPILE_STEPS = {"svi": 12.0, "potential": 15.0}

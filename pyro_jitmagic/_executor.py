@@ -38,8 +38,9 @@ DEFAULT = "adaptive"
 #: this many times what optimizing it is expected to cost, so that a trial that
 #: gains nothing costs at most a tenth of the time the key has taken.
 TRY_FACTOR = 10.0
-#: Optimizing a trace costs about this many no-opt compiles of it (measured by
-#: bench/bench_executor.py: 6.5 on the simple SVI, 4 on the HMM).
+#: Optimizing a trace costs about this many no-opt compiles of it (from
+#: bench/bench_executor.py's figures in docs/benchmarks.md: (121 - 15) / 15 ms = 7
+#: on the simple SVI; on the HMM's first epoch (9.19 - 2.76) / (2.76 - 0.95) s = 3.6).
 OPTIMIZE_COST = 6.0
 #: adaptive, MCMC: a run knows how long it has left; the potential is tried
 #: when this share of the time left would repay twice the expected cost.
@@ -172,7 +173,6 @@ class Tier:
     state: str = "no-opt"  # "no-opt", "optimizing", "no-opt, kept"
     drop: bool = False  # the optimised trace was slower: throw it away, compile again no-opt
     spent: float = 0.0
-    calls: int = 0
     before: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=TRIAL_STEPS))
     after: list[tuple[float, float]] = field(default_factory=list)
     warm: int = 0  # calls spent letting the optimizing executor profile and optimise
@@ -184,9 +184,8 @@ class Tier:
         """Record a step (``weight``: potential evaluations in it); True when the executor changed."""
         if self.state == "no-opt":
             self.spent += seconds
-            self.calls += 1
             self.before.append((seconds, weight))
-            if self.calls >= TRIAL_STEPS and self._worth_trying(remaining):
+            if len(self.before) == TRIAL_STEPS and self._worth_trying(remaining):
                 self.state, self.optimize, self.since = "optimizing", True, step + 1
                 self.why = f"optimizing from {self.unit} {self.since}"
                 return True

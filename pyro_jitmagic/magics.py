@@ -15,6 +15,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
+from ._executor import DEFAULT as DEFAULT_EXECUTOR
+from ._executor import EXECUTORS
+
 # Cache inspectors displayed in this session that refresh after each %%pyrojit
 # cell: the most recent few (older outputs have usually scrolled away).
 _LIVE_CACHE_VIEWS = 4
@@ -46,7 +49,7 @@ class PyroJitMagics(Magics):
     @argument("--auto", action="store_true",
               help="compile each cache key only once running it eager has cost about what compiling "
                    "it is expected to (per SVI call signature, and per MCMC run's potential)")
-    @argument("--executor", choices=("adaptive", "no-opt", "optimizing", "legacy"), default="adaptive",
+    @argument("--executor", choices=tuple(EXECUTORS), default=DEFAULT_EXECUTOR,
               help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
                    "starts no-opt, the cheapest to compile, and a key called often enough is tried "
                    "optimizing and keeps the faster), no-opt, optimizing (torch's default), or legacy")
