@@ -197,8 +197,15 @@ def _difference(x: float) -> str:
     return f"{x:.2g}"
 
 
+_OUTCOME_WORDS = {"agree": "results agree", "agree within noise": "results agree within noise",
+                  "disagree": "RESULTS DISAGREE"}
+
+
 def comparison_verdict(c: Any) -> str:
     """"compiled 2.6x faster per step, ahead after 340 steps, results agree"."""
+    if (c.svi or c.mcmc) and not c.compiled_anything:
+        why = "; ".join(f"{s.target}: {s.reason}" for s in c.compiled.switches if s.reason)
+        return f"nothing was compiled ({why}): both runs ran eager"
     parts = []
     main_svi = max(c.svi, key=lambda s: len(s.compiled.steps), default=None)
     if main_svi is not None:
@@ -224,10 +231,8 @@ def comparison_verdict(c: Any) -> str:
             parts.append(f"{m.target} sampling {value:.2g}x {word}")
     if not c.svi and not c.mcmc:
         parts.append("the cell ran no SVI step and no MCMC run")
-    elif c.agree:
-        parts.append("results agree")
     else:
-        parts.append("RESULTS DISAGREE")
+        parts.append(_OUTCOME_WORDS[c.outcome])
     return ", ".join(parts)
 
 
@@ -276,30 +281,39 @@ def _mcmc_rows(m: Any) -> list[tuple[str, str, str]]:
     ]
 
 
+_VERDICT_WORDS = {"agree": "agree", "agree within noise": "agree within noise", "disagree": "DISAGREE"}
+
+
 def agreement_lines(c: Any) -> list[str]:
-    from .comparison import MCMC_Z_TOLERANCE, RELATIVE_TOLERANCE
+    from .comparison import RELATIVE_TOLERANCE
 
     lines = []
     for s in c.svi:
-        verdict = "agree" if s.agree else "DISAGREE"
         steps = min(len(s.eager.steps), len(s.compiled.steps))
-        lines.append(f"{s.target}: losses {verdict}: largest relative difference "
-                     f"{_difference(s.loss_difference)} over {steps} "
-                     f"steps; final params {_difference(s.param_difference)} "
-                     f"(tolerance {RELATIVE_TOLERANCE:g})")
+        lines.append(f"{s.target}: losses {_VERDICT_WORDS[s.outcome]}: {s.reason}")
+        lines.append(f"{s.target}: largest relative difference of the losses "
+                     f"{_difference(s.loss_difference)} over {steps} steps, of the final params "
+                     f"{_difference(s.param_difference)} "
+                     f"(step by step within {RELATIVE_TOLERANCE:g})")
     for m in c.mcmc:
-        verdict = "agree" if m.agree else "DISAGREE"
-        lines.append(f"{m.target}: posterior means {verdict}: largest difference "
-                     f"{m.mean_difference_sd:.2g} posterior sd ({m.mean_difference_z:.2g} Monte Carlo "
-                     f"standard errors; tolerance {MCMC_Z_TOLERANCE:g})")
-    if not c.agree and c.compiled.risky_warnings:
-        where = "; ".join(f"{w.where}: {w.source}" for w in c.compiled.risky_warnings)
-        lines.append("a risky JIT warning explains it: a tensor became a Python value while tracing "
-                     f"at {where}")
-    elif not c.agree:
-        lines.append("no risky JIT warning was raised; check the model for state kept outside "
-                     "pyro.param or for global tensors that change between steps")
+        lines.append(f"{m.target}: posterior means {_VERDICT_WORDS[m.outcome]}: {m.reason}")
+    if c.outcome == "disagree":
+        lines.append(disagreement_cause(c))
     return lines
+
+
+def disagreement_cause(c: Any) -> str:
+    """The likeliest cause of a disagreement that the runs themselves support, in one line."""
+    if c.compiled.risky_warnings:
+        where = "; ".join(f"{w.where}: {w.source}" for w in c.compiled.risky_warnings)
+        return f"a risky JIT warning explains it: a tensor became a Python value while tracing at {where}"
+    state = [m for m in c.isolation.mutated if m.endswith("(a tensor)") or m.startswith("param ")]
+    if state:
+        return (f"likely cause: state outside the param store ({', '.join(state)} changed in place by "
+                "the eager run, so the compiled run started from elsewhere)")
+    return ("no risky read was seen while tracing: look in the model for a Python value taken from a "
+            "tensor that torch does not warn about, or for tensors kept outside pyro.param that change "
+            "between steps")
 
 
 def isolation_lines(c: Any) -> list[str]:
@@ -376,7 +390,7 @@ def comparison_html(c: Any, plots: dict[str, str] | None = None) -> str:
     """The whole comparison as static HTML: what the panel shows, without widgets."""
     esc = html.escape
     plots = plots if plots is not None else {}
-    verdict_class = "agree" if c.agree else "risky"
+    verdict_class = "agree" if c.agree else "risky"  # "agree within noise" included
     parts = [_STYLE, "<style>.pyrojit .agree{background:#e8f5e9;border-left:4px solid #2e7d32;"
              "padding:6px 10px;margin:6px 0}.pyrojit-table td,.pyrojit-table th{padding:2px 10px;"
              "text-align:right}.pyrojit h4{margin:10px 0 4px}</style>",

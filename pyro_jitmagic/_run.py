@@ -82,6 +82,8 @@ class _SVIPlan:
     # (seconds, loss, compile seconds) per step: tuples on the hot path, Step records in snapshot()
     raw: list[tuple[float, Any, float]] = field(default_factory=list)
     compile_seconds: float = 0.0  # of the step in progress
+    # why this run's random draws part from an eager run's ("" while they do not)
+    diverges: str = ""
 
     def steps(self) -> tuple[Step, ...]:
         return tuple(Step(seconds, loss if isinstance(loss, float) else math.nan, self.compiled, compiled)
@@ -105,6 +107,31 @@ class _PendingCompile:
     start: float = 0.0
     trace_seconds: float = 0.0
     shapes: tuple[str, ...] = ()
+
+
+class _FirstCall:
+    """Stands in for a compiled function's Python function while Pyro compiles a key, to keep
+    Pyro's eager first run of it (which finds the params): its result, the random state after
+    it, and whether it created params."""
+
+    def __init__(self, fn: Callable[..., Any], store: Any) -> None:
+        self.fn = fn
+        self._store = store
+        self._known = set(store.keys())
+        self.result: Any = None
+        self.rng: Any = None
+        self.created_params = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if self.rng is not None:  # the trace's own calls
+            return self.fn(*args, **kwargs)
+        import torch
+
+        self.result = self.fn(*args, **kwargs)
+        self.rng = torch.get_rng_state()
+        self.created_params = not self._known.issuperset(self._store.keys())
+        return self.result
 
 
 @dataclass
@@ -138,6 +165,7 @@ class JitRun:
         executor: str = DEFAULT_EXECUTOR,
         on_first_step: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         if warnings not in _WARNING_MODES:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
@@ -155,6 +183,7 @@ class JitRun:
         self._past_cap: dict[int, tuple[str, Any]] = {}
         self._on_first_step = on_first_step
         self._on_progress = on_progress
+        self._on_step = on_step  # after every SVI step: --compare follows the params
         self._last_progress = 0.0
         self._steps_done = 0
         self._samples_done = 0
@@ -164,6 +193,8 @@ class JitRun:
         self.auto: AutoPolicy | None = (
             auto if isinstance(auto, AutoPolicy) else self.session.auto if auto else None)
         self._tallies: dict[tuple[int, Any], Tally] = {}
+        # (compiled function, key) whose next call checks that its trace draws what eager draws
+        self._verify: set[tuple[int, Any]] = set()
         self._auto_step: tuple[Tally, str] | None = None
         self._capture = WarningCapture(warnings, name_location)
         self._patches = PatchSet()
@@ -365,6 +396,8 @@ class JitRun:
             if run._tier_step is not None:
                 run._tier_done(end - start, len(plan.raw))
             run._steps_done += 1
+            if run._on_step is not None:
+                run._on_step()
             if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
                 run._progress(end, plan)
             if len(plan.raw) == 1 and plan.runner is not None:
@@ -422,9 +455,13 @@ class JitRun:
     # -- compiling -------------------------------------------------------------
     def _compiled_call_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         import pyro
+        import torch
+        from pyro.ops.jit import _hashable_args_kwargs as pyro_key
 
         run, cache, adaptive = self, self.session.cache, self._adaptive
         param: Any = pyro.param
+        store = pyro.get_param_store()
+        get_rng_state, set_rng_state, equal = torch.get_rng_state, torch.set_rng_state, torch.equal
         set_optimize = optimize_setter()
 
         def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -432,26 +469,42 @@ class JitRun:
             __tracebackhide__ = True
             if not run._active:
                 return original(fn, *args, **kwargs)
-            # Pyro's key (pyro/ops/jit.py, _hashable_args_kwargs) for hashable
-            # keyword values; others Pyro keys by id(), which we leave to it.
+            # Pyro's key (pyro/ops/jit.py, _hashable_args_kwargs): the keyword values
+            # themselves when hashable, which is the fast common case; else Pyro's own
+            # hashing (lists, dicts and argparse.Namespace by value, others by id)
             key = (len(args), tuple(sorted(kwargs.items())))
             try:
                 traced = fn.compiled.get(key)
             except TypeError:
-                return original(fn, *args, **kwargs)
+                key = pyro_key(args, kwargs)
+                traced = fn.compiled.get(key)
             if run.auto is not None and not run._auto_route(fn, key, traced):
                 return fn.fn(*args, **kwargs)  # --auto: eager while that is cheaper
             if traced is None:
-                pending = run._before_compile(fn, key, kwargs)
-                if pending is None:  # past --max-entries: Pyro's uncompiled function, uncached
+                if run._past_max_entries(fn):  # Pyro's uncompiled function, uncached
                     if run._auto_step is not None:
                         run._auto_step = (run._auto_step[0], "eager")
                     return fn.fn(*args, **kwargs)
+                pending = run._before_compile(fn, key, kwargs)
+                first = _FirstCall(fn.fn, store)
+                local = PatchSet()
                 try:
+                    local.set(fn, "fn", first)
                     result = original(fn, *args, **kwargs)  # from this frame: see _wrap
                 finally:
+                    local.restore()
                     run._after_compile(fn, key, pending)
+                if first.rng is not None and not equal(get_rng_state(), first.rng):
+                    # The trace drew other random numbers than Pyro's eager first run of the step.
+                    if first.created_params:  # their initial values drew them: eager's step is the step
+                        set_rng_state(first.rng)
+                        run._verify.add((id(fn), key))
+                        return first.result
+                    run._draws_part()
                 return result
+            if run._verify and (id(fn), key) in run._verify:
+                run._verify.discard((id(fn), key))
+                return run._verified_call(fn, traced, args, kwargs)
             stats = cache.of(fn)
             stats.recent_new.append(False)
             stats.last_key = key
@@ -512,16 +565,51 @@ class JitRun:
         if mode == "compiled" and tally.book.compiled_calls == LEARN_AFTER:
             self.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
 
-    def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile | None:
-        """A call with a new key is about to compile; None when it is past --max-entries."""
+    def _past_max_entries(self, fn: Any) -> bool:
+        """A call with a new key: True when ``fn`` holds --max-entries traces already (it runs eager)."""
+        if self.max_entries is None or len(fn.compiled) < self.max_entries:
+            return False
+        stats = self.session.cache.of(fn)
+        stats.recent_new.append(True)
+        stats.eager_past_cap += 1
+        self._past_cap[id(fn)] = (self._current.target if self._current else "?", stats)
+        return True
+
+    def _verified_call(self, fn: Any, traced: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A key whose first step drew random initial values: is its compiled step's draw eager's?
+
+        Its step runs eagerly first (only to count the random numbers it draws), then compiled
+        from the same random state, as every later step will.
+        """
+        import pyro
+        import torch
+
+        param: Any = pyro.param
+        start = torch.get_rng_state()
+        fn.fn(*args, **kwargs)
+        eager = torch.get_rng_state()
+        torch.set_rng_state(start)
+        result = traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+        if not torch.equal(torch.get_rng_state(), eager):
+            self._draws_part()
+        return result
+
+    def _draws_part(self) -> None:
+        """The step just compiled drew other random numbers than its eager run: say so once per SVI."""
+        plan = self._current
+        if isinstance(plan, _SVIPlan) and not plan.diverges:
+            plan.diverges = ("the compiled step draws fewer random numbers than the eager one (a random "
+                             "value computed and never used, e.g. torch.randn as the initial value of a "
+                             "pyro.param that exists already), so the two runs' draws part")
+            self._notes.append(f"{plan.target}: {plan.diverges}; its results follow eager's in "
+                               "distribution, not draw by draw")
+
+    def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile:
+        """A call with a new key is about to compile."""
         import torch
 
         stats = self.session.cache.of(fn)
         stats.recent_new.append(True)
-        if self.max_entries is not None and len(fn.compiled) >= self.max_entries:
-            stats.eager_past_cap += 1
-            self._past_cap[id(fn)] = (self._current.target if self._current else "?", stats)
-            return None
         if stats.keeps_recompiling(len(fn.compiled) + 1):
             self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
         stats.last_key = key
@@ -744,7 +832,7 @@ class JitRun:
         svi_runs = tuple(
             SVIRun(target=p.target, model=label(p.svi.model), guide=label(p.svi.guide),
                    elbo=type(p.runner).__name__ if p.runner is not None else p.elbo_name,
-                   steps=p.steps())
+                   steps=p.steps(), diverges=p.diverges)
             for p in self._svi_plans.values())
         notes = list(self._notes)
         for target, stats in self._past_cap.values():

@@ -111,13 +111,19 @@ class Step(NamedTuple):
 
 @dataclass(frozen=True)
 class SVIRun:
-    """Every step one SVI object took in the cell."""
+    """Every step one SVI object took in the cell.
+
+    ``diverges`` says why this run's random draws part from those of the same
+    steps run eager (empty while they do not): its losses can then be
+    compared with an eager run's in distribution only, not step by step.
+    """
 
     target: str
     model: str
     guide: str
     elbo: str
     steps: tuple[Step, ...]
+    diverges: str = ""
 
     @property
     def losses(self) -> tuple[float, ...]:
