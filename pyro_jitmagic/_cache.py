@@ -41,6 +41,7 @@ class EntryStats:
     hits: int = 0
     last_hit: float | None = None
     tier: Any = None  # the executor it runs under with --executor adaptive (an _executor.Tier)
+    args: tuple[Any, ...] = ()  # the positional arguments it was compiled for: shapes or type names
 
 
 @dataclass

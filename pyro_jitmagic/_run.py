@@ -34,7 +34,7 @@ from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._executor import ExecutorSetting, Tier, optimize_setter
-from ._mcmc import MCMCClock, mcmc_decision, potential_maker
+from ._mcmc import MCMCClock, mcmc_decision, potential_builder, potential_maker
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._render import seconds
@@ -84,6 +84,8 @@ class _SVIPlan:
     compile_seconds: float = 0.0  # of the step in progress
     # why this run's random draws part from an eager run's ("" while they do not)
     diverges: str = ""
+    # (random state, param names, warnings captured) before its first compiled step
+    start: tuple[Any, set[str], Any] | None = None
 
     def steps(self) -> tuple[Step, ...]:
         return tuple(Step(seconds, loss if isinstance(loss, float) else math.nan, self.compiled, compiled)
@@ -107,6 +109,7 @@ class _PendingCompile:
     start: float = 0.0
     trace_seconds: float = 0.0
     shapes: tuple[str, ...] = ()
+    args: tuple[Any, ...] = ()  # what the positional arguments were: shapes, or type names
 
 
 class _FirstCall:
@@ -142,6 +145,7 @@ class _TraceStart:
     shapes: tuple[str, ...]
     risky: int
     params: set[str]
+    potential: bool = False  # an HMC/NUTS potential energy
 
 
 class JitRun:
@@ -221,6 +225,7 @@ class JitRun:
         import torch
         from pyro.infer import SVI, Predictive
         from pyro.infer.mcmc import MCMC
+        from pyro.infer.mcmc.util import _PEMaker
 
         if self.compile:
             from ._state import prime_once
@@ -249,6 +254,8 @@ class JitRun:
                 self._executor.apply()
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
+                self._wrap(_PEMaker, "get_potential_fn", lambda original: potential_builder(
+                    original, lambda: isinstance(self._current, _MCMCPlan), compiling_now))
             elif self.compile:
                 self._notes.append(f"torch.jit.trace is not available in torch {torch.__version__}: "
                                    "the cell ran eager")
@@ -346,6 +353,8 @@ class JitRun:
                           f"Pyro would silently return that model's loss for {label(svi.model)}, "
                           "so this SVI ran on its own compiled copy")
                 self._notes.append(f"{target}: {reason}")
+        elif self.session.cannot_compile(elbo) is not None:
+            reason = self.session.cannot_compile(elbo) or ""
         elif _switch.counterpart(elbo) is not None:
             runner, _ = self.session.companion(elbo, svi.model, svi.guide, _switch.make_companion)
             compiled, after = True, type(runner).__name__
@@ -380,9 +389,13 @@ class JitRun:
                 loss = original(svi, *args, **kwargs)
             except BaseException as exc:
                 run._auto_step = None
-                if plan.compiled:
-                    run._advise(exc, args, kwargs, plan.runner)
-                raise
+                if not (plan.compiled and run._fell_back(plan, exc)):
+                    if plan.compiled:
+                        run._advise(exc, args, kwargs, plan.runner)
+                    if _advice.ends_at_users_line(exc):
+                        raise exc.with_traceback(None) from exc.__cause__
+                    raise
+                loss = original(svi, *args, **kwargs)  # the same step, eager
             finally:
                 run._current = outer
             if cuda_initialized():
@@ -412,7 +425,35 @@ class JitRun:
         if plan.compiled and self.warmup:
             self._warmups.extend(_warmup.warm_up(plan.target, plan.runner, svi.model,
                                                  svi.guide, args, kwargs))
+        if plan.compiled and plan.runner is not plan.elbo:
+            import pyro
+            import torch
+
+            # to go back to, should its first compiled step meet a limit of Pyro's JIT
+            plan.start = (torch.get_rng_state(), set(pyro.get_param_store().keys()),
+                          self._capture.checkpoint())
         return plan
+
+    def _fell_back(self, plan: _SVIPlan, exc: BaseException) -> bool:
+        """When the first compiled step of an SVI failed on a known limit of Pyro's JIT (one it
+        fails on by hand too): put the step's state back and run this SVI eager; True if so."""
+        import pyro
+        import torch
+
+        store = pyro.get_param_store()
+        why = _switch.cannot_compile(plan.elbo, exc, store.keys())
+        if why is None or plan.raw or plan.start is None:
+            return False
+        rng, names, warned = plan.start
+        for name in set(store.keys()) - names:  # made by the failed trace
+            del store[name]
+        torch.set_rng_state(rng)
+        self._capture.rollback(warned)  # about a trace that is not used
+        self.session.never_compile(plan.elbo, why)
+        self._patches.set(plan.svi, "loss_and_grads", plan.elbo.loss_and_grads)
+        plan.runner, plan.compiled = plan.elbo, False
+        self._switches[id(plan.svi)] = Switch(plan.target, plan.elbo_name, plan.elbo_name, False, why)
+        return True
 
     def _after_first_step(self, plan: _SVIPlan) -> None:
         if plan.runner is plan.elbo and plan.compiled:
@@ -444,8 +485,8 @@ class JitRun:
 
     def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
                 elbo: Any) -> None:
-        if isinstance(exc, _advice.JitMagicError):
-            return  # raised by us, already says what to do
+        if isinstance(exc, _advice.JitMagicError) or _advice.advised(exc):
+            return  # raised or advised by us already: says what to do
         check_trace = bool((getattr(elbo, "jit_options", None) or {}).get("check_trace"))
         advice = _advice.advise(exc, args, kwargs, check_trace)
         if advice is not None:
@@ -485,7 +526,7 @@ class JitRun:
                     if run._auto_step is not None:
                         run._auto_step = (run._auto_step[0], "eager")
                     return fn.fn(*args, **kwargs)
-                pending = run._before_compile(fn, key, kwargs)
+                pending = run._before_compile(fn, key, args, kwargs)
                 first = _FirstCall(fn.fn, store)
                 local = PatchSet()
                 try:
@@ -519,9 +560,22 @@ class JitRun:
             # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
             # those only look for params created by the call, and a traced
             # function runs no Python, so they never see any.
-            return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+            try:
+                return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+            except Exception as exc:  # TorchScript's own check of the inputs
+                run._advise_call(exc, fn, key, args)
+                raise
 
         return call
+
+    def _advise_call(self, exc: Exception, fn: Any, key: Any, args: tuple[Any, ...]) -> None:
+        """A trace refused a call's arguments: compare them with what the trace was compiled for."""
+        entry = self.session.cache.of(fn).entries.get(key)
+        advice = _advice.advise_call(exc, args, entry.args if entry is not None else ())
+        if advice is not None:
+            _advice.attach(exc, advice)
+            _advice.at_users_line(exc)
+            self._advice = advice
 
     # -- --auto ----------------------------------------------------------------
     def _auto_route(self, fn: Any, key: Any, traced: Any) -> bool:
@@ -604,7 +658,8 @@ class JitRun:
             self._notes.append(f"{plan.target}: {plan.diverges}; its results follow eager's in "
                                "distribution, not draw by draw")
 
-    def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile:
+    def _before_compile(self, fn: Any, key: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> _PendingCompile:
         """A call with a new key is about to compile."""
         import torch
 
@@ -615,7 +670,8 @@ class JitRun:
         stats.last_key = key
         if self._adaptive:  # a new trace starts no-opt, whatever the last key ran under
             optimize_setter()(False)
-        pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending)
+        pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending,
+                                  args=_advice.describe_args(args))
         self._pending = pending
         pending.start = time.perf_counter()
         return pending
@@ -626,10 +682,11 @@ class JitRun:
         # Pyro's first call for a key runs the function eagerly to find its
         # params, traces it, then runs the trace (when the executor optimises
         # it): all of it is the price of compiling.
-        self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
         if key in fn.compiled:
+            self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
             self.session.cache.hit(fn, key, compile_seconds=seconds)
             entry = self.session.cache.of(fn).entries[key]
+            entry.args = pending.args
             if self._adaptive and entry.tier is None:
                 owner = self._current.target if self._current is not None else "?"
                 entry.tier = Tier(owner, pending.key, seconds)
@@ -646,9 +703,9 @@ class JitRun:
         warnings.warn(message, RecompilationWarning, stacklevel=2)
 
     def _record_compile(self, key: str, seconds: float, trace_seconds: float,
-                        shapes: tuple[str, ...]) -> None:
+                        shapes: tuple[str, ...], outside: str = "") -> None:
         owner = self._current
-        name = owner.target if owner is not None else "(outside SVI and MCMC)"
+        name = owner.target if owner is not None else outside or "(outside SVI and MCMC)"
         self._compilations.append(Compilation(name, key, seconds, trace_seconds, shapes))
         if owner is not None:
             owner.compile_seconds += seconds
@@ -683,7 +740,9 @@ class JitRun:
             pending=self._pending,
             shapes=tuple(str(tuple(t.shape)) for t in inputs if torch.is_tensor(t)),
             risky=self._capture.risky_count,
-            params=set(pyro.get_param_store().keys()))
+            params=set(pyro.get_param_store().keys()),
+            # Pyro's HMC/NUTS potential traces a function of this name (pyro/infer/mcmc/util.py)
+            potential=getattr(args[0] if args else None, "__name__", "") == "_pe_jit")
         if self._on_progress is not None:
             self._progress(time.perf_counter(), compiling=True)
         if before.pending is not None:
@@ -698,8 +757,9 @@ class JitRun:
             before.pending.trace_seconds, before.pending.shapes = seconds, before.shapes
         else:  # HMC/NUTS's potential, or a trace in user code
             plan = self._current
-            self._record_compile("potential energy" if isinstance(plan, _MCMCPlan)
-                                 else "torch.jit.trace", seconds, seconds, before.shapes)
+            self._record_compile("potential energy" if isinstance(plan, _MCMCPlan) or before.potential
+                                 else "torch.jit.trace", seconds, seconds, before.shapes,
+                                 outside="initialize_model" if before.potential else "")
             if isinstance(plan, _MCMCPlan) and self._adaptive and plan.clock.tier is None:
                 plan.clock.tier = Tier(plan.target, "potential energy", seconds, unit="sample",
                                        per="per evaluation")
@@ -770,8 +830,10 @@ class JitRun:
             compiled, reason = False, "run as written"
         # --auto decides for kernels written with jit_compile=True too: the cell asked it to
         written = reason == "already compiled as written"
-        auto = compiled and (not reason or written) and self.auto is not None
+        auto = compiled and (not reason or written) and self.auto is not None and kernel.model is not None
         after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
+        if compiled and not reason and kernel.model is None:
+            after = f"{kernel_name}(potential_fn compiled, from initialize_model in a %%pyrojit cell)"
         if auto:
             after = f"{kernel_name}(jit_compile=True once it pays, --auto)"
             reason = "written with jit_compile=True; --auto decides when" if written else ""
@@ -862,15 +924,22 @@ class JitRun:
         )
 
 
+def compiling_now() -> bool:
+    """Whether the innermost active run compiles (not the eager half of ``--compare``)."""
+    return bool(_ACTIVE) and _ACTIVE[-1].compile
+
+
 def _targets() -> list[tuple[Any, str]]:
     """Everything a run wraps at class or module level."""
     import pyro.ops.jit
     import torch
     from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
+    from pyro.infer.mcmc.util import _PEMaker
 
     return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
-            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward")]
+            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward"),
+            (_PEMaker, "get_potential_fn")]
 
 
 def heal_leftovers() -> list[str]:

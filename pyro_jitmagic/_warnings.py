@@ -165,6 +165,15 @@ class WarningCapture:
         if kind == "risky":
             self._risky_count += 1
 
+    def checkpoint(self) -> Any:
+        """What has been captured so far, for :meth:`rollback`."""
+        return {key: list(group) for key, group in self._groups.items()}, self._risky_count
+
+    def rollback(self, checkpoint: Any) -> None:
+        """Forget what was captured since ``checkpoint``: warnings of a trace that was thrown away."""
+        groups, self._risky_count = checkpoint
+        self._groups = {key: list(group) for key, group in groups.items()}
+
     # -- reading -----------------------------------------------------------
     @property
     def risky_count(self) -> int:

@@ -460,7 +460,10 @@ class JitReport(Shown):
         on its first calls); for HMC/NUTS, tracing the potential."""
         svi = sum(run.compile_seconds for run in self.svi_runs)
         mcmc = sum(run.compile_seconds for run in self.mcmc_runs)
-        return svi + mcmc
+        runs = {run.target for run in self.svi_runs} | {run.target for run in self.mcmc_runs}
+        # traces made outside any step or run (a potential built by initialize_model)
+        elsewhere = sum(c.seconds for c in self.compilations if c.owner not in runs)
+        return svi + mcmc + elsewhere
 
     @property
     def trace_seconds(self) -> float:
