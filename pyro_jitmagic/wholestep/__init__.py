@@ -1,0 +1,159 @@
+"""The whole-step compiler: an SVI step (loss, gradients, optimizer update) or an HMC/NUTS
+potential and its gradient, captured as one graph and run by TorchScript or inductor.
+
+Pyro's ``Jit*`` ELBOs trace the forward loss only; autograd and one torch
+optimizer per parameter then run op by op in Python. Here the whole step is
+captured (:mod:`.capture`) and compiled (:mod:`.backends`):
+
+``step``
+    the captured graph run by TorchScript: cheap to build, no C++ toolchain;
+``inductor``
+    the captured graph compiled into C++ kernels by inductor (needs a C++ compiler;
+    without one, ``step`` runs and :attr:`CompiledStep.fallback` says why).
+
+The interface the ``%%pyrojit`` seam calls::
+
+    compiled = compile_svi_step(svi, args, kwargs, backend="inductor")   # or CannotCompile
+    loss = compiled(*args, **kwargs)                                     # one svi.step
+
+    potential = compile_potential(kernel, example_params, backend="step")
+    potential.install(patches, kernel)    # HMC/NUTS now take potential and gradient from it
+
+Nothing here imports torch or Pyro until called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends import BACKENDS, Backend
+from .errors import CannotCompile, NeedsEagerStep
+from .reads import ValueRead, ValueReadPolicy
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "CannotCompile",
+    "CompiledPotential",
+    "CompiledStep",
+    "NeedsEagerStep",
+    "ValueRead",
+    "compile_potential",
+    "compile_svi_step",
+    "cxx_compiler",
+    "step_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # the classes live with torch-importing code; reach them lazily
+    if name in ("CompiledStep", "step_key"):
+        from . import step
+
+        return getattr(step, name)
+    if name == "CompiledPotential":
+        from . import potential
+
+        return potential.CompiledPotential
+    raise AttributeError(name)
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would use here, or None when there is none."""
+    from . import _compat
+
+    return _compat.cxx_compiler()[0]
+
+
+def _codegen(graph: Any, example_inputs: list[Any], backend: Backend,
+             background: bool) -> tuple[Any, str | None, Any]:
+    """(codegen, fallback reason, background codegen or None) for ``backend``."""
+    from . import backends
+
+    if backend == "inductor":
+        missing = backends.no_cxx_reason()
+        if missing is not None:
+            return backends.torchscript(graph, example_inputs), f"{missing}; running the step backend", None
+        if background:
+            return (backends.torchscript(graph, example_inputs), None,
+                    backends.Background(graph, example_inputs))
+        try:
+            return backends.inductor(graph, example_inputs), None, None
+        except Exception as exc:
+            return (backends.torchscript(graph, example_inputs),
+                    f"inductor failed ({type(exc).__name__}: {exc}); running the step backend", None)
+    return backends.torchscript(graph, example_inputs), None, None
+
+
+def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, *,
+                     backend: Backend = "step", value_reads: ValueReadPolicy = "error",
+                     background: bool = False) -> Any:
+    """Capture ``svi.step(*args, **kwargs)`` whole and compile it.
+
+    Parameters
+    ----------
+    svi : pyro.infer.SVI
+        With a Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO or TraceGraph_ELBO (or
+        their ``Jit*`` twins) and a ``pyro.optim`` wrapper of Adam, AdamW, SGD, RMSprop,
+        Adagrad or ClippedAdam (an LR scheduler around one too).
+    args, kwargs
+        A call's arguments: the step is compiled for their key (see :func:`step_key`).
+    backend : {"step", "inductor"}
+    value_reads : {"error", "bake"}
+        What a floating-point read of a traced tensor in the user's code does: stop the
+        capture (CannotCompile naming the line), or be baked in and reported as risky.
+        Boolean and integer reads are always guarded.
+    background : bool
+        With ``inductor``, compile on a thread while the step runs on ``step``.
+
+    Returns
+    -------
+    CompiledStep
+
+    Raises
+    ------
+    NeedsEagerStep
+        The SVI has not made its first step yet: run it eagerly, then compile.
+    CannotCompile
+        This SVI cannot be captured; ``.reason`` says why.
+    """
+    from .backends import BACKENDS
+    from .capture import capture_svi_step
+    from .step import CompiledStep, step_key
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    kwargs = dict(kwargs or {})
+    args = tuple(args)
+    captured = capture_svi_step(svi, args, kwargs, value_reads)
+    codegen, fallback, pending = _codegen(captured.graph, captured.example_inputs, backend, background)
+    return CompiledStep(svi, step_key(args, kwargs), captured, codegen, fallback, pending)
+
+
+def compile_potential(target: Any, example_params: dict[str, Any], *, backend: Backend = "step",
+                      value_reads: ValueReadPolicy = "error") -> Any:
+    """Capture an HMC/NUTS potential and its gradient as one graph, and compile it.
+
+    Parameters
+    ----------
+    target : HMC or NUTS kernel (after its ``setup``), or a potential function
+        For a kernel, its model's eager potential is captured (also when the kernel
+        has ``jit_compile=True``); a potential function of a dict of tensors is
+        captured as it is.
+    example_params : dict of str to Tensor
+        Unconstrained values, as HMC passes them (``kernel.initial_params``).
+    backend : {"step", "inductor"}
+
+    Returns
+    -------
+    CompiledPotential
+        ``potential(z) -> (grads, potential_energy)``, as ``pyro.ops.integrator.potential_grad``
+        returns them; ``potential.install(patches, kernel)`` makes HMC/NUTS use it.
+    """
+    from .potential import capture_potential, make_compiled_potential
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    captured = capture_potential(target, example_params, value_reads)
+    codegen, fallback, _ = _codegen(captured.graph, captured.example_inputs, backend, background=False)
+    return make_compiled_potential(captured, codegen, fallback)

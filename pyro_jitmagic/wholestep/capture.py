@@ -1,0 +1,392 @@
+"""Capture one whole SVI step, ``(params, optimizer state, scalars, *args) -> loss terms``, as an aten graph.
+
+The step is traced by torch's ``make_fx`` in "real" mode with **the param
+store's own unconstrained tensors, the torch optimizers' own state tensors and
+the step's tensor arguments as inputs**, as ``pyro/ops/jit.py`` traces with the
+store's tensors: every module, AutoGuide or ``pyro.param`` that reads a param
+reads the very tensor the graph takes as an input, so ``PyroModule`` and
+``pyro.module`` params need no plumbing. The graph computes the ELBO's
+surrogates (:mod:`.elbos`), their gradients (``torch.autograd.grad``, traced
+down to aten ops), and each param's optimizer update (:mod:`.optim`), and writes
+the new values into its inputs in place. It returns one float64 vector: the
+numbers Pyro's float loss is computed from, then 1.0 or 0.0 for "every guard
+held" (see :mod:`.reads`); when a guard fails, the graph writes back the old
+values, so the step changes nothing and can be run eagerly instead.
+
+Tracing runs the model for real, so everything it changes is put back: the
+random number generator's state, each input tensor's values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _patch
+from . import _compat, elbos, optim
+from .errors import CannotCompile, NeedsEagerStep
+from .reads import LossRecorder, ReadWatch, ValueRead, ValueReadPolicy
+
+
+@dataclass
+class Update:
+    """One param's optimizer step inside the graph."""
+
+    param: int                    # index into CapturedStep.params
+    rule: optim.ParamUpdate
+    state_inputs: tuple[int, ...]  # input positions of its state tensors, in rule.state_keys order
+    scalar_vector: int             # which scalars vector its numbers are in
+    offset: int                    # where they start
+
+
+@dataclass
+class CapturedStep:
+    """A captured SVI step and what it takes to call it."""
+
+    graph: Any                                 # torch.fx.GraphModule
+    example_inputs: list[Any]
+    params: list[tuple[str, Any]]              # (name, unconstrained tensor), the graph's first inputs
+    updates: list[Update]
+    untouched: list[int]                       # params in the trace that no update touches
+    scalar_vectors: list[Any]                  # float tensors, written through .numpy() each step
+    arg_positions: list[int]                   # which positional args are graph inputs
+    first_arg_input: int
+    loss: Any                                  # values -> eager's float loss
+    guards: int
+    reads: tuple[ValueRead, ...]
+    dice_masks: int
+    random: bool                               # does the graph draw random numbers
+    baked_tensors: tuple[str, ...]
+    capture_seconds: float
+    nan_warning: tuple[str, int] = ("", 0)     # where eager's warn_if_nan(loss) points
+    rules: dict[int, optim.ParamUpdate] = field(default_factory=dict)  # every param's optimizer
+
+
+def _cold_reason(svi: Any, elbo: Any) -> str | None:
+    """What the first eager step still has to create before a capture, if anything (cheap checks)."""
+    from pyro.infer import TraceEnum_ELBO
+    from pyro.infer.autoguide import AutoGuide, AutoGuideList
+
+    guides = [svi.guide]
+    while guides:
+        guide = guides.pop()
+        if isinstance(guide, AutoGuideList):
+            guides.extend(guide)
+        elif isinstance(guide, AutoGuide) and getattr(guide, "prototype_trace", True) is None:
+            return f"{type(guide).__name__} builds its prototype on the first step"
+    guesses = isinstance(elbo, TraceEnum_ELBO) or (elbo.vectorize_particles and elbo.num_particles > 1)
+    if guesses and math.isinf(elbo.max_plate_nesting):
+        return f"{type(elbo).__name__} guesses max_plate_nesting on the first step"
+    if not svi.optim.optim_objs:
+        return "the optimizer creates its torch optimizers on the first step"
+    return None
+
+
+def check_svi(svi: Any) -> tuple[Any, elbos.LossFn]:
+    """(the ELBO, its loss function); CannotCompile unless this SVI's loss and optimizer are ones
+    the capture writes."""
+    from pyro.infer import SVI
+
+    if type(svi) is not SVI:
+        raise CannotCompile(f"{type(svi).__name__} is not pyro.infer.SVI")
+    # SVI keeps the ELBO's bound methods (pyro/infer/svi.py): loss_and_grads is what step() calls
+    elbo = getattr(svi.loss_and_grads, "__self__", svi.loss_and_grads)
+    loss_fn = elbos.loss_function(elbo)
+    if getattr(svi.loss_and_grads, "__func__", None) is not getattr(type(elbo), "loss_and_grads", None):
+        raise CannotCompile("this SVI was given its own loss_and_grads")
+    optim.check_pyro_optim(svi.optim)
+    return elbo, loss_fn
+
+
+def _discover(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> list[Any]:
+    """The params one step touches, as SVI.step finds them (an eager run, undone)."""
+    import torch
+    from pyro import poutine
+
+    rng = torch.get_rng_state()
+    try:
+        with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad():
+            loss_fn(elbo, svi.model, svi.guide, args, kwargs, LossRecorder())
+    finally:
+        torch.set_rng_state(rng)
+    found = {_unconstrained(site["value"]): name for name, site in capture.trace.nodes.items()}
+    return sorted(((name, p) for p, name in found.items()), key=lambda item: item[0])
+
+
+def _unconstrained(value: Any) -> Any:
+    """The store tensor behind a param site's value (pyro/params/param_store.py sets the weakref)."""
+    return value.unconstrained()
+
+
+def _nan_warning_site(elbo: Any) -> tuple[str, int]:
+    """Where eager's ``warn_if_nan(loss, "loss")`` in ``loss_and_grads`` is (file, line)."""
+    import inspect
+
+    fn = type(elbo).loss_and_grads
+    code = fn.__code__
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return code.co_filename, code.co_firstlineno
+    for offset, line in enumerate(lines):
+        if "warn_if_nan(" in line:
+            return code.co_filename, first + offset
+    return code.co_filename, code.co_firstlineno
+
+
+def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     value_reads: ValueReadPolicy = "error") -> CapturedStep:
+    """Capture ``svi.step(*args, **kwargs)`` whole. Raises CannotCompile / NeedsEagerStep."""
+    import pyro
+    import torch
+
+    start = time.perf_counter()
+    elbo, loss_fn = check_svi(svi)
+    cold = _cold_reason(svi, elbo)
+    if cold is not None:
+        raise NeedsEagerStep(cold)
+    for key, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            raise CannotCompile(f"the tensor keyword argument '{key}': pass tensors positionally, keywords "
+                                "are keys of the compiled step (as in Pyro's JIT)")
+    params = _discover(svi, elbo, loss_fn, args, kwargs)
+    if not params:
+        raise CannotCompile("the step has no params to optimize")
+
+    # inputs: params, then state tensors, then scalars vectors, then tensor args
+    inputs: list[Any] = [p for _, p in params]
+    rules: list[tuple[int, optim.ParamUpdate, dict[str, Any] | None]] = []
+    for index, (name, p) in enumerate(params):
+        rule = optim.plan(svi.optim, p, name)
+        rules.append((index, rule, rule.state()))
+    updates: list[Update] = []
+    vectors: dict[Any, list[int]] = {}  # dtype -> [vector index, length]
+    pending: list[tuple[int, optim.ParamUpdate, dict[str, Any]]] = []
+    for index, rule, state in rules:
+        if state is None:
+            continue  # never stepped: eager would not step it either unless it gets a gradient
+        positions = []
+        for key in rule.state_keys:
+            positions.append(len(inputs))
+            inputs.append(state[key])
+        slot = vectors.setdefault(params[index][1].dtype, [len(vectors), 0])
+        updates.append(Update(index, rule, tuple(positions), slot[0], slot[1]))
+        slot[1] += rule.n_scalars
+        pending.append((index, rule, state))
+    scalar_vectors = [torch.zeros(max(length, 1), dtype=dtype) for dtype, (_, length) in
+                      sorted(vectors.items(), key=lambda item: item[1][0])]
+    for update in updates:
+        state = update.rule.state()
+        numbers = update.rule.scalars(state)
+        scalar_vectors[update.scalar_vector][update.offset:update.offset + len(numbers)] = torch.tensor(
+            numbers, dtype=scalar_vectors[update.scalar_vector].dtype)
+    first_scalars = len(inputs)
+    inputs.extend(scalar_vectors)
+    arg_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    first_arg = len(inputs)
+    inputs.extend(args[i] for i in arg_positions)
+
+    n_params = len(params)
+    recorder = LossRecorder()
+    untouched: list[int] = []
+    captured: dict[str, Any] = {}
+    grad_is_none = [p.grad is None for _, p in params]
+    by_param = {u.param: u for u in updates}
+
+    def whole_step(*flat: Any) -> Any:
+        from pyro import poutine
+
+        call_args = list(args)
+        for position, value in zip(arg_positions, flat[first_arg:], strict=True):
+            call_args[position] = value
+        with ReadWatch(value_reads, whole_step.__code__) as watch:
+            with poutine.block(), poutine.trace(param_only=True) as trace:
+                loss, surrogates = loss_fn(elbo, svi.model, svi.guide, tuple(call_args), kwargs, recorder)
+            seen = {_unconstrained(site["value"]) for site in trace.trace.nodes.values()}
+            if seen != {p for _, p in params}:
+                raise CannotCompile("the step touched other params than a step before it: the model's "
+                                    "params depend on values rather than on the arguments")
+            wanted = [i for i in range(n_params) if flat[i].requires_grad]
+            grads: list[Any] = [None] * n_params
+            for surrogate in surrogates:
+                found = torch.autograd.grad(surrogate, [flat[i] for i in wanted], allow_unused=True)
+                for i, g in zip(wanted, found, strict=True):
+                    if g is not None:
+                        grads[i] = g if grads[i] is None else grads[i] + g
+        captured["loss"] = loss
+        captured["watch"] = watch
+        ok = torch.stack(watch.guards).all() if watch.guards else None
+        terms = [t.reshape(()).to(torch.float64) for t in recorder.tensors]
+        terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
+        with torch.no_grad():
+            for i in range(n_params):
+                grad = grads[i]
+                if grad is None and not grad_is_none[i]:
+                    grad = torch.zeros_like(flat[i])  # p.grad holds zeros since zero_grads: eager steps it
+                update = by_param.get(i)
+                if grad is None:
+                    untouched.append(i)
+                    continue
+                if update is None:
+                    raise NeedsEagerStep(f"the optimizer for '{params[i][0]}' has no state yet")
+                state = dict(zip(update.rule.state_keys, (flat[j] for j in update.state_inputs), strict=True))
+                vector = flat[first_scalars + update.scalar_vector]
+                scalars = [vector[update.offset + k] for k in range(update.rule.n_scalars)]
+                new = update.rule.update(flat[i], grad, state, scalars)
+                for key, value in new.items():
+                    target = flat[i] if key == "param" else state[key]
+                    target.copy_(value if ok is None else torch.where(ok, value, target))
+        return (torch.stack(terms),)
+
+    saved = [t.detach().clone() for t in inputs]
+    rng = torch.get_rng_state()
+    store_keys = set(pyro.get_param_store().keys())
+    patches = _patch.PatchSet()
+    try:
+        _patch_pyro(patches, recorder)
+        graph = _compat.make_fx(whole_step)(*inputs)
+    except CannotCompile:
+        raise
+    except Exception as exc:
+        raise CannotCompile(f"capturing the step failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        patches.restore()
+        torch.set_rng_state(rng)
+        with torch.no_grad():
+            for tensor, value in zip(inputs, saved, strict=True):
+                tensor.copy_(value)
+    if set(pyro.get_param_store().keys()) != store_keys:
+        raise NeedsEagerStep("the step creates params on its first run")
+    _plain_reductions(graph)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    _check_constants(graph)
+    watch = captured["watch"]
+    # a param the step touches but whose optimizer never stepped it: eager does not step it either
+    updates = [u for u in updates if u.param not in untouched]
+    return CapturedStep(
+        graph=graph, example_inputs=inputs, params=params, updates=updates, untouched=sorted(set(untouched)),
+        scalar_vectors=scalar_vectors, arg_positions=arg_positions, first_arg_input=first_arg,
+        loss=recorder.evaluator(captured["loss"]), guards=len(watch.guards), reads=tuple(watch.reads),
+        dice_masks=watch.dice_masks, random=_draws_random(graph), baked_tensors=_baked(graph),
+        capture_seconds=time.perf_counter() - start, nan_warning=_nan_warning_site(elbo),
+        rules={index: rule for index, rule, _ in rules})
+
+
+def _patch_pyro(patches: _patch.PatchSet, recorder: LossRecorder) -> None:
+    """Pyro's reads that the capture handles itself (see :mod:`.reads`)."""
+    for module in _compat.loss_item_modules():
+        patches.set(module, "torch_item", recorder.item)
+    patch_reads(patches)
+
+
+def patch_reads(patches: _patch.PatchSet) -> None:
+    """Dice's mask, param store writes, and ``tolist()``/``numpy()`` of traced tensors, while capturing."""
+    import torch
+    from pyro.params.param_store import ParamStoreDict
+
+    dice = _compat.dice_module()
+    fulldot = dice._fulldot
+
+    def masked_fulldot(prob: Any, cost: Any) -> Any:
+        # Dice's masked_select, with a static shape: terms where prob == 0 add exactly nothing
+        return fulldot(prob, torch.where(prob > 0, cost, torch.zeros((), dtype=cost.dtype)))
+
+    patches.set(dice, "_fulldot", masked_fulldot)
+
+    def no_store_writes(store: Any, name: str, value: Any) -> None:
+        raise CannotCompile(f"the loss writes the param store ('{name}') while it runs (TraceGraph_ELBO's "
+                            "decaying-average baseline does): run it with Pyro's JIT or eagerly")
+
+    patches.set(ParamStoreDict, "__setitem__", no_store_writes)
+    for method in ("tolist", "numpy"):
+        original = getattr(torch.Tensor, method)
+        patches.set(torch.Tensor, method, _bulk_read(original, method))
+
+
+def _bulk_read(original: Any, method: str) -> Any:
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _compat.is_traced(self):
+            from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+            for mode in _get_current_dispatch_mode_stack():
+                watch = getattr(mode, "watch", None)
+                if watch is not None:
+                    value = watch.bulk_read(self, f"tensor.{method}()")
+                    if method == "numpy":
+                        import numpy as np
+
+                        return np.asarray(value)
+                    return value
+        return original(self, *args, **kwargs)
+
+    return read
+
+
+def _plain_reductions(graph: Any) -> None:
+    """Reductions as inductor fuses them best, with the same results.
+
+    ``_is_all_true``/``_is_any_true`` (torch.distributions' validation) are ``all``/``any`` on bool
+    tensors; and ``all``/``any`` of a 0-d tensor (Pyro's NaN checks of each ``log_prob_sum``) is
+    ``x != 0``, pointwise, which fuses with its neighbours instead of being a kernel of its own.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    plain = {aten._is_all_true.default: aten.all.default, aten._is_any_true.default: aten.any.default}
+    for node in graph.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target in plain:
+            node.target = plain[node.target]
+        if node.target in (aten.all.default, aten.any.default):
+            value = getattr(node.args[0], "meta", {}).get("val")
+            if isinstance(value, torch.Tensor) and value.dim() == 0:
+                node.target = aten.ne.Scalar
+                node.args = (node.args[0], 0)
+
+
+def _check_constants(graph: Any) -> None:
+    """CannotCompile if the graph writes into a tensor that is not one of its inputs."""
+    import torch
+
+    for node in graph.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        schema = target._schema
+        if not schema.is_mutable:
+            continue
+        for argument, value in zip(schema.arguments, node.args, strict=False):
+            if argument.alias_info is not None and argument.alias_info.is_write \
+                    and isinstance(value, torch.fx.Node) and value.op == "get_attr":
+                raise CannotCompile(
+                    f"the step changes in place a tensor that is neither a param nor an argument "
+                    f"({target}), e.g. a BatchNorm's running statistics; those changes would be lost")
+
+
+def _draws_random(graph: Any) -> bool:
+    import torch
+
+    seeded = torch.Tag.nondeterministic_seeded
+    return any(node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+               and seeded in node.target.tags for node in graph.graph.nodes)
+
+
+def _baked(graph: Any) -> tuple[str, ...]:
+    """Tensors from outside the step's arguments that the graph holds as constants."""
+    import torch
+
+    baked = []
+    for node in graph.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        if all(user.target is torch.ops.aten.lift_fresh_copy.default for user in node.users):
+            continue  # a torch.tensor(...) made afresh on every step
+        value = getattr(graph, node.target)
+        if isinstance(value, torch.Tensor) and value.numel() > 1:
+            baked.append(f"{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}")
+    return tuple(baked)

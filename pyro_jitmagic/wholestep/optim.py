@@ -1,0 +1,360 @@
+"""The torch optimizers of ``pyro.optim``, written as tensor math for the captured step.
+
+``PyroOptim`` keeps one torch optimizer per parameter. Each :class:`ParamUpdate`
+reads that optimizer (its class, its param group, its state) and computes the
+same update as torch's single-tensor code on CPU (``torch/optim/adam.py``,
+``_single_tensor_adam`` and siblings; Pyro's ``ClippedAdam.step``), op for op:
+
+* the **per-step numbers** torch computes in Python (bias corrections, the step
+  size, Adagrad's decayed rate, AdamW's decay factor, the learning rate itself)
+  are computed here the same way, in Python, from the optimizer's own step count
+  and learning rate, and enter the graph as a tensor of scalars: a scheduler
+  changing the learning rate never recompiles;
+* hyperparameters that fix the arithmetic (betas, eps, momentum, weight decay,
+  flags) are constants of the graph; a step finding them changed is run eagerly
+  and the compiled step is marked stale;
+* the state tensors (``exp_avg``, ``step``...) are graph inputs that the graph
+  writes in place, so ``svi.optim.get_state()`` holds what eager would.
+
+Where torch passes a per-step number as a ``Scalar`` argument (``addcdiv_(...,
+value=-step_size)``), the graph multiplies by the 0-d tensor first and then
+divides and adds, the order in which ATen's CPU kernel evaluates it, so the
+``step`` backend reproduces eager's values. One exception: ``add_(grad,
+alpha=-lr)`` (SGD, RMSprop with momentum) is a fused multiply-add in ATen's
+vectorised loop; it is kept exact by making ``lr`` a constant of the graph,
+unless a scheduler owns the optimizer, in which case ``lr`` is an input and
+tensors of 16 elements or more may differ from eager in the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _compat
+from .errors import CannotCompile, NeedsEagerStep
+
+
+def _f32_increment(step: float) -> float:
+    """``step_t += 1`` on torch's float32 step tensor, then ``.item()``."""
+    return float(np.float32(step) + np.float32(1.0))
+
+
+class ParamUpdate:
+    """One parameter's optimizer step as tensor math (a subclass per algorithm).
+
+    Attributes
+    ----------
+    state_keys : tuple of str
+        The optimizer's state tensors for this param, passed to and written by the graph.
+    n_scalars : int
+        How many per-step numbers :meth:`scalars` computes.
+    """
+
+    state_keys: tuple[str, ...] = ()
+    n_scalars = 0
+    #: the param_group keys whose values are constants of the graph
+    constant_keys: tuple[str, ...] = ()
+
+    def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
+        self.owner = owner  # what PyroOptim holds: the optimizer, or the LR scheduler around it
+        self.optimizer = optimizer
+        self.param = param
+        self.group = optimizer.param_groups[0]
+        self.dynamic_lr = dynamic_lr
+        self.constants = self._constants()
+
+    def _constants(self) -> tuple[Any, ...]:
+        keys = self.constant_keys if self.dynamic_lr else (*self.constant_keys, "lr")
+        return tuple(self.group.get(k) for k in keys)
+
+    @property
+    def name(self) -> str:
+        return type(self.optimizer).__name__
+
+    def unchanged(self) -> str | None:
+        """None, or what changed since capture that the graph holds as a constant."""
+        if self.optimizer.param_groups[0] is not self.group or self._constants() != self.constants:
+            return f"the {self.name} hyperparameters changed"
+        return None
+
+    def state(self) -> dict[str, Any] | None:
+        """The state tensors by key, or None while the optimizer has none (before its first step)."""
+        state = self.optimizer.state.get(self.param)
+        if not state or any(key not in state for key in self.state_keys):
+            return None
+        return state
+
+    def scalars(self, state: Any) -> list[float]:
+        """This step's numbers, computed as torch computes them (in Python, in double)."""
+        return []
+
+    def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        """New values of ``param`` and of each state tensor (traced)."""
+        raise NotImplementedError
+
+    def after_step(self, state: Any) -> None:
+        """Bookkeeping that torch does in Python after a step (ClippedAdam's int step and decayed
+        lr); ``state`` is None when the param had no gradient and was not stepped."""
+
+
+class AdamUpdate(ParamUpdate):
+    # torch/optim/adam.py, _single_tensor_adam, the non-capturable branch
+    constant_keys = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+
+    def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
+        super().__init__(owner, optimizer, param, dynamic_lr=True)
+        group = self.group
+        self.beta1, self.beta2 = group["betas"]
+        self.decoupled = bool(group.get("decoupled_weight_decay", False))
+        self.amsgrad = bool(group["amsgrad"])
+        self.state_keys = ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+        self.n_scalars = 3 if self.decoupled and group["weight_decay"] != 0 else 2
+
+    def scalars(self, state: Any) -> list[float]:
+        group = self.group
+        step = _f32_increment(float(state["step"]))
+        lr = group["lr"]
+        bias_correction1 = 1 - self.beta1 ** step
+        bias_correction2 = 1 - self.beta2 ** step
+        step_size = lr / bias_correction1
+        numbers = [-step_size, bias_correction2 ** 0.5]
+        if self.n_scalars == 3:
+            numbers.append(1 - lr * group["weight_decay"])
+        return numbers
+
+    def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        import torch
+
+        group = self.group
+        if group["maximize"]:
+            grad = -grad
+        weight_decay = group["weight_decay"]
+        if weight_decay != 0:
+            if self.decoupled:
+                param = param * s[2]
+            else:
+                grad = grad.add(param, alpha=weight_decay)
+        exp_avg = state["exp_avg"].lerp(grad, 1 - self.beta1)
+        exp_avg_sq = state["exp_avg_sq"].mul(self.beta2).addcmul(grad, grad, value=1 - self.beta2)
+        new = {"step": state["step"] + 1, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        if self.amsgrad:
+            biggest = torch.maximum(state["max_exp_avg_sq"], exp_avg_sq)
+            new["max_exp_avg_sq"] = biggest
+            denom = (biggest.sqrt() / s[1]).add(group["eps"])
+        else:
+            denom = (exp_avg_sq.sqrt() / s[1]).add(group["eps"])
+        new["param"] = param + (s[0] * exp_avg) / denom  # addcdiv(exp_avg, denom, value=-step_size)
+        return new
+
+
+class SGDUpdate(ParamUpdate):
+    # torch/optim/sgd.py, _single_tensor_sgd
+    constant_keys = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+
+    def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
+        super().__init__(owner, optimizer, param, dynamic_lr)
+        self.state_keys = ("momentum_buffer",) if self.group["momentum"] != 0 else ()
+        self.n_scalars = 1 if dynamic_lr else 0
+
+    def state(self) -> dict[str, Any] | None:
+        if not self.state_keys:
+            return {}
+        return super().state()
+
+    def scalars(self, state: Any) -> list[float]:
+        return [-self.group["lr"]] if self.dynamic_lr else []
+
+    def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        group = self.group
+        if group["maximize"]:
+            grad = -grad
+        if group["weight_decay"] != 0:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        new = {}
+        momentum = group["momentum"]
+        if momentum != 0:
+            buf = state["momentum_buffer"].mul(momentum).add(grad, alpha=1 - group["dampening"])
+            new["momentum_buffer"] = buf
+            grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+        new["param"] = _add_scaled(param, grad, group["lr"], s, self.dynamic_lr)
+        return new
+
+
+def _add_scaled(param: Any, update: Any, lr: float, s: Any, dynamic_lr: bool) -> Any:
+    """``param.add_(update, alpha=-lr)``."""
+    if dynamic_lr:
+        return param + s[0] * update
+    return param.add(update, alpha=-lr)
+
+
+class RMSpropUpdate(ParamUpdate):
+    # torch/optim/rmsprop.py, _single_tensor_rmsprop
+    constant_keys = ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+
+    def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
+        group = optimizer.param_groups[0]
+        # with momentum torch adds with alpha=-lr (a fused multiply-add, see the module's doc)
+        super().__init__(owner, optimizer, param, dynamic_lr or group["momentum"] <= 0)
+        keys = ["step", "square_avg"]
+        if group["momentum"] > 0:
+            keys.append("momentum_buffer")
+        if group["centered"]:
+            keys.append("grad_avg")
+        self.state_keys = tuple(keys)
+        self.n_scalars = 1 if self.dynamic_lr else 0
+
+    def scalars(self, state: Any) -> list[float]:
+        return [-self.group["lr"]] if self.dynamic_lr else []
+
+    def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        group = self.group
+        if group["maximize"]:
+            grad = -grad
+        if group["weight_decay"] != 0:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        alpha = group["alpha"]
+        square_avg = state["square_avg"].mul(alpha).addcmul(grad, grad, value=1 - alpha)
+        new = {"step": state["step"] + 1, "square_avg": square_avg}
+        if group["centered"]:
+            grad_avg = state["grad_avg"].lerp(grad, 1 - alpha)
+            new["grad_avg"] = grad_avg
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt()
+        else:
+            avg = square_avg.sqrt()
+        avg = avg.add(group["eps"])
+        if group["momentum"] > 0:
+            buf = state["momentum_buffer"].mul(group["momentum"]).addcdiv(grad, avg)
+            new["momentum_buffer"] = buf
+            new["param"] = _add_scaled(param, buf, group["lr"], s, self.dynamic_lr)
+        else:
+            new["param"] = param + (s[0] * grad) / avg  # addcdiv(grad, avg, value=-lr)
+        return new
+
+
+class AdagradUpdate(ParamUpdate):
+    # torch/optim/adagrad.py, _single_tensor_adagrad (dense gradients)
+    constant_keys = ("lr_decay", "eps", "weight_decay", "maximize")
+    state_keys = ("step", "sum")
+    n_scalars = 1
+
+    def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
+        super().__init__(owner, optimizer, param, dynamic_lr=True)
+
+    def scalars(self, state: Any) -> list[float]:
+        step = _f32_increment(float(state["step"]))
+        clr = self.group["lr"] / (1 + (step - 1) * self.group["lr_decay"])
+        return [-clr]
+
+    def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        group = self.group
+        if group["maximize"]:
+            grad = -grad
+        if group["weight_decay"] != 0:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        state_sum = state["sum"].addcmul(grad, grad, value=1)
+        std = state_sum.sqrt().add(group["eps"])
+        return {"step": state["step"] + 1, "sum": state_sum,
+                "param": param + (s[0] * grad) / std}  # addcdiv(grad, std, value=-clr)
+
+
+class ClippedAdamUpdate(ParamUpdate):
+    # pyro/optim/clipped_adam.py, ClippedAdam.step: its step count is a Python int and it
+    # decays lr in its param group on every step, both kept outside the graph
+    constant_keys = ("betas", "eps", "weight_decay", "clip_norm", "lrd", "centered_variance")
+    state_keys = ("exp_avg", "exp_avg_sq")
+    n_scalars = 1
+
+    def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
+        super().__init__(owner, optimizer, param, dynamic_lr=True)
+
+    def state(self) -> dict[str, Any] | None:
+        state = super().state()
+        return state if state is not None and "step" in state else None
+
+    def scalars(self, state: Any) -> list[float]:
+        group = self.group
+        beta1, beta2 = group["betas"]
+        lr = group["lr"] * group["lrd"]
+        step = state["step"] + 1
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        return [-(lr * math.sqrt(bias_correction2) / bias_correction1)]
+
+    def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        group = self.group
+        beta1, beta2 = group["betas"]
+        grad = grad.clamp(-group["clip_norm"], group["clip_norm"])
+        if group["weight_decay"] != 0:
+            grad = grad.add(param, alpha=group["weight_decay"])
+        exp_avg = state["exp_avg"].mul(beta1).add(grad, alpha=1 - beta1)
+        grad_var = (grad - exp_avg) if group["centered_variance"] else grad
+        exp_avg_sq = state["exp_avg_sq"].mul(beta2).addcmul(grad_var, grad_var, value=1 - beta2)
+        denom = exp_avg_sq.sqrt().add(group["eps"])
+        return {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq,
+                "param": param + (s[0] * exp_avg) / denom}  # addcdiv(exp_avg, denom, value=-step_size)
+
+    def after_step(self, state: Any) -> None:
+        self.group["lr"] *= self.group["lrd"]
+        if state is not None:
+            state["step"] += 1
+
+
+def _classes() -> dict[type, type[ParamUpdate]]:
+    import torch
+    from pyro.optim.clipped_adam import ClippedAdam
+
+    return {torch.optim.Adam: AdamUpdate, torch.optim.AdamW: AdamUpdate, torch.optim.SGD: SGDUpdate,
+            torch.optim.RMSprop: RMSpropUpdate, torch.optim.Adagrad: AdagradUpdate,
+            ClippedAdam: ClippedAdamUpdate}
+
+
+SUPPORTED = "Adam, AdamW, SGD, RMSprop, Adagrad and ClippedAdam"
+
+
+def check_pyro_optim(optim: Any) -> None:
+    """CannotCompile unless ``optim`` is a ``pyro.optim`` wrapper whose steps the capture can write."""
+    from pyro.optim.optim import PyroOptim
+
+    if not isinstance(optim, PyroOptim):
+        raise CannotCompile(f"the optimizer is a {type(optim).__name__}, not a pyro.optim wrapper of "
+                            f"torch's {SUPPORTED}")
+    if optim.pt_clip_args:
+        raise CannotCompile("the optimizer clips gradients (clip_args), which the captured step does "
+                            "not write: use ClippedAdam, or run it with Pyro's JIT")
+    if _compat.pending_optim_state(optim):
+        raise NeedsEagerStep("the optimizer holds state from set_state() that its next eager step loads")
+
+
+def plan(optim: Any, param: Any, name: str) -> ParamUpdate:
+    """The update ``optim`` (a PyroOptim) makes to ``param`` on a step, as a :class:`ParamUpdate`."""
+    import torch
+
+    owner = optim.optim_objs.get(param)
+    if owner is None:
+        raise NeedsEagerStep(f"the optimizer has no torch optimizer for '{name}' yet")
+    scheduled = hasattr(owner, "optimizer")  # pyro/optim/optim.py, is_scheduler
+    optimizer = owner.optimizer if scheduled else owner
+    cls = _classes().get(type(optimizer))
+    if cls is None:
+        raise CannotCompile(f"'{name}' is optimized by {type(optimizer).__name__}; the whole step writes "
+                            f"torch's {SUPPORTED} (subclasses are not)")
+    if _compat.step_hooks(optimizer) or not _compat.step_is_plain(optimizer):
+        raise CannotCompile(f"the {type(optimizer).__name__} for '{name}' has step hooks or a replaced "
+                            "step(), which a captured step would skip")
+    if len(optimizer.param_groups) != 1 or len(optimizer.param_groups[0]["params"]) != 1:
+        raise CannotCompile(f"the {type(optimizer).__name__} for '{name}' holds other params too")
+    group = optimizer.param_groups[0]
+    for flag in ("foreach", "fused", "capturable", "differentiable"):
+        if group.get(flag):
+            raise CannotCompile(f"the {type(optimizer).__name__} for '{name}' has {flag}=True; the whole "
+                                "step writes torch's default single-tensor update on CPU")
+    numbers = [group.get("lr"), *group.get("betas", ())]
+    if any(isinstance(x, torch.Tensor) for x in numbers):
+        raise CannotCompile(f"the {type(optimizer).__name__} for '{name}' has a tensor lr or betas")
+    if param.dtype not in (torch.float32, torch.float64) or param.device.type != "cpu":
+        raise CannotCompile(f"'{name}' is {param.dtype} on {param.device}; the whole step compiles "
+                            "float32 and float64 params on CPU")
+    return cls(owner, optimizer, param, dynamic_lr=scheduled)

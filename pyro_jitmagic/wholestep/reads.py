@@ -1,0 +1,338 @@
+"""Value reads while capturing: every one is seen, none is silent.
+
+A captured graph holds tensor operations only. When Python reads a traced
+tensor's value (``if loc > 0:``, ``int(n)``, ``x.tolist()``), the value at
+capture time would be baked into the graph. :class:`ReadWatch` sees each such
+read and decides:
+
+* a **boolean or integer** read becomes a **guard**: the graph computes the same
+  read and checks that it still gives the captured answer; a step whose guards
+  fail is undone inside the graph and run eagerly instead, so the result is
+  always eager's. This covers Pyro's own checks (``warn_if_nan``,
+  ``warn_if_inf``, distribution validation), whose failing step then warns or
+  raises exactly as eager does, and a user's ``if loc > 0:``;
+* Dice's mask (``pyro/infer/util.py``, ``if not mask.all()``) is answered "all
+  true", and Dice's ``_fulldot`` is given the mask instead (``where(prob > 0,
+  cost, 0)``): the same sum with a static shape, exact with or without zeros;
+* a **floating-point** read cannot be guarded (it changes every step): in
+  Pyro's or torch's code it stops the capture; in the user's code it stops the
+  capture too (``value_reads="error"``) or is baked in and reported as risky
+  (``value_reads="bake"``);
+* the float loss Pyro computes with ``torch_item`` is not read at all: a
+  :class:`LossRecorder` keeps Pyro's arithmetic on those numbers as an
+  expression, and the step evaluates it on the graph's outputs, so the loss is
+  eager's float to the last bit.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _compat
+from .errors import CannotCompile
+
+ValueReadPolicy = Literal["error", "bake"]
+
+
+@dataclass(frozen=True)
+class ValueRead:
+    """A tensor value read while capturing.
+
+    Attributes
+    ----------
+    origin : {"user", "pyro"}
+        ``"user"`` for a read in the user's code, ``"pyro"`` for Pyro's or torch's own
+        (a NaN check, distribution validation).
+    handling : {"guarded", "baked"}
+        ``"guarded"``: the graph checks the value every step and runs a step whose
+        value differs eagerly; ``"baked"``: the capture-time value is a constant in
+        the graph, which computes a wrong step if it changes (risky).
+    what : str
+        How the value was read: ``"bool(tensor)"``, ``"tensor.item()"``...
+    where : str
+        ``file:line`` of the read (the user's line for user reads).
+    filename, lineno, source
+        The user's line the read happened under, when there is one.
+    """
+
+    origin: Literal["user", "pyro"]
+    handling: Literal["guarded", "baked"]
+    what: str
+    where: str
+    filename: str = ""
+    lineno: int = 0
+    source: str = ""
+
+    @property
+    def risky(self) -> bool:
+        return self.handling == "baked"
+
+    def __str__(self) -> str:
+        text = f"{self.what} at {self.where}"
+        if self.source:
+            text += f": {self.source}"
+        if self.handling == "guarded":
+            return text + " (checked every step; a step where it differs runs eagerly)"
+        return text + " (baked in at its capture-time value: the compiled step may be wrong)"
+
+
+def _dirs() -> tuple[str, str, str]:
+    import pyro
+    import torch
+
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(pyro.__file__) + os.sep,
+            ours + os.sep)
+
+
+class ReadWatch:
+    """A dispatch mode, entered inside the captured function, that sees every value read.
+
+    Parameters
+    ----------
+    policy : {"error", "bake"}
+        What a floating-point read in the user's code does.
+    stop_code : code object
+        The captured function's code: frames from there up are the capture's caller,
+        not the user's model.
+    """
+
+    def __init__(self, policy: ValueReadPolicy, stop_code: Any) -> None:
+        self.policy = policy
+        self.stop_code = stop_code
+        self.guards: list[Any] = []     # traced bool tensors, each True when a read repeats
+        self.reads: list[ValueRead] = []
+        self.dice_masks = 0
+        self._torch_dir, self._pyro_dir, self._our_dir = _dirs()
+        self._dice_code = _compat.dice_code()
+        self._mode = _make_mode(self)
+
+    def __enter__(self) -> ReadWatch:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mode.__exit__(*exc)
+
+    # -- where a read happened --------------------------------------------------
+    def _locate(self) -> tuple[Any, Any]:
+        """(the innermost frame outside torch's internals, the innermost user frame)."""
+        origin = user = None
+        frame: Any = sys._getframe(1)
+        this = os.path.abspath(__file__)
+        while frame is not None and frame.f_code is not self.stop_code:
+            name = frame.f_code.co_filename
+            if origin is None and not name.startswith(self._torch_dir) and name != this:
+                origin = frame
+            if user is None and not name.startswith((self._torch_dir, self._pyro_dir, self._our_dir)) \
+                    and not name.startswith("<frozen"):
+                user = frame
+                break
+            frame = frame.f_back
+        return origin, user
+
+    def _record(self, what: str, handling: Literal["guarded", "baked"]) -> tuple[ValueRead, Any]:
+        origin, user = self._locate()
+        library = origin is None or origin is not user
+        if library and origin is not None:
+            name = origin.f_code.co_filename
+            for base in (self._pyro_dir, self._torch_dir, self._our_dir):
+                if name.startswith(base):
+                    name = os.path.join(os.path.basename(base.rstrip(os.sep)), name[len(base):])
+                    break
+            where = f"{name}:{origin.f_lineno} ({origin.f_code.co_name})"
+        elif user is not None:
+            where = f"{os.path.basename(user.f_code.co_filename)}:{user.f_lineno}"
+        else:
+            where = "?"
+        filename = user.f_code.co_filename if user is not None else ""
+        lineno = user.f_lineno if user is not None else 0
+        source = linecache.getline(filename, lineno).strip() if filename else ""
+        read = ValueRead(origin="pyro" if library else "user", handling=handling, what=what, where=where,
+                         filename=filename, lineno=lineno, source=source)
+        return read, origin
+
+    # -- the reads --------------------------------------------------------------
+    def scalar_read(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        import torch
+
+        with _compat.outside_capture():
+            value = func(*args, **kwargs)
+        origin, _ = self._locate()
+        if origin is not None and origin.f_code is self._dice_code:
+            # Dice's ``if not mask.all()``: the static-shape sum in _fulldot keeps the mask
+            self.dice_masks += 1
+            return True
+        aten = torch.ops.aten
+        tensor = args[0]
+        if func is aten.is_nonzero.default:
+            what, truth = "bool(tensor)", (tensor != 0).reshape(())
+            holds = truth if value else torch.logical_not(truth)
+        elif func is aten.equal.default:
+            if args[0].shape != args[1].shape:
+                return value  # decided by shapes, which the key fixes
+            truth = (args[0] == args[1]).all()
+            what, holds = "torch.equal(a, b)", truth if value else torch.logical_not(truth)
+        elif func is aten._local_scalar_dense.default and tensor.dtype == torch.bool:
+            truth = tensor.reshape(())
+            what, holds = "bool(tensor.item())", truth if value else torch.logical_not(truth)
+        elif func is aten._local_scalar_dense.default and not tensor.dtype.is_floating_point \
+                and not tensor.dtype.is_complex:
+            what, holds = "int(tensor)", tensor.reshape(()) == value
+        elif func is aten._local_scalar_dense.default:
+            return self._float_read("float(tensor)", value)
+        else:
+            read, _ = self._record(str(func), "baked")
+            raise CannotCompile(f"{func} reads a traced tensor's values at {read.where}"
+                                + (f" ({read.source})" if read.source else "")
+                                + ", which a graph cannot hold")
+        self._guard(holds, what)
+        return value
+
+    def bulk_read(self, tensor: Any, what: str) -> Any:
+        """``tensor.tolist()`` / ``.numpy()`` of a traced tensor: guarded when it holds integers."""
+        with _compat.outside_capture():
+            value = tensor.detach().tolist()
+        if tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+            return self._float_read(what, value)
+        self._guard((tensor == tensor.new_tensor(value)).all(), what)
+        return value
+
+    def _guard(self, holds: Any, what: str) -> None:
+        read, _ = self._record(what, "guarded")
+        self.guards.append(holds)
+        self.reads.append(read)
+
+    def _float_read(self, what: str, value: Any) -> Any:
+        read, _ = self._record(what, "baked")
+        if read.origin == "pyro":
+            raise CannotCompile(
+                f"{read.where} turns a traced tensor into a Python number ({what}), which changes every "
+                "step and cannot be checked in a graph")
+        if self.policy == "error":
+            raise CannotCompile(
+                f"your code turns a traced tensor into a Python number ({what}) at {read.where}"
+                + (f": {read.source}" if read.source else "")
+                + "; the compiled step would keep its first value. Compute with the tensor instead")
+        self.reads.append(read)
+        return value
+
+
+def _make_mode(watch: ReadWatch) -> Any:
+    import torch
+
+    base = _compat.dispatch_mode_base()
+    aten = torch.ops.aten
+    reads = (aten.is_nonzero.default,)
+    dependent = torch.Tag.data_dependent_output
+    dynamic = torch.Tag.dynamic_output_shape
+
+    class _Mode(base):  # type: ignore[misc, valid-type]
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            tags = func.tags
+            if func in reads or dependent in tags or dynamic in tags:
+                traced = any(isinstance(a, torch.Tensor) and _compat.is_traced(a) for a in args)
+                if traced:
+                    if dynamic in tags:
+                        read, _ = watch._record(str(func), "baked")
+                        raise CannotCompile(
+                            f"{func} at {read.where} gives a result whose shape depends on tensor "
+                            "values, which a compiled graph cannot hold")
+                    return watch.scalar_read(func, args, kwargs)
+            return func(*args, **kwargs)
+
+    mode = _Mode()
+    mode.watch = watch  # found by the tolist()/numpy() stand-ins during capture
+    return mode
+
+
+class LossFloat:
+    """A Python float Pyro computes from tensor values, kept as an expression.
+
+    ``torch_item(t)`` returns one of these while capturing; Pyro's arithmetic on
+    it (``elbo + x``, ``-elbo``, ``loss / n``) builds the expression, which the
+    compiled step evaluates on the graph's outputs in the same order, so the
+    float is bit for bit the one eager computes.
+    """
+
+    __slots__ = ("code", "recorder")
+
+    def __init__(self, code: str, recorder: LossRecorder) -> None:
+        self.code = code
+        self.recorder = recorder
+
+    def _operand(self, other: Any) -> str | None:
+        if isinstance(other, LossFloat):
+            return other.code
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return self.recorder.constant(other)
+        return None
+
+    def _binary(self, other: Any, op: str, reflected: bool = False) -> Any:
+        code = self._operand(other)
+        if code is None:
+            return NotImplemented
+        return LossFloat(f"({code} {op} {self.code})" if reflected else f"({self.code} {op} {code})",
+                         self.recorder)
+
+    def __add__(self, other: Any) -> Any:
+        return self._binary(other, "+")
+
+    def __radd__(self, other: Any) -> Any:
+        return self._binary(other, "+", reflected=True)
+
+    def __sub__(self, other: Any) -> Any:
+        return self._binary(other, "-")
+
+    def __rsub__(self, other: Any) -> Any:
+        return self._binary(other, "-", reflected=True)
+
+    def __mul__(self, other: Any) -> Any:
+        return self._binary(other, "*")
+
+    def __rmul__(self, other: Any) -> Any:
+        return self._binary(other, "*", reflected=True)
+
+    def __truediv__(self, other: Any) -> Any:
+        return self._binary(other, "/")
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return self._binary(other, "/", reflected=True)
+
+    def __neg__(self) -> LossFloat:
+        return LossFloat(f"(-{self.code})", self.recorder)
+
+
+class LossRecorder:
+    """Stands in for Pyro's ``torch_item`` while capturing (see :class:`LossFloat`)."""
+
+    def __init__(self) -> None:
+        self.tensors: list[Any] = []
+        self.constants: list[Any] = []
+
+    def item(self, x: Any) -> Any:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            self.tensors.append(x.detach())
+            return LossFloat(f"v[{len(self.tensors) - 1}]", self)
+        return x
+
+    def constant(self, value: Any) -> str:
+        self.constants.append(value)
+        return f"c[{len(self.constants) - 1}]"
+
+    def evaluator(self, loss: Any) -> Callable[[list[float]], float]:
+        """A function of the recorded tensors' values (as ``item()`` gives them) to the loss."""
+        if not isinstance(loss, LossFloat):
+            value = float(loss)
+            return lambda values: value
+        fn = eval(f"lambda v, c: {loss.code}")  # the expression is built from our own tokens only
+        constants = list(self.constants)
+        return lambda values: fn(values, constants)
