@@ -107,10 +107,13 @@ def _discover(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
     from pyro import poutine
 
     rng = torch.get_rng_state()
+    patches = _patch.PatchSet()
     try:
+        _forbid_store_writes(patches)
         with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad():
             loss_fn(elbo, svi.model, svi.guide, args, kwargs, LossRecorder())
     finally:
+        patches.restore()
         torch.set_rng_state(rng)
     found = {_unconstrained(site["value"]): name for name, site in capture.trace.nodes.items()}
     return sorted(((name, p) for p, name in found.items()), key=lambda item: item[0])
@@ -261,8 +264,7 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     if set(pyro.get_param_store().keys()) != store_keys:
         raise NeedsEagerStep("the step creates params on its first run")
     _plain_reductions(graph)
-    graph.graph.eliminate_dead_code()
-    graph.recompile()
+    prune(graph)
     _check_constants(graph)
     watch = captured["watch"]
     # a param the step touches but whose optimizer never stepped it: eager does not step it either
@@ -286,7 +288,6 @@ def _patch_pyro(patches: _patch.PatchSet, recorder: LossRecorder) -> None:
 def patch_reads(patches: _patch.PatchSet) -> None:
     """Dice's mask, param store writes, and ``tolist()``/``numpy()`` of traced tensors, while capturing."""
     import torch
-    from pyro.params.param_store import ParamStoreDict
 
     dice = _compat.dice_module()
     fulldot = dice._fulldot
@@ -296,15 +297,20 @@ def patch_reads(patches: _patch.PatchSet) -> None:
         return fulldot(prob, torch.where(prob > 0, cost, torch.zeros((), dtype=cost.dtype)))
 
     patches.set(dice, "_fulldot", masked_fulldot)
+    _forbid_store_writes(patches)
+    for method in ("tolist", "numpy"):
+        original = getattr(torch.Tensor, method)
+        patches.set(torch.Tensor, method, _bulk_read(original, method))
+
+
+def _forbid_store_writes(patches: _patch.PatchSet) -> None:
+    from pyro.params.param_store import ParamStoreDict
 
     def no_store_writes(store: Any, name: str, value: Any) -> None:
         raise CannotCompile(f"the loss writes the param store ('{name}') while it runs (TraceGraph_ELBO's "
                             "decaying-average baseline does): run it with Pyro's JIT or eagerly")
 
     patches.set(ParamStoreDict, "__setitem__", no_store_writes)
-    for method in ("tolist", "numpy"):
-        original = getattr(torch.Tensor, method)
-        patches.set(torch.Tensor, method, _bulk_read(original, method))
 
 
 def _bulk_read(original: Any, method: str) -> Any:
@@ -324,6 +330,20 @@ def _bulk_read(original: Any, method: str) -> Any:
         return original(self, *args, **kwargs)
 
     return read
+
+
+def prune(graph: Any) -> None:
+    """Drop what the step does not use, keeping every op that has an effect: writes, random draws,
+    and checks that return nothing but raise (``_linalg_check_errors`` of a Cholesky factor)."""
+    import torch
+
+    def has_effect(node: Any) -> bool:
+        target = node.target
+        return node.is_impure() or (node.op == "call_function" and isinstance(target, torch._ops.OpOverload)
+                                    and not target._schema.returns)
+
+    graph.graph.eliminate_dead_code(is_impure_node=has_effect)
+    graph.recompile()
 
 
 def _plain_reductions(graph: Any) -> None:

@@ -136,9 +136,10 @@ class ReadWatch:
             frame = frame.f_back
         return origin, user
 
-    def _record(self, what: str, handling: Literal["guarded", "baked"]) -> tuple[ValueRead, Any]:
+    def _record(self, what: str, handling: Literal["guarded", "baked"],
+                library: bool = False) -> tuple[ValueRead, Any]:
         origin, user = self._locate()
-        library = origin is None or origin is not user
+        library = library or origin is None or origin is not user
         if library and origin is not None:
             name = origin.f_code.co_filename
             for base in (self._pyro_dir, self._torch_dir, self._our_dir):
@@ -180,7 +181,7 @@ class ReadWatch:
             what, holds = "torch.equal(a, b)", truth if value else torch.logical_not(truth)
         elif func is aten._local_scalar_dense.default and tensor.dtype == torch.bool:
             truth = tensor.reshape(())
-            what, holds = "bool(tensor.item())", truth if value else torch.logical_not(truth)
+            what, holds = "bool(tensor)", truth if value else torch.logical_not(truth)
         elif func is aten._local_scalar_dense.default and not tensor.dtype.is_floating_point \
                 and not tensor.dtype.is_complex:
             what, holds = "int(tensor)", tensor.reshape(()) == value
@@ -203,8 +204,8 @@ class ReadWatch:
         self._guard((tensor == tensor.new_tensor(value)).all(), what)
         return value
 
-    def _guard(self, holds: Any, what: str) -> None:
-        read, _ = self._record(what, "guarded")
+    def _guard(self, holds: Any, what: str, library: bool = False) -> None:
+        read, _ = self._record(what, "guarded", library)
         self.guards.append(holds)
         self.reads.append(read)
 
@@ -223,20 +224,35 @@ class ReadWatch:
         return value
 
 
+def _static_index(func: Any, args: Any) -> bool:
+    """``x[i]`` with integer index tensors: tagged dynamic (a bool mask would be) but its shape is static."""
+    import torch
+
+    if func is not torch.ops.aten.index.Tensor:
+        return False
+    return all(i is None or not (i.dtype == torch.bool or i.dtype == torch.uint8) for i in args[1])
+
+
 def _make_mode(watch: ReadWatch) -> Any:
     import torch
 
     base = _compat.dispatch_mode_base()
     aten = torch.ops.aten
     reads = (aten.is_nonzero.default,)
+    check_errors = aten._linalg_check_errors.default
     dependent = torch.Tag.data_dependent_output
     dynamic = torch.Tag.dynamic_output_shape
 
     class _Mode(base):  # type: ignore[misc, valid-type]
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
+            if func is check_errors:
+                # linalg's error check (a Cholesky factor of a matrix that is not positive definite)
+                # raises and returns nothing; backends may drop such an op, so it is a guard too
+                watch._guard((args[0] == 0).all(), "linalg error check", library=True)
+                return func(*args, **kwargs)
             tags = func.tags
-            if func in reads or dependent in tags or dynamic in tags:
+            if func in reads or dependent in tags or (dynamic in tags and not _static_index(func, args)):
                 traced = any(isinstance(a, torch.Tensor) and _compat.is_traced(a) for a in args)
                 if traced:
                     if dynamic in tags:

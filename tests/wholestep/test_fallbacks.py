@@ -1,0 +1,188 @@
+"""What cannot be captured says why, in words that say what to do; nothing is half-done."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pyro.optim
+import pytest
+import torch
+from cases import gaussian_svi
+from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceGraph_ELBO
+
+from pyro_jitmagic.wholestep import CannotCompile, NeedsEagerStep, compile_svi_step
+
+
+def stepped(svi, args, kwargs=None):
+    svi.step(*args, **(kwargs or {}))
+    return svi
+
+
+def reason(svi, args, kwargs=None, **options):
+    with pytest.raises(CannotCompile) as info:
+        compile_svi_step(svi, args, kwargs or {}, **options)
+    return info.value.reason
+
+
+def test_a_fresh_svi_needs_one_eager_step_first():
+    svi, args, _ = gaussian_svi()
+    with pytest.raises(NeedsEagerStep, match="prototype on the first step"):
+        compile_svi_step(svi, args)
+    svi.step(*args)
+    compile_svi_step(svi, args)  # and then it compiles
+
+
+def test_hand_guide_optimizer_state_comes_from_the_first_step():
+    svi, args, _ = gaussian_svi("hand guide")
+    with pytest.raises(NeedsEagerStep, match="creates its torch optimizers"):
+        compile_svi_step(svi, args)
+
+
+def test_other_elbos_are_named():
+    svi, args, _ = gaussian_svi()
+    svi = SVI(svi.model, svi.guide, svi.optim, RenyiELBO())
+    stepped(svi, args)
+    assert reason(svi, args) == ("RenyiELBO is not captured: the whole step compiles Trace_ELBO, "
+                                 "TraceMeanField_ELBO, TraceEnum_ELBO and TraceGraph_ELBO")
+
+
+def test_elbo_subclasses_keep_their_overrides():
+    class MyELBO(Trace_ELBO):
+        pass
+
+    svi, args, _ = gaussian_svi()
+    svi = stepped(SVI(svi.model, svi.guide, svi.optim, MyELBO()), args)
+    assert "MyELBO subclasses Trace_ELBO" in reason(svi, args)
+
+
+def test_custom_loss_function():
+    svi, args, _ = gaussian_svi()
+    svi = SVI(svi.model, svi.guide, svi.optim, lambda model, guide, *a: Trace_ELBO().differentiable_loss(
+        model, guide, *a))
+    stepped(svi, args)
+    assert reason(svi, args).startswith("a custom loss")
+
+
+def test_gradient_clipping_is_named():
+    svi, args, _ = gaussian_svi()
+    svi.optim = pyro.optim.Adam({"lr": 0.01}, {"clip_norm": 1.0})
+    stepped(svi, args)
+    assert "clips gradients (clip_args)" in reason(svi, args)
+
+
+def test_unsupported_torch_optimizer():
+    svi, args, _ = gaussian_svi()
+    svi.optim = pyro.optim.NAdam({"lr": 0.01})
+    stepped(svi, args)
+    assert "optimized by NAdam" in reason(svi, args)
+
+
+def test_foreach_optimizer():
+    svi, args, _ = gaussian_svi()
+    svi.optim = pyro.optim.Adam({"lr": 0.01, "foreach": True})
+    stepped(svi, args)
+    assert "foreach=True" in reason(svi, args)
+
+
+def test_optimizer_step_hooks():
+    svi, args, _ = gaussian_svi()
+    stepped(svi, args)
+    next(iter(svi.optim.optim_objs.values())).register_step_post_hook(lambda *a: None)
+    assert "step hooks" in reason(svi, args)
+
+
+def test_tensor_keyword_argument():
+    def model(data, shift=None):
+        pyro.sample("loc", dist.Normal(shift, 1.0))
+
+    def guide(data, shift=None):
+        pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    args, kwargs = (torch.zeros(3),), {"shift": torch.zeros(())}
+    stepped(svi, args, kwargs)
+    assert reason(svi, args, kwargs) == ("the tensor keyword argument 'shift': pass tensors positionally, "
+                                         "keywords are keys of the compiled step (as in Pyro's JIT)")
+
+
+def test_decaying_average_baseline_writes_the_param_store():
+    def model(data):
+        p = pyro.sample("p", dist.Beta(2.0, 2.0))
+        with pyro.plate("n", len(data)):
+            pyro.sample("obs", dist.Bernoulli(p), obs=data)
+
+    class Unreparameterized(dist.Beta):
+        has_rsample = False
+
+    def score_guide(data):
+        q = pyro.param("q", torch.tensor(0.3), constraint=dist.constraints.unit_interval)
+        pyro.sample("p", Unreparameterized(q * 10, (1 - q) * 10),
+                    infer={"baseline": {"use_decaying_avg_baseline": True}})
+
+    data = torch.tensor([1.0, 0.0, 1.0])
+    svi = stepped(SVI(model, score_guide, pyro.optim.Adam({"lr": 0.01}), TraceGraph_ELBO()), (data,))
+    store = pyro.get_param_store()
+    average = store["__baseline_avg_downstream_cost_p"]
+    text = reason(svi, (data,))
+    assert "writes the param store" in text and "decaying-average baseline" in text
+    # and trying left the running average as the eager step left it
+    assert torch.equal(store["__baseline_avg_downstream_cost_p"], average)
+
+
+def test_a_model_changing_a_buffer_in_place():
+    counter = torch.zeros(1)
+
+    def model(data):
+        counter.add_(1)
+        pyro.sample("loc", dist.Normal(0.0, 1.0))
+
+    def guide(data):
+        pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    svi = stepped(SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO()), (torch.zeros(1),))
+    seen = counter.clone()
+    assert "changes in place a tensor that is neither a param nor an argument" in reason(
+        svi, (torch.zeros(1),))
+    assert torch.equal(counter, seen + 2)  # the discovery run and the capture ran the model
+
+
+def test_bad_backend_is_a_value_error():
+    svi, args, _ = gaussian_svi()
+    stepped(svi, args)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        compile_svi_step(svi, args, backend="tvm")
+
+
+def test_no_cxx_compiler_falls_back_to_step():
+    from torch._inductor import config
+
+    svi, args, _ = gaussian_svi()
+    stepped(svi, args)
+    with config.patch({"cpp.cxx": (None, "/nonexistent/c++")}):  # inductor's own search finds none
+        compiled = compile_svi_step(svi, args, backend="inductor")
+    assert compiled.backend == "step"
+    assert compiled.fallback == ("inductor needs a C++ compiler and none was found (searched: "
+                                 "/nonexistent/c++; set CXX or install g++); running the step backend")
+    loss = compiled(*args)
+    assert loss == loss and compiled.steps == 1
+
+
+def test_stale_step_runs_eagerly_and_says_why():
+    svi, args, _ = gaussian_svi("hand guide")
+    stepped(svi, args)
+    compiled = compile_svi_step(svi, args)
+    compiled(*args)
+    pyro.get_param_store()["loc_loc"] = torch.tensor(3.0)  # a new tensor for the param
+    compiled(*args)
+    assert compiled.stale == "the param 'loc_loc' was replaced or removed"
+    assert (compiled.steps, compiled.eager_steps) == (1, 1)
+
+
+def test_changed_hyperparameter_makes_it_stale():
+    svi, args, _ = gaussian_svi("hand guide", "Adam")
+    stepped(svi, args)
+    compiled = compile_svi_step(svi, args)
+    for optimizer in svi.optim.optim_objs.values():
+        optimizer.param_groups[0]["betas"] = (0.5, 0.9)
+    compiled(*args)
+    assert compiled.stale == "the Adam hyperparameters changed"
