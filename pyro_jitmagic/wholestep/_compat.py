@@ -12,6 +12,8 @@ moved instead of failing somewhere deep in a capture.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 TORCH_CHECKED = "2.13.0"
@@ -36,6 +38,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch._inductor.config", "cpp.cxx", "the C++ compilers inductor searches"),
     ("torch._inductor.cpp_builder", "get_cpp_compiler", "finds inductor's C++ compiler"),
     ("torch._inductor.exc", "InvalidCxxCompiler", "raised when there is none"),
+    ("torch._inductor.codegen.cpp", "TilingSelect._select_tiling_indices",
+     "kept to one tiled loop: 2-D tiles write out of bounds on small enumerated HMMs"),
     ("torch._inductor.output_code", "CompiledFxGraph.compiled_fn_runner",
      "the generated module, whose cpp_fused_* functions are the kernels"),
     ("torch._dynamo.utils", "counters", "fxgraph_cache_hit / _miss: inductor's on-disk cache"),
@@ -241,7 +245,31 @@ def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
     mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True, allow_non_fake_inputs=True)
     fakes = [mode.from_tensor(t, static_shapes=True) if isinstance(t, torch.Tensor) else t
              for t in example_inputs]
-    return torch._inductor.compile(gm, fakes, options={"fallback_random": True})
+    with _one_d_tiles():
+        return torch._inductor.compile(gm, fakes, options={"fallback_random": True})
+
+
+@contextmanager
+def _one_d_tiles() -> Iterator[None]:
+    """Vectorise C++ kernels along one loop only.
+
+    Torch 2.13's 2-D tiles (``CppTile2DKernel``, chosen for transposed accesses) index an
+    indirect scatter (the backward of ``trans[x]`` in an enumerated HMM) with the tile's full
+    width where a tail is narrower, and write past the end of the buffer: the process dies in
+    ``free()``. With one tiled loop the kernels stay vectorised and correct.
+    """
+    from torch._inductor.codegen import cpp
+
+    select = cpp.TilingSelect._select_tiling_indices
+
+    def one_loop(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return select(self, *args, **kwargs)[-1:]
+
+    cpp.TilingSelect._select_tiling_indices = one_loop  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        cpp.TilingSelect._select_tiling_indices = select  # type: ignore[method-assign]
 
 
 def generated_kernels(compiled: Any) -> int | None:

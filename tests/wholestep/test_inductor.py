@@ -1,0 +1,113 @@
+"""The inductor backend: the same agreement with eager as the step backend, random draws from eager's
+stream, its on-disk cache, and codegen off the calling thread. Cold compiles take seconds to minutes."""
+
+from __future__ import annotations
+
+import functools
+
+import pyro
+import pyro.distributions as dist
+import pyro.optim
+import pytest
+import torch
+from cases import assert_losses_agree, assert_state_agrees, gaussian_svi, hmm_svi, train
+from pyro.infer import SVI, Trace_ELBO
+from torch.distributions import constraints
+
+from pyro_jitmagic.wholestep import compile_svi_step, cxx_compiler
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(cxx_compiler() is None, reason="inductor needs a C++ compiler")]
+
+
+def agree(make, steps=200, rtol=1e-5):
+    from torch._inductor import config
+
+    before = config.fallback_random
+    eager = train(make, steps)
+    compiled = train(make, steps, compile_with="inductor")
+    step = compiled.compiled
+    assert (step.backend, step.fallback, step.steps) == ("inductor", None, steps - 1)
+    assert step.kernels and step.kernels >= 1 and step.cache in ("cold", "warm")
+    assert config.fallback_random == before  # scoped to the compile
+    assert_losses_agree(eager, compiled)
+    assert_state_agrees(eager, compiled, rtol=rtol, atol=1e-5)
+    return compiled
+
+
+def test_simple_model_and_its_cache():
+    make = functools.partial(gaussian_svi, "AutoDiagonalNormal", "Adam")
+    agree(make)
+    again = train(make, steps=3, compile_with="inductor")
+    assert again.compiled.cache == "warm"
+
+
+def test_hand_guide_with_clipped_adam():
+    agree(functools.partial(gaussian_svi, "hand guide", "ClippedAdam"))
+
+
+def dirichlet_model(data):
+    probs = pyro.sample("probs", dist.Dirichlet(torch.ones(3)))
+    with pyro.plate("data", data.size(0)):
+        pyro.sample("obs", dist.Categorical(probs), obs=data)
+
+
+def dirichlet_guide(data):
+    concentration = pyro.param("concentration", torch.ones(3), constraint=constraints.positive)
+    pyro.sample("probs", dist.Dirichlet(concentration))  # _standard_gamma draws
+
+
+def test_gamma_draws_follow_eagers_stream():
+    def make():
+        data = torch.tensor([0, 1, 1, 2, 1, 1, 0, 1])
+        return SVI(dirichlet_model, dirichlet_guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO()), (data,), {}
+
+    agree(make)
+
+
+def test_enumerated_hmm():
+    agree(hmm_svi, steps=100, rtol=1e-4)
+
+
+def test_codegen_in_the_background():
+    make = functools.partial(gaussian_svi, "AutoNormal", "Adam")
+    eager = train(make, steps=60)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi, args, _ = make()
+    losses = [svi.step(*args)]
+    compiled = compile_svi_step(svi, args, backend="inductor", background=True)
+    losses.append(compiled(*args))
+    backends = {compiled.backend}
+    compiled.wait()
+    losses += [compiled(*args) for _ in range(58)]
+    backends.add(compiled.backend)
+    assert "inductor" in backends and compiled.fallback is None
+    assert compiled.steps == 59
+    assert losses == pytest.approx(eager.losses, rel=1e-4)
+
+
+def test_nuts_potential():
+    import models
+    from pyro.infer.mcmc.util import initialize_model
+    from pyro.ops.integrator import potential_grad
+    from test_potential import nuts_samples, random_points
+
+    from pyro_jitmagic.wholestep import compile_potential
+
+    args = (models.data(100),)
+    init, potential_fn, _, _ = initialize_model(models.gaussian, args)
+    compiled = compile_potential(potential_fn, init, backend="inductor")
+    assert compiled.backend == "inductor"
+    for z in random_points(init):
+        grads, energy = compiled(z)
+        expected_grads, expected = potential_grad(potential_fn, {k: v.clone() for k, v in z.items()})
+        torch.testing.assert_close(energy, expected, rtol=1e-5, atol=1e-5)
+        for k in z:
+            torch.testing.assert_close(grads[k], expected_grads[k], rtol=1e-4, atol=1e-4)
+    # a NUTS path parts from eager's at the first float difference: compare the posteriors
+    eager, _ = nuts_samples(models.gaussian, args, num=100)
+    samples, potential = nuts_samples(models.gaussian, args, backend="inductor", num=100)
+    assert potential.backend == "inductor" and potential.calls > 100
+    for name in eager:
+        assert abs(samples[name].mean() - eager[name].mean()) < eager[name].std()
