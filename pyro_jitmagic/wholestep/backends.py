@@ -60,6 +60,51 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
     return Codegen(run=traced.forward, backend="step", seconds=time.perf_counter() - start)
 
 
+def fusable(graph: Any) -> Any:
+    """A copy of the captured graph with its stacks of 0-d values made pointwise.
+
+    The capture stacks its guards (``stack(guards).all()``) and its loss terms into one vector:
+    one op each for TorchScript. Inductor lowers a stack into one aliased view per element, which
+    its Python wrapper rebuilds on every call; chained ``&`` and ``where`` fuse into the kernel.
+    """
+    import copy
+
+    import torch
+
+    from .capture import prune
+
+    aten = torch.ops.aten
+    graph = copy.deepcopy(graph)
+    nodes = graph.graph
+    for node in list(nodes.nodes):
+        if node.op != "call_function" or node.target is not aten.stack.default:
+            continue
+        values = node.args[0]
+        metas: list[Any] = [getattr(v, "meta", {}).get("val") for v in values]
+        if not values or not all(isinstance(m, torch.Tensor) and m.dim() == 0 for m in metas):
+            continue
+        users = list(node.users)
+        with nodes.inserting_before(node):
+            if all(m.dtype == torch.bool for m in metas) and len(users) == 1 \
+                    and users[0].target is aten.all.default:
+                chain = values[0]
+                for value in values[1:]:
+                    chain = nodes.call_function(aten.logical_and.default, (chain, value))
+                users[0].replace_all_uses_with(chain)
+                continue
+            dtype = metas[0].dtype
+            if any(m.dtype != dtype for m in metas):
+                continue
+            index = nodes.call_function(aten.arange.default, (len(values),), {"dtype": torch.int64})
+            vector = nodes.call_function(aten.zeros.default, ([len(values)],), {"dtype": dtype})
+            for i, value in enumerate(values):
+                hit = nodes.call_function(aten.eq.Scalar, (index, i))
+                vector = nodes.call_function(aten.where.self, (hit, value, vector))
+            node.replace_all_uses_with(vector)
+    prune(graph)
+    return graph
+
+
 def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
     """Compile the captured graph with inductor (random draws through ATen, as eager)."""
     import torch
@@ -67,7 +112,7 @@ def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
     start = time.perf_counter()
     hits, misses = _compat.fx_cache_counts()
     with torch.no_grad():
-        compiled = _compat.inductor_compile(graph, list(example_inputs))
+        compiled = _compat.inductor_compile(fusable(graph), list(example_inputs))
     new_hits, new_misses = _compat.fx_cache_counts()
     cache: Literal["cold", "warm"] | None = None
     if new_misses > misses:

@@ -264,6 +264,7 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     if set(pyro.get_param_store().keys()) != store_keys:
         raise NeedsEagerStep("the step creates params on its first run")
     _plain_reductions(graph)
+    simplify(graph)
     prune(graph)
     _check_constants(graph)
     watch = captured["watch"]
@@ -344,6 +345,41 @@ def prune(graph: Any) -> None:
 
     graph.graph.eliminate_dead_code(is_impure_node=has_effect)
     graph.recompile()
+
+
+def simplify(graph: Any) -> None:
+    """Drop the ops that change nothing at run time, which TorchScript would interpret one by one:
+    ``detach`` (nothing is differentiated at run time), a ``view``, ``reshape`` or ``expand`` to
+    the shape the tensor has, ``ne(b, 0)`` of a bool, ``mul(x, 1)``."""
+    import torch
+
+    aten = torch.ops.aten
+
+    def shape(node: Any) -> Any:
+        value = getattr(node, "meta", {}).get("val")
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+    def dtype(node: Any) -> Any:
+        value = getattr(node, "meta", {}).get("val")
+        return value.dtype if isinstance(value, torch.Tensor) else None
+
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or not node.args or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        source, target = node.args[0], node.target
+        same = False
+        if target is aten.detach.default:
+            same = True
+        elif target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+                        aten.expand.default):
+            same = shape(source) is not None and shape(source) == shape(node) and dtype(source) == dtype(node)
+        elif target is aten.ne.Scalar:
+            same = node.args[1] == 0 and dtype(source) == torch.bool and shape(source) == shape(node)
+        elif target is aten.mul.Tensor:
+            same = (not isinstance(node.args[1], torch.fx.Node) and node.args[1] == 1
+                    and dtype(source) == dtype(node) and shape(source) == shape(node))
+        if same:
+            node.replace_all_uses_with(source)
 
 
 def _plain_reductions(graph: Any) -> None:

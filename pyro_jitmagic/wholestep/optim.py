@@ -38,7 +38,9 @@ from .errors import CannotCompile, NeedsEagerStep
 
 
 def _f32_increment(step: float) -> float:
-    """``step_t += 1`` on torch's float32 step tensor, then ``.item()``."""
+    """``step_t += 1`` on torch's float32 step tensor, then ``.item()`` (exact below 2**24)."""
+    if step < 16777216.0:
+        return step + 1.0
     return float(np.float32(step) + np.float32(1.0))
 
 
@@ -68,7 +70,8 @@ class ParamUpdate:
 
     def _constants(self) -> tuple[Any, ...]:
         keys = self.constant_keys if self.dynamic_lr else (*self.constant_keys, "lr")
-        return tuple(self.group.get(k) for k in keys)
+        self._keys = tuple(k for k in keys if k in self.group)
+        return tuple(map(self.group.__getitem__, self._keys))
 
     @property
     def name(self) -> str:
@@ -76,7 +79,8 @@ class ParamUpdate:
 
     def unchanged(self) -> str | None:
         """None, or what changed since capture that the graph holds as a constant."""
-        if self.optimizer.param_groups[0] is not self.group or self._constants() != self.constants:
+        group = self.group
+        if self.optimizer.param_groups[0] is not group or tuple(map(group.get, self._keys)) != self.constants:
             return f"the {self.name} hyperparameters changed"
         return None
 

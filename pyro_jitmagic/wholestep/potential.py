@@ -25,7 +25,7 @@ from typing import Any, Literal
 from .. import _patch
 from . import _compat
 from .backends import Codegen
-from .capture import patch_reads, prune
+from .capture import patch_reads, prune, simplify
 from .errors import CannotCompile
 from .reads import ReadWatch, ValueRead, ValueReadPolicy
 
@@ -92,6 +92,7 @@ def capture_potential(target: Any, example_params: dict[str, Any],
     finally:
         patches.restore()
         torch.set_rng_state(rng)
+    simplify(graph)
     prune(graph)
     watch = captured["watch"]
     return CapturedPotential(

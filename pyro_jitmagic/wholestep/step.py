@@ -151,11 +151,12 @@ class CompiledStep:
             changed = rule.unchanged()
             if changed is not None:
                 return self._went_stale(changed)
-            state = rule.state()
-            if state is None:
+            state = rule.optimizer.state.get(param)
+            try:
+                for key, position in zip(rule.state_keys, positions, strict=True):
+                    inputs[position] = state[key]
+            except (KeyError, TypeError):
                 return self._went_stale("an optimizer lost its state")
-            for key, position in zip(rule.state_keys, positions, strict=True):
-                inputs[position] = state[key]
             for k, number in enumerate(rule.scalars(state)):
                 view[offset + k] = number
         for param, no_grad in self._untouched:
