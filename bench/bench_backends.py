@@ -1,0 +1,420 @@
+"""Eager, Pyro's JIT and the whole-step backends (``step``, ``inductor`` cold and warm), side by side.
+
+Workloads, from the Pyro JIT tutorial (``tests/models.py`` and ``bench/bench_compare.py`` set
+them up the same way):
+
+* simple SVI: the tutorial's Gaussian model, ``AutoDiagonalNormal``, ``Adam({'lr': 0.01})``,
+  100 data points, ``svi.step(data)`` 1,000 and 10,000 times;
+* HMM: the tutorial's HMM (16 states, ``TraceEnum_ELBO(max_plate_nesting=1)``), one epoch
+  over its 50 sequences of length 24 (one compiled step: one key), repeated ``--hmm-epochs``;
+* NUTS: the tutorial's model, and eight schools, ``--nuts-samples`` samples after as many
+  warm-up steps.
+
+Ways:
+
+* eager: as written;
+* pyro: Pyro's JIT as the tutorial writes it (``JitTrace_ELBO`` after ``guide(data)``,
+  ``JitTraceEnum_ELBO``, ``NUTS(jit_compile=True, ignore_jit_warnings=True)``);
+* step: the first step eager (it creates the optimizer's state), then the whole step
+  captured and run by TorchScript; for NUTS the potential and its gradient, captured after
+  the kernel's setup;
+* inductor cold: the same, compiled by inductor with an empty on-disk cache, in a fresh
+  process (inductor also keeps compiled kernels in memory, so a cold compile in a process
+  that compiled the same graph before would not be cold);
+* inductor warm: the same in this process, served from the on-disk cache that the cold
+  run filled.
+
+Rounds are interleaved: each round runs every way once, in an order rotated from round to
+round, so drift in the machine's speed falls on all alike; figures are medians over rounds.
+"step" is the median step time over the run's steps after the first (for NUTS: the time per
+potential-and-gradient evaluation, measured around ``potential_grad``); "total" is the whole
+run, compiling included. Ratios are against Pyro's JIT, in one run.
+
+Usage::
+
+    python bench/bench_backends.py                      # everything, 3 rounds (slow: hours on 2 cores)
+    python bench/bench_backends.py --only svi --rounds 5
+    python bench/bench_backends.py --quick              # a smoke test of the script, not a measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm")
+TARGETS = {  # (workload prefix, way, figure, at least)
+    "simple SVI": [("inductor warm", "step", 15.0), ("step", "step", 2.0)],
+    "HMM": [("inductor warm", "step", 15.0), ("step", "step", 3.0)],
+    "NUTS": [("inductor warm", "step", 5.0), ("inductor warm", "total", 1.5)],
+}
+
+
+@dataclass
+class Run:
+    """One way's run of one workload."""
+
+    total: float                  # seconds, compiling included
+    step: float                   # median seconds per step (NUTS: per potential and gradient)
+    compile: float = 0.0          # capture + codegen (Pyro's JIT: its trace steps' excess)
+    evals: int = 0                # NUTS: potential evaluations
+    note: str = ""                # graph nodes, kernels, cache, fallback
+
+
+@dataclass
+class Table:
+    runs: dict[str, dict[str, list[Run]]] = field(default_factory=dict)
+
+    def add(self, workload: str, way: str, run: Run) -> None:
+        self.runs.setdefault(workload, {}).setdefault(way, []).append(run)
+
+
+# -- workloads ------------------------------------------------------------------------------------
+
+def simple_model(data: Any) -> None:
+    import pyro
+    import pyro.distributions as dist
+
+    loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 3.0))
+    with pyro.plate("data", data.size(0)):
+        pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+
+def hmm_model(sequence: Any, num_sequences: int, length: int, state_dim: int = 16) -> None:
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro import poutine
+
+    with pyro.plate("states", state_dim):
+        trans = pyro.sample("trans", dist.Dirichlet(0.5 * torch.ones(state_dim)))
+        emit_loc = pyro.sample("emit_loc", dist.Normal(0.0, 10.0))
+    emit_scale = pyro.sample("emit_scale", dist.LogNormal(0.0, 3.0))
+    with poutine.scale(scale=num_sequences):
+        x = 0
+        for t in pyro.markov(range(length)):
+            x = pyro.sample(f"x_{t}", dist.Categorical(trans[x]), infer={"enumerate": "parallel"})
+            pyro.sample(f"y_{t}", dist.Normal(emit_loc[x], emit_scale), obs=sequence[t])
+
+
+def eight_schools(sigma: Any, y: Any) -> None:
+    import pyro
+    import pyro.distributions as dist
+
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("J", 8):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def simple_data() -> Any:
+    import pyro
+    import pyro.distributions as dist
+
+    pyro.set_rng_seed(0)
+    return dist.Normal(0.5, 2.0).sample((100,))
+
+
+def svi_steps(workload: str, sizes: dict[str, int]) -> tuple[Callable[..., Any], Any, list[tuple[Any, Any]]]:
+    """(model, guide factory, [(args, kwargs) of each step]) for an SVI workload."""
+    import torch
+    from pyro import poutine
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    if workload.startswith("simple SVI"):
+        data = simple_data()
+        steps = [((data,), {})] * sizes[workload]
+        return simple_model, lambda: AutoDiagonalNormal(simple_model), steps
+    generator = torch.Generator().manual_seed(0)
+    sequences = [torch.randn(24, generator=generator) for _ in range(sizes["HMM sequences"])]
+    steps = [((s,), {"num_sequences": 75, "length": 24}) for s in sequences] * sizes["HMM epochs"]
+    guide = lambda: AutoDiagonalNormal(  # noqa: E731
+        poutine.block(hmm_model, expose=["trans", "emit_scale", "emit_loc"]))
+    return hmm_model, guide, steps
+
+
+def describe(compiled: Any) -> str:
+    """Graph nodes, kernels, inductor's cache, and any fallback of a compiled step or potential."""
+    return (f"{compiled.graph_nodes} nodes" + (f", {compiled.kernels} kernels" if compiled.kernels else "")
+            + (f", cache {compiled.cache}" if compiled.cache else "")
+            + (f", fell back: {compiled.fallback}" if compiled.fallback else ""))
+
+
+def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
+    import pyro
+    import pyro.infer
+    from pyro.optim import Adam
+
+    from pyro_jitmagic.wholestep import compile_svi_step
+
+    model, make_guide, steps = svi_steps(workload, sizes)
+    enum = not workload.startswith("simple SVI")
+    name = ("Jit" if way == "pyro" else "") + ("TraceEnum_ELBO" if enum else "Trace_ELBO")
+    options = {"max_plate_nesting": 1} if enum else {}
+    if way == "pyro":
+        options["ignore_jit_warnings"] = True
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    start = time.perf_counter()
+    guide = make_guide()
+    if way == "pyro":  # the tutorial's warm-up before compiling
+        args, kwargs = steps[0]
+        guide(*args, **kwargs)
+    svi = pyro.infer.SVI(model, guide, Adam({"lr": 0.01}), getattr(pyro.infer, name)(**options))
+    times = []
+    step: Callable[..., Any] = svi.step
+    compiled: Any = None
+    compile_seconds = 0.0
+    note = ""
+    for i, (args, kwargs) in enumerate(steps):
+        t = time.perf_counter()
+        step(*args, **kwargs)
+        times.append(time.perf_counter() - t)
+        if i == 0 and way not in ("eager", "pyro"):
+            t = time.perf_counter()
+            step = compile_svi_step(svi, args, kwargs, backend=way.split()[0])  # type: ignore[arg-type]
+            compile_seconds = time.perf_counter() - t
+            compiled = step
+            note = describe(compiled)
+    total = time.perf_counter() - start
+    if way == "pyro":  # its first step traces
+        compile_seconds = times[0] - statistics.median(times[1:])
+    if compiled is not None and compiled.eager_steps:
+        note += f", {compiled.eager_steps} steps ran eagerly"
+    return Run(total=total, step=statistics.median(times[1:]), compile=compile_seconds, note=note)
+
+
+def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
+    import pyro
+    import torch
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    from pyro_jitmagic._patch import PatchSet
+    from pyro_jitmagic.wholestep import _compat, compile_potential
+
+    if workload.endswith("eight schools"):
+        model: Callable[..., Any] = eight_schools
+        args: tuple[Any, ...] = (torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]),
+                                 torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]))
+    else:
+        model, args = simple_model, (simple_data(),)
+    pyro.set_rng_seed(1)
+    jit = way == "pyro"
+    kernel = NUTS(model, jit_compile=jit, ignore_jit_warnings=jit)
+    patches = PatchSet()
+    evals: list[float] = []
+    info: dict[str, Any] = {"compile": 0.0, "note": ""}
+
+    def timed(potential_grad: Callable[..., Any]) -> Callable[..., Any]:
+        def potential_grad_timed(potential_fn: Any, z: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return potential_grad(potential_fn, z)
+            finally:
+                evals.append(time.perf_counter() - t)
+        return potential_grad_timed
+
+    def time_potentials() -> None:
+        for module in _compat.potential_grad_owners():
+            patches.set(module, "potential_grad", timed(module.potential_grad))
+
+    setup = kernel.setup
+
+    def compiling_setup(warmup_steps: int, *a: Any, **k: Any) -> Any:
+        result = setup(warmup_steps, *a, **k)
+        t = time.perf_counter()
+        compiled = compile_potential(kernel, kernel.initial_params, backend=way.split()[0])  # type: ignore[arg-type]
+        info["compile"] = time.perf_counter() - t
+        info["note"] = describe(compiled)
+        info["compiled"] = compiled
+        patches.restore()
+        compiled.install(patches, kernel)
+        time_potentials()
+        return result
+
+    if way not in ("eager", "pyro"):
+        kernel.setup = compiling_setup  # type: ignore[method-assign]
+    time_potentials()
+    mcmc = MCMC(kernel, num_samples=sizes["NUTS samples"], warmup_steps=sizes["NUTS samples"],
+                disable_progbar=True)
+    start = time.perf_counter()
+    try:
+        mcmc.run(*args)
+    finally:
+        patches.restore()
+    total = time.perf_counter() - start
+    note = info["note"]
+    compiled = info.get("compiled")
+    if compiled is not None and compiled.eager_calls:
+        note += f", {compiled.eager_calls} evaluations ran eagerly"
+    return Run(total=total, step=statistics.median(evals), compile=info["compile"], evals=len(evals),
+               note=note)
+
+
+def run_way(workload: str, way: str, sizes: dict[str, int]) -> Run:
+    return (run_nuts if workload.startswith("NUTS") else run_svi)(workload, way, sizes)
+
+
+# -- cold inductor in a fresh process --------------------------------------------------------------
+
+def run_cold(workload: str, sizes: dict[str, int], cache_dir: str) -> Run:
+    """``inductor cold``: a fresh process, an empty inductor cache in ``cache_dir``."""
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+    command = [sys.executable, __file__, "--child", workload, "--sizes", json.dumps(sizes)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"the cold run of {workload} failed:\n{out.stderr[-3000:]}")
+    return Run(**json.loads(lines[-1]))
+
+
+def child(workload: str, sizes: dict[str, int]) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    # torch's one-off start-up in a fresh process, paid before the timed run (as every other
+    # way pays it before its first round)
+    small = dict(sizes, **{"simple SVI 1,000 steps": 2, "HMM epochs": 1, "HMM sequences": 2,
+                           "NUTS samples": 2})
+    run_way(workload, "eager", small)
+    run = run_way(workload, "inductor", sizes)
+    print(json.dumps(asdict(run)))
+    return 0
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+def _median(runs: list[Run], attribute: str) -> float:
+    return statistics.median(getattr(r, attribute) for r in runs)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def table_lines(table: Table) -> list[str]:
+    lines = [f"{'workload':<24} {'way':<14} {'step':>10} {'total':>10} {'compile':>10} "
+             f"{'step vs pyro':>12} {'total vs pyro':>13}  notes"]
+    for workload, ways in table.runs.items():
+        pyro = ways.get("pyro")
+        for way in WAYS:
+            runs = ways.get(way)
+            if not runs:
+                continue
+            step, total = _median(runs, "step"), _median(runs, "total")
+            ratio_step = f"{_median(pyro, 'step') / step:.1f}x" if pyro else "-"
+            ratio_total = f"{_median(pyro, 'total') / total:.2f}x" if pyro else "-"
+            compile_seconds = _median(runs, "compile")
+            lines.append(f"{workload:<24} {way:<14} {_duration(step):>10} {_duration(total):>10} "
+                         f"{_duration(compile_seconds) if compile_seconds else '-':>10} {ratio_step:>12} "
+                         f"{ratio_total:>13}  {runs[-1].note}")
+        lines.append("")
+    return lines
+
+
+def target_lines(table: Table) -> list[str]:
+    lines = []
+    for workload, ways in table.runs.items():
+        pyro = ways.get("pyro")
+        for prefix, targets in TARGETS.items():
+            if not workload.startswith(prefix) or not pyro:
+                continue
+            for way, figure, least in targets:
+                runs = ways.get(way)
+                if not runs:
+                    continue
+                ratio = _median(pyro, figure) / _median(runs, figure)
+                what = "per step" if figure == "step" else "whole run"
+                if workload.startswith("NUTS") and figure == "step":
+                    what = "per gradient"
+                verdict = "PASS" if ratio >= least else "MISS"
+                lines.append(f"{verdict}  {workload}: {way} {what} {ratio:.1f}x faster than Pyro's JIT "
+                             f"(target >= {least:g}x)")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("svi", "hmm", "nuts"), action="append")
+    parser.add_argument("--svi-long", type=int, default=10_000, help="steps of the long simple SVI run")
+    parser.add_argument("--hmm-epochs", type=int, default=2)
+    parser.add_argument("--nuts-samples", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="tiny counts, no inductor: a smoke test")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.child:
+        return child(options.child, json.loads(options.sizes))
+
+    import torch
+    from bench_svi import load_average, machine_lines
+
+    torch.set_num_threads(1)
+    sizes = {"simple SVI 1,000 steps": 1000, f"simple SVI {options.svi_long:,} steps": options.svi_long,
+             "HMM epochs": options.hmm_epochs, "HMM sequences": 50, "NUTS samples": options.nuts_samples}
+    rounds, ways = options.rounds, list(WAYS)
+    if options.quick:
+        sizes = {"simple SVI 1,000 steps": 20, "simple SVI 40 steps": 40, "HMM epochs": 1,
+                 "HMM sequences": 3, "NUTS samples": 5}
+        rounds, ways = 1, ["eager", "pyro", "step"]
+    workloads = [w for w in sizes if w.startswith("simple SVI")] + ["HMM", "NUTS tutorial model",
+                                                                     "NUTS eight schools"]
+    only = options.only or ["svi", "hmm", "nuts"]
+    kind = {"simple": "svi", "HMM": "hmm", "NUTS": "nuts"}
+    workloads = [w for w in workloads if kind[w.split(" ")[0]] in only]
+    print("\n".join(machine_lines(1)))
+    import pyro_jitmagic.wholestep as wholestep
+
+    print(f"C++ compiler for inductor: {wholestep.cxx_compiler() or 'none'}")
+    table = Table()
+    warm_cache = tempfile.mkdtemp(prefix="pyrojit-bench-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = warm_cache
+    try:
+        for workload in workloads:
+            started = time.perf_counter()
+            for r in range(rounds):
+                order = ways[r % len(ways):] + ways[:r % len(ways)]
+                for way in order:
+                    if way == "inductor cold":
+                        # round 0 fills the cache the warm runs read; later rounds start empty
+                        cache = warm_cache if r == 0 else tempfile.mkdtemp(prefix="pyrojit-bench-cold-")
+                        table.add(workload, way, run_cold(workload, sizes, cache))
+                        if cache != warm_cache:
+                            shutil.rmtree(cache, ignore_errors=True)
+                    elif way == "inductor warm":
+                        table.add(workload, way, run_way(workload, "inductor", sizes))
+                    else:
+                        table.add(workload, way, run_way(workload, way, sizes))
+            print(f"({workload}: {rounds} rounds in {time.perf_counter() - started:.0f} s, load "
+                  f"{load_average()})", flush=True)
+    finally:
+        shutil.rmtree(warm_cache, ignore_errors=True)
+    print()
+    print("\n".join(table_lines(table)))
+    print("\n".join(target_lines(table)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
