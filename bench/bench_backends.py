@@ -259,7 +259,7 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     finally:
         patches.restore()
     total = time.perf_counter() - start
-    note = info["note"]
+    note = f"{len(evals)} gradients" + (f", {info['note']}" if info["note"] else "")
     compiled = info.get("compiled")
     if compiled is not None and compiled.eager_calls:
         note += f", {compiled.eager_calls} evaluations ran eagerly"
@@ -348,8 +348,8 @@ def target_lines(table: Table) -> list[str]:
                 if workload.startswith("NUTS") and figure == "step":
                     what = "per gradient"
                 verdict = "PASS" if ratio >= least else "MISS"
-                lines.append(f"{verdict}  {workload}: {way} {what} {ratio:.1f}x faster than Pyro's JIT "
-                             f"(target >= {least:g}x)")
+                lines.append(f"{verdict}  {workload}: {way} backend, {what}, {ratio:.2f}x faster than "
+                             f"Pyro's JIT (target >= {least:g}x)")
     return lines
 
 

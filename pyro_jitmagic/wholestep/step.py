@@ -97,9 +97,15 @@ class CompiledStep:
         self._bound = (svi.model, svi.guide, svi.loss_and_grads, svi.optim)
         untouched = [captured.params[i][1] for i in captured.untouched]
         self._untouched = [(p, p.grad is None) for p in untouched]
+        inputs = captured.example_inputs
+        # the layout each input had at capture: inductor's generated code relies on it
+        self._layouts = [(t.shape, t.dtype, t.is_contiguous()) for t in inputs]
         self._updates = [(captured.params[u.param][1], u.rule, u.state_inputs, self._views[u.scalar_vector],
                           u.offset) for u in captured.updates]
-        self._params = captured.params
+        self._params = [(name, tensor, self._layouts[i]) for i, (name, tensor) in enumerate(captured.params)]
+        first = captured.first_arg_input
+        self._args = [(position, first + k, self._layouts[first + k])
+                      for k, position in enumerate(captured.arg_positions)]
         stepped = {u.param for u in captured.updates}
         # torch does some bookkeeping in Python (ClippedAdam: its int step, its decayed lr)
         self._after = [(rule, i in stepped) for i, rule in captured.rules.items()
@@ -118,8 +124,12 @@ class CompiledStep:
             self.eager_steps += 1
             return self._eager(self.svi, *args, **kwargs)
         rng = torch.get_rng_state() if self._save_rng else None
-        with torch.no_grad():
+        grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
             values = self._run(*inputs)[0].tolist()
+        finally:
+            torch._C._set_grad_enabled(grad)
         if values[-1] != 1.0:  # a guard failed: the graph wrote nothing back
             if rng is not None:
                 torch.set_rng_state(rng)
@@ -140,10 +150,11 @@ class CompiledStep:
         if (svi.model, svi.guide, svi.loss_and_grads, svi.optim) != self._bound:
             return self._went_stale("the SVI's model, guide, loss or optimizer was replaced")
         store = _compat.store_tensors(self._store)
-        for name, tensor in self._params:
-            if store.get(name) is not tensor:
-                return self._went_stale(f"the param '{name}' was replaced or removed")
+        for name, tensor, (shape, _, contiguous) in self._params:
+            if tensor.shape != shape or tensor.is_contiguous() != contiguous or store.get(name) is not tensor:
+                return self._went_stale(f"the param '{name}' was replaced, reshaped or removed")
         inputs = self._inputs
+        layouts = self._layouts
         objs = svi.optim.optim_objs
         for param, rule, positions, view, offset in self._updates:
             if objs.get(param) is not rule.owner:
@@ -154,17 +165,26 @@ class CompiledStep:
             state = rule.optimizer.state.get(param)
             try:
                 for key, position in zip(rule.state_keys, positions, strict=True):
-                    inputs[position] = state[key]
-            except (KeyError, TypeError):
+                    value = state[key]
+                    shape, dtype, contiguous = layouts[position]
+                    if value.shape != shape or value.dtype != dtype or value.is_contiguous() != contiguous:
+                        return self._went_stale(f"the optimizer's '{key}' changed its shape or type")
+                    inputs[position] = value
+            except (KeyError, TypeError, AttributeError):
                 return self._went_stale("an optimizer lost its state")
             for k, number in enumerate(rule.scalars(state)):
                 view[offset + k] = number
         for param, no_grad in self._untouched:
             if (param.grad is None) != no_grad:
                 return self._went_stale("a param the step does not differentiate gained a gradient")
-        first = self.captured.first_arg_input
-        for k, position in enumerate(self.captured.arg_positions):
-            inputs[first + k] = args[position]
+        for position, slot, (shape, dtype, contiguous) in self._args:
+            arg = args[position]
+            if arg.shape != shape or arg.dtype != dtype or arg.is_contiguous() != contiguous:
+                raise ValueError(f"this step was compiled for argument {position} of shape "
+                                 f"{tuple(shape)} and {dtype}" + ("" if contiguous else ", not contiguous")
+                                 + f", not {tuple(arg.shape)} and {arg.dtype}: look compiled steps up by "
+                                 "step_key(args, kwargs)")
+            inputs[slot] = arg
         return inputs
 
     def _went_stale(self, reason: str) -> list[Any] | None:

@@ -17,4 +17,5 @@ def test_bench_backends_prints_its_table_and_targets(capsys, monkeypatch):
     for way in ("eager", "pyro", "step"):
         assert ["NUTS", "eight", "schools", way] in rows, f"no NUTS row for {way}"
     assert any(line.startswith("simple SVI 1,000 steps   step") for line in out.splitlines())
+    assert "simple SVI 1,000 steps: step backend, per step," in out
     assert "faster than Pyro's JIT (target >= 2x)" in out

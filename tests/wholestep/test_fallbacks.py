@@ -174,7 +174,7 @@ def test_stale_step_runs_eagerly_and_says_why():
     compiled(*args)
     pyro.get_param_store()["loc_loc"] = torch.tensor(3.0)  # a new tensor for the param
     compiled(*args)
-    assert compiled.stale == "the param 'loc_loc' was replaced or removed"
+    assert compiled.stale == "the param 'loc_loc' was replaced, reshaped or removed"
     assert (compiled.steps, compiled.eager_steps) == (1, 1)
 
 
@@ -186,3 +186,24 @@ def test_changed_hyperparameter_makes_it_stale():
         optimizer.param_groups[0]["betas"] = (0.5, 0.9)
     compiled(*args)
     assert compiled.stale == "the Adam hyperparameters changed"
+
+
+def test_a_param_resized_in_place_makes_it_stale():
+    svi, args, _ = gaussian_svi("hand guide")
+    stepped(svi, args)
+    compiled = compile_svi_step(svi, args)
+    pyro.get_param_store()._params["loc_loc"].data = torch.zeros(3)  # same tensor, another shape
+    assert compiled._bind(args) is None
+    assert compiled.stale == "the param 'loc_loc' was replaced, reshaped or removed"
+
+
+def test_arguments_of_another_shape_are_another_key():
+    from pyro_jitmagic.wholestep import step_key
+
+    svi, args, _ = gaussian_svi()
+    stepped(svi, args)
+    compiled = compile_svi_step(svi, args)
+    other = (torch.zeros(7),)
+    assert step_key(other, {}) != compiled.key == step_key(args, {})
+    with pytest.raises(ValueError, match=r"compiled for argument 0 of shape \(100,\)"):
+        compiled(*other)

@@ -162,3 +162,12 @@ def test_loss_is_eager_float_to_the_last_bit():
     eager = train(make, steps=50)
     compiled = train(make, steps=50, compile_with="step")
     assert compiled.losses == eager.losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", list(GUIDES))
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("loss", list(ELBOS))
+def test_every_elbo_optimizer_and_guide(loss, optimizer, guide):
+    # the fast tier covers every pair of these; this is every triple
+    agree(functools.partial(gaussian_svi, guide, optimizer, loss, **ELBOS[loss]))
