@@ -167,7 +167,6 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         rules.append((index, rule, rule.state()))
     updates: list[Update] = []
     vectors: dict[Any, list[int]] = {}  # dtype -> [vector index, length]
-    pending: list[tuple[int, optim.ParamUpdate, dict[str, Any]]] = []
     for index, rule, state in rules:
         if state is None:
             continue  # never stepped: eager would not step it either unless it gets a gradient
@@ -178,7 +177,6 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         slot = vectors.setdefault(params[index][1].dtype, [len(vectors), 0])
         updates.append(Update(index, rule, tuple(positions), slot[0], slot[1]))
         slot[1] += rule.n_scalars
-        pending.append((index, rule, state))
     scalar_vectors = [torch.zeros(max(length, 1), dtype=dtype) for dtype, (_, length) in
                       sorted(vectors.items(), key=lambda item: item[1][0])]
     for update in updates:
