@@ -268,6 +268,9 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
 
 
 def run_way(workload: str, way: str, sizes: dict[str, int]) -> Run:
+    import gc
+
+    gc.collect()  # what earlier runs left is collected now, not during this one's steps
     return (run_nuts if workload.startswith("NUTS") else run_svi)(workload, way, sizes)
 
 
@@ -387,6 +390,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     import pyro_jitmagic.wholestep as wholestep
 
     print(f"C++ compiler for inductor: {wholestep.cxx_compiler() or 'none'}")
+    print(f"{rounds} rounds, interleaved; figures are medians over rounds")
     table = Table()
     warm_cache = tempfile.mkdtemp(prefix="pyrojit-bench-inductor-")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = warm_cache
