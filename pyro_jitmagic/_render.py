@@ -120,10 +120,16 @@ def auto_lines(report: JitReport) -> list[str]:
     return lines + [auto_decision_line(d) for d in report.auto]
 
 
+def _read_in(w: CapturedWarning) -> str:
+    """For a risky read inside torch or Pyro: where, and that nobody has vouched for it."""
+    return f"read in {w.origin}, a read pyro_jitmagic has not reviewed" if w.origin else ""
+
+
 def _risky_line(w: CapturedWarning) -> str:
     first = w.message.splitlines()[0]
     times = f" (x{w.count})" if w.count > 1 else ""
-    return f"{w.where}: {w.source}\n    {first}{times}"
+    inside = f"\n    {_read_in(w)}" if w.origin else ""
+    return f"{w.where}: {w.source}\n    {first}{times}{inside}"
 
 
 def report_text(report: JitReport) -> str:
@@ -175,9 +181,10 @@ def report_html(report: JitReport) -> str:
     for w in report.risky_warnings:
         first = w.message.splitlines()[0]
         times = f" (×{w.count})" if w.count > 1 else ""
+        inside = f"<br>{esc(_read_in(w))}" if w.origin else ""
         parts.append(
             f'<div class="risky"><strong>Risky JIT warning</strong> at {esc(w.where)}: '
-            f"<code>{esc(w.source)}</code><br>{esc(first)}{esc(times)}<br>"
+            f"<code>{esc(w.source)}</code><br>{esc(first)}{esc(times)}{inside}<br>"
             "<em>A tensor became a Python value while tracing: the compiled step may compute "
             "a wrong loss for other inputs.</em></div>")
     if report.error:
@@ -397,10 +404,18 @@ def warnings_html(report: JitReport) -> str:
         return "<p>No JIT warnings were raised.</p>"
     rows = "".join(
         f"<tr class='{w.kind}-row'><td>{esc(w.kind)}</td><td>{w.count}</td><td>{esc(w.where)}</td>"
-        f"<td><code>{esc(w.source)}</code></td><td>{esc(w.message.splitlines()[0])}</td></tr>"
+        f"<td><code>{esc(w.source)}</code></td><td>{esc(w.message.splitlines()[0])}</td>"
+        f"<td>{esc(_read_by(w))}</td></tr>"
         for w in report.warnings)
     return ("<table class='pyrojit-warnings'><tr><th>kind</th><th>count</th><th>where</th><th>code</th>"
-            f"<th>message</th></tr>{rows}</table>")
+            f"<th>message</th><th>read by</th></tr>{rows}</table>")
+
+
+def _read_by(w: CapturedWarning) -> str:
+    """Who read the value: the user's code, or a torch or Pyro function (and why that is fine)."""
+    if not w.origin:
+        return ""
+    return f"{w.origin}: {w.why}" if w.why else _read_in(w)
 
 
 def changes_html(c: Any) -> str:

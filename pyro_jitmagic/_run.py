@@ -40,7 +40,7 @@ from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._render import seconds
 from ._session import Session, default_session
 from ._stack import call_shallow
-from ._warnings import Mode, WarningCapture, default_location_name
+from ._warnings import Mode, WarningCapture, default_location_name, integer_reads
 from .report import (
     Compilation,
     ExecutorChoice,
@@ -576,7 +576,8 @@ class JitRun:
             before = run._before_trace(args, kwargs)
             start = time.perf_counter()
             try:
-                result = call_shallow(original, *args, **kwargs)
+                with integer_reads(run._capture):  # range(n.max()): torch does not warn
+                    result = call_shallow(original, *args, **kwargs)
             finally:
                 run._trace_done(before, time.perf_counter() - start)
             run._check_trace(before)
@@ -782,7 +783,8 @@ def _targets() -> list[tuple[Any, str]]:
     from pyro.infer.mcmc import MCMC
 
     return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
-            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward")]
+            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward"),
+            (torch.Tensor, "__index__")]
 
 
 def heal_leftovers() -> list[str]:

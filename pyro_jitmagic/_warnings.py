@@ -1,20 +1,42 @@
 """Capture the JIT's warnings instead of printing them, and tell the risky ones apart.
 
-Tracing a Pyro model raises dozens of ``TracerWarning``s. Most are harmless
-(constants registered in the trace), but one family means the compiled loss may
-be wrong: a tensor turned into a Python value (``if x > 0:``, ``int(n)``,
-iterating a tensor). Those are *risky*; we point at the user's line that did it.
+Tracing a Pyro model raises dozens of ``TracerWarning``s. One family means the
+compiled loss may be wrong: a tensor read as a Python value (``if x > 0:``,
+``int(n)``, iterating a tensor), which the trace then holds as a constant for
+every later call. Whether such a read is a hazard depends on *who* read the
+value, so each one is judged by the frame that read it (the frame torch names,
+past the frames that only forward a call: ``Tensor``'s own methods, torch's
+``__torch_function__`` dispatch, Pyro's provenance tensors):
+
+* the user's code: **risky**, at that line;
+* a torch or Pyro function in :data:`REVIEWED_READS`: **benign**. Each was found
+  by tracing realistic models and read in torch's and Pyro's source: they
+  compare shapes, validate (the value only decides whether to raise), or walk a
+  buffer fixed when the object was built, so the trace computes the same loss
+  for every input the eager code accepts with the shapes it was traced with;
+* any other library function: **risky**, at the user's line that called into
+  it, naming the function: an unreviewed read is not assumed harmless.
+
+Reads torch does not warn about are looked for too: while a trace runs, a
+tensor used as a Python integer (``range(n.max())``, a list repeat count) is
+reported as a risky ``TracerWarning`` of our own (:func:`integer_reads`).
+
 Warnings that are not the JIT's pass through to the previous handler untouched.
 """
 
 from __future__ import annotations
 
+import dis
 import linecache
 import os
 import re
 import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Literal
 
 from .report import CapturedWarning, WarningKind
@@ -22,7 +44,8 @@ from .report import CapturedWarning, WarningKind
 Mode = Literal["capture", "show", "error"]
 
 # Substrings of torch's TracerWarning texts (torch/csrc/jit/frontend/tracer.cpp,
-# torch/jit/_trace.py) that mean "a value was baked into the trace".
+# torch/csrc/utils/python_arg_parser.cpp, torch/_tensor.py, torch/jit/_trace.py,
+# torch 2.13) that mean "the trace may not compute what the code does".
 _RISKY_PATTERNS = re.compile(
     "|".join(
         [
@@ -32,8 +55,9 @@ _RISKY_PATTERNS = re.compile(
             r"might cause the trace to be incorrect",
             r"might not generalize",
             r"cannot be understood by the tracer",
+            r"show up as a constant in the graph",
             r"does not match the corresponding output",
-            r"[Gg]raphs differ across invocations",
+            r"[Gg]raphs differ(ed)? across invocations",
             r"nondeterministic nodes",
             # pyro/ops/jit.py: an unhashable keyword value is keyed by id(), so a
             # mutated object silently reuses a stale trace.
@@ -44,16 +68,142 @@ _RISKY_PATTERNS = re.compile(
 # Says "might cause the trace to be incorrect" too, but only for tensors built
 # from Python constants, which Pyro's distributions do on every call.
 _BENIGN_PATTERNS = re.compile(r"results are registered as constants")
-_DEPRECATION = re.compile(r"torch\.jit\.\w+.*deprecated", re.DOTALL)
+# The reads that are judged by the frame that made them.
+_VALUE_READS = re.compile(
+    r"Converting a tensor to a (Python|NumPy)|Iterating over a tensor|Using len to get tensor shape"
+    r"|Using a tensor as a Python integer")
+
+# torch's notices that TorchScript is deprecated, in every text known (torch/jit/*.py):
+# "`torch.jit.trace` is deprecated. Please switch to ...", on Python 3.14+
+# "`torch.jit.trace` is not supported in Python 3.14+ and may break. ...", the same
+# for trace_method, script, script_method, save, load, freeze, fork, wait, interface,
+# set_fusion_strategy and optimize_for_inference; and "`optimize` is deprecated and has
+# no effect. Use `with torch.jit.optimized_execution()` instead" (jit_options={"optimize": ...}).
+# DeprecationWarning up to torch 2.13, FutureWarning from 2.14.
+DEPRECATION_TEXT = (r"(`torch\.jit\.\w+` is (deprecated|not supported in Python [\d.]+\+)"
+                    r"|`optimize` is deprecated and has no effect"
+                    r"|TorchScript is deprecated)")
+_DEPRECATION = re.compile(DEPRECATION_TEXT)
+
+#: What a tensor used as a Python integer while tracing is reported as: torch
+#: itself says nothing (``range(n)`` calls ``Tensor.__index__``, which does not warn).
+INTEGER_READ = ("Using a tensor as a Python integer (range(), a repeat count) might cause the trace "
+                "to be incorrect: the trace keeps the number it had while tracing, for every later "
+                "call with the same cache key. Pass the number as a keyword argument (Pyro compiles "
+                "one trace per value), or keep it a tensor. (Reported by pyro_jitmagic: torch does "
+                "not warn about this one.)")
 
 
-def _library_dirs() -> tuple[str, ...]:
-    import pyro
-    import torch
+@dataclass(frozen=True)
+class ReviewedRead:
+    """A value read inside torch or Pyro, reviewed and found not to change the compiled result.
 
-    dirs = [os.path.dirname(m.__file__ or "") for m in (torch, pyro, warnings)]
-    dirs.append(os.path.dirname(__file__))
-    return tuple(d + os.sep for d in dirs if d)
+    ``path`` is the file under site-packages (``"torch/nn/functional.py"``),
+    ``function`` the function's qualified name (``"*"``: any in the file),
+    ``reads`` a pattern of the warnings it was reviewed for, ``why`` the reason.
+    """
+
+    path: str
+    function: str
+    reads: str
+    why: str
+
+    def matches(self, path: str, function: str, message: str) -> bool:
+        # Python 3.10 has no co_qualname: a method is known by its own name there
+        named = self.function in ("*", function) or self.function.endswith("." + function)
+        return path == self.path and named and re.search(self.reads, message) is not None
+
+
+_SHAPES = "the trace assumes the shapes it was traced with"
+
+#: Reads found by tracing a VAE with Bernoulli(logits) and AutoNormal, the HMM of
+#: Pyro's examples/hmm.py (model_1: enumeration, pyro.markov, a subsampled plate),
+#: a deep Markov model (masks, poutine.scale, an RNN and an IAF in the guide),
+#: TraceGraph_ELBO, the low-rank and IAF AutoGuides, and NUTS potentials (logistic
+#: regression, an enumerated mixture, LKJCholesky), under torch 2.13 and Pyro 1.9.2.
+#: Each has a test that traces a small model triggering it (tests/core/test_warning_triage.py).
+REVIEWED_READS = (
+    ReviewedRead("torch/nn/functional.py", "binary_cross_entropy_with_logits", "Python boolean",
+                 "compares the target's shape with the logits' and only raises if they differ "
+                 "(every Bernoulli.log_prob calls it)"),
+    ReviewedRead("torch/distributions/distribution.py", "Distribution.__init__", "Python boolean",
+                 "validation: checks the parameters against their constraints and only raises"),
+    ReviewedRead("torch/distributions/distribution.py", "Distribution._validate_sample", "Python boolean",
+                 "validation: checks a value's shape and support and only raises"),
+    ReviewedRead("torch/distributions/lowrank_multivariate_normal.py", "LowRankMultivariateNormal.__init__",
+                 "Python boolean", "compares the factors' shapes and only raises if they disagree"),
+    ReviewedRead("torch/distributions/utils.py", "vec_to_tril_matrix", "Python (number|boolean)",
+                 f"computes a matrix's size from a vector's length, never its values; {_SHAPES}"),
+    ReviewedRead("torch/nn/modules/rnn.py", "RNNBase.check_input", "Python boolean",
+                 "compares the input's size with the RNN's and only raises"),
+    ReviewedRead("torch/nn/modules/rnn.py", "RNNBase.check_hidden_size", "Python boolean",
+                 "compares the hidden state's shape with the RNN's and only raises"),
+    ReviewedRead("torch/_tensor_str.py", "*", ".",
+                 "formats a tensor as text (print, repr): the trace records nothing it reads"),
+    ReviewedRead("torch/_tensor.py", "Tensor.__format__", "Python number",
+                 "formats a tensor as text (an f-string): the trace records nothing it reads"),
+    ReviewedRead("pyro/distributions/util.py", "broadcast_shape", "Python boolean",
+                 f"computes a broadcast shape from sizes, never values; {_SHAPES}"),
+    ReviewedRead("pyro/distributions/torch_distribution.py", "MaskedDistribution.__init__",
+                 "Python boolean",
+                 f"compares the mask's shape with the distribution's batch shape; {_SHAPES}"),
+    ReviewedRead("pyro/poutine/subsample_messenger.py", "SubsampleMessenger._postprocess_message",
+                 "Python boolean",
+                 f"compares a param's size along a plate's dim with the plate's size; {_SHAPES}"),
+    ReviewedRead("pyro/poutine/subsample_messenger.py", "SubsampleMessenger._subsample", "Python integer",
+                 f"takes the length of the subsample indices; {_SHAPES}"),
+    ReviewedRead("pyro/infer/util.py", "MultiFrameTensor.sum_to", "Python boolean",
+                 f"sums log-prob terms over plates by their sizes, never their values; {_SHAPES}"),
+    ReviewedRead("pyro/distributions/transforms/affine_autoregressive.py", "AffineAutoregressive._inverse",
+                 "Iterating over a tensor|Python integer",
+                 "walks the network's input permutation, a buffer fixed when the transform is built, "
+                 f"over the input's size; {_SHAPES}"),
+)
+
+# Frames that only forward a call for someone else: the read is their caller's.
+_FORWARDING = {("torch/overrides.py", "handle_torch_function"),
+               ("pyro/ops/provenance.py", "__torch_function__")}
+
+
+class _Places:
+    """Where code lives: torch's, Pyro's, the standard library's, ours, or the user's."""
+
+    def __init__(self) -> None:
+        import pyro
+        import torch
+
+        self.roots = [(os.path.dirname(m.__file__ or "") + os.sep, m.__name__) for m in (torch, pyro)]
+        self.ours = os.path.dirname(__file__) + os.sep
+        self.stdlib = os.path.dirname(warnings.__file__) + os.sep
+
+    def relative(self, filename: str) -> str | None:
+        """``"torch/nn/functional.py"`` for a file of torch or Pyro, else None."""
+        for root, name in self.roots:
+            if filename.startswith(root):
+                return name + "/" + filename[len(root):].replace(os.sep, "/")
+        return None
+
+    def is_library(self, filename: str) -> bool:
+        if filename.startswith("<frozen") or filename.startswith(self.ours):
+            return True
+        if self.relative(filename) is not None:
+            return True
+        # the standard library, but not packages installed beneath it (a user's among them)
+        rest = filename[len(self.stdlib):] if filename.startswith(self.stdlib) else None
+        return rest is not None and "site-packages" not in rest and "dist-packages" not in rest
+
+    def forwards(self, frame: FrameType) -> bool:
+        path = self.relative(frame.f_code.co_filename)
+        if path is None:
+            return frame.f_code is _INDEX_CODE
+        name = frame.f_code.co_name
+        # Tensor's own Python methods read for their caller (__contains__, __array__, ...);
+        # __format__ only makes text, and is reviewed as such
+        return (path, name) in _FORWARDING or (path == "torch/_tensor.py" and name != "__format__")
+
+
+def _function_name(code: Any) -> str:
+    return getattr(code, "co_qualname", code.co_name)
 
 
 class RiskyTraceWarning(UserWarning):
@@ -61,7 +211,10 @@ class RiskyTraceWarning(UserWarning):
 
 
 def classify(category: type[Warning], message: str, filename: str) -> WarningKind | None:
-    """The kind of a JIT warning, or None when the warning is not the JIT's."""
+    """The kind of a JIT warning from its text alone, or None when the warning is not the JIT's.
+
+    A value read is risky here; :class:`WarningCapture` then judges it by the frame that read it.
+    """
     import torch
 
     tracer_warning = getattr(torch.jit, "TracerWarning", None)
@@ -78,6 +231,13 @@ def classify(category: type[Warning], message: str, filename: str) -> WarningKin
 
 def default_location_name(filename: str, lineno: int) -> str:
     return f"{os.path.basename(filename)}:{lineno}"
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    kind: WarningKind
+    origin: str = ""  # the library function that read the value
+    why: str = ""  # why a library read is benign
 
 
 class WarningCapture:
@@ -99,16 +259,19 @@ class WarningCapture:
     ) -> None:
         self.mode = mode
         self.name_location = name_location
-        self._groups: dict[tuple[str, str, str, str], list[Any]] = {}
+        self._groups: dict[tuple[str, ...], list[Any]] = {}
         self._risky_count = 0
         self._catcher: Any = None
-        self._library: tuple[str, ...] = ()
+        self._places: _Places | None = None
+        # the frame and instruction of the last value read recorded, so that the
+        # Tensor.__index__ that len() calls after torch's "Using len" is not counted twice
+        self._last_read: tuple[int, int] | None = None
 
     # -- recording ---------------------------------------------------------
     def __enter__(self) -> WarningCapture:
         import torch
 
-        self._library = _library_dirs()
+        self._places = _Places()
         self._catcher = warnings.catch_warnings()
         self._catcher.__enter__()
         tracer_warning = getattr(torch.jit, "TracerWarning", None)
@@ -116,8 +279,8 @@ class WarningCapture:
             # "always": the default "once per location" would hide the second
             # compile's warnings from its report.
             warnings.filterwarnings("always", category=tracer_warning)
-        warnings.filterwarnings("always", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("always", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("always", message=DEPRECATION_TEXT, category=category)
         warnings.filterwarnings("always", message=r"Failed to hash kwargs")
         previous = warnings.showwarning
 
@@ -137,33 +300,83 @@ class WarningCapture:
     def __exit__(self, *exc: Any) -> None:
         self._catcher.__exit__(*exc)
 
-    def _user_frame(self, filename: str, lineno: int) -> tuple[str, int]:
+    def _frame_named(self, filename: str, lineno: int) -> FrameType | None:
+        """The frame a warning names (torch names the frame that called it)."""
+        frame: FrameType | None = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename == filename and frame.f_lineno == lineno:
+                return frame
+            frame = frame.f_back
+        return None
+
+    def _user_frame(self, frame: FrameType | None, filename: str, lineno: int) -> tuple[str, int]:
         from ._stack import caller_frame
 
-        frame: Any = sys._getframe(2)
+        assert self._places is not None
         caller = caller_frame()
+        if frame is None:
+            frame = sys._getframe(2)
         while frame is not None:
             name = frame.f_code.co_filename
-            if not name.startswith(self._library) and not name.startswith("<frozen"):
+            if not self._places.is_library(name):
                 return name, frame.f_lineno
             frame = frame.f_back
             if frame is None:  # a trace runs on a thread of its own (see _stack): go on up its caller's
                 frame, caller = caller, None
         return filename, lineno
 
+    def _judge(self, kind: WarningKind, message: str, frame: FrameType | None,
+               filename: str) -> _Judgement:
+        """A value read is risky when the user's code made it, benign when a reviewed library
+        function did, and risky, naming the function, when any other library function did."""
+        assert self._places is not None
+        if kind != "risky" or not _VALUE_READS.search(message):
+            return _Judgement(kind)
+        reader = frame
+        while reader is not None and self._places.forwards(reader):
+            reader = reader.f_back
+        if reader is None:  # not on this stack: judged by the file torch named
+            library = self._places.is_library(filename)
+            return _Judgement("risky", self._places.relative(filename) or os.path.basename(filename)
+                              if library else "")
+        self._last_read = (id(reader), reader.f_lasti)
+        name = reader.f_code.co_filename
+        if not self._places.is_library(name):
+            return _Judgement("risky")
+        path = self._places.relative(name) or os.path.basename(name)
+        function = _function_name(reader.f_code)
+        origin = f"{path}: {function}"
+        for reviewed in REVIEWED_READS:
+            if reviewed.matches(path, function, message):
+                return _Judgement("benign", origin, reviewed.why)
+        return _Judgement("risky", origin)
+
     def _record(self, kind: WarningKind, category: type[Warning], message: str,
                 filename: str, lineno: int) -> None:
-        user_file, user_line = self._user_frame(filename, lineno)
+        frame = self._frame_named(filename, lineno)
+        judged = self._judge(kind, message, frame, filename)
+        user_file, user_line = self._user_frame(frame, filename, lineno)
         where = self.name_location(user_file, user_line)
-        key = (kind, category.__name__, message, where)
+        key = (judged.kind, category.__name__, message, where, judged.origin)
         group = self._groups.get(key)
         if group is None:
             source = linecache.getline(user_file, user_line).strip()
-            self._groups[key] = [source, 1, user_file, user_line]
+            self._groups[key] = [source, 1, user_file, user_line, judged.why]
         else:
             group[1] += 1
-        if kind == "risky":
+        if judged.kind == "risky":
             self._risky_count += 1
+
+    def integer_read(self, frame: FrameType) -> None:
+        """``Tensor.__index__`` was called by ``frame`` while tracing: warn, unless it was len()'s
+        (torch warned already) or a subscript (see :func:`integer_reads`)."""
+        if _subscripting(frame) or self._last_read == (id(frame), frame.f_lasti):
+            return
+        import torch
+
+        module = frame.f_globals.get("__name__", "")
+        warnings.warn_explicit(INTEGER_READ, torch.jit.TracerWarning, frame.f_code.co_filename,
+                               frame.f_lineno, module=module)
 
     # -- reading -----------------------------------------------------------
     @property
@@ -180,8 +393,9 @@ class WarningCapture:
         """Warn once per risky group at the user's line, for scripts that show no report."""
         for w in self.captured():
             if w.kind == "risky":
+                inside = f"; read in {w.origin}" if w.origin else ""
                 warnings.warn_explicit(
-                    f"{w.message.splitlines()[0]} (while compiling: the compiled step may "
+                    f"{w.message.splitlines()[0]} (while compiling{inside}: the compiled step may "
                     "compute a wrong result for other inputs)",
                     RiskyTraceWarning, w.filename, w.lineno)
 
@@ -189,7 +403,73 @@ class WarningCapture:
         order = {"risky": 0, "deprecation": 1, "benign": 2}
         items = [
             CapturedWarning(kind=k[0], category=k[1], message=k[2], where=k[3],  # type: ignore[arg-type]
-                            source=v[0], count=v[1], filename=v[2], lineno=v[3])
+                            source=v[0], count=v[1], filename=v[2], lineno=v[3], origin=k[4], why=v[4])
             for k, v in self._groups.items()
         ]
         return tuple(sorted(items, key=lambda w: order[w.kind]))
+
+
+# -- tensors used as Python integers --------------------------------------------
+_SUBSCRIPTS = {dis.opmap[name] for name in ("BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR",
+                                            "BINARY_SLICE", "STORE_SLICE") if name in dis.opmap}
+_BINARY_OP = dis.opmap.get("BINARY_OP")
+# Python 3.14 spells x[i] as BINARY_OP with the "[]" operator
+_SUBSCRIPT_OPARGS = {i for i, (_, symbol) in enumerate(getattr(dis, "_nb_ops", ())) if symbol == "[]"}
+
+
+def _subscripting(frame: FrameType) -> bool:
+    """Whether ``frame`` is executing a subscript (``x[:n]``, ``items[n]``)."""
+    code, at = frame.f_code.co_code, frame.f_lasti
+    if not 0 <= at < len(code) - 1:
+        return False
+    op = code[at]
+    return op in _SUBSCRIPTS or (op == _BINARY_OP and code[at + 1] in _SUBSCRIPT_OPARGS)
+
+
+_reading = threading.local()
+_INDEX_CODE: Any = None
+
+
+@contextmanager
+def integer_reads(capture: WarningCapture) -> Iterator[None]:
+    """While the block runs, report each tensor used as a Python integer by a traced function.
+
+    torch warns when a trace reads a tensor as a bool, a float, ``int()`` or with
+    ``.item()``, but ``Tensor.__index__`` (``range(n)``, ``[x] * n``) is silent,
+    and the trace keeps the number: ``for t in range(lengths.max())`` loops as
+    often as it did while tracing, for every later call. ``torch.Tensor.__index__``
+    is wrapped for the block (restored by a :class:`~._patch.PatchSet`); the
+    wrapper checks torch's per-thread tracing state, so other threads and
+    calls outside a trace pay one function call.
+
+    Not caught: a subscript (``items[n]``) asks ``__index__`` the same question as
+    a tensor sliced by a tensor (``x[:n]``), which the trace keeps dynamic, so
+    subscripts are left out; and conversions inside C++ code that never call
+    ``__index__``.
+    """
+    global _INDEX_CODE
+    import torch
+
+    from ._patch import ORIGINAL_ATTR, PatchSet
+
+    original = torch.Tensor.__index__
+    tracing = torch._C._get_tracing_state
+
+    def __index__(tensor: Any) -> Any:
+        if tracing() is not None and not getattr(_reading, "busy", False):
+            _reading.busy = True  # once per read, whatever __torch_function__ forwards it through
+            try:
+                capture.integer_read(sys._getframe(1))
+                return original(tensor)
+            finally:
+                _reading.busy = False
+        return original(tensor)
+
+    _INDEX_CODE = __index__.__code__
+    setattr(__index__, ORIGINAL_ATTR, original)
+    patches = PatchSet()
+    patches.set(torch.Tensor, "__index__", __index__)
+    try:
+        yield
+    finally:
+        patches.restore()

@@ -328,10 +328,12 @@ class CapturedWarning:
     Attributes
     ----------
     kind : {"risky", "benign", "deprecation"}
-        ``"risky"``: a tensor was turned into a Python value while tracing, so a
-        branch or a shape may be baked into the trace and the compiled loss may
-        be wrong for other inputs. ``"benign"``: expected while tracing Pyro
-        models (e.g. constants registered in the trace). ``"deprecation"``:
+        ``"risky"``: a tensor was turned into a Python value while tracing, by
+        the user's code or by a torch or Pyro function not known to be safe, so
+        a branch or a number may be baked into the trace and the compiled loss
+        may be wrong for other inputs. ``"benign"``: expected while tracing
+        Pyro models (constants registered in the trace; torch's and Pyro's
+        shape checks and validation, reviewed one by one). ``"deprecation"``:
         torch's notice that ``torch.jit.trace`` is deprecated.
     where : str
         The user's code that caused it (``"cell In[3], line 5"`` or
@@ -342,6 +344,11 @@ class CapturedWarning:
         How many times it was raised.
     filename, lineno : str, int
         The file and line that ``where`` names.
+    origin : str
+        The torch or Pyro function that read the value, when it was not the
+        user's code (``"torch/nn/functional.py: binary_cross_entropy_with_logits"``).
+    why : str
+        For a benign read inside torch or Pyro: why it cannot change the result.
     """
 
     kind: WarningKind
@@ -352,6 +359,8 @@ class CapturedWarning:
     count: int
     filename: str = ""
     lineno: int = 0
+    origin: str = ""
+    why: str = ""
 
 
 @dataclass(frozen=True)
