@@ -77,11 +77,13 @@ _VALUE_READS = re.compile(
 # "`torch.jit.trace` is deprecated. Please switch to ...", on Python 3.14+
 # "`torch.jit.trace` is not supported in Python 3.14+ and may break. ...", the same
 # for trace_method, script, script_method, save, load, freeze, fork, wait, interface,
-# set_fusion_strategy and optimize_for_inference; and "`optimize` is deprecated and has
-# no effect. Use `with torch.jit.optimized_execution()` instead" (jit_options={"optimize": ...}).
-# DeprecationWarning up to torch 2.13, FutureWarning from 2.14.
+# set_fusion_strategy and optimize_for_inference; "`optimize` is deprecated and has no
+# effect. Use `with torch.jit.optimized_execution()` instead" (jit_options={"optimize": ...});
+# and "Lite Interpreter is deprecated. ...". DeprecationWarning up to torch 2.13 (FutureWarning
+# for `optimize`), FutureWarning from 2.14.
 DEPRECATION_TEXT = (r"(`torch\.jit\.\w+` is (deprecated|not supported in Python [\d.]+\+)"
                     r"|`optimize` is deprecated and has no effect"
+                    r"|Lite Interpreter is deprecated"
                     r"|TorchScript is deprecated)")
 _DEPRECATION = re.compile(DEPRECATION_TEXT)
 

@@ -349,3 +349,71 @@ def test_scale_and_mask_handlers_raise_no_risky_warning():
 
     report = _trace(model, _no_guide, models.data(), torch.tensor([True, False] * 10), torch.tensor(0.5))
     assert report.risky_warnings == ()
+
+
+# -- deprecation notes ------------------------------------------------------------
+
+# torch 2.13's texts (torch/jit/_trace.py, _script.py, _serialization.py, _freeze.py,
+# _async.py, _fuser.py); torch 2.14 raises the same texts as FutureWarning.
+DEPRECATION_TEXTS = [
+    "`torch.jit.trace` is deprecated. Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.trace` is not supported in Python 3.14+ and may break. "
+    "Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.trace_method` is deprecated. Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.trace_method` is not supported in Python 3.14+ and may break. "
+    "Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.script` is not supported in Python 3.14+ and may break. "
+    "Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.script_method` is deprecated. Please switch to `torch.compile` or `torch.export`.",
+    "`torch.jit.save` is deprecated. Please switch to `torch.export`.",
+    "`torch.jit.load` is not supported in Python 3.14+ and may break. Please switch to `torch.export`.",
+    "`torch.jit.freeze` is deprecated. Please use `torch.compile` instead.",
+    "`torch.jit.fork` is deprecated. Please use `torch.compile` instead.",
+    "`optimize` is deprecated and has no effect. Use `with torch.jit.optimized_execution()` instead",
+    "Lite Interpreter is deprecated. Please consider switching to ExecuTorch.",
+]
+
+
+@pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])
+@pytest.mark.parametrize("text", DEPRECATION_TEXTS)
+def test_each_known_deprecation_text_is_a_deprecation_note(text, category):
+    from pyro_jitmagic._warnings import classify
+
+    assert classify(category, text, "torch/jit/_trace.py") == "deprecation"
+
+
+def test_every_deprecation_warning_in_the_installed_torch_jit_is_a_note():
+    # read torch's own source, so that a text added by a newer torch fails here first
+    import ast
+    import pathlib
+
+    from pyro_jitmagic._warnings import classify
+
+    categories = {"DeprecationWarning": DeprecationWarning, "FutureWarning": FutureWarning}
+    found = []
+    for path in sorted(pathlib.Path(torch.jit.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "warn"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                continue
+            category = node.args[1] if len(node.args) > 1 else next(
+                (k.value for k in node.keywords if k.arg == "category"), None)
+            name = getattr(category, "id", None)
+            if name in categories:
+                found.append((path.name, node.args[0].value))
+                assert classify(categories[name], node.args[0].value, str(path)) == "deprecation", (
+                    path.name, node.args[0].value)
+    assert any("`torch.jit.trace`" in text for _, text in found)
+
+
+@pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])
+def test_the_python_314_text_is_captured_not_shown(category):
+    text = DEPRECATION_TEXTS[1]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with compiled() as run:
+            warnings.warn(text, category, stacklevel=1)
+    assert not shown
+    (note,) = run.report.warnings
+    assert (note.kind, note.category, note.message) == ("deprecation", category.__name__, text)
