@@ -147,7 +147,12 @@ def optimize_setter() -> Callable[[bool], Any]:
     so it is set before every compiled call (one key may be optimized and the next not)."""
     import torch
 
-    return torch._C._set_graph_executor_optimize
+    setter = getattr(torch._C, "_set_graph_executor_optimize", None)
+    return setter if callable(setter) else _leave_as_is  # a torch without it: see _torch.executor_problem
+
+
+def _leave_as_is(optimize: bool) -> None:
+    pass
 
 
 @dataclass

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _advice, _switch, _warmup
+from . import _advice, _switch, _torch, _warmup
 from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
@@ -207,7 +207,14 @@ class JitRun:
         self._active = True
         try:
             self._capture.__enter__()
-            self._can_trace = callable(getattr(torch.jit, "trace", None))
+            # what this torch can do, checked here: the package admits any torch release
+            cannot_trace = _torch.trace_problem() if self.compile else None
+            self._can_trace = callable(getattr(torch.jit, "trace", None)) and cannot_trace is None
+            if self._can_trace and self.compile:
+                executor_note = _torch.executor_problem(self._executor.executor.name, DEFAULT_EXECUTOR)
+                if executor_note is not None:
+                    self._adaptive = False
+                    self._notes.append(executor_note)
             self._wrap(SVI, "step", self._step_wrapper)
             self._wrap(MCMC, "run", self._mcmc_wrapper)
             self._wrap(SVI, "evaluate_loss", self._noted_wrapper(
@@ -219,8 +226,7 @@ class JitRun:
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
             elif self.compile:
-                self._notes.append(f"torch.jit.trace is not available in torch {torch.__version__}: "
-                                   "the cell ran eager")
+                self._notes.append(f"{cannot_trace}: the cell ran eager")
         except BaseException:
             self._leave()
             raise
