@@ -13,18 +13,24 @@ from typing import Any
 
 from .report import AutoDecision, CapturedWarning, JitReport
 
+# (unit, its length in seconds, the first figure that goes to the next unit)
+_UNITS = (("µs", 1e-6, 1000.0), ("ms", 1e-3, 1000.0), ("s", 1.0, 120.0), ("min", 60.0, 120.0),
+          ("h", 3600.0, float("inf")))
+
 
 def seconds(value: float | None) -> str:
-    """A duration with a unit that keeps about three significant figures."""
+    """A duration with a unit that keeps about three significant figures.
+
+    The unit is chosen after rounding: 0.9996 s shows as ``1 s``, not ``1e+03 ms``.
+    """
     if value is None or value != value:
         return "n/a"
-    if value < 1e-3:
-        return f"{value * 1e6:.3g} µs"
-    if value < 1:
-        return f"{value * 1e3:.3g} ms"
-    if value < 120:
-        return f"{value:.3g} s"
-    return f"{value / 60:.3g} min"
+    sign, size = ("-" if value < 0 else ""), abs(value)
+    for unit, length, limit in _UNITS:
+        shown = f"{size / length:.3g}"
+        if float(shown) < limit:
+            return f"{sign}{shown} {unit}"
+    return f"{sign}{size / 3600:.3g} h"  # (inf)
 
 
 def _plural(n: int, word: str) -> str:

@@ -1,0 +1,44 @@
+"""Durations as the reports print them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pyro_jitmagic._render import seconds
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (0.0, "0 µs"),
+    (1e-7, "0.1 µs"),
+    (0.0009994, "999 µs"),
+    (0.0009996, "1 ms"),  # not "1e+03 µs"
+    (0.001, "1 ms"),
+    (0.0123, "12.3 ms"),
+    (0.9994, "999 ms"),
+    (0.9996, "1 s"),  # not "1e+03 ms"
+    (0.99999, "1 s"),
+    (1.0, "1 s"),
+    (119.4, "119 s"),
+    (119.6, "1.99 min"),  # "120 s" would be the next unit's
+    (120.0, "2 min"),
+    (7140.0, "119 min"),
+    (7200.0, "2 h"),
+    (-0.0005, "-500 µs"),
+    (None, "n/a"),
+    (float("nan"), "n/a"),
+])
+def test_each_unit_boundary(value, shown):
+    assert seconds(value) == shown
+
+
+def test_no_duration_prints_an_exponent_or_four_figures():
+    value = 1e-9
+    while value < 3e6:  # to 833 hours
+        text = seconds(value)
+        number, unit = text.split(" ")
+        assert "e" not in number, (value, text)
+        assert float(number) < {"s": 120, "min": 120}.get(unit, 1000), (value, text)
+        assert re.fullmatch(r"\d+(\.\d+)?", number), (value, text)
+        value *= 1.0007
