@@ -57,10 +57,7 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
         lines += [f"{c.owner}: {c.key}" for c in report.compilations]
         rows.append(("traces", lines))
     if report.executor:
-        from ._executor import EXECUTORS
-
-        rows.append(("executor", [f"{report.executor}: {EXECUTORS[report.executor].description}"]
-                     + [f"{c.owner}, {c.key}: {c.why}" for c in report.executor_choices]))
+        rows += _executor_rows(report)
     if report.auto:
         rows.append(("--auto", auto_lines(report)))
     steps = []
@@ -92,6 +89,20 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
     if report.notes:
         rows.append(("note", list(report.notes)))
     return rows
+
+
+def _executor_rows(report: JitReport) -> list[tuple[str, list[str]]]:
+    """The executor, when there is news: a key the default (adaptive) executor moved, or an
+    executor asked for by name. How adaptive works is in %%pyrojit? and the README, not on
+    every cell."""
+    from ._executor import DEFAULT, EXECUTORS
+
+    moved = [f"{c.owner}, {c.key}: {c.why}" for c in report.executor_choices]
+    if report.executor != DEFAULT:
+        return [("executor", [f"{report.executor}: {EXECUTORS[report.executor].description}", *moved])]
+    if moved:
+        return [("executor", [f"{report.executor}: {moved[0]}", *moved[1:]])]
+    return []
 
 
 def _saved(value: float | None) -> str:

@@ -67,8 +67,11 @@ class PyroJitMagics(Magics):
         with ``jit_compile=True``, wherever those objects were built. Before the
         first compiled step, AutoGuides build their prototype and
         ``max_plate_nesting`` is found eagerly. JIT warnings are captured; risky
-        ones (a tensor turned into a Python value while tracing) are named with
-        the line that caused them. After the cell, objects behave as written
+        ones (a tensor turned into a Python value while tracing, by the cell's
+        code or by a torch or Pyro function not reviewed as safe, or used as a
+        Python integer: ``range(n.max())``) are named with the line that caused
+        them; torch's and Pyro's own shape checks and validation count as
+        benign. After the cell, objects behave as written
         again, and their compiled traces are kept for the next ``%%pyrojit`` cell.
 
         A report follows the cell: what was switched, warm-up, compilations,
@@ -79,9 +82,13 @@ class PyroJitMagics(Magics):
         timed, until the steps expected to follow would repay compiling it,
         and HMC/NUTS compile the potential once the samples still to come
         would repay it; the report shows each decision and what it saved or
-        lost against always eager and always compiled. Traces start in
-        TorchScript's no-opt executor (the cheapest to compile) and move to the
-        optimizing one when they are called often enough (``--executor``).
+        lost against always eager and always compiled.
+
+        Traces start in TorchScript's no-opt executor (the cheapest to compile);
+        a call signature called often enough is tried under the optimizing
+        executor, and goes back (compiled again) if its steps got slower
+        (``--executor adaptive``, the default). The report's executor row
+        appears when a signature moved, or when ``--executor`` names another.
 
         With ``--compare`` the cell runs twice: eager exactly as written, then
         compiled, each from the same param store, optimizer and random state.

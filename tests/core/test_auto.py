@@ -276,7 +276,10 @@ def test_the_executor_is_set_for_the_cell_and_restored_after(runner, executor, o
     assert error is None
     assert runner.ns["optimizing"] is optimizing
     assert report.executor == executor
-    assert f"executor   {executor}:" in str(report)
+    if executor == "adaptive":  # no key moved in four steps: nothing to say
+        assert "  executor " not in str(report)
+    else:
+        assert f"executor   {executor}:" in str(report)
     assert runner.ns["losses"] == pytest.approx(expected, rel=1e-5)
     assert executor_flags() == before
     assert_nothing_patched(patched_targets)

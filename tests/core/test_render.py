@@ -42,3 +42,29 @@ def test_no_duration_prints_an_exponent_or_four_figures():
         assert float(number) < {"s": 120, "min": 120}.get(unit, 1000), (value, text)
         assert re.fullmatch(r"\d+(\.\d+)?", number), (value, text)
         value *= 1.0007
+
+
+# -- the executor row -------------------------------------------------------------
+
+
+def _report(executor, choices=()):
+    from pyro_jitmagic.report import ExecutorChoice, JitReport
+
+    return JitReport(executor=executor, executor_choices=tuple(ExecutorChoice(*c) for c in choices))
+
+
+def test_the_default_executor_says_nothing_when_no_key_moved():
+    text, html = str(_report("adaptive")), _report("adaptive")._repr_html_()
+    assert "executor" not in text and "executor" not in html
+
+
+def test_the_executor_row_shows_the_keys_that_moved():
+    report = _report("adaptive", [("svi", "1 positional arg", "optimizing",
+                                   "optimizing from step 601: 800 µs a step optimized against 1 ms")])
+    assert ("  executor   adaptive: svi, 1 positional arg: optimizing from step 601: 800 µs a step "
+            "optimized against 1 ms") in str(report)
+    assert "each trace starts no-opt" not in str(report)  # the explanation is in %%pyrojit?
+
+
+def test_an_executor_asked_for_by_name_is_shown_with_what_it_does():
+    assert "  executor   no-opt: traces run as recorded" in str(_report("no-opt"))
