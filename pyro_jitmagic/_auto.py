@@ -269,7 +269,16 @@ class AutoPolicy:
 
     # -- the report --------------------------------------------------------------
     def decision(self, tally: Tally) -> AutoDecision:
-        """One key's decision in one run, with what it saved or lost, for the report."""
+        """One key's decision in one run, with what it saved or lost, for the report.
+
+        What the key saved is estimated from the figures the report shows beside it: its
+        median eager and compiled step times and its compile cost. Against always eager,
+        each compiled step saved the difference and compiling cost its price (when it
+        compiled in this cell); against always compiled, each eager step lost the
+        difference and compiling was paid all the same (unless compiled in an earlier
+        cell). The alternatives' totals are this cell's measured time plus those savings,
+        so that a step's hiccup counts the same on both sides.
+        """
         book = tally.book
         self.learn(book)
         speedup, _ = self.speedup(book.kind)
@@ -283,25 +292,27 @@ class AutoPolicy:
         if cost is None and not tally.compiled_before:
             cost = self.expected_compile_seconds(book)
             estimated = True
-        steps = tally.eager_steps + tally.compiled_steps
-        always_eager = steps * eager if eager is not None else None
-        if tally.compiled_steps == 0:  # it did run all eager: no estimate needed
-            always_eager = tally.seconds
-        always_compiled = None
+        gain = None if eager is None or compiled is None else eager - compiled
+        paid = cost if tally.compiled_at is not None else 0.0  # compiling, in this cell
+        always_pays = 0.0 if tally.compiled_before else cost  # compiling, always compiled
+        saved_vs_eager = saved_vs_compiled = None
+        if tally.compiled_steps == 0:  # it did run all eager
+            saved_vs_eager = 0.0
+        elif gain is not None and paid is not None:
+            saved_vs_eager = tally.compiled_steps * gain - paid
         if tally.compiled_before and tally.eager_steps == 0:  # it did run all compiled
-            always_compiled = tally.seconds
-        elif compiled is not None and tally.compiled_before:  # nothing left to compile
-            always_compiled = steps * compiled
-        elif compiled is not None and cost is not None:
-            always_compiled = steps * compiled + cost
+            saved_vs_compiled = 0.0
+        elif gain is not None and paid is not None and always_pays is not None:
+            saved_vs_compiled = always_pays - paid - tally.eager_steps * gain
         return AutoDecision(
             kind=book.kind, owner=book.owner, key=book.key, state=book.state,
             why="compiled in an earlier cell" if tally.compiled_before else book.why,
             eager_steps=tally.eager_steps, compiled_steps=tally.compiled_steps,
             compiled_at=tally.compiled_at, seconds=tally.seconds,
             eager_step_seconds=eager, compiled_step_seconds=compiled, compile_seconds=cost,
-            always_eager_seconds=always_eager, always_compiled_seconds=always_compiled,
-            estimated=estimated)
+            always_eager_seconds=None if saved_vs_eager is None else tally.seconds + saved_vs_eager,
+            always_compiled_seconds=None if saved_vs_compiled is None else tally.seconds + saved_vs_compiled,
+            estimated=estimated, compiled_before=tally.compiled_before)
 
 
 def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target: str,

@@ -9,6 +9,7 @@ string that came from user code is escaped in the HTML.
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 from .report import AutoDecision, CapturedWarning, JitReport
@@ -113,6 +114,36 @@ def _saved(value: float | None) -> str:
     return f"saved {seconds(value)}" if value > 0 else f"lost {seconds(-value)}"
 
 
+def _vs_eager(d: AutoDecision, unit: str) -> str:
+    """Why the figure against always eager is what it is, from the figures beside it."""
+    if not d.compiled_steps or d.eager_step_seconds is None or d.compiled_step_seconds is None:
+        return ""
+    gain = d.eager_step_seconds - d.compiled_step_seconds
+    steps = _plural(d.compiled_steps, f"compiled {unit}")
+    text = (f"{steps} at {seconds(gain)} less each" if gain >= 0
+            else f"{steps} at {seconds(-gain)} more each: compiled {unit}s were slower")
+    if d.compiled_at is not None and d.compile_seconds is not None:
+        text += f", less compiling's {seconds(d.compile_seconds)}"
+        if gain > 0 and (d.saved_vs_eager or 0) < 0:
+            repaid = math.ceil(d.compile_seconds / gain)
+            text += f": not repaid yet, that takes ~{_plural(repaid, f'compiled {unit}')}"
+    return f" ({text})"
+
+
+def _vs_compiled(d: AutoDecision, unit: str) -> str:
+    """Why the figure against always compiled is what it is."""
+    if d.eager_step_seconds is None or d.compiled_step_seconds is None:
+        return ""
+    parts = []
+    if d.eager_steps:
+        gain = d.eager_step_seconds - d.compiled_step_seconds
+        parts.append(f"{_plural(d.eager_steps, f'eager {unit}')} at "
+                     f"{seconds(abs(gain))} {'more' if gain >= 0 else 'less'} each")
+    if d.compiled_at is None and not d.compiled_before and d.compile_seconds is not None:
+        parts.append(f"no compiling's {seconds(d.compile_seconds)} to pay")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def auto_decision_line(d: AutoDecision) -> str:
     """One key's decision: what ran how, what it cost and saved, and why."""
     unit = "evaluation" if d.kind == "potential" else "step"
@@ -126,8 +157,8 @@ def auto_decision_line(d: AutoDecision) -> str:
     est = ", estimated" if d.estimated else ""
     return (f"{d.owner}, {d.key}: {ran}. A {unit} eager {seconds(d.eager_step_seconds)}, compiled "
             f"{seconds(d.compiled_step_seconds)}; compiling {seconds(d.compile_seconds)}{est}. "
-            f"{_saved(d.saved_vs_eager).capitalize()} vs always eager, {_saved(d.saved_vs_compiled)} vs "
-            f"always compiled. Why: {d.why}.")
+            f"{_saved(d.saved_vs_eager).capitalize()} vs always eager{_vs_eager(d, unit)}, "
+            f"{_saved(d.saved_vs_compiled)} vs always compiled{_vs_compiled(d, unit)}. Why: {d.why}.")
 
 
 def auto_lines(report: JitReport) -> list[str]:

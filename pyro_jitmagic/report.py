@@ -263,10 +263,15 @@ class AutoDecision:
         in this session, or estimated when ``estimated``.
     always_eager_seconds, always_compiled_seconds : float or None
         What the same steps would have taken all eager, or all compiled
-        (compiling on the first, unless compiled in an earlier cell).
+        (compiling on the first, unless compiled in an earlier cell): ``seconds``
+        plus what each compiled step saved (the step times' difference) less
+        the compile cost, or less what each eager step lost. So the savings
+        follow from the step times and compile cost shown beside them.
     estimated : bool
         True when a figure above was estimated from the session's other keys
         (a key that never ran compiled, or never eager).
+    compiled_before : bool
+        The key was compiled in an earlier cell (always compiled pays no compile).
     """
 
     kind: str
@@ -284,6 +289,7 @@ class AutoDecision:
     always_eager_seconds: float | None
     always_compiled_seconds: float | None
     estimated: bool = False
+    compiled_before: bool = False
 
     @property
     def saved_vs_eager(self) -> float | None:

@@ -125,6 +125,42 @@ def test_the_report_says_what_auto_saved_and_lost():
     assert d.always_eager_seconds == 5.0 and d.saved_vs_eager == 0.0  # it did run all eager
 
 
+def test_what_auto_lost_follows_from_the_figures_shown_beside_it():
+    # eager steps of 2.32 ms, compiled ones of 1.16 ms, a compile of 110 ms, 21 compiled steps:
+    # the compile is not repaid yet, and the row says by how much and when it will be
+    from pyro_jitmagic._render import auto_decision_line
+
+    policy = AutoPolicy()
+    _, tally = _book(eager=[2.32e-3] * 3, compile_step=0.110 + 1.16e-3, compiled=[1.16e-3] * 20)
+    d = policy.decision(tally)
+    assert (d.eager_step_seconds, d.compiled_step_seconds) == (pytest.approx(2.32e-3), pytest.approx(1.16e-3))
+    assert d.compile_seconds == pytest.approx(0.110)
+    assert d.saved_vs_eager == pytest.approx(21 * 1.16e-3 - 0.110)  # -85.6 ms
+    assert d.saved_vs_compiled == pytest.approx(-3 * 1.16e-3)
+    line = auto_decision_line(d)
+    assert ("Lost 85.6 ms vs always eager (21 compiled steps at 1.16 ms less each, less compiling's "
+            "110 ms: not repaid yet, that takes ~95 compiled steps)") in line
+    assert "lost 3.48 ms vs always compiled (3 eager steps at 1.16 ms more each)" in line
+    # noisy steps count the same on both sides: a slow eager step changes neither saving
+    _, noisy = _book(eager=[2.32e-3, 9e-3, 2.32e-3], compile_step=0.110 + 1.16e-3,
+                     compiled=[1.16e-3] * 20)
+    n = policy.decision(noisy)
+    assert n.saved_vs_eager == pytest.approx(d.saved_vs_eager)
+    assert n.always_eager_seconds - n.seconds == pytest.approx(n.saved_vs_eager)
+
+
+def test_a_key_that_stayed_eager_saved_what_compiling_would_have_cost():
+    from pyro_jitmagic._render import auto_decision_line
+
+    policy = AutoPolicy(prior_compile_steps={"svi": 12.0}, prior_speedup={"svi": 2.0})
+    _, tally = _book(eager=[1e-3] * 4)
+    d = policy.decision(tally)
+    # always compiled: 4 steps at 0.5 ms and a compile of 12 ms, against 4 ms eager
+    assert d.saved_vs_compiled == pytest.approx(0.012 - 4 * 0.5e-3)
+    assert ("saved 10 ms vs always compiled (4 eager steps at 500 µs more each, no compiling's "
+            "12 ms to pay)") in auto_decision_line(d)
+
+
 # -- running real models ------------------------------------------------------
 
 
