@@ -163,6 +163,34 @@ def auto_policy():
     session.auto = old
 
 
+class FakeClock:
+    """``time`` for pyro_jitmagic._run: ``perf_counter`` moves only when the test says so
+    (and a microsecond a reading, so that no two readings are equal)."""
+
+    def __init__(self):
+        import time
+
+        self.now = 1000.0
+        self.time = time.time  # wall-clock dates ("last hit") stay real
+
+    def perf_counter(self):
+        self.now += 1e-6
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """Step times, compile costs and every decision taken from them, independent of the machine."""
+    from pyro_jitmagic import _run
+
+    clock = FakeClock()
+    monkeypatch.setattr(_run, "time", clock)
+    return clock
+
+
 @pytest.fixture(params=["twin", "magic"])
 def runner(request):
     """Each behaviour through both the magic and its twin."""

@@ -61,6 +61,7 @@ def test_terminal_progress_is_one_line_cleared_at_the_end(monkeypatch):
 def test_progress_waits_before_showing_anything(monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr(_progress.sys, "stdout", out)
+    monkeypatch.setattr(_progress, "time", SimpleNamespace(perf_counter=lambda: 5.0))  # no time passes
     live = _progress.LiveProgress(SimpleNamespace())
     live(Progress("compiled", 1, 0.001, 0, False, 0.01))  # a short cell: within DELAY
     assert out.getvalue() == ""
