@@ -152,8 +152,6 @@ REVIEWED_READS = (
     ReviewedRead("pyro/poutine/subsample_messenger.py", "SubsampleMessenger._postprocess_message",
                  "Python boolean",
                  f"compares a param's size along a plate's dim with the plate's size; {_SHAPES}"),
-    ReviewedRead("pyro/poutine/subsample_messenger.py", "SubsampleMessenger._subsample", "Python integer",
-                 f"takes the length of the subsample indices; {_SHAPES}"),
     ReviewedRead("pyro/infer/util.py", "MultiFrameTensor.sum_to", "Python boolean",
                  f"sums log-prob terms over plates by their sizes, never their values; {_SHAPES}"),
     ReviewedRead("pyro/distributions/transforms/affine_autoregressive.py", "AffineAutoregressive._inverse",
@@ -197,7 +195,7 @@ class _Places:
     def forwards(self, frame: FrameType) -> bool:
         path = self.relative(frame.f_code.co_filename)
         if path is None:
-            return frame.f_code is _INDEX_CODE
+            return False
         name = frame.f_code.co_name
         # Tensor's own Python methods read for their caller (__contains__, __array__, ...);
         # __format__ only makes text, and is reviewed as such
@@ -429,7 +427,6 @@ def _subscripting(frame: FrameType) -> bool:
 
 
 _reading = threading.local()
-_INDEX_CODE: Any = None
 
 
 @contextmanager
@@ -449,7 +446,6 @@ def integer_reads(capture: WarningCapture) -> Iterator[None]:
     subscripts are left out; and conversions inside C++ code that never call
     ``__index__``.
     """
-    global _INDEX_CODE
     import torch
 
     from ._patch import ORIGINAL_ATTR, PatchSet
@@ -467,7 +463,6 @@ def integer_reads(capture: WarningCapture) -> Iterator[None]:
                 _reading.busy = False
         return original(tensor)
 
-    _INDEX_CODE = __index__.__code__
     setattr(__index__, ORIGINAL_ATTR, original)
     patches = PatchSet()
     patches.set(torch.Tensor, "__index__", __index__)
