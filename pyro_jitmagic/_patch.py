@@ -67,10 +67,6 @@ def heal(owner: Any, name: str) -> bool:
     """Remove a leftover wrapper of ours from ``owner.name``; True if one was found."""
     current = vars(owner).get(name)
     if current is not None and hasattr(current, ORIGINAL_ATTR):
-        original = unwrap(current)
-        delattr(owner, name)
-        # a wrapper over what a base class provides (Tensor.__index__) is simply removed
-        if getattr(owner, name, _ABSENT) is not original:
-            setattr(owner, name, original)
+        setattr(owner, name, unwrap(current))
         return True
     return False

@@ -40,7 +40,7 @@ from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._render import seconds
 from ._session import Session, default_session
 from ._stack import call_shallow
-from ._warnings import Mode, WarningCapture, default_location_name, integer_reads
+from ._warnings import Mode, WarningCapture, default_location_name, watch_reads
 from .report import (
     Compilation,
     ExecutorChoice,
@@ -582,8 +582,8 @@ class JitRun:
             before = run._before_trace(args, kwargs)
             start = time.perf_counter()
             try:
-                with integer_reads(run._capture):  # range(n.max()): torch does not warn
-                    result = call_shallow(original, *args, **kwargs)
+                # every tensor read as a Python value is watched: its size or a value, and who read it
+                result = call_shallow(watch_reads(run._capture, original), *args, **kwargs)
             finally:
                 run._trace_done(before, time.perf_counter() - start)
             run._check_trace(before)
@@ -789,8 +789,7 @@ def _targets() -> list[tuple[Any, str]]:
     from pyro.infer.mcmc import MCMC
 
     return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
-            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward"),
-            (torch.Tensor, "__index__")]
+            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward")]
 
 
 def heal_leftovers() -> list[str]:

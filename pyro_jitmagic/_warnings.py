@@ -2,39 +2,38 @@
 
 Tracing a Pyro model raises dozens of ``TracerWarning``s. One family means the
 compiled loss may be wrong: a tensor read as a Python value (``if x > 0:``,
-``int(n)``, iterating a tensor), which the trace then holds as a constant for
-every later call. Whether such a read is a hazard depends on *who* read the
-value, so each one is judged by the frame that read it (the frame torch names,
-past the frames that only forward a call: ``Tensor``'s own methods, torch's
-``__torch_function__`` dispatch, Pyro's provenance tensors):
+``int(n)``, ``.item()``), which the trace then holds as a constant for every
+later call. Each read is judged by what was read and who read it:
 
-* the user's code: **risky**, at that line;
-* a torch or Pyro function in :data:`REVIEWED_READS`: **benign**. Each was found
-  by tracing realistic models and read in torch's and Pyro's source: they
-  compare shapes, validate (the value only decides whether to raise), or walk a
-  buffer fixed when the object was built, so the trace computes the same loss
-  for every input the eager code accepts with the shapes it was traced with;
-* any other library function: **risky**, at the user's line that called into
-  it, naming the function: an unreviewed read is not assumed harmless.
+* a tensor's **size** (``len(x)``, iterating a tensor, ``range(x.size(0))``, a
+  shape check anywhere): **benign**. A trace assumes the shapes it was traced
+  with whatever reads them (Pyro keys its traces on keyword values, not shapes);
+  :func:`watch_reads` follows which tensors hold sizes while a trace runs;
+* a **value**, read by the user's code: **risky**, at that line;
+* a value read by a torch or Pyro function in :data:`REVIEWED_READS`: **benign**.
+  Each was found by tracing realistic models and read in torch's and Pyro's
+  source: validation (the value only decides whether to raise) or text;
+* a value read by any other library function: **risky**, at the user's line
+  that called into it, naming the function: an unreviewed read is not assumed
+  harmless.
 
-Reads torch does not warn about are looked for too: while a trace runs, a
-tensor used as a Python integer (``range(n.max())``, a list repeat count) is
-reported as a risky ``TracerWarning`` of our own (:func:`integer_reads`).
+Reads torch does not warn about are looked for too: a tensor value used as a
+Python integer (``range(n.max())``, ``[x] * n``, ``items[n]``) is reported as a
+risky ``TracerWarning`` of our own.
 
 Warnings that are not the JIT's pass through to the previous handler untouched.
 """
 
 from __future__ import annotations
 
-import dis
 import linecache
 import os
 import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
@@ -68,7 +67,7 @@ _RISKY_PATTERNS = re.compile(
 # Says "might cause the trace to be incorrect" too, but only for tensors built
 # from Python constants, which Pyro's distributions do on every call.
 _BENIGN_PATTERNS = re.compile(r"results are registered as constants")
-# The reads that are judged by the frame that made them.
+# The reads that are judged by what was read and who read it.
 _VALUE_READS = re.compile(
     r"Converting a tensor to a (Python|NumPy)|Iterating over a tensor|Using len to get tensor shape"
     r"|Using a tensor as a Python integer")
@@ -86,6 +85,9 @@ DEPRECATION_TEXT = (r"(`torch\.jit\.\w+` is (deprecated|not supported in Python 
                     r"|Lite Interpreter is deprecated"
                     r"|TorchScript is deprecated)")
 _DEPRECATION = re.compile(DEPRECATION_TEXT)
+# Reads of a size, whatever the tensor (torch/_tensor.py: __len__, __iter__).
+_SIZE_READS = re.compile(r"Iterating over a tensor|Using len to get tensor shape")
+SIZE_READ = "reads a tensor's size, not its values: a trace assumes the shapes it was traced with"
 
 #: What a tensor used as a Python integer while tracing is reported as: torch
 #: itself says nothing (``range(n)`` calls ``Tensor.__index__``, which does not warn).
@@ -116,48 +118,28 @@ class ReviewedRead:
         return path == self.path and named and re.search(self.reads, message) is not None
 
 
-_SHAPES = "the trace assumes the shapes it was traced with"
-
-#: Reads found by tracing a VAE with Bernoulli(logits) and AutoNormal, the HMM of
-#: Pyro's examples/hmm.py (model_1: enumeration, pyro.markov, a subsampled plate),
-#: a deep Markov model (masks, poutine.scale, an RNN and an IAF in the guide),
-#: TraceGraph_ELBO, the low-rank and IAF AutoGuides, and NUTS potentials (logistic
-#: regression, an enumerated mixture, LKJCholesky), under torch 2.13 and Pyro 1.9.2.
+#: Value reads inside torch and Pyro that cannot change the compiled result. Found by
+#: tracing a VAE with Bernoulli(logits) and AutoNormal, the HMM of Pyro's examples/hmm.py
+#: (model_1: enumeration, pyro.markov, a subsampled plate), a deep Markov model (masks,
+#: poutine.scale, an RNN and an IAF in the guide), TraceGraph_ELBO, the low-rank and IAF
+#: AutoGuides, and NUTS potentials (logistic regression, an enumerated mixture,
+#: LKJCholesky), under torch 2.13 and Pyro 1.9.2; the other reads those models make are of
+#: sizes (Bernoulli's shape check, masks, broadcasting, plates, sums over plates, RNN and
+#: factor shape checks).
 #: Each has a test that traces a small model triggering it (tests/core/test_warning_triage.py).
 REVIEWED_READS = (
-    ReviewedRead("torch/nn/functional.py", "binary_cross_entropy_with_logits", "Python boolean",
-                 "compares the target's shape with the logits' and only raises if they differ "
-                 "(every Bernoulli.log_prob calls it)"),
     ReviewedRead("torch/distributions/distribution.py", "Distribution.__init__", "Python boolean",
                  "validation: checks the parameters against their constraints and only raises"),
     ReviewedRead("torch/distributions/distribution.py", "Distribution._validate_sample", "Python boolean",
-                 "validation: checks a value's shape and support and only raises"),
-    ReviewedRead("torch/distributions/lowrank_multivariate_normal.py", "LowRankMultivariateNormal.__init__",
-                 "Python boolean", "compares the factors' shapes and only raises if they disagree"),
-    ReviewedRead("torch/distributions/utils.py", "vec_to_tril_matrix", "Python (number|boolean)",
-                 f"computes a matrix's size from a vector's length, never its values; {_SHAPES}"),
-    ReviewedRead("torch/nn/modules/rnn.py", "RNNBase.check_input", "Python boolean",
-                 "compares the input's size with the RNN's and only raises"),
-    ReviewedRead("torch/nn/modules/rnn.py", "RNNBase.check_hidden_size", "Python boolean",
-                 "compares the hidden state's shape with the RNN's and only raises"),
+                 "validation: checks a value's support and only raises"),
     ReviewedRead("torch/_tensor_str.py", "*", ".",
                  "formats a tensor as text (print, repr): the trace records nothing it reads"),
     ReviewedRead("torch/_tensor.py", "Tensor.__format__", "Python number",
                  "formats a tensor as text (an f-string): the trace records nothing it reads"),
-    ReviewedRead("pyro/distributions/util.py", "broadcast_shape", "Python boolean",
-                 f"computes a broadcast shape from sizes, never values; {_SHAPES}"),
-    ReviewedRead("pyro/distributions/torch_distribution.py", "MaskedDistribution.__init__",
-                 "Python boolean",
-                 f"compares the mask's shape with the distribution's batch shape; {_SHAPES}"),
-    ReviewedRead("pyro/poutine/subsample_messenger.py", "SubsampleMessenger._postprocess_message",
-                 "Python boolean",
-                 f"compares a param's size along a plate's dim with the plate's size; {_SHAPES}"),
-    ReviewedRead("pyro/infer/util.py", "MultiFrameTensor.sum_to", "Python boolean",
-                 f"sums log-prob terms over plates by their sizes, never their values; {_SHAPES}"),
     ReviewedRead("pyro/distributions/transforms/affine_autoregressive.py", "AffineAutoregressive._inverse",
-                 "Iterating over a tensor|Python integer",
-                 "walks the network's input permutation, a buffer fixed when the transform is built, "
-                 f"over the input's size; {_SHAPES}"),
+                 "Python integer",
+                 "indexes a list by the network's input permutation, a buffer fixed when the transform "
+                 "is built"),
 )
 
 # Frames that only forward a call for someone else: the read is their caller's.
@@ -193,6 +175,8 @@ class _Places:
         return rest is not None and "site-packages" not in rest and "dist-packages" not in rest
 
     def forwards(self, frame: FrameType) -> bool:
+        if frame.f_code.co_filename.startswith(self.ours):  # our wrappers and watch read nothing
+            return True
         path = self.relative(frame.f_code.co_filename)
         if path is None:
             return False
@@ -263,9 +247,6 @@ class WarningCapture:
         self._risky_count = 0
         self._catcher: Any = None
         self._places: _Places | None = None
-        # the frame and instruction of the last value read recorded, so that the
-        # Tensor.__index__ that len() calls after torch's "Using len" is not counted twice
-        self._last_read: tuple[int, int] | None = None
 
     # -- recording ---------------------------------------------------------
     def __enter__(self) -> WarningCapture:
@@ -290,9 +271,9 @@ class WarningCapture:
             if kind is None:
                 previous(message, category, filename, lineno, file, line)
                 return
-            self._record(kind, category, str(message), filename, lineno)
-            if self.mode == "show":
-                previous(message, category, filename, lineno, file, line)
+            user_file, user_line = self._record(kind, category, str(message), filename, lineno)
+            if self.mode == "show":  # at the user's line (torch may name its own, or ours)
+                previous(message, category, user_file, user_line, file, None)
 
         warnings.showwarning = showwarning
         return self
@@ -326,36 +307,41 @@ class WarningCapture:
         return filename, lineno
 
     def _judge(self, kind: WarningKind, message: str, frame: FrameType | None,
-               filename: str) -> _Judgement:
-        """A value read is risky when the user's code made it, benign when a reviewed library
-        function did, and risky, naming the function, when any other library function did."""
+               filename: str) -> tuple[_Judgement, FrameType | None]:
+        """Judge a value read (see the module's docstring); also the frame that read it."""
         assert self._places is not None
         if kind != "risky" or not _VALUE_READS.search(message):
-            return _Judgement(kind)
-        reader = frame
+            return _Judgement(kind), frame
+        read = _current_read()  # set by watch_reads: torch names the frame of our mode
+        reader, size = read if read is not None else (frame, False)
         while reader is not None and self._places.forwards(reader):
             reader = reader.f_back
+        size = size or _SIZE_READS.search(message) is not None
         if reader is None:  # not on this stack: judged by the file torch named
             library = self._places.is_library(filename)
-            return _Judgement("risky", self._places.relative(filename) or os.path.basename(filename)
-                              if library else "")
-        self._last_read = (id(reader), reader.f_lasti)
+            origin = (self._places.relative(filename) or os.path.basename(filename)) if library else ""
+            return _Judgement("benign" if size else "risky", origin, SIZE_READ if size else ""), None
         name = reader.f_code.co_filename
-        if not self._places.is_library(name):
-            return _Judgement("risky")
-        path = self._places.relative(name) or os.path.basename(name)
-        function = _function_name(reader.f_code)
-        origin = f"{path}: {function}"
+        origin = ""
+        if self._places.is_library(name):
+            function = _function_name(reader.f_code)
+            origin = f"{self._places.relative(name) or os.path.basename(name)}: {function}"
+        if size:
+            return _Judgement("benign", origin, SIZE_READ), reader
+        if not origin:
+            return _Judgement("risky"), reader
+        path, function = origin.split(": ", 1)
         for reviewed in REVIEWED_READS:
             if reviewed.matches(path, function, message):
-                return _Judgement("benign", origin, reviewed.why)
-        return _Judgement("risky", origin)
+                return _Judgement("benign", origin, reviewed.why), reader
+        return _Judgement("risky", origin), reader
 
     def _record(self, kind: WarningKind, category: type[Warning], message: str,
-                filename: str, lineno: int) -> None:
+                filename: str, lineno: int) -> tuple[str, int]:
+        """Record a JIT warning; the user's file and line it is filed under."""
         frame = self._frame_named(filename, lineno)
-        judged = self._judge(kind, message, frame, filename)
-        user_file, user_line = self._user_frame(frame, filename, lineno)
+        judged, reader = self._judge(kind, message, frame, filename)
+        user_file, user_line = self._user_frame(reader or frame, filename, lineno)
         where = self.name_location(user_file, user_line)
         key = (judged.kind, category.__name__, message, where, judged.origin)
         group = self._groups.get(key)
@@ -366,12 +352,11 @@ class WarningCapture:
             group[1] += 1
         if judged.kind == "risky":
             self._risky_count += 1
+        return user_file, user_line
 
     def integer_read(self, frame: FrameType) -> None:
-        """``Tensor.__index__`` was called by ``frame`` while tracing: warn, unless it was len()'s
-        (torch warned already) or a subscript (see :func:`integer_reads`)."""
-        if _subscripting(frame) or self._last_read == (id(frame), frame.f_lasti):
-            return
+        """``frame`` used a tensor that holds no size as a Python integer while tracing (see
+        :func:`watch_reads`): torch does not warn, so warn as torch would."""
         import torch
 
         module = frame.f_globals.get("__name__", "")
@@ -409,64 +394,123 @@ class WarningCapture:
         return tuple(sorted(items, key=lambda w: order[w.kind]))
 
 
-# -- tensors used as Python integers --------------------------------------------
-_SUBSCRIPTS = {dis.opmap[name] for name in ("BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR",
-                                            "BINARY_SLICE", "STORE_SLICE") if name in dis.opmap}
-_BINARY_OP = dis.opmap.get("BINARY_OP")
-# Python 3.14 spells x[i] as BINARY_OP with the "[]" operator
-_SUBSCRIPT_OPARGS = {i for i, (_, symbol) in enumerate(getattr(dis, "_nb_ops", ())) if symbol == "[]"}
+# -- who reads what while a trace runs ---------------------------------------------
+
+# The read in progress on this thread: (the frame that asked, whether the tensor held a size).
+_local = threading.local()
 
 
-def _subscripting(frame: FrameType) -> bool:
-    """Whether ``frame`` is executing a subscript (``x[:n]``, ``items[n]``)."""
-    code, at = frame.f_code.co_code, frame.f_lasti
-    if not 0 <= at < len(code) - 1:
-        return False
-    op = code[at]
-    return op in _SUBSCRIPTS or (op == _BINARY_OP and code[at + 1] in _SUBSCRIPT_OPARGS)
+def _current_read() -> tuple[FrameType, bool] | None:
+    return getattr(_local, "read", None)
 
 
-_reading = threading.local()
+def watch_reads(capture: WarningCapture, trace: Callable[..., Any]) -> Callable[..., Any]:
+    """``trace`` (``torch.jit.trace``), run with every tensor read as a Python value watched.
 
-
-@contextmanager
-def integer_reads(capture: WarningCapture) -> Iterator[None]:
-    """While the block runs, report each tensor used as a Python integer by a traced function.
-
-    torch warns when a trace reads a tensor as a bool, a float, ``int()`` or with
-    ``.item()``, but ``Tensor.__index__`` (``range(n)``, ``[x] * n``) is silent,
-    and the trace keeps the number: ``for t in range(lengths.max())`` loops as
-    often as it did while tracing, for every later call. ``torch.Tensor.__index__``
-    is wrapped for the block (restored by a :class:`~._patch.PatchSet`); the
-    wrapper checks torch's per-thread tracing state, so other threads and
-    calls outside a trace pay one function call.
-
-    Not caught: a subscript (``items[n]``) asks ``__index__`` the same question as
-    a tensor sliced by a tensor (``x[:n]``), which the trace keeps dynamic, so
-    subscripts are left out; and conversions inside C++ code that never call
-    ``__index__``.
+    While ``trace`` runs, ``torch.Tensor``'s conversions to Python values
+    (``bool``, ``int``, ``float``, ``.item()``, ``.tolist()``, ``__index__``), its
+    size methods and its arithmetic and comparison operators are wrapped (by a
+    :class:`~._patch.PatchSet`, restored when ``trace`` returns or raises). The
+    wrappers follow which tensors hold sizes (under tracing ``x.size(0)`` is a
+    tensor, and so is ``x.size(1) + 1``), and when a tensor is read as a Python
+    value they note the frame that asked and whether the tensor held a size, for
+    the warning torch then raises. A tensor used as a Python integer
+    (``range(n)``, ``[x] * n``, ``items[n]``) makes torch say nothing, so it is
+    warned about here, unless it held a size or indexed a tensor (``x[:n]`` stays
+    dynamic in the trace). Each wrapper first checks torch's per-thread tracing
+    state, so other threads pay one call.
     """
     import torch
 
     from ._patch import ORIGINAL_ATTR, PatchSet
 
-    original = torch.Tensor.__index__
-    tracing = torch._C._get_tracing_state
+    tensor, tracing = torch.Tensor, torch._C._get_tracing_state
+    sizes: dict[int, Any] = {}  # id -> weakref of the tensors that hold sizes in this trace
+    numbers = (int, float, bool)
 
-    def __index__(tensor: Any) -> Any:
-        if tracing() is not None and not getattr(_reading, "busy", False):
-            _reading.busy = True  # once per read, whatever __torch_function__ forwards it through
+    def holds_size(value: Any) -> bool:
+        held = sizes.get(id(value))
+        return held is not None and held() is value
+
+    def remember(value: Any) -> Any:
+        for t in value if isinstance(value, tuple) else (value,):
+            if isinstance(t, tensor):
+                sizes[id(t)] = weakref.ref(t)
+        return value
+
+    def conversion(original: Any, name: str) -> Callable[..., Any]:
+        def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if tracing() is None:
+                return original(self, *args, **kwargs)
+            reader, size = sys._getframe(1), holds_size(self)
+            outer, _local.read = _current_read(), (reader, size)
             try:
-                capture.integer_read(sys._getframe(1))
-                return original(tensor)
+                if name == "__index__" and not size and not getattr(_local, "subscript", False):
+                    capture.integer_read(reader)
+                return original(self, *args, **kwargs)
             finally:
-                _reading.busy = False
-        return original(tensor)
+                _local.read = outer
 
-    setattr(__index__, ORIGINAL_ATTR, original)
-    patches = PatchSet()
-    patches.set(torch.Tensor, "__index__", __index__)
-    try:
-        yield
-    finally:
-        patches.restore()
+        return read
+
+    def subscript(original: Any) -> Callable[..., Any]:
+        # a tensor indexed or sliced by a tensor (x[:n]) keeps the index dynamic in the trace,
+        # though torch asks the index's __index__ on the way: not a read
+        def indexed(self: Any, *args: Any) -> Any:
+            outer, _local.subscript = getattr(_local, "subscript", False), True
+            try:
+                return original(self, *args)
+            finally:
+                _local.subscript = outer
+
+        return indexed
+
+    def size_of(original: Any) -> Callable[..., Any]:
+        def sized(self: Any, *args: Any, **kwargs: Any) -> Any:
+            out = original(self, *args, **kwargs)
+            return remember(out) if tracing() is not None else out
+
+        return sized
+
+    def arithmetic(original: Any) -> Callable[..., Any]:
+        # on sizes and Python numbers, it gives a size: T_max + 1, x.size(0) == 6
+        def op(self: Any, *args: Any) -> Any:
+            out = original(self, *args)
+            if sizes and holds_size(self) and all(holds_size(a) or isinstance(a, numbers) for a in args):
+                remember(out)
+            return out
+
+        return op
+
+    def shape_of(original: Any) -> property:
+        return property(lambda self: remember(original.__get__(self)) if tracing() is not None
+                        else original.__get__(self))
+
+    wrappers: dict[str, Any] = {}
+    for name in ("__bool__", "__int__", "__float__", "__complex__", "__index__", "item", "tolist", "numpy"):
+        wrappers[name] = conversion(getattr(tensor, name), name)
+    for name in ("size", "numel", "nelement", "__len__"):
+        wrappers[name] = size_of(getattr(tensor, name))
+    for name in ("__getitem__", "__setitem__"):
+        wrappers[name] = subscript(getattr(tensor, name))
+    for name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
+                 "__rfloordiv__", "__truediv__", "__rtruediv__", "__mod__", "__pow__", "__neg__",
+                 "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"):
+        wrappers[name] = arithmetic(getattr(tensor, name))
+    wrappers["shape"] = shape_of(tensor.shape)
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        patches = PatchSet()
+        try:
+            for name, wrapper in wrappers.items():
+                if not isinstance(wrapper, property):
+                    setattr(wrapper, ORIGINAL_ATTR, getattr(tensor, name))
+                    wrapper.__name__ = name
+                patches.set(tensor, name, wrapper)
+            return trace(*args, **kwargs)
+        finally:
+            patches.restore()
+            sizes.clear()
+
+    return traced

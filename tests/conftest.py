@@ -48,8 +48,8 @@ def patched_targets():
         "CompiledFunction.__call__": (pyro.ops.jit.CompiledFunction, "__call__",
                                       pyro.ops.jit.CompiledFunction.__dict__["__call__"]),
         "torch executor flags": (None, None, executor_flags()),
-        # wrapped while a trace runs, to find tensors used as Python integers
-        "Tensor.__index__": (torch.Tensor, "__index__", None),
+        # its conversions, size methods and operators are wrapped while a trace runs
+        "torch.Tensor": (torch.Tensor, None, frozenset(vars(torch.Tensor))),
     }
 
 

@@ -195,21 +195,6 @@ def test_torch_without_jit_trace_runs_eager_and_says_so(runner, monkeypatch, pat
     assert_nothing_patched(patched_targets)
 
 
-def test_a_leftover_index_wrapper_is_removed_on_the_next_run(patched_targets):
-    # a process cut off while tracing leaves Tensor.__index__ wrapped: the next run removes it,
-    # and what Tensor inherits from torch's C class shows through again
-    from pyro_jitmagic._warnings import WarningCapture, integer_reads
-
-    reads = integer_reads(WarningCapture())
-    reads.__enter__()
-    assert "__index__" in vars(torch.Tensor)
-    with compiled() as healed:
-        pass
-    assert_nothing_patched(patched_targets)
-    assert any(note.startswith("restored Tensor.__index__") for note in healed.report.notes)
-    assert list(range(torch.tensor(3))) == [0, 1, 2]
-
-
 def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
     from pyro_jitmagic._run import JitRun
 
