@@ -1,9 +1,9 @@
 """The :class:`~pyro_jitmagic.report.JitReport` as text and as HTML.
 
 Both forms say the same things in the same order: what was switched (and what
-ran eager, and why), warm-up, compilations, steps and MCMC runs, warnings with
-the risky ones spelled out, notes, and the error that ended the cell. Every
-string that came from user code is escaped in the HTML.
+ran eager, and why), warm-up, compilations, SVI steps, losses called directly,
+MCMC runs, warnings with the risky ones spelled out, notes, and the error that
+ended the cell. Every string that came from user code is escaped in the HTML.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .report import AutoDecision, CapturedWarning, JitReport
+from .report import AutoDecision, CapturedWarning, JitReport, LossRun
 
 
 def seconds(value: float | None) -> str:
@@ -67,6 +67,9 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
                      f"last loss {run.steps[-1].loss:.6g}")
     if steps:
         rows.append(("SVI", steps))
+    losses = [loss_run_line(run) for run in report.loss_runs if run.calls]
+    if losses:
+        rows.append(("loss calls", losses))
     mcmc = []
     for m in report.mcmc_runs:
         rate = m.samples_per_second
@@ -86,6 +89,12 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
     if report.notes:
         rows.append(("note", list(report.notes)))
     return rows
+
+
+def loss_run_line(run: LossRun) -> str:
+    """One ELBO loss called directly: its calls, their median time, and the last loss."""
+    return (f"{run.target}: {_plural(len(run.calls), 'call')} in {seconds(run.total_seconds)}, "
+            f"median {seconds(run.median_call_seconds)}, last loss {run.calls[-1].loss:.6g}")
 
 
 def _saved(value: float | None) -> str:
