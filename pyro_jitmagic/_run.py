@@ -3,11 +3,14 @@
 Interception happens where inference runs, not in the cell's text: for the
 duration of the run, ``SVI.step`` and ``MCMC.run`` are wrapped at class level,
 so every SVI and MCMC object is caught wherever it was built and however its
-class was imported. Each object is then planned once per run:
+class was imported, and the ELBOs' loss methods are caught wherever they are
+called from (see :mod:`._direct`). Each object is then planned once per run:
 
 * an SVI whose ELBO has a Jit* counterpart gets its ``loss_and_grads`` pointed
   at a compiled companion (see :mod:`._session`), warmed up before its first
   step;
+* an ELBO loss the cell calls itself (``differentiable_loss``, ``loss``,
+  ``loss_and_grads``) runs on the same companion, per model and guide;
 * an MCMC run with an HMC/NUTS kernel gets ``jit_compile=True`` for that run;
 * anything else runs as written, and the report says why.
 
@@ -29,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _advice, _switch, _warmup
+from . import _advice, _direct, _switch, _warmup
 from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
@@ -187,7 +190,7 @@ class JitRun:
         self._past_cap: dict[int, tuple[str, Any]] = {}
         self._on_first_step = on_first_step
         self._on_progress = on_progress
-        self._on_step = on_step  # after every SVI step: --compare follows the params
+        self._on_step = on_step  # after every SVI step and direct loss call: --compare follows the params
         self._last_progress = 0.0
         self._steps_done = 0
         self._samples_done = 0
@@ -203,13 +206,19 @@ class JitRun:
         self._capture = WarningCapture(warnings, name_location)
         self._patches = PatchSet()
         self._svi_plans: dict[int, _SVIPlan] = {}
+        # direct calls of an ELBO's loss, per (ELBO, method, model, guide)
+        self._loss_plans: dict[tuple[int, str, int, int], _direct.LossPlan] = {}
+        # inside SVI.evaluate_loss or Predictive: ELBO losses run as written there
+        self._as_written = 0
+        self._cuda_initialized: Callable[[], bool] = lambda: False
+        self._synchronize: Callable[[], None] = lambda: None
         self._mcmc_runs: list[MCMCRun] = []
         self._kernels: list[Any] = []
         self._switches: dict[int, Switch] = {}
         self._compilations: list[Compilation] = []
         self._warmups: list[WarmupAction] = []
         self._notes: list[str] = []
-        self._current: _SVIPlan | _MCMCPlan | None = None
+        self._current: _SVIPlan | _direct.LossPlan | _MCMCPlan | None = None
         self._pending: _PendingCompile | None = None
         self._advice: str | None = None
         self._can_trace = False
@@ -236,6 +245,7 @@ class JitRun:
             if primed > 0.05:
                 self._notes.append(f"torch's one-off start-up in this process took {seconds(primed)}, "
                                    "paid before the first step so that no step or compile is billed for it")
+        self._cuda_initialized, self._synchronize = torch.cuda.is_initialized, torch.cuda.synchronize
         self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
@@ -250,6 +260,7 @@ class JitRun:
                 "SVI.evaluate_loss ran eager: Pyro compiles only the steps' loss_and_grads"))
             self._wrap(Predictive, "forward", self._noted_wrapper(
                 "Predictive ran eager: it samples the model and guide, which Pyro does not compile"))
+            _direct.intercept(self._patches, self._loss_call)
             if self._can_trace and self.compile:
                 self._executor.apply()
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
@@ -311,10 +322,10 @@ class JitRun:
         wrapper.__doc__ = getattr(original, "__doc__", None)
         self._patches.set(owner, name, wrapper)
 
-    # Each wrapper is one frame (torch's tracer records the Python stack for
-    # every op it traces, so depth costs compile time) and first checks that
-    # its run is still active: a wrapper can outlive its run when Pyro keeps a
-    # reference to it, and then calls straight through.
+    # Each wrapper first checks that its run is still active: a wrapper can
+    # outlive its run when Pyro keeps a reference to it, and then calls
+    # straight through. (Stack depth here costs nothing at compile time: traces
+    # run on a shallow stack, see _stack.)
 
     # -- naming ----------------------------------------------------------------
     def _name_of(self, obj: Any, fallback: str) -> str:
@@ -370,9 +381,7 @@ class JitRun:
         return plan
 
     def _step_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        import torch
-
-        run, perf_counter, cuda_initialized = self, time.perf_counter, torch.cuda.is_initialized
+        run = self
 
         def step(svi: Any, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
@@ -381,43 +390,51 @@ class JitRun:
             plan = run._svi_plans.get(id(svi))
             if plan is None or plan.svi is not svi:
                 plan = run._prepare_svi(svi, args, kwargs)
-            outer, run._current = run._current, plan
-            plan.compile_seconds = 0.0
-            run._auto_step = run._tier_step = None
-            start = perf_counter()
-            try:
-                loss = original(svi, *args, **kwargs)
-            except BaseException as exc:
-                run._auto_step = None
-                if not (plan.compiled and run._fell_back(plan, exc)):
-                    if plan.compiled:
-                        run._advise(exc, args, kwargs, plan.runner)
-                    if _advice.ends_at_users_line(exc):
-                        raise exc.with_traceback(None) from exc.__cause__
-                    raise
-                loss = original(svi, *args, **kwargs)  # the same step, eager
-            finally:
-                run._current = outer
-            if cuda_initialized():
-                # a step returns once its kernels are queued; wait for them, so
-                # the wall time is the GPU's time and not the launch time
-                torch.cuda.synchronize()
-            end = perf_counter()
-            plan.raw.append((end - start, loss, plan.compile_seconds))
-            if run._auto_step is not None:
-                run._auto_done(end - start, len(plan.raw))
-            if run._tier_step is not None:
-                run._tier_done(end - start, len(plan.raw))
-            run._steps_done += 1
-            if run._on_step is not None:
-                run._on_step()
-            if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
-                run._progress(end, plan)
-            if len(plan.raw) == 1 and plan.runner is not None:
-                run._after_first_step(plan)
-            return loss
+            return run._timed(plan, original, (svi,), args, kwargs)
 
         return step
+
+    def _timed(self, plan: _SVIPlan | _direct.LossPlan, fn: Callable[..., Any], head: tuple[Any, ...],
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One step of an SVI, or one direct call of a loss: ``fn(*head, *args, **kwargs)``, timed."""
+        __tracebackhide__ = True
+        outer, self._current = self._current, plan
+        plan.compile_seconds = 0.0
+        self._auto_step = self._tier_step = None
+        start = time.perf_counter()
+        try:
+            result = fn(*head, *args, **kwargs)
+        except BaseException as exc:
+            self._auto_step = None
+            again = self._fell_back(plan, fn, exc) if plan.compiled else None
+            if again is None:
+                if plan.compiled:
+                    self._advise(exc, args, kwargs, plan.runner)
+                if _advice.ends_at_users_line(exc):
+                    raise exc.with_traceback(None) from exc.__cause__
+                raise
+            result = again(*head, *args, **kwargs)  # the same step, eager
+        finally:
+            self._current = outer
+        if self._cuda_initialized():
+            # a step returns once its kernels are queued; wait for them, so
+            # the wall time is the GPU's time and not the launch time
+            self._synchronize()
+        end = time.perf_counter()
+        loss = result if type(result) is float else _direct.loss_value(result)
+        plan.raw.append((end - start, loss, plan.compile_seconds))
+        if self._auto_step is not None:
+            self._auto_done(end - start, len(plan.raw))
+        if self._tier_step is not None:
+            self._tier_done(end - start, len(plan.raw))
+        self._steps_done += 1
+        if self._on_step is not None:
+            self._on_step()
+        if self._on_progress is not None and end - self._last_progress >= PROGRESS_INTERVAL:
+            self._progress(end, plan)
+        if len(plan.raw) == 1 and plan.runner is not None:
+            self._after_first_step(plan)
+        return result
 
     def _prepare_svi(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _SVIPlan:
         """Plan an SVI met for the first time in this run, and warm it up."""
@@ -425,47 +442,89 @@ class JitRun:
         if plan.compiled and self.warmup:
             self._warmups.extend(_warmup.warm_up(plan.target, plan.runner, svi.model,
                                                  svi.guide, args, kwargs))
+        self._mark_start(plan)
+        return plan
+
+    def _mark_start(self, plan: _SVIPlan | _direct.LossPlan) -> None:
+        """Keep what to go back to, should the first compiled step meet a limit of Pyro's JIT."""
         if plan.compiled and plan.runner is not plan.elbo:
             import pyro
             import torch
 
-            # to go back to, should its first compiled step meet a limit of Pyro's JIT
             plan.start = (torch.get_rng_state(), set(pyro.get_param_store().keys()),
                           self._capture.checkpoint())
-        return plan
 
-    def _fell_back(self, plan: _SVIPlan, exc: BaseException) -> bool:
-        """When the first compiled step of an SVI failed on a known limit of Pyro's JIT (one it
-        fails on by hand too): put the step's state back and run this SVI eager; True if so."""
+    def _fell_back(self, plan: _SVIPlan | _direct.LossPlan, step: Callable[..., Any],
+                   exc: BaseException) -> Callable[..., Any] | None:
+        """When the first compiled step of an SVI (or call of a loss) failed on a known limit of
+        Pyro's JIT (one it fails on by hand too): put the step's state back and run it eager from
+        now on. What to run the step again with, or None."""
         import pyro
         import torch
 
         store = pyro.get_param_store()
         why = _switch.cannot_compile(plan.elbo, exc, store.keys())
         if why is None or plan.raw or plan.start is None:
-            return False
+            return None
         rng, names, warned = plan.start
         for name in set(store.keys()) - names:  # made by the failed trace
             del store[name]
         torch.set_rng_state(rng)
         self._capture.rollback(warned)  # about a trace that is not used
         self.session.never_compile(plan.elbo, why)
-        self._patches.set(plan.svi, "loss_and_grads", plan.elbo.loss_and_grads)
         plan.runner, plan.compiled = plan.elbo, False
-        self._switches[id(plan.svi)] = Switch(plan.target, plan.elbo_name, plan.elbo_name, False, why)
-        return True
+        switch = Switch(plan.target, plan.elbo_name, plan.elbo_name, False, why)
+        if isinstance(plan, _SVIPlan):
+            self._patches.set(plan.svi, "loss_and_grads", plan.elbo.loss_and_grads)
+            self._switches[id(plan.svi)] = switch
+            return step
+        plan.call = plan.as_written
+        self._switches[id(plan)] = switch
+        return plan.call
 
-    def _after_first_step(self, plan: _SVIPlan) -> None:
+    def _after_first_step(self, plan: _SVIPlan | _direct.LossPlan) -> None:
         if plan.runner is plan.elbo and plan.compiled:
             # the user's own Jit* ELBO: left as written, but say what it costs
             if type(plan.runner).__name__ == "JitTraceMeanField_ELBO":
+                what = "the SVI" if isinstance(plan, _SVIPlan) else "it"
                 self._notes.append(
-                    f"{plan.target}: Pyro's JitTraceMeanField_ELBO traces again on every step; "
-                    "give the SVI a TraceMeanField_ELBO and %%pyrojit compiles it once")
+                    f"{plan.target}: Pyro's JitTraceMeanField_ELBO traces again on every call; "
+                    f"give {what} a TraceMeanField_ELBO and %%pyrojit compiles it once")
         else:
             _switch.repair_retracing(plan.runner)
 
-    def _progress(self, now: float, plan: _SVIPlan | None = None, compiling: bool = False) -> None:
+    # -- ELBO losses called directly (see _direct) -------------------------------
+    def _loss_call(self, key: str, elbo: Any, model: Any, guide: Any,
+                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Every call of an ELBO's loss method while the run is active comes here."""
+        __tracebackhide__ = True
+        if not self._active or self._current is not None or self._as_written:
+            # calls made by SVI.step, by a loss already running, or by evaluate_loss: as written
+            return _direct.original(key)(elbo, model, guide, *args, **kwargs)
+        plan = self._loss_plans.get((id(elbo), key, id(model), id(guide)))
+        if plan is None or not plan.holds(elbo, model, guide):
+            plan = self._prepare_loss(key, elbo, model, guide, args, kwargs)
+        return self._timed(plan, plan.call, (model, guide), args, kwargs)
+
+    def _prepare_loss(self, key: str, elbo: Any, model: Any, guide: Any,
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> _direct.LossPlan:
+        """Plan a loss met for the first time in this run, and warm it up."""
+        target = _direct.name_of(self._names, key, elbo, model, guide)
+        if any(p.target == target for p in self._loss_plans.values()):  # the same loss, another pair
+            target = f"{target}({label(model)}, {label(guide)})"
+        plan = _direct.plan(key, elbo, model, guide, target=target, compile=self.compile,
+                            can_trace=self._can_trace, session=self.session)
+        if plan.note and plan.note not in self._notes:
+            self._notes.append(plan.note)
+        if plan.compiled and self.warmup:
+            self._warmups.extend(_warmup.warm_up(target, plan.runner, model, guide, args, kwargs))
+        self._mark_start(plan)
+        self._loss_plans[(id(elbo), key, id(model), id(guide))] = plan
+        self._switches[id(plan)] = Switch(target, plan.elbo_name, plan.after, plan.compiled, plan.reason)
+        return plan
+
+    def _progress(self, now: float, plan: _SVIPlan | _direct.LossPlan | None = None,
+                  compiling: bool = False) -> None:
         assert self._on_progress is not None
         self._last_progress = now
         recent = None
@@ -797,9 +856,15 @@ class JitRun:
 
             def noted(obj: Any, *args: Any, **kwargs: Any) -> Any:
                 __tracebackhide__ = True
-                if run._active and note not in run._notes:
+                if not run._active:
+                    return original(obj, *args, **kwargs)
+                if note not in run._notes:
                     run._notes.append(note)
-                return original(obj, *args, **kwargs)
+                run._as_written += 1  # the ELBO losses it calls run as written too
+                try:
+                    return original(obj, *args, **kwargs)
+                finally:
+                    run._as_written -= 1
 
             return noted
 
@@ -885,7 +950,11 @@ class JitRun:
 
     def compiled_objects(self) -> list[Any]:
         """The Jit* ELBOs and HMC/NUTS kernels this run compiled with: what the cell's caches hold."""
-        found = [p.runner for p in self._svi_plans.values() if p.compiled and p.runner is not None]
+        found: list[Any] = []
+        plans: list[_SVIPlan | _direct.LossPlan] = [*self._svi_plans.values(), *self._loss_plans.values()]
+        for plan in plans:
+            if plan.compiled and plan.runner is not None and all(plan.runner is not f for f in found):
+                found.append(plan.runner)
         return found + self._kernels
 
     # -- the report ------------------------------------------------------------
@@ -901,7 +970,7 @@ class JitRun:
             notes.append(f"{target}: {stats.eager_past_cap} calls with new keys ran eager "
                          f"past --max-entries {self.max_entries}")
         if not self._switches and exc is None:
-            notes.append("the cell ran no SVI step and no MCMC run: nothing was compiled")
+            notes.append("the cell ran no SVI step, no ELBO loss and no MCMC run: nothing was compiled")
         error = None
         if exc is not None:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
@@ -921,6 +990,7 @@ class JitRun:
             executor_choices=tuple(ExecutorChoice(t.owner, t.key, t.state, t.why)
                                    for t in self._tiers_changed.values()),
             auto=tuple(self.auto.decision(t) for t in self._tallies.values()) if self.auto else (),
+            loss_runs=tuple(p.record() for p in self._loss_plans.values()),
         )
 
 
@@ -950,6 +1020,7 @@ def heal_leftovers() -> list[str]:
 
     healed = [f"{getattr(owner, '__name__', owner)}.{name}"
               for owner, name in _targets() if heal(owner, name)]
+    healed += _direct.heal()
     if _executor.heal():
         healed.append("the TorchScript executor settings")
     return healed
@@ -967,7 +1038,10 @@ def compiled(
     """Run the Pyro inference inside a ``with`` block compiled, as ``%%pyrojit`` does.
 
     Every ``SVI.step`` whose ELBO has a Jit* counterpart runs compiled (warmed
-    up first), every ``MCMC.run`` with an HMC/NUTS kernel runs with
+    up first), and so does every call of such an ELBO's ``differentiable_loss``,
+    ``loss`` or ``loss_and_grads`` made in the block (a custom objective, a
+    ``PyroModule`` trained with a torch optimizer); every ``MCMC.run`` with an
+    HMC/NUTS kernel runs with
     ``jit_compile=True``; JIT warnings are captured, and each risky one is
     warned once, as a :class:`RiskyTraceWarning` at the user's line, when the
     block ends. After the block, objects behave as written again and
