@@ -11,6 +11,15 @@ def assert_nothing_patched(targets):
         if name == "torch executor flags":
             assert executor_flags() == original, "the TorchScript executor settings were not restored"
             continue
+        if name == "ELBO loss methods":
+            now = elbo_codes()
+            assert now.keys() == original.keys()
+            swapped = [key for key in now if now[key] is not original[key]]
+            assert not swapped, f"{', '.join(swapped)} still run other code"
+            from pyro_jitmagic._direct import calls
+
+            assert "handler" not in vars(calls), "direct ELBO calls still go to a run"
+            continue
         assert vars(owner)[attr] is original, f"{name} is still patched"
 
 
@@ -19,3 +28,19 @@ def executor_flags():
     from pyro_jitmagic._executor import _flags
 
     return tuple(get() for get, _ in _flags())
+
+
+def elbo_codes():
+    """The code of every loss method of the ELBO classes in pyro.infer, which a run swaps while it runs."""
+    import pyro.infer
+    from pyro.infer import ELBO
+
+    codes = {}
+    for name in dir(pyro.infer):
+        cls = getattr(pyro.infer, name)
+        if isinstance(cls, type) and issubclass(cls, ELBO):
+            for method in ("differentiable_loss", "loss", "loss_and_grads"):
+                fn = vars(cls).get(method)
+                if hasattr(fn, "__code__"):
+                    codes[f"{name}.{method}"] = fn.__code__
+    return codes
