@@ -387,3 +387,30 @@ def test_the_cache_keeps_the_companion_with_its_hits(runner):
     assert function.owner == "loss_fn (Trace_ELBO, compiled by %%pyrojit as JitTrace_ELBO)"
     assert function.serves == "model=gaussian, guide=gaussian_guide"
     assert function.entries[0].hits == 5
+
+
+def test_a_loss_pyro_cannot_compile_falls_back_to_eager_from_its_first_call(runner, patched_targets):
+    # a TraceGraph_ELBO with a decaying-average baseline
+    loop = ("losses = []\nfor _ in range(10):\n"
+            "    losses.append(loss_fn(coin_model, coin_guide, COINS))\n"
+            "    for _name, p in pyro.get_param_store().named_parameters():\n"
+            "        p.grad = None\n")
+
+    def names():
+        return dict(pyro=pyro, loss_fn=infer.TraceGraph_ELBO().loss_and_grads, coin_model=models.coin_model,
+                    coin_guide=models.coin_guide, COINS=models.COINS)
+
+    expected = run_eager(loop, names())["losses"]
+    runner.ns.update(names())
+    from_the_start()
+    report, error = runner.run(loop)
+
+    assert error is None
+    (switch,) = report.switches
+    assert not switch.compiled and "decaying-average baseline" in switch.reason
+    assert runner.ns["losses"] == pytest.approx(expected, rel=1e-6)  # the same calls as eager
+    assert report.compile_count == 0 and report.risky_warnings == ()
+    assert len(report.loss_runs[0].calls) == 10
+    assert_nothing_patched(patched_targets)
+    report, error = runner.run("loss_fn(coin_model, coin_guide, COINS)")  # a later cell knows at once
+    assert error is None and not report.switches[0].compiled and report.compile_count == 0
