@@ -211,6 +211,7 @@ class LossPlan:
     compile_seconds: float = 0.0  # of the call in progress
     # (random state, param names, warnings captured) before its first compiled call
     start: tuple[Any, set[str], Any] | None = None
+    diverges: str = ""  # why its compiled calls' random draws part from eager's
 
     def holds(self, elbo: Any, model: Any, guide: Any) -> bool:
         return self.elbo is elbo and self.model is model and self.guide is guide
@@ -219,7 +220,8 @@ class LossPlan:
         return LossRun(
             target=self.target, method=self.method, model=label(self.model), guide=label(self.guide),
             elbo=self.after,
-            calls=tuple(Step(seconds, loss, self.compiled, compiled) for seconds, loss, compiled in self.raw))
+            calls=tuple(Step(seconds, loss, self.compiled, compiled) for seconds, loss, compiled in self.raw),
+            diverges=self.diverges)
 
 
 def _checked(value: Any) -> Any:

@@ -710,7 +710,7 @@ class JitRun:
     def _draws_part(self) -> None:
         """The step just compiled drew other random numbers than its eager run: say so once per SVI."""
         plan = self._current
-        if isinstance(plan, _SVIPlan) and not plan.diverges:
+        if isinstance(plan, (_SVIPlan, _direct.LossPlan)) and not plan.diverges:
             plan.diverges = ("the compiled step draws fewer random numbers than the eager one (a random "
                              "value computed and never used, e.g. torch.randn as the initial value of a "
                              "pyro.param that exists already), so the two runs' draws part")

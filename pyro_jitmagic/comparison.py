@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .report import JitReport, MCMCRun, Shown, SVIRun
+from .report import JitReport, LossRun, MCMCRun, Shown, SVIRun
 
 #: Losses and params agree when their relative difference is at most this.
 #: Float32 rounding differs between the executor and eager kernels; over
@@ -61,7 +61,7 @@ _WORST = {"agree": 0, "agree within noise": 1, "disagree": 2}
 
 @dataclass(frozen=True)
 class SVIComparison:
-    """One SVI object's steps, eager and compiled.
+    """One SVI object's steps, or one hand-written loop's loss calls, eager and compiled.
 
     Attributes
     ----------
@@ -89,8 +89,8 @@ class SVIComparison:
     """
 
     target: str
-    eager: SVIRun
-    compiled: SVIRun
+    eager: SVIRun | LossRun
+    compiled: SVIRun | LossRun
     speedup: float | None
     steady_speedup: float | None
     compile_cost: float
@@ -294,7 +294,7 @@ def _level(eager: Sequence[float], compiled: Sequence[float]) -> tuple[bool, str
     return False, f"{figures}, within noise ({allowed:.3g})"
 
 
-def _judge_svi(eager: SVIRun, compiled: SVIRun, param_difference: float,
+def _judge_svi(eager: SVIRun | LossRun, compiled: SVIRun | LossRun, param_difference: float,
                param_spread: float) -> tuple[Outcome, str]:
     """The verdict on one SVI object's two runs, and why, in one line."""
     n = min(len(eager.steps), len(compiled.steps))
@@ -333,7 +333,7 @@ def _figure(x: float) -> str:
     return "identical" if x == 0 else f"{x:.2g}"
 
 
-def compare_svi(eager: SVIRun, compiled: SVIRun, param_difference: float = math.nan,
+def compare_svi(eager: SVIRun | LossRun, compiled: SVIRun | LossRun, param_difference: float = math.nan,
                 param_spread: float = math.nan) -> SVIComparison:
     e_steps, c_steps = eager.step_seconds, compiled.step_seconds
     ahead = break_even(e_steps, c_steps)
@@ -407,8 +407,10 @@ def _pair(eager: Sequence[Any], compiled: Sequence[Any]) -> list[tuple[Any, Any]
 def compare_reports(eager: JitReport, compiled: JitReport, isolation: Isolation,
                     param_difference: float = math.nan, seed: int | None = None,
                     param_spread: float = math.nan) -> Comparison:
+    # a hand-written loop's loss calls are judged as SVI steps are
     svi = tuple(compare_svi(e, c, param_difference, param_spread)
-                for e, c in _pair(eager.svi_runs, compiled.svi_runs))
+                for e, c in [*_pair(eager.svi_runs, compiled.svi_runs),
+                             *_pair(eager.loss_runs, compiled.loss_runs)])
     mcmc = tuple(compare_mcmc(e, c) for e, c in _pair(eager.mcmc_runs, compiled.mcmc_runs))
     return Comparison(eager=eager, compiled=compiled, svi=svi, mcmc=mcmc,
                       isolation=isolation, seed=seed)

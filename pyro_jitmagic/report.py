@@ -178,6 +178,12 @@ class LossRun:
     calls : tuple of Step
         Wall time and loss of every call (the loss's value for
         ``differentiable_loss``).
+    diverges : str
+        As for :class:`SVIRun`: why the calls' random draws part from eager's.
+
+    Its calls read as an :class:`SVIRun`'s steps (``steps``, ``step_seconds``,
+    ``median_step_seconds``), so ``--compare`` judges a hand-written training
+    loop as it judges ``SVI.step``.
     """
 
     target: str
@@ -186,6 +192,19 @@ class LossRun:
     guide: str
     elbo: str
     calls: tuple[Step, ...]
+    diverges: str = ""
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.calls
+
+    @property
+    def step_seconds(self) -> tuple[float, ...]:
+        return self.call_seconds
+
+    @property
+    def median_step_seconds(self) -> float | None:
+        return self.median_call_seconds
 
     @property
     def losses(self) -> tuple[float, ...]:
