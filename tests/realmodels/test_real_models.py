@@ -110,6 +110,11 @@ def test_auto_runs_the_cell_and_compiles_what_the_magic_compiles(ran):
     assert auto.result.error is None
     assert auto.result.switches, f"no SVI or MCMC ran compiled or eager; notes: {auto.result.notes}"
     assert all(s.compiled == ran["by hand"].ok for s in auto.result.switches), auto.result.switches
+    if ran["by hand"].ok:  # each compiled SVI and MCMC run had its steps decided by --auto
+        decided = {d.owner for d in auto.result.auto}
+        assert decided >= {s.target for s in auto.result.switches}, (
+            f"--auto decided for {sorted(decided)}; compilations: "
+            f"{[(c.owner, c.key) for c in auto.result.compilations]}")
     if magic.ok:
         assert [s.target for s in auto.result.switches] == [s.target for s in magic.result.switches]
 
