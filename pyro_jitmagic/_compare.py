@@ -76,7 +76,7 @@ def run_twice(
 
     eager_trail, compiled_trail = ParamTrail(), ParamTrail()
     eager = JitRun(compile=False, warmup=warmup, warnings=warnings, names=namespace,
-                   name_location=name_location, on_first_step=state.before_first_step,
+                   name_location=name_location, on_first_use=state.before_first_use,
                    on_progress=on_progress, on_step=eager_trail)
     with state.watching():
         error = _run_once(eager, execute)

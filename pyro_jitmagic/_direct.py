@@ -209,8 +209,9 @@ class LossPlan:
     note: str = ""  # for the report's notes (the reused-ELBO bug avoided)
     raw: list[tuple[float, Any, float]] = field(default_factory=list)
     compile_seconds: float = 0.0  # of the call in progress
-    # (random state, param names, warnings captured) before its first compiled call
+    # (random state, param names, warnings captured) before its first compile, until one succeeds
     start: tuple[Any, set[str], Any] | None = None
+    compiled_once: bool = False
     diverges: str = ""  # why its compiled calls' random draws part from eager's
 
     def holds(self, elbo: Any, model: Any, guide: Any) -> bool:
@@ -286,7 +287,7 @@ def _compiled_methods(jit_class: type) -> list[str]:
 
 
 def plan(key: str, elbo: Any, model: Any, guide: Any, *, target: str, compile: bool,
-         can_trace: bool, session: Any) -> LossPlan:
+         can_trace: bool, session: Any, args: tuple[Any, ...] = ()) -> LossPlan:
     """Decide how a direct call of ``key`` on ``elbo`` with this model and guide runs."""
     method = _METHODS[key].method
     elbo_name = type(elbo).__name__
@@ -300,6 +301,14 @@ def plan(key: str, elbo: Any, model: Any, guide: Any, *, target: str, compile: b
         return eager("run as written")
     if not can_trace:
         return eager("torch.jit.trace is not available in this torch")
+    if method == "loss":
+        import torch
+
+        for position, value in enumerate(args, start=1):
+            if not torch.is_tensor(value):
+                # as Pyro's examples call it (hmm.py: elbo.loss(model, guide, sequences, lengths, args))
+                return eager(f"positional argument {position} is a {type(value).__name__}, which a trace "
+                             "cannot take; Pyro's Jit* ELBOs compute loss eagerly, so it ran as written")
     jit_class = next((c for c in _switch.jit_classes() if isinstance(elbo, c)), None)
     if jit_class is not None:
         if method not in _compiled_methods(jit_class):

@@ -306,23 +306,7 @@ def agreement_lines(c: Any) -> list[str]:
                      f"(step by step within {RELATIVE_TOLERANCE:g})")
     for m in c.mcmc:
         lines.append(f"{m.target}: posterior means {_VERDICT_WORDS[m.outcome]}: {m.reason}")
-    if c.outcome == "disagree":
-        lines.append(disagreement_cause(c))
     return lines
-
-
-def disagreement_cause(c: Any) -> str:
-    """The likeliest cause of a disagreement that the runs themselves support, in one line."""
-    if c.compiled.risky_warnings:
-        where = "; ".join(f"{w.where}: {w.source}" for w in c.compiled.risky_warnings)
-        return f"a risky JIT warning explains it: a tensor became a Python value while tracing at {where}"
-    state = [m for m in c.isolation.mutated if m.endswith("(a tensor)") or m.startswith("param ")]
-    if state:
-        return (f"likely cause: state outside the param store ({', '.join(state)} changed in place by "
-                "the eager run, so the compiled run started from elsewhere)")
-    return ("no risky read was seen while tracing: look in the model for a Python value taken from a "
-            "tensor that torch does not warn about, or for tensors kept outside pyro.param that change "
-            "between steps")
 
 
 def isolation_lines(c: Any) -> list[str]:

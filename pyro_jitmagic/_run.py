@@ -87,8 +87,9 @@ class _SVIPlan:
     compile_seconds: float = 0.0  # of the step in progress
     # why this run's random draws part from an eager run's ("" while they do not)
     diverges: str = ""
-    # (random state, param names, warnings captured) before its first compiled step
+    # (random state, param names, warnings captured) before its first compile, until one succeeds
     start: tuple[Any, set[str], Any] | None = None
+    compiled_once: bool = False
 
     def steps(self) -> tuple[Step, ...]:
         return tuple(Step(seconds, loss if isinstance(loss, float) else math.nan, self.compiled, compiled)
@@ -170,7 +171,7 @@ class JitRun:
         max_entries: int | None = None,
         auto: bool | AutoPolicy = False,
         executor: str = DEFAULT_EXECUTOR,
-        on_first_step: Callable[[Any], None] | None = None,
+        on_first_use: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> None:
@@ -188,7 +189,7 @@ class JitRun:
         self.compile = compile
         self.max_entries = max_entries
         self._past_cap: dict[int, tuple[str, Any]] = {}
-        self._on_first_step = on_first_step
+        self._on_first_use = on_first_use  # each SVI and MCMC, first met: --compare saves its state
         self._on_progress = on_progress
         self._on_step = on_step  # after every SVI step and direct loss call: --compare follows the params
         self._last_progress = 0.0
@@ -344,8 +345,8 @@ class JitRun:
 
         runner: Any = elbo
         compiled, after, reason = False, elbo_name, ""
-        if self._on_first_step is not None:
-            self._on_first_step(svi)
+        if self._on_first_use is not None:
+            self._on_first_use(svi)
         if not self.compile:
             reason = "run as written"
         elif elbo is None:
@@ -442,17 +443,17 @@ class JitRun:
         if plan.compiled and self.warmup:
             self._warmups.extend(_warmup.warm_up(plan.target, plan.runner, svi.model,
                                                  svi.guide, args, kwargs))
-        self._mark_start(plan)
         return plan
 
-    def _mark_start(self, plan: _SVIPlan | _direct.LossPlan) -> None:
-        """Keep what to go back to, should the first compiled step meet a limit of Pyro's JIT."""
-        if plan.compiled and plan.runner is not plan.elbo:
+    def _mark_start(self, rng: Any) -> None:
+        """A key of the step in progress starts compiling: keep what to go back to, should it meet
+        a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
+        work), until a compile of its succeeds."""
+        plan = self._current
+        if isinstance(plan, (_SVIPlan, _direct.LossPlan)) and plan.start is None and not plan.compiled_once:
             import pyro
-            import torch
 
-            plan.start = (torch.get_rng_state(), set(pyro.get_param_store().keys()),
-                          self._capture.checkpoint())
+            plan.start = (rng, set(pyro.get_param_store().keys()), self._capture.checkpoint())
 
     def _fell_back(self, plan: _SVIPlan | _direct.LossPlan, step: Callable[..., Any],
                    exc: BaseException) -> Callable[..., Any] | None:
@@ -464,7 +465,7 @@ class JitRun:
 
         store = pyro.get_param_store()
         why = _switch.cannot_compile(plan.elbo, exc, store.keys())
-        if why is None or plan.raw or plan.start is None:
+        if why is None or plan.start is None or plan.runner is plan.elbo:  # not the user's own Jit* ELBO
             return None
         rng, names, warned = plan.start
         for name in set(store.keys()) - names:  # made by the failed trace
@@ -513,12 +514,11 @@ class JitRun:
         if any(p.target == target for p in self._loss_plans.values()):  # the same loss, another pair
             target = f"{target}({label(model)}, {label(guide)})"
         plan = _direct.plan(key, elbo, model, guide, target=target, compile=self.compile,
-                            can_trace=self._can_trace, session=self.session)
+                            can_trace=self._can_trace, session=self.session, args=args)
         if plan.note and plan.note not in self._notes:
             self._notes.append(plan.note)
         if plan.compiled and self.warmup:
             self._warmups.extend(_warmup.warm_up(target, plan.runner, model, guide, args, kwargs))
-        self._mark_start(plan)
         self._loss_plans[(id(elbo), key, id(model), id(guide))] = plan
         self._switches[id(plan)] = Switch(target, plan.elbo_name, plan.after, plan.compiled, plan.reason)
         return plan
@@ -731,6 +731,7 @@ class JitRun:
             optimize_setter()(False)
         pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending,
                                   args=_advice.describe_args(args))
+        self._mark_start(pending.rng_state)
         self._pending = pending
         pending.start = time.perf_counter()
         return pending
@@ -743,6 +744,9 @@ class JitRun:
         # it): all of it is the price of compiling.
         if key in fn.compiled:
             self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
+            plan = self._current
+            if isinstance(plan, (_SVIPlan, _direct.LossPlan)):
+                plan.start, plan.compiled_once = None, True
             self.session.cache.hit(fn, key, compile_seconds=seconds)
             entry = self.session.cache.of(fn).entries[key]
             entry.args = pending.args
@@ -890,6 +894,8 @@ class JitRun:
         kernel = mcmc.kernel
         kernel_name = type(kernel).__name__
         target = self._name_of(mcmc, self._name_of(kernel, f"MCMC({kernel_name})"))
+        if self._on_first_use is not None:
+            self._on_first_use(mcmc)
         compiled, reason = mcmc_decision(mcmc, self._can_trace)
         if not self.compile:
             compiled, reason = False, "run as written"

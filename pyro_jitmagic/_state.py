@@ -255,6 +255,7 @@ class CellState:
     fingerprints: dict[str, Any] = field(default_factory=dict)
     optimizers: dict[int, tuple[Any, _OptimizerState]] = field(default_factory=dict)  # Pyro's
     guides: dict[int, Any] = field(default_factory=dict)  # AutoGuides whose prototype the run built
+    kernels: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # MCMC kernels' state
     new_params: dict[str, Any] = field(default_factory=dict)  # entered the store during the run
 
     @classmethod
@@ -314,8 +315,23 @@ class CellState:
             hook.remove()
             patches.restore()
 
-    # called by the run, before an SVI's first step ----------------------------
-    def before_first_step(self, svi: Any) -> None:
+    # called by the run, before an SVI's first step or an MCMC run ---------------
+    def before_first_use(self, obj: Any) -> None:
+        """Save what the run will change of an SVI or MCMC object met for the first time."""
+        from pyro.infer.mcmc import MCMC
+
+        if isinstance(obj, MCMC):
+            self._before_mcmc(obj.kernel)
+        else:
+            self._before_svi(obj)
+
+    def _before_mcmc(self, kernel: Any) -> None:
+        # A kernel's setup leaves its potential, initial params and adapted step size and mass
+        # matrix on it (pyro/infer/mcmc/hmc.py), and the next run starts from them.
+        if id(kernel) not in self.kernels:
+            self.kernels[id(kernel)] = (kernel, {name: _copy(value) for name, value in vars(kernel).items()})
+
+    def _before_svi(self, svi: Any) -> None:
         optim = svi.optim
         if id(optim) not in self.optimizers:
             self.optimizers[id(optim)] = (optim, _OptimizerState(
@@ -382,6 +398,9 @@ class CellState:
             optim.set_state(copy.deepcopy(pyro_saved.state))
         for guide in self.guides.values():
             guide.prototype_trace = None  # rebuilt, drawing the same numbers, on its next call
+        for kernel, saved in self.kernels.values():
+            vars(kernel).clear()
+            vars(kernel).update({name: _copy(value) for name, value in saved.items()})
         assert self.rng is not None
         self.rng.restore()
         return sorted(n for n in rebound if not n.startswith("_"))
@@ -400,7 +419,18 @@ class CellState:
             done.append(_count(len(self.schedulers), "learning-rate scheduler"))
         if self.optimizers:
             done.append(f"optimizer state of {len(self.optimizers)} SVI")
+        if self.kernels:
+            done.append(f"state of {_count(len(self.kernels), 'MCMC kernel')} (step size, mass matrix, "
+                        "initial params)")
         return done
+
+
+def _copy(value: Any) -> Any:
+    """A copy that a run cannot change in place, or the value itself when it cannot be copied."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # a lock, a generator: the run replaces such things rather than changing them
+        return value
 
 
 def _count(n: int, word: str) -> str:

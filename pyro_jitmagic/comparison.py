@@ -23,6 +23,7 @@ The verdict has three outcomes, each with a one-line reason:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -404,6 +405,20 @@ def _pair(eager: Sequence[Any], compiled: Sequence[Any]) -> list[tuple[Any, Any]
     return pairs
 
 
+def disagreement_cause(compiled: JitReport, isolation: Isolation) -> str:
+    """The likeliest cause of a disagreement that the runs themselves support, in words."""
+    if compiled.risky_warnings:
+        where = "; ".join(f"{w.where}: {w.source}" for w in compiled.risky_warnings)
+        return f"a risky JIT warning explains it: a tensor became a Python value while tracing at {where}"
+    state = [m for m in isolation.mutated if m.endswith("(a tensor)") or m.startswith("param ")]
+    if state:
+        return (f"likely cause: state outside the param store ({', '.join(state)} changed in place by "
+                "the eager run, so the compiled run started from elsewhere)")
+    return ("no risky read was seen while tracing: look in the model for a Python value taken from a "
+            "tensor that torch does not warn about, or for tensors kept outside pyro.param that change "
+            "between steps")
+
+
 def compare_reports(eager: JitReport, compiled: JitReport, isolation: Isolation,
                     param_difference: float = math.nan, seed: int | None = None,
                     param_spread: float = math.nan) -> Comparison:
@@ -412,5 +427,11 @@ def compare_reports(eager: JitReport, compiled: JitReport, isolation: Isolation,
                 for e, c in [*_pair(eager.svi_runs, compiled.svi_runs),
                              *_pair(eager.loss_runs, compiled.loss_runs)])
     mcmc = tuple(compare_mcmc(e, c) for e, c in _pair(eager.mcmc_runs, compiled.mcmc_runs))
+    if any(x.outcome == "disagree" for x in svi) or any(x.outcome == "disagree" for x in mcmc):
+        cause = disagreement_cause(compiled, isolation)
+        svi = tuple(dataclasses.replace(x, reason=f"{x.reason}; {cause}") if x.outcome == "disagree" else x
+                    for x in svi)
+        mcmc = tuple(dataclasses.replace(x, reason=f"{x.reason}; {cause}") if x.outcome == "disagree" else x
+                     for x in mcmc)
     return Comparison(eager=eager, compiled=compiled, svi=svi, mcmc=mcmc,
                       isolation=isolation, seed=seed)
