@@ -47,9 +47,7 @@ def advise(exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
     if isinstance(exc, RuntimeError) and "cannot be traced" in text:
         for position, value in enumerate(args, start=1):
             if not torch.is_tensor(value):
-                return (f"positional argument {position} of the step is a {_type_name(value)}, "
-                        "but Pyro's JIT traces positional arguments as tensors: pass it as a "
-                        "keyword argument (each value then gets its own compiled trace)")
+                return _not_a_tensor(position, value)
     if isinstance(exc, TypeError) and text.startswith("unhashable type"):
         for name, value in kwargs.items():
             try:
@@ -65,6 +63,64 @@ def advise(exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
     if isinstance(exc, NotImplementedError) and "found new param" in text:
         return "create every pyro.param on the model's and guide's first call"
     return None
+
+
+def _not_a_tensor(position: int, value: Any) -> str:
+    # The same answer as the recompilation watch gives (_cache.changing_keyword): a float that
+    # changes from step to step (an annealing factor) as a keyword would compile a trace per value.
+    start = (f"positional argument {position} of the step is a {_type_name(value)}, but Pyro's JIT "
+             "passes positional arguments to the trace as tensors: ")
+    if isinstance(value, float):
+        return start + (f"pass torch.tensor({value!r}) instead (as a keyword, every new value would "
+                        "compile a new trace)")
+    if isinstance(value, int):
+        return start + ("if it sets a size or a count, pass it as a keyword argument (each value then "
+                        f"gets its own compiled trace); if it only enters the arithmetic, pass "
+                        f"torch.tensor({value!r})")
+    return start + "pass it as a keyword argument (each value then gets its own compiled trace)"
+
+
+def describe_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a trace is compiled for, per positional argument: a tensor's shape, else the type name."""
+    import torch
+
+    return tuple(tuple(a.shape) if torch.is_tensor(a) else _type_name(a) for a in args)
+
+
+def advise_call(exc: BaseException, args: tuple[Any, ...], compiled_for: tuple[Any, ...]) -> str | None:
+    """What to do when a trace refused the arguments of a call it was compiled for (same key).
+
+    Pyro keys a trace on the number of positional arguments and the keyword values, never on
+    shapes or types, so a call with another shape or a float where a tensor was reuses the trace.
+    """
+    import torch
+
+    for position, (now, then) in enumerate(zip(args, compiled_for, strict=False), start=1):
+        if not torch.is_tensor(now) and isinstance(then, tuple):
+            return _not_a_tensor(position, now)
+        if torch.is_tensor(now) and isinstance(then, tuple) and tuple(now.shape) != then:
+            return (f"positional argument {position} has shape {tuple(now.shape)} here, but the trace "
+                    f"this call reused was compiled for shape {then}: Pyro keys its traces on keyword "
+                    "values, never on shapes; pass the size as a keyword (e.g. length=len(seq)) so that "
+                    "each shape gets its own trace, or pad to one shape")
+    return None
+
+
+_AT_USERS_LINE = "__pyrojit_at_users_line__"
+
+
+def at_users_line(exc: BaseException) -> None:
+    """Mark ``exc`` to be shown ending at the user's line: its frames inside Pyro and the
+    magic say nothing the advice does not."""
+    setattr(exc, _AT_USERS_LINE, True)
+
+
+def ends_at_users_line(exc: BaseException) -> bool:
+    return bool(getattr(exc, _AT_USERS_LINE, False))
+
+
+def advised(exc: BaseException) -> bool:
+    return any(note.startswith(NOTE_PREFIX) for note in getattr(exc, "__notes__", ()))
 
 
 def attach(exc: BaseException, advice: str) -> None:

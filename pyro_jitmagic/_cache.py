@@ -41,6 +41,7 @@ class EntryStats:
     hits: int = 0
     last_hit: float | None = None
     tier: Any = None  # the executor it runs under with --executor adaptive (an _executor.Tier)
+    args: tuple[Any, ...] = ()  # the positional arguments it was compiled for: shapes or type names
 
 
 @dataclass
@@ -129,7 +130,7 @@ _MISSING = object()
 
 # -- inspection -----------------------------------------------------------------
 def _user_of(namespace: Mapping[str, Any], elbo: Any, attribute: str) -> str | None:
-    """The name of a namespace object (an SVI, an MCMC) that uses ``elbo``."""
+    """The name of a namespace object (an SVI, an MCMC, a bound method) that uses ``elbo``."""
     for name, value in list(namespace.items()):
         if name.startswith("_"):
             continue
@@ -137,6 +138,14 @@ def _user_of(namespace: Mapping[str, Any], elbo: Any, attribute: str) -> str | N
         if held is elbo or getattr(held, "__self__", None) is elbo:
             return name
     return None
+
+
+def _elbo_name(namespace: Mapping[str, Any], elbo: Any) -> str:
+    """An ELBO as the user holds it: by name, through an SVI, a bound loss method
+    (``loss_fn = elbo.differentiable_loss``) or an ``ELBOModule``; else by address."""
+    return (name_in(namespace, elbo) or _user_of(namespace, elbo, "loss_and_grads")
+            or _user_of(namespace, elbo, "__self__") or _user_of(namespace, elbo, "elbo")
+            or f"{type(elbo).__name__} at {id(elbo):#x}")
 
 
 def _graph(traced: Any) -> tuple[int, str, tuple[str, ...]]:
@@ -201,12 +210,9 @@ class Inspector:
     def _owner(self, namespace: Mapping[str, Any], elbo: Any, owner_of: Mapping[int, Any]) -> str:
         user_elbo = owner_of.get(id(elbo))
         if user_elbo is not None:
-            who = (name_in(namespace, user_elbo) or _user_of(namespace, user_elbo, "loss_and_grads")
-                   or f"{type(user_elbo).__name__} at {id(user_elbo):#x}")
+            who = _elbo_name(namespace, user_elbo)
             return f"{who} ({type(user_elbo).__name__}, compiled by %%pyrojit as {type(elbo).__name__})"
-        who = (name_in(namespace, elbo) or _user_of(namespace, elbo, "loss_and_grads")
-               or f"{type(elbo).__name__} at {id(elbo):#x}")
-        return f"{who} ({type(elbo).__name__})"
+        return f"{_elbo_name(namespace, elbo)} ({type(elbo).__name__})"
 
     def snapshot(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> CacheSnapshot:
         """The compiled functions of ``objects`` (Jit* ELBOs, HMC/NUTS kernels), by default of

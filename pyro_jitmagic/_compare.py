@@ -15,6 +15,7 @@ from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._naming import name_in
 from ._run import JitRun
 from ._state import CellState, prime_once, seed_everything
+from ._trail import ParamTrail, spread_ratio
 from ._warnings import Mode, default_location_name
 from .comparison import Comparison, Isolation, compare_reports, relative_difference
 from .report import JitReport, Progress
@@ -73,10 +74,12 @@ def run_twice(
         seed_everything(seed)
     state = CellState.save(namespace)
 
+    eager_trail, compiled_trail = ParamTrail(), ParamTrail()
     eager = JitRun(compile=False, warmup=warmup, warnings=warnings, names=namespace,
-                   name_location=name_location, on_first_step=state.before_first_step,
-                   on_progress=on_progress)
-    error = _run_once(eager, execute)
+                   name_location=name_location, on_first_use=state.before_first_use,
+                   on_progress=on_progress, on_step=eager_trail)
+    with state.watching():
+        error = _run_once(eager, execute)
     if error is not None:
         state.restore()
         return CompareOutcome(None, eager.report, error)
@@ -88,20 +91,20 @@ def run_twice(
         seed_everything(seed)
 
     compiled = JitRun(warmup=warmup, warnings=warnings, names=namespace, name_location=name_location,
-                      on_progress=on_progress, max_entries=max_entries, auto=auto, executor=executor)
+                      on_progress=on_progress, max_entries=max_entries, auto=auto, executor=executor,
+                      on_step=compiled_trail)
     error = _run_once(compiled, execute)
     if error is not None:
         return CompareOutcome(None, compiled.report, error)
 
-    restored = ["Pyro param store", "random state (torch, numpy, random)"]
-    if state.optimizers:
-        restored.append(f"optimizer state of {len(state.optimizers)} SVI")
+    restored = state.restored()
     restored += [f"AutoGuide prototype of {name_in(namespace, guide) or type(guide).__name__}"
                  for guide in state.guides.values()]
     isolation = Isolation(restored=tuple(restored), discarded=tuple(discarded), mutated=tuple(mutated))
     assert eager.report is not None and compiled.report is not None
     comparison = compare_reports(eager.report, compiled.report, isolation,
-                                 _params_difference(eager_params, _param_values()), seed)
+                                 _params_difference(eager_params, _param_values()), seed,
+                                 param_spread=spread_ratio(eager_trail, compiled_trail))
     return CompareOutcome(comparison, None, None, tuple(compiled.compiled_objects()))
 
 

@@ -23,9 +23,50 @@ def potential_maker(potential: Any) -> Any:
     """The Pyro ``_PEMaker`` behind a kernel's ``potential_fn``, which holds its compiled potential
     (``_compiled_fn``): the compiled one is ``partial(maker._potential_fn_jit, ...)``, the eager one
     the bound method ``maker._potential_fn`` (pyro/infer/mcmc/util.py). None for anything else."""
+    if isinstance(potential, CellPotential):
+        return potential.maker
     bound = getattr(potential, "func", potential)  # a partial's function, or the method itself
     maker = getattr(bound, "__self__", None)
     return maker if hasattr(maker, "get_potential_fn") else None
+
+
+class CellPotential:
+    """A potential that ``initialize_model`` built inside a ``%%pyrojit`` cell.
+
+    It runs compiled while a compiling run is active (``is_compiling``) and eager
+    otherwise, so that code outside the magic behaves as written, as every other
+    object does.
+    """
+
+    def __init__(self, maker: Any, eager: Callable[..., Any], compiled: Callable[..., Any],
+                 is_compiling: Callable[[], bool]) -> None:
+        self.maker = maker
+        self.eager = eager
+        self.compiled = compiled
+        self._is_compiling = is_compiling
+
+    def __call__(self, params: Any) -> Any:
+        __tracebackhide__ = True
+        return (self.compiled if self._is_compiling() else self.eager)(params)
+
+
+def potential_builder(original: Callable[..., Any], inside_mcmc: Callable[[], bool],
+                      is_compiling: Callable[[], bool]) -> Callable[..., Any]:
+    """A stand-in for ``_PEMaker.get_potential_fn``: a potential built outside an MCMC run (by
+    ``initialize_model`` in the cell) comes back as a :class:`CellPotential`; those built by
+    a kernel's setup inside ``MCMC.run`` are left to the run's own decision."""
+
+    def get_potential_fn(maker: Any, jit_compile: bool = False, skip_jit_warnings: bool = True,
+                         jit_options: Any = None) -> Any:
+        __tracebackhide__ = True
+        if inside_mcmc() or jit_compile or not is_compiling():
+            return original(maker, jit_compile, skip_jit_warnings, jit_options)
+        # warnings are captured by the run, not skipped, so a risky one is still named
+        compiled = original(maker, True, False, jit_options)
+        return CellPotential(maker, original(maker, False, skip_jit_warnings, jit_options), compiled,
+                             is_compiling)
+
+    return get_potential_fn
 
 
 def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
@@ -36,7 +77,7 @@ def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
     if not isinstance(kernel, HMC):
         return False, f"{type(kernel).__name__} has no compiled mode in Pyro (only HMC and NUTS do)"
     if kernel.model is None:
-        return False, "the kernel was given a potential_fn, which Pyro does not compile"
+        return _potential_decision(kernel.potential_fn)
     if type(getattr(mcmc, "sampler", None)).__name__ == "_MultiSampler":
         # (with fewer CPUs than chains Pyro draws them in this process instead)
         return False, "chains run in worker processes, where Pyro does not compile the potential"
@@ -46,6 +87,20 @@ def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
         return True, "already compiled as written"
     return True, ""
 
+
+
+def _potential_decision(potential: Any) -> tuple[bool, str]:
+    """For a kernel given a ``potential_fn``: is it compiled, and why (not)."""
+    if isinstance(potential, CellPotential):
+        return True, ""
+    maker = potential_maker(potential)
+    if maker is None:
+        return False, ("the kernel was given a potential_fn of your own, which Pyro's JIT does not "
+                       "compile (it compiles the potentials it builds from a model)")
+    if getattr(potential, "func", None) is not None:  # partial(maker._potential_fn_jit, ...)
+        return True, "already compiled as written"
+    return False, ("its potential_fn came from initialize_model without jit_compile=True in an earlier "
+                   "cell: call initialize_model inside the %%pyrojit cell, or pass it jit_compile=True")
 
 
 class MCMCClock:

@@ -2,7 +2,8 @@
 
 Every object that ``%%pyrojit`` changes while a cell runs (``SVI.step``,
 ``MCMC.run``, ``torch.jit.trace``, a kernel's ``jit_compile`` flag, an SVI's
-``loss_and_grads``) is changed through a :class:`PatchSet`, and only through it.
+``loss_and_grads``, the code of Pyro's ELBO loss methods) is changed through a
+:class:`PatchSet`, and only through it.
 Patches are undone in reverse order in ``finally`` blocks, so nested runs,
 exceptions and interrupts all restore exactly what was there before, including
 the *absence* of an instance attribute.
@@ -10,6 +11,7 @@ the *absence* of an instance attribute.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 # Marks "this attribute was not in the object's own __dict__": restoring then
@@ -39,7 +41,12 @@ class PatchSet:
     def set(self, obj: Any, name: str, value: Any) -> None:
         """Set ``obj.name = value`` until :meth:`restore`."""
         own = getattr(obj, "__dict__", None)
-        old = own.get(name, _ABSENT) if own is not None else getattr(obj, name)
+        if own is None or _is_data_descriptor(type(obj), name):
+            # stored by its type, not in the object's __dict__ (a function's
+            # __code__): there is no absence to restore, only the old value
+            old = getattr(obj, name)
+        else:
+            old = own.get(name, _ABSENT)
         self._undo.append((obj, name, old))
         setattr(obj, name, value)
 
@@ -61,6 +68,11 @@ class PatchSet:
 
     def __len__(self) -> int:
         return len(self._undo)
+
+
+def _is_data_descriptor(cls: type, name: str) -> bool:
+    attr = inspect.getattr_static(cls, name, None)
+    return attr is not None and hasattr(type(attr), "__set__")
 
 
 def heal(owner: Any, name: str) -> bool:

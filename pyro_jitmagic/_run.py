@@ -3,11 +3,14 @@
 Interception happens where inference runs, not in the cell's text: for the
 duration of the run, ``SVI.step`` and ``MCMC.run`` are wrapped at class level,
 so every SVI and MCMC object is caught wherever it was built and however its
-class was imported. Each object is then planned once per run:
+class was imported, and the ELBOs' loss methods are caught wherever they are
+called from (see :mod:`._direct`). Each object is then planned once per run:
 
 * an SVI whose ELBO has a Jit* counterpart gets its ``loss_and_grads`` pointed
   at a compiled companion (see :mod:`._session`), warmed up before its first
   step;
+* an ELBO loss the cell calls itself (``differentiable_loss``, ``loss``,
+  ``loss_and_grads``) runs on the same companion, per model and guide;
 * an MCMC run with an HMC/NUTS kernel gets ``jit_compile=True`` for that run;
 * anything else runs as written, and the report says why.
 
@@ -29,12 +32,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _advice, _switch, _torch, _warmup
+from . import _advice, _direct, _switch, _torch, _warmup
 from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
 from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._executor import ExecutorSetting, Tier, optimize_setter
-from ._mcmc import MCMCClock, mcmc_decision, potential_maker
+from ._mcmc import MCMCClock, mcmc_decision, potential_builder, potential_maker
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._render import seconds
@@ -82,6 +85,11 @@ class _SVIPlan:
     # (seconds, loss, compile seconds) per step: tuples on the hot path, Step records in snapshot()
     raw: list[tuple[float, Any, float]] = field(default_factory=list)
     compile_seconds: float = 0.0  # of the step in progress
+    # why this run's random draws part from an eager run's ("" while they do not)
+    diverges: str = ""
+    # (random state, param names, warnings captured) before its first compile, until one succeeds
+    start: tuple[Any, set[str], Any] | None = None
+    compiled_once: bool = False
 
     def steps(self) -> tuple[Step, ...]:
         return tuple(Step(seconds, loss if isinstance(loss, float) else math.nan, self.compiled, compiled)
@@ -105,6 +113,32 @@ class _PendingCompile:
     start: float = 0.0
     trace_seconds: float = 0.0
     shapes: tuple[str, ...] = ()
+    args: tuple[Any, ...] = ()  # what the positional arguments were: shapes, or type names
+
+
+class _FirstCall:
+    """Stands in for a compiled function's Python function while Pyro compiles a key, to keep
+    Pyro's eager first run of it (which finds the params): its result, the random state after
+    it, and whether it created params."""
+
+    def __init__(self, fn: Callable[..., Any], store: Any) -> None:
+        self.fn = fn
+        self._store = store
+        self._known = set(store.keys())
+        self.result: Any = None
+        self.rng: Any = None
+        self.created_params = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if self.rng is not None:  # the trace's own calls
+            return self.fn(*args, **kwargs)
+        import torch
+
+        self.result = self.fn(*args, **kwargs)
+        self.rng = torch.get_rng_state()
+        self.created_params = not self._known.issuperset(self._store.keys())
+        return self.result
 
 
 @dataclass
@@ -115,6 +149,7 @@ class _TraceStart:
     shapes: tuple[str, ...]
     risky: int
     params: set[str]
+    potential: bool = False  # an HMC/NUTS potential energy
 
 
 class JitRun:
@@ -136,8 +171,9 @@ class JitRun:
         max_entries: int | None = None,
         auto: bool | AutoPolicy = False,
         executor: str = DEFAULT_EXECUTOR,
-        on_first_step: Callable[[Any], None] | None = None,
+        on_first_use: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         if warnings not in _WARNING_MODES:
             raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
@@ -153,8 +189,9 @@ class JitRun:
         self.compile = compile
         self.max_entries = max_entries
         self._past_cap: dict[int, tuple[str, Any]] = {}
-        self._on_first_step = on_first_step
+        self._on_first_use = on_first_use  # each SVI and MCMC, first met: --compare saves its state
         self._on_progress = on_progress
+        self._on_step = on_step  # after every SVI step and direct loss call: --compare follows the params
         self._last_progress = 0.0
         self._steps_done = 0
         self._samples_done = 0
@@ -164,17 +201,25 @@ class JitRun:
         self.auto: AutoPolicy | None = (
             auto if isinstance(auto, AutoPolicy) else self.session.auto if auto else None)
         self._tallies: dict[tuple[int, Any], Tally] = {}
+        # (compiled function, key) whose next call checks that its trace draws what eager draws
+        self._verify: set[tuple[int, Any]] = set()
         self._auto_step: tuple[Tally, str] | None = None
         self._capture = WarningCapture(warnings, name_location)
         self._patches = PatchSet()
         self._svi_plans: dict[int, _SVIPlan] = {}
+        # direct calls of an ELBO's loss, per (ELBO, method, model, guide)
+        self._loss_plans: dict[tuple[int, str, int, int], _direct.LossPlan] = {}
+        # inside SVI.evaluate_loss or Predictive: ELBO losses run as written there
+        self._as_written = 0
+        self._cuda_initialized: Callable[[], bool] = lambda: False
+        self._synchronize: Callable[[], None] = lambda: None
         self._mcmc_runs: list[MCMCRun] = []
         self._kernels: list[Any] = []
         self._switches: dict[int, Switch] = {}
         self._compilations: list[Compilation] = []
         self._warmups: list[WarmupAction] = []
         self._notes: list[str] = []
-        self._current: _SVIPlan | _MCMCPlan | None = None
+        self._current: _SVIPlan | _direct.LossPlan | _MCMCPlan | None = None
         self._pending: _PendingCompile | None = None
         self._advice: str | None = None
         self._can_trace = False
@@ -190,6 +235,7 @@ class JitRun:
         import torch
         from pyro.infer import SVI, Predictive
         from pyro.infer.mcmc import MCMC
+        from pyro.infer.mcmc.util import _PEMaker
 
         if self.compile:
             from ._state import prime_once
@@ -200,6 +246,7 @@ class JitRun:
             if primed > 0.05:
                 self._notes.append(f"torch's one-off start-up in this process took {seconds(primed)}, "
                                    "paid before the first step so that no step or compile is billed for it")
+        self._cuda_initialized, self._synchronize = torch.cuda.is_initialized, torch.cuda.synchronize
         self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
@@ -221,10 +268,13 @@ class JitRun:
                 "SVI.evaluate_loss ran eager: Pyro compiles only the steps' loss_and_grads"))
             self._wrap(Predictive, "forward", self._noted_wrapper(
                 "Predictive ran eager: it samples the model and guide, which Pyro does not compile"))
+            _direct.intercept(self._patches, self._loss_call)
             if self._can_trace and self.compile:
                 self._executor.apply()
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
+                self._wrap(_PEMaker, "get_potential_fn", lambda original: potential_builder(
+                    original, lambda: isinstance(self._current, _MCMCPlan), compiling_now))
             elif self.compile:
                 self._notes.append(f"{cannot_trace}: the cell ran eager")
         except BaseException:
@@ -279,10 +329,10 @@ class JitRun:
         wrapper.__doc__ = getattr(original, "__doc__", None)
         self._patches.set(owner, name, wrapper)
 
-    # Each wrapper is one frame (torch's tracer records the Python stack for
-    # every op it traces, so depth costs compile time) and first checks that
-    # its run is still active: a wrapper can outlive its run when Pyro keeps a
-    # reference to it, and then calls straight through.
+    # Each wrapper first checks that its run is still active: a wrapper can
+    # outlive its run when Pyro keeps a reference to it, and then calls
+    # straight through. (Stack depth here costs nothing at compile time: traces
+    # run on a shallow stack, see _stack.)
 
     # -- naming ----------------------------------------------------------------
     def _name_of(self, obj: Any, fallback: str) -> str:
@@ -301,8 +351,8 @@ class JitRun:
 
         runner: Any = elbo
         compiled, after, reason = False, elbo_name, ""
-        if self._on_first_step is not None:
-            self._on_first_step(svi)
+        if self._on_first_use is not None:
+            self._on_first_use(svi)
         if not self.compile:
             reason = "run as written"
         elif elbo is None:
@@ -321,6 +371,8 @@ class JitRun:
                           f"Pyro would silently return that model's loss for {label(svi.model)}, "
                           "so this SVI ran on its own compiled copy")
                 self._notes.append(f"{target}: {reason}")
+        elif self.session.cannot_compile(elbo) is not None:
+            reason = self.session.cannot_compile(elbo) or ""
         elif _switch.counterpart(elbo) is not None:
             runner, _ = self.session.companion(elbo, svi.model, svi.guide, _switch.make_companion)
             compiled, after = True, type(runner).__name__
@@ -336,9 +388,7 @@ class JitRun:
         return plan
 
     def _step_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        import torch
-
-        run, perf_counter, cuda_initialized = self, time.perf_counter, torch.cuda.is_initialized
+        run = self
 
         def step(svi: Any, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
@@ -347,37 +397,51 @@ class JitRun:
             plan = run._svi_plans.get(id(svi))
             if plan is None or plan.svi is not svi:
                 plan = run._prepare_svi(svi, args, kwargs)
-            outer, run._current = run._current, plan
-            plan.compile_seconds = 0.0
-            run._auto_step = run._tier_step = None
-            start = perf_counter()
-            try:
-                loss = original(svi, *args, **kwargs)
-            except BaseException as exc:
-                run._auto_step = None
-                if plan.compiled:
-                    run._advise(exc, args, kwargs, plan.runner)
-                raise
-            finally:
-                run._current = outer
-            if cuda_initialized():
-                # a step returns once its kernels are queued; wait for them, so
-                # the wall time is the GPU's time and not the launch time
-                torch.cuda.synchronize()
-            end = perf_counter()
-            plan.raw.append((end - start, loss, plan.compile_seconds))
-            if run._auto_step is not None:
-                run._auto_done(end - start, len(plan.raw))
-            if run._tier_step is not None:
-                run._tier_done(end - start, len(plan.raw))
-            run._steps_done += 1
-            if run._on_progress is not None and end - run._last_progress >= PROGRESS_INTERVAL:
-                run._progress(end, plan)
-            if len(plan.raw) == 1 and plan.runner is not None:
-                run._after_first_step(plan)
-            return loss
+            return run._timed(plan, original, (svi,), args, kwargs)
 
         return step
+
+    def _timed(self, plan: _SVIPlan | _direct.LossPlan, fn: Callable[..., Any], head: tuple[Any, ...],
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One step of an SVI, or one direct call of a loss: ``fn(*head, *args, **kwargs)``, timed."""
+        __tracebackhide__ = True
+        outer, self._current = self._current, plan
+        plan.compile_seconds = 0.0
+        self._auto_step = self._tier_step = None
+        start = time.perf_counter()
+        try:
+            result = fn(*head, *args, **kwargs)
+        except BaseException as exc:
+            self._auto_step = None
+            again = self._fell_back(plan, fn, exc) if plan.compiled else None
+            if again is None:
+                if plan.compiled:
+                    self._advise(exc, args, kwargs, plan.runner)
+                if _advice.ends_at_users_line(exc):
+                    raise exc.with_traceback(None) from exc.__cause__
+                raise
+            result = again(*head, *args, **kwargs)  # the same step, eager
+        finally:
+            self._current = outer
+        if self._cuda_initialized():
+            # a step returns once its kernels are queued; wait for them, so
+            # the wall time is the GPU's time and not the launch time
+            self._synchronize()
+        end = time.perf_counter()
+        loss = result if type(result) is float else _direct.loss_value(result)
+        plan.raw.append((end - start, loss, plan.compile_seconds))
+        if self._auto_step is not None:
+            self._auto_done(end - start, len(plan.raw))
+        if self._tier_step is not None:
+            self._tier_done(end - start, len(plan.raw))
+        self._steps_done += 1
+        if self._on_step is not None:
+            self._on_step()
+        if self._on_progress is not None and end - self._last_progress >= PROGRESS_INTERVAL:
+            self._progress(end, plan)
+        if len(plan.raw) == 1 and plan.runner is not None:
+            self._after_first_step(plan)
+        return result
 
     def _prepare_svi(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _SVIPlan:
         """Plan an SVI met for the first time in this run, and warm it up."""
@@ -387,17 +451,86 @@ class JitRun:
                                                  svi.guide, args, kwargs))
         return plan
 
-    def _after_first_step(self, plan: _SVIPlan) -> None:
+    def _mark_start(self, rng: Any) -> None:
+        """A key of the step in progress starts compiling: keep what to go back to, should it meet
+        a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
+        work), until a compile of its succeeds."""
+        plan = self._current
+        if isinstance(plan, (_SVIPlan, _direct.LossPlan)) and plan.start is None and not plan.compiled_once:
+            import pyro
+
+            plan.start = (rng, set(pyro.get_param_store().keys()), self._capture.checkpoint())
+
+    def _fell_back(self, plan: _SVIPlan | _direct.LossPlan, step: Callable[..., Any],
+                   exc: BaseException) -> Callable[..., Any] | None:
+        """When the first compiled step of an SVI (or call of a loss) failed on a known limit of
+        Pyro's JIT (one it fails on by hand too): put the step's state back and run it eager from
+        now on. What to run the step again with, or None."""
+        import pyro
+        import torch
+
+        store = pyro.get_param_store()
+        why = _switch.cannot_compile(plan.elbo, exc, store.keys())
+        if why is None or plan.start is None or plan.runner is plan.elbo:  # not the user's own Jit* ELBO
+            return None
+        rng, names, warned = plan.start
+        for name in set(store.keys()) - names:  # made by the failed trace
+            del store[name]
+        torch.set_rng_state(rng)
+        self._capture.rollback(warned)  # about a trace that is not used
+        self.session.never_compile(plan.elbo, why)
+        plan.runner, plan.compiled = plan.elbo, False
+        switch = Switch(plan.target, plan.elbo_name, plan.elbo_name, False, why)
+        if isinstance(plan, _SVIPlan):
+            self._patches.set(plan.svi, "loss_and_grads", plan.elbo.loss_and_grads)
+            self._switches[id(plan.svi)] = switch
+            return step
+        plan.call = plan.as_written
+        self._switches[id(plan)] = switch
+        return plan.call
+
+    def _after_first_step(self, plan: _SVIPlan | _direct.LossPlan) -> None:
         if plan.runner is plan.elbo and plan.compiled:
             # the user's own Jit* ELBO: left as written, but say what it costs
             if type(plan.runner).__name__ == "JitTraceMeanField_ELBO":
+                what = "the SVI" if isinstance(plan, _SVIPlan) else "it"
                 self._notes.append(
-                    f"{plan.target}: Pyro's JitTraceMeanField_ELBO traces again on every step; "
-                    "give the SVI a TraceMeanField_ELBO and %%pyrojit compiles it once")
+                    f"{plan.target}: Pyro's JitTraceMeanField_ELBO traces again on every call; "
+                    f"give {what} a TraceMeanField_ELBO and %%pyrojit compiles it once")
         else:
             _switch.repair_retracing(plan.runner)
 
-    def _progress(self, now: float, plan: _SVIPlan | None = None, compiling: bool = False) -> None:
+    # -- ELBO losses called directly (see _direct) -------------------------------
+    def _loss_call(self, key: str, elbo: Any, model: Any, guide: Any,
+                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Every call of an ELBO's loss method while the run is active comes here."""
+        __tracebackhide__ = True
+        if not self._active or self._current is not None or self._as_written:
+            # calls made by SVI.step, by a loss already running, or by evaluate_loss: as written
+            return _direct.original(key)(elbo, model, guide, *args, **kwargs)
+        plan = self._loss_plans.get((id(elbo), key, id(model), id(guide)))
+        if plan is None or not plan.holds(elbo, model, guide):
+            plan = self._prepare_loss(key, elbo, model, guide, args, kwargs)
+        return self._timed(plan, plan.call, (model, guide), args, kwargs)
+
+    def _prepare_loss(self, key: str, elbo: Any, model: Any, guide: Any,
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> _direct.LossPlan:
+        """Plan a loss met for the first time in this run, and warm it up."""
+        target = _direct.name_of(self._names, key, elbo, model, guide)
+        if any(p.target == target for p in self._loss_plans.values()):  # the same loss, another pair
+            target = f"{target}({label(model)}, {label(guide)})"
+        plan = _direct.plan(key, elbo, model, guide, target=target, compile=self.compile,
+                            can_trace=self._can_trace, session=self.session, args=args)
+        if plan.note and plan.note not in self._notes:
+            self._notes.append(plan.note)
+        if plan.compiled and self.warmup:
+            self._warmups.extend(_warmup.warm_up(target, plan.runner, model, guide, args, kwargs))
+        self._loss_plans[(id(elbo), key, id(model), id(guide))] = plan
+        self._switches[id(plan)] = Switch(target, plan.elbo_name, plan.after, plan.compiled, plan.reason)
+        return plan
+
+    def _progress(self, now: float, plan: _SVIPlan | _direct.LossPlan | None = None,
+                  compiling: bool = False) -> None:
         assert self._on_progress is not None
         self._last_progress = now
         recent = None
@@ -417,8 +550,8 @@ class JitRun:
 
     def _advise(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
                 elbo: Any) -> None:
-        if isinstance(exc, _advice.JitMagicError):
-            return  # raised by us, already says what to do
+        if isinstance(exc, _advice.JitMagicError) or _advice.advised(exc):
+            return  # raised or advised by us already: says what to do
         check_trace = bool((getattr(elbo, "jit_options", None) or {}).get("check_trace"))
         advice = _advice.advise(exc, args, kwargs, check_trace)
         if advice is not None:
@@ -428,9 +561,13 @@ class JitRun:
     # -- compiling -------------------------------------------------------------
     def _compiled_call_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         import pyro
+        import torch
+        from pyro.ops.jit import _hashable_args_kwargs as pyro_key
 
         run, cache, adaptive = self, self.session.cache, self._adaptive
         param: Any = pyro.param
+        store = pyro.get_param_store()
+        get_rng_state, set_rng_state, equal = torch.get_rng_state, torch.set_rng_state, torch.equal
         set_optimize = optimize_setter()
 
         def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -438,26 +575,42 @@ class JitRun:
             __tracebackhide__ = True
             if not run._active:
                 return original(fn, *args, **kwargs)
-            # Pyro's key (pyro/ops/jit.py, _hashable_args_kwargs) for hashable
-            # keyword values; others Pyro keys by id(), which we leave to it.
+            # Pyro's key (pyro/ops/jit.py, _hashable_args_kwargs): the keyword values
+            # themselves when hashable, which is the fast common case; else Pyro's own
+            # hashing (lists, dicts and argparse.Namespace by value, others by id)
             key = (len(args), tuple(sorted(kwargs.items())))
             try:
                 traced = fn.compiled.get(key)
             except TypeError:
-                return original(fn, *args, **kwargs)
+                key = pyro_key(args, kwargs)
+                traced = fn.compiled.get(key)
             if run.auto is not None and not run._auto_route(fn, key, traced):
                 return fn.fn(*args, **kwargs)  # --auto: eager while that is cheaper
             if traced is None:
-                pending = run._before_compile(fn, key, kwargs)
-                if pending is None:  # past --max-entries: Pyro's uncompiled function, uncached
+                if run._past_max_entries(fn):  # Pyro's uncompiled function, uncached
                     if run._auto_step is not None:
                         run._auto_step = (run._auto_step[0], "eager")
                     return fn.fn(*args, **kwargs)
+                pending = run._before_compile(fn, key, args, kwargs)
+                first = _FirstCall(fn.fn, store)
+                local = PatchSet()
                 try:
+                    local.set(fn, "fn", first)
                     result = original(fn, *args, **kwargs)  # from this frame: see _wrap
                 finally:
+                    local.restore()
                     run._after_compile(fn, key, pending)
+                if first.rng is not None and not equal(get_rng_state(), first.rng):
+                    # The trace drew other random numbers than Pyro's eager first run of the step.
+                    if first.created_params:  # their initial values drew them: eager's step is the step
+                        set_rng_state(first.rng)
+                        run._verify.add((id(fn), key))
+                        return first.result
+                    run._draws_part()
                 return result
+            if run._verify and (id(fn), key) in run._verify:
+                run._verify.discard((id(fn), key))
+                return run._verified_call(fn, traced, args, kwargs)
             stats = cache.of(fn)
             stats.recent_new.append(False)
             stats.last_key = key
@@ -472,9 +625,22 @@ class JitRun:
             # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
             # those only look for params created by the call, and a traced
             # function runs no Python, so they never see any.
-            return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+            try:
+                return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+            except Exception as exc:  # TorchScript's own check of the inputs
+                run._advise_call(exc, fn, key, args)
+                raise
 
         return call
+
+    def _advise_call(self, exc: Exception, fn: Any, key: Any, args: tuple[Any, ...]) -> None:
+        """A trace refused a call's arguments: compare them with what the trace was compiled for."""
+        entry = self.session.cache.of(fn).entries.get(key)
+        advice = _advice.advise_call(exc, args, entry.args if entry is not None else ())
+        if advice is not None:
+            _advice.attach(exc, advice)
+            _advice.at_users_line(exc)
+            self._advice = advice
 
     # -- --auto ----------------------------------------------------------------
     def _auto_route(self, fn: Any, key: Any, traced: Any) -> bool:
@@ -518,22 +684,60 @@ class JitRun:
         if mode == "compiled" and tally.book.compiled_calls == LEARN_AFTER:
             self.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
 
-    def _before_compile(self, fn: Any, key: Any, kwargs: dict[str, Any]) -> _PendingCompile | None:
-        """A call with a new key is about to compile; None when it is past --max-entries."""
+    def _past_max_entries(self, fn: Any) -> bool:
+        """A call with a new key: True when ``fn`` holds --max-entries traces already (it runs eager)."""
+        if self.max_entries is None or len(fn.compiled) < self.max_entries:
+            return False
+        stats = self.session.cache.of(fn)
+        stats.recent_new.append(True)
+        stats.eager_past_cap += 1
+        self._past_cap[id(fn)] = (self._current.target if self._current else "?", stats)
+        return True
+
+    def _verified_call(self, fn: Any, traced: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A key whose first step drew random initial values: is its compiled step's draw eager's?
+
+        Its step runs eagerly first (only to count the random numbers it draws), then compiled
+        from the same random state, as every later step will.
+        """
+        import pyro
+        import torch
+
+        param: Any = pyro.param
+        start = torch.get_rng_state()
+        fn.fn(*args, **kwargs)
+        eager = torch.get_rng_state()
+        torch.set_rng_state(start)
+        result = traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+        if not torch.equal(torch.get_rng_state(), eager):
+            self._draws_part()
+        return result
+
+    def _draws_part(self) -> None:
+        """The step just compiled drew other random numbers than its eager run: say so once per SVI."""
+        plan = self._current
+        if isinstance(plan, (_SVIPlan, _direct.LossPlan)) and not plan.diverges:
+            plan.diverges = ("the compiled step draws fewer random numbers than the eager one (a random "
+                             "value computed and never used, e.g. torch.randn as the initial value of a "
+                             "pyro.param that exists already), so the two runs' draws part")
+            self._notes.append(f"{plan.target}: {plan.diverges}; its results follow eager's in "
+                               "distribution, not draw by draw")
+
+    def _before_compile(self, fn: Any, key: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> _PendingCompile:
+        """A call with a new key is about to compile."""
         import torch
 
         stats = self.session.cache.of(fn)
         stats.recent_new.append(True)
-        if self.max_entries is not None and len(fn.compiled) >= self.max_entries:
-            stats.eager_past_cap += 1
-            self._past_cap[id(fn)] = (self._current.target if self._current else "?", stats)
-            return None
         if stats.keeps_recompiling(len(fn.compiled) + 1):
             self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
         stats.last_key = key
         if self._adaptive:  # a new trace starts no-opt, whatever the last key ran under
             optimize_setter()(False)
-        pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending)
+        pending = _PendingCompile(_describe_key(key), torch.get_rng_state(), outer=self._pending,
+                                  args=_advice.describe_args(args))
+        self._mark_start(pending.rng_state)
         self._pending = pending
         pending.start = time.perf_counter()
         return pending
@@ -544,10 +748,14 @@ class JitRun:
         # Pyro's first call for a key runs the function eagerly to find its
         # params, traces it, then runs the trace (when the executor optimises
         # it): all of it is the price of compiling.
-        self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
         if key in fn.compiled:
+            self._record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
+            plan = self._current
+            if isinstance(plan, (_SVIPlan, _direct.LossPlan)):
+                plan.start, plan.compiled_once = None, True
             self.session.cache.hit(fn, key, compile_seconds=seconds)
             entry = self.session.cache.of(fn).entries[key]
+            entry.args = pending.args
             if self._adaptive and entry.tier is None:
                 owner = self._current.target if self._current is not None else "?"
                 entry.tier = Tier(owner, pending.key, seconds)
@@ -564,9 +772,9 @@ class JitRun:
         warnings.warn(message, RecompilationWarning, stacklevel=2)
 
     def _record_compile(self, key: str, seconds: float, trace_seconds: float,
-                        shapes: tuple[str, ...]) -> None:
+                        shapes: tuple[str, ...], outside: str = "") -> None:
         owner = self._current
-        name = owner.target if owner is not None else "(outside SVI and MCMC)"
+        name = owner.target if owner is not None else outside or "(outside SVI and MCMC)"
         self._compilations.append(Compilation(name, key, seconds, trace_seconds, shapes))
         if owner is not None:
             owner.compile_seconds += seconds
@@ -602,7 +810,9 @@ class JitRun:
             pending=self._pending,
             shapes=tuple(str(tuple(t.shape)) for t in inputs if torch.is_tensor(t)),
             risky=self._capture.risky_count,
-            params=set(pyro.get_param_store().keys()))
+            params=set(pyro.get_param_store().keys()),
+            # Pyro's HMC/NUTS potential traces a function of this name (pyro/infer/mcmc/util.py)
+            potential=getattr(args[0] if args else None, "__name__", "") == "_pe_jit")
         if self._on_progress is not None:
             self._progress(time.perf_counter(), compiling=True)
         if before.pending is not None:
@@ -617,8 +827,9 @@ class JitRun:
             before.pending.trace_seconds, before.pending.shapes = seconds, before.shapes
         else:  # HMC/NUTS's potential, or a trace in user code
             plan = self._current
-            self._record_compile("potential energy" if isinstance(plan, _MCMCPlan)
-                                 else "torch.jit.trace", seconds, seconds, before.shapes)
+            self._record_compile("potential energy" if isinstance(plan, _MCMCPlan) or before.potential
+                                 else "torch.jit.trace", seconds, seconds, before.shapes,
+                                 outside="initialize_model" if before.potential else "")
             if isinstance(plan, _MCMCPlan) and self._adaptive and plan.clock.tier is None:
                 plan.clock.tier = Tier(plan.target, "potential energy", seconds, unit="sample",
                                        per="per evaluation")
@@ -656,9 +867,15 @@ class JitRun:
 
             def noted(obj: Any, *args: Any, **kwargs: Any) -> Any:
                 __tracebackhide__ = True
-                if run._active and note not in run._notes:
+                if not run._active:
+                    return original(obj, *args, **kwargs)
+                if note not in run._notes:
                     run._notes.append(note)
-                return original(obj, *args, **kwargs)
+                run._as_written += 1  # the ELBO losses it calls run as written too
+                try:
+                    return original(obj, *args, **kwargs)
+                finally:
+                    run._as_written -= 1
 
             return noted
 
@@ -684,13 +901,17 @@ class JitRun:
         kernel = mcmc.kernel
         kernel_name = type(kernel).__name__
         target = self._name_of(mcmc, self._name_of(kernel, f"MCMC({kernel_name})"))
+        if self._on_first_use is not None:
+            self._on_first_use(mcmc)
         compiled, reason = mcmc_decision(mcmc, self._can_trace)
         if not self.compile:
             compiled, reason = False, "run as written"
         # --auto decides for kernels written with jit_compile=True too: the cell asked it to
         written = reason == "already compiled as written"
-        auto = compiled and (not reason or written) and self.auto is not None
+        auto = compiled and (not reason or written) and self.auto is not None and kernel.model is not None
         after = f"{kernel_name}(jit_compile=True)" if compiled and not reason else kernel_name
+        if compiled and not reason and kernel.model is None:
+            after = f"{kernel_name}(potential_fn compiled, from initialize_model in a %%pyrojit cell)"
         if auto:
             after = f"{kernel_name}(jit_compile=True once it pays, --auto)"
             reason = "written with jit_compile=True; --auto decides when" if written else ""
@@ -742,7 +963,11 @@ class JitRun:
 
     def compiled_objects(self) -> list[Any]:
         """The Jit* ELBOs and HMC/NUTS kernels this run compiled with: what the cell's caches hold."""
-        found = [p.runner for p in self._svi_plans.values() if p.compiled and p.runner is not None]
+        found: list[Any] = []
+        plans: list[_SVIPlan | _direct.LossPlan] = [*self._svi_plans.values(), *self._loss_plans.values()]
+        for plan in plans:
+            if plan.compiled and plan.runner is not None and all(plan.runner is not f for f in found):
+                found.append(plan.runner)
         return found + self._kernels
 
     # -- the report ------------------------------------------------------------
@@ -751,14 +976,14 @@ class JitRun:
         svi_runs = tuple(
             SVIRun(target=p.target, model=label(p.svi.model), guide=label(p.svi.guide),
                    elbo=type(p.runner).__name__ if p.runner is not None else p.elbo_name,
-                   steps=p.steps())
+                   steps=p.steps(), diverges=p.diverges)
             for p in self._svi_plans.values())
         notes = list(self._notes)
         for target, stats in self._past_cap.values():
             notes.append(f"{target}: {stats.eager_past_cap} calls with new keys ran eager "
                          f"past --max-entries {self.max_entries}")
         if not self._switches and exc is None:
-            notes.append("the cell ran no SVI step and no MCMC run: nothing was compiled")
+            notes.append("the cell ran no SVI step, no ELBO loss and no MCMC run: nothing was compiled")
         error = None
         if exc is not None:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
@@ -778,7 +1003,13 @@ class JitRun:
             executor_choices=tuple(ExecutorChoice(t.owner, t.key, t.state, t.why)
                                    for t in self._tiers_changed.values()),
             auto=tuple(self.auto.decision(t) for t in self._tallies.values()) if self.auto else (),
+            loss_runs=tuple(p.record() for p in self._loss_plans.values()),
         )
+
+
+def compiling_now() -> bool:
+    """Whether the innermost active run compiles (not the eager half of ``--compare``)."""
+    return bool(_ACTIVE) and _ACTIVE[-1].compile
 
 
 def _targets() -> list[tuple[Any, str]]:
@@ -787,9 +1018,11 @@ def _targets() -> list[tuple[Any, str]]:
     import torch
     from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
+    from pyro.infer.mcmc.util import _PEMaker
 
     return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
-            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward")]
+            (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward"),
+            (_PEMaker, "get_potential_fn")]
 
 
 def heal_leftovers() -> list[str]:
@@ -800,6 +1033,7 @@ def heal_leftovers() -> list[str]:
 
     healed = [f"{getattr(owner, '__name__', owner)}.{name}"
               for owner, name in _targets() if heal(owner, name)]
+    healed += _direct.heal()
     if _executor.heal():
         healed.append("the TorchScript executor settings")
     return healed
@@ -817,7 +1051,10 @@ def compiled(
     """Run the Pyro inference inside a ``with`` block compiled, as ``%%pyrojit`` does.
 
     Every ``SVI.step`` whose ELBO has a Jit* counterpart runs compiled (warmed
-    up first), every ``MCMC.run`` with an HMC/NUTS kernel runs with
+    up first), and so does every call of such an ELBO's ``differentiable_loss``,
+    ``loss`` or ``loss_and_grads`` made in the block (a custom objective, a
+    ``PyroModule`` trained with a torch optimizer); every ``MCMC.run`` with an
+    HMC/NUTS kernel runs with
     ``jit_compile=True``; JIT warnings are captured, and each risky one is
     warned once, as a :class:`RiskyTraceWarning` at the user's line, when the
     block ends. After the block, objects behave as written again and

@@ -32,6 +32,8 @@ class Session:
         self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
             weakref.WeakKeyDictionary())
         self.cache = CacheStats()
+        # user ELBOs that met a limit of Pyro's JIT: why they run eager from now on
+        self._eager: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         # what --auto has learned of compile costs and speedups in this session
         self.auto = AutoPolicy()
 
@@ -45,6 +47,14 @@ class Session:
         jit_elbo = make(elbo)
         entries.append((model, guide, jit_elbo))
         return jit_elbo, True
+
+    def never_compile(self, elbo: Any, why: str) -> None:
+        """Run ``elbo`` eager in later cells too: compiling it failed on a limit of Pyro's JIT."""
+        self._eager[elbo] = why
+
+    def cannot_compile(self, elbo: Any) -> str | None:
+        """Why ``elbo`` runs eager, when compiling it failed in an earlier step."""
+        return self._eager.get(elbo)
 
     def companions(self) -> list[tuple[Any, Any, Any, Any]]:
         """Every live (user ELBO, model, guide, companion)."""

@@ -127,3 +127,18 @@ def bound_model_and_guide(elbo: Any) -> tuple[Any, Any] | None:
     if "model" not in cells or "guide" not in cells:
         return None
     return cells["model"].cell_contents, cells["guide"].cell_contents
+
+
+def cannot_compile(elbo: Any, exc: BaseException, param_names: Any) -> str | None:
+    """Why compiling ``elbo`` failed with ``exc``, when it is a limit of Pyro's JIT itself (its
+    ``Jit*`` ELBO fails the same way by hand); None for failures the user can fix."""
+    from pyro.infer import TraceGraph_ELBO
+
+    if (isinstance(elbo, TraceGraph_ELBO) and "requires grad as a constant" in str(exc)
+            and any(name.startswith("__baseline_avg_downstream_cost_") for name in param_names)):
+        # pyro/infer/tracegraph_elbo.py, _construct_baseline: the running average is written to
+        # the param store inside the loss, which a trace cannot do
+        return ("TraceGraph_ELBO with a decaying-average baseline writes its running average to the "
+                "param store inside the loss, which Pyro's JIT cannot trace (JitTraceGraph_ELBO fails "
+                "on it too)")
+    return None

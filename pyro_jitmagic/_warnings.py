@@ -363,6 +363,15 @@ class WarningCapture:
         warnings.warn_explicit(INTEGER_READ, torch.jit.TracerWarning, frame.f_code.co_filename,
                                frame.f_lineno, module=module)
 
+    def checkpoint(self) -> Any:
+        """What has been captured so far, for :meth:`rollback`."""
+        return {key: list(group) for key, group in self._groups.items()}, self._risky_count
+
+    def rollback(self, checkpoint: Any) -> None:
+        """Forget what was captured since ``checkpoint``: warnings of a trace that was thrown away."""
+        groups, self._risky_count = checkpoint
+        self._groups = {key: list(group) for key, group in groups.items()}
+
     # -- reading -----------------------------------------------------------
     @property
     def risky_count(self) -> int:

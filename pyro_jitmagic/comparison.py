@@ -3,16 +3,34 @@
 Everything here is a pure function of the two runs' records (step times,
 losses, samples), so it is tested with made-up clocks. :class:`Comparison` is
 what ``%%pyrojit --compare -o NAME`` stores.
+
+The verdict has three outcomes, each with a one-line reason:
+
+* **agree**: the runs drew the same random numbers, and their losses (and the
+  final params) are equal step by step, up to float rounding.
+* **agree within noise**: the runs cannot be compared step by step (their
+  draws part: a NUTS path, a random value the trace never draws, a discrete
+  draw that flips once float rounding has grown), so what can be compared is
+  judged against its own noise: the loss level over the last part of the run
+  against its step-to-step noise, posterior means in Monte Carlo standard
+  errors. Final params are compared against how much they still move at the
+  end of the runs, and said, but they do not decide: a network's weights may
+  end in another, equally good, place.
+* **disagree**: only on evidence beyond noise: a step that computed another
+  loss from the same params and random draws, or a loss level (a posterior
+  mean) further apart than noise explains.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from .report import JitReport, MCMCRun, Shown, SVIRun
+from .report import JitReport, LossRun, MCMCRun, Shown, SVIRun
 
 #: Losses and params agree when their relative difference is at most this.
 #: Float32 rounding differs between the executor and eager kernels; over
@@ -26,9 +44,25 @@ RELATIVE_TOLERANCE = 1e-3
 #: mean by far more than this.
 MCMC_Z_TOLERANCE = 5.0
 
+#: Before the first step whose losses differ beyond :data:`RELATIVE_TOLERANCE`,
+#: a difference this small means both runs were still in the same state: the
+#: step that differs computed another loss from the same inputs (not float
+#: rounding grown over many steps, which creeps up through this value first).
+SAME_STATE = 1e-5
+
+#: Within noise: the loss levels over the last part of the runs (the last
+#: quarter, at least :data:`LEVEL_WINDOW` steps) differ beyond noise when their
+#: means are further apart than how much the level moves within that part plus
+#: this many standard errors of the means (from the step-to-step noise).
+LEVEL_Z = 4.0
+LEVEL_WINDOW = 10
+
+Outcome = Literal["agree", "agree within noise", "disagree"]
+_WORST = {"agree": 0, "agree within noise": 1, "disagree": 2}
+
 @dataclass(frozen=True)
 class SVIComparison:
-    """One SVI object's steps, eager and compiled.
+    """One SVI object's steps, or one hand-written loop's loss calls, eager and compiled.
 
     Attributes
     ----------
@@ -48,11 +82,16 @@ class SVIComparison:
     loss_difference, param_difference : float
         Largest relative difference of the losses, step by step, and of the
         final params (``nan`` when there is nothing to compare).
+    outcome : {"agree", "agree within noise", "disagree"}
+        The verdict (see the module's docstring); ``reason`` says it in one line.
+    param_spread : float
+        Largest difference of the final params in units of their spread over the
+        last quarter of the runs (``nan`` when it could not be measured).
     """
 
     target: str
-    eager: SVIRun
-    compiled: SVIRun
+    eager: SVIRun | LossRun
+    compiled: SVIRun | LossRun
     speedup: float | None
     steady_speedup: float | None
     compile_cost: float
@@ -60,10 +99,13 @@ class SVIComparison:
     projected_break_even_step: int | None
     loss_difference: float
     param_difference: float
+    outcome: Outcome = "agree"
+    reason: str = ""
+    param_spread: float = math.nan
 
     @property
     def agree(self) -> bool:
-        return all(not d > RELATIVE_TOLERANCE for d in (self.loss_difference, self.param_difference))
+        return self.outcome != "disagree"
 
 
 @dataclass(frozen=True)
@@ -78,6 +120,8 @@ class MCMCComparison:
     mean_difference_z : float
         The same difference in Monte Carlo standard errors; the runs agree
         when it is at most :data:`MCMC_Z_TOLERANCE`.
+    outcome, reason
+        The verdict, as for :class:`SVIComparison`.
     """
 
     target: str
@@ -88,10 +132,12 @@ class MCMCComparison:
     compile_cost: float
     mean_difference_sd: float
     mean_difference_z: float
+    outcome: Outcome = "agree within noise"
+    reason: str = ""
 
     @property
     def agree(self) -> bool:
-        return not self.mean_difference_z > MCMC_Z_TOLERANCE
+        return self.outcome != "disagree"
 
 
 @dataclass(frozen=True)
@@ -128,7 +174,30 @@ class Comparison(Shown):
 
     @property
     def agree(self) -> bool:
-        return all(s.agree for s in self.svi) and all(m.agree for m in self.mcmc)
+        """True for both "agree" and "agree within noise"."""
+        return self.outcome != "disagree"
+
+    @property
+    def outcome(self) -> Outcome:
+        """The worst outcome over the SVI objects and MCMC runs compared ("agree" when none)."""
+        parts: list[SVIComparison | MCMCComparison] = [*self.svi, *self.mcmc]
+        return max((x.outcome for x in parts), key=_WORST.__getitem__, default="agree")
+
+    @property
+    def outcome_reason(self) -> str:
+        """Why, in one line: the reason of the worst comparison, named when there are several."""
+        parts: list[SVIComparison | MCMCComparison] = [*self.svi, *self.mcmc]
+        worst = [x for x in parts if x.outcome == self.outcome]
+        if not worst:
+            return "the cell ran no SVI step and no MCMC run"
+        x = worst[0]
+        return f"{x.target}: {x.reason}" if len(parts) > 1 else x.reason
+
+    @property
+    def compiled_anything(self) -> bool:
+        """False when the compiled run compiled nothing (both runs were eager)."""
+        switches = self.compiled.switches
+        return not switches or any(s.compiled for s in switches)
 
     @property
     def verdict(self) -> str:
@@ -190,7 +259,83 @@ def break_even(eager: Sequence[float], compiled: Sequence[float]) -> int | None:
     return ahead_since
 
 
-def compare_svi(eager: SVIRun, compiled: SVIRun, param_difference: float = math.nan) -> SVIComparison:
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _noise(values: Sequence[float]) -> float:
+    """Step-to-step noise of a loss: the sd of its differences over sqrt(2), which a trend barely moves."""
+    diffs = [b - a for a, b in itertools.pairwise(values)]
+    if len(diffs) < 2:
+        return math.nan
+    m = _mean(diffs)
+    return math.sqrt(sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1) / 2)
+
+
+def _level(eager: Sequence[float], compiled: Sequence[float]) -> tuple[bool, str]:
+    """Whether the loss levels at the end of the runs differ beyond noise, and the figures, in words."""
+    n = min(len(eager), len(compiled))
+    k = max(LEVEL_WINDOW, n // 4)
+    if n < 2 * LEVEL_WINDOW:
+        return False, f"too few steps ({n}) to tell a difference of the loss levels from noise"
+    e, c = list(eager[n - k:n]), list(compiled[n - k:n])
+    if not all(math.isfinite(x) for x in (*e, *c)):
+        return True, f"the losses of the last {k} steps are not all finite"
+    me, mc = _mean(e), _mean(c)
+    half = k // 2
+    drift = max(abs(_mean(x[half:]) - _mean(x[:half])) for x in (e, c))
+    error = math.sqrt((_noise(e) ** 2 + _noise(c) ** 2) / k)
+    allowed = drift + LEVEL_Z * error
+    apart = abs(me - mc)
+    figures = (f"over the last {k} steps the mean loss is {mc:.6g} compiled against {me:.6g} eager, "
+               f"{apart:.3g} apart")
+    if apart > allowed and apart > RELATIVE_TOLERANCE * max(abs(me), abs(mc)):
+        return True, f"{figures}: more than noise explains ({allowed:.3g}: the level's movement plus " \
+                     f"{LEVEL_Z:g} standard errors)"
+    return False, f"{figures}, within noise ({allowed:.3g})"
+
+
+def _judge_svi(eager: SVIRun | LossRun, compiled: SVIRun | LossRun, param_difference: float,
+               param_spread: float) -> tuple[Outcome, str]:
+    """The verdict on one SVI object's two runs, and why, in one line."""
+    n = min(len(eager.steps), len(compiled.steps))
+    if n == 0:
+        return "agree", "no steps to compare"
+    le, lc = eager.losses[:n], compiled.losses[:n]
+    parted = compiled.diverges or eager.diverges
+    if not parted and len(eager.steps) != len(compiled.steps):
+        parted = f"the runs took {len(eager.steps)} and {len(compiled.steps)} steps"
+    if not parted:
+        diffs = [relative_difference([x], [y]) for x, y in zip(le, lc, strict=True)]
+        first = next((i for i, d in enumerate(diffs) if not d <= RELATIVE_TOLERANCE), None)
+        if first is None and not param_difference > RELATIVE_TOLERANCE:
+            return "agree", (f"the same losses step by step over {n} steps (largest relative "
+                             f"difference {_figure(max(diffs))}) and the same final params "
+                             f"({_figure(param_difference)})")
+        if first is not None and (first == 0 or diffs[first - 1] <= SAME_STATE):
+            return "disagree", (f"step {first + 1} computed another loss from the same params and random "
+                                f"draws: {lc[first]:.6g} compiled against {le[first]:.6g} eager")
+        if first is not None:
+            parted = (f"the losses were the same for {first} steps, then parted as float rounding grew "
+                      "(or a discrete draw flipped)")
+        else:
+            parted = (f"the losses were the same step by step; the final params differ by "
+                      f"{_figure(param_difference)} (relative), float rounding grown over {n} steps")
+    beyond, level = _level(le, lc)
+    params = ""
+    if math.isfinite(param_spread):
+        params = f"; the final params are up to {param_spread:.2g} times their spread apart"
+    return ("disagree" if beyond else "agree within noise"), f"{parted}; {level}{params}"
+
+
+def _figure(x: float) -> str:
+    if x != x:
+        return "n/a"
+    return "identical" if x == 0 else f"{x:.2g}"
+
+
+def compare_svi(eager: SVIRun | LossRun, compiled: SVIRun | LossRun, param_difference: float = math.nan,
+                param_spread: float = math.nan) -> SVIComparison:
     e_steps, c_steps = eager.step_seconds, compiled.step_seconds
     ahead = break_even(e_steps, c_steps)
     projected = None
@@ -199,13 +344,14 @@ def compare_svi(eager: SVIRun, compiled: SVIRun, param_difference: float = math.
         n = min(len(e_steps), len(c_steps))
         behind = sum(c_steps[:n]) - sum(e_steps[:n])
         projected = n + math.ceil(behind / (med_e - med_c) - 1e-9)  # not a step more for rounding
+    outcome, reason = _judge_svi(eager, compiled, param_difference, param_spread)
     return SVIComparison(
         target=compiled.target, eager=eager, compiled=compiled,
         speedup=_ratio(eager.total_seconds, compiled.total_seconds),
         steady_speedup=_ratio(med_e, med_c),
         compile_cost=compiled.compile_seconds, break_even_step=ahead, projected_break_even_step=projected,
         loss_difference=relative_difference(eager.losses, compiled.losses),
-        param_difference=param_difference,
+        param_difference=param_difference, outcome=outcome, reason=reason, param_spread=param_spread,
     )
 
 
@@ -225,12 +371,24 @@ def compare_mcmc(eager: MCMCRun, compiled: MCMCRun) -> MCMCComparison:
                 worst_z = max(worst_z, diff / se if se > 0 else 0.0)
             elif diff > 0:
                 worst_sd = worst_z = math.inf
+    same = [(s.mean, s.sd) for s in eager.sites] == [(s.mean, s.sd) for s in compiled.sites]
+    figures = (f"posterior means differ by up to {worst_z:.2g} Monte Carlo standard errors "
+               f"({worst_sd:.2g} posterior sd)")
+    outcome: Outcome
+    if same:
+        outcome, reason = "agree", "the same draws: posterior means and sds are equal"
+    elif worst_z > MCMC_Z_TOLERANCE:
+        outcome, reason = "disagree", f"{figures}: more than the {MCMC_Z_TOLERANCE:g} that noise explains"
+    else:
+        outcome, reason = "agree within noise", (
+            "HMC/NUTS paths part at the first float difference between the compiled and eager "
+            f"gradients, so the draws are compared as samples: {figures}, within {MCMC_Z_TOLERANCE:g}")
     return MCMCComparison(
         target=compiled.target, eager=eager, compiled=compiled,
         speedup=_ratio(eager.total_seconds, compiled.total_seconds),
         sampling_speedup=_ratio(eager.sampling_seconds, compiled.sampling_seconds),
         compile_cost=max(0.0, compiled.setup_seconds - eager.setup_seconds),
-        mean_difference_sd=worst_sd, mean_difference_z=worst_z,
+        mean_difference_sd=worst_sd, mean_difference_z=worst_z, outcome=outcome, reason=reason,
     )
 
 
@@ -247,9 +405,33 @@ def _pair(eager: Sequence[Any], compiled: Sequence[Any]) -> list[tuple[Any, Any]
     return pairs
 
 
+def disagreement_cause(compiled: JitReport, isolation: Isolation) -> str:
+    """The likeliest cause of a disagreement that the runs themselves support, in words."""
+    if compiled.risky_warnings:
+        where = "; ".join(f"{w.where}: {w.source}" for w in compiled.risky_warnings)
+        return f"a risky JIT warning explains it: a tensor became a Python value while tracing at {where}"
+    state = [m for m in isolation.mutated if m.endswith("(a tensor)") or m.startswith("param ")]
+    if state:
+        return (f"likely cause: state outside the param store ({', '.join(state)} changed in place by "
+                "the eager run, so the compiled run started from elsewhere)")
+    return ("no risky read was seen while tracing: look in the model for a Python value taken from a "
+            "tensor that torch does not warn about, or for tensors kept outside pyro.param that change "
+            "between steps")
+
+
 def compare_reports(eager: JitReport, compiled: JitReport, isolation: Isolation,
-                    param_difference: float = math.nan, seed: int | None = None) -> Comparison:
-    svi = tuple(compare_svi(e, c, param_difference) for e, c in _pair(eager.svi_runs, compiled.svi_runs))
+                    param_difference: float = math.nan, seed: int | None = None,
+                    param_spread: float = math.nan) -> Comparison:
+    # a hand-written loop's loss calls are judged as SVI steps are
+    svi = tuple(compare_svi(e, c, param_difference, param_spread)
+                for e, c in [*_pair(eager.svi_runs, compiled.svi_runs),
+                             *_pair(eager.loss_runs, compiled.loss_runs)])
     mcmc = tuple(compare_mcmc(e, c) for e, c in _pair(eager.mcmc_runs, compiled.mcmc_runs))
+    if any(x.outcome == "disagree" for x in svi) or any(x.outcome == "disagree" for x in mcmc):
+        cause = disagreement_cause(compiled, isolation)
+        svi = tuple(dataclasses.replace(x, reason=f"{x.reason}; {cause}") if x.outcome == "disagree" else x
+                    for x in svi)
+        mcmc = tuple(dataclasses.replace(x, reason=f"{x.reason}; {cause}") if x.outcome == "disagree" else x
+                     for x in mcmc)
     return Comparison(eager=eager, compiled=compiled, svi=svi, mcmc=mcmc,
                       isolation=isolation, seed=seed)

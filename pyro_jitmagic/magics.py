@@ -63,7 +63,10 @@ class PyroJitMagics(Magics):
 
         Every ``SVI.step`` whose loss is ``Trace_ELBO``, ``TraceGraph_ELBO``,
         ``TraceEnum_ELBO`` or ``TraceMeanField_ELBO`` runs as its ``Jit*``
-        counterpart, and every ``MCMC.run`` with an ``HMC``/``NUTS`` kernel runs
+        counterpart, and so does every ``differentiable_loss``, ``loss`` and
+        ``loss_and_grads`` of those ELBOs that the cell calls itself (a custom
+        objective trained with a torch optimizer), also through a method bound
+        in an earlier cell; every ``MCMC.run`` with an ``HMC``/``NUTS`` kernel runs
         with ``jit_compile=True``, wherever those objects were built. Before the
         first compiled step, AutoGuides build their prototype and
         ``max_plate_nesting`` is found eagerly. JIT warnings are captured; risky
@@ -75,7 +78,7 @@ class PyroJitMagics(Magics):
         again, and their compiled traces are kept for the next ``%%pyrojit`` cell.
 
         A report follows the cell: what was switched, warm-up, compilations,
-        steps and their median time, warnings. While the cell runs, a progress
+        steps (and direct loss calls) and their median time, warnings. While the cell runs, a progress
         line shows steps done and "compiling..." (cells over half a second).
 
         With ``--auto`` each call signature (Pyro's cache key) runs eager,

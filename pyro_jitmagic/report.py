@@ -63,13 +63,13 @@ class Shown:
 
 @dataclass(frozen=True)
 class Switch:
-    """What ``%%pyrojit`` did with one SVI or MCMC object.
+    """What ``%%pyrojit`` did with one SVI or MCMC object, or one ELBO loss called directly.
 
     Attributes
     ----------
     target : str
         The object, named as in the user's namespace when it has a name there
-        (``"svi"``), else described (``"SVI(model, AutoNormal)"``).
+        (``"svi"``, ``"loss_fn"``), else described (``"SVI(model, AutoNormal)"``).
     before, after : str
         The inference as written and as run, e.g. ``"Trace_ELBO"`` and
         ``"JitTrace_ELBO"``, or ``"NUTS"`` and ``"NUTS(jit_compile=True)"``.
@@ -92,7 +92,8 @@ class Switch:
 
 
 class Step(NamedTuple):
-    """One ``SVI.step``: its wall time, its loss, and whether it compiled a trace.
+    """One ``SVI.step`` (or one direct call of an ELBO's loss): its wall time, its loss,
+    and whether it compiled a trace.
 
     (A named tuple rather than a dataclass: a report holds one per step, and
     these are made thirty times faster.)
@@ -111,13 +112,19 @@ class Step(NamedTuple):
 
 @dataclass(frozen=True)
 class SVIRun:
-    """Every step one SVI object took in the cell."""
+    """Every step one SVI object took in the cell.
+
+    ``diverges`` says why this run's random draws part from those of the same
+    steps run eager (empty while they do not): its losses can then be
+    compared with an eager run's in distribution only, not step by step.
+    """
 
     target: str
     model: str
     guide: str
     elbo: str
     steps: tuple[Step, ...]
+    diverges: str = ""
 
     @property
     def losses(self) -> tuple[float, ...]:
@@ -143,6 +150,90 @@ class SVIRun:
         """Median wall time of the steps that did not build a trace."""
         steady = [s.seconds for s in self.steps if not s.traced]
         return statistics.median(steady) if steady else None
+
+
+@dataclass(frozen=True)
+class LossRun:
+    """Every direct call of one ELBO loss method, for one model and guide, in the cell.
+
+    A direct call is one the cell makes itself, not through ``SVI.step``:
+    ``loss = loss_fn(model, guide, data)`` with
+    ``loss_fn = Trace_ELBO().differentiable_loss``, a ``PyroModule`` trained
+    through ``Trace_ELBO()(model, guide)``, or ``elbo.loss_and_grads(...)``.
+
+    Attributes
+    ----------
+    target : str
+        The loss, named as in the user's namespace: the name bound to the
+        method (``"loss_fn"``) or the ``ELBOModule``, else the ELBO's name with
+        the method (``"elbo.loss"``), else described
+        (``"Trace_ELBO().differentiable_loss"``).
+    method : {"differentiable_loss", "loss", "loss_and_grads"}
+        The ELBO method called.
+    model, guide : str
+        What it was called with.
+    elbo : str
+        The ELBO that computed it: ``"JitTrace_ELBO"`` when compiled, the
+        user's class when it ran eager.
+    calls : tuple of Step
+        Wall time and loss of every call (the loss's value for
+        ``differentiable_loss``).
+    diverges : str
+        As for :class:`SVIRun`: why the calls' random draws part from eager's.
+
+    Its calls read as an :class:`SVIRun`'s steps (``steps``, ``step_seconds``,
+    ``median_step_seconds``), so ``--compare`` judges a hand-written training
+    loop as it judges ``SVI.step``.
+    """
+
+    target: str
+    method: str
+    model: str
+    guide: str
+    elbo: str
+    calls: tuple[Step, ...]
+    diverges: str = ""
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.calls
+
+    @property
+    def step_seconds(self) -> tuple[float, ...]:
+        return self.call_seconds
+
+    @property
+    def median_step_seconds(self) -> float | None:
+        return self.median_call_seconds
+
+    @property
+    def losses(self) -> tuple[float, ...]:
+        return tuple(c.loss for c in self.calls)
+
+    @property
+    def call_seconds(self) -> tuple[float, ...]:
+        return tuple(c.seconds for c in self.calls)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.call_seconds)
+
+    @property
+    def compile_seconds(self) -> float:
+        """What compiling cost: the calls' excess over the steady call time on
+        each call that built a trace and the calls right after it."""
+        traced = [c.traced for c in self.calls]
+        return compile_cost(self.call_seconds, traced) if any(traced) else 0.0
+
+    @property
+    def median_call_seconds(self) -> float | None:
+        """Median wall time of the calls that did not build a trace."""
+        steady = [c.seconds for c in self.calls if not c.traced]
+        return statistics.median(steady) if steady else None
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.calls[-1].loss if self.calls else None
 
 
 @dataclass(frozen=True)
@@ -213,7 +304,8 @@ class Compilation:
     Attributes
     ----------
     owner : str
-        The SVI or MCMC object whose inference was compiled.
+        The SVI or MCMC object (or the ELBO loss called directly) whose
+        inference was compiled.
     key : str
         What Pyro keyed this trace on: the number of positional tensors and the
         keyword values (``"1 positional arg, length=24, num_sequences=75"``).
@@ -407,6 +499,9 @@ class JitReport(Shown):
         Each SVI and MCMC object met, what it ran as, and why when it ran eager.
     svi_runs : tuple of SVIRun
         Per SVI object, the wall time and loss of every step.
+    loss_runs : tuple of LossRun
+        Per ELBO loss the cell called directly (not through ``SVI.step``), the
+        wall time and loss of every call.
     mcmc_runs : tuple of MCMCRun
         Per ``MCMC.run``, warm-up, sampling and compile time.
     compilations : tuple of Compilation
@@ -446,6 +541,7 @@ class JitReport(Shown):
     executor: str = ""
     executor_choices: tuple[ExecutorChoice, ...] = ()
     auto: tuple[AutoDecision, ...] = ()
+    loss_runs: tuple[LossRun, ...] = ()
 
     @property
     def auto_saved_vs_eager(self) -> float | None:
@@ -463,13 +559,19 @@ class JitReport(Shown):
 
     @property
     def compile_seconds(self) -> float:
-        """What compiling cost: for each SVI, the steps' excess over its steady
-        step time on each step that built a trace and the
-        :data:`COMPILE_WINDOW` steps after it (the executor optimises a trace
-        on its first calls); for HMC/NUTS, tracing the potential."""
+        """What compiling cost: for each SVI (and each loss called directly),
+        the steps' excess over its steady step time on each step that built a
+        trace and the :data:`COMPILE_WINDOW` steps after it (the executor
+        optimises a trace on its first calls); for HMC/NUTS, tracing the
+        potential."""
         svi = sum(run.compile_seconds for run in self.svi_runs)
+        losses = sum(run.compile_seconds for run in self.loss_runs)
         mcmc = sum(run.compile_seconds for run in self.mcmc_runs)
-        return svi + mcmc
+        runs = ({run.target for run in self.svi_runs} | {run.target for run in self.loss_runs}
+                | {run.target for run in self.mcmc_runs})
+        # traces made outside any step or run (a potential built by initialize_model)
+        elsewhere = sum(c.seconds for c in self.compilations if c.owner not in runs)
+        return svi + losses + mcmc + elsewhere
 
     @property
     def trace_seconds(self) -> float:
@@ -486,8 +588,8 @@ class JitReport(Shown):
 
     @property
     def ran_inference(self) -> bool:
-        """False when the cell ran no SVI step and no MCMC run."""
-        return bool(self.svi_runs or self.mcmc_runs or self.switches)
+        """False when the cell ran no SVI step, no ELBO loss and no MCMC run."""
+        return bool(self.svi_runs or self.loss_runs or self.mcmc_runs or self.switches)
 
     def _text(self) -> str:
         from ._render import report_text

@@ -23,34 +23,9 @@ def fresh_pyro():
 @pytest.fixture
 def patched_targets():
     """The objects a run patches, as they are before the test."""
-    import importlib.util
-    import warnings
+    from patches import current_targets
 
-    import pyro.ops.jit
-    import torch
-    from patches import executor_flags
-    from pyro.infer import SVI, Predictive
-    from pyro.infer.mcmc import MCMC
-
-    # torch imports sympy on the first step of a process, and sympy adds a
-    # warning filter of its own when imported: do it now, so it is in the "before"
-    if importlib.util.find_spec("sympy") is not None:
-        import sympy  # noqa: F401
-
-    return {
-        "warnings.filters": (warnings, "filters", list(warnings.filters)),
-        "warnings.showwarning": (warnings, "showwarning", warnings.showwarning),
-        "SVI.evaluate_loss": (SVI, "evaluate_loss", SVI.__dict__["evaluate_loss"]),
-        "Predictive.forward": (Predictive, "forward", Predictive.__dict__["forward"]),
-        "SVI.step": (SVI, "step", SVI.__dict__["step"]),
-        "MCMC.run": (MCMC, "run", MCMC.__dict__["run"]),
-        "torch.jit.trace": (torch.jit, "trace", torch.jit.trace),
-        "CompiledFunction.__call__": (pyro.ops.jit.CompiledFunction, "__call__",
-                                      pyro.ops.jit.CompiledFunction.__dict__["__call__"]),
-        "torch executor flags": (None, None, executor_flags()),
-        # its conversions, size methods and operators are wrapped while a trace runs
-        "torch.Tensor": (torch.Tensor, None, frozenset(vars(torch.Tensor))),
-    }
+    return current_targets()
 
 
 @pytest.fixture

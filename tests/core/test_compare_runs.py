@@ -133,3 +133,138 @@ def test_an_error_in_the_eager_half_puts_everything_back(runner):
     assert before.keys() == after.keys()
     for k in before:
         assert torch.equal(before[k], after[k].detach())
+
+
+def test_a_network_registered_with_pyro_module_starts_both_runs_from_the_same_weights(runner):
+    from torch import nn
+
+    net = nn.Sequential(nn.Linear(1, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    x = torch.randn(50, 1)
+    y = 3 * x[:, 0] + 1
+
+    def model(x, y):
+        pyro.module("net", net)
+        with pyro.plate("n", len(x)):
+            pyro.sample("obs", pyro.distributions.Normal(net(x)[:, 0], 0.5), obs=y)
+
+    def guide(x, y):
+        pass
+
+    weight, running_mean = net[0].weight, net[1].running_mean
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    runner.ns.update(svi=SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO()), x=x, y=y)
+    c, error = runner.compare("for _ in range(30):\n    svi.step(x, y)\n", seed=0)
+
+    assert error is None
+    (s,) = c.svi
+    assert s.eager.losses[:3] == pytest.approx(s.compiled.losses[:3], rel=1e-5)
+    assert c.outcome == "agree", c.outcome_reason
+    assert any("weights and buffers" in r for r in c.isolation.restored)
+    # the same tensor objects, trained once (by the compiled run), buffers included
+    assert net[0].weight is weight and net[1].running_mean is running_mean
+    assert pyro.get_param_store()["net$$$0.weight"] is weight
+    pyro.clear_param_store()
+    net.load_state_dict(before)
+    pyro.set_rng_seed(0)
+    with compiled():
+        svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
+        once = [svi.step(x, y) for _ in range(30)]
+    assert once == pytest.approx(list(s.compiled.losses), rel=1e-5)
+
+
+def test_a_torch_optimizer_from_an_earlier_cell_is_restored_into_the_same_object(runner):
+    w = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.1)
+    target = torch.tensor([1.0, -2.0, 3.0])
+    runner.ns.update(w=w, opt=opt, target=target, torch=torch)
+    _c, error = runner.compare(
+        "for _ in range(20):\n"
+        "    opt.zero_grad()\n"
+        "    ((w - target) ** 2).sum().backward()\n"
+        "    opt.step()\n")
+
+    assert error is None
+    assert runner.ns["opt"] is opt and opt.state_dict()["state"][0]["step"] == 20  # not 40
+    fresh = torch.zeros(3, requires_grad=True)
+    again = torch.optim.Adam([fresh], lr=0.1)
+    for _ in range(20):
+        again.zero_grad()
+        ((fresh - target) ** 2).sum().backward()
+        again.step()
+    assert torch.equal(w.detach(), fresh.detach())
+
+
+def test_keyword_values_pyro_hashes_by_value_are_keyed_and_managed(runner):
+    import argparse
+
+    def model(data, args=None, settings=None):
+        models.gaussian(data)
+
+    def guide(data, args=None, settings=None):
+        models.gaussian_guide(data)
+
+    runner.ns.update(svi=SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO()), data=models.data(30),
+                     args=argparse.Namespace(hidden=3), settings={"n": [1, 2]})
+    c, error = runner.compare("for _ in range(20):\n    svi.step(data, args=args, settings=settings)\n",
+                              seed=0)
+
+    assert error is None
+    assert c.outcome == "agree", c.outcome_reason
+    (compilation,) = c.compiled.compilations
+    assert compilation.key.startswith("1 positional arg, args=") and "hidden=3" in compilation.key
+    assert "settings=" in compilation.key
+
+
+def test_params_drawn_at_random_on_the_first_step_draw_the_same_in_both_runs(runner):
+    def guide(data):
+        loc = pyro.param("m", lambda: torch.randn(()))
+        pyro.sample("loc", pyro.distributions.Normal(loc, 1.0))
+        pyro.sample("scale", pyro.distributions.LogNormal(pyro.param("s", lambda: torch.randn(())), 0.5))
+
+    runner.ns.update(svi=SVI(models.gaussian, guide, Adam({"lr": 0.05}), Trace_ELBO()), data=models.data(30))
+    c, error = runner.compare("for _ in range(30):\n    svi.step(data)\n", seed=0)
+
+    assert error is None
+    (s,) = c.svi
+    assert s.loss_difference < 1e-5
+    assert c.outcome == "agree", c.outcome_reason
+
+
+def test_a_random_draw_the_trace_drops_is_judged_within_noise_and_said(runner):
+    def guide(data):
+        loc = pyro.param("m", torch.randn(()))  # drawn on every call, used on the first only
+        pyro.sample("loc", pyro.distributions.Normal(loc, 1.0))
+        pyro.sample("scale", pyro.distributions.LogNormal(pyro.param("s", torch.tensor(0.0)), 0.5))
+
+    runner.ns.update(svi=SVI(models.gaussian, guide, Adam({"lr": 0.05}), Trace_ELBO()), data=models.data(30))
+    c, error = runner.compare("for _ in range(60):\n    svi.step(data)\n", seed=0)
+
+    assert error is None
+    assert c.outcome == "agree within noise", c.outcome_reason
+    assert "draws fewer random numbers" in c.outcome_reason
+    assert c.verdict.endswith("results agree within noise")
+    assert any("draws fewer random numbers" in n for n in c.compiled.notes)
+
+
+def test_a_hand_written_loop_with_a_torch_optimizer_is_compared_step_by_step(runner):
+    from pyro.infer.autoguide import AutoNormal
+
+    guide = AutoNormal(models.gaussian)
+    data = models.data(30)
+    guide(data)
+    opt = torch.optim.Adam(guide.parameters(), lr=0.01)
+    runner.ns.update(guide=guide, opt=opt, data=data, models=models,
+                     loss_fn=Trace_ELBO().differentiable_loss)
+    c, error = runner.compare(
+        "for _ in range(40):\n"
+        "    opt.zero_grad()\n"
+        "    loss = loss_fn(models.gaussian, guide, data)\n"
+        "    loss.backward()\n"
+        "    opt.step()\n", seed=0)
+
+    assert error is None
+    (s,) = c.svi
+    assert s.target == "loss_fn" and s.compiled.elbo.startswith("Jit")
+    assert c.outcome == "agree", c.outcome_reason
+    assert any("torch optimizer" in r for r in c.isolation.restored)
+    assert opt.state_dict()["state"][0]["step"] == 40  # the compiled run's steps only

@@ -160,3 +160,113 @@ def test_without_ipywidgets_the_panel_is_html_and_text_with_one_warning(monkeypa
     assert "<h4>Timing</h4>" in bundles[0]["text/html"] and "<img" in bundles[0]["text/html"]
     missing = [w for w in shown if "ipywidgets is not installed" in str(w.message)]
     assert len(missing) == 1
+
+
+# -- the verdict's three outcomes, from made-up runs ------------------------------------
+def noisy_losses(n, level=100.0, noise=5.0, seed=0, shift=0.0):
+    import random
+
+    rng = random.Random(seed)
+    return [level + shift + rng.gauss(0.0, noise) for _ in range(n)]
+
+
+def test_the_same_losses_step_by_step_agree_and_say_so():
+    c = compare_svi(svi_run([1.0] * 50, noisy_losses(50)), svi_run([1.0] * 50, noisy_losses(50)),
+                    param_difference=0.0)
+    assert c.outcome == "agree" and c.agree
+    assert c.reason.startswith("the same losses step by step over 50 steps")
+
+
+def test_a_step_that_computes_another_loss_from_the_same_state_disagrees_at_once():
+    eager = noisy_losses(50)
+    compiled = [*eager[:7], eager[7] * 1.2, *eager[8:]]
+    c = compare_svi(svi_run([1.0] * 50, eager), svi_run([1.0] * 50, compiled), param_difference=0.0)
+    assert c.outcome == "disagree" and not c.agree
+    assert c.reason.startswith("step 8 computed another loss from the same params and random draws")
+
+
+def test_float_rounding_that_grows_until_the_runs_part_is_judged_within_noise():
+    eager = noisy_losses(200)
+    # relative differences grow from 1e-7 by half a step as rounding is amplified, then the runs part
+    compiled = [x * (1 + 1e-7 * 1.5 ** i) for i, x in enumerate(eager[:40])] + noisy_losses(160, seed=1)
+    c = compare_svi(svi_run([1.0] * 200, eager), svi_run([1.0] * 200, compiled), param_difference=0.2,
+                    param_spread=1.5)
+    assert c.outcome == "agree within noise" and c.agree
+    assert "then parted as float rounding grew" in c.reason
+    assert "within noise" in c.reason and "1.5 times their spread" in c.reason
+
+
+def test_runs_whose_draws_part_are_judged_on_the_loss_level_against_its_noise():
+    import dataclasses
+
+    eager = svi_run([1.0] * 200, noisy_losses(200, seed=0))
+    same_level = dataclasses.replace(svi_run([1.0] * 200, noisy_losses(200, seed=1)),
+                                     diverges="an unused draw")
+    c = compare_svi(eager, same_level)
+    assert c.outcome == "agree within noise", c.reason
+    assert c.reason.startswith("an unused draw; over the last 50 steps the mean loss is")
+
+    shifted = dataclasses.replace(svi_run([1.0] * 200, noisy_losses(200, seed=1, shift=20.0)),
+                                  diverges="an unused draw")
+    c = compare_svi(eager, shifted)
+    assert c.outcome == "disagree", c.reason
+    assert "more than noise explains" in c.reason
+
+
+def test_a_level_that_still_moves_at_the_end_allows_for_the_movement():
+    import dataclasses
+
+    eager = [1000.0 - 4 * i for i in range(100)]  # still descending
+    compiled = [1000.0 - 4 * (i + 5) for i in range(100)]  # five steps ahead on the same path
+    c = compare_svi(svi_run([1.0] * 100, eager),
+                    dataclasses.replace(svi_run([1.0] * 100, compiled), diverges="a NUTS path"))
+    assert c.outcome == "agree within noise", c.reason
+
+
+def test_too_few_steps_to_judge_beyond_noise_are_said_as_such():
+    import dataclasses
+
+    c = compare_svi(svi_run([1.0] * 5, [5.0, 4.0, 3.0, 2.0, 1.0]),
+                    dataclasses.replace(svi_run([1.0] * 5, [9.0, 7.0, 3.0, 2.0, 1.0]), diverges="x"))
+    assert c.outcome == "agree within noise"
+    assert "too few steps (5)" in c.reason
+
+
+def test_mcmc_outcomes():
+    assert compare_mcmc(mcmc_run(0.5, 1.0, 100), mcmc_run(0.5, 1.0, 100)).outcome == "agree"
+    close = compare_mcmc(mcmc_run(0.50, 1.0, 100), mcmc_run(0.55, 1.0, 100))
+    assert close.outcome == "agree within noise" and "paths part" in close.reason
+    far = compare_mcmc(mcmc_run(0.5, 1.0, 100), mcmc_run(2.5, 1.0, 100))
+    assert far.outcome == "disagree" and "more than the 5" in far.reason
+
+
+def test_the_worst_outcome_is_the_comparisons_and_named_with_its_target():
+    import dataclasses
+
+    from pyro_jitmagic.report import Switch
+
+    eager = JitReport(svi_runs=(svi_run([1.0] * 50, noisy_losses(50), target="a"),
+                                svi_run([1.0] * 50, noisy_losses(50), target="b")))
+    compiled = JitReport(
+        svi_runs=(svi_run([1.0] * 50, noisy_losses(50), target="a"),
+                  dataclasses.replace(svi_run([1.0] * 50, noisy_losses(50, seed=3), target="b"),
+                                      diverges="an unused draw")),
+        switches=tuple(Switch(t, "Trace_ELBO", "JitTrace_ELBO", True) for t in "ab"))
+    c = compare_reports(eager, compiled, Isolation((), (), ()), param_difference=0.0)
+    assert c.outcome == "agree within noise" and c.agree
+    assert c.outcome_reason.startswith("b: an unused draw;")
+    assert c.verdict.endswith("results agree within noise")
+
+
+def test_two_eager_runs_say_nothing_was_compiled():
+    from pyro_jitmagic.report import Switch
+
+    eager = JitReport(svi_runs=(svi_run([1.0] * 20),))
+    compiled = JitReport(svi_runs=(svi_run([1.2] * 20),),
+                         switches=(Switch("svi", "RenyiELBO", "RenyiELBO", False,
+                                          "RenyiELBO has no JIT counterpart in Pyro"),))
+    c = compare_reports(eager, compiled, Isolation((), (), ()), param_difference=0.0)
+    assert not c.compiled_anything
+    assert c.verdict == ("nothing was compiled (svi: RenyiELBO has no JIT counterpart in Pyro): "
+                         "both runs ran eager")
+    assert "slower" not in str(c).splitlines()[0]

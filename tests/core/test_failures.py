@@ -206,11 +206,14 @@ def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
     _run._ACTIVE.remove(run)
     run._capture.__exit__(None, None, None)
     assert hasattr(vars(SVI)["step"], "__pyrojit_original__")
+    assert Trace_ELBO.differentiable_loss.__code__ is not patched_targets["ELBO loss methods"][2][
+        "Trace_ELBO.differentiable_loss"]
 
     with compiled() as healed:
         pass
     assert_nothing_patched(patched_targets)
     assert any(note.startswith("restored SVI.step") for note in healed.report.notes)
+    assert any(note.startswith("restored the ELBO loss methods") for note in healed.report.notes)
 
 
 def test_nested_runs_restore_in_order(patched_targets):

@@ -143,7 +143,7 @@ def test_a_cell_without_inference_runs_unchanged_with_a_note(runner):
 
     assert error is None
     assert runner.ns["x"] == 42
-    assert report.notes == ("the cell ran no SVI step and no MCMC run: nothing was compiled",)
+    assert report.notes == ("the cell ran no SVI step, no ELBO loss and no MCMC run: nothing was compiled",)
     assert not report.ran_inference
 
 

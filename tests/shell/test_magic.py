@@ -75,6 +75,21 @@ def test_report_is_one_display_with_text_and_html(ip):
     assert "3 steps" in output.data["text/plain"]
 
 
+def test_a_loss_called_directly_has_its_row_in_the_text_and_the_html(ip):
+    run(ip, "loss_fn = Trace_ELBO().differentiable_loss")  # an earlier cell
+    result, captured = run(ip, "%%pyrojit -o report\nfor _ in range(3):\n"
+                               "    loss_fn(models.gaussian, models.gaussian_guide, data).backward()")
+
+    assert result.success
+    (output,) = captured.outputs
+    text, html = output.data["text/plain"], output.data["text/html"]
+    last = ip.user_ns["report"].loss_runs[0].last_loss
+    assert "loss_fn: Trace_ELBO -> JitTrace_ELBO" in text
+    assert "loss calls loss_fn: 3 calls in " in text and f"last loss {last:.6g}" in text
+    assert "<th>loss calls</th><td>loss_fn: 3 calls in " in html and f"last loss {last:.6g}" in html
+    assert "loss_fn: Trace_ELBO -&gt; JitTrace_ELBO" in html
+
+
 def test_quiet_displays_nothing_and_o_stores_an_immutable_report(ip):
     from pyro_jitmagic import JitReport
 
