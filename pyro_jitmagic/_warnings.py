@@ -312,7 +312,7 @@ class WarningCapture:
         assert self._places is not None
         if kind != "risky" or not _VALUE_READS.search(message):
             return _Judgement(kind), frame
-        read = _current_read()  # set by watch_reads: torch names the frame of our mode
+        read = _current_read()  # set by watch_reads, whose wrapper is the frame torch names
         reader, size = read if read is not None else (frame, False)
         while reader is not None and self._places.forwards(reader):
             reader = reader.f_back
