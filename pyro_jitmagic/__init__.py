@@ -30,6 +30,7 @@ from ._run import JitRun, compiled
 from ._session import Session
 from ._warnings import RiskyTraceWarning
 from .comparison import Comparison, Isolation, MCMCComparison, SVIComparison
+from .options import RunOptions
 from .report import (
     AutoDecision,
     CapturedWarning,
@@ -60,6 +61,7 @@ __all__ = [
     "MCMCRun",
     "RiskyTraceError",
     "RiskyTraceWarning",
+    "RunOptions",
     "SVIComparison",
     "SVIRun",
     "Session",

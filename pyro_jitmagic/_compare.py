@@ -11,13 +11,15 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._executor import DEFAULT as DEFAULT_EXECUTOR
+from ._auto import AutoPolicy
 from ._naming import name_in
 from ._run import JitRun
+from ._session import Session
 from ._state import CellState, prime_once, seed_everything
 from ._trail import ParamTrail, spread_ratio
-from ._warnings import Mode, default_location_name
+from ._warnings import default_location_name
 from .comparison import Comparison, Isolation, compare_reports, relative_difference
+from .options import RunOptions
 from .report import JitReport, Progress
 
 
@@ -53,29 +55,31 @@ def _params_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> 
 def run_twice(
     execute: Callable[[], BaseException | None],
     namespace: MutableMapping[str, Any],
+    options: RunOptions | None = None,
     *,
-    seed: int | None = None,
-    warmup: bool = True,
-    warnings: Mode = "capture",
+    session: Session | None = None,
+    auto_policy: AutoPolicy | None = None,
     name_location: Callable[[str, int], str] = default_location_name,
     on_progress: Callable[[Progress], None] | None = None,
-    max_entries: int | None = None,
-    auto: bool = False,
-    executor: str = DEFAULT_EXECUTOR,
 ) -> CompareOutcome:
     """Run ``execute`` eager, put the state back, run it compiled; compare.
 
     ``execute`` runs the cell once and returns the exception that ended it
     (or None). If the eager half fails, everything is put back as it was
-    before the cell, and the compiled half does not run.
+    before the cell, and the compiled half does not run. ``options.seed``
+    seeds both halves, each from the same start.
     """
+    options = options or RunOptions()
+    seed = options.seed
+    # the seed is applied here, around the state saved and restored, not by each run
+    options = options.replace(seed=None)
     prime_once()
     if seed is not None:
         seed_everything(seed)
     state = CellState.save(namespace)
 
     eager_trail, compiled_trail = ParamTrail(), ParamTrail()
-    eager = JitRun(compile=False, warmup=warmup, warnings=warnings, names=namespace,
+    eager = JitRun(options.replace(backend="eager"), names=namespace, session=session,
                    name_location=name_location, on_first_use=state.before_first_use,
                    on_progress=on_progress, on_step=eager_trail)
     with state.watching():
@@ -90,9 +94,8 @@ def run_twice(
     if seed is not None:
         seed_everything(seed)
 
-    compiled = JitRun(warmup=warmup, warnings=warnings, names=namespace, name_location=name_location,
-                      on_progress=on_progress, max_entries=max_entries, auto=auto, executor=executor,
-                      on_step=compiled_trail)
+    compiled = JitRun(options, names=namespace, session=session, auto_policy=auto_policy,
+                      name_location=name_location, on_progress=on_progress, on_step=compiled_trail)
     error = _run_once(compiled, execute)
     if error is not None:
         return CompareOutcome(None, compiled.report, error)
@@ -119,22 +122,24 @@ def _run_once(run: JitRun, execute: Callable[[], BaseException | None]) -> BaseE
     return error
 
 
-def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None = None,
-            seed: int | None = None, warmup: bool = True, warnings: Mode = "capture",
-            auto: bool = False, executor: str = DEFAULT_EXECUTOR) -> Comparison:
+def compare(fn: Callable[[], Any], options: RunOptions | None = None, *,
+            namespace: MutableMapping[str, Any] | None = None, session: Session | None = None,
+            **fields: Any) -> Comparison:
     """Run ``fn()`` eager, then compiled from the same start, and compare: the twin of ``--compare``.
 
     Parameters
     ----------
     fn : callable
         Runs the inference once (e.g. a training loop). Called twice.
+    options : RunOptions, optional
+        How the compiled run runs; any field of :class:`~pyro_jitmagic.RunOptions`
+        can also be given by name (``seed`` seeds both runs, ``auto`` may be an
+        :class:`~pyro_jitmagic.AutoPolicy`), as for :func:`~pyro_jitmagic.compiled`.
     namespace : mapping, optional
         A namespace whose bindings are restored between the runs and used to
         name objects (a script's ``globals()``).
-    seed : int, optional
-        Seeds both runs (``pyro.set_rng_seed``).
-    auto, executor
-        As for :func:`compiled`, for the compiled run.
+    session : Session, optional
+        Where compiled companions are kept between runs (the process's default).
 
     Raises
     ------
@@ -143,13 +148,16 @@ def compare(fn: Callable[[], Any], *, namespace: MutableMapping[str, Any] | None
         the eager run).
     """
     ns: MutableMapping[str, Any] = namespace if namespace is not None else {}
+    auto_policy = None
+    if isinstance(fields.get("auto"), AutoPolicy):
+        auto_policy, fields["auto"] = fields["auto"], True
+    options = (options or RunOptions()).replace(**fields)
 
     def execute() -> BaseException | None:
         fn()
         return None
 
-    outcome = run_twice(execute, ns, seed=seed, warmup=warmup, warnings=warnings, auto=auto,
-                        executor=executor)
+    outcome = run_twice(execute, ns, options, session=session, auto_policy=auto_policy)
     if outcome.error is not None:
         raise outcome.error
     assert outcome.comparison is not None

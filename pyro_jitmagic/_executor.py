@@ -31,9 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The default: each key starts no-opt and may move to the optimizing executor (see Tier).
-DEFAULT = "adaptive"
-
 #: adaptive, SVI: a key is tried optimizing once its compiled steps have taken
 #: this many times what optimizing it is expected to cost, so that a trial that
 #: gains nothing costs at most a tenth of the time the key has taken.
@@ -55,25 +52,13 @@ TRIAL_STEPS = 30
 SLOWER_ABOVE = 1.1
 
 
-@dataclass(frozen=True)
-class Executor:
-    name: str
-    description: str
-    # the torch flags it sets: graph executor optimize, profiling executor, profiling mode
-    # (None: left as the user had it)
-    flags: tuple[bool | None, bool | None, bool | None]
-
-
-EXECUTORS = {
-    "adaptive": Executor("adaptive", "each trace starts no-opt; a key called often enough moves to the "
-                                     "optimizing executor, and back if its steps got slower",
-                         (False, None, None)),
-    "no-opt": Executor("no-opt", "traces run as recorded: torch.jit.optimized_execution(False)",
-                       (False, None, None)),
-    "optimizing": Executor("optimizing", "torch's default: the profiling executor, optimising each trace "
-                                         "over its first calls", (True, True, True)),
-    "legacy": Executor("legacy", "the executor before the profiling one, optimising on the first call "
-                                 "(torch._C._jit_set_profiling_executor(False))", (True, False, False)),
+# The torch flags each executor sets: graph executor optimize, profiling executor,
+# profiling mode (None: left as the user had it). Names and descriptions: options.EXECUTORS.
+_SETTINGS: dict[str, tuple[bool | None, bool | None, bool | None]] = {
+    "adaptive": (False, None, None),
+    "no-opt": (False, None, None),
+    "optimizing": (True, True, True),
+    "legacy": (True, False, False),
 }
 
 
@@ -120,16 +105,15 @@ class ExecutorSetting:
     """Set an executor for the length of a run; :meth:`restore` puts torch's flags back."""
 
     def __init__(self, name: str) -> None:
-        if name not in EXECUTORS:
-            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {name!r}")
-        self.executor = EXECUTORS[name]
+        self.name = name  # checked by RunOptions
+        self._flags = _SETTINGS[name]
         self._saved: list[tuple[Callable[[Any], Any], Any]] = []
 
     def apply(self) -> None:
         if not available():
             return
         _APPLIED.append(self)
-        for (get, set_), value in zip(_flags(), self.executor.flags, strict=True):
+        for (get, set_), value in zip(_flags(), self._flags, strict=True):
             if value is not None:
                 self._saved.append((set_, get()))
                 set_(value)

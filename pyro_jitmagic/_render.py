@@ -99,11 +99,11 @@ def _executor_rows(report: JitReport) -> list[tuple[str, list[str]]]:
     """The executor, when there is news: a key the default (adaptive) executor moved, or an
     executor asked for by name. How adaptive works is in %%pyrojit? and the README, not on
     every cell."""
-    from ._executor import DEFAULT, EXECUTORS
+    from .options import DEFAULT_EXECUTOR, EXECUTORS
 
     moved = [f"{c.owner}, {c.key}: {c.why}" for c in report.executor_choices]
-    if report.executor != DEFAULT:
-        return [("executor", [f"{report.executor}: {EXECUTORS[report.executor].description}", *moved])]
+    if report.executor != DEFAULT_EXECUTOR:
+        return [("executor", [f"{report.executor}: {EXECUTORS[report.executor]}", *moved])]
     if moved:
         return [("executor", [f"{report.executor}: {moved[0]}", *moved[1:]])]
     return []
@@ -479,9 +479,9 @@ def changes_html(c: Any) -> str:
              for s in c.compiled.switches]
     items += [f"warm-up, {w.target}: {w.detail} ({seconds(w.seconds)})" for w in c.compiled.warmup]
     if c.compiled.executor:
-        from ._executor import EXECUTORS
+        from .options import EXECUTORS
 
-        items.append(f"executor: {c.compiled.executor} ({EXECUTORS[c.compiled.executor].description})")
+        items.append(f"executor: {c.compiled.executor} ({EXECUTORS[c.compiled.executor]})")
         items += [f"executor, {x.owner}, {x.key}: {x.why}" for x in c.compiled.executor_choices]
     items += isolation_lines(c)
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"

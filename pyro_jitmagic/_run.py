@@ -35,7 +35,6 @@ from typing import Any
 from . import _advice, _direct, _switch, _torch, _warmup
 from ._auto import AutoPolicy, Tally, potential_until_it_pays
 from ._cache import _describe_key
-from ._executor import DEFAULT as DEFAULT_EXECUTOR
 from ._executor import ExecutorSetting, Tier, optimize_setter
 from ._mcmc import MCMCClock, mcmc_decision, potential_builder, potential_maker
 from ._naming import label, name_in
@@ -43,7 +42,8 @@ from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
 from ._render import seconds
 from ._session import Session, default_session
 from ._stack import call_shallow
-from ._warnings import Mode, WarningCapture, default_location_name, watch_reads
+from ._warnings import WarningCapture, default_location_name, watch_reads
+from .options import DEFAULT_EXECUTOR, RunOptions
 from .report import (
     Compilation,
     ExecutorChoice,
@@ -59,8 +59,6 @@ from .report import (
 # Runs active in this process, innermost last. A wrapper found installed while
 # this is empty is a leftover of a run whose cleanup never ran, and is healed.
 _ACTIVE: list[JitRun] = []
-
-_WARNING_MODES = ("capture", "show", "error")
 
 # With --auto, a key's compile is added to what the session expects of the
 # next keys once it has run this many compiled steps (the first ones may be slow).
@@ -160,34 +158,34 @@ class JitRun:
 
     def __init__(
         self,
+        options: RunOptions | None = None,
         *,
-        warmup: bool = True,
-        warnings: Mode = "capture",
         names: Mapping[str, Any] | None = None,
         name_location: Callable[[str, int], str] = default_location_name,
         session: Session | None = None,
         announce: bool = False,
-        compile: bool = True,
-        max_entries: int | None = None,
-        auto: bool | AutoPolicy = False,
-        executor: str = DEFAULT_EXECUTOR,
+        auto_policy: AutoPolicy | None = None,
         on_first_use: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_step: Callable[[], None] | None = None,
+        **fields: Any,
     ) -> None:
-        if warnings not in _WARNING_MODES:
-            raise ValueError(f"warnings must be one of {', '.join(_WARNING_MODES)}, not {warnings!r}")
+        if isinstance(fields.get("auto"), AutoPolicy):  # compiled(auto=policy): --auto with that policy
+            auto_policy, fields["auto"] = fields["auto"], True
+        options = (options or RunOptions()).replace(**fields) if fields else options or RunOptions()
+        self.options = options
+        executor, warnings, auto = options.executor, options.warnings, options.auto
         self._executor = ExecutorSetting(executor)  # checks the name
         self._adaptive = executor == "adaptive"
         # the step in progress's (tier, compiled function, key), when its key has a tier
         self._tier_step: tuple[Tier, Any, Any] | None = None
         self._tiers_changed: dict[int, Tier] = {}
-        self.warmup = warmup
+        self.warmup = options.warmup
         self.warnings_mode = warnings
         self.announce = announce
-        # compile=False records the cell as written: the eager half of --compare
-        self.compile = compile
-        self.max_entries = max_entries
+        # the eager half of --compare records the cell as written
+        self.compile = options.compiles
+        self.max_entries = options.max_entries
         self._past_cap: dict[int, tuple[str, Any]] = {}
         self._on_first_use = on_first_use  # each SVI and MCMC, first met: --compare saves its state
         self._on_progress = on_progress
@@ -198,8 +196,7 @@ class JitRun:
         self._names = names
         self.session = session or default_session()
         # --auto: the session's policy (or one given), and what each key did in this run
-        self.auto: AutoPolicy | None = (
-            auto if isinstance(auto, AutoPolicy) else self.session.auto if auto else None)
+        self.auto: AutoPolicy | None = (auto_policy or self.session.auto) if auto else None
         self._tallies: dict[tuple[int, Any], Tally] = {}
         # (compiled function, key) whose next call checks that its trace draws what eager draws
         self._verify: set[tuple[int, Any]] = set()
@@ -231,6 +228,10 @@ class JitRun:
 
     # -- entering and leaving ------------------------------------------------
     def __enter__(self) -> JitRun:
+        if self.options.seed is not None:
+            from ._state import seed_everything
+
+            seed_everything(self.options.seed)
         import pyro.ops.jit
         import torch
         from pyro.infer import SVI, Predictive
@@ -258,7 +259,7 @@ class JitRun:
             cannot_trace = _torch.trace_problem() if self.compile else None
             self._can_trace = callable(getattr(torch.jit, "trace", None)) and cannot_trace is None
             if self._can_trace and self.compile:
-                executor_note = _torch.executor_problem(self._executor.executor.name, DEFAULT_EXECUTOR)
+                executor_note = _torch.executor_problem(self._executor.name, DEFAULT_EXECUTOR)
                 if executor_note is not None:
                     self._adaptive = False
                     self._notes.append(executor_note)
@@ -999,7 +1000,7 @@ class JitRun:
             error=error,
             advice=self._advice if exc is not None else None,
             seconds=(self._end or time.perf_counter()) - self._start,
-            executor=self._executor.executor.name if self._compilations or self._tallies else "",
+            executor=self._executor.name if self._compilations or self._tallies else "",
             executor_choices=tuple(ExecutorChoice(t.owner, t.key, t.state, t.why)
                                    for t in self._tiers_changed.values()),
             auto=tuple(self.auto.decision(t) for t in self._tallies.values()) if self.auto else (),
@@ -1040,13 +1041,11 @@ def heal_leftovers() -> list[str]:
 
 
 def compiled(
+    options: RunOptions | None = None,
     *,
-    warmup: bool = True,
-    warnings: Mode = "capture",
     names: Mapping[str, Any] | None = None,
     session: Session | None = None,
-    auto: bool | AutoPolicy = False,
-    executor: str = DEFAULT_EXECUTOR,
+    **fields: Any,
 ) -> JitRun:
     """Run the Pyro inference inside a ``with`` block compiled, as ``%%pyrojit`` does.
 
@@ -1062,25 +1061,16 @@ def compiled(
 
     Parameters
     ----------
-    warmup : bool
-        Build AutoGuide prototypes and find ``max_plate_nesting`` eagerly
-        before the first compiled step (the tutorial's manual warm-up).
-    warnings : {"capture", "show", "error"}
-        Capture JIT warnings silently, also print them, or raise
-        :class:`RiskyTraceError` when a trace converts a tensor to a Python
-        value (before the compiled step is used).
+    options : RunOptions, optional
+        How to run; any field of :class:`~pyro_jitmagic.RunOptions` can also be
+        given by name (``warmup``, ``warnings``, ``auto``, ``executor``,
+        ``max_entries``, ``seed``), as the magic's flags are. ``auto`` may be an
+        :class:`AutoPolicy`: ``--auto`` with that policy instead of the session's.
     names : mapping, optional
-        A namespace used to name objects in the report (``"svi"``).
+        A namespace used to name objects in the report (``"svi"``); by default
+        the calling module's globals.
     session : Session, optional
         Where compiled companions are kept between runs (the process's default).
-    auto : bool or AutoPolicy
-        Compile each cache key only once running it eager has cost about what
-        compiling it is expected to (``%%pyrojit --auto``); an
-        :class:`AutoPolicy` sets how patient that is.
-    executor : {"adaptive", "no-opt", "optimizing", "legacy"}
-        The TorchScript executor the traces run under (``--executor``):
-        ``adaptive`` starts every trace no-opt and tries a key that is called
-        often enough under the optimizing executor, keeping the faster.
 
     Examples
     --------
@@ -1091,5 +1081,4 @@ def compiled(
     """
     if names is None:  # name objects as the calling script does
         names = sys._getframe(1).f_globals
-    return JitRun(warmup=warmup, warnings=warnings, names=names, session=session, announce=True,
-                  auto=auto, executor=executor)
+    return JitRun(options, names=names, session=session, announce=True, **fields)

@@ -36,11 +36,10 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
+from .options import WarningMode as Mode
 from .report import CapturedWarning, WarningKind
-
-Mode = Literal["capture", "show", "error"]
 
 # Substrings of torch's TracerWarning texts (torch/csrc/jit/frontend/tracer.cpp,
 # torch/csrc/utils/python_arg_parser.cpp, torch/_tensor.py, torch/jit/_trace.py,

@@ -15,12 +15,18 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from ._executor import DEFAULT as DEFAULT_EXECUTOR
-from ._executor import EXECUTORS
+from . import options as run_options
+from .options import RunOptions
 
 # Cache inspectors displayed in this session that refresh after each %%pyrojit
 # cell: the most recent few (older outputs have usually scrolled away).
 _LIVE_CACHE_VIEWS = 4
+
+
+def _option(name: str) -> Any:
+    """The magic's argument for the run option ``name``, as :mod:`.options` defines it."""
+    flags, settings = run_options.argument(name)
+    return argument(*flags, **settings)
 
 
 @magics_class
@@ -36,26 +42,16 @@ class PyroJitMagics(Magics):
     @argument("--compare", action="store_true",
               help="run the cell eager, then compiled from the same start, and show a panel "
                    "comparing their timing and results")
-    @argument("--seed", type=int, metavar="N",
-              help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run")
+    @_option("seed")
     @argument("-o", "--output", metavar="NAME",
               help="store the report (a pyro_jitmagic.JitReport, or with --compare a "
                    "pyro_jitmagic.Comparison) in the variable NAME")
     @argument("-q", "--quiet", action="store_true", help="do not display the report")
-    @argument("--no-warmup", action="store_true",
-              help="skip the eager warm-up (AutoGuide prototype, max_plate_nesting) before compiling")
-    @argument("--max-entries", type=int, metavar="N",
-              help="compile at most N traces per compiled function; calls with further keys run eager")
-    @argument("--auto", action="store_true",
-              help="compile each cache key only once running it eager has cost about what compiling "
-                   "it is expected to (per SVI call signature, and per MCMC run's potential)")
-    @argument("--executor", choices=tuple(EXECUTORS), default=DEFAULT_EXECUTOR,
-              help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
-                   "starts no-opt, the cheapest to compile, and a key called often enough is tried "
-                   "optimizing and keeps the faster), no-opt, optimizing (torch's default), or legacy")
-    @argument("--warnings", choices=("capture", "show", "error"), default="capture",
-              help="JIT warnings: capture them (default), also print them, or stop with an "
-                   "error on a risky one before its compiled step is used")
+    @_option("warmup")
+    @_option("max_entries")
+    @_option("auto")
+    @_option("executor")
+    @_option("warnings")
     @no_var_expand
     @cell_magic
     def pyrojit(self, line: str, cell: str) -> None:
@@ -125,6 +121,10 @@ class PyroJitMagics(Magics):
         if not cell.strip():
             raise UsageError("%%pyrojit: the cell is empty; put the SVI or MCMC code below the "
                              "%%pyrojit line")
+        try:
+            options = run_options.from_arguments(args)
+        except ValueError as exc:  # a value argparse let through: one line, before anything runs
+            raise UsageError(str(exc)) from None
         shell = self.shell
         assert shell is not None
         if not _parses(shell, cell):
@@ -132,12 +132,10 @@ class PyroJitMagics(Magics):
             result = shell.run_cell(cell, store_history=False)
             _reraise_quietly(shell, result.error_before_exec or result.error_in_exec)
 
-        if args.max_entries is not None and args.max_entries < 1:
-            raise UsageError("--max-entries needs a positive number of traces, e.g. --max-entries 8")
         if args.compare:
-            result, error = self._compare(cell, args)
+            result, error = self._compare(cell, options, args.quiet)
         else:
-            result, error = self._compile(cell, args)
+            result, error = self._compile(cell, options, args.quiet)
         if args.output:
             shell.user_ns[args.output] = result
         self._refresh_cache_views()
@@ -239,17 +237,13 @@ class PyroJitMagics(Magics):
 
         return None if quiet else LiveProgress(self.shell)
 
-    def _compile(self, cell: str, args: Any) -> tuple[Any, BaseException | None]:
+    def _compile(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
         from ._run import JitRun
-        from ._state import seed_everything
 
         assert self.shell is not None
-        progress = self._progress(args.quiet)
-        if args.seed is not None:
-            seed_everything(args.seed)
-        run = JitRun(warmup=not args.no_warmup, warnings=args.warnings, names=self.shell.user_ns,
-                     name_location=self._name_location, on_progress=progress,
-                     max_entries=args.max_entries, auto=args.auto, executor=args.executor)
+        progress = self._progress(quiet)
+        run = JitRun(options, names=self.shell.user_ns, name_location=self._name_location,
+                     on_progress=progress)
         with run:
             error = self._execute(cell)
         run.failed(error)
@@ -259,16 +253,14 @@ class PyroJitMagics(Magics):
             progress.finish(report._repr_mimebundle_())
         return report, error
 
-    def _compare(self, cell: str, args: Any) -> tuple[Any, BaseException | None]:
+    def _compare(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
         from ._compare import run_twice
         from ._panel import comparison_bundle
 
         assert self.shell is not None
-        progress = self._progress(args.quiet)
-        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, seed=args.seed,
-                            warmup=not args.no_warmup, warnings=args.warnings,
-                            name_location=self._name_location, on_progress=progress,
-                            max_entries=args.max_entries, auto=args.auto, executor=args.executor)
+        progress = self._progress(quiet)
+        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, options,
+                            name_location=self._name_location, on_progress=progress)
         result = outcome.comparison or outcome.failed
         if progress is not None:
             bundle: dict[str, Any] | None = None

@@ -34,7 +34,7 @@ def test_progress_is_throttled(monkeypatch):
     monkeypatch.setattr(_run, "PROGRESS_INTERVAL", 3600.0)
     seen: list[Progress] = []
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
-    with _run.JitRun(on_progress=seen.append, compile=False):
+    with _run.JitRun(on_progress=seen.append, backend="eager"):
         for _ in range(50):
             svi.step(models.data())
     assert seen == []  # 50 fast steps fall within one interval
