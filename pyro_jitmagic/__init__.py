@@ -23,15 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import display  # noqa: F401  (records find their views: see records/shown.py)
 from ._advice import JitMagicError, RiskyTraceError, StrayParamError
 from ._auto import AutoPolicy
 from ._compare import compare
 from ._run import JitRun, compiled
 from ._session import Session
 from ._warnings import RiskyTraceWarning
-from .comparison import Comparison, Isolation, MCMCComparison, SVIComparison
 from .options import RunOptions
-from .report import (
+from .records.comparison import Comparison, Isolation, MCMCComparison, SVIComparison
+from .records.report import (
     AutoDecision,
     CapturedWarning,
     Compilation,

@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._mcmc import potential_maker
-from .report import AutoDecision
+from .records.report import AutoDecision
+from .records.units import plural, seconds
 
 Kind = Literal["svi", "potential"]
 
@@ -234,17 +235,17 @@ class AutoPolicy:
         future = calls * max(1.0, self.horizon / max(function_calls, 1))
         saving = future * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
         if saving >= expected:
-            book.why = (f"compiled after {_plural(calls, 'eager step')}: the ~{future:.0f} calls expected "
-                        f"to follow would save {_s(saving)}, more than its expected compile cost "
-                        f"({_s(expected)})")
+            book.why = (f"compiled after {plural(calls, 'eager step')}: the ~{future:.0f} calls expected "
+                        f"to follow would save {seconds(saving)}, more than its expected compile cost "
+                        f"({seconds(expected)})")
             return True
         if spent >= expected:
-            book.why = (f"compiled after {_plural(calls, 'eager step')}, which took {_s(spent)}: "
-                        f"its expected compile cost ({_s(expected)})")
+            book.why = (f"compiled after {plural(calls, 'eager step')}, which took {seconds(spent)}: "
+                        f"its expected compile cost ({seconds(expected)})")
             return True
-        book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow would save {_s(saving)} "
-                    f"and its eager steps took {_s(spent)}, both under its expected compile cost "
-                    f"({_s(expected)})")
+        book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow would save {seconds(saving)} "
+                    f"and its eager steps took {seconds(spent)}, both under its expected compile cost "
+                    f"({seconds(expected)})")
         return False
 
     def decide_potential(self, book: KeyBook, samples_done: int, samples_total: int,
@@ -260,11 +261,11 @@ class AutoPolicy:
         expected = eager * self.compile_steps("potential")[0]
         if saving > expected:
             book.why = (f"compiled after {samples_done} samples: the ~{remaining:.0f} evaluations "
-                        f"still to come were expected to save {_s(saving)}, more than compiling's "
-                        f"{_s(expected)}")
+                        f"still to come were expected to save {seconds(saving)}, more than compiling's "
+                        f"{seconds(expected)}")
             return True
         book.why = (f"stayed eager: the ~{remaining:.0f} evaluations still to come were expected to save "
-                    f"{_s(saving)}, less than compiling's {_s(expected)}")
+                    f"{seconds(saving)}, less than compiling's {seconds(expected)}")
         return False
 
     # -- the report --------------------------------------------------------------
@@ -352,13 +353,3 @@ def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target:
         return potential_fn
 
     return wrap
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _s(value: float) -> str:
-    from ._render import seconds
-
-    return seconds(value)

@@ -21,7 +21,7 @@ from typing import Any
 from . import _switch
 from ._mcmc import potential_maker
 from ._naming import label, name_in
-from .cache import CachedFunction, CacheEntry, CacheSnapshot
+from .records.cache import CachedFunction, CacheEntry, CacheSnapshot
 
 # The recompilation watch: warn when a function holds at least WATCH_MIN_ENTRIES
 # traces and made a new one on most of its last WATCH_WINDOW calls, or holds

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _render
-from .cache import CacheSnapshot
+from .records.cache import CacheSnapshot
 
 
 class CachePanel:

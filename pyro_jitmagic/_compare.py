@@ -18,9 +18,10 @@ from ._session import Session
 from ._state import CellState, prime_once, seed_everything
 from ._trail import ParamTrail, spread_ratio
 from ._warnings import default_location_name
-from .comparison import Comparison, Isolation, compare_reports, relative_difference
+from .core.verdict import compare_reports, relative_difference
 from .options import RunOptions
-from .report import JitReport, Progress
+from .records.comparison import Comparison, Isolation
+from .records.report import JitReport, Progress
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from typing import Any, Protocol, TypeGuard
 from . import _switch
 from ._naming import label
 from ._patch import PatchSet
-from .report import LossRun, Step
+from .records.report import LossRun, Step
 
 METHODS = ("differentiable_loss", "loss", "loss_and_grads")
 

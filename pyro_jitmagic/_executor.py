@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .records.units import seconds
+
 #: adaptive, SVI: a key is tried optimizing once its compiled steps have taken
 #: this many times what optimizing it is expected to cost, so that a trial that
 #: gains nothing costs at most a tenth of the time the key has taken.
@@ -189,7 +191,7 @@ class Tier:
 
     def _settle(self, step: int) -> bool:
         optimized, before = _per_weight(self.after), _per_weight(list(self.before))
-        figures = f"{_seconds(optimized)} {self.per} optimized against {_seconds(before)} no-opt before"
+        figures = f"{seconds(optimized)} {self.per} optimized against {seconds(before)} no-opt before"
         if optimized <= before * SLOWER_ABOVE:
             self.why = f"optimizing from {self.unit} {self.since}: {figures}"
             return True
@@ -208,9 +210,3 @@ class Tier:
 def _per_weight(measured: list[tuple[float, float]]) -> float:
     """The median step's seconds per unit of weight (robust to a collection or a hiccup)."""
     return statistics.median(seconds / weight for seconds, weight in measured)
-
-
-def _seconds(value: float) -> str:
-    from ._render import seconds
-
-    return seconds(value)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._executor import optimize_setter
 from ._patch import PatchSet
-from .report import MCMCRun, PosteriorSite
+from .records.report import MCMCRun, PosteriorSite
 
 
 def potential_maker(potential: Any) -> Any:

@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 from . import _plots, _render
+from .records.shown import kept
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -45,7 +46,7 @@ def build_panel(c: Any, timing: bytes | None, agreement: bytes | None, cache: An
     header = w.HTML(
         f'{style}<style>.pyrojit .agree{{background:#e8f5e9;border-left:4px solid #2e7d32;'
         f'padding:6px 10px}}</style><div class="pyrojit"><div class="{verdict_class}">'
-        f"<strong>{html.escape(_render.comparison_verdict(c))}</strong></div></div>")
+        f"<strong>{html.escape(c.verdict)}</strong></div></div>")
     header.add_class("pyrojit-verdict")
 
     def image(png: bytes | None) -> list[Any]:
@@ -74,16 +75,19 @@ def comparison_bundle(c: Any, widget: bool = True, cache: Any = None) -> dict[st
     """text/plain, text/html and, when ipywidgets is there, the widget view.
 
     ``cache`` is a :class:`~pyro_jitmagic._cache_panel.CachePanel` for the Cache tab.
+    The plots, the HTML and the panel without a Cache tab are made once per
+    comparison, when it is first shown, and kept on it.
     """
-    timing, agreement = _plots.timing_png(c), _plots.agreement_png(c)
-    html_form = _render.comparison_html(
+    timing, agreement = kept(c, "plots", lambda: (_plots.timing_png(c), _plots.agreement_png(c)))
+    html_form = kept(c, "html", lambda: _render.comparison_html(
         c, {"timing": _img(timing, "step time, eager and compiled"),
-            "agreement": _img(agreement, "losses, eager and compiled")})
+            "agreement": _img(agreement, "losses, eager and compiled")}))
     if cache is not None and cache.snapshot is not None:
         html_form += _render.cache_html(cache.snapshot)
     bundle: dict[str, Any] = {"text/plain": str(c), "text/html": html_form}
     if widget:
-        panel = build_panel(c, timing, agreement, cache)
+        panel = (build_panel(c, timing, agreement, cache) if cache is not None
+                 else kept(c, "panel", lambda: build_panel(c, timing, agreement)))
         if panel is not None:
             view = panel._repr_mimebundle_()
             if view and WIDGET_MIME in view:

@@ -12,30 +12,9 @@ import html
 import math
 from typing import Any
 
-from .report import AutoDecision, CapturedWarning, JitReport, LossRun
-
-# (unit, its length in seconds, the first figure that goes to the next unit)
-_UNITS = (("µs", 1e-6, 1000.0), ("ms", 1e-3, 1000.0), ("s", 1.0, 120.0), ("min", 60.0, 120.0),
-          ("h", 3600.0, float("inf")))
-
-
-def seconds(value: float | None) -> str:
-    """A duration with a unit that keeps about three significant figures.
-
-    The unit is chosen after rounding: 0.9996 s shows as ``1 s``, not ``1e+03 ms``.
-    """
-    if value is None or value != value:
-        return "n/a"
-    sign, size = ("-" if value < 0 else ""), abs(value)
-    for unit, length, limit in _UNITS:
-        shown = f"{size / length:.3g}"
-        if float(shown) < limit:
-            return f"{sign}{shown} {unit}"
-    return f"{sign}{size / 3600:.3g} h"  # (inf)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+from .records.report import AutoDecision, CapturedWarning, JitReport, LossRun
+from .records.units import plural as _plural
+from .records.units import seconds
 
 
 def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
@@ -261,45 +240,6 @@ def _difference(x: float) -> str:
     return f"{x:.2g}"
 
 
-_OUTCOME_WORDS = {"agree": "results agree", "agree within noise": "results agree within noise",
-                  "disagree": "RESULTS DISAGREE"}
-
-
-def comparison_verdict(c: Any) -> str:
-    """"compiled 2.6x faster per step, ahead after 340 steps, results agree"."""
-    if (c.svi or c.mcmc) and not c.compiled_anything:
-        why = "; ".join(f"{s.target}: {s.reason}" for s in c.compiled.switches if s.reason)
-        return f"nothing was compiled ({why}): both runs ran eager"
-    parts = []
-    main_svi = max(c.svi, key=lambda s: len(s.compiled.steps), default=None)
-    if main_svi is not None:
-        if main_svi.steady_speedup is None:
-            parts.append("no steady compiled steps to compare")
-        else:
-            speed = main_svi.steady_speedup
-            word = "faster" if speed >= 1 else "slower"
-            value = speed if speed >= 1 else 1 / speed
-            parts.append(f"compiled {value:.2g}x {word} per step")
-        if main_svi.break_even_step is not None:
-            parts.append(f"ahead after {main_svi.break_even_step} steps")
-        elif main_svi.projected_break_even_step is not None:
-            projected = main_svi.projected_break_even_step
-            parts.append(f"not yet ahead in total (would be after ~{projected} steps)")
-        elif main_svi.steady_speedup is not None:
-            parts.append("never ahead in total")
-    for m in c.mcmc:
-        if m.sampling_speedup is not None:
-            speed = m.sampling_speedup
-            word = "faster" if speed >= 1 else "slower"
-            value = speed if speed >= 1 else 1 / speed
-            parts.append(f"{m.target} sampling {value:.2g}x {word}")
-    if not c.svi and not c.mcmc:
-        parts.append("the cell ran no SVI step and no MCMC run")
-    else:
-        parts.append(_OUTCOME_WORDS[c.outcome])
-    return ", ".join(parts)
-
-
 def _svi_rows(s: Any) -> list[tuple[str, str, str]]:
     e, c = s.eager, s.compiled
     return [
@@ -349,7 +289,7 @@ _VERDICT_WORDS = {"agree": "agree", "agree within noise": "agree within noise", 
 
 
 def agreement_lines(c: Any) -> list[str]:
-    from .comparison import RELATIVE_TOLERANCE
+    from .records.comparison import RELATIVE_TOLERANCE
 
     lines = []
     for s in c.svi:
@@ -378,7 +318,7 @@ def isolation_lines(c: Any) -> list[str]:
 
 
 def comparison_text(c: Any) -> str:
-    lines = [f"pyrojit --compare: {comparison_verdict(c)}"]
+    lines = [f"pyrojit --compare: {c.verdict}"]
     for s in c.svi:
         lines.append(f"  {s.target} ({s.eager.elbo} vs {s.compiled.elbo})")
         lines += [f"    {name:<22} {e:>12} {cc:>12}" for name, e, cc in
@@ -443,7 +383,7 @@ def comparison_html(c: Any, plots: dict[str, str] | None = None) -> str:
              "padding:6px 10px;margin:6px 0}.pyrojit-table td,.pyrojit-table th{padding:2px 10px;"
              "text-align:right}.pyrojit h4{margin:10px 0 4px}</style>",
              '<div class="pyrojit">',
-             f'<div class="{verdict_class}"><strong>{esc(comparison_verdict(c))}</strong></div>',
+             f'<div class="{verdict_class}"><strong>{esc(c.verdict)}</strong></div>',
              "<h4>Timing</h4>", timing_table_html(c), plots.get("timing", ""),
              "<h4>Agreement</h4>", "<br>".join(esc(x) for x in agreement_lines(c)),
              plots.get("agreement", ""),

@@ -39,12 +39,11 @@ from ._executor import ExecutorSetting, Tier, optimize_setter
 from ._mcmc import MCMCClock, mcmc_decision, potential_builder, potential_maker
 from ._naming import label, name_in
 from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
-from ._render import seconds
 from ._session import Session, default_session
 from ._stack import call_shallow
 from ._warnings import WarningCapture, default_location_name, watch_reads
 from .options import DEFAULT_EXECUTOR, RunOptions
-from .report import (
+from .records.report import (
     Compilation,
     ExecutorChoice,
     JitReport,
@@ -55,6 +54,7 @@ from .report import (
     Switch,
     WarmupAction,
 )
+from .records.units import seconds
 
 # Runs active in this process, innermost last. A wrapper found installed while
 # this is empty is a leftover of a run whose cleanup never ran, and is healed.

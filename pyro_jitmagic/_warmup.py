@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from ._naming import label
-from .report import WarmupAction
+from .records.report import WarmupAction
 
 
 def warm_up(target: str, elbo: Any, model: Any, guide: Any,

@@ -39,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 from .options import WarningMode as Mode
-from .report import CapturedWarning, WarningKind
+from .records.report import CapturedWarning, WarningKind
 
 # Substrings of torch's TracerWarning texts (torch/csrc/jit/frontend/tracer.cpp,
 # torch/csrc/utils/python_arg_parser.cpp, torch/_tensor.py, torch/jit/_trace.py,

@@ -6,15 +6,15 @@ import math
 
 import pytest
 
-from pyro_jitmagic.comparison import (
-    Isolation,
+from pyro_jitmagic.core.verdict import (
     break_even,
     compare_mcmc,
     compare_reports,
     compare_svi,
     relative_difference,
 )
-from pyro_jitmagic.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun, compile_cost
+from pyro_jitmagic.records.comparison import Isolation
+from pyro_jitmagic.records.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun, compile_cost
 
 MS = 1e-3
 
@@ -115,7 +115,7 @@ def test_runs_are_paired_by_name_and_order_and_the_verdict_says_it_in_one_line()
 
 
 def test_disagreement_names_the_risky_warning():
-    from pyro_jitmagic.report import CapturedWarning
+    from pyro_jitmagic.records.report import CapturedWarning
 
     risky = CapturedWarning("risky", "TracerWarning", "Converting a tensor to a Python boolean",
                             "cell In[4], line 3", "if loc > 0:", 1)
@@ -243,7 +243,7 @@ def test_mcmc_outcomes():
 def test_the_worst_outcome_is_the_comparisons_and_named_with_its_target():
     import dataclasses
 
-    from pyro_jitmagic.report import Switch
+    from pyro_jitmagic.records.report import Switch
 
     eager = JitReport(svi_runs=(svi_run([1.0] * 50, noisy_losses(50), target="a"),
                                 svi_run([1.0] * 50, noisy_losses(50), target="b")))
@@ -259,7 +259,7 @@ def test_the_worst_outcome_is_the_comparisons_and_named_with_its_target():
 
 
 def test_two_eager_runs_say_nothing_was_compiled():
-    from pyro_jitmagic.report import Switch
+    from pyro_jitmagic.records.report import Switch
 
     eager = JitReport(svi_runs=(svi_run([1.0] * 20),))
     compiled = JitReport(svi_runs=(svi_run([1.2] * 20),),

@@ -10,7 +10,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_jitmagic import _progress, _run
-from pyro_jitmagic.report import Progress
+from pyro_jitmagic.records.report import Progress
 
 
 def test_progress_reports_steps_and_compiling(monkeypatch):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pyro_jitmagic._render import seconds
+from pyro_jitmagic.records.units import seconds
 
 
 @pytest.mark.parametrize(("value", "shown"), [
@@ -48,7 +48,7 @@ def test_no_duration_prints_an_exponent_or_four_figures():
 
 
 def _report(executor, choices=()):
-    from pyro_jitmagic.report import ExecutorChoice, JitReport
+    from pyro_jitmagic.records.report import ExecutorChoice, JitReport
 
     return JitReport(executor=executor, executor_choices=tuple(ExecutorChoice(*c) for c in choices))
 

@@ -4,7 +4,8 @@
 ``with pyro_jitmagic.compiled() as run`` leaves in ``run.report``. Everything in
 it is plain data (strings, floats, tuples), so it can be kept, compared and
 pickled after the objects it describes are gone. It prints as text and renders
-as HTML in Jupyter.
+as HTML in Jupyter (the views are :mod:`pyro_jitmagic.display`'s), and its ``repr``
+summarises: a 5,000-step run is a line, not every step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
+
+from .shown import Shown, summary
+from .units import plural, seconds
 
 WarningKind = Literal["risky", "benign", "deprecation"]
 
@@ -34,31 +38,26 @@ def compile_cost(steps: Sequence[float], traced: Sequence[bool], window: int = C
     return sum(max(0.0, steps[i] - median) for i in counted)
 
 
+#: A posterior site's repr lists at most this many elements of its means and sds.
+_SHOWN_ELEMENTS = 8
+
+
+def _steps(steps: Sequence[Step], word: str) -> str:
+    """A run's steps in a repr: how many, and the last loss (not every step)."""
+    if not steps:
+        return f"<no {word}s>"
+    total = seconds(sum(s.seconds for s in steps))
+    return f"<{plural(len(steps), word)} in {total}, last loss {steps[-1].loss:.6g}>"
+
+
+def _elements(values: Sequence[float]) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:_SHOWN_ELEMENTS])
+    return f"<{len(values)} elements: {shown}, ...>"
+
+
 def _total(values: Any) -> float | None:
     values = list(values)
     return None if not values or None in values else sum(values)
-
-
-class Shown:
-    """Text, HTML and IPython display for a record: one display bundle carries both forms."""
-
-    def _text(self) -> str:
-        raise NotImplementedError
-
-    def _html(self) -> str:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        return self._text()
-
-    def _repr_html_(self) -> str:
-        return self._html()
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"text/plain": self._text(), "text/html": self._html()}
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(self._text())
 
 
 @dataclass(frozen=True)
@@ -125,6 +124,9 @@ class SVIRun:
     elbo: str
     steps: tuple[Step, ...]
     diverges: str = ""
+
+    def __repr__(self) -> str:
+        return summary(self, steps=_steps(self.steps, "step"))
 
     @property
     def losses(self) -> tuple[float, ...]:
@@ -194,6 +196,9 @@ class LossRun:
     calls: tuple[Step, ...]
     diverges: str = ""
 
+    def __repr__(self) -> str:
+        return summary(self, calls=_steps(self.calls, "call"))
+
     @property
     def steps(self) -> tuple[Step, ...]:
         return self.calls
@@ -245,6 +250,11 @@ class PosteriorSite:
     sd: tuple[float, ...]
     ess: float  # smallest effective sample size over the site's elements
     r_hat: float  # largest split r-hat (nan with a single chain too short to split)
+
+    def __repr__(self) -> str:
+        if len(self.mean) <= _SHOWN_ELEMENTS:
+            return summary(self)
+        return summary(self, mean=_elements(self.mean), sd=_elements(self.sd))
 
 
 @dataclass(frozen=True)
@@ -476,12 +486,9 @@ class Progress:
     seconds: float
 
     def describe(self) -> str:
-        from ._render import seconds
-
         parts = [f"{self.run} run"]
         if self.steps:
-            parts.append(f"{self.steps} step{'' if self.steps == 1 else 's'}, "
-                         f"median {seconds(self.recent_median_step_seconds)}")
+            parts.append(f"{plural(self.steps, 'step')}, median {seconds(self.recent_median_step_seconds)}")
         if self.samples:
             parts.append(f"{self.samples} MCMC samples")
         if self.compiling:
@@ -590,13 +597,3 @@ class JitReport(Shown):
     def ran_inference(self) -> bool:
         """False when the cell ran no SVI step, no ELBO loss and no MCMC run."""
         return bool(self.svi_runs or self.loss_runs or self.mcmc_runs or self.switches)
-
-    def _text(self) -> str:
-        from ._render import report_text
-
-        return report_text(self)
-
-    def _html(self) -> str:
-        from ._render import report_html
-
-        return report_html(self)

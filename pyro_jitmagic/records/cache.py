@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .report import Shown
+from .shown import Shown, summary
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class CacheEntry:
     input_shapes: tuple[str, ...]
     graph_nodes: int
     code: str
+
+    def __repr__(self) -> str:
+        return summary(self, code=f"<{len(self.code.splitlines())} lines of code>")
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,3 @@ class CacheSnapshot(Shown):
     def hits(self) -> int:
         """Calls served by the entries whose hits are known."""
         return sum(e.hits for f in self.functions for e in f.entries if e.hits is not None)
-
-    def _text(self) -> str:
-        from ._render import cache_text
-
-        return cache_text(self)
-
-    def _html(self) -> str:
-        from ._render import cache_html
-
-        return cache_html(self)

@@ -1,13 +1,14 @@
-"""Eager against compiled: the figures ``%%pyrojit --compare`` derives from two runs.
+"""Eager against compiled: the figures and the verdict ``--compare`` derives from two runs.
 
 Everything here is a pure function of the two runs' records (step times,
-losses, samples), so it is tested with made-up clocks. :class:`Comparison` is
-what ``%%pyrojit --compare -o NAME`` stores.
+losses, samples), so it is tested with made-up clocks; the records themselves
+(:class:`~pyro_jitmagic.records.comparison.Comparison` and its parts) are plain data.
 
 The verdict has three outcomes, each with a one-line reason:
 
 * **agree**: the runs drew the same random numbers, and their losses (and the
-  final params) are equal step by step, up to float rounding.
+  final params) are equal step by step, up to float rounding
+  (:data:`~pyro_jitmagic.records.comparison.RELATIVE_TOLERANCE`).
 * **agree within noise**: the runs cannot be compared step by step (their
   draws part: a NUTS path, a random value the trace never draws, a discrete
   draw that flips once float rounding has grown), so what can be compared is
@@ -27,22 +28,18 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from .report import JitReport, LossRun, MCMCRun, Shown, SVIRun
-
-#: Losses and params agree when their relative difference is at most this.
-#: Float32 rounding differs between the executor and eager kernels; over
-#: thousands of optimizer steps it stays orders of magnitude below this.
-RELATIVE_TOLERANCE = 1e-3
-
-#: Posterior means agree when they differ by at most this many Monte Carlo
-#: standard errors (sd / sqrt(ESS), from both runs). NUTS trajectories part
-#: ways at the first float difference in a gradient, so compiled and eager
-#: chains are different draws from one posterior; a baked-in branch shifts a
-#: mean by far more than this.
-MCMC_Z_TOLERANCE = 5.0
+from ..records.comparison import (
+    MCMC_Z_TOLERANCE,
+    RELATIVE_TOLERANCE,
+    Comparison,
+    Isolation,
+    MCMCComparison,
+    Outcome,
+    SVIComparison,
+)
+from ..records.report import JitReport, LossRun, MCMCRun, SVIRun
 
 #: Before the first step whose losses differ beyond :data:`RELATIVE_TOLERANCE`,
 #: a difference this small means both runs were still in the same state: the
@@ -56,171 +53,6 @@ SAME_STATE = 1e-5
 #: this many standard errors of the means (from the step-to-step noise).
 LEVEL_Z = 4.0
 LEVEL_WINDOW = 10
-
-Outcome = Literal["agree", "agree within noise", "disagree"]
-_WORST = {"agree": 0, "agree within noise": 1, "disagree": 2}
-
-@dataclass(frozen=True)
-class SVIComparison:
-    """One SVI object's steps, or one hand-written loop's loss calls, eager and compiled.
-
-    Attributes
-    ----------
-    speedup : float or None
-        Eager total time over compiled total time, compile included.
-    steady_speedup : float or None
-        Eager median step over compiled median step after compiling.
-    compile_cost : float
-        Seconds the compiled run spent above its steady step time on the steps
-        that traced and the steps after each (:attr:`SVIRun.compile_seconds`).
-    break_even_step : int or None
-        The step from which the compiled run is ahead in total time, for good;
-        None when it never is in this run.
-    projected_break_even_step : int or None
-        When not ahead in this run: the step it would be ahead at, if steps
-        went on at their median times; None when compiled steps are not faster.
-    loss_difference, param_difference : float
-        Largest relative difference of the losses, step by step, and of the
-        final params (``nan`` when there is nothing to compare).
-    outcome : {"agree", "agree within noise", "disagree"}
-        The verdict (see the module's docstring); ``reason`` says it in one line.
-    param_spread : float
-        Largest difference of the final params in units of their spread over the
-        last quarter of the runs (``nan`` when it could not be measured).
-    """
-
-    target: str
-    eager: SVIRun | LossRun
-    compiled: SVIRun | LossRun
-    speedup: float | None
-    steady_speedup: float | None
-    compile_cost: float
-    break_even_step: int | None
-    projected_break_even_step: int | None
-    loss_difference: float
-    param_difference: float
-    outcome: Outcome = "agree"
-    reason: str = ""
-    param_spread: float = math.nan
-
-    @property
-    def agree(self) -> bool:
-        return self.outcome != "disagree"
-
-
-@dataclass(frozen=True)
-class MCMCComparison:
-    """One MCMC run, eager and compiled.
-
-    Attributes
-    ----------
-    mean_difference_sd : float
-        Largest difference of posterior means over sites, in posterior
-        standard deviations.
-    mean_difference_z : float
-        The same difference in Monte Carlo standard errors; the runs agree
-        when it is at most :data:`MCMC_Z_TOLERANCE`.
-    outcome, reason
-        The verdict, as for :class:`SVIComparison`.
-    """
-
-    target: str
-    eager: MCMCRun
-    compiled: MCMCRun
-    speedup: float | None
-    sampling_speedup: float | None
-    compile_cost: float
-    mean_difference_sd: float
-    mean_difference_z: float
-    outcome: Outcome = "agree within noise"
-    reason: str = ""
-
-    @property
-    def agree(self) -> bool:
-        return self.outcome != "disagree"
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """What ``--compare`` put back between its two runs, and what it could not.
-
-    Attributes
-    ----------
-    restored : tuple of str
-        What was saved before the eager run and restored before the compiled one.
-    discarded : tuple of str
-        Names the eager run bound or rebound, put back as they were.
-    mutated : tuple of str
-        Objects the cell changed in place (a list appended to, a tensor
-        updated): the eager run's changes could not be undone, so they were
-        changed twice.
-    """
-
-    restored: tuple[str, ...]
-    discarded: tuple[str, ...]
-    mutated: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Comparison(Shown):
-    """``%%pyrojit --compare``: the same cell eager, then compiled, from the same start."""
-
-    eager: JitReport
-    compiled: JitReport
-    svi: tuple[SVIComparison, ...]
-    mcmc: tuple[MCMCComparison, ...]
-    isolation: Isolation
-    seed: int | None = None
-
-    @property
-    def agree(self) -> bool:
-        """True for both "agree" and "agree within noise"."""
-        return self.outcome != "disagree"
-
-    @property
-    def outcome(self) -> Outcome:
-        """The worst outcome over the SVI objects and MCMC runs compared ("agree" when none)."""
-        parts: list[SVIComparison | MCMCComparison] = [*self.svi, *self.mcmc]
-        return max((x.outcome for x in parts), key=_WORST.__getitem__, default="agree")
-
-    @property
-    def outcome_reason(self) -> str:
-        """Why, in one line: the reason of the worst comparison, named when there are several."""
-        parts: list[SVIComparison | MCMCComparison] = [*self.svi, *self.mcmc]
-        worst = [x for x in parts if x.outcome == self.outcome]
-        if not worst:
-            return "the cell ran no SVI step and no MCMC run"
-        x = worst[0]
-        return f"{x.target}: {x.reason}" if len(parts) > 1 else x.reason
-
-    @property
-    def compiled_anything(self) -> bool:
-        """False when the compiled run compiled nothing (both runs were eager)."""
-        switches = self.compiled.switches
-        return not switches or any(s.compiled for s in switches)
-
-    @property
-    def verdict(self) -> str:
-        """The answer in one line."""
-        from ._render import comparison_verdict
-
-        return comparison_verdict(self)
-
-    def _text(self) -> str:
-        from ._render import comparison_text
-
-        return comparison_text(self)
-
-    def _html(self) -> str:
-        from ._render import comparison_html
-
-        return comparison_html(self)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._panel import comparison_bundle
-
-        return comparison_bundle(self)  # the panel, with the same text and HTML beside it
-
 
 # -- derivations ---------------------------------------------------------------
 def _ratio(a: float | None, b: float | None) -> float | None:
