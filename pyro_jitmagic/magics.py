@@ -202,12 +202,12 @@ class PyroJitMagics(Magics):
         ``%%pyrojit`` cell; the Cache tab of a ``--compare`` panel shows the
         caches of the ``objects`` that cell compiled with, as they were after it.
         """
-        from ._panel import _ipywidgets
+        from .display.panel import _ipywidgets
 
         if _ipywidgets() is None:
             return None
-        from ._cache_panel import CachePanel
         from ._session import default_session
+        from .display.cache_panel import CachePanel
 
         assert self.shell is not None
         view = CachePanel(default_session().inspector, self.shell.user_ns, objects)
@@ -233,7 +233,7 @@ class PyroJitMagics(Magics):
         return result.error_before_exec or result.error_in_exec
 
     def _progress(self, quiet: bool) -> Any:
-        from ._progress import LiveProgress
+        from .display.progress import LiveProgress
 
         return None if quiet else LiveProgress(self.shell)
 
@@ -255,7 +255,7 @@ class PyroJitMagics(Magics):
 
     def _compare(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
         from ._compare import run_twice
-        from ._panel import comparison_bundle
+        from .display.panel import comparison_bundle
 
         assert self.shell is not None
         progress = self._progress(quiet)

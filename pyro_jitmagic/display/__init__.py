@@ -8,13 +8,15 @@ imported when a panel or a plot is first built.
 
 from __future__ import annotations
 
-from .. import _panel, _render
 from ..records.cache import CacheSnapshot
 from ..records.comparison import Comparison
 from ..records.report import JitReport
 from ..records.shown import register
+from .cache_panel import cache_html, cache_text
+from .comparison import comparison_html, comparison_text
+from .panel import comparison_bundle
+from .report import report_html, report_text
 
-register(JitReport, text=_render.report_text, html=_render.report_html)
-register(Comparison, text=_render.comparison_text, html=_render.comparison_html,
-         bundle=_panel.comparison_bundle)
-register(CacheSnapshot, text=_render.cache_text, html=_render.cache_html)
+register(JitReport, text=report_text, html=report_html)
+register(Comparison, text=comparison_text, html=comparison_html, bundle=comparison_bundle)
+register(CacheSnapshot, text=cache_text, html=cache_html)

@@ -128,7 +128,7 @@ def test_the_report_says_what_auto_saved_and_lost():
 def test_what_auto_lost_follows_from_the_figures_shown_beside_it():
     # eager steps of 2.32 ms, compiled ones of 1.16 ms, a compile of 110 ms, 21 compiled steps:
     # the compile is not repaid yet, and the row says by how much and when it will be
-    from pyro_jitmagic._render import auto_decision_line
+    from pyro_jitmagic.display.report import auto_decision_line
 
     policy = AutoPolicy()
     _, tally = _book(eager=[2.32e-3] * 3, compile_step=0.110 + 1.16e-3, compiled=[1.16e-3] * 20)
@@ -150,7 +150,7 @@ def test_what_auto_lost_follows_from_the_figures_shown_beside_it():
 
 
 def test_a_key_that_stayed_eager_saved_what_compiling_would_have_cost():
-    from pyro_jitmagic._render import auto_decision_line
+    from pyro_jitmagic.display.report import auto_decision_line
 
     policy = AutoPolicy(prior_compile_steps={"svi": 12.0}, prior_speedup={"svi": 2.0})
     _, tally = _book(eager=[1e-3] * 4)

@@ -130,7 +130,8 @@ def test_disagreement_names_the_risky_warning():
 
 
 def test_a_ten_thousand_step_panel_stays_light():
-    from pyro_jitmagic import _panel, _plots
+    from pyro_jitmagic.display import panel as _panel
+    from pyro_jitmagic.display import plots as _plots
 
     xs, ys = _plots.downsample(list(range(10_000)))
     assert len(xs) == len(ys) == _plots.MAX_POINTS
@@ -146,7 +147,7 @@ def test_without_ipywidgets_the_panel_is_html_and_text_with_one_warning(monkeypa
     import sys
     import warnings
 
-    from pyro_jitmagic import _panel
+    from pyro_jitmagic.display import panel as _panel
 
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # "import ipywidgets" now fails
     c = compare_reports(JitReport(svi_runs=(svi_run([2.0] * 20),)),

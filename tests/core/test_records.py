@@ -32,7 +32,7 @@ def test_a_five_thousand_step_report_reprs_in_a_few_lines():
 
 
 def test_a_comparison_draws_its_plots_once_however_often_it_is_shown(monkeypatch):
-    from pyro_jitmagic import _plots
+    from pyro_jitmagic.display import plots as _plots
 
     drawn = []
     timing = _plots.timing_png

@@ -1,4 +1,4 @@
-"""The ``--compare`` panel: an ipywidgets view over a :class:`~pyro_jitmagic.comparison.Comparison`.
+"""The ``--compare`` panel: an ipywidgets view over a :class:`~pyro_jitmagic.records.comparison.Comparison`.
 
 The display bundle always carries ``text/plain`` and ``text/html`` (the same
 content, static) beside the widget view, so terminal IPython, a notebook saved
@@ -13,8 +13,12 @@ import html
 import warnings
 from typing import Any
 
-from . import _plots, _render
-from .records.shown import kept
+from ..records.comparison import Comparison
+from ..records.shown import kept
+from . import plots
+from .cache_panel import cache_html
+from .comparison import agreement_lines, changes_html, comparison_html, timing_table_html
+from .report import STYLE, warnings_html
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -36,12 +40,12 @@ def _ipywidgets() -> Any:
     return ipywidgets
 
 
-def build_panel(c: Any, timing: bytes | None, agreement: bytes | None, cache: Any = None) -> Any:
+def build_panel(c: Comparison, timing: bytes | None, agreement: bytes | None, cache: Any = None) -> Any:
     """The widget: a one-line verdict over tabs (Timing, Agreement, Warnings, Changes, Cache)."""
     w = _ipywidgets()
     if w is None:
         return None
-    style = _render._STYLE
+    style = STYLE
     verdict_class = "agree" if c.agree else "risky"
     header = w.HTML(
         f'{style}<style>.pyrojit .agree{{background:#e8f5e9;border-left:4px solid #2e7d32;'
@@ -53,12 +57,12 @@ def build_panel(c: Any, timing: bytes | None, agreement: bytes | None, cache: An
         return [w.Image(value=png, format="png", layout=w.Layout(max_width="100%"))] if png else []
 
     tabs = {
-        "Timing": w.VBox([w.HTML(style + '<div class="pyrojit">' + _render.timing_table_html(c) + "</div>"),
+        "Timing": w.VBox([w.HTML(style + '<div class="pyrojit">' + timing_table_html(c) + "</div>"),
                           *image(timing)]),
         "Agreement": w.VBox([w.HTML('<div class="pyrojit">' + "<br>".join(
-            html.escape(x) for x in _render.agreement_lines(c)) + "</div>"), *image(agreement)]),
-        "Warnings": w.HTML('<div class="pyrojit">' + _render.warnings_html(c.compiled) + "</div>"),
-        "Changes": w.HTML('<div class="pyrojit">' + _render.changes_html(c) + "</div>"),
+            html.escape(x) for x in agreement_lines(c)) + "</div>"), *image(agreement)]),
+        "Warnings": w.HTML('<div class="pyrojit">' + warnings_html(c.compiled) + "</div>"),
+        "Changes": w.HTML('<div class="pyrojit">' + changes_html(c) + "</div>"),
     }
     if cache is not None:
         tabs["Cache"] = cache.widget
@@ -71,19 +75,19 @@ def build_panel(c: Any, timing: bytes | None, agreement: bytes | None, cache: An
     return panel
 
 
-def comparison_bundle(c: Any, widget: bool = True, cache: Any = None) -> dict[str, Any]:
+def comparison_bundle(c: Comparison, widget: bool = True, cache: Any = None) -> dict[str, Any]:
     """text/plain, text/html and, when ipywidgets is there, the widget view.
 
-    ``cache`` is a :class:`~pyro_jitmagic._cache_panel.CachePanel` for the Cache tab.
+    ``cache`` is a :class:`~pyro_jitmagic.display.cache_panel.CachePanel` for the Cache tab.
     The plots, the HTML and the panel without a Cache tab are made once per
     comparison, when it is first shown, and kept on it.
     """
-    timing, agreement = kept(c, "plots", lambda: (_plots.timing_png(c), _plots.agreement_png(c)))
-    html_form = kept(c, "html", lambda: _render.comparison_html(
+    timing, agreement = kept(c, "plots", lambda: (plots.timing_png(c), plots.agreement_png(c)))
+    html_form = kept(c, "html", lambda: comparison_html(
         c, {"timing": _img(timing, "step time, eager and compiled"),
             "agreement": _img(agreement, "losses, eager and compiled")}))
     if cache is not None and cache.snapshot is not None:
-        html_form += _render.cache_html(cache.snapshot)
+        html_form += cache_html(cache.snapshot)
     bundle: dict[str, Any] = {"text/plain": str(c), "text/html": html_form}
     if widget:
         panel = (build_panel(c, timing, agreement, cache) if cache is not None

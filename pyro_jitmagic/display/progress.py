@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from .records.report import Progress
+from ..records.report import Progress
 
 DELAY = 0.5  # seconds before the first update: short cells show only their result
 
