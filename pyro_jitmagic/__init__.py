@@ -24,12 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import display  # noqa: F401  (records find their views: see records/shown.py)
-from ._advice import JitMagicError, RiskyTraceError, StrayParamError
-from ._auto import AutoPolicy
-from ._compare import compare
-from ._run import JitRun, compiled
-from ._session import Session
-from ._warnings import RiskyTraceWarning
+from .core.advice import JitMagicError, RiskyTraceError, StrayParamError
+from .core.auto import AutoPolicy
+from .core.compare import compare
+from .core.jit_warnings import RiskyTraceWarning
+from .core.run import JitRun, compiled
+from .core.session import Session
 from .options import RunOptions
 from .records.comparison import Comparison, Isolation, MCMCComparison, SVIComparison
 from .records.report import (

@@ -34,7 +34,12 @@ class PyroJitMagics(Magics):
     """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT; ``%pyrojit_cache``."""
 
     def __init__(self, shell: Any) -> None:
+        from .core.process import PROCESS
+
         super().__init__(shell)
+        # where this shell's compiled companions and cache figures live: the process's
+        # default session, which the plain-Python twins share
+        self.session = PROCESS.session
         self._cache_views: list[Any] = []
 
     # named "%pyrojit" so that the usage line reads "%%pyrojit", as the cell magic is typed
@@ -171,14 +176,12 @@ class PyroJitMagics(Magics):
             %pyrojit_cache --clear svi
             %pyrojit_cache -q -o cache
         """
-        from ._session import default_session
-
         args = parse_argstring(self.pyrojit_cache, line)
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, not {args.output!r}: e.g. %pyrojit_cache -o cache")
         assert self.shell is not None
         namespace = self.shell.user_ns
-        inspector = default_session().inspector()
+        inspector = self.session.inspector()
         snapshot = inspector.snapshot(namespace)
         if args.clear is not None:
             chosen = [f for f in snapshot.functions if f.owner.startswith(args.clear)]
@@ -206,11 +209,10 @@ class PyroJitMagics(Magics):
 
         if _ipywidgets() is None:
             return None
-        from ._session import default_session
         from .display.cache_panel import CachePanel
 
         assert self.shell is not None
-        view = CachePanel(default_session().inspector, self.shell.user_ns, objects)
+        view = CachePanel(self.session.inspector, self.shell.user_ns, objects)
         if live:
             self._cache_views = [*self._cache_views[-(_LIVE_CACHE_VIEWS - 1):], view]
         return view
@@ -218,10 +220,8 @@ class PyroJitMagics(Magics):
     def _refresh_cache_views(self) -> None:
         if not self._cache_views:
             return
-        from ._session import default_session
-
         assert self.shell is not None
-        inspector = default_session().inspector()
+        inspector = self.session.inspector()
         snapshot = inspector.snapshot(self.shell.user_ns)  # one walk of the objects for all views
         for view in self._cache_views:
             view.refresh(inspector, snapshot)
@@ -238,12 +238,12 @@ class PyroJitMagics(Magics):
         return None if quiet else LiveProgress(self.shell)
 
     def _compile(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
-        from ._run import JitRun
+        from .core.run import JitRun
 
         assert self.shell is not None
         progress = self._progress(quiet)
         run = JitRun(options, names=self.shell.user_ns, name_location=self._name_location,
-                     on_progress=progress)
+                     session=self.session, on_progress=progress)
         with run:
             error = self._execute(cell)
         run.failed(error)
@@ -254,12 +254,12 @@ class PyroJitMagics(Magics):
         return report, error
 
     def _compare(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
-        from ._compare import run_twice
+        from .core.compare import run_twice
         from .display.panel import comparison_bundle
 
         assert self.shell is not None
         progress = self._progress(quiet)
-        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, options,
+        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, options, session=self.session,
                             name_location=self._name_location, on_progress=progress)
         result = outcome.comparison or outcome.failed
         if progress is not None:
@@ -273,7 +273,7 @@ class PyroJitMagics(Magics):
         return result, outcome.error
 
     def _name_location(self, filename: str, lineno: int) -> str:
-        from ._warnings import default_location_name
+        from .core.jit_warnings import default_location_name
 
         compiler = getattr(self.shell, "compile", None)
         format_code_name = getattr(compiler, "format_code_name", None)
@@ -320,6 +320,6 @@ def unregister(shell: Any) -> None:
     magics["line"].pop("pyrojit_cache", None)
     shell.magics_manager.registry.pop(PyroJitMagics.__name__, None)
     if "pyro" in sys.modules:
-        from ._run import heal_leftovers
+        from .core.run import heal_leftovers
 
         heal_leftovers()

@@ -125,9 +125,9 @@ class MagicRunner:
 def auto_policy():
     """Give the session a fresh --auto policy, to be set up by the test; the old one after."""
     from pyro_jitmagic import AutoPolicy
-    from pyro_jitmagic._session import default_session
+    from pyro_jitmagic.core.process import PROCESS
 
-    session = default_session()
+    session = PROCESS.session  # the twin's default, and the magic's (PyroJitMagics.session)
     old = session.auto
 
     def install(**settings):
@@ -139,7 +139,7 @@ def auto_policy():
 
 
 class FakeClock:
-    """``time`` for pyro_jitmagic._run: ``perf_counter`` moves only when the test says so
+    """``time`` for pyro_jitmagic.core.run: ``perf_counter`` moves only when the test says so
     (and a microsecond a reading, so that no two readings are equal)."""
 
     def __init__(self):
@@ -159,7 +159,7 @@ class FakeClock:
 @pytest.fixture
 def fake_clock(monkeypatch):
     """Step times, compile costs and every decision taken from them, independent of the machine."""
-    from pyro_jitmagic import _run
+    from pyro_jitmagic.core import run as _run
 
     clock = FakeClock()
     monkeypatch.setattr(_run, "time", clock)

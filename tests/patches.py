@@ -50,7 +50,7 @@ def assert_nothing_patched(targets):
             assert now.keys() == original.keys()
             swapped = [key for key in now if now[key] is not original[key]]
             assert not swapped, f"{', '.join(swapped)} still run other code"
-            from pyro_jitmagic._direct import calls
+            from pyro_jitmagic.core.direct import calls
 
             assert "handler" not in vars(calls), "direct ELBO calls still go to a run"
             continue
@@ -63,9 +63,9 @@ def assert_nothing_patched(targets):
 
 def executor_flags():
     """TorchScript's executor settings, which a run sets while it runs (--executor)."""
-    from pyro_jitmagic._executor import _flags
+    from pyro_jitmagic.core.compat import executor_flags
 
-    return tuple(get() for get, _ in _flags())
+    return tuple(get() for get, _ in executor_flags())
 
 
 def elbo_codes():

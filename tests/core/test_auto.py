@@ -13,7 +13,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from pyro.optim import Adam
 
 from pyro_jitmagic import AutoPolicy, JitRun
-from pyro_jitmagic._auto import KeyBook, Tally
+from pyro_jitmagic.core.auto import KeyBook, Tally
 
 # -- the decisions, from given figures (no clock) --------------------------------
 
@@ -358,7 +358,7 @@ def _optimized(tier, steps, seconds, weight=1.0):
 
 
 def test_a_key_moves_to_the_optimizing_executor_once_its_steps_took_ten_times_the_price():
-    from pyro_jitmagic._executor import Tier
+    from pyro_jitmagic.core.executor import Tier
 
     tier = Tier("svi", "1 positional arg", compile_seconds=0.01)  # optimizing: ~0.06 s
     changed = [tier.after_step(0.001, step) for step in range(1, 600)]
@@ -371,7 +371,7 @@ def test_a_key_moves_to_the_optimizing_executor_once_its_steps_took_ten_times_th
 
 
 def test_a_key_goes_back_to_no_opt_when_its_optimized_steps_are_slower():
-    from pyro_jitmagic._executor import Tier
+    from pyro_jitmagic.core.executor import Tier
 
     tier = Tier("svi", "1 positional arg", compile_seconds=0.0)  # free to try
     for step in range(1, 31):  # thirty no-opt steps measured first
@@ -387,7 +387,7 @@ def test_a_key_goes_back_to_no_opt_when_its_optimized_steps_are_slower():
 
 
 def test_a_potential_is_compared_per_evaluation():
-    from pyro_jitmagic._executor import Tier
+    from pyro_jitmagic.core.executor import Tier
 
     tier = Tier("mcmc", "potential energy", compile_seconds=0.0, unit="sample", per="per evaluation")
     for sample in range(1, 31):
@@ -399,7 +399,7 @@ def test_a_potential_is_compared_per_evaluation():
 
 
 def test_an_mcmc_potential_is_tried_when_the_time_left_would_repay_it():
-    from pyro_jitmagic._executor import Tier
+    from pyro_jitmagic.core.executor import Tier
 
     def after_thirty(remaining):
         tier = Tier("mcmc", "potential energy", compile_seconds=0.005, unit="sample")
@@ -424,7 +424,7 @@ def _executor_switch_run(steps):
 
 
 def test_switching_executor_mid_run_gives_the_same_losses(monkeypatch, patched_targets):
-    import pyro_jitmagic._executor as executor
+    import pyro_jitmagic.core.executor as executor
 
     monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)  # move after the first thirty compiled steps
     report = _executor_switch_run(80)
@@ -438,7 +438,7 @@ def test_switching_executor_mid_run_gives_the_same_losses(monkeypatch, patched_t
 
 def test_a_key_whose_optimized_steps_were_slower_compiles_again_and_gives_the_same_losses(
         monkeypatch, patched_targets):
-    import pyro_jitmagic._executor as executor
+    import pyro_jitmagic.core.executor as executor
 
     monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)
     monkeypatch.setattr(executor, "SLOWER_ABOVE", 0.0)  # always too slow
@@ -452,7 +452,7 @@ def test_a_key_whose_optimized_steps_were_slower_compiles_again_and_gives_the_sa
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patched_targets, keep):
-    import pyro_jitmagic._executor as executor
+    import pyro_jitmagic.core.executor as executor
 
     monkeypatch.setattr(executor, "EXPECTED_GAIN", 1e6)  # always worth trying
     if not keep:

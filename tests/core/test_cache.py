@@ -15,12 +15,12 @@ from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
 from pyro_jitmagic import compiled
-from pyro_jitmagic._cache import RecompilationWarning
-from pyro_jitmagic._session import default_session
+from pyro_jitmagic.core.cache import RecompilationWarning
+from pyro_jitmagic.core.process import PROCESS
 
 
 def snapshot(namespace=None):
-    return default_session().inspector().snapshot(namespace or {})
+    return PROCESS.session.inspector().snapshot(namespace or {})
 
 
 def functions_of(snap, owner_prefix):
@@ -88,9 +88,9 @@ def test_clearing_frees_the_traces_and_the_next_step_compiles_again():
     data = models.data()
     with compiled():
         svi.step(data)
-    inspector = default_session().inspector()
+    inspector = PROCESS.session.inspector()
     (f,) = functions_of(inspector.snapshot({"svi": svi}), "svi ")
-    companion = next(c for e, _, _, c in default_session().companions() if e is svi.loss_and_grads.__self__)
+    companion = next(c for e, _, _, c in PROCESS.session.companions() if e is svi.loss_and_grads.__self__)
     traced = weakref.ref(next(iter(companion._loss_and_surrogate_loss.compiled.values())))
 
     assert inspector.clear(f.ident) == 1
@@ -126,7 +126,7 @@ def test_a_tensor_keyword_that_changes_every_step_is_caught_once():
 
 
 def test_a_float_keyword_that_changes_gets_its_own_advice():
-    from pyro_jitmagic._cache import changing_keyword
+    from pyro_jitmagic.core.cache import changing_keyword
 
     before = (1, (("temperature", 0.5),))
     after = (1, (("temperature", 0.6),))

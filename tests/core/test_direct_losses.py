@@ -20,8 +20,8 @@ from pyro import infer
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 
-from pyro_jitmagic import _switch
-from pyro_jitmagic._session import default_session
+from pyro_jitmagic.core import compat
+from pyro_jitmagic.core.process import PROCESS
 
 # The custom-objective pattern of Pyro's docs, as a new user writes it.
 CUSTOM_OBJECTIVE = """
@@ -241,7 +241,7 @@ def test_a_reused_jit_elbo_computes_the_second_models_loss(runner, patched_targe
     second = report.switches[-1]
     assert second.compiled and "its own compiled copy" in second.reason
     # the user's ELBO is as written: still compiled for the first model only
-    assert _switch.bound_model_and_guide(shared)[0] is models.gaussian
+    assert compat.bound_model_and_guide(shared)[0] is models.gaussian
     assert_nothing_patched(patched_targets)
 
 
@@ -370,7 +370,7 @@ def test_a_risky_line_in_the_model_is_named_through_a_direct_call(runner):
 
 
 def test_the_cache_keeps_the_companion_with_its_hits(runner):
-    from pyro_jitmagic._cache import Inspector
+    from pyro_jitmagic.core.cache import Inspector
 
     elbo = infer.Trace_ELBO()
     runner.ns.update(loss_fn=elbo.differentiable_loss, model=models.gaussian,
@@ -379,7 +379,7 @@ def test_the_cache_keeps_the_companion_with_its_hits(runner):
     second, _ = runner.run("loss_fn(model, guide, data).backward()")
 
     assert second.compile_count == 0  # the next cell reuses the trace
-    session = default_session()
+    session = PROCESS.session
     (companion,) = [c for e, _m, _g, c in session.companions() if e is elbo]
     snap = Inspector(session.cache, session.companions).snapshot({"loss_fn": runner.ns["loss_fn"]},
                                                                  [companion])

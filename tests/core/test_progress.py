@@ -9,7 +9,7 @@ import models
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pyro_jitmagic import _run
+from pyro_jitmagic.core import run as _run
 from pyro_jitmagic.display import progress as _progress
 from pyro_jitmagic.records.report import Progress
 

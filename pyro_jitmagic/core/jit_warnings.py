@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from .options import WarningMode as Mode
-from .records.report import CapturedWarning, WarningKind
+from ..options import WarningMode as Mode
+from ..records.report import CapturedWarning, WarningKind
+from . import compat
 
 # Substrings of torch's TracerWarning texts (torch/csrc/jit/frontend/tracer.cpp,
 # torch/csrc/utils/python_arg_parser.cpp, torch/_tensor.py, torch/jit/_trace.py,
@@ -154,7 +155,7 @@ class _Places:
         import torch
 
         self.roots = [(os.path.dirname(m.__file__ or "") + os.sep, m.__name__) for m in (torch, pyro)]
-        self.ours = os.path.dirname(__file__) + os.sep
+        self.ours = os.path.dirname(os.path.dirname(__file__)) + os.sep  # the whole package
         self.stdlib = os.path.dirname(warnings.__file__) + os.sep
 
     def relative(self, filename: str) -> str | None:
@@ -290,7 +291,7 @@ class WarningCapture:
         return None
 
     def _user_frame(self, frame: FrameType | None, filename: str, lineno: int) -> tuple[str, int]:
-        from ._stack import caller_frame
+        from .stack import caller_frame
 
         assert self._places is not None
         caller = caller_frame()
@@ -430,9 +431,9 @@ def watch_reads(capture: WarningCapture, trace: Callable[..., Any]) -> Callable[
     """
     import torch
 
-    from ._patch import ORIGINAL_ATTR, PatchSet
+    from .patch import ORIGINAL_ATTR, PatchSet
 
-    tensor, tracing = torch.Tensor, torch._C._get_tracing_state
+    tensor, tracing = torch.Tensor, compat.tracing_state()
     sizes: dict[int, Any] = {}  # id -> weakref of the tensors that hold sizes in this trace
     numbers = (int, float, bool)
 

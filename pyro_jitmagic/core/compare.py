@@ -11,17 +11,17 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._auto import AutoPolicy
-from ._naming import name_in
-from ._run import JitRun
-from ._session import Session
-from ._state import CellState, prime_once, seed_everything
-from ._trail import ParamTrail, spread_ratio
-from ._warnings import default_location_name
-from .core.verdict import compare_reports, relative_difference
-from .options import RunOptions
-from .records.comparison import Comparison, Isolation
-from .records.report import JitReport, Progress
+from ..options import RunOptions
+from ..records.comparison import Comparison, Isolation
+from ..records.report import JitReport, Progress
+from .auto import AutoPolicy
+from .jit_warnings import default_location_name
+from .naming import name_in
+from .run import JitRun
+from .session import Session
+from .state import CellState, prime_once, seed_everything
+from .trail import ParamTrail, spread_ratio
+from .verdict import compare_reports, relative_difference
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ._patch import unwrap
-
-#: torch._C functions that --executor sets (see _executor._flags and optimize_setter).
-EXECUTOR_FLAGS = ("_get_graph_executor_optimize", "_set_graph_executor_optimize",
-                  "_jit_set_profiling_executor", "_jit_set_profiling_mode")
-
-# trace function -> why it cannot be used (None: it works); tried once per function
-_tried: dict[int, tuple[Any, str | None]] = {}
+from . import compat
+from .patch import unwrap
+from .process import PROCESS
 
 
 def _double(x: Any) -> Any:
@@ -39,7 +34,7 @@ def trace_problem() -> str | None:
     trace = unwrap(getattr(torch.jit, "trace", None))
     if not callable(trace):
         return f"torch.jit.trace is not available in torch {torch.__version__}"
-    known = _tried.get(id(trace))
+    known = PROCESS.trace_checks.get(id(trace))
     if known is not None and known[0] is trace:
         return known[1]
     problem = None
@@ -53,15 +48,8 @@ def trace_problem() -> str | None:
         first = str(exc).splitlines()[0] if str(exc) else ""
         problem = (f"torch.jit.trace failed in torch {torch.__version__} "
                    f"({type(exc).__name__}{': ' + first if first else ''})")
-    _tried[id(trace)] = (trace, problem)
+    PROCESS.trace_checks[id(trace)] = (trace, problem)
     return problem
-
-
-def missing_executor_flags() -> list[str]:
-    """The executor settings this torch lacks (``torch._C`` names)."""
-    import torch
-
-    return [name for name in EXECUTOR_FLAGS if not callable(getattr(torch._C, name, None))]
 
 
 def executor_problem(executor: str, default: str) -> str | None:
@@ -74,9 +62,9 @@ def executor_problem(executor: str, default: str) -> str | None:
     """
     import torch
 
-    from ._advice import JitMagicError
+    from .advice import JitMagicError
 
-    missing = missing_executor_flags()
+    missing = compat.missing_executor_flags()
     if not missing:
         return None
     lacking = f"torch {torch.__version__} has no torch._C.{missing[0]}"

@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records.units import seconds
+from ..records.units import seconds
+from . import compat
+from .process import PROCESS
 
 #: adaptive, SVI: a key is tried optimizing once its compiled steps have taken
 #: this many times what optimizing it is expected to cost, so that a trial that
@@ -64,42 +66,22 @@ _SETTINGS: dict[str, tuple[bool | None, bool | None, bool | None]] = {
 }
 
 
-def _flags() -> list[tuple[Callable[[], Any], Callable[[Any], Any]]]:
-    """(get, set) of every torch flag a setting touches; the profiling pair has no getter
-    of its own, so its setters (which return the old value) read it."""
-    import torch
-
-    c = torch._C
-    return [(c._get_graph_executor_optimize, c._set_graph_executor_optimize),
-            (lambda: _read(c._jit_set_profiling_executor), c._jit_set_profiling_executor),
-            (lambda: _read(c._jit_set_profiling_mode), c._jit_set_profiling_mode)]
-
-
-def _read(setter: Callable[[bool], bool]) -> bool:
-    old = setter(True)
-    setter(old)
-    return old
-
-
 def available() -> bool:
     """Whether this torch has the executor flags (they are private API)."""
     try:
-        _flags()
+        compat.executor_flags()
     except (ImportError, AttributeError):
         return False
     return True
 
 
-# Settings applied and not yet restored, newest last: a run cut off before its
-# cleanup leaves its setting here, and the next run heals it (see heal()).
-_APPLIED: list[ExecutorSetting] = []
-
-
 def heal() -> bool:
     """Restore torch's flags under settings whose run never restored them; True if any."""
-    healed = bool(_APPLIED)
-    while _APPLIED:
-        _APPLIED[-1].restore()
+    # a run cut off before its cleanup leaves its setting applied: the next run heals it
+    applied = PROCESS.executor_settings
+    healed = bool(applied)
+    while applied:
+        applied[-1].restore()
     return healed
 
 
@@ -114,8 +96,8 @@ class ExecutorSetting:
     def apply(self) -> None:
         if not available():
             return
-        _APPLIED.append(self)
-        for (get, set_), value in zip(_flags(), self._flags, strict=True):
+        PROCESS.executor_settings.append(self)
+        for (get, set_), value in zip(compat.executor_flags(), self._flags, strict=True):
             if value is not None:
                 self._saved.append((set_, get()))
                 set_(value)
@@ -124,21 +106,14 @@ class ExecutorSetting:
         while self._saved:
             set_, value = self._saved.pop()
             set_(value)
-        if self in _APPLIED:
-            _APPLIED.remove(self)
+        if self in PROCESS.executor_settings:
+            PROCESS.executor_settings.remove(self)
 
 
 def optimize_setter() -> Callable[[bool], Any]:
     """torch's graph-executor optimize flag: read when a trace runs and has no optimised plan yet,
     so it is set before every compiled call (one key may be optimized and the next not)."""
-    import torch
-
-    setter = getattr(torch._C, "_set_graph_executor_optimize", None)
-    return setter if callable(setter) else _leave_as_is  # a torch without it: see _torch.executor_problem
-
-
-def _leave_as_is(optimize: bool) -> None:
-    pass
+    return compat.optimize_setter()  # a torch without it: see torchcheck.executor_problem
 
 
 @dataclass

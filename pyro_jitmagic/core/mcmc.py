@@ -1,10 +1,10 @@
 """MCMC under ``%%pyrojit``: whether a run can be compiled, and where its time went.
 
 Pyro compiles an HMC/NUTS potential when the kernel has ``jit_compile=True``
-and builds it afresh in each run's ``setup`` (pyro/infer/mcmc/util.py,
-``_PEMaker``). :class:`MCMCClock` times a run through its kernel's ``setup``
-and ``sample``, counts potential evaluations, and summarises the samples
-(means, sds, ESS, r-hat) for comparing runs.
+and builds it afresh in each run's ``setup`` (pyro/infer/mcmc/util.py).
+:class:`MCMCClock` times a run through its kernel's ``setup`` and ``sample``,
+counts potential evaluations, and summarises the samples (means, sds, ESS,
+r-hat) for comparing runs.
 """
 
 from __future__ import annotations
@@ -14,20 +14,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._executor import optimize_setter
-from ._patch import PatchSet
-from .records.report import MCMCRun, PosteriorSite
+from ..records.report import MCMCRun, PosteriorSite
+from . import compat
+from .executor import optimize_setter
+from .patch import PatchSet
 
 
 def potential_maker(potential: Any) -> Any:
-    """The Pyro ``_PEMaker`` behind a kernel's ``potential_fn``, which holds its compiled potential
-    (``_compiled_fn``): the compiled one is ``partial(maker._potential_fn_jit, ...)``, the eager one
-    the bound method ``maker._potential_fn`` (pyro/infer/mcmc/util.py). None for anything else."""
+    """The Pyro object behind a kernel's ``potential_fn`` that builds it and holds its compiled
+    potential (see :func:`.compat.potential_maker`). None for anything else."""
     if isinstance(potential, CellPotential):
         return potential.maker
-    bound = getattr(potential, "func", potential)  # a partial's function, or the method itself
-    maker = getattr(bound, "__self__", None)
-    return maker if hasattr(maker, "get_potential_fn") else None
+    return compat.potential_maker(potential)
 
 
 class CellPotential:
@@ -52,9 +50,10 @@ class CellPotential:
 
 def potential_builder(original: Callable[..., Any], inside_mcmc: Callable[[], bool],
                       is_compiling: Callable[[], bool]) -> Callable[..., Any]:
-    """A stand-in for ``_PEMaker.get_potential_fn``: a potential built outside an MCMC run (by
-    ``initialize_model`` in the cell) comes back as a :class:`CellPotential`; those built by
-    a kernel's setup inside ``MCMC.run`` are left to the run's own decision."""
+    """A stand-in for Pyro's ``get_potential_fn`` (pyro/infer/mcmc/util.py): a potential built
+    outside an MCMC run (by ``initialize_model`` in the cell) comes back as a
+    :class:`CellPotential`; those built by a kernel's setup inside ``MCMC.run`` are left to the
+    run's own decision."""
 
     def get_potential_fn(maker: Any, jit_compile: bool = False, skip_jit_warnings: bool = True,
                          jit_options: Any = None) -> Any:
@@ -78,12 +77,12 @@ def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
         return False, f"{type(kernel).__name__} has no compiled mode in Pyro (only HMC and NUTS do)"
     if kernel.model is None:
         return _potential_decision(kernel.potential_fn)
-    if type(getattr(mcmc, "sampler", None)).__name__ == "_MultiSampler":
+    if compat.runs_chains_in_workers(mcmc):
         # (with fewer CPUs than chains Pyro draws them in this process instead)
         return False, "chains run in worker processes, where Pyro does not compile the potential"
     if not can_trace:
         return False, "torch.jit.trace is not available in this torch"
-    if kernel._jit_compile:
+    if compat.jit_compile(kernel):
         return True, "already compiled as written"
     return True, ""
 
@@ -97,7 +96,7 @@ def _potential_decision(potential: Any) -> tuple[bool, str]:
     if maker is None:
         return False, ("the kernel was given a potential_fn of your own, which Pyro's JIT does not "
                        "compile (it compiles the potentials it builds from a model)")
-    if getattr(potential, "func", None) is not None:  # partial(maker._potential_fn_jit, ...)
+    if compat.is_compiled_potential(potential):
         return True, "already compiled as written"
     return False, ("its potential_fn came from initialize_model without jit_compile=True in an earlier "
                    "cell: call initialize_model inside the %%pyrojit cell, or pass it jit_compile=True")
@@ -118,7 +117,7 @@ class MCMCClock:
         self.samples_total = 0
         # with --executor adaptive, once the potential is compiled: its executor (an _executor.Tier)
         self.tier: Any = None
-        self._maker: Any = None  # Pyro's _PEMaker, which holds the compiled potential
+        self._maker: Any = None  # what built the potential, and holds its compiled form
 
     def instrument(self, patches: PatchSet, kernel: Any,
                    wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
@@ -179,7 +178,7 @@ class MCMCClock:
         if tier.after_step(seconds, done, remaining=remaining, weight=evals) and tier.drop:
             tier.drop = False  # its optimised trace was slower: trace it again, no-opt
             if self._maker is not None:
-                self._maker._compiled_fn = None
+                compat.drop_compiled_potential(self._maker)
 
     def summarise(self, mcmc: Any) -> None:
         """Posterior means, sds, ESS and r-hat of every site, for comparing runs."""

@@ -38,7 +38,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._patch import PatchSet
+from . import compat
+from .patch import PatchSet
+from .process import PROCESS
 
 _MISSING = object()
 
@@ -84,9 +86,6 @@ def _numpy_state() -> Any:
     return numpy.random.get_state()
 
 
-_primed = False
-
-
 def prime_once() -> float:
     """Pay torch's and Pyro's one-off start-up before the first timed step; the seconds it took.
 
@@ -96,8 +95,7 @@ def prime_once() -> float:
     A throwaway step on a one-variable model pays it; the param store and the
     random state are left as they were. Later calls cost nothing (and return 0).
     """
-    global _primed
-    if _primed:
+    if PROCESS.primed:
         return 0.0
     start = time.perf_counter()
     import pyro
@@ -124,7 +122,7 @@ def prime_once() -> float:
         if param in store:
             del store[param]
         rng.restore()
-    _primed = True
+    PROCESS.primed = True
     return time.perf_counter() - start
 
 
@@ -228,7 +226,7 @@ def _fingerprint(value: Any) -> Any:
     import torch
 
     if torch.is_tensor(value):
-        return ("tensor", value._version)
+        return ("tensor", compat.tensor_version(value))
     if isinstance(value, (list, bytearray)):
         return (type(value).__name__, len(value), tuple(id(v) for v in value[:1000]))
     if isinstance(value, dict):
@@ -336,7 +334,7 @@ class CellState:
         if id(optim) not in self.optimizers:
             self.optimizers[id(optim)] = (optim, _OptimizerState(
                 copy.deepcopy(optim.get_state()),
-                copy.deepcopy(optim._state_waiting_to_be_consumed)))
+                copy.deepcopy(compat.waiting_state(optim))))
         from pyro.infer.autoguide import AutoGuide
 
         guide = svi.guide
@@ -392,10 +390,8 @@ class CellState:
             # Forget the torch optimizers made for the first run's param
             # tensors; the restored params get new ones, primed from the saved
             # state as Pyro does when loading an optimizer (pyro/optim/optim.py).
-            optim.optim_objs.clear()
-            getattr(optim, "grad_clip", {}).clear()
-            optim._state_waiting_to_be_consumed = copy.deepcopy(pyro_saved.waiting)
-            optim.set_state(copy.deepcopy(pyro_saved.state))
+            compat.restart_optimizer(optim, copy.deepcopy(pyro_saved.state),
+                                     copy.deepcopy(pyro_saved.waiting))
         for guide in self.guides.values():
             guide.prototype_trace = None  # rebuilt, drawing the same numbers, on its next call
         for kernel, saved in self.kernels.values():

@@ -2,7 +2,7 @@
 
 * An AutoGuide builds a prototype trace on its first call, by running the model.
   Done inside the trace, that work would be compiled too; done here, once,
-  eagerly, it is not. Only the prototype is built (``_setup_prototype``), not a
+  eagerly, it is not. Only the prototype is built, not a
   guide sample, so the param store gets nothing beyond what the guide creates
   and the random stream advances exactly as in an eager first step.
 * ``TraceEnum_ELBO`` (and ``vectorize_particles``) guess ``max_plate_nesting``
@@ -16,8 +16,9 @@ import math
 import time
 from typing import Any
 
-from ._naming import label
-from .records.report import WarmupAction
+from ..records.report import WarmupAction
+from . import compat
+from .naming import label
 
 
 def warm_up(target: str, elbo: Any, model: Any, guide: Any,
@@ -29,7 +30,7 @@ def warm_up(target: str, elbo: Any, model: Any, guide: Any,
     done = []
     if isinstance(guide, AutoGuide) and getattr(guide, "prototype_trace", True) is None:
         start = time.perf_counter()
-        guide._setup_prototype(*args, **kwargs)
+        compat.build_prototype(guide, args, kwargs)
         done.append(WarmupAction(target, "AutoGuide prototype",
                                  f"{label(guide)} ran the model once to build its prototype",
                                  time.perf_counter() - start))
@@ -38,7 +39,7 @@ def warm_up(target: str, elbo: Any, model: Any, guide: Any,
         elbo.vectorize_particles and elbo.num_particles > 1)
     if guesses and math.isinf(elbo.max_plate_nesting):
         start = time.perf_counter()
-        elbo._guess_max_plate_nesting(model, guide, args, kwargs)
+        compat.guess_max_plate_nesting(elbo, model, guide, args, kwargs)
         done.append(WarmupAction(target, "max_plate_nesting",
                                  f"found max_plate_nesting={elbo.max_plate_nesting}",
                                  time.perf_counter() - start))

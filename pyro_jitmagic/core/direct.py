@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeGuard
 
-from . import _switch
-from ._naming import label
-from ._patch import PatchSet
-from .records.report import LossRun, Step
+from ..records.report import LossRun, Step
+from . import switch
+from .naming import label
+from .patch import PatchSet
+from .process import PROCESS
 
 METHODS = ("differentiable_loss", "loss", "loss_and_grads")
 
@@ -68,7 +69,7 @@ class _Method:
 def _as_written(key: str, elbo: Any, model: Any, guide: Any,
                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     __tracebackhide__ = True
-    return _METHODS[key].original(elbo, model, guide, *args, **kwargs)
+    return PROCESS.loss_methods[key].original(elbo, model, guide, *args, **kwargs)
 
 
 class _Calls:
@@ -92,8 +93,6 @@ def {method}(self, model, guide, *args, **kwargs):
 '''
 _PLACEHOLDER = "__pyrojit_calls__"
 
-# Filled once per process: facts about the installed Pyro's functions.
-_METHODS: dict[str, _Method] = {}
 _SIGNATURE = ["self", "model", "guide", "args", "kwargs"]
 
 
@@ -119,7 +118,8 @@ def _trampoline(key: str, fn: types.FunctionType) -> types.CodeType:
 
 def _methods() -> dict[str, _Method]:
     """Every loss function of the ELBO classes ``pyro.infer`` exports (Pyro 1.9.2)."""
-    if not _METHODS:
+    methods: dict[str, _Method] = PROCESS.loss_methods  # facts about the installed Pyro: found once
+    if not methods:
         import pyro.infer
         from pyro.infer import ELBO
 
@@ -133,8 +133,8 @@ def _methods() -> dict[str, _Method]:
                     key = f"{cls.__name__}.{method}"
                     original = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__)
                     original.__qualname__ = fn.__qualname__
-                    _METHODS[key] = _Method(key, method, fn, fn.__code__, original, _trampoline(key, fn))
-    return _METHODS
+                    methods[key] = _Method(key, method, fn, fn.__code__, original, _trampoline(key, fn))
+    return methods
 
 
 def intercept(patches: PatchSet, handler: Handler) -> None:
@@ -147,7 +147,7 @@ def intercept(patches: PatchSet, handler: Handler) -> None:
 
 def heal() -> list[str]:
     """Put back Pyro's code where a run cut off mid-cell left trampolines; what was healed."""
-    left = [m for m in _METHODS.values() if m.function.__code__ is not m.code]
+    left = [m for m in PROCESS.loss_methods.values() if m.function.__code__ is not m.code]
     for m in left:
         m.function.__code__ = m.code
     vars(calls).pop("handler", None)
@@ -156,11 +156,11 @@ def heal() -> list[str]:
 
 def original(key: str) -> types.FunctionType:
     """Pyro's function, as written, for a trampoline's key."""
-    return _METHODS[key].original
+    return PROCESS.loss_methods[key].original
 
 
 def method_of(key: str) -> str:
-    return _METHODS[key].method
+    return PROCESS.loss_methods[key].method
 
 
 # -- naming ----------------------------------------------------------------------
@@ -168,7 +168,7 @@ def name_of(names: Any, key: str, elbo: Any, model: Any, guide: Any) -> str:
     """The user's name for this loss: a bound method or ``ELBOModule`` they hold, or their ELBO's."""
     from pyro.infer.elbo import ELBOModule
 
-    m = _METHODS[key]
+    m = PROCESS.loss_methods[key]
     if names is not None:
         for name, value in list(names.items()):
             if name.startswith("_"):
@@ -289,9 +289,9 @@ def _compiled_methods(jit_class: type) -> list[str]:
 def plan(key: str, elbo: Any, model: Any, guide: Any, *, target: str, compile: bool,
          can_trace: bool, session: Any, args: tuple[Any, ...] = ()) -> LossPlan:
     """Decide how a direct call of ``key`` on ``elbo`` with this model and guide runs."""
-    method = _METHODS[key].method
+    method = PROCESS.loss_methods[key].method
     elbo_name = type(elbo).__name__
-    as_written = partial(_METHODS[key].original, elbo)
+    as_written = partial(PROCESS.loss_methods[key].original, elbo)
 
     def eager(reason: str) -> LossPlan:
         return LossPlan(elbo, model, guide, method, target, elbo_name, elbo_name, as_written, as_written,
@@ -309,17 +309,17 @@ def plan(key: str, elbo: Any, model: Any, guide: Any, *, target: str, compile: b
                 # as Pyro's examples call it (hmm.py: elbo.loss(model, guide, sequences, lengths, args))
                 return eager(f"positional argument {position} is a {type(value).__name__}, which a trace "
                              "cannot take; Pyro's Jit* ELBOs compute loss eagerly, so it ran as written")
-    jit_class = next((c for c in _switch.jit_classes() if isinstance(elbo, c)), None)
+    jit_class = next((c for c in switch.jit_classes() if isinstance(elbo, c)), None)
     if jit_class is not None:
         if method not in _compiled_methods(jit_class):
             return eager(f"Pyro's {jit_class.__name__} computes {method} eagerly: it compiles "
                          f"{' and '.join(_compiled_methods(jit_class))}")
         runner, reason, note = elbo, "already compiled as written", ""
-        bound = _switch.bound_model_and_guide(elbo)
+        bound = switch.bound_model_and_guide(elbo)
         if bound is not None and (bound[0] is not model or bound[1] is not guide):
             # Pyro would silently compute the loss of the model this ELBO first
             # compiled; run this pair on its own compiled copy instead.
-            runner, _ = session.companion(elbo, model, guide, _switch.fresh_copy)
+            runner, _ = session.companion(elbo, model, guide, switch.fresh_copy)
             reason = (f"this {elbo_name} was first compiled for {label(bound[0])}; Pyro would silently "
                       f"return that model's loss for {label(model)}, so {label(model)} ran on its own "
                       "compiled copy")
@@ -329,18 +329,18 @@ def plan(key: str, elbo: Any, model: Any, guide: Any, *, target: str, compile: b
                     "Trace_ELBO's gradient (twice it, for a reparameterized guide); use a Trace_ELBO "
                     "and %%pyrojit compiles it with eager's gradient")
         return LossPlan(elbo, model, guide, method, target, elbo_name, elbo_name,
-                        partial(_METHODS[key].original, runner), as_written, runner=runner,
+                        partial(PROCESS.loss_methods[key].original, runner), as_written, runner=runner,
                         compiled=True, reason=reason, note=note)
     failed = session.cannot_compile(elbo)
     if failed is not None:  # in an earlier cell, on a limit of Pyro's JIT
         return eager(failed)
-    jit = _switch.counterpart(elbo)
+    jit = switch.counterpart(elbo)
     if jit is None:
-        return eager(_switch.why_eager(elbo))
+        return eager(switch.why_eager(elbo))
     compute = _COMPANION_CALLS.get((elbo_name, method))
     if compute is None:
         return eager(f"Pyro's {jit.__name__} compiles only {' and '.join(_compiled_methods(jit))}")
-    runner, _ = session.companion(elbo, model, guide, _switch.make_companion)
+    runner, _ = session.companion(elbo, model, guide, switch.make_companion)
     return LossPlan(elbo, model, guide, method, target, elbo_name, jit.__name__,
                     partial(compute, runner), as_written, runner=runner, compiled=True)
 

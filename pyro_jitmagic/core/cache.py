@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _switch
-from ._mcmc import potential_maker
-from ._naming import label, name_in
-from .records.cache import CachedFunction, CacheEntry, CacheSnapshot
+from ..records.cache import CachedFunction, CacheEntry, CacheSnapshot
+from . import compat, switch
+from .mcmc import potential_maker
+from .naming import label, name_in
 
 # The recompilation watch: warn when a function holds at least WATCH_MIN_ENTRIES
 # traces and made a new one on most of its last WATCH_WINDOW calls, or holds
@@ -185,7 +185,7 @@ def _live_objects() -> list[Any]:
     """Every live Jit* ELBO and HMC/NUTS kernel in the process."""
     from pyro.infer.mcmc import HMC
 
-    jit = _switch.jit_classes()
+    jit = switch.jit_classes()
     objects = gc.get_objects()
     # Classify each distinct type once: an isinstance() per object costs
     # several ABC subclass checks (ELBO and MCMCKernel are ABCs), which over a
@@ -221,18 +221,18 @@ class Inspector:
 
         if objects is None:
             objects = _live_objects()
-        jit = _switch.jit_classes()
+        jit = switch.jit_classes()
         elbos = [obj for obj in objects if isinstance(obj, jit)]
         kernels = [obj for obj in objects if isinstance(obj, HMC)]
         self._live = weakref.WeakValueDictionary()
         owner_of = {id(c): e for e, _m, _g, c in self._companions()}  # companion -> user's ELBO
         functions = []
         for elbo in elbos:
-            compiled = _switch.compiled_function(elbo)
+            compiled = switch.compiled_function(elbo)
             if compiled is None or not compiled.compiled:
                 continue
             self._live[id(compiled)] = compiled
-            bound = _switch.bound_model_and_guide(elbo)
+            bound = switch.bound_model_and_guide(elbo)
             serves = f"model={label(bound[0])}, guide={label(bound[1])}" if bound else ""
             stats = self.stats.known(compiled)
             entries = []
@@ -249,7 +249,7 @@ class Inspector:
                                             serves, tuple(entries)))
         for kernel in kernels:
             maker = potential_maker(getattr(kernel, "potential_fn", None))
-            traced = getattr(maker, "_compiled_fn", None)
+            traced = compat.compiled_potential(maker)
             if traced is None:
                 continue
             self._live[id(maker)] = maker
@@ -280,7 +280,7 @@ class Inspector:
                 obj.compiled.clear()
             else:  # an HMC/NUTS potential
                 dropped += 1
-                obj._compiled_fn = None
+                compat.drop_compiled_potential(obj)
             stats = self.stats.known(obj)
             if stats is not None:
                 stats.entries.clear()

@@ -49,9 +49,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._mcmc import potential_maker
-from .records.report import AutoDecision
-from .records.units import plural, seconds
+from ..records.report import AutoDecision
+from ..records.units import plural, seconds
+from . import compat
+from .mcmc import potential_maker
 
 Kind = Literal["svi", "potential"]
 
@@ -329,8 +330,9 @@ def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target:
         maker = potential_maker(potential)
         if maker is None:
             return potential
-        compiled_fn = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=kernel._ignore_jit_warnings,
-                                             jit_options=kernel._jit_options)
+        skip_warnings, jit_options = compat.jit_settings(kernel)
+        compiled_fn = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=skip_warnings,
+                                             jit_options=jit_options)
         book = policy.book(maker, "potential", "potential", target, "potential energy")
         tally = tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
         first_sample, total = len(clock.sample_seconds), clock.samples_total

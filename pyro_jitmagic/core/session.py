@@ -10,9 +10,10 @@ Keying on (model, guide) as well is what fixes Pyro's reused-ELBO bug: a Jit*
 ELBO keeps the model of its first call in its compiled closure, so one ELBO
 object shared by two models would silently return the first model's loss.
 
-There is one session per process (:func:`default_session`): compiled traces
-belong to ELBO objects, which are themselves process-wide, so the magic and its
-plain-Python twin share them.
+The process has a default session (``PROCESS.session``, see :mod:`.process`):
+compiled traces belong to ELBO objects, which are themselves process-wide, so
+the magic and its plain-Python twin share it; the magic holds it as
+``PyroJitMagics.session``, and a twin takes another as ``session=``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class Session:
     """Registry of the compiled companions of user ELBOs, and of what the caches cost."""
 
     def __init__(self) -> None:
-        from ._auto import AutoPolicy
-        from ._cache import CacheStats
+        from .auto import AutoPolicy
+        from .cache import CacheStats
 
         self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
             weakref.WeakKeyDictionary())
@@ -63,16 +64,7 @@ class Session:
 
     def inspector(self) -> Any:
         """An :class:`~pyro_jitmagic._cache.Inspector` over this session's caches."""
-        from ._cache import Inspector
+        from .cache import Inspector
 
         return Inspector(self.cache, self.companions)
 
-
-_default: Session | None = None
-
-
-def default_session() -> Session:
-    global _default
-    if _default is None:
-        _default = Session()
-    return _default

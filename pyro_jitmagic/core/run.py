@@ -32,18 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _advice, _direct, _switch, _torch, _warmup
-from ._auto import AutoPolicy, Tally, potential_until_it_pays
-from ._cache import _describe_key
-from ._executor import ExecutorSetting, Tier, optimize_setter
-from ._mcmc import MCMCClock, mcmc_decision, potential_builder, potential_maker
-from ._naming import label, name_in
-from ._patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
-from ._session import Session, default_session
-from ._stack import call_shallow
-from ._warnings import WarningCapture, default_location_name, watch_reads
-from .options import DEFAULT_EXECUTOR, RunOptions
-from .records.report import (
+from ..options import DEFAULT_EXECUTOR, RunOptions
+from ..records.report import (
     Compilation,
     ExecutorChoice,
     JitReport,
@@ -54,11 +44,23 @@ from .records.report import (
     Switch,
     WarmupAction,
 )
-from .records.units import seconds
-
-# Runs active in this process, innermost last. A wrapper found installed while
-# this is empty is a leftover of a run whose cleanup never ran, and is healed.
-_ACTIVE: list[JitRun] = []
+from ..records.units import seconds
+from . import advice as _advice
+from . import compat
+from . import direct as _direct
+from . import switch as _switch
+from . import torchcheck as _torch
+from . import warmup as _warmup
+from .auto import AutoPolicy, Tally, potential_until_it_pays
+from .cache import _describe_key
+from .executor import ExecutorSetting, Tier, optimize_setter
+from .jit_warnings import WarningCapture, default_location_name, watch_reads
+from .mcmc import MCMCClock, mcmc_decision, potential_builder, potential_maker
+from .naming import label, name_in
+from .patch import ORIGINAL_ATTR, PatchSet, heal, unwrap
+from .process import PROCESS
+from .session import Session
+from .stack import call_shallow
 
 # With --auto, a key's compile is added to what the session expects of the
 # next keys once it has run this many compiled steps (the first ones may be slow).
@@ -194,7 +196,7 @@ class JitRun:
         self._steps_done = 0
         self._samples_done = 0
         self._names = names
-        self.session = session or default_session()
+        self.session = session or PROCESS.session
         # --auto: the session's policy (or one given), and what each key did in this run
         self.auto: AutoPolicy | None = (auto_policy or self.session.auto) if auto else None
         self._tallies: dict[tuple[int, Any], Tally] = {}
@@ -229,17 +231,16 @@ class JitRun:
     # -- entering and leaving ------------------------------------------------
     def __enter__(self) -> JitRun:
         if self.options.seed is not None:
-            from ._state import seed_everything
+            from .state import seed_everything
 
             seed_everything(self.options.seed)
         import pyro.ops.jit
         import torch
         from pyro.infer import SVI, Predictive
         from pyro.infer.mcmc import MCMC
-        from pyro.infer.mcmc.util import _PEMaker
 
         if self.compile:
-            from ._state import prime_once
+            from .state import prime_once
 
             # torch's one-off start-up would pass for a slow compile (or, with --auto, a slow
             # eager step), and the decisions taken on those figures would be wrong
@@ -251,7 +252,7 @@ class JitRun:
         self._start = self._last_progress = time.perf_counter()
         for name in heal_leftovers():
             self._notes.append(f"restored {name}, left patched by an earlier run that was cut off")
-        _ACTIVE.append(self)
+        PROCESS.runs.append(self)
         self._active = True
         try:
             self._capture.__enter__()
@@ -274,8 +275,9 @@ class JitRun:
                 self._executor.apply()
                 self._wrap(torch.jit, "trace", self._trace_wrapper)
                 self._wrap(pyro.ops.jit.CompiledFunction, "__call__", self._compiled_call_wrapper)
-                self._wrap(_PEMaker, "get_potential_fn", lambda original: potential_builder(
-                    original, lambda: isinstance(self._current, _MCMCPlan), compiling_now))
+                self._wrap(compat.potential_maker_class(), "get_potential_fn",
+                           lambda original: potential_builder(
+                               original, lambda: isinstance(self._current, _MCMCPlan), PROCESS.compiling))
             elif self.compile:
                 self._notes.append(f"{cannot_trace}: the cell ran eager")
         except BaseException:
@@ -318,8 +320,8 @@ class JitRun:
             try:
                 self._capture.__exit__(None, None, None)
             finally:
-                if self in _ACTIVE:
-                    _ACTIVE.remove(self)
+                if self in PROCESS.runs:
+                    PROCESS.runs.remove(self)
 
     def _wrap(self, owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         """Replace ``owner.name`` by ``make(original)`` until the run ends."""
@@ -563,27 +565,26 @@ class JitRun:
     def _compiled_call_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         import pyro
         import torch
-        from pyro.ops.jit import _hashable_args_kwargs as pyro_key
 
         run, cache, adaptive = self, self.session.cache, self._adaptive
         param: Any = pyro.param
         store = pyro.get_param_store()
         get_rng_state, set_rng_state, equal = torch.get_rng_state, torch.set_rng_state, torch.equal
         set_optimize = optimize_setter()
+        fast_key, hashed_key, param_names = compat.fast_key, compat.hashed_key, compat.param_names
 
         def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
             """``CompiledFunction.__call__``: count hits; time a new key's first call as its compile."""
             __tracebackhide__ = True
             if not run._active:
                 return original(fn, *args, **kwargs)
-            # Pyro's key (pyro/ops/jit.py, _hashable_args_kwargs): the keyword values
-            # themselves when hashable, which is the fast common case; else Pyro's own
-            # hashing (lists, dicts and argparse.Namespace by value, others by id)
-            key = (len(args), tuple(sorted(kwargs.items())))
+            # Pyro's key: the keyword values themselves when hashable, which is the fast
+            # common case; else Pyro's own hashing (lists, dicts, argparse.Namespace by value)
+            key = fast_key(args, kwargs)
             try:
                 traced = fn.compiled.get(key)
             except TypeError:
-                key = pyro_key(args, kwargs)
+                key = hashed_key(args, kwargs)
                 traced = fn.compiled.get(key)
             if run.auto is not None and not run._auto_route(fn, key, traced):
                 return fn.fn(*args, **kwargs)  # --auto: eager while that is cheaper
@@ -627,7 +628,7 @@ class JitRun:
             # those only look for params created by the call, and a traced
             # function runs no Python, so they never see any.
             try:
-                return traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+                return traced(*[param(name).unconstrained() for name in param_names(fn)], *args)
             except Exception as exc:  # TorchScript's own check of the inputs
                 run._advise_call(exc, fn, key, args)
                 raise
@@ -709,7 +710,7 @@ class JitRun:
         fn.fn(*args, **kwargs)
         eager = torch.get_rng_state()
         torch.set_rng_state(start)
-        result = traced(*[param(name).unconstrained() for name in fn._param_names], *args)
+        result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
         if not torch.equal(torch.get_rng_state(), eager):
             self._draws_part()
         return result
@@ -762,7 +763,7 @@ class JitRun:
                 entry.tier = Tier(owner, pending.key, seconds)
 
     def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
-        from ._cache import RecompilationWarning, changing_keyword
+        from .cache import RecompilationWarning, changing_keyword
 
         stats.warned = True
         owner = self._current.target if self._current is not None else "a compiled function"
@@ -813,7 +814,7 @@ class JitRun:
             risky=self._capture.risky_count,
             params=set(pyro.get_param_store().keys()),
             # Pyro's HMC/NUTS potential traces a function of this name (pyro/infer/mcmc/util.py)
-            potential=getattr(args[0] if args else None, "__name__", "") == "_pe_jit")
+            potential=getattr(args[0] if args else None, "__name__", "") == compat.POTENTIAL_TRACE_NAME)
         if self._on_progress is not None:
             self._progress(time.perf_counter(), compiling=True)
         if before.pending is not None:
@@ -927,15 +928,15 @@ class JitRun:
             optimize_setter()(False)
         # Pyro turns requires_grad off on every param while tracing the
         # potential and only turns it back on if tracing succeeds
-        # (pyro/infer/mcmc/util.py, _PEMaker._potential_fn_jit).
+        # (pyro/infer/mcmc/util.py, the jit potential).
         store = pyro.get_param_store()
         grads = {name: p.requires_grad for name, p in store.named_parameters()}
         outer, self._current = self._current, plan
         try:
-            if compiled and not kernel._jit_compile and not auto:
-                local.set(kernel, "_jit_compile", True)
-            elif auto and kernel._jit_compile:  # its setup would trace at once: eager until it pays
-                local.set(kernel, "_jit_compile", False)
+            if compiled and not compat.jit_compile(kernel) and not auto:
+                local.set(kernel, compat.JIT_COMPILE_ATTR, True)
+            elif auto and compat.jit_compile(kernel):  # its setup would trace at once: eager until it pays
+                local.set(kernel, compat.JIT_COMPILE_ATTR, False)
             wrap = None
             if auto:
                 assert self.auto is not None
@@ -957,7 +958,7 @@ class JitRun:
             if clock.tier is not None and clock.tier.state != "no-opt":
                 self._tiers_changed[id(clock.tier)] = clock.tier
             maker = potential_maker(kernel.potential_fn)
-            if getattr(maker, "_compiled_fn", None) is not None:
+            if compat.compiled_potential(maker) is not None:
                 # one entry per potential; every evaluation after setup is a hit
                 self.session.cache.hit(maker, "potential", compile_seconds=plan.compile_seconds or None,
                                        calls=clock.potential_evals)
@@ -1008,29 +1009,22 @@ class JitRun:
         )
 
 
-def compiling_now() -> bool:
-    """Whether the innermost active run compiles (not the eager half of ``--compare``)."""
-    return bool(_ACTIVE) and _ACTIVE[-1].compile
-
-
 def _targets() -> list[tuple[Any, str]]:
     """Everything a run wraps at class or module level."""
     import pyro.ops.jit
     import torch
     from pyro.infer import SVI, Predictive
     from pyro.infer.mcmc import MCMC
-    from pyro.infer.mcmc.util import _PEMaker
-
     return [(SVI, "step"), (MCMC, "run"), (torch.jit, "trace"),
             (pyro.ops.jit.CompiledFunction, "__call__"), (SVI, "evaluate_loss"), (Predictive, "forward"),
-            (_PEMaker, "get_potential_fn")]
+            (compat.potential_maker_class(), "get_potential_fn")]
 
 
 def heal_leftovers() -> list[str]:
     """Undo wrappers left by a run whose cleanup never ran; the names healed."""
-    if _ACTIVE:
+    if PROCESS.runs:  # a wrapper of an active run is no leftover
         return []
-    from . import _executor
+    from . import executor as _executor
 
     healed = [f"{getattr(owner, '__name__', owner)}.{name}"
               for owner, name in _targets() if heal(owner, name)]
