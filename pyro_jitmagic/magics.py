@@ -1,7 +1,10 @@
 """The IPython face of pyro_jitmagic: parse the magic line, run the core, display.
 
-Nothing here knows about Pyro; :mod:`pyro_jitmagic._run` does the work and
-:mod:`pyro_jitmagic.report` holds the result.
+Nothing here knows about Pyro: :mod:`pyro_jitmagic.core` does the work, the
+result is one of :mod:`pyro_jitmagic.records`, and :mod:`pyro_jitmagic.display`
+shows it. The magics' arguments are built from :class:`~pyro_jitmagic.options.RunOptions`;
+``%pyrojit_cache`` calls the same twins a script does
+(:func:`~pyro_jitmagic.cache_snapshot`, :func:`~pyro_jitmagic.clear_cache`).
 """
 
 from __future__ import annotations
@@ -179,18 +182,16 @@ class PyroJitMagics(Magics):
         args = parse_argstring(self.pyrojit_cache, line)
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, not {args.output!r}: e.g. %pyrojit_cache -o cache")
+        from .core.inspector import cache_snapshot, clear_cache
+
         assert self.shell is not None
         namespace = self.shell.user_ns
-        inspector = self.session.inspector()
-        snapshot = inspector.snapshot(namespace)
         if args.clear is not None:
-            chosen = [f for f in snapshot.functions if f.owner.startswith(args.clear)]
-            if args.clear and not chosen:
-                owners = ", ".join(f.owner.split(" ")[0] for f in snapshot.functions) or "none"
-                raise UsageError(f"no compiled function is owned by {args.clear!r}; owners: {owners}")
-            for f in chosen:
-                inspector.clear(f.ident)
-            snapshot = inspector.snapshot(namespace)
+            try:
+                clear_cache(args.clear or None, namespace=namespace, session=self.session)
+            except ValueError as exc:  # no such owner
+                raise UsageError(str(exc)) from None
+        snapshot = cache_snapshot(namespace, session=self.session)
         if args.output:
             namespace[args.output] = snapshot
         if args.quiet:
@@ -209,10 +210,12 @@ class PyroJitMagics(Magics):
 
         if _ipywidgets() is None:
             return None
+        from .core.inspector import Inspector
         from .display.cache_panel import CachePanel
 
         assert self.shell is not None
-        view = CachePanel(self.session.inspector, self.shell.user_ns, objects)
+        session = self.session
+        view = CachePanel(lambda: Inspector(session), self.shell.user_ns, objects)
         if live:
             self._cache_views = [*self._cache_views[-(_LIVE_CACHE_VIEWS - 1):], view]
         return view
@@ -220,8 +223,10 @@ class PyroJitMagics(Magics):
     def _refresh_cache_views(self) -> None:
         if not self._cache_views:
             return
+        from .core.inspector import Inspector
+
         assert self.shell is not None
-        inspector = self.session.inspector()
+        inspector = Inspector(self.session)
         snapshot = inspector.snapshot(self.shell.user_ns)  # one walk of the objects for all views
         for view in self._cache_views:
             view.refresh(inspector, snapshot)

@@ -139,7 +139,7 @@ def auto_policy():
 
 
 class FakeClock:
-    """``time`` for pyro_jitmagic.core.run: ``perf_counter`` moves only when the test says so
+    """``time`` for a run's recorder: ``perf_counter`` moves only when the test says so
     (and a microsecond a reading, so that no two readings are equal)."""
 
     def __init__(self):
@@ -159,10 +159,10 @@ class FakeClock:
 @pytest.fixture
 def fake_clock(monkeypatch):
     """Step times, compile costs and every decision taken from them, independent of the machine."""
-    from pyro_jitmagic.core import run as _run
+    from pyro_jitmagic.core import recorder
 
     clock = FakeClock()
-    monkeypatch.setattr(_run, "time", clock)
+    monkeypatch.setattr(recorder, "time", clock)  # every step, compile and trace of a run is timed by it
     return clock
 
 

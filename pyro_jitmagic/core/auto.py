@@ -42,17 +42,13 @@ with the per-key books (:class:`KeyBook`) held weakly by compiled function.
 from __future__ import annotations
 
 import statistics
-import time
 import weakref
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..records.report import AutoDecision
 from ..records.units import plural, seconds
-from . import compat
-from .mcmc import potential_maker
 
 Kind = Literal["svi", "potential"]
 
@@ -83,6 +79,9 @@ MCMC_MEASURE_SAMPLES = 3
 MCMC_CHECK_EVERY = 8
 #: Medians are taken over at most this many of the latest steps.
 RECENT = 50
+#: A key's compile is added to what the session expects of the next keys once it
+#: has run this many compiled steps (the first ones may be slow).
+LEARN_AFTER = 8
 
 
 def _median(values: list[float]) -> float | None:
@@ -315,43 +314,3 @@ class AutoPolicy:
             always_eager_seconds=None if saved_vs_eager is None else tally.seconds + saved_vs_eager,
             always_compiled_seconds=None if saved_vs_compiled is None else tally.seconds + saved_vs_compiled,
             estimated=estimated, compiled_before=tally.compiled_before)
-
-
-def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target: str,
-                            tallies: dict[tuple[int, Any], Tally]) -> Callable[[Callable[..., Any]], Any]:
-    """For one MCMC run: wrap each chain's eager potential (built by ``kernel.setup``) so that it
-    runs eager until :meth:`AutoPolicy.decide_potential` says compiling pays, then compiled.
-
-    ``clock`` (an ``_mcmc.MCMCClock``) counts the samples; each chain's :class:`Tally` is put in
-    ``tallies`` for the run's report.
-    """
-
-    def wrap(potential: Callable[..., Any]) -> Callable[..., Any]:
-        maker = potential_maker(potential)
-        if maker is None:
-            return potential
-        skip_warnings, jit_options = compat.jit_settings(kernel)
-        compiled_fn = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=skip_warnings,
-                                             jit_options=jit_options)
-        book = policy.book(maker, "potential", "potential", target, "potential energy")
-        tally = tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
-        first_sample, total = len(clock.sample_seconds), clock.samples_total
-        evaluations = 0
-        perf_counter = time.perf_counter
-
-        def potential_fn(params: Any) -> Any:
-            nonlocal evaluations
-            __tracebackhide__ = True
-            evaluations += 1
-            mode: str = book.state
-            if mode == "eager" and evaluations % MCMC_CHECK_EVERY == 0 and policy.decide_potential(
-                    book, len(clock.sample_seconds) - first_sample, total, evaluations):
-                book.state, mode = "compiled", "compile"
-            start = perf_counter()
-            result = (potential if mode == "eager" else compiled_fn)(params)
-            tally.add(mode, perf_counter() - start, evaluations)
-            return result
-
-        return potential_fn
-
-    return wrap

@@ -1,4 +1,4 @@
-"""ELBO losses called directly in a cell, not through ``SVI.step``: caught and compiled.
+"""ELBO losses called directly in a cell, not through ``SVI.step``: caught, planned and timed.
 
 Much Pyro code trains without SVI: ``loss = elbo.differentiable_loss(model,
 guide, data)`` then ``loss.backward()`` and a torch optimizer (Pyro's "custom
@@ -6,9 +6,10 @@ objectives"), a ``PyroModule`` trained with a plain ``torch.optim`` loop
 through ``Trace_ELBO()(model, guide)``, or ``elbo.loss_and_grads`` and
 ``elbo.loss`` called by hand. While a run is active, every call of
 ``differentiable_loss``, ``loss`` and ``loss_and_grads`` of Pyro's ELBO classes
-comes to the run (:data:`calls`), which plans it once per ELBO, method, model
-and guide (:func:`plan`) and runs it on the same compiled companion that
-``SVI.step`` would use.
+comes to the run (:data:`calls`), which asks its compiler once per ELBO,
+method, model and guide how it runs (Pyro's JIT runs it on the same compiled
+companion that ``SVI.step`` would use), and times it as an SVI step is timed
+(:func:`.steps.timed`).
 
 How calls are caught
 --------------------
@@ -22,7 +23,7 @@ rebinding that the cell itself makes. What every bound method shares is the
 function object, and its code is the one part of a function that Python lets
 us replace: for the cell, each of those functions gets the code of a
 *trampoline* that hands the call to :data:`calls`, and the original code runs
-from a clone of the function. The swap goes through :class:`~._patch.PatchSet`
+from a clone of the function. The swap goes through :class:`~.patch.PatchSet`
 like every other patch, so it is undone in ``finally``, stack-safe. Tracing
 every call instead (``sys.setprofile``) would slow every Python call in the
 cell and clash with debuggers and coverage tools.
@@ -31,18 +32,16 @@ cell and clash with debuggers and coverage tools.
 from __future__ import annotations
 
 import inspect
-import math
 import types
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
-from ..records.report import LossRun, Step
-from . import switch
+from .context import RunContext
 from .naming import label
 from .patch import PatchSet
 from .process import PROCESS
+from .recorder import StepPlan
+from .steps import timed, warm
 
 METHODS = ("differentiable_loss", "loss", "loss_and_grads")
 
@@ -185,175 +184,42 @@ def name_of(names: Any, key: str, elbo: Any, model: Any, guide: Any) -> str:
     return f"{type(elbo).__name__}().{m.method}"
 
 
-# -- planning --------------------------------------------------------------------
-@dataclass
-class LossPlan:
-    """How one ELBO method runs for one (model, guide) in this run, and what its calls did.
-
-    It has what the run's step bookkeeping reads of an SVI's plan: ``target``,
-    ``runner``, ``elbo``, ``compiled``, ``raw`` and ``compile_seconds``.
-    """
-
-    elbo: Any
-    model: Any
-    guide: Any
-    method: str
-    target: str
-    elbo_name: str  # as written
-    after: str  # as run
-    call: Callable[..., Any]  # (model, guide, *args, **kwargs) -> what eager returns
-    as_written: Callable[..., Any]  # the same, by Pyro's own method on the user's ELBO
-    runner: Any  # the ELBO whose compiled function computes it; None when eager
-    compiled: bool
-    reason: str = ""
-    note: str = ""  # for the report's notes (the reused-ELBO bug avoided)
-    raw: list[tuple[float, Any, float]] = field(default_factory=list)
-    compile_seconds: float = 0.0  # of the call in progress
-    # (random state, param names, warnings captured) before its first compile, until one succeeds
-    start: tuple[Any, set[str], Any] | None = None
-    compiled_once: bool = False
-    diverges: str = ""  # why its compiled calls' random draws part from eager's
-
-    def holds(self, elbo: Any, model: Any, guide: Any) -> bool:
-        return self.elbo is elbo and self.model is model and self.guide is guide
-
-    def record(self) -> LossRun:
-        return LossRun(
-            target=self.target, method=self.method, model=label(self.model), guide=label(self.guide),
-            elbo=self.after,
-            calls=tuple(Step(seconds, loss, self.compiled, compiled) for seconds, loss, compiled in self.raw),
-            diverges=self.diverges)
+# -- the calls, while a run is active ---------------------------------------------
+def install(ctx: RunContext) -> None:
+    """Send every call of an ELBO loss method to the run of ``ctx`` until it ends."""
+    intercept(ctx.patches, lambda key, elbo, model, guide, args, kwargs: _loss_call(
+        ctx, key, elbo, model, guide, args, kwargs))
 
 
-def _checked(value: Any) -> Any:
-    from pyro.util import warn_if_nan
-
-    warn_if_nan(value, "loss")
-    return value
-
-
-def _trace_differentiable_loss(jit_elbo: Any, model: Any, guide: Any, *args: Any, **kwargs: Any) -> Any:
-    # Not JitTrace_ELBO.differentiable_loss: it returns loss + (surrogate -
-    # surrogate.detach()) with a loss that carries gradients too, so a
-    # reparameterized site gets twice eager's gradient (Pyro 1.9.2,
-    # pyro/infer/trace_elbo.py). Eager Trace_ELBO adds the surrogate's
-    # gradient to the loss's value only; so does this.
-    loss, surrogate = jit_elbo.loss_and_surrogate_loss(model, guide, *args, **kwargs)
-    # Checked on the surrogate, as eager does: warn_if_nan hooks the gradient of
-    # what it checks, and the loss, left out of the graph, gets none (under
-    # the optimizing executor the hook is then called with None, and fails).
-    _checked(surrogate)
-    return loss.detach() + (surrogate - surrogate.detach())
+def _loss_call(ctx: RunContext, key: str, elbo: Any, model: Any, guide: Any,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Every call of an ELBO's loss method while the run is active comes here."""
+    __tracebackhide__ = True
+    if not ctx.active or ctx.recorder.current is not None or ctx.as_written:
+        # calls made by SVI.step, by a loss already running, or by evaluate_loss: as written
+        return original(key)(elbo, model, guide, *args, **kwargs)
+    plan = ctx.recorder.loss_plans.get((id(elbo), key, id(model), id(guide)))
+    if plan is None or not all(a is b for a, b in zip(plan.holds, (elbo, model, guide), strict=True)):
+        plan = _prepare(ctx, key, elbo, model, guide, args, kwargs)
+    return timed(ctx, plan, args, kwargs)
 
 
-def _trace_loss(jit_elbo: Any, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
-    loss, _ = jit_elbo.loss_and_surrogate_loss(model, guide, *args, **kwargs)
-    return _checked(loss.item())
-
-
-def _differentiable_loss(jit_elbo: Any, model: Any, guide: Any, *args: Any, **kwargs: Any) -> Any:
-    return jit_elbo.differentiable_loss(model, guide, *args, **kwargs)
-
-
-def _loss_of_differentiable_loss(jit_elbo: Any, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
-    # TraceEnum_ELBO.loss and TraceMeanField_ELBO.loss are the value of their
-    # differentiable loss, drawn from the same random stream
-    return _checked(jit_elbo.differentiable_loss(model, guide, *args, **kwargs).item())
-
-
-def _loss_and_grads(jit_elbo: Any, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
-    return jit_elbo.loss_and_grads(model, guide, *args, **kwargs)
-
-
-# How a Jit* companion computes each method of its eager ELBO, returning what
-# eager returns; a method missing here has no compiled form in Pyro.
-_COMPANION_CALLS: dict[tuple[str, str], Callable[..., Any]] = {
-    ("Trace_ELBO", "differentiable_loss"): _trace_differentiable_loss,
-    ("Trace_ELBO", "loss"): _trace_loss,
-    ("Trace_ELBO", "loss_and_grads"): _loss_and_grads,
-    ("TraceGraph_ELBO", "loss_and_grads"): _loss_and_grads,
-    ("TraceEnum_ELBO", "differentiable_loss"): _differentiable_loss,
-    ("TraceEnum_ELBO", "loss"): _loss_of_differentiable_loss,
-    ("TraceEnum_ELBO", "loss_and_grads"): _loss_and_grads,
-    ("TraceMeanField_ELBO", "differentiable_loss"): _differentiable_loss,
-    ("TraceMeanField_ELBO", "loss"): _loss_of_differentiable_loss,
-    ("TraceMeanField_ELBO", "loss_and_grads"): _loss_and_grads,
-}
-
-
-def _compiled_methods(jit_class: type) -> list[str]:
-    """The loss methods a Jit* class compiles: those it defines itself."""
-    return [m for m in METHODS if m in vars(jit_class)]
-
-
-def plan(key: str, elbo: Any, model: Any, guide: Any, *, target: str, compile: bool,
-         can_trace: bool, session: Any, args: tuple[Any, ...] = ()) -> LossPlan:
-    """Decide how a direct call of ``key`` on ``elbo`` with this model and guide runs."""
-    method = PROCESS.loss_methods[key].method
-    elbo_name = type(elbo).__name__
-    as_written = partial(PROCESS.loss_methods[key].original, elbo)
-
-    def eager(reason: str) -> LossPlan:
-        return LossPlan(elbo, model, guide, method, target, elbo_name, elbo_name, as_written, as_written,
-                        runner=None, compiled=False, reason=reason)
-
-    if not compile:
-        return eager("run as written")
-    if not can_trace:
-        return eager("torch.jit.trace is not available in this torch")
-    if method == "loss":
-        import torch
-
-        for position, value in enumerate(args, start=1):
-            if not torch.is_tensor(value):
-                # as Pyro's examples call it (hmm.py: elbo.loss(model, guide, sequences, lengths, args))
-                return eager(f"positional argument {position} is a {type(value).__name__}, which a trace "
-                             "cannot take; Pyro's Jit* ELBOs compute loss eagerly, so it ran as written")
-    jit_class = next((c for c in switch.jit_classes() if isinstance(elbo, c)), None)
-    if jit_class is not None:
-        if method not in _compiled_methods(jit_class):
-            return eager(f"Pyro's {jit_class.__name__} computes {method} eagerly: it compiles "
-                         f"{' and '.join(_compiled_methods(jit_class))}")
-        runner, reason, note = elbo, "already compiled as written", ""
-        bound = switch.bound_model_and_guide(elbo)
-        if bound is not None and (bound[0] is not model or bound[1] is not guide):
-            # Pyro would silently compute the loss of the model this ELBO first
-            # compiled; run this pair on its own compiled copy instead.
-            runner, _ = session.companion(elbo, model, guide, switch.fresh_copy)
-            reason = (f"this {elbo_name} was first compiled for {label(bound[0])}; Pyro would silently "
-                      f"return that model's loss for {label(model)}, so {label(model)} ran on its own "
-                      "compiled copy")
-            note = f"{target}: {reason}"
-        elif (jit_class.__name__, method) == ("JitTrace_ELBO", "differentiable_loss"):
-            note = (f"{target}: Pyro's JitTrace_ELBO.differentiable_loss does not give eager "
-                    "Trace_ELBO's gradient (twice it, for a reparameterized guide); use a Trace_ELBO "
-                    "and %%pyrojit compiles it with eager's gradient")
-        return LossPlan(elbo, model, guide, method, target, elbo_name, elbo_name,
-                        partial(PROCESS.loss_methods[key].original, runner), as_written, runner=runner,
-                        compiled=True, reason=reason, note=note)
-    failed = session.cannot_compile(elbo)
-    if failed is not None:  # in an earlier cell, on a limit of Pyro's JIT
-        return eager(failed)
-    jit = switch.counterpart(elbo)
-    if jit is None:
-        return eager(switch.why_eager(elbo))
-    compute = _COMPANION_CALLS.get((elbo_name, method))
-    if compute is None:
-        return eager(f"Pyro's {jit.__name__} compiles only {' and '.join(_compiled_methods(jit))}")
-    runner, _ = session.companion(elbo, model, guide, switch.make_companion)
-    return LossPlan(elbo, model, guide, method, target, elbo_name, jit.__name__,
-                    partial(compute, runner), as_written, runner=runner, compiled=True)
-
-
-def loss_value(result: Any) -> float:
-    """A call's loss as a float for the record (a tensor's value; nan when it has none)."""
-    if isinstance(result, float):
-        return result
-    detach = getattr(result, "detach", None)
-    if detach is not None:  # a tensor: its value, without its graph
-        value = detach()
-        return value.item() if value.numel() == 1 else math.nan
-    try:
-        return float(result)
-    except (TypeError, ValueError):
-        return math.nan
+def _prepare(ctx: RunContext, key: str, elbo: Any, model: Any, guide: Any,
+             args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepPlan:
+    """Plan a loss met for the first time in this run, and warm it up."""
+    recorder = ctx.recorder
+    target = name_of(ctx.names, key, elbo, model, guide)
+    if any(p.target == target for p in recorder.loss_plans.values()):  # the same loss, another pair
+        target = f"{target}({label(model)}, {label(guide)})"
+    assert ctx.compiler is not None
+    method = method_of(key)
+    route = ctx.compiler.plan_loss(method, elbo, model, guide, target, original(key), args)
+    plan = StepPlan(target, route, head=(model, guide), holds=(elbo, model, guide), model=label(model),
+                    guide=label(guide), method=method)
+    plan.key = id(plan)
+    if route.note:
+        recorder.note(route.note)
+    warm(ctx, plan, model, guide, args, kwargs)
+    recorder.loss_plans[(id(elbo), key, id(model), id(guide))] = plan
+    recorder.switch(plan.key, target, route)
+    return plan

@@ -8,7 +8,7 @@ later call. Each read is judged by what was read and who read it:
 * a tensor's **size** (``len(x)``, iterating a tensor, ``range(x.size(0))``, a
   shape check anywhere): **benign**. A trace assumes the shapes it was traced
   with whatever reads them (Pyro keys its traces on keyword values, not shapes);
-  :func:`watch_reads` follows which tensors hold sizes while a trace runs;
+  :func:`.reads.watch_reads` follows which tensors hold sizes while a trace runs;
 * a **value**, read by the user's code: **risky**, at that line;
 * a value read by a torch or Pyro function in :data:`REVIEWED_READS`: **benign**.
   Each was found by tracing realistic models and read in torch's and Pyro's
@@ -30,9 +30,7 @@ import linecache
 import os
 import re
 import sys
-import threading
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -40,7 +38,7 @@ from typing import Any
 
 from ..options import WarningMode as Mode
 from ..records.report import CapturedWarning, WarningKind
-from . import compat
+from .reads import current_read
 
 # Substrings of torch's TracerWarning texts (torch/csrc/jit/frontend/tracer.cpp,
 # torch/csrc/utils/python_arg_parser.cpp, torch/_tensor.py, torch/jit/_trace.py,
@@ -302,7 +300,7 @@ class WarningCapture:
             if not self._places.is_library(name):
                 return name, frame.f_lineno
             frame = frame.f_back
-            if frame is None:  # a trace runs on a thread of its own (see _stack): go on up its caller's
+            if frame is None:  # a trace runs on a thread of its own (see stack.py): go on up its caller's
                 frame, caller = caller, None
         return filename, lineno
 
@@ -312,7 +310,7 @@ class WarningCapture:
         assert self._places is not None
         if kind != "risky" or not _VALUE_READS.search(message):
             return _Judgement(kind), frame
-        read = _current_read()  # set by watch_reads, whose wrapper is the frame torch names
+        read = current_read()  # set by watch_reads, whose wrapper is the frame torch names
         reader, size = read if read is not None else (frame, False)
         while reader is not None and self._places.forwards(reader):
             reader = reader.f_back
@@ -401,125 +399,3 @@ class WarningCapture:
             for k, v in self._groups.items()
         ]
         return tuple(sorted(items, key=lambda w: order[w.kind]))
-
-
-# -- who reads what while a trace runs ---------------------------------------------
-
-# The read in progress on this thread: (the frame that asked, whether the tensor held a size).
-_local = threading.local()
-
-
-def _current_read() -> tuple[FrameType, bool] | None:
-    return getattr(_local, "read", None)
-
-
-def watch_reads(capture: WarningCapture, trace: Callable[..., Any]) -> Callable[..., Any]:
-    """``trace`` (``torch.jit.trace``), run with every tensor read as a Python value watched.
-
-    While ``trace`` runs, ``torch.Tensor``'s conversions to Python values
-    (``bool``, ``int``, ``float``, ``.item()``, ``.tolist()``, ``__index__``), its
-    size methods and its arithmetic and comparison operators are wrapped (by a
-    :class:`~._patch.PatchSet`, restored when ``trace`` returns or raises). The
-    wrappers follow which tensors hold sizes (under tracing ``x.size(0)`` is a
-    tensor, and so is ``x.size(1) + 1``), and when a tensor is read as a Python
-    value they note the frame that asked and whether the tensor held a size, for
-    the warning torch then raises. A tensor used as a Python integer
-    (``range(n)``, ``[x] * n``, ``items[n]``) makes torch say nothing, so it is
-    warned about here, unless it held a size or indexed a tensor (``x[:n]`` stays
-    dynamic in the trace). Each wrapper first checks torch's per-thread tracing
-    state, so other threads pay one call.
-    """
-    import torch
-
-    from .patch import ORIGINAL_ATTR, PatchSet
-
-    tensor, tracing = torch.Tensor, compat.tracing_state()
-    sizes: dict[int, Any] = {}  # id -> weakref of the tensors that hold sizes in this trace
-    numbers = (int, float, bool)
-
-    def holds_size(value: Any) -> bool:
-        held = sizes.get(id(value))
-        return held is not None and held() is value
-
-    def remember(value: Any) -> Any:
-        for t in value if isinstance(value, tuple) else (value,):
-            if isinstance(t, tensor):
-                sizes[id(t)] = weakref.ref(t)
-        return value
-
-    def conversion(original: Any, name: str) -> Callable[..., Any]:
-        def read(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if tracing() is None:
-                return original(self, *args, **kwargs)
-            reader, size = sys._getframe(1), holds_size(self)
-            outer, _local.read = _current_read(), (reader, size)
-            try:
-                if name == "__index__" and not size and not getattr(_local, "subscript", False):
-                    capture.integer_read(reader)
-                return original(self, *args, **kwargs)
-            finally:
-                _local.read = outer
-
-        return read
-
-    def subscript(original: Any) -> Callable[..., Any]:
-        # a tensor indexed or sliced by a tensor (x[:n]) keeps the index dynamic in the trace,
-        # though torch asks the index's __index__ on the way: not a read
-        def indexed(self: Any, *args: Any) -> Any:
-            outer, _local.subscript = getattr(_local, "subscript", False), True
-            try:
-                return original(self, *args)
-            finally:
-                _local.subscript = outer
-
-        return indexed
-
-    def size_of(original: Any) -> Callable[..., Any]:
-        def sized(self: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original(self, *args, **kwargs)
-            return remember(out) if tracing() is not None else out
-
-        return sized
-
-    def arithmetic(original: Any) -> Callable[..., Any]:
-        # on sizes and Python numbers, it gives a size: T_max + 1, x.size(0) == 6
-        def op(self: Any, *args: Any) -> Any:
-            out = original(self, *args)
-            if sizes and holds_size(self) and all(holds_size(a) or isinstance(a, numbers) for a in args):
-                remember(out)
-            return out
-
-        return op
-
-    def shape_of(original: Any) -> property:
-        return property(lambda self: remember(original.__get__(self)) if tracing() is not None
-                        else original.__get__(self))
-
-    wrappers: dict[str, Any] = {}
-    for name in ("__bool__", "__int__", "__float__", "__complex__", "__index__", "item", "tolist", "numpy"):
-        wrappers[name] = conversion(getattr(tensor, name), name)
-    for name in ("size", "numel", "nelement", "__len__"):
-        wrappers[name] = size_of(getattr(tensor, name))
-    for name in ("__getitem__", "__setitem__"):
-        wrappers[name] = subscript(getattr(tensor, name))
-    for name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
-                 "__rfloordiv__", "__truediv__", "__rtruediv__", "__mod__", "__pow__", "__neg__",
-                 "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"):
-        wrappers[name] = arithmetic(getattr(tensor, name))
-    wrappers["shape"] = shape_of(tensor.shape)
-
-    def traced(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        patches = PatchSet()
-        try:
-            for name, wrapper in wrappers.items():
-                if not isinstance(wrapper, property):
-                    setattr(wrapper, ORIGINAL_ATTR, getattr(tensor, name))
-                    wrapper.__name__ = name
-                patches.set(tensor, name, wrapper)
-            return trace(*args, **kwargs)
-        finally:
-            patches.restore()
-            sizes.clear()
-
-    return traced

@@ -1,10 +1,10 @@
-"""MCMC under ``%%pyrojit``: whether a run can be compiled, and where its time went.
+"""``MCMC.run`` while a run is active: each run asks the compiler how it runs, and is timed.
 
-Pyro compiles an HMC/NUTS potential when the kernel has ``jit_compile=True``
-and builds it afresh in each run's ``setup`` (pyro/infer/mcmc/util.py).
-:class:`MCMCClock` times a run through its kernel's ``setup`` and ``sample``,
-counts potential evaluations, and summarises the samples (means, sds, ESS,
-r-hat) for comparing runs.
+``MCMC.run`` is wrapped at class level; each call asks the compiler for an
+:class:`~.compilers.base.MCMCRoute` (Pyro's JIT sets ``jit_compile=True`` for the
+run), and :class:`MCMCClock` times it through its kernel's ``setup`` and
+``sample``, counts potential evaluations, and summarises the samples (means,
+sds, ESS, r-hat) for comparing runs.
 """
 
 from __future__ import annotations
@@ -15,91 +15,74 @@ from collections.abc import Callable
 from typing import Any
 
 from ..records.report import MCMCRun, PosteriorSite
-from . import compat
-from .executor import optimize_setter
+from .context import RunContext
 from .patch import PatchSet
+from .recorder import MCMCPlan
 
 
-def potential_maker(potential: Any) -> Any:
-    """The Pyro object behind a kernel's ``potential_fn`` that builds it and holds its compiled
-    potential (see :func:`.compat.potential_maker`). None for anything else."""
-    if isinstance(potential, CellPotential):
-        return potential.maker
-    return compat.potential_maker(potential)
+def install(ctx: RunContext) -> None:
+    """Wrap ``MCMC.run``: each run asks the compiler how it runs, and is timed."""
+    from pyro.infer.mcmc import MCMC
+
+    ctx.wrap(MCMC, "run", lambda original: _run_wrapper(ctx, original))
 
 
-class CellPotential:
-    """A potential that ``initialize_model`` built inside a ``%%pyrojit`` cell.
+def wrapped() -> list[tuple[Any, str]]:
+    """What :func:`install` wraps, for healing a cut-off run."""
+    from pyro.infer.mcmc import MCMC
 
-    It runs compiled while a compiling run is active (``is_compiling``) and eager
-    otherwise, so that code outside the magic behaves as written, as every other
-    object does.
-    """
+    return [(MCMC, "run")]
 
-    def __init__(self, maker: Any, eager: Callable[..., Any], compiled: Callable[..., Any],
-                 is_compiling: Callable[[], bool]) -> None:
-        self.maker = maker
-        self.eager = eager
-        self.compiled = compiled
-        self._is_compiling = is_compiling
 
-    def __call__(self, params: Any) -> Any:
+def _run_wrapper(ctx: RunContext, original: Callable[..., Any]) -> Callable[..., Any]:
+    def run_mcmc(mcmc: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        return (self.compiled if self._is_compiling() else self.eager)(params)
+        if not ctx.active:
+            return original(mcmc, *args, **kwargs)
+        return _run(ctx, original, mcmc, args, kwargs)
+
+    return run_mcmc
 
 
-def potential_builder(original: Callable[..., Any], inside_mcmc: Callable[[], bool],
-                      is_compiling: Callable[[], bool]) -> Callable[..., Any]:
-    """A stand-in for Pyro's ``get_potential_fn`` (pyro/infer/mcmc/util.py): a potential built
-    outside an MCMC run (by ``initialize_model`` in the cell) comes back as a
-    :class:`CellPotential`; those built by a kernel's setup inside ``MCMC.run`` are left to the
-    run's own decision."""
+def _run(ctx: RunContext, original: Callable[..., Any], mcmc: Any,
+         args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    __tracebackhide__ = True
+    import pyro
 
-    def get_potential_fn(maker: Any, jit_compile: bool = False, skip_jit_warnings: bool = True,
-                         jit_options: Any = None) -> Any:
-        __tracebackhide__ = True
-        if inside_mcmc() or jit_compile or not is_compiling():
-            return original(maker, jit_compile, skip_jit_warnings, jit_options)
-        # warnings are captured by the run, not skipped, so a risky one is still named
-        compiled = original(maker, True, False, jit_options)
-        return CellPotential(maker, original(maker, False, skip_jit_warnings, jit_options), compiled,
-                             is_compiling)
-
-    return get_potential_fn
-
-
-def mcmc_decision(mcmc: Any, can_trace: bool) -> tuple[bool, str]:
-    """Whether an MCMC run can be compiled, and why not (or why it already is)."""
-    from pyro.infer.mcmc import HMC
-
-    kernel = mcmc.kernel
-    if not isinstance(kernel, HMC):
-        return False, f"{type(kernel).__name__} has no compiled mode in Pyro (only HMC and NUTS do)"
-    if kernel.model is None:
-        return _potential_decision(kernel.potential_fn)
-    if compat.runs_chains_in_workers(mcmc):
-        # (with fewer CPUs than chains Pyro draws them in this process instead)
-        return False, "chains run in worker processes, where Pyro does not compile the potential"
-    if not can_trace:
-        return False, "torch.jit.trace is not available in this torch"
-    if compat.jit_compile(kernel):
-        return True, "already compiled as written"
-    return True, ""
-
-
-
-def _potential_decision(potential: Any) -> tuple[bool, str]:
-    """For a kernel given a ``potential_fn``: is it compiled, and why (not)."""
-    if isinstance(potential, CellPotential):
-        return True, ""
-    maker = potential_maker(potential)
-    if maker is None:
-        return False, ("the kernel was given a potential_fn of your own, which Pyro's JIT does not "
-                       "compile (it compiles the potentials it builds from a model)")
-    if compat.is_compiled_potential(potential):
-        return True, "already compiled as written"
-    return False, ("its potential_fn came from initialize_model without jit_compile=True in an earlier "
-                   "cell: call initialize_model inside the %%pyrojit cell, or pass it jit_compile=True")
+    recorder, kernel = ctx.recorder, mcmc.kernel
+    kernel_name = type(kernel).__name__
+    target = ctx.name_of(mcmc, ctx.name_of(kernel, f"MCMC({kernel_name})"))
+    if ctx.on_first_use is not None:
+        ctx.on_first_use(mcmc)
+    assert ctx.compiler is not None
+    route = ctx.compiler.plan_mcmc(mcmc, target)
+    recorder.switch(id(mcmc), target, route)
+    recorder.mcmc_routes.append(route)
+    local = PatchSet()
+    clock = MCMCClock(recorder.sample_done, num_samples=getattr(mcmc, "num_samples", 0))
+    plan = MCMCPlan(target, clock, route)
+    # Pyro turns requires_grad off on every param while tracing the
+    # potential and only turns it back on if tracing succeeds
+    # (pyro/infer/mcmc/util.py, the jit potential).
+    store = pyro.get_param_store()
+    grads = {name: p.requires_grad for name, p in store.named_parameters()}
+    outer, recorder.current = recorder.current, plan
+    try:
+        route.prepare(local, clock)
+        clock.instrument(local, kernel)
+        result = original(mcmc, *args, **kwargs)
+        clock.summarise(mcmc)
+        return result
+    except BaseException:
+        for name, p in store.named_parameters():
+            if name in grads and p.requires_grad != grads[name]:
+                p.requires_grad_(grads[name])
+        raise
+    finally:
+        recorder.current = outer
+        local.restore()
+        recorder.mcmc_runs.append(clock.record(target, kernel_name, route.compiled, plan.compile_seconds))
+        route.finish(clock, plan.compile_seconds)
 
 
 class MCMCClock:
@@ -115,15 +98,19 @@ class MCMCClock:
         self.potential_evals = 0
         self.sites: tuple[PosteriorSite, ...] = ()
         self.samples_total = 0
-        # with --executor adaptive, once the potential is compiled: its executor (an _executor.Tier)
-        self.tier: Any = None
-        self._maker: Any = None  # what built the potential, and holds its compiled form
+        # the potential the kernel's setup built, before it was wrapped
+        self.potential: Any = None
+        # set by the compiler's route before the run: wraps each potential the setup builds
+        # (--auto), and runs around each sample (and is told its time and evaluations)
+        self.wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
+        self.before_sample: Callable[[], None] | None = None
+        self.after_sample: Callable[[float, int], None] | None = None
 
-    def instrument(self, patches: PatchSet, kernel: Any,
-                   wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
+    def instrument(self, patches: PatchSet, kernel: Any) -> None:
         """Time ``kernel``'s setup and samples and count its potential evaluations, through
-        ``patches``; ``wrap_potential`` (--auto) wraps each potential the setup builds."""
+        ``patches``; :attr:`wrap_potential` wraps each potential the setup builds."""
         setup, sample = kernel.setup, kernel.sample
+        wrap_potential = self.wrap_potential
 
         def timed_setup(warmup_steps: int, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
@@ -134,8 +121,7 @@ class MCMCClock:
                 return setup(warmup_steps, *args, **kwargs)
             finally:
                 self.setup_seconds += time.perf_counter() - start
-                potential = getattr(kernel, "potential_fn", None)
-                self._maker = potential_maker(potential)
+                potential = self.potential = getattr(kernel, "potential_fn", None)
                 if potential is not None:
                     if wrap_potential is not None:
                         potential = wrap_potential(potential)
@@ -149,15 +135,15 @@ class MCMCClock:
 
         def timed_sample(params: Any) -> Any:
             __tracebackhide__ = True
-            tier, evals = self.tier, self.potential_evals
-            if tier is not None:
-                optimize_setter()(tier.optimize)
+            before, after, evals = self.before_sample, self.after_sample, self.potential_evals
+            if before is not None:
+                before()
             start = time.perf_counter()
             result = sample(params)
             seconds = time.perf_counter() - start
             self.sample_seconds.append(seconds)
-            if tier is not None and self.potential_evals > evals:
-                self._tier_sample(tier, seconds, self.potential_evals - evals)
+            if after is not None and self.potential_evals > evals:
+                after(seconds, self.potential_evals - evals)
             self.on_sample()
             return result
 
@@ -170,15 +156,6 @@ class MCMCClock:
         patches.set(kernel, "setup", timed_setup)
         patches.set(kernel, "sample", timed_sample)
         patches.set(kernel, "cleanup", timed_cleanup)
-
-    def _tier_sample(self, tier: Any, seconds: float, evals: int) -> None:
-        done = len(self.sample_seconds)
-        recent = self.sample_seconds[-20:]
-        remaining = max(self.samples_total - done, 0) * sum(recent) / len(recent)
-        if tier.after_step(seconds, done, remaining=remaining, weight=evals) and tier.drop:
-            tier.drop = False  # its optimised trace was slower: trace it again, no-opt
-            if self._maker is not None:
-                compat.drop_compiled_potential(self._maker)
 
     def summarise(self, mcmc: Any) -> None:
         """Posterior means, sds, ESS and r-hat of every site, for comparing runs."""

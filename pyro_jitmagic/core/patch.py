@@ -12,6 +12,7 @@ the *absence* of an instance attribute.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 # Marks "this attribute was not in the object's own __dict__": restoring then
@@ -23,6 +24,9 @@ _ABSENT = object()
 # on a class while no run is active is a leftover from a process that died
 # mid-cell (or a ``finally`` that was itself interrupted); it is healed.
 ORIGINAL_ATTR = "__pyrojit_original__"
+
+# Marks an undo that is a call, not an attribute to put back (see PatchSet.on_restore).
+_CALL = "__pyrojit_call__"
 
 
 def unwrap(fn: Any) -> Any:
@@ -37,6 +41,11 @@ class PatchSet:
 
     def __init__(self) -> None:
         self._undo: list[tuple[Any, str, Any]] = []
+
+    def on_restore(self, undo: Callable[[], Any]) -> None:
+        """Call ``undo()`` when the patches are restored, in its place among them (a setting
+        that is not an attribute, such as torch's executor flags)."""
+        self._undo.append((undo, _CALL, None))
 
     def set(self, obj: Any, name: str, value: Any) -> None:
         """Set ``obj.name = value`` until :meth:`restore`."""
@@ -56,7 +65,9 @@ class PatchSet:
         while self._undo:
             obj, name, old = self._undo.pop()
             try:
-                if old is _ABSENT:
+                if name is _CALL:
+                    obj()
+                elif old is _ABSENT:
                     if name in vars(obj):
                         delattr(obj, name)
                 else:

@@ -22,14 +22,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .auto import AutoPolicy
+from .cache import CacheStats
+
 
 class Session:
     """Registry of the compiled companions of user ELBOs, and of what the caches cost."""
 
     def __init__(self) -> None:
-        from .auto import AutoPolicy
-        from .cache import CacheStats
-
         self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
             weakref.WeakKeyDictionary())
         self.cache = CacheStats()
@@ -61,10 +61,3 @@ class Session:
         """Every live (user ELBO, model, guide, companion)."""
         return [(elbo, m, g, c) for elbo, entries in list(self._companions.items())
                 for m, g, c in entries]
-
-    def inspector(self) -> Any:
-        """An :class:`~pyro_jitmagic._cache.Inspector` over this session's caches."""
-        from .cache import Inspector
-
-        return Inspector(self.cache, self.companions)
-

@@ -7,7 +7,7 @@ when a compiled run starts:
 * ``torch.jit.trace``, tried once per process on a one-line function: missing,
   or failing (a torch that turns TorchScript's deprecation into an error), the
   cell runs eager and the report says why in one line;
-* the TorchScript executor settings of :mod:`._executor`, private torch
+* the TorchScript executor settings of :mod:`.executor`, private torch
   functions (checked against torch 2.1 to 2.13): missing, the default
   ``--executor adaptive`` leaves the executor as torch has it and says so; an
   executor asked for by name stops the cell with one line saying what to do.

@@ -16,11 +16,12 @@ from pyro.optim import Adam
 
 from pyro_jitmagic import compiled
 from pyro_jitmagic.core.cache import RecompilationWarning
+from pyro_jitmagic.core.inspector import Inspector
 from pyro_jitmagic.core.process import PROCESS
 
 
 def snapshot(namespace=None):
-    return PROCESS.session.inspector().snapshot(namespace or {})
+    return Inspector(PROCESS.session).snapshot(namespace or {})
 
 
 def functions_of(snap, owner_prefix):
@@ -88,7 +89,7 @@ def test_clearing_frees_the_traces_and_the_next_step_compiles_again():
     data = models.data()
     with compiled():
         svi.step(data)
-    inspector = PROCESS.session.inspector()
+    inspector = Inspector(PROCESS.session)
     (f,) = functions_of(inspector.snapshot({"svi": svi}), "svi ")
     companion = next(c for e, _, _, c in PROCESS.session.companions() if e is svi.loss_and_grads.__self__)
     traced = weakref.ref(next(iter(companion._loss_and_surrogate_loss.compiled.values())))
@@ -126,7 +127,7 @@ def test_a_tensor_keyword_that_changes_every_step_is_caught_once():
 
 
 def test_a_float_keyword_that_changes_gets_its_own_advice():
-    from pyro_jitmagic.core.cache import changing_keyword
+    from pyro_jitmagic.core.compilers.pyro_jit.caches import changing_keyword
 
     before = (1, (("temperature", 0.5),))
     after = (1, (("temperature", 0.6),))
@@ -145,8 +146,7 @@ def test_max_entries_runs_further_keys_eager_and_says_so():
 
     svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled() as run:
-        run.max_entries = 2
+    with compiled(max_entries=2) as run:
         losses = [svi.step(data, length=n) for n in (10, 11, 12, 13, 10)]
     assert run.report.compile_count == 2
     assert all(loss == loss for loss in losses)  # finite: the eager calls computed real losses

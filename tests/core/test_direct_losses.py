@@ -370,7 +370,7 @@ def test_a_risky_line_in_the_model_is_named_through_a_direct_call(runner):
 
 
 def test_the_cache_keeps_the_companion_with_its_hits(runner):
-    from pyro_jitmagic.core.cache import Inspector
+    from pyro_jitmagic.core.inspector import Inspector
 
     elbo = infer.Trace_ELBO()
     runner.ns.update(loss_fn=elbo.differentiable_loss, model=models.gaussian,
@@ -381,7 +381,7 @@ def test_the_cache_keeps_the_companion_with_its_hits(runner):
     assert second.compile_count == 0  # the next cell reuses the trace
     session = PROCESS.session
     (companion,) = [c for e, _m, _g, c in session.companions() if e is elbo]
-    snap = Inspector(session.cache, session.companions).snapshot({"loss_fn": runner.ns["loss_fn"]},
+    snap = Inspector(session).snapshot({"loss_fn": runner.ns["loss_fn"]},
                                                                  [companion])
     (function,) = snap.functions
     assert function.owner == "loss_fn (Trace_ELBO, compiled by %%pyrojit as JitTrace_ELBO)"

@@ -200,11 +200,11 @@ def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
 
     run = JitRun()
     run.__enter__()
-    run._patches._undo.clear()  # as if the process were cut off before cleanup
+    run._ctx.patches._undo.clear()  # as if the process were cut off before cleanup
     from pyro_jitmagic.core.process import PROCESS
 
     PROCESS.runs.remove(run)
-    run._capture.__exit__(None, None, None)
+    run._ctx.capture.__exit__(None, None, None)
     assert hasattr(vars(SVI)["step"], "__pyrojit_original__")
     assert Trace_ELBO.differentiable_loss.__code__ is not patched_targets["ELBO loss methods"][2][
         "Trace_ELBO.differentiable_loss"]

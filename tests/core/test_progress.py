@@ -9,13 +9,14 @@ import models
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
+from pyro_jitmagic.core import recorder
 from pyro_jitmagic.core import run as _run
 from pyro_jitmagic.display import progress as _progress
 from pyro_jitmagic.records.report import Progress
 
 
 def test_progress_reports_steps_and_compiling(monkeypatch):
-    monkeypatch.setattr(_run, "PROGRESS_INTERVAL", 0.0)  # every step, so the test needs no clock
+    monkeypatch.setattr(recorder, "PROGRESS_INTERVAL", 0.0)  # every step, so the test needs no clock
     seen: list[Progress] = []
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     with _run.JitRun(on_progress=seen.append):
@@ -32,7 +33,7 @@ def test_progress_reports_steps_and_compiling(monkeypatch):
 
 
 def test_progress_is_throttled(monkeypatch):
-    monkeypatch.setattr(_run, "PROGRESS_INTERVAL", 3600.0)
+    monkeypatch.setattr(recorder, "PROGRESS_INTERVAL", 3600.0)
     seen: list[Progress] = []
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     with _run.JitRun(on_progress=seen.append, backend="eager"):

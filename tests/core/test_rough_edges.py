@@ -89,7 +89,7 @@ def test_a_float_that_changes_every_step_gets_one_answer_a_tensor_positionally(r
 
 def test_the_float_advice_and_the_recompilation_watch_say_the_same(runner):
     from pyro_jitmagic.core.advice import advise
-    from pyro_jitmagic.core.cache import changing_keyword
+    from pyro_jitmagic.core.compilers.pyro_jit.caches import changing_keyword
 
     watch = changing_keyword((1, (("anneal", 0.5),)), (1, (("anneal", 0.6),)), {"anneal": 0.6})
     advice = advise(RuntimeError("Type 'float' cannot be traced"), (torch.ones(1), 0.6), {})

@@ -119,8 +119,9 @@ def test_hostile_site_and_keyword_names_are_escaped_everywhere(runner, scale_sit
     html = report._repr_html_()
     assert "<script>" not in html and "</script><script>" not in html
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the cache key, escaped
+    from pyro_jitmagic.core.inspector import Inspector
     from pyro_jitmagic.core.process import PROCESS
 
-    snapshot = PROCESS.session.inspector().snapshot({"svi": runner.ns["svi"]})
+    snapshot = Inspector(PROCESS.session).snapshot({"svi": runner.ns["svi"]})
     cache_html = snapshot._repr_html_()
     assert "<script>" not in cache_html and "<b>q</b>" not in cache_html

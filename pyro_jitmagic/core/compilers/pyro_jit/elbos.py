@@ -1,9 +1,9 @@
-"""Which inference has a compiled counterpart in Pyro, and how to build it.
+"""Which ELBO has a compiled counterpart in Pyro, and how to build it.
 
 The switch is made on a *companion* object: a ``JitTrace_ELBO`` built with the
 settings of the user's ``Trace_ELBO``. The user's ELBO is never modified, so it
 behaves as written outside ``%%pyrojit``, while the companion (and the traces it
-compiled) is kept by the :class:`~pyro_jitmagic._session.Session` for the next
+compiled) is kept by the :class:`~pyro_jitmagic.core.session.Session` for the next
 compiled cell.
 """
 
@@ -12,10 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from . import compat
-from .compat import bound_model_and_guide, compiled_function, repair_retracing
-
-__all__ = ["bound_model_and_guide", "compiled_function", "repair_retracing"]
+from ... import compat
 
 # Pyro's own eager -> compiled pairs (pyro/infer/__init__.py).
 _COUNTERPARTS = {
@@ -24,6 +21,7 @@ _COUNTERPARTS = {
     "TraceEnum_ELBO": "JitTraceEnum_ELBO",
     "TraceMeanField_ELBO": "JitTraceMeanField_ELBO",
 }
+
 
 def _infer() -> Any:
     import pyro.infer
