@@ -202,3 +202,12 @@ def test_private_pyro_and_torch_names_are_in_compat_alone():
             if reached:
                 found.append(f"{module}, line {node.lineno}: {reached}")  # type: ignore[attr-defined]
     assert found == []
+
+
+def test_every_public_name_is_served_from_the_top_and_documented():
+    import pyro_jitmagic
+
+    served = {name: getattr(pyro_jitmagic, name) for name in pyro_jitmagic.__all__}
+    assert set(served) == set(pyro_jitmagic._PUBLIC) | {"load_ipython_extension", "unload_ipython_extension"}
+    undocumented = [name for name, value in served.items() if not (value.__doc__ or "").strip()]
+    assert undocumented == []

@@ -27,7 +27,16 @@ from .cache import CacheStats
 
 
 class Session:
-    """Registry of the compiled companions of user ELBOs, and of what the caches cost."""
+    """Registry of the compiled companions of user ELBOs, and of what the caches cost.
+
+    Attributes
+    ----------
+    cache : CacheStats
+        Per compiled function and cache key: compile time, hits, last hit (what
+        ``%pyrojit_cache`` shows beside the traces).
+    auto : AutoPolicy
+        What ``--auto`` has learned of compile costs and speedups in this session.
+    """
 
     def __init__(self) -> None:
         self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (

@@ -175,3 +175,19 @@ def test_a_potential_compiled_by_auto_appears_too(auto_policy):
     assert f.kind == "potential"
     (entry,) = f.entries
     assert entry.hits > 0 and entry.compile_seconds > 0
+
+
+def test_the_twins_of_the_cache_magic_list_and_clear_what_it_does():
+    from pyro_jitmagic import CacheSnapshot, cache_snapshot, clear_cache
+
+    svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    with compiled():
+        svi.step(models.data())
+    snapshot = cache_snapshot({"svi": svi})
+    assert isinstance(snapshot, CacheSnapshot)
+    (f,) = functions_of(snapshot, "svi ")
+    assert len(f.entries) == 1
+    with pytest.raises(ValueError, match=r"no compiled function is owned by 'nobody'; owners: .*svi"):
+        clear_cache("nobody", namespace={"svi": svi})
+    assert clear_cache("svi", namespace={"svi": svi}) == 1
+    assert functions_of(cache_snapshot({"svi": svi}), "svi ") == []
