@@ -63,8 +63,10 @@ def compiled_column(run: ModelRun) -> str:
         return "eager: " + _first_line("; ".join(report.notes) or "nothing ran")
     if all(s.compiled for s in report.switches):
         return "yes"
-    reasons = sorted({s.reason for s in report.switches if not s.compiled and s.reason}) or list(report.notes)
-    return "eager: " + _first_line("; ".join(reasons) or "(no reason given)")
+    eager = [s for s in report.switches if not s.compiled]
+    said = "; ".join(f"{s.target}: {s.reason}" for s in eager if s.reason) or "; ".join(report.notes)
+    head = "yes, but " if any(s.compiled for s in report.switches) else ""
+    return f"{head}eager: " + _first_line(said or "(no reason given)")
 
 
 def verdict_column(run: ModelRun) -> str:
