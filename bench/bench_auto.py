@@ -76,8 +76,10 @@ SIZES = {"simple SVI": (100, 1000, 5000), "NUTS": (100, 1000), "HMM": (1, 3, 10)
 QUICK_SIZES = {"simple SVI": (20,), "NUTS": (5,), "HMM": (1,)}
 WAYS = ("eager", "compiled", "--auto", "Pyro JIT")
 REPORT = "_bench_report"
-_NEW_POLICY = ("import pyro_jitmagic, pyro_jitmagic._session as _s\n"
-               "_s.default_session().auto = pyro_jitmagic.AutoPolicy()")
+# the session the magic keeps (the process's default, shared with the twins) gets a new policy
+_NEW_POLICY = ("import pyro_jitmagic\n"
+               "get_ipython().magics_manager.registry['PyroJitMagics'].session.auto = "
+               "pyro_jitmagic.AutoPolicy()")
 
 
 def cells(sizes: dict[str, tuple[int, ...]], sequences: int) -> dict[str, dict[str, str]]:

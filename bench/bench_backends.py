@@ -205,8 +205,8 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     import torch
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic._patch import PatchSet
-    from pyro_jitmagic.wholestep import _compat, compile_potential
+    from pyro_jitmagic.core.patch import PatchSet
+    from pyro_jitmagic.wholestep import compat, compile_potential
 
     if workload.endswith("eight schools"):
         model: Callable[..., Any] = eight_schools
@@ -231,7 +231,7 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
         return potential_grad_timed
 
     def time_potentials() -> None:
-        for module in _compat.potential_grad_owners():
+        for module in compat.potential_grad_owners():
             patches.set(module, "potential_grad", timed(module.potential_grad))
 
     setup = kernel.setup

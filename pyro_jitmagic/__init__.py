@@ -21,43 +21,80 @@ pyro; they are imported when a magic first runs.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ._advice import JitMagicError, RiskyTraceError, StrayParamError
-from ._auto import AutoPolicy
-from ._compare import compare
-from ._run import JitRun, compiled
-from ._session import Session
-from ._warnings import RiskyTraceWarning
-from .comparison import Comparison, Isolation, MCMCComparison, SVIComparison
-from .report import (
-    AutoDecision,
-    CapturedWarning,
-    Compilation,
-    JitReport,
-    MCMCRun,
-    Step,
-    SVIRun,
-    Switch,
-    WarmupAction,
-)
+from . import display  # noqa: F401  (records find their views here: see records/shown.py)
+
+if TYPE_CHECKING:
+    from .core.advice import JitMagicError, RiskyTraceError, StrayParamError
+    from .core.auto import AutoPolicy
+    from .core.compare import compare
+    from .core.inspector import cache_snapshot, clear_cache
+    from .core.jit_warnings import RiskyTraceWarning
+    from .core.run import JitRun, compiled
+    from .core.session import Session
+    from .options import RunOptions
+    from .records.cache import CachedFunction, CacheEntry, CacheSnapshot
+    from .records.comparison import Comparison, Isolation, MCMCComparison, SVIComparison
+    from .records.report import (
+        AutoDecision,
+        CapturedWarning,
+        Compilation,
+        ExecutorChoice,
+        JitReport,
+        LossRun,
+        MCMCRun,
+        PosteriorSite,
+        Progress,
+        Step,
+        SVIRun,
+        Switch,
+        WarmupAction,
+    )
 
 __version__ = "0.1.0"
+
+# Each public name and the module that holds it: imported when first asked for, so that
+# importing the package (and loading the extension) costs only the records and their views.
+_PUBLIC = {
+    **dict.fromkeys(("JitMagicError", "RiskyTraceError", "StrayParamError"), "core.advice"),
+    "AutoPolicy": "core.auto",
+    "compare": "core.compare",
+    **dict.fromkeys(("cache_snapshot", "clear_cache"), "core.inspector"),
+    "RiskyTraceWarning": "core.jit_warnings",
+    **dict.fromkeys(("JitRun", "compiled"), "core.run"),
+    "Session": "core.session",
+    "RunOptions": "options",
+    **dict.fromkeys(("CachedFunction", "CacheEntry", "CacheSnapshot"), "records.cache"),
+    **dict.fromkeys(("Comparison", "Isolation", "MCMCComparison", "SVIComparison"), "records.comparison"),
+    **dict.fromkeys(("AutoDecision", "CapturedWarning", "Compilation", "ExecutorChoice", "JitReport",
+                     "LossRun", "MCMCRun", "PosteriorSite", "Progress", "Step", "SVIRun", "Switch",
+                     "WarmupAction"), "records.report"),
+}
 
 __all__ = [
     "AutoDecision",
     "AutoPolicy",
+    "CacheEntry",
+    "CacheSnapshot",
+    "CachedFunction",
     "CapturedWarning",
     "Comparison",
     "Compilation",
+    "ExecutorChoice",
     "Isolation",
     "JitMagicError",
     "JitReport",
     "JitRun",
+    "LossRun",
     "MCMCComparison",
     "MCMCRun",
+    "PosteriorSite",
+    "Progress",
     "RiskyTraceError",
     "RiskyTraceWarning",
+    "RunOptions",
     "SVIComparison",
     "SVIRun",
     "Session",
@@ -65,11 +102,26 @@ __all__ = [
     "StrayParamError",
     "Switch",
     "WarmupAction",
+    "cache_snapshot",
+    "clear_cache",
     "compare",
     "compiled",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pyro_jitmagic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # found once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: Any) -> None:

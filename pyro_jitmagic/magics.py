@@ -1,7 +1,10 @@
 """The IPython face of pyro_jitmagic: parse the magic line, run the core, display.
 
-Nothing here knows about Pyro; :mod:`pyro_jitmagic._run` does the work and
-:mod:`pyro_jitmagic.report` holds the result.
+Nothing here knows about Pyro: :mod:`pyro_jitmagic.core` does the work, the
+result is one of :mod:`pyro_jitmagic.records`, and :mod:`pyro_jitmagic.display`
+shows it. The magics' arguments are built from :class:`~pyro_jitmagic.options.RunOptions`;
+``%pyrojit_cache`` calls the same twins a script does
+(:func:`~pyro_jitmagic.cache_snapshot`, :func:`~pyro_jitmagic.clear_cache`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from ._executor import DEFAULT as DEFAULT_EXECUTOR
-from ._executor import EXECUTORS
+from . import options as run_options
+from .options import RunOptions
 
 # Cache inspectors displayed in this session that refresh after each %%pyrojit
 # cell: the most recent few (older outputs have usually scrolled away).
 _LIVE_CACHE_VIEWS = 4
+
+
+def _option(name: str) -> Any:
+    """The magic's argument for the run option ``name``, as :mod:`.options` defines it."""
+    flags, settings = run_options.argument(name)
+    return argument(*flags, **settings)
 
 
 @magics_class
@@ -28,7 +37,12 @@ class PyroJitMagics(Magics):
     """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT; ``%pyrojit_cache``."""
 
     def __init__(self, shell: Any) -> None:
+        from .core.process import PROCESS
+
         super().__init__(shell)
+        # where this shell's compiled companions and cache figures live: the process's
+        # default session, which the plain-Python twins share
+        self.session = PROCESS.session
         self._cache_views: list[Any] = []
 
     # named "%pyrojit" so that the usage line reads "%%pyrojit", as the cell magic is typed
@@ -36,26 +50,16 @@ class PyroJitMagics(Magics):
     @argument("--compare", action="store_true",
               help="run the cell eager, then compiled from the same start, and show a panel "
                    "comparing their timing and results")
-    @argument("--seed", type=int, metavar="N",
-              help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run")
+    @_option("seed")
     @argument("-o", "--output", metavar="NAME",
               help="store the report (a pyro_jitmagic.JitReport, or with --compare a "
                    "pyro_jitmagic.Comparison) in the variable NAME")
     @argument("-q", "--quiet", action="store_true", help="do not display the report")
-    @argument("--no-warmup", action="store_true",
-              help="skip the eager warm-up (AutoGuide prototype, max_plate_nesting) before compiling")
-    @argument("--max-entries", type=int, metavar="N",
-              help="compile at most N traces per compiled function; calls with further keys run eager")
-    @argument("--auto", action="store_true",
-              help="compile each cache key only once running it eager has cost about what compiling "
-                   "it is expected to (per SVI call signature, and per MCMC run's potential)")
-    @argument("--executor", choices=tuple(EXECUTORS), default=DEFAULT_EXECUTOR,
-              help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
-                   "starts no-opt, the cheapest to compile, and a key called often enough is tried "
-                   "optimizing and keeps the faster), no-opt, optimizing (torch's default), or legacy")
-    @argument("--warnings", choices=("capture", "show", "error"), default="capture",
-              help="JIT warnings: capture them (default), also print them, or stop with an "
-                   "error on a risky one before its compiled step is used")
+    @_option("warmup")
+    @_option("max_entries")
+    @_option("auto")
+    @_option("executor")
+    @_option("warnings")
     @no_var_expand
     @cell_magic
     def pyrojit(self, line: str, cell: str) -> None:
@@ -63,25 +67,35 @@ class PyroJitMagics(Magics):
 
         Every ``SVI.step`` whose loss is ``Trace_ELBO``, ``TraceGraph_ELBO``,
         ``TraceEnum_ELBO`` or ``TraceMeanField_ELBO`` runs as its ``Jit*``
-        counterpart, and every ``MCMC.run`` with an ``HMC``/``NUTS`` kernel runs
+        counterpart, and so does every ``differentiable_loss``, ``loss`` and
+        ``loss_and_grads`` of those ELBOs that the cell calls itself (a custom
+        objective trained with a torch optimizer), also through a method bound
+        in an earlier cell; every ``MCMC.run`` with an ``HMC``/``NUTS`` kernel runs
         with ``jit_compile=True``, wherever those objects were built. Before the
         first compiled step, AutoGuides build their prototype and
         ``max_plate_nesting`` is found eagerly. JIT warnings are captured; risky
-        ones (a tensor turned into a Python value while tracing) are named with
-        the line that caused them. After the cell, objects behave as written
+        ones (a tensor turned into a Python value while tracing, by the cell's
+        code or by a torch or Pyro function not reviewed as safe, or used as a
+        Python integer: ``range(n.max())``) are named with the line that caused
+        them; torch's and Pyro's own shape checks and validation count as
+        benign. After the cell, objects behave as written
         again, and their compiled traces are kept for the next ``%%pyrojit`` cell.
 
         A report follows the cell: what was switched, warm-up, compilations,
-        steps and their median time, warnings. While the cell runs, a progress
+        steps (and direct loss calls) and their median time, warnings. While the cell runs, a progress
         line shows steps done and "compiling..." (cells over half a second).
 
         With ``--auto`` each call signature (Pyro's cache key) runs eager,
         timed, until the steps expected to follow would repay compiling it,
         and HMC/NUTS compile the potential once the samples still to come
         would repay it; the report shows each decision and what it saved or
-        lost against always eager and always compiled. Traces start in
-        TorchScript's no-opt executor (the cheapest to compile) and move to the
-        optimizing one when they are called often enough (``--executor``).
+        lost against always eager and always compiled.
+
+        Traces start in TorchScript's no-opt executor (the cheapest to compile);
+        a call signature called often enough is tried under the optimizing
+        executor, and goes back (compiled again) if its steps got slower
+        (``--executor adaptive``, the default). The report's executor row
+        appears when a signature moved, or when ``--executor`` names another.
 
         With ``--compare`` the cell runs twice: eager exactly as written, then
         compiled, each from the same param store, optimizer and random state.
@@ -115,6 +129,10 @@ class PyroJitMagics(Magics):
         if not cell.strip():
             raise UsageError("%%pyrojit: the cell is empty; put the SVI or MCMC code below the "
                              "%%pyrojit line")
+        try:
+            options = run_options.from_arguments(args)
+        except ValueError as exc:  # a value argparse let through: one line, before anything runs
+            raise UsageError(str(exc)) from None
         shell = self.shell
         assert shell is not None
         if not _parses(shell, cell):
@@ -122,12 +140,10 @@ class PyroJitMagics(Magics):
             result = shell.run_cell(cell, store_history=False)
             _reraise_quietly(shell, result.error_before_exec or result.error_in_exec)
 
-        if args.max_entries is not None and args.max_entries < 1:
-            raise UsageError("--max-entries needs a positive number of traces, e.g. --max-entries 8")
         if args.compare:
-            result, error = self._compare(cell, args)
+            result, error = self._compare(cell, options, args.quiet)
         else:
-            result, error = self._compile(cell, args)
+            result, error = self._compile(cell, options, args.quiet)
         if args.output:
             shell.user_ns[args.output] = result
         self._refresh_cache_views()
@@ -163,23 +179,19 @@ class PyroJitMagics(Magics):
             %pyrojit_cache --clear svi
             %pyrojit_cache -q -o cache
         """
-        from ._session import default_session
-
         args = parse_argstring(self.pyrojit_cache, line)
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, not {args.output!r}: e.g. %pyrojit_cache -o cache")
+        from .core.inspector import cache_snapshot, clear_cache
+
         assert self.shell is not None
         namespace = self.shell.user_ns
-        inspector = default_session().inspector()
-        snapshot = inspector.snapshot(namespace)
         if args.clear is not None:
-            chosen = [f for f in snapshot.functions if f.owner.startswith(args.clear)]
-            if args.clear and not chosen:
-                owners = ", ".join(f.owner.split(" ")[0] for f in snapshot.functions) or "none"
-                raise UsageError(f"no compiled function is owned by {args.clear!r}; owners: {owners}")
-            for f in chosen:
-                inspector.clear(f.ident)
-            snapshot = inspector.snapshot(namespace)
+            try:
+                clear_cache(args.clear or None, namespace=namespace, session=self.session)
+            except ValueError as exc:  # no such owner
+                raise UsageError(str(exc)) from None
+        snapshot = cache_snapshot(namespace, session=self.session)
         if args.output:
             namespace[args.output] = snapshot
         if args.quiet:
@@ -194,15 +206,16 @@ class PyroJitMagics(Magics):
         ``%%pyrojit`` cell; the Cache tab of a ``--compare`` panel shows the
         caches of the ``objects`` that cell compiled with, as they were after it.
         """
-        from ._panel import _ipywidgets
+        from .display.panel import _ipywidgets
 
         if _ipywidgets() is None:
             return None
-        from ._cache_panel import CachePanel
-        from ._session import default_session
+        from .core.inspector import Inspector
+        from .display.cache_panel import CachePanel
 
         assert self.shell is not None
-        view = CachePanel(default_session().inspector, self.shell.user_ns, objects)
+        session = self.session
+        view = CachePanel(lambda: Inspector(session), self.shell.user_ns, objects)
         if live:
             self._cache_views = [*self._cache_views[-(_LIVE_CACHE_VIEWS - 1):], view]
         return view
@@ -210,10 +223,10 @@ class PyroJitMagics(Magics):
     def _refresh_cache_views(self) -> None:
         if not self._cache_views:
             return
-        from ._session import default_session
+        from .core.inspector import Inspector
 
         assert self.shell is not None
-        inspector = default_session().inspector()
+        inspector = Inspector(self.session)
         snapshot = inspector.snapshot(self.shell.user_ns)  # one walk of the objects for all views
         for view in self._cache_views:
             view.refresh(inspector, snapshot)
@@ -225,21 +238,17 @@ class PyroJitMagics(Magics):
         return result.error_before_exec or result.error_in_exec
 
     def _progress(self, quiet: bool) -> Any:
-        from ._progress import LiveProgress
+        from .display.progress import LiveProgress
 
         return None if quiet else LiveProgress(self.shell)
 
-    def _compile(self, cell: str, args: Any) -> tuple[Any, BaseException | None]:
-        from ._run import JitRun
-        from ._state import seed_everything
+    def _compile(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
+        from .core.run import JitRun
 
         assert self.shell is not None
-        progress = self._progress(args.quiet)
-        if args.seed is not None:
-            seed_everything(args.seed)
-        run = JitRun(warmup=not args.no_warmup, warnings=args.warnings, names=self.shell.user_ns,
-                     name_location=self._name_location, on_progress=progress,
-                     max_entries=args.max_entries, auto=args.auto, executor=args.executor)
+        progress = self._progress(quiet)
+        run = JitRun(options, names=self.shell.user_ns, name_location=self._name_location,
+                     session=self.session, on_progress=progress)
         with run:
             error = self._execute(cell)
         run.failed(error)
@@ -249,16 +258,14 @@ class PyroJitMagics(Magics):
             progress.finish(report._repr_mimebundle_())
         return report, error
 
-    def _compare(self, cell: str, args: Any) -> tuple[Any, BaseException | None]:
-        from ._compare import run_twice
-        from ._panel import comparison_bundle
+    def _compare(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
+        from .core.compare import run_twice
+        from .display.panel import comparison_bundle
 
         assert self.shell is not None
-        progress = self._progress(args.quiet)
-        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, seed=args.seed,
-                            warmup=not args.no_warmup, warnings=args.warnings,
-                            name_location=self._name_location, on_progress=progress,
-                            max_entries=args.max_entries, auto=args.auto, executor=args.executor)
+        progress = self._progress(quiet)
+        outcome = run_twice(lambda: self._execute(cell), self.shell.user_ns, options, session=self.session,
+                            name_location=self._name_location, on_progress=progress)
         result = outcome.comparison or outcome.failed
         if progress is not None:
             bundle: dict[str, Any] | None = None
@@ -271,7 +278,7 @@ class PyroJitMagics(Magics):
         return result, outcome.error
 
     def _name_location(self, filename: str, lineno: int) -> str:
-        from ._warnings import default_location_name
+        from .core.jit_warnings import default_location_name
 
         compiler = getattr(self.shell, "compile", None)
         format_code_name = getattr(compiler, "format_code_name", None)
@@ -318,6 +325,6 @@ def unregister(shell: Any) -> None:
     magics["line"].pop("pyrojit_cache", None)
     shell.magics_manager.registry.pop(PyroJitMagics.__name__, None)
     if "pyro" in sys.modules:
-        from ._run import heal_leftovers
+        from .core.run import heal_leftovers
 
         heal_leftovers()

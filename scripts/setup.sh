@@ -12,7 +12,8 @@ fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 
 # The CPU build of torch first: a bare "torch" requirement would pull a
-# multi-GB CUDA build. The package asks for a range this build satisfies.
+# multi-GB CUDA build. The package asks for torch>=2.1 with no upper bound, so
+# pip keeps whichever torch is already here.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     pip install "torch==2.13.0"
 fi

@@ -23,32 +23,9 @@ def fresh_pyro():
 @pytest.fixture
 def patched_targets():
     """The objects a run patches, as they are before the test."""
-    import importlib.util
-    import warnings
+    from patches import current_targets
 
-    import pyro.ops.jit
-    import torch
-    from patches import executor_flags
-    from pyro.infer import SVI, Predictive
-    from pyro.infer.mcmc import MCMC
-
-    # torch imports sympy on the first step of a process, and sympy adds a
-    # warning filter of its own when imported: do it now, so it is in the "before"
-    if importlib.util.find_spec("sympy") is not None:
-        import sympy  # noqa: F401
-
-    return {
-        "warnings.filters": (warnings, "filters", list(warnings.filters)),
-        "warnings.showwarning": (warnings, "showwarning", warnings.showwarning),
-        "SVI.evaluate_loss": (SVI, "evaluate_loss", SVI.__dict__["evaluate_loss"]),
-        "Predictive.forward": (Predictive, "forward", Predictive.__dict__["forward"]),
-        "SVI.step": (SVI, "step", SVI.__dict__["step"]),
-        "MCMC.run": (MCMC, "run", MCMC.__dict__["run"]),
-        "torch.jit.trace": (torch.jit, "trace", torch.jit.trace),
-        "CompiledFunction.__call__": (pyro.ops.jit.CompiledFunction, "__call__",
-                                      pyro.ops.jit.CompiledFunction.__dict__["__call__"]),
-        "torch executor flags": (None, None, executor_flags()),
-    }
+    return current_targets()
 
 
 @pytest.fixture
@@ -148,9 +125,9 @@ class MagicRunner:
 def auto_policy():
     """Give the session a fresh --auto policy, to be set up by the test; the old one after."""
     from pyro_jitmagic import AutoPolicy
-    from pyro_jitmagic._session import default_session
+    from pyro_jitmagic.core.process import PROCESS
 
-    session = default_session()
+    session = PROCESS.session  # the twin's default, and the magic's (PyroJitMagics.session)
     old = session.auto
 
     def install(**settings):
@@ -159,6 +136,34 @@ def auto_policy():
 
     yield install
     session.auto = old
+
+
+class FakeClock:
+    """``time`` for a run's recorder: ``perf_counter`` moves only when the test says so
+    (and a microsecond a reading, so that no two readings are equal)."""
+
+    def __init__(self):
+        import time
+
+        self.now = 1000.0
+        self.time = time.time  # wall-clock dates ("last hit") stay real
+
+    def perf_counter(self):
+        self.now += 1e-6
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """Step times, compile costs and every decision taken from them, independent of the machine."""
+    from pyro_jitmagic.core import recorder
+
+    clock = FakeClock()
+    monkeypatch.setattr(recorder, "time", clock)  # every step, compile and trace of a run is timed by it
+    return clock
 
 
 @pytest.fixture(params=["twin", "magic"])

@@ -58,6 +58,25 @@ def hmm(sequence, num_sequences, length, state_dim=4):
             pyro.sample(f"y_{t}", dist.Normal(emit_loc[x], emit_scale), obs=sequence[t])
 
 
+def coin_model(data):
+    """A discrete latent for TraceGraph_ELBO, whose guide below uses a decaying-average baseline."""
+    p = pyro.sample("p", dist.Beta(2.0, 2.0))
+    z = pyro.sample("z", dist.Bernoulli(p))
+    with pyro.plate("n", data.shape[0]):
+        pyro.sample("obs", dist.Bernoulli(0.2 + 0.6 * z), obs=data)
+
+
+def coin_guide(data):
+    """Writes its running average to the param store inside the loss: Pyro's JIT cannot trace it."""
+    a = pyro.param("a", torch.tensor(2.0), constraint=dist.constraints.positive)
+    pyro.sample("p", dist.Beta(a, 2.0))
+    q = pyro.param("q", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
+    pyro.sample("z", dist.Bernoulli(q), infer={"baseline": {"use_decaying_avg_baseline": True}})
+
+
+COINS = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+
+
 def data(n=20, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return 0.5 + 2.0 * torch.randn(n, generator=generator)

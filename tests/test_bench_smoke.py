@@ -77,3 +77,14 @@ def test_bench_executor_prints_each_setting_and_the_switching_check(capsys, monk
     assert script.main(["--quick", "--switching"]) == 0
     out = capsys.readouterr().out
     assert "alternating  median step flag on:" in out and "flag off:" in out
+
+
+def test_bench_real_models_prints_a_table_row_per_model(run_script):
+    out = run_script("bench_real_models")
+    lines = out.splitlines()
+    header = "| model | compiled | verdict | eager / compiled | by hand / compiled | risky |"
+    assert header in lines
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith(("| model", "| ---"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| net_empty_guide", "| control_branch"]
+    control = rows[1].split(" | ")
+    assert control[1] == "yes" and control[5] == "1 |"  # compiled, with the branch named as risky

@@ -60,9 +60,9 @@ def __getattr__(name: str) -> Any:
 
 def cxx_compiler() -> str | None:
     """The C++ compiler inductor would use here, or None when there is none."""
-    from . import _compat
+    from . import compat
 
-    return _compat.cxx_compiler()[0]
+    return compat.cxx_compiler()[0]
 
 
 def _codegen(graph: Any, example_inputs: list[Any], backend: Backend,

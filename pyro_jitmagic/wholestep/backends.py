@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _compat
+from . import compat
 
 Backend = Literal["step", "inductor"]
 BACKENDS: tuple[Backend, ...] = ("step", "inductor")
@@ -38,7 +38,7 @@ class Codegen:
 
 def no_cxx_reason() -> str | None:
     """Why inductor cannot compile here (no C++ compiler), or None when it can."""
-    compiler, searched = _compat.cxx_compiler()
+    compiler, searched = compat.cxx_compiler()
     if compiler is None:
         return (f"inductor needs a C++ compiler and none was found (searched: {searched}; set CXX or "
                 "install g++)")
@@ -110,17 +110,17 @@ def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
     import torch
 
     start = time.perf_counter()
-    hits, misses = _compat.fx_cache_counts()
+    hits, misses = compat.fx_cache_counts()
     with torch.no_grad():
-        compiled = _compat.inductor_compile(fusable(graph), list(example_inputs))
-    new_hits, new_misses = _compat.fx_cache_counts()
+        compiled = compat.inductor_compile(fusable(graph), list(example_inputs))
+    new_hits, new_misses = compat.fx_cache_counts()
     cache: Literal["cold", "warm"] | None = None
     if new_misses > misses:
         cache = "cold"
     elif new_hits > hits:
         cache = "warm"
     return Codegen(run=compiled, backend="inductor", seconds=time.perf_counter() - start,
-                   kernels=_compat.generated_kernels(compiled), cache=cache)
+                   kernels=compat.generated_kernels(compiled), cache=cache)
 
 
 class Background:

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _patch
-from . import _compat, elbos, optim
+from ..core import patch
+from . import compat, elbos, optim
 from .errors import CannotCompile, NeedsEagerStep
 from .reads import LossRecorder, ReadWatch, ValueRead, ValueReadPolicy
 
@@ -107,7 +107,7 @@ def _discover(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
     from pyro import poutine
 
     rng = torch.get_rng_state()
-    patches = _patch.PatchSet()
+    patches = patch.PatchSet()
     try:
         _forbid_store_writes(patches)
         with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad():
@@ -140,6 +140,52 @@ def _nan_warning_site(elbo: Any) -> tuple[str, int]:
     return code.co_filename, code.co_firstlineno
 
 
+@dataclass
+class _Inputs:
+    """The graph's inputs in order: params, optimizer state tensors, scalars vectors, tensor args."""
+
+    tensors: list[Any]
+    rules: list[tuple[int, optim.ParamUpdate]]
+    updates: list[Update]
+    scalar_vectors: list[Any]
+    first_scalars: int
+    arg_positions: list[int]
+    first_arg: int
+
+
+def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...]) -> _Inputs:
+    """Where each param, optimizer state tensor, per-step number and tensor argument enters the graph."""
+    import torch
+
+    tensors: list[Any] = [p for _, p in params]
+    rules = [(index, optim.plan(svi.optim, p, name)) for index, (name, p) in enumerate(params)]
+    updates: list[Update] = []
+    vectors: dict[Any, list[int]] = {}  # dtype -> [vector index, length]
+    for index, rule in rules:
+        state = rule.state()
+        if state is None:
+            continue  # never stepped: eager would not step it either unless it gets a gradient
+        positions = []
+        for key in rule.state_keys:
+            positions.append(len(tensors))
+            tensors.append(state[key])
+        slot = vectors.setdefault(params[index][1].dtype, [len(vectors), 0])
+        updates.append(Update(index, rule, tuple(positions), slot[0], slot[1]))
+        slot[1] += rule.n_scalars
+    scalar_vectors = [torch.zeros(max(length, 1), dtype=dtype) for dtype, (_, length) in
+                      sorted(vectors.items(), key=lambda item: item[1][0])]
+    for update in updates:
+        numbers = update.rule.scalars(update.rule.state())
+        scalar_vectors[update.scalar_vector][update.offset:update.offset + len(numbers)] = torch.tensor(
+            numbers, dtype=scalar_vectors[update.scalar_vector].dtype)
+    first_scalars = len(tensors)
+    tensors.extend(scalar_vectors)
+    arg_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    first_arg = len(tensors)
+    tensors.extend(args[i] for i in arg_positions)
+    return _Inputs(tensors, rules, updates, scalar_vectors, first_scalars, arg_positions, first_arg)
+
+
 def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                      value_reads: ValueReadPolicy = "error") -> CapturedStep:
     """Capture ``svi.step(*args, **kwargs)`` whole. Raises CannotCompile / NeedsEagerStep."""
@@ -158,97 +204,40 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     params = _discover(svi, elbo, loss_fn, args, kwargs)
     if not params:
         raise CannotCompile("the step has no params to optimize")
-
-    # inputs: params, then state tensors, then scalars vectors, then tensor args
-    inputs: list[Any] = [p for _, p in params]
-    rules: list[tuple[int, optim.ParamUpdate, dict[str, Any] | None]] = []
-    for index, (name, p) in enumerate(params):
-        rule = optim.plan(svi.optim, p, name)
-        rules.append((index, rule, rule.state()))
-    updates: list[Update] = []
-    vectors: dict[Any, list[int]] = {}  # dtype -> [vector index, length]
-    for index, rule, state in rules:
-        if state is None:
-            continue  # never stepped: eager would not step it either unless it gets a gradient
-        positions = []
-        for key in rule.state_keys:
-            positions.append(len(inputs))
-            inputs.append(state[key])
-        slot = vectors.setdefault(params[index][1].dtype, [len(vectors), 0])
-        updates.append(Update(index, rule, tuple(positions), slot[0], slot[1]))
-        slot[1] += rule.n_scalars
-    scalar_vectors = [torch.zeros(max(length, 1), dtype=dtype) for dtype, (_, length) in
-                      sorted(vectors.items(), key=lambda item: item[1][0])]
-    for update in updates:
-        state = update.rule.state()
-        numbers = update.rule.scalars(state)
-        scalar_vectors[update.scalar_vector][update.offset:update.offset + len(numbers)] = torch.tensor(
-            numbers, dtype=scalar_vectors[update.scalar_vector].dtype)
-    first_scalars = len(inputs)
-    inputs.extend(scalar_vectors)
-    arg_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-    first_arg = len(inputs)
-    inputs.extend(args[i] for i in arg_positions)
-
-    n_params = len(params)
+    layout = _lay_out(svi, params, args)
     recorder = LossRecorder()
-    untouched: list[int] = []
-    captured: dict[str, Any] = {}
-    grad_is_none = [p.grad is None for _, p in params]
-    by_param = {u.param: u for u in updates}
+    step = _WholeStep(svi, elbo, loss_fn, args, kwargs, params, layout, recorder, value_reads)
+    store_keys = set(pyro.get_param_store().keys())
+    graph = _trace(step, layout.tensors, recorder)
+    if set(pyro.get_param_store().keys()) != store_keys:
+        raise NeedsEagerStep("the step creates params on its first run")
+    _plain_reductions(graph)
+    simplify(graph)
+    prune(graph)
+    _check_constants(graph)
+    watch = step.watch
+    # a param the step touches but whose optimizer never stepped it: eager does not step it either
+    untouched = sorted(set(step.untouched))
+    return CapturedStep(
+        graph=graph, example_inputs=layout.tensors, params=params,
+        updates=[u for u in layout.updates if u.param not in untouched], untouched=untouched,
+        scalar_vectors=layout.scalar_vectors, arg_positions=layout.arg_positions,
+        first_arg_input=layout.first_arg, loss=recorder.evaluator(step.loss), guards=len(watch.guards),
+        reads=tuple(watch.reads), dice_masks=watch.dice_masks, random=_draws_random(graph),
+        baked_tensors=_baked(graph), capture_seconds=time.perf_counter() - start,
+        nan_warning=_nan_warning_site(elbo), rules=dict(layout.rules))
 
-    def whole_step(*flat: Any) -> Any:
-        from pyro import poutine
 
-        call_args = list(args)
-        for position, value in zip(arg_positions, flat[first_arg:], strict=True):
-            call_args[position] = value
-        with ReadWatch(value_reads, whole_step.__code__) as watch:
-            with poutine.block(), poutine.trace(param_only=True) as trace:
-                loss, surrogates = loss_fn(elbo, svi.model, svi.guide, tuple(call_args), kwargs, recorder)
-            seen = {_unconstrained(site["value"]) for site in trace.trace.nodes.values()}
-            if seen != {p for _, p in params}:
-                raise CannotCompile("the step touched other params than a step before it: the model's "
-                                    "params depend on values rather than on the arguments")
-            wanted = [i for i in range(n_params) if flat[i].requires_grad]
-            grads: list[Any] = [None] * n_params
-            for surrogate in surrogates:
-                found = torch.autograd.grad(surrogate, [flat[i] for i in wanted], allow_unused=True)
-                for i, g in zip(wanted, found, strict=True):
-                    if g is not None:
-                        grads[i] = g if grads[i] is None else grads[i] + g
-        captured["loss"] = loss
-        captured["watch"] = watch
-        ok = torch.stack(watch.guards).all() if watch.guards else None
-        terms = [t.reshape(()).to(torch.float64) for t in recorder.tensors]
-        terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
-        with torch.no_grad():
-            for i in range(n_params):
-                grad = grads[i]
-                if grad is None and not grad_is_none[i]:
-                    grad = torch.zeros_like(flat[i])  # p.grad holds zeros since zero_grads: eager steps it
-                update = by_param.get(i)
-                if grad is None:
-                    untouched.append(i)
-                    continue
-                if update is None:
-                    raise NeedsEagerStep(f"the optimizer for '{params[i][0]}' has no state yet")
-                state = dict(zip(update.rule.state_keys, (flat[j] for j in update.state_inputs), strict=True))
-                vector = flat[first_scalars + update.scalar_vector]
-                scalars = [vector[update.offset + k] for k in range(update.rule.n_scalars)]
-                new = update.rule.update(flat[i], grad, state, scalars)
-                for key, value in new.items():
-                    target = flat[i] if key == "param" else state[key]
-                    target.copy_(value if ok is None else torch.where(ok, value, target))
-        return (torch.stack(terms),)
+def _trace(step: Any, inputs: list[Any], recorder: LossRecorder) -> Any:
+    """``step`` traced by make_fx on ``inputs``; the random state and every input's values put back."""
+    import torch
 
     saved = [t.detach().clone() for t in inputs]
     rng = torch.get_rng_state()
-    store_keys = set(pyro.get_param_store().keys())
-    patches = _patch.PatchSet()
+    patches = patch.PatchSet()
     try:
         _patch_pyro(patches, recorder)
-        graph = _compat.make_fx(whole_step)(*inputs)
+        return compat.make_fx(step)(*inputs)
     except CannotCompile:
         raise
     except Exception as exc:
@@ -259,50 +248,105 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         with torch.no_grad():
             for tensor, value in zip(inputs, saved, strict=True):
                 tensor.copy_(value)
-    if set(pyro.get_param_store().keys()) != store_keys:
-        raise NeedsEagerStep("the step creates params on its first run")
-    _plain_reductions(graph)
-    simplify(graph)
-    prune(graph)
-    _check_constants(graph)
-    watch = captured["watch"]
-    # a param the step touches but whose optimizer never stepped it: eager does not step it either
-    updates = [u for u in updates if u.param not in untouched]
-    return CapturedStep(
-        graph=graph, example_inputs=inputs, params=params, updates=updates, untouched=sorted(set(untouched)),
-        scalar_vectors=scalar_vectors, arg_positions=arg_positions, first_arg_input=first_arg,
-        loss=recorder.evaluator(captured["loss"]), guards=len(watch.guards), reads=tuple(watch.reads),
-        dice_masks=watch.dice_masks, random=_draws_random(graph), baked_tensors=_baked(graph),
-        capture_seconds=time.perf_counter() - start, nan_warning=_nan_warning_site(elbo),
-        rules={index: rule for index, rule, _ in rules})
 
 
-def _patch_pyro(patches: _patch.PatchSet, recorder: LossRecorder) -> None:
+class _WholeStep:
+    """The function make_fx traces: ``(*inputs) -> (loss terms and guard,)``, writing each param's and
+    optimizer state's new value into its input. After tracing, ``loss``, ``watch`` and ``untouched``
+    say what the trace saw."""
+
+    def __init__(self, svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], params: list[tuple[str, Any]], layout: _Inputs,
+                 recorder: LossRecorder, value_reads: ValueReadPolicy) -> None:
+        self.svi, self.elbo, self.loss_fn, self.args, self.kwargs = svi, elbo, loss_fn, args, kwargs
+        self.params, self.layout, self.recorder, self.value_reads = params, layout, recorder, value_reads
+        self.grad_is_none = [p.grad is None for _, p in params]
+        self.by_param = {u.param: u for u in layout.updates}
+        self.untouched: list[int] = []
+        self.loss: Any = None
+        self.watch: Any = None
+
+    def __call__(self, *flat: Any) -> Any:
+        import torch
+
+        ok, grads = self._loss_and_grads(flat)
+        terms = [t.reshape(()).to(torch.float64) for t in self.recorder.tensors]
+        terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
+        with torch.no_grad():
+            for i, grad in enumerate(grads):
+                self._update(flat, i, grad, ok)
+        return (torch.stack(terms),)
+
+    def _loss_and_grads(self, flat: tuple[Any, ...]) -> tuple[Any, list[Any]]:
+        import torch
+        from pyro import poutine
+
+        layout, params = self.layout, self.params
+        call_args = list(self.args)
+        for position, value in zip(layout.arg_positions, flat[layout.first_arg:], strict=True):
+            call_args[position] = value
+        with ReadWatch(self.value_reads, _WholeStep._loss_and_grads.__code__) as watch:
+            with poutine.block(), poutine.trace(param_only=True) as trace:
+                self.loss, surrogates = self.loss_fn(self.elbo, self.svi.model, self.svi.guide,
+                                                     tuple(call_args), self.kwargs, self.recorder)
+            seen = {_unconstrained(site["value"]) for site in trace.trace.nodes.values()}
+            if seen != {p for _, p in params}:
+                raise CannotCompile("the step touched other params than a step before it: the model's "
+                                    "params depend on values rather than on the arguments")
+            wanted = [i for i in range(len(params)) if flat[i].requires_grad]
+            grads: list[Any] = [None] * len(params)
+            for surrogate in surrogates:
+                found = torch.autograd.grad(surrogate, [flat[i] for i in wanted], allow_unused=True)
+                for i, g in zip(wanted, found, strict=True):
+                    if g is not None:
+                        grads[i] = g if grads[i] is None else grads[i] + g
+        self.watch = watch
+        return (torch.stack(watch.guards).all() if watch.guards else None), grads
+
+    def _update(self, flat: tuple[Any, ...], i: int, grad: Any, ok: Any) -> None:
+        """Param ``i``'s optimizer update, written into its inputs (unless a guard failed)."""
+        import torch
+
+        if grad is None and not self.grad_is_none[i]:
+            grad = torch.zeros_like(flat[i])  # p.grad holds zeros since zero_grads: eager steps it
+        update = self.by_param.get(i)
+        if grad is None:
+            self.untouched.append(i)
+            return
+        if update is None:
+            raise NeedsEagerStep(f"the optimizer for '{self.params[i][0]}' has no state yet")
+        state = dict(zip(update.rule.state_keys, (flat[j] for j in update.state_inputs), strict=True))
+        vector = flat[self.layout.first_scalars + update.scalar_vector]
+        scalars = [vector[update.offset + k] for k in range(update.rule.n_scalars)]
+        new = update.rule.update(flat[i], grad, state, scalars)
+        for key, value in new.items():
+            target = flat[i] if key == "param" else state[key]
+            target.copy_(value if ok is None else torch.where(ok, value, target))
+
+
+def _patch_pyro(patches: patch.PatchSet, recorder: LossRecorder) -> None:
     """Pyro's reads that the capture handles itself (see :mod:`.reads`)."""
-    for module in _compat.loss_item_modules():
+    for module in compat.loss_item_modules():
         patches.set(module, "torch_item", recorder.item)
     patch_reads(patches)
 
 
-def patch_reads(patches: _patch.PatchSet) -> None:
+def patch_reads(patches: patch.PatchSet) -> None:
     """Dice's mask, param store writes, and ``tolist()``/``numpy()`` of traced tensors, while capturing."""
     import torch
 
-    dice = _compat.dice_module()
-    fulldot = dice._fulldot
-
-    def masked_fulldot(prob: Any, cost: Any) -> Any:
+    def masked_fulldot(fulldot: Any, prob: Any, cost: Any) -> Any:
         # Dice's masked_select, with a static shape: terms where prob == 0 add exactly nothing
         return fulldot(prob, torch.where(prob > 0, cost, torch.zeros((), dtype=cost.dtype)))
 
-    patches.set(dice, "_fulldot", masked_fulldot)
+    compat.mask_dice(patches, masked_fulldot)
     _forbid_store_writes(patches)
     for method in ("tolist", "numpy"):
         original = getattr(torch.Tensor, method)
         patches.set(torch.Tensor, method, _bulk_read(original, method))
 
 
-def _forbid_store_writes(patches: _patch.PatchSet) -> None:
+def _forbid_store_writes(patches: patch.PatchSet) -> None:
     from pyro.params.param_store import ParamStoreDict
 
     def no_store_writes(store: Any, name: str, value: Any) -> None:
@@ -314,10 +358,8 @@ def _forbid_store_writes(patches: _patch.PatchSet) -> None:
 
 def _bulk_read(original: Any, method: str) -> Any:
     def read(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _compat.is_traced(self):
-            from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
-
-            for mode in _get_current_dispatch_mode_stack():
+        if compat.is_traced(self):
+            for mode in compat.current_dispatch_modes():
                 watch = getattr(mode, "watch", None)
                 if watch is not None:
                     value = watch.bulk_read(self, f"tensor.{method}()")
@@ -334,12 +376,9 @@ def _bulk_read(original: Any, method: str) -> Any:
 def prune(graph: Any) -> None:
     """Drop what the step does not use, keeping every op that has an effect: writes, random draws,
     and checks that return nothing but raise (``_linalg_check_errors`` of a Cholesky factor)."""
-    import torch
-
     def has_effect(node: Any) -> bool:
-        target = node.target
-        return node.is_impure() or (node.op == "call_function" and isinstance(target, torch._ops.OpOverload)
-                                    and not target._schema.returns)
+        schema = compat.aten_op(node.target) if node.op == "call_function" else None
+        return node.is_impure() or (schema is not None and not schema.returns)
 
     graph.graph.eliminate_dead_code(is_impure_node=has_effect)
     graph.recompile()
@@ -409,10 +448,8 @@ def _check_constants(graph: Any) -> None:
 
     for node in graph.graph.nodes:
         target = node.target
-        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
-            continue
-        schema = target._schema
-        if not schema.is_mutable:
+        schema = compat.aten_op(target) if node.op == "call_function" else None
+        if schema is None or not schema.is_mutable:
             continue
         for argument, value in zip(schema.arguments, node.args, strict=False):
             if argument.alias_info is not None and argument.alias_info.is_write \
@@ -426,7 +463,7 @@ def _draws_random(graph: Any) -> bool:
     import torch
 
     seeded = torch.Tag.nondeterministic_seeded
-    return any(node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+    return any(node.op == "call_function" and compat.aten_op(node.target) is not None
                and seeded in node.target.tags for node in graph.graph.nodes)
 
 

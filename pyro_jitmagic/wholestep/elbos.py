@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import _compat
+from . import compat
 from .errors import CannotCompile
 
 # Each function: (elbo, model, guide, args, kwargs, recorder) -> (float loss or LossFloat,
@@ -30,8 +30,8 @@ def _trace_elbo(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any, recor
     # pyro/infer/trace_elbo.py, Trace_ELBO.loss_and_grads (TraceMeanField_ELBO inherits it)
     loss: Any = 0.0
     surrogates = []
-    for model_trace, guide_trace in _compat.get_traces(elbo, model, guide, args, kwargs):
-        loss_particle, surrogate = _compat.particle_loss(elbo, model_trace, guide_trace)
+    for model_trace, guide_trace in compat.get_traces(elbo, model, guide, args, kwargs):
+        loss_particle, surrogate = compat.particle_loss(elbo, model_trace, guide_trace)
         loss += loss_particle / elbo.num_particles
         if _trainable(model_trace, guide_trace) and getattr(surrogate, "requires_grad", False):
             surrogates.append(surrogate / elbo.num_particles)
@@ -40,7 +40,7 @@ def _trace_elbo(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any, recor
 
 def _tracegraph_elbo(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any, recorder: Any) -> Any:
     # pyro/infer/tracegraph_elbo.py, TraceGraph_ELBO.loss_and_grads
-    value, surrogate = _compat.graph_loss(elbo, model, guide, args, kwargs)
+    value, surrogate = compat.graph_loss(elbo, model, guide, args, kwargs)
     loss = -recorder.item(value)
     surrogates = [surrogate] if getattr(surrogate, "requires_grad", False) else []
     return loss, surrogates
@@ -52,8 +52,8 @@ def _traceenum_elbo(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any, r
 
     value: Any = 0.0
     surrogates = []
-    for model_trace, guide_trace in _compat.get_traces(elbo, model, guide, args, kwargs):
-        elbo_particle = _compat.dice_elbo(model_trace, guide_trace)
+    for model_trace, guide_trace in compat.get_traces(elbo, model, guide, args, kwargs):
+        elbo_particle = compat.dice_elbo(model_trace, guide_trace)
         if is_identically_zero(elbo_particle):
             continue
         value += recorder.item(elbo_particle) / elbo.num_particles

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _compat
+from . import compat
 from .errors import CannotCompile, NeedsEagerStep
 
 
@@ -328,7 +328,7 @@ def check_pyro_optim(optim: Any) -> None:
     if optim.pt_clip_args:
         raise CannotCompile("the optimizer clips gradients (clip_args), which the captured step does "
                             "not write: use ClippedAdam, or run it with Pyro's JIT")
-    if _compat.pending_optim_state(optim):
+    if compat.pending_optim_state(optim):
         raise NeedsEagerStep("the optimizer holds state from set_state() that its next eager step loads")
 
 
@@ -345,7 +345,7 @@ def plan(optim: Any, param: Any, name: str) -> ParamUpdate:
     if cls is None:
         raise CannotCompile(f"'{name}' is optimized by {type(optimizer).__name__}; the whole step writes "
                             f"torch's {SUPPORTED} (subclasses are not)")
-    if _compat.step_hooks(optimizer) or not _compat.step_is_plain(optimizer):
+    if compat.step_hooks(optimizer) or not compat.step_is_plain(optimizer):
         raise CannotCompile(f"the {type(optimizer).__name__} for '{name}' has step hooks or a replaced "
                             "step(), which a captured step would skip")
     if len(optimizer.param_groups) != 1 or len(optimizer.param_groups[0]["params"]) != 1:

@@ -10,7 +10,7 @@ the same backends as a whole SVI step.
 How HMC/NUTS use it: :meth:`CompiledPotential.install` replaces
 ``potential_grad`` where Pyro calls it by name (``pyro.ops.integrator``, which
 ``velocity_verlet`` uses, and ``pyro.infer.mcmc.hmc``, ``nuts``, ``util``), for
-the kernel's potential only, through a :class:`~pyro_jitmagic._patch.PatchSet`
+the kernel's potential only, through a :class:`~pyro_jitmagic.core.patch.PatchSet`
 that the caller restores. A call whose latent shapes differ from the captured
 ones, whose guards fail, or that raises (a singular Cholesky factor, which Pyro's
 exception handlers turn into a NaN energy) runs Pyro's own ``potential_grad``.
@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .. import _patch
-from . import _compat
+from ..core import patch
+from . import compat
 from .backends import Codegen
 from .capture import patch_reads, prune, simplify
 from .errors import CannotCompile
@@ -52,7 +52,7 @@ def _potential_of(target: Any) -> Any:
             raise CannotCompile(f"{type(target).__name__} is neither an HMC/NUTS kernel nor a "
                                 "potential function")
         potential_fn = target
-    return _compat.eager_potential(potential_fn)
+    return compat.eager_potential(potential_fn)
 
 
 def capture_potential(target: Any, example_params: dict[str, Any],
@@ -81,10 +81,10 @@ def capture_potential(target: Any, example_params: dict[str, Any],
         return (energy.detach(), ok, *grads)
 
     rng = torch.get_rng_state()
-    patches = _patch.PatchSet()
+    patches = patch.PatchSet()
     try:
         patch_reads(patches)
-        graph = _compat.make_fx(potential_and_grad)(*inputs)
+        graph = compat.make_fx(potential_and_grad)(*inputs)
     except CannotCompile:
         raise
     except Exception as exc:
@@ -128,8 +128,8 @@ class CompiledPotential:
         self._run = codegen.run
         self._names = captured.names
         self._signature = captured.signature
-        self._potential_fn = captured.potential_fn
-        self._eager_grad = _patch.unwrap(_compat.potential_grad_owners()[0].potential_grad)
+        self._eager_potential = captured.potential_fn
+        self._eager_grad = patch.unwrap(compat.potential_grad_owners()[0].potential_grad)
 
     def __call__(self, z: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         import torch
@@ -154,9 +154,9 @@ class CompiledPotential:
 
     def _eager(self, z: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         self.eager_calls += 1
-        return self._eager_grad(self._potential_fn, z)
+        return self._eager_grad(self._eager_potential, z)
 
-    def install(self, patches: _patch.PatchSet, kernel: Any) -> None:
+    def install(self, patches: patch.PatchSet, kernel: Any) -> None:
         """Make HMC/NUTS take ``kernel``'s potential and gradient from this graph until
         ``patches.restore()``; any other potential still goes through Pyro's ``potential_grad``."""
         eager_grad = self._eager_grad
@@ -166,8 +166,8 @@ class CompiledPotential:
                 return self(z)
             return eager_grad(potential_fn, z)
 
-        setattr(potential_grad, _patch.ORIGINAL_ATTR, eager_grad)
-        for module in _compat.potential_grad_owners():
+        setattr(potential_grad, patch.ORIGINAL_ATTR, eager_grad)
+        for module in compat.potential_grad_owners():
             patches.set(module, "potential_grad", potential_grad)
 
     def __repr__(self) -> str:

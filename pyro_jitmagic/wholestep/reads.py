@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _compat
+from . import compat
 from .errors import CannotCompile
 
 ValueReadPolicy = Literal["error", "bake"]
@@ -109,7 +109,7 @@ class ReadWatch:
         self.reads: list[ValueRead] = []
         self.dice_masks = 0
         self._torch_dir, self._pyro_dir, self._our_dir = _dirs()
-        self._dice_code = _compat.dice_code()
+        self._dice_code = compat.dice_code()
         self._mode = _make_mode(self)
 
     def __enter__(self) -> ReadWatch:
@@ -162,7 +162,7 @@ class ReadWatch:
     def scalar_read(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         import torch
 
-        with _compat.outside_capture():
+        with compat.outside_capture():
             value = func(*args, **kwargs)
         origin, _ = self._locate()
         if origin is not None and origin.f_code is self._dice_code:
@@ -197,7 +197,7 @@ class ReadWatch:
 
     def bulk_read(self, tensor: Any, what: str) -> Any:
         """``tensor.tolist()`` / ``.numpy()`` of a traced tensor: guarded when it holds integers."""
-        with _compat.outside_capture():
+        with compat.outside_capture():
             value = tensor.detach().tolist()
         if tensor.dtype.is_floating_point or tensor.dtype.is_complex:
             return self._float_read(what, value)
@@ -236,7 +236,7 @@ def _static_index(func: Any, args: Any) -> bool:
 def _make_mode(watch: ReadWatch) -> Any:
     import torch
 
-    base = _compat.dispatch_mode_base()
+    base = compat.dispatch_mode_base()
     aten = torch.ops.aten
     reads = (aten.is_nonzero.default,)
     check_errors = aten._linalg_check_errors.default
@@ -253,7 +253,7 @@ def _make_mode(watch: ReadWatch) -> Any:
                 return func(*args, **kwargs)
             tags = func.tags
             if func in reads or dependent in tags or (dynamic in tags and not _static_index(func, args)):
-                traced = any(isinstance(a, torch.Tensor) and _compat.is_traced(a) for a in args)
+                traced = any(isinstance(a, torch.Tensor) and compat.is_traced(a) for a in args)
                 if traced:
                     if dynamic in tags:
                         read, _ = watch._record(str(func), "baked")

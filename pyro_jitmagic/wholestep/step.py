@@ -16,8 +16,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
-from .. import _patch
-from . import _compat
+from ..core import patch
+from . import compat
 from .backends import Background, Codegen
 from .capture import CapturedStep
 from .optim import ParamUpdate
@@ -31,7 +31,7 @@ def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
     shapes = tuple((tuple(a.shape), a.dtype, a.device.type) if isinstance(a, torch.Tensor)
                    else ("value", type(a).__name__, a) for a in args)
-    return _compat.pyro_key(args, kwargs), shapes
+    return compat.pyro_key(args, kwargs), shapes
 
 
 class CompiledStep:
@@ -88,7 +88,7 @@ class CompiledStep:
         self._run = codegen.run
         self._pending = pending
         self._store = pyro.get_param_store()
-        self._eager = _patch.unwrap(SVI.step)
+        self._eager = patch.unwrap(SVI.step)
         self._inputs = list(captured.example_inputs)
         self._views = [v.numpy() for v in captured.scalar_vectors]
         self._loss = captured.loss
@@ -125,11 +125,11 @@ class CompiledStep:
             return self._eager(self.svi, *args, **kwargs)
         rng = torch.get_rng_state() if self._save_rng else None
         grad = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
+        compat.set_grad_enabled(False)
         try:
             values = self._run(*inputs)[0].tolist()
         finally:
-            torch._C._set_grad_enabled(grad)
+            compat.set_grad_enabled(grad)
         if values[-1] != 1.0:  # a guard failed: the graph wrote nothing back
             if rng is not None:
                 torch.set_rng_state(rng)
@@ -149,7 +149,7 @@ class CompiledStep:
         svi = self.svi
         if (svi.model, svi.guide, svi.loss_and_grads, svi.optim) != self._bound:
             return self._went_stale("the SVI's model, guide, loss or optimizer was replaced")
-        store = _compat.store_tensors(self._store)
+        store = compat.store_tensors(self._store)
         for name, tensor, (shape, _, contiguous) in self._params:
             if tensor.shape != shape or tensor.is_contiguous() != contiguous or store.get(name) is not tensor:
                 return self._went_stale(f"the param '{name}' was replaced, reshaped or removed")

@@ -15,12 +15,13 @@ from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
 from pyro_jitmagic import compiled
-from pyro_jitmagic._cache import RecompilationWarning
-from pyro_jitmagic._session import default_session
+from pyro_jitmagic.core.cache import RecompilationWarning
+from pyro_jitmagic.core.inspector import Inspector
+from pyro_jitmagic.core.process import PROCESS
 
 
 def snapshot(namespace=None):
-    return default_session().inspector().snapshot(namespace or {})
+    return Inspector(PROCESS.session).snapshot(namespace or {})
 
 
 def functions_of(snap, owner_prefix):
@@ -88,9 +89,9 @@ def test_clearing_frees_the_traces_and_the_next_step_compiles_again():
     data = models.data()
     with compiled():
         svi.step(data)
-    inspector = default_session().inspector()
+    inspector = Inspector(PROCESS.session)
     (f,) = functions_of(inspector.snapshot({"svi": svi}), "svi ")
-    companion = next(c for e, _, _, c in default_session().companions() if e is svi.loss_and_grads.__self__)
+    companion = next(c for e, _, _, c in PROCESS.session.companions() if e is svi.loss_and_grads.__self__)
     traced = weakref.ref(next(iter(companion._loss_and_surrogate_loss.compiled.values())))
 
     assert inspector.clear(f.ident) == 1
@@ -126,7 +127,7 @@ def test_a_tensor_keyword_that_changes_every_step_is_caught_once():
 
 
 def test_a_float_keyword_that_changes_gets_its_own_advice():
-    from pyro_jitmagic._cache import changing_keyword
+    from pyro_jitmagic.core.compilers.pyro_jit.caches import changing_keyword
 
     before = (1, (("temperature", 0.5),))
     after = (1, (("temperature", 0.6),))
@@ -145,8 +146,7 @@ def test_max_entries_runs_further_keys_eager_and_says_so():
 
     svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled() as run:
-        run.max_entries = 2
+    with compiled(max_entries=2) as run:
         losses = [svi.step(data, length=n) for n in (10, 11, 12, 13, 10)]
     assert run.report.compile_count == 2
     assert all(loss == loss for loss in losses)  # finite: the eager calls computed real losses
@@ -175,3 +175,19 @@ def test_a_potential_compiled_by_auto_appears_too(auto_policy):
     assert f.kind == "potential"
     (entry,) = f.entries
     assert entry.hits > 0 and entry.compile_seconds > 0
+
+
+def test_the_twins_of_the_cache_magic_list_and_clear_what_it_does():
+    from pyro_jitmagic import CacheSnapshot, cache_snapshot, clear_cache
+
+    svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    with compiled():
+        svi.step(models.data())
+    snapshot = cache_snapshot({"svi": svi})
+    assert isinstance(snapshot, CacheSnapshot)
+    (f,) = functions_of(snapshot, "svi ")
+    assert len(f.entries) == 1
+    with pytest.raises(ValueError, match=r"no compiled function is owned by 'nobody'; owners: .*svi"):
+        clear_cache("nobody", namespace={"svi": svi})
+    assert clear_cache("svi", namespace={"svi": svi}) == 1
+    assert functions_of(cache_snapshot({"svi": svi}), "svi ") == []

@@ -244,3 +244,27 @@ def test_a_random_draw_the_trace_drops_is_judged_within_noise_and_said(runner):
     assert "draws fewer random numbers" in c.outcome_reason
     assert c.verdict.endswith("results agree within noise")
     assert any("draws fewer random numbers" in n for n in c.compiled.notes)
+
+
+def test_a_hand_written_loop_with_a_torch_optimizer_is_compared_step_by_step(runner):
+    from pyro.infer.autoguide import AutoNormal
+
+    guide = AutoNormal(models.gaussian)
+    data = models.data(30)
+    guide(data)
+    opt = torch.optim.Adam(guide.parameters(), lr=0.01)
+    runner.ns.update(guide=guide, opt=opt, data=data, models=models,
+                     loss_fn=Trace_ELBO().differentiable_loss)
+    c, error = runner.compare(
+        "for _ in range(40):\n"
+        "    opt.zero_grad()\n"
+        "    loss = loss_fn(models.gaussian, guide, data)\n"
+        "    loss.backward()\n"
+        "    opt.step()\n", seed=0)
+
+    assert error is None
+    (s,) = c.svi
+    assert s.target == "loss_fn" and s.compiled.elbo.startswith("Jit")
+    assert c.outcome == "agree", c.outcome_reason
+    assert any("torch optimizer" in r for r in c.isolation.restored)
+    assert opt.state_dict()["state"][0]["step"] == 40  # the compiled run's steps only

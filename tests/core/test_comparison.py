@@ -6,15 +6,15 @@ import math
 
 import pytest
 
-from pyro_jitmagic.comparison import (
-    Isolation,
+from pyro_jitmagic.core.verdict import (
     break_even,
     compare_mcmc,
     compare_reports,
     compare_svi,
     relative_difference,
 )
-from pyro_jitmagic.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun, compile_cost
+from pyro_jitmagic.records.comparison import Isolation
+from pyro_jitmagic.records.report import JitReport, MCMCRun, PosteriorSite, Step, SVIRun, compile_cost
 
 MS = 1e-3
 
@@ -115,7 +115,7 @@ def test_runs_are_paired_by_name_and_order_and_the_verdict_says_it_in_one_line()
 
 
 def test_disagreement_names_the_risky_warning():
-    from pyro_jitmagic.report import CapturedWarning
+    from pyro_jitmagic.records.report import CapturedWarning
 
     risky = CapturedWarning("risky", "TracerWarning", "Converting a tensor to a Python boolean",
                             "cell In[4], line 3", "if loc > 0:", 1)
@@ -130,7 +130,8 @@ def test_disagreement_names_the_risky_warning():
 
 
 def test_a_ten_thousand_step_panel_stays_light():
-    from pyro_jitmagic import _panel, _plots
+    from pyro_jitmagic.display import panel as _panel
+    from pyro_jitmagic.display import plots as _plots
 
     xs, ys = _plots.downsample(list(range(10_000)))
     assert len(xs) == len(ys) == _plots.MAX_POINTS
@@ -146,7 +147,7 @@ def test_without_ipywidgets_the_panel_is_html_and_text_with_one_warning(monkeypa
     import sys
     import warnings
 
-    from pyro_jitmagic import _panel
+    from pyro_jitmagic.display import panel as _panel
 
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # "import ipywidgets" now fails
     c = compare_reports(JitReport(svi_runs=(svi_run([2.0] * 20),)),
@@ -243,7 +244,7 @@ def test_mcmc_outcomes():
 def test_the_worst_outcome_is_the_comparisons_and_named_with_its_target():
     import dataclasses
 
-    from pyro_jitmagic.report import Switch
+    from pyro_jitmagic.records.report import Switch
 
     eager = JitReport(svi_runs=(svi_run([1.0] * 50, noisy_losses(50), target="a"),
                                 svi_run([1.0] * 50, noisy_losses(50), target="b")))
@@ -259,7 +260,7 @@ def test_the_worst_outcome_is_the_comparisons_and_named_with_its_target():
 
 
 def test_two_eager_runs_say_nothing_was_compiled():
-    from pyro_jitmagic.report import Switch
+    from pyro_jitmagic.records.report import Switch
 
     eager = JitReport(svi_runs=(svi_run([1.0] * 20),))
     compiled = JitReport(svi_runs=(svi_run([1.2] * 20),),

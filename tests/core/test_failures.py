@@ -196,21 +196,24 @@ def test_torch_without_jit_trace_runs_eager_and_says_so(runner, monkeypatch, pat
 
 
 def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
-    from pyro_jitmagic._run import JitRun
+    from pyro_jitmagic.core.run import JitRun
 
     run = JitRun()
     run.__enter__()
-    run._patches._undo.clear()  # as if the process were cut off before cleanup
-    from pyro_jitmagic import _run
+    run._ctx.patches._undo.clear()  # as if the process were cut off before cleanup
+    from pyro_jitmagic.core.process import PROCESS
 
-    _run._ACTIVE.remove(run)
-    run._capture.__exit__(None, None, None)
+    PROCESS.runs.remove(run)
+    run._ctx.capture.__exit__(None, None, None)
     assert hasattr(vars(SVI)["step"], "__pyrojit_original__")
+    assert Trace_ELBO.differentiable_loss.__code__ is not patched_targets["ELBO loss methods"][2][
+        "Trace_ELBO.differentiable_loss"]
 
     with compiled() as healed:
         pass
     assert_nothing_patched(patched_targets)
     assert any(note.startswith("restored SVI.step") for note in healed.report.notes)
+    assert any(note.startswith("restored the ELBO loss methods") for note in healed.report.notes)
 
 
 def test_nested_runs_restore_in_order(patched_targets):

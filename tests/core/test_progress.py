@@ -9,12 +9,14 @@ import models
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pyro_jitmagic import _progress, _run
-from pyro_jitmagic.report import Progress
+from pyro_jitmagic.core import recorder
+from pyro_jitmagic.core import run as _run
+from pyro_jitmagic.display import progress as _progress
+from pyro_jitmagic.records.report import Progress
 
 
 def test_progress_reports_steps_and_compiling(monkeypatch):
-    monkeypatch.setattr(_run, "PROGRESS_INTERVAL", 0.0)  # every step, so the test needs no clock
+    monkeypatch.setattr(recorder, "PROGRESS_INTERVAL", 0.0)  # every step, so the test needs no clock
     seen: list[Progress] = []
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     with _run.JitRun(on_progress=seen.append):
@@ -31,10 +33,10 @@ def test_progress_reports_steps_and_compiling(monkeypatch):
 
 
 def test_progress_is_throttled(monkeypatch):
-    monkeypatch.setattr(_run, "PROGRESS_INTERVAL", 3600.0)
+    monkeypatch.setattr(recorder, "PROGRESS_INTERVAL", 3600.0)
     seen: list[Progress] = []
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
-    with _run.JitRun(on_progress=seen.append, compile=False):
+    with _run.JitRun(on_progress=seen.append, backend="eager"):
         for _ in range(50):
             svi.step(models.data())
     assert seen == []  # 50 fast steps fall within one interval
@@ -61,6 +63,7 @@ def test_terminal_progress_is_one_line_cleared_at_the_end(monkeypatch):
 def test_progress_waits_before_showing_anything(monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr(_progress.sys, "stdout", out)
+    monkeypatch.setattr(_progress, "time", SimpleNamespace(perf_counter=lambda: 5.0))  # no time passes
     live = _progress.LiveProgress(SimpleNamespace())
     live(Progress("compiled", 1, 0.001, 0, False, 0.01))  # a short cell: within DELAY
     assert out.getvalue() == ""

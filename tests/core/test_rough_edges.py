@@ -8,29 +8,13 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import COINS, coin_guide, coin_model  # a decaying-average baseline
 from patches import assert_nothing_patched
 from pyro.infer import SVI, JitTraceGraph_ELBO, Trace_ELBO, TraceGraph_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.mcmc import MCMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 from pyro.optim import Adam
-
-
-def coin_model(data):
-    p = pyro.sample("p", dist.Beta(2.0, 2.0))
-    z = pyro.sample("z", dist.Bernoulli(p))
-    with pyro.plate("n", data.shape[0]):
-        pyro.sample("obs", dist.Bernoulli(0.2 + 0.6 * z), obs=data)
-
-
-def coin_guide(data):
-    a = pyro.param("a", torch.tensor(2.0), constraint=dist.constraints.positive)
-    pyro.sample("p", dist.Beta(a, 2.0))
-    q = pyro.param("q", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
-    pyro.sample("z", dist.Bernoulli(q), infer={"baseline": {"use_decaying_avg_baseline": True}})
-
-
-COINS = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
 
 
 def test_tracegraph_with_a_decaying_baseline_runs_eager_as_pyro_cannot_compile_it(runner, patched_targets):
@@ -104,8 +88,8 @@ def test_a_float_that_changes_every_step_gets_one_answer_a_tensor_positionally(r
 
 
 def test_the_float_advice_and_the_recompilation_watch_say_the_same(runner):
-    from pyro_jitmagic._advice import advise
-    from pyro_jitmagic._cache import changing_keyword
+    from pyro_jitmagic.core.advice import advise
+    from pyro_jitmagic.core.compilers.pyro_jit.caches import changing_keyword
 
     watch = changing_keyword((1, (("anneal", 0.5),)), (1, (("anneal", 0.6),)), {"anneal": 0.6})
     advice = advise(RuntimeError("Type 'float' cannot be traced"), (torch.ones(1), 0.6), {})

@@ -143,7 +143,7 @@ def test_a_cell_without_inference_runs_unchanged_with_a_note(runner):
 
     assert error is None
     assert runner.ns["x"] == 42
-    assert report.notes == ("the cell ran no SVI step and no MCMC run: nothing was compiled",)
+    assert report.notes == ("the cell ran no SVI step, no ELBO loss and no MCMC run: nothing was compiled",)
     assert not report.ran_inference
 
 
@@ -176,7 +176,7 @@ def test_mcmc_in_worker_processes_is_not_compiled_and_says_why():
     from pyro.infer.mcmc import HMC, MCMC, RandomWalkKernel
     from pyro.infer.mcmc.api import _MultiSampler
 
-    from pyro_jitmagic._mcmc import mcmc_decision
+    from pyro_jitmagic.core.compilers.pyro_jit.mcmc import mcmc_decision
 
     workers = SimpleNamespace(kernel=HMC(models.gaussian), sampler=object.__new__(_MultiSampler))
     assert mcmc_decision(workers, can_trace=True) == (

@@ -18,7 +18,7 @@ from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 from pyro.optim import Adam
 
 from pyro_jitmagic import compare
-from pyro_jitmagic._session import default_session
+from pyro_jitmagic.core.inspector import Inspector
 
 SETUP = """
 import pyro, torch
@@ -49,6 +49,7 @@ if {k} % 20 == 0:
 
 def test_200_cells_with_models_made_and_dropped(shell, shell_with, patched_targets):
     ip = shell_with(shell, SETUP)
+    session = ip.magics_manager.registry["PyroJitMagics"].session
     companions = []
     held = {}
     tracemalloc.start()
@@ -58,7 +59,7 @@ def test_200_cells_with_models_made_and_dropped(shell, shell_with, patched_targe
                 result = ip.run_cell(CELL.format(k=k))
             assert result.success, k
             user_elbo = ip.user_ns["svi"].loss_and_grads.__self__
-            companions.extend(weakref.ref(c) for e, _, _, c in default_session().companions()
+            companions.extend(weakref.ref(c) for e, _, _, c in session.companions()
                               if e is user_elbo)
             del user_elbo
             if k in (99, 199):
@@ -72,7 +73,7 @@ def test_200_cells_with_models_made_and_dropped(shell, shell_with, patched_targe
     # the kept SVIs (every 20th) and the last one bound to `svi` keep theirs; no other survives
     assert len(companions) == 200
     assert len(alive) == len(ip.user_ns["kept"]) + 1
-    snapshot = default_session().inspector().snapshot(ip.user_ns)
+    snapshot = Inspector(session).snapshot(ip.user_ns)
     ours = {id(ref()._loss_and_surrogate_loss) for ref in alive}
     listed = {f.ident for f in snapshot.functions}
     assert ours <= listed  # the live ones are listed; the dropped ones are freed (above), so cannot be

@@ -79,7 +79,7 @@ def test_check_trace_fails_in_pyro_and_says_what_to_do(runner, patched_targets):
 
 
 def test_a_keyword_tensor_changing_every_step_is_caught_and_stays_correct():
-    from pyro_jitmagic._cache import RecompilationWarning
+    from pyro_jitmagic.core.cache import RecompilationWarning
 
     def model(data, shift=None):
         models.gaussian(data + shift)
@@ -119,8 +119,9 @@ def test_hostile_site_and_keyword_names_are_escaped_everywhere(runner, scale_sit
     html = report._repr_html_()
     assert "<script>" not in html and "</script><script>" not in html
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the cache key, escaped
-    from pyro_jitmagic._session import default_session
+    from pyro_jitmagic.core.inspector import Inspector
+    from pyro_jitmagic.core.process import PROCESS
 
-    snapshot = default_session().inspector().snapshot({"svi": runner.ns["svi"]})
+    snapshot = Inspector(PROCESS.session).snapshot({"svi": runner.ns["svi"]})
     cache_html = snapshot._repr_html_()
     assert "<script>" not in cache_html and "<b>q</b>" not in cache_html

@@ -90,7 +90,10 @@ def test_the_tutorial_workloads_agree(executed, name):
     data = panel(executed, name)
     assert {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"} <= set(data)
     verdict = data["text/plain"].splitlines()[0]
-    assert verdict.endswith("results agree"), verdict
+    # NUTS draws stay identical only while no float in a gradient differs; on another CPU they part at the
+    # first rounding difference and the verdict is then the statistical one. Both are agreement.
+    agreeing = ("results agree", "results agree within noise") if name == "nuts" else ("results agree",)
+    assert verdict.endswith(agreeing), verdict
     assert "<img" in data["text/html"]  # the static form carries the plots too
 
 

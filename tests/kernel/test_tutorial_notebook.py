@@ -138,7 +138,8 @@ def test_the_cache_inspector_shows_the_hmm_entries_with_their_hits(executed_tuto
 def test_auto_cell_decides_per_sequence_length(executed_tutorial):
     text = report_text(executed_tutorial, "auto-hmm")
     assert "svi: TraceEnum_ELBO -> JitTraceEnum_ELBO" in text
-    assert "--auto     in all:" in text and "executor   adaptive:" in text
+    assert "--auto     in all:" in text
+    assert "  executor " not in text  # a key moves only after thirty compiled steps; CI runs fewer
     for length in (24, 48, 72):
         assert re.search(rf"svi, 1 positional arg, length={length}, num_sequences=8: .*Why: ", text)
     # CI's epoch: 5 sequences of length 24, 2 of 48, 1 of 72. The first is worth compiling after

@@ -80,14 +80,13 @@ def test_displayed_panels_do_not_keep_traces_alive(ip):
     import gc
     import weakref
 
-    from pyro_jitmagic._session import default_session
-
     run(ip, "%pyrojit_cache")  # a live inspector, with its buttons
     result, _ = run(ip, "%%pyrojit --compare\nlocal_svi = SVI(models.gaussian, models.gaussian_guide, "
                         "Adam({'lr': 0.01}), Trace_ELBO())\nlocal_svi.step(data)")
     assert result.success
     user_elbo = ip.user_ns["local_svi"].loss_and_grads.__self__
-    (companion,) = [c for e, _, _, c in default_session().companions() if e is user_elbo]
+    (companion,) = [c for e, _, _, c in ip.magics_manager.registry["PyroJitMagics"].session.companions()
+                    if e is user_elbo]
     traced = weakref.ref(companion)
     del companion, user_elbo
     del ip.user_ns["local_svi"]

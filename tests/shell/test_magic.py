@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import textwrap
@@ -72,6 +73,21 @@ def test_report_is_one_display_with_text_and_html(ip):
     assert "svi: Trace_ELBO -> JitTrace_ELBO" in output.data["text/plain"]
     assert "svi: Trace_ELBO -&gt; JitTrace_ELBO" in output.data["text/html"]
     assert "3 steps" in output.data["text/plain"]
+
+
+def test_a_loss_called_directly_has_its_row_in_the_text_and_the_html(ip):
+    run(ip, "loss_fn = Trace_ELBO().differentiable_loss")  # an earlier cell
+    result, captured = run(ip, "%%pyrojit -o report\nfor _ in range(3):\n"
+                               "    loss_fn(models.gaussian, models.gaussian_guide, data).backward()")
+
+    assert result.success
+    (output,) = captured.outputs
+    text, html = output.data["text/plain"], output.data["text/html"]
+    last = ip.user_ns["report"].loss_runs[0].last_loss
+    assert "loss_fn: Trace_ELBO -> JitTrace_ELBO" in text
+    assert "loss calls loss_fn: 3 calls in " in text and f"last loss {last:.6g}" in text
+    assert "<th>loss calls</th><td>loss_fn: 3 calls in " in html and f"last loss {last:.6g}" in html
+    assert "loss_fn: Trace_ELBO -&gt; JitTrace_ELBO" in html
 
 
 def test_quiet_displays_nothing_and_o_stores_an_immutable_report(ip):
@@ -216,27 +232,30 @@ def test_the_same_report_through_the_twin_and_the_magic(ip):
 
 
 def test_auto_shows_each_decision_in_the_text_and_the_html(ip, auto_policy):
-    auto_policy(horizon=1, prior_compile_steps={"svi": 6.0})
+    # compiling is expected to cost nothing: the key compiles once three eager steps measured it,
+    # whatever the machine's speed (what that then saved or lost is measured, so not asserted)
+    auto_policy(prior_compile_steps={"svi": 0.0})
     result, captured = run(ip, "%%pyrojit --auto\nfor _ in range(30):\n    svi.step(data)")
 
     assert result.success
     (output,) = captured.outputs
     text, html = output.data["text/plain"], output.data["text/html"]
-    assert "--auto     in all: saved" in text and "vs always compiled" in text
-    assert "svi, 1 positional arg: 3 eager steps" not in text  # it took more than three here
-    assert "svi, 1 positional arg: " in text and "Why: compiled after" in text
-    assert "executor   adaptive:" in text
+    assert re.search(r"--auto     in all: (saved|lost) \S+ \S+ vs always eager, (saved|lost) \S+ \S+ vs "
+                     r"always compiled", text)
+    assert "svi, 1 positional arg: 3 eager steps, compiled at step 4, 26 compiled after." in text
+    assert "Why: compiled after 3 eager steps" in text
+    assert "  executor " not in text  # no key can move before thirty compiled steps
     assert "<table class='pyrojit-auto'>" in html and "<td>1 positional arg</td>" in html
 
 
 def test_compare_auto_panel_shows_the_decisions(ip, auto_policy):
-    auto_policy(horizon=1, prior_compile_steps={"svi": 6.0})
+    auto_policy(prior_compile_steps={"svi": 0.0})  # compiles after three eager steps, certainly
     result, _ = run(ip, "%%pyrojit --compare --auto -q -o c\nfor _ in range(30):\n    svi.step(data)")
 
     assert result.success
     c = ip.user_ns["c"]
     (decision,) = c.compiled.auto
-    assert decision.state == "compiled" and decision.eager_steps >= 3
+    assert decision.state == "compiled" and decision.eager_steps == 3
     assert c.agree  # eager steps, then compiled ones: the same losses as the eager run
     html = c._repr_html_()
     assert "<h4>--auto</h4>" in html and "pyrojit-auto" in html

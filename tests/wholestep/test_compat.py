@@ -5,29 +5,29 @@ from __future__ import annotations
 
 import pytest
 
-from pyro_jitmagic.wholestep import _compat
+from pyro_jitmagic.wholestep import compat
 
 
-@pytest.mark.parametrize(("module", "path", "why"), _compat.PRIVATE_NAMES,
-                         ids=[f"{m}.{p}" for m, p, _ in _compat.PRIVATE_NAMES])
+@pytest.mark.parametrize(("module", "path", "why"), compat.PRIVATE_NAMES,
+                         ids=[f"{m}.{p}" for m, p, _ in compat.PRIVATE_NAMES])
 def test_private_name_exists(module, path, why):
     try:
-        _compat.resolve(module, path)
+        compat.resolve(module, path)
     except (AttributeError, ImportError) as exc:
         pytest.fail(f"{module}.{path} ({why}) is gone: {exc}. Checked against torch "
-                    f"{_compat.TORCH_CHECKED} and pyro {_compat.PYRO_CHECKED}")
+                    f"{compat.TORCH_CHECKED} and pyro {compat.PYRO_CHECKED}")
 
 
-@pytest.mark.parametrize(("owner", "obj", "attr"), _compat.instance_names(),
-                         ids=[f"{o}.{a}" for o, _, a in _compat.instance_names()])
+@pytest.mark.parametrize(("owner", "obj", "attr"), compat.instance_names(),
+                         ids=[f"{o}.{a}" for o, _, a in compat.instance_names()])
 def test_private_instance_attribute_exists(owner, obj, attr):
     assert hasattr(obj, attr), (f"{owner} instances no longer have {attr} (checked against torch "
-                                f"{_compat.TORCH_CHECKED} and pyro {_compat.PYRO_CHECKED})")
+                                f"{compat.TORCH_CHECKED} and pyro {compat.PYRO_CHECKED})")
 
 
 def test_resolve_names_what_is_missing():
     with pytest.raises(AttributeError, match=r"pyro\.infer\.util\._no_such_helper is gone"):
-        _compat.resolve("pyro.infer.util", "_no_such_helper")
+        compat.resolve("pyro.infer.util", "_no_such_helper")
 
 
 def test_versions_checked_are_the_ones_installed():
@@ -35,5 +35,5 @@ def test_versions_checked_are_the_ones_installed():
     import torch
 
     # when these differ, read the names above against the new versions and update the two constants
-    assert torch.__version__.split("+")[0] == _compat.TORCH_CHECKED
-    assert pyro.__version__ == _compat.PYRO_CHECKED
+    assert torch.__version__.split("+")[0] == compat.TORCH_CHECKED
+    assert pyro.__version__ == compat.PYRO_CHECKED

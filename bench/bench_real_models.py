@@ -1,0 +1,147 @@
+"""Every real model of the test suite, run five ways in one process: a markdown table.
+
+The models are those of ``tests/realmodels/zoo.py`` (retellings of Pyro's
+examples and tutorials at toy size). Each runs, in one IPython shell, after a
+fresh setup cell each time: eager as written; by hand with Pyro's own JIT;
+under ``%%pyrojit``; under ``%%pyrojit --compare --seed 0``; under
+``%%pyrojit --auto`` (``tests/realmodels/five_ways.py``). One row per model:
+
+* compiled: ``yes``, or ``eager: <why>`` from the report (or the error that
+  ended the ``%%pyrojit`` cell);
+* verdict: ``--compare``'s outcome and its reason;
+* eager / compiled and by hand / compiled: wall time of the run cell, eager or
+  with Pyro's JIT by hand, over its time under ``%%pyrojit`` (compiling
+  included; one run each, on toy sizes: a sign, not a benchmark);
+* risky: the risky JIT warnings ``%%pyrojit`` reported (groups of identical ones).
+
+Usage::
+
+    python bench/bench_real_models.py                  # every model (a few minutes)
+    python bench/bench_real_models.py --skip-slow      # without the NUTS and HMC models
+    python bench/bench_real_models.py --models hmm vae
+    python bench/bench_real_models.py --quick          # a smoke test of the script, not a measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "realmodels"))
+from bench_svi import load_average, machine_lines, process_shell  # noqa: E402
+from five_ways import ModelRun, run_model  # noqa: E402
+from zoo import BY_NAME, MODELS  # noqa: E402
+
+QUICK_MODELS = ("net_empty_guide", "control_branch")
+COLUMNS = ("model", "compiled", "verdict", "eager / compiled", "by hand / compiled", "risky")
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _first_line(text: str, limit: int = 110) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def compiled_column(run: ModelRun) -> str:
+    magic = run["magic"]
+    report = magic.result
+    if not magic.ok:
+        return f"error: {_first_line(magic.error)}"
+    if report is None:
+        return "no report"
+    if not report.switches:
+        return "eager: " + _first_line("; ".join(report.notes) or "nothing ran")
+    if all(s.compiled for s in report.switches):
+        return "yes"
+    eager = [s for s in report.switches if not s.compiled]
+    said = "; ".join(f"{s.target}: {s.reason}" for s in eager if s.reason) or "; ".join(report.notes)
+    head = "yes, but " if any(s.compiled for s in report.switches) else ""
+    return f"{head}eager: " + _first_line(said or "(no reason given)")
+
+
+def verdict_column(run: ModelRun) -> str:
+    compare = run["compare"]
+    comparison = compare.result
+    if not compare.ok:
+        return f"error: {_first_line(compare.error)}"
+    if comparison is None:
+        return "no comparison"
+    outcome = getattr(comparison, "outcome", None)
+    if outcome is not None:
+        return f"{outcome}: {_first_line(comparison.outcome_reason)}"
+    # before Comparison.outcome: the agree flag and the one-line verdict
+    return f"{'agree' if comparison.agree else 'DISAGREE'} ({_first_line(comparison.verdict)})"
+
+
+def ratio_column(run: ModelRun, way: str) -> str:
+    numerator, magic = run[way], run["magic"]
+    if not (numerator.ok and magic.ok) or magic.seconds <= 0:
+        return "-"
+    return f"{numerator.seconds / magic.seconds:.2f}"
+
+
+def risky_column(run: ModelRun) -> str:
+    report = run["magic"].result
+    return "-" if report is None else str(len(report.risky_warnings))
+
+
+def table(runs: Sequence[ModelRun]) -> list[str]:
+    rows = [COLUMNS, tuple("---" for _ in COLUMNS)]
+    for run in runs:
+        rows.append((run.model.name, compiled_column(run), verdict_column(run),
+                     ratio_column(run, "eager"), ratio_column(run, "by hand"), risky_column(run)))
+    return ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+
+
+def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
+    """Run the models and print the table; ``shell`` defaults to the process's IPython shell."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", metavar="NAME", choices=sorted(BY_NAME),
+                        help="run these models only (default: all)")
+    parser.add_argument("--skip-slow", action="store_true", help="leave out the models marked slow")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads for the run (default 1: steadier on a small machine)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {' and '.join(QUICK_MODELS)}: checks the script runs, measures nothing")
+    args = parser.parse_args(argv)
+    names = args.models or (QUICK_MODELS if args.quick else [m.name for m in MODELS])
+    models = [BY_NAME[n] for n in names if not (args.skip_slow and BY_NAME[n].slow)]
+
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    shell = shell if shell is not None else process_shell()
+    shell.run_line_magic("load_ext", "pyro_jitmagic")
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        for line in machine_lines(args.threads):
+            print(line)
+        runs = []
+        start = time.perf_counter()
+        for model in models:
+            began = time.perf_counter()
+            runs.append(run_model(shell, model))
+            print(f"  {model.name}: five ways in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    finally:
+        torch.set_num_threads(threads_before)
+    print(f"load:     {load_average()}")
+    print(f"{len(models)} models, five ways each, in {time.perf_counter() - start:.0f} s\n")
+    for line in table(runs):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

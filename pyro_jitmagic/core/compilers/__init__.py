@@ -1,0 +1,36 @@
+"""The compilers behind ``%%pyrojit``, by the name ``RunOptions.backend`` gives them.
+
+:mod:`.base` is the seam every compiler implements; :mod:`.pyro_jit` is Pyro's
+JIT, :mod:`.eager` the compiler that compiles nothing (the first run of
+``--compare``). A compiler is made per run, and per cache inspection, with the
+session it keeps its objects in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..session import Session
+from .base import Compiler
+from .eager import AsWritten
+from .pyro_jit import PyroJit
+
+_CLASSES = (PyroJit, AsWritten)
+#: name -> the compiler's class (options.BACKENDS says what each does)
+COMPILERS: dict[str, Callable[[Session], Compiler]] = {cls.name: cls for cls in _CLASSES}
+
+
+def make(name: str, session: Session) -> Compiler:
+    """The compiler called ``name``, for one run or one look at the caches."""
+    return COMPILERS[name](session)
+
+
+def inspected(session: Session) -> list[Compiler]:
+    """A compiler of each kind that compiles, for the cache inspector."""
+    return [cls(session) for cls in _CLASSES if cls.compiles]
+
+
+def wrapped() -> list[tuple[Any, str]]:
+    """What every compiler wraps at class or module level while a run is active, for healing."""
+    return [target for cls in _CLASSES for target in cls.wrapped()]

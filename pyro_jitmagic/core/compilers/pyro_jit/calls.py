@@ -1,0 +1,310 @@
+"""Every call of one of Pyro's compiled functions while a run is active (``CompiledFunction.__call__``).
+
+Pyro's ``CompiledFunction`` keeps one trace per cache key (the number of
+positional arguments and the keyword values). Its calls come here, where:
+
+* a call with a new key is the compile: timed, recorded with its key and
+  input shapes, started from the random state of the step it replaces (Pyro
+  runs the step once eagerly to find its params, drawing random numbers), and
+  watched for a key that keeps changing (:class:`~...cache.RecompilationWarning`);
+* a key past ``--max-entries`` runs eager, uncached;
+* a call with a known key is a hit: counted, and run as Pyro runs it, less the
+  param-finding handlers a trace never needs;
+* with ``--auto`` each key runs eager until compiling it pays (the decision is
+  :class:`~...auto.AutoPolicy`'s, which knows no compiler);
+* with the adaptive executor each key runs under its own executor tier.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ... import advice, compat
+from ...auto import LEARN_AFTER, Tally
+from ...cache import RecompilationWarning
+from ...context import RunContext
+from ...executor import Tier, optimize_setter
+from ...patch import PatchSet
+from ...recorder import StepPlan
+from .caches import changing_keyword, describe_key
+from .routes import PyroRoute
+
+
+@dataclass
+class PendingCompile:
+    """A ``CompiledFunction`` call that is building a trace for a new key."""
+
+    key: str
+    rng_state: Any
+    outer: PendingCompile | None = None
+    start: float = 0.0
+    trace_seconds: float = 0.0
+    shapes: tuple[str, ...] = ()
+    args: tuple[Any, ...] = ()  # what the positional arguments were: shapes, or type names
+
+
+class _FirstCall:
+    """Stands in for a compiled function's Python function while Pyro compiles a key, to keep
+    Pyro's eager first run of it (which finds the params): its result, the random state after
+    it, and whether it created params."""
+
+    def __init__(self, fn: Callable[..., Any], store: Any) -> None:
+        self.fn = fn
+        self._store = store
+        self._known = set(store.keys())
+        self.result: Any = None
+        self.rng: Any = None
+        self.created_params = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if self.rng is not None:  # the trace's own calls
+            return self.fn(*args, **kwargs)
+        import torch
+
+        self.result = self.fn(*args, **kwargs)
+        self.rng = torch.get_rng_state()
+        self.created_params = not self._known.issuperset(self._store.keys())
+        return self.result
+
+
+class KeyCalls:
+    """The calls of Pyro's compiled functions in one run, key by key."""
+
+    def __init__(self, ctx: RunContext, adaptive: bool) -> None:
+        self.ctx = ctx
+        self.adaptive = adaptive
+        self.pending: PendingCompile | None = None  # the compile in progress, innermost
+        # (compiled function, key) whose next call checks that its trace draws what eager draws
+        self._verify: set[tuple[int, Any]] = set()
+        # what the step in progress did: --auto's (tally, how it ran), and its key's executor tier
+        self.auto_step: tuple[Tally, str] | None = None
+        self.tier_step: tuple[Tier, Any, Any] | None = None
+
+    def wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """The stand-in for ``CompiledFunction.__call__``."""
+        import pyro
+
+        calls, ctx, cache = self, self.ctx, self.ctx.session.cache
+        param: Any = pyro.param
+        set_optimize = optimize_setter()
+        fast_key, hashed_key, param_names = compat.fast_key, compat.hashed_key, compat.param_names
+
+        def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            """``CompiledFunction.__call__``: count hits; time a new key's first call as its compile."""
+            __tracebackhide__ = True
+            if not ctx.active:
+                return original(fn, *args, **kwargs)
+            # Pyro's key: the keyword values themselves when hashable, which is the fast
+            # common case; else Pyro's own hashing (lists, dicts, argparse.Namespace by value)
+            key = fast_key(args, kwargs)
+            try:
+                traced = fn.compiled.get(key)
+            except TypeError:
+                key = hashed_key(args, kwargs)
+                traced = fn.compiled.get(key)
+            if ctx.auto is not None and not calls._auto_route(fn, key, traced):
+                return fn.fn(*args, **kwargs)  # --auto: eager while that is cheaper
+            if traced is None:
+                return calls._compile(original, fn, key, args, kwargs)
+            if calls._verify and (id(fn), key) in calls._verify:
+                calls._verify.discard((id(fn), key))
+                return calls._verified_call(fn, traced, args, kwargs)
+            stats = cache.of(fn)
+            stats.recent_new.append(False)
+            stats.last_key = key
+            entry = stats.entries.get(key)
+            if entry is not None:
+                entry.hits += 1
+                entry.last_hit = time.time()
+                tier = entry.tier
+                if tier is not None and calls.adaptive:
+                    set_optimize(tier.optimize)
+                    calls.tier_step = (tier, fn, key)
+            # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
+            # those only look for params created by the call, and a traced
+            # function runs no Python, so they never see any.
+            try:
+                return traced(*[param(name).unconstrained() for name in param_names(fn)], *args)
+            except Exception as exc:  # TorchScript's own check of the inputs
+                calls._advise_call(exc, fn, key, args)
+                raise
+
+        return call
+
+    def _compile(self, original: Callable[..., Any], fn: Any, key: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+        """A call with a new key: Pyro's own call compiles it, started from the step's random state."""
+        __tracebackhide__ = True
+        import pyro
+        import torch
+
+        if self._past_max_entries(fn):  # Pyro's uncompiled function, uncached
+            if self.auto_step is not None:
+                self.auto_step = (self.auto_step[0], "eager")
+            return fn.fn(*args, **kwargs)
+        pending = self._before_compile(fn, key, args, kwargs)
+        first = _FirstCall(fn.fn, pyro.get_param_store())
+        local = PatchSet()
+        try:
+            local.set(fn, "fn", first)
+            result = original(fn, *args, **kwargs)  # from this frame: see RunContext.wrap
+        finally:
+            local.restore()
+            self._after_compile(fn, key, pending)
+        if first.rng is not None and not torch.equal(torch.get_rng_state(), first.rng):
+            # The trace drew other random numbers than Pyro's eager first run of the step.
+            if first.created_params:  # their initial values drew them: eager's step is the step
+                torch.set_rng_state(first.rng)
+                self._verify.add((id(fn), key))
+                return first.result
+            self.ctx.recorder.draws_part()
+        return result
+
+    def _advise_call(self, exc: Exception, fn: Any, key: Any, args: tuple[Any, ...]) -> None:
+        """A trace refused a call's arguments: compare them with what the trace was compiled for."""
+        entry = self.ctx.session.cache.of(fn).entries.get(key)
+        text = advice.advise_call(exc, args, entry.args if entry is not None else ())
+        if text is not None:
+            advice.attach(exc, text)
+            advice.at_users_line(exc)
+            self.ctx.recorder.advice = text
+
+    # -- --auto and the executor tiers, step by step -------------------------------
+    def _auto_route(self, fn: Any, key: Any, traced: Any) -> bool:
+        """--auto: whether this call of ``key`` runs compiled (True) or eager, noted for the step."""
+        policy, tallies = self.ctx.auto, self.ctx.recorder.tallies
+        assert policy is not None
+        tally = tallies.get((id(fn), key))
+        if tally is None:
+            owner = self.ctx.recorder.target("(outside SVI and MCMC)")
+            book = policy.book(fn, key, "svi", owner, describe_key(key))
+            if traced is not None and book.state == "eager":  # compiled in an earlier, plain cell
+                book.state = "compiled"
+            tally = tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
+        book = tally.book
+        book.function.calls += 1
+        if traced is not None:
+            self.auto_step = (tally, "compiled")
+            return True
+        if policy.decide_svi(book, book.function.calls):
+            book.state = "compiled"
+            self.auto_step = (tally, "compile")
+            return True
+        book.state = "eager"  # (also when its traces were cleared: it earns them again)
+        self.auto_step = (tally, "eager")
+        return False
+
+    def step_ends(self, seconds: float | None, step: int) -> None:
+        """After a step: its time goes to its key's --auto tally and executor tier."""
+        if seconds is None:  # it failed: what --auto noted of it does not count
+            self.auto_step = None
+            return
+        if self.auto_step is not None:
+            tally, mode = self.auto_step
+            self.auto_step = None
+            tally.add(mode, seconds, step)
+            if mode == "compiled" and tally.book.compiled_calls == LEARN_AFTER:
+                assert self.ctx.auto is not None
+                self.ctx.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
+        if self.tier_step is not None:
+            tier, fn, key = self.tier_step
+            self.tier_step = None
+            if tier.after_step(seconds, step):
+                self.ctx.recorder.tiers_changed[id(tier)] = tier
+                if tier.drop:  # its optimised trace was slower: the next call compiles it again, no-opt
+                    tier.drop = False
+                    fn.compiled.pop(key, None)
+
+    # -- compiling a key -------------------------------------------------------------
+    def _past_max_entries(self, fn: Any) -> bool:
+        """A call with a new key: True when ``fn`` holds --max-entries traces already (it runs eager)."""
+        max_entries = self.ctx.options.max_entries
+        if max_entries is None or len(fn.compiled) < max_entries:
+            return False
+        stats = self.ctx.session.cache.of(fn)
+        stats.recent_new.append(True)
+        stats.eager_past_cap += 1
+        self.ctx.recorder.past_cap[id(fn)] = (self.ctx.recorder.target(), stats)
+        return True
+
+    def _verified_call(self, fn: Any, traced: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A key whose first step drew random initial values: is its compiled step's draw eager's?
+
+        Its step runs eagerly first (only to count the random numbers it draws), then compiled
+        from the same random state, as every later step will.
+        """
+        import pyro
+        import torch
+
+        param: Any = pyro.param
+        start = torch.get_rng_state()
+        fn.fn(*args, **kwargs)
+        eager = torch.get_rng_state()
+        torch.set_rng_state(start)
+        result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
+        if not torch.equal(torch.get_rng_state(), eager):
+            self.ctx.recorder.draws_part()
+        return result
+
+    def _before_compile(self, fn: Any, key: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> PendingCompile:
+        """A call with a new key is about to compile."""
+        import torch
+
+        stats = self.ctx.session.cache.of(fn)
+        stats.recent_new.append(True)
+        if stats.keeps_recompiling(len(fn.compiled) + 1):
+            self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
+        stats.last_key = key
+        if self.adaptive:  # a new trace starts no-opt, whatever the last key ran under
+            optimize_setter()(False)
+        pending = PendingCompile(describe_key(key), torch.get_rng_state(), outer=self.pending,
+                                 args=advice.describe_args(args))
+        self._mark_start(pending.rng_state)
+        self.pending = pending
+        pending.start = self.ctx.recorder.clock()
+        return pending
+
+    def _mark_start(self, rng: Any) -> None:
+        """A key of the step in progress starts compiling: keep what to go back to, should it meet
+        a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
+        work), until a compile of its succeeds."""
+        plan = self.ctx.recorder.current
+        if isinstance(plan, StepPlan) and isinstance(plan.route, PyroRoute):
+            route = plan.route
+            if route.start is None and not route.compiled_once:
+                import pyro
+
+                route.start = (rng, set(pyro.get_param_store().keys()), self.ctx.capture.checkpoint())
+
+    def _after_compile(self, fn: Any, key: Any, pending: PendingCompile) -> None:
+        recorder, cache = self.ctx.recorder, self.ctx.session.cache
+        seconds = recorder.clock() - pending.start
+        self.pending = pending.outer
+        # Pyro's first call for a key runs the function eagerly to find its
+        # params, traces it, then runs the trace (when the executor optimises
+        # it): all of it is the price of compiling.
+        if key in fn.compiled:
+            recorder.record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
+            plan = recorder.current
+            if isinstance(plan, StepPlan) and isinstance(plan.route, PyroRoute):
+                plan.route.start, plan.route.compiled_once = None, True
+            cache.hit(fn, key, compile_seconds=seconds)
+            entry = cache.of(fn).entries[key]
+            entry.args = pending.args
+            if self.adaptive and entry.tier is None:
+                entry.tier = Tier(recorder.target(), pending.key, seconds)
+
+    def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
+        stats.warned = True
+        owner = self.ctx.recorder.target("a compiled function")
+        new = sum(stats.recent_new)
+        message = (f"{owner}: {entries} traces compiled, a new one on {new} of the last "
+                   f"{len(stats.recent_new)} calls; {changing_keyword(stats.last_key, key, kwargs)}")
+        self.ctx.recorder.notes.append(message)
+        warnings.warn(message, RecompilationWarning, stacklevel=2)

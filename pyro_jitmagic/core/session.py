@@ -1,0 +1,72 @@
+"""Compiled companions that outlive a cell.
+
+A :class:`Session` keeps, for each user ELBO and each (model, guide) pair it
+is stepped with, the Jit* companion that runs it compiled. The companion, and
+the traces it compiled, live exactly as long as the user's ELBO object (weak
+keys), so the next ``%%pyrojit`` cell reuses its traces and nothing is held
+once the user drops the ELBO.
+
+Keying on (model, guide) as well is what fixes Pyro's reused-ELBO bug: a Jit*
+ELBO keeps the model of its first call in its compiled closure, so one ELBO
+object shared by two models would silently return the first model's loss.
+
+The process has a default session (``PROCESS.session``, see :mod:`.process`):
+compiled traces belong to ELBO objects, which are themselves process-wide, so
+the magic and its plain-Python twin share it; the magic holds it as
+``PyroJitMagics.session``, and a twin takes another as ``session=``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .auto import AutoPolicy
+from .cache import CacheStats
+
+
+class Session:
+    """Registry of the compiled companions of user ELBOs, and of what the caches cost.
+
+    Attributes
+    ----------
+    cache : CacheStats
+        Per compiled function and cache key: compile time, hits, last hit (what
+        ``%pyrojit_cache`` shows beside the traces).
+    auto : AutoPolicy
+        What ``--auto`` has learned of compile costs and speedups in this session.
+    """
+
+    def __init__(self) -> None:
+        self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
+            weakref.WeakKeyDictionary())
+        self.cache = CacheStats()
+        # user ELBOs that met a limit of Pyro's JIT: why they run eager from now on
+        self._eager: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        # what --auto has learned of compile costs and speedups in this session
+        self.auto = AutoPolicy()
+
+    def companion(self, elbo: Any, model: Any, guide: Any,
+                  make: Callable[[Any], Any]) -> tuple[Any, bool]:
+        """The companion of ``elbo`` for this model and guide; True if new."""
+        entries = self._companions.setdefault(elbo, [])
+        for known_model, known_guide, jit_elbo in entries:
+            if known_model is model and known_guide is guide:
+                return jit_elbo, False
+        jit_elbo = make(elbo)
+        entries.append((model, guide, jit_elbo))
+        return jit_elbo, True
+
+    def never_compile(self, elbo: Any, why: str) -> None:
+        """Run ``elbo`` eager in later cells too: compiling it failed on a limit of Pyro's JIT."""
+        self._eager[elbo] = why
+
+    def cannot_compile(self, elbo: Any) -> str | None:
+        """Why ``elbo`` runs eager, when compiling it failed in an earlier step."""
+        return self._eager.get(elbo)
+
+    def companions(self) -> list[tuple[Any, Any, Any, Any]]:
+        """Every live (user ELBO, model, guide, companion)."""
+        return [(elbo, m, g, c) for elbo, entries in list(self._companions.items())
+                for m, g, c in entries]

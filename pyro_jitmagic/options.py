@@ -1,0 +1,149 @@
+"""What a compiled run can be asked to do: one frozen :class:`RunOptions`, and its choice lists.
+
+The magic's arguments, the twins (:func:`~pyro_jitmagic.compiled`,
+:func:`~pyro_jitmagic.compare`, :class:`~pyro_jitmagic.JitRun`) and validation all
+read this one definition: each field carries its flag and help text, so
+``%%pyrojit?`` is built from it, and a bad value is refused here with one line
+saying what to do. Nothing here imports anything of ours, torch or Pyro.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+#: What happens to the JIT's warnings.
+WarningMode = Literal["capture", "show", "error"]
+WARNING_MODES: tuple[WarningMode, ...] = get_args(WarningMode)
+
+#: The TorchScript executors a cell's traces can run under: name -> what it does.
+EXECUTORS = {
+    "adaptive": "each trace starts no-opt; a key called often enough moves to the optimizing executor, "
+                "and back if its steps got slower",
+    "no-opt": "traces run as recorded: torch.jit.optimized_execution(False)",
+    "optimizing": "torch's default: the profiling executor, optimising each trace over its first calls",
+    "legacy": "the executor before the profiling one, optimising each trace on its first call",
+}
+DEFAULT_EXECUTOR = "adaptive"
+
+#: What compiles the cell's inference: name -> what it does. "eager" compiles nothing and
+#: records the cell as written (the first run of --compare). The magic has no flag for it
+#: yet: one compiler, Pyro's, is all a cell can ask for today.
+BACKENDS = {
+    "pyro": "Pyro's JIT: Jit* ELBOs for SVI and ELBO losses, jit_compile=True for HMC/NUTS",
+    "eager": "nothing compiled: the cell runs as written, recorded as a compiled run is",
+}
+DEFAULT_BACKEND = "pyro"
+
+
+def _option(flag: str, help: str, **argparse: Any) -> dict[str, Any]:
+    """A field's metadata: its magic flag, the argparse settings beside the flag, its help."""
+    return {"flag": flag, "argparse": argparse, "help": help}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one ``%%pyrojit`` cell, ``compiled()`` block or ``compare()`` runs.
+
+    Parameters
+    ----------
+    warmup : bool
+        Build AutoGuide prototypes and find ``max_plate_nesting`` eagerly before
+        the first compiled step (the tutorial's manual warm-up); ``--no-warmup``.
+    warnings : {"capture", "show", "error"}
+        Capture JIT warnings silently, also print them, or raise
+        :class:`~pyro_jitmagic.RiskyTraceError` when a trace turns a tensor into a
+        Python value (before the compiled step is used).
+    auto : bool
+        Compile each cache key only once that is expected to pay (``--auto``);
+        the session's :class:`~pyro_jitmagic.AutoPolicy` decides.
+    executor : {"adaptive", "no-opt", "optimizing", "legacy"}
+        The TorchScript executor the traces run under (``--executor``).
+    max_entries : int, optional
+        Compile at most this many traces per compiled function; calls with
+        further keys run eager (``--max-entries``).
+    seed : int, optional
+        Seed the run with ``pyro.set_rng_seed`` (both runs of a comparison).
+    backend : {"pyro", "eager"}
+        What compiles the inference; ``"eager"`` records the cell as written.
+
+    Raises
+    ------
+    ValueError
+        When a value is not one the run can use; the message says what would be.
+    """
+
+    warmup: bool = field(default=True, metadata=_option(
+        "--no-warmup", action="store_false",
+        help="skip the eager warm-up (AutoGuide prototype, max_plate_nesting) before compiling"))
+    warnings: WarningMode = field(default="capture", metadata=_option(
+        "--warnings", choices=WARNING_MODES,
+        help="JIT warnings: capture them (default), also print them, or stop with an "
+             "error on a risky one before its compiled step is used"))
+    auto: bool = field(default=False, metadata=_option(
+        "--auto", action="store_true",
+        help="compile each cache key only once running it eager has cost about what compiling "
+             "it is expected to (per SVI call signature, and per MCMC run's potential)"))
+    executor: str = field(default=DEFAULT_EXECUTOR, metadata=_option(
+        "--executor", choices=tuple(EXECUTORS),
+        help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
+             "starts no-opt, the cheapest to compile, and a key called often enough is tried "
+             "optimizing and keeps the faster), no-opt, optimizing (torch's default), or legacy"))
+    max_entries: int | None = field(default=None, metadata=_option(
+        "--max-entries", type=int, metavar="N",
+        help="compile at most N traces per compiled function; calls with further keys run eager"))
+    seed: int | None = field(default=None, metadata=_option(
+        "--seed", type=int, metavar="N",
+        help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run"))
+    backend: str = DEFAULT_BACKEND
+
+    def __post_init__(self) -> None:
+        problem = _problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @property
+    def compiles(self) -> bool:
+        """False for the eager run of ``--compare``, which records the cell as written."""
+        return self.backend != "eager"
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """These options with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _problem(options: RunOptions) -> str | None:
+    """What is wrong with ``options``, in one line; None when nothing is."""
+    for name, choices in (("warnings", WARNING_MODES), ("executor", tuple(EXECUTORS)),
+                          ("backend", tuple(BACKENDS))):
+        value = getattr(options, name)
+        if value not in choices:
+            return f"{name} must be one of {', '.join(choices)}, not {value!r}"
+    for name in ("warmup", "auto"):
+        if not isinstance(getattr(options, name), bool):
+            return f"{name} must be True or False, not {getattr(options, name)!r}"
+    if options.max_entries is not None and (not isinstance(options.max_entries, int)
+                                            or options.max_entries < 1):
+        return "--max-entries needs a positive number of traces, e.g. --max-entries 8"
+    if options.seed is not None and not isinstance(options.seed, int):
+        return f"seed must be an integer, not {options.seed!r}"
+    return None
+
+
+def argument(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``(flags, settings)`` of the magic's argument for the field ``name``, for argparse."""
+    option = {f.name: f for f in dataclasses.fields(RunOptions)}[name]
+    meta = option.metadata
+    settings = {"dest": name, "default": option.default, "help": meta["help"], **meta["argparse"]}
+    return (meta["flag"],), settings
+
+
+def flagged() -> tuple[str, ...]:
+    """The fields the magic has a flag for."""
+    return tuple(f.name for f in dataclasses.fields(RunOptions) if "flag" in f.metadata)
+
+
+def from_arguments(parsed: Any) -> RunOptions:
+    """The options of a parsed magic line (argparse's namespace)."""
+    return RunOptions(**{name: getattr(parsed, name) for name in flagged()})

@@ -1,0 +1,325 @@
+"""Every private torch and Pyro name the whole-step compiler uses, in one place.
+
+Capturing a whole SVI step leans on internals of both libraries: how make_fx
+tracks tensors, how inductor finds its C++ compiler and counts its kernels and
+cache hits, which of Pyro's ELBO helpers compute a particle's loss, where the
+param store and ``PyroOptim`` keep their tensors. Each is reached through this
+module, and :data:`PRIVATE_NAMES` lists them with the versions they were read
+in, so that ``tests/wholestep/test_compat.py`` names the attribute an upgrade
+moved instead of failing somewhere deep in a capture.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+TORCH_CHECKED = "2.13.0"
+PYRO_CHECKED = "1.9.2"
+
+# (module, attribute path, what it is used for). Checked against torch 2.13.0 and pyro-ppl 1.9.2.
+PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
+    # torch: capture
+    ("torch.fx.experimental.proxy_tensor", "make_fx", "traces the whole step into an aten graph"),
+    ("torch.fx.experimental.proxy_tensor", "get_proxy_mode", "the tracer behind a capture"),
+    ("torch.fx.experimental.proxy_tensor", "has_proxy_slot", "is a tensor traced, or a constant"),
+    ("torch.utils._python_dispatch", "TorchDispatchMode", "sees every value read while capturing"),
+    ("torch.utils._python_dispatch", "_disable_current_modes", "computes a read value outside the trace"),
+    ("torch.utils._python_dispatch", "_get_current_dispatch_mode_stack", "finds the read watch of a capture"),
+    ("torch._ops", "OpOverload", "an aten operator of the captured graph, and its schema"),
+    ("torch._C", "_set_grad_enabled", "grad mode off around the compiled step, cheaply"),
+    # torch: optimizers
+    ("torch.optim.optimizer", "_global_optimizer_pre_hooks", "step hooks the captured update would skip"),
+    ("torch.optim.optimizer", "_global_optimizer_post_hooks", "step hooks the captured update would skip"),
+    # torch: inductor
+    ("torch._inductor", "compile", "compiles the captured graph into C++ kernels"),
+    ("torch._subclasses.fake_tensor", "FakeTensorMode", "example inputs inductor can cache by"),
+    ("torch.fx.experimental.symbolic_shapes", "ShapeEnv", "without one inductor bypasses its cache"),
+    ("torch._inductor.config", "fallback_random", "random draws through ATen, as eager draws them"),
+    ("torch._inductor.config", "cpp.cxx", "the C++ compilers inductor searches"),
+    ("torch._inductor.cpp_builder", "get_cpp_compiler", "finds inductor's C++ compiler"),
+    ("torch._inductor.exc", "InvalidCxxCompiler", "raised when there is none"),
+    ("torch._inductor.codegen.cpp", "TilingSelect._select_tiling_indices",
+     "kept to one tiled loop: 2-D tiles write out of bounds on small enumerated HMMs"),
+    ("torch._inductor.output_code", "CompiledFxGraph.compiled_fn_runner",
+     "the generated module, whose cpp_fused_* functions are the kernels"),
+    ("torch._dynamo.utils", "counters", "fxgraph_cache_hit / _miss: inductor's on-disk cache"),
+    # pyro: the ELBOs' particle losses
+    ("pyro.infer.elbo", "ELBO._get_traces", "model and guide traces of every particle"),
+    ("pyro.infer.trace_elbo", "Trace_ELBO._differentiable_loss_particle", "a particle's loss and surrogate"),
+    ("pyro.infer.trace_mean_field_elbo", "TraceMeanField_ELBO._differentiable_loss_particle",
+     "a particle's loss and surrogate (analytic KL)"),
+    ("pyro.infer.tracegraph_elbo", "TraceGraph_ELBO._loss_and_surrogate_loss", "loss and surrogate"),
+    ("pyro.infer.traceenum_elbo", "_compute_dice_elbo", "a particle's Dice ELBO"),
+    ("pyro.infer.trace_elbo", "torch_item", "the float loss, recorded instead of read"),
+    ("pyro.infer.trace_mean_field_elbo", "torch_item", "the float loss, recorded instead of read"),
+    ("pyro.infer.tracegraph_elbo", "torch_item", "the float loss, recorded instead of read"),
+    ("pyro.infer.util", "_fulldot", "Dice's expectation, masked with a static shape"),
+    ("pyro.infer.util", "Dice.compute_expectation", "where Dice reads its mask"),
+    ("pyro.ops.jit", "_hashable_args_kwargs", "the key Pyro's JIT compiles by"),
+    # pyro: state
+    ("pyro.infer.mcmc.util", "_PEMaker._potential_fn", "a model's eager HMC/NUTS potential"),
+    ("pyro.ops.integrator", "potential_grad", "where HMC/NUTS take the potential's gradient"),
+    ("pyro.infer.mcmc.hmc", "potential_grad", "bound by name in HMC"),
+    ("pyro.infer.mcmc.nuts", "potential_grad", "bound by name in NUTS"),
+    ("pyro.infer.mcmc.util", "potential_grad", "bound by name in initialize_model"),
+)
+
+
+def instance_names() -> tuple[tuple[str, Any, str], ...]:
+    """Private attributes that live on instances: (what, a fresh instance, attribute)."""
+    import torch
+    from pyro.optim.optim import PyroOptim
+    from pyro.params.param_store import ParamStoreDict
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    return (
+        ("ParamStoreDict", ParamStoreDict(), "_params"),
+        ("PyroOptim", PyroOptim(torch.optim.SGD, {"lr": 0.1}), "_state_waiting_to_be_consumed"),
+        ("torch.optim.Optimizer", optimizer, "_optimizer_step_pre_hooks"),
+        ("torch.optim.Optimizer", optimizer, "_optimizer_step_post_hooks"),
+    )
+
+
+def resolve(module: str, path: str) -> Any:
+    """``module.path``, or AttributeError naming exactly what is missing."""
+    obj: Any = importlib.import_module(module)
+    where = module
+    for part in path.split("."):
+        if not hasattr(obj, part) and isinstance(obj, type) and any(
+                part in getattr(klass, "__annotations__", {}) for klass in obj.__mro__):
+            return None  # an instance attribute the class declares
+        if not hasattr(obj, part):
+            raise AttributeError(
+                f"{where}.{part} is gone (checked against torch {TORCH_CHECKED}, pyro {PYRO_CHECKED})")
+        obj = getattr(obj, part)
+        where = f"{where}.{part}"
+    return obj
+
+
+# -- capture ------------------------------------------------------------------
+
+def make_fx(fn: Any) -> Any:
+    from torch.fx.experimental.proxy_tensor import make_fx as _make_fx
+
+    return _make_fx(fn, tracing_mode="real")
+
+
+def is_traced(tensor: Any) -> bool:
+    """Whether ``tensor`` is tracked by the active capture (a read of it bakes a value)."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode, has_proxy_slot
+
+    mode = get_proxy_mode()
+    return mode is not None and has_proxy_slot(tensor, mode.tracer)
+
+
+def dispatch_mode_base() -> type:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+def current_dispatch_modes() -> list[Any]:
+    """The dispatch modes active now, innermost last (a capture's read watch among them)."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return _get_current_dispatch_mode_stack()
+
+
+def aten_op(target: Any) -> Any:
+    """``target``'s schema when it is an aten operator overload, else None."""
+    import torch
+
+    return target._schema if isinstance(target, torch._ops.OpOverload) else None
+
+
+def set_grad_enabled(enabled: bool) -> None:
+    """torch's grad mode switched without a context manager's cost (it runs on every step)."""
+    import torch
+
+    torch._C._set_grad_enabled(enabled)
+
+
+def outside_capture() -> Any:
+    """A context in which torch ops run plainly, untraced."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    return _disable_current_modes()
+
+
+# -- Pyro's internals -----------------------------------------------------------
+
+def store_tensors(store: Any) -> dict[str, Any]:
+    """The param store's unconstrained tensors by name (the objects optimizers step)."""
+    return store._params
+
+
+def pending_optim_state(optim: Any) -> dict[str, Any]:
+    return optim._state_waiting_to_be_consumed
+
+
+def pyro_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``(len(args), hashable kwargs)``: what Pyro's JIT compiles a trace for."""
+    from pyro.ops.jit import _hashable_args_kwargs
+
+    return _hashable_args_kwargs(args, kwargs)
+
+
+def get_traces(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
+    return elbo._get_traces(model, guide, args, kwargs)
+
+
+def particle_loss(elbo: Any, model_trace: Any, guide_trace: Any) -> Any:
+    return elbo._differentiable_loss_particle(model_trace, guide_trace)
+
+
+def graph_loss(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
+    return elbo._loss_and_surrogate_loss(model, guide, args, kwargs)
+
+
+def dice_elbo(model_trace: Any, guide_trace: Any) -> Any:
+    from pyro.infer.traceenum_elbo import _compute_dice_elbo
+
+    return _compute_dice_elbo(model_trace, guide_trace)
+
+
+def loss_item_modules() -> tuple[Any, ...]:
+    """The ELBO modules whose ``torch_item`` turns the loss into a Python float."""
+    import pyro.infer.trace_elbo
+    import pyro.infer.trace_mean_field_elbo
+    import pyro.infer.tracegraph_elbo
+
+    return (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo, pyro.infer.tracegraph_elbo)
+
+
+def dice_module() -> Any:
+    """pyro.infer.util: Dice reads ``mask.all()`` (line 316 in 1.9.2) and then calls ``_fulldot``."""
+    import pyro.infer.util
+
+    return pyro.infer.util
+
+
+def mask_dice(patches: Any, masked: Any) -> None:
+    """Through ``patches``, make Dice's dot product ``masked(fulldot, prob, cost)``."""
+    module = dice_module()
+    fulldot = module._fulldot
+    patches.set(module, "_fulldot", lambda prob, cost: masked(fulldot, prob, cost))
+
+
+def dice_code() -> Any:
+    from pyro.infer.util import Dice
+
+    return Dice.compute_expectation.__code__
+
+
+def eager_potential(potential_fn: Any) -> Any:
+    """The eager potential of a model behind ``potential_fn`` (Pyro's ``_PEMaker``), or
+    ``potential_fn`` itself when it is the user's own."""
+    bound = getattr(potential_fn, "func", potential_fn)  # partial(maker._potential_fn_jit, ...)
+    maker = getattr(bound, "__self__", None)
+    if maker is not None and hasattr(maker, "get_potential_fn") and hasattr(maker, "_potential_fn"):
+        return maker._potential_fn
+    return potential_fn
+
+
+def potential_grad_owners() -> tuple[Any, ...]:
+    """Modules that call ``potential_grad`` by a name of their own."""
+    import pyro.infer.mcmc.hmc
+    import pyro.infer.mcmc.nuts
+    import pyro.infer.mcmc.util
+    import pyro.ops.integrator
+
+    return (pyro.ops.integrator, pyro.infer.mcmc.hmc, pyro.infer.mcmc.nuts, pyro.infer.mcmc.util)
+
+
+# -- torch optimizers -----------------------------------------------------------
+
+def step_hooks(optimizer: Any) -> int:
+    """How many step hooks would run around ``optimizer.step()`` (global and its own)."""
+    from torch.optim import optimizer as module
+
+    return (len(module._global_optimizer_pre_hooks) + len(module._global_optimizer_post_hooks)
+            + len(optimizer._optimizer_step_pre_hooks) + len(optimizer._optimizer_step_post_hooks))
+
+
+def step_is_plain(optimizer: Any) -> bool:
+    """Whether ``optimizer.step`` is its class's, or that wrapped by an LR scheduler's step counter."""
+    own = vars(optimizer).get("step")
+    return own is None or getattr(own, "_wrapped_by_lr_sched", False)
+
+
+# -- inductor -------------------------------------------------------------------
+
+def cxx_compiler() -> tuple[str | None, str]:
+    """(the C++ compiler inductor would use, or None; the names it searched)."""
+    from torch._inductor import config, cpp_builder, exc
+
+    searched = ", ".join(str(c) for c in config.cpp.cxx if c is not None)
+    try:
+        return cpp_builder.get_cpp_compiler(), searched
+    except exc.InvalidCxxCompiler:
+        return None, searched
+
+
+def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
+    """Compile ``gm`` with inductor, random draws through ATen's generator as eager draws them.
+
+    The example inputs are handed over as fake tensors of a mode with a (static) shape
+    environment: without one inductor bypasses its on-disk FX graph cache ("No shape env").
+    """
+    import torch._inductor
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True, allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(t, static_shapes=True) if isinstance(t, torch.Tensor) else t
+             for t in example_inputs]
+    # size and alignment asserts cost a fifth of a small step: the compiled step checks each
+    # input's shape, dtype and contiguity itself before every call
+    options = {"fallback_random": True, "size_asserts": False, "alignment_asserts": False}
+    with _one_d_tiles():
+        return torch._inductor.compile(gm, fakes, options=options)
+
+
+@contextmanager
+def _one_d_tiles() -> Iterator[None]:
+    """Vectorise C++ kernels along one loop only.
+
+    Torch 2.13's 2-D tiles (``CppTile2DKernel``, chosen for transposed accesses) index an
+    indirect scatter (the backward of ``trans[x]`` in an enumerated HMM) with the tile's full
+    width where a tail is narrower, and write past the end of the buffer: the process dies in
+    ``free()``. With one tiled loop the kernels stay vectorised and correct.
+    """
+    from torch._inductor.codegen import cpp
+
+    select = cpp.TilingSelect._select_tiling_indices
+
+    def one_loop(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return select(self, *args, **kwargs)[-1:]
+
+    cpp.TilingSelect._select_tiling_indices = one_loop  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        cpp.TilingSelect._select_tiling_indices = select  # type: ignore[method-assign]
+
+
+def generated_kernels(compiled: Any) -> int | None:
+    """How many C++ kernels inductor generated for ``compiled`` (its ``cpp_fused_*`` functions),
+    also when it came from the on-disk cache; None if this torch keeps them elsewhere."""
+    import sys
+
+    runner = getattr(getattr(compiled, "compiled_fn", None), "compiled_fn_runner", None)
+    module = sys.modules.get(type(runner).__module__) if runner is not None else None
+    if module is None:
+        return None
+    return sum(1 for name in vars(module) if name.startswith("cpp_fused"))
+
+
+def fx_cache_counts() -> tuple[int, int]:
+    """(hits, misses) of inductor's FX graph cache, the on-disk one, in this process."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["fxgraph_cache_hit"]), int(counters["inductor"]["fxgraph_cache_miss"])
