@@ -59,6 +59,7 @@ class PyroJitMagics(Magics):
     @_option("max_entries")
     @_option("auto")
     @_option("executor")
+    @_option("backend")
     @_option("warnings")
     @no_var_expand
     @cell_magic
@@ -96,6 +97,15 @@ class PyroJitMagics(Magics):
         executor, and goes back (compiled again) if its steps got slower
         (``--executor adaptive``, the default). The report's executor row
         appears when a signature moved, or when ``--executor`` names another.
+
+        With ``--backend step`` each SVI step is compiled whole (loss, gradients
+        and the optimizer's update in one graph, run by TorchScript), and each
+        HMC/NUTS run takes its potential and gradient from one graph; with
+        ``--backend inductor`` that graph is compiled into C++ kernels (a first
+        compile takes seconds to minutes; inductor's disk cache makes repeats
+        cheap). Params and optimizer state stay in the tensors you hold, and
+        ``svi.step`` returns eager's float loss. What the whole step cannot
+        capture runs on Pyro's JIT, and the report says why.
 
         With ``--compare`` the cell runs twice: eager exactly as written, then
         compiled, each from the same param store, optimizer and random state.

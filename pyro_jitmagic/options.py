@@ -28,13 +28,19 @@ EXECUTORS = {
 DEFAULT_EXECUTOR = "adaptive"
 
 #: What compiles the cell's inference: name -> what it does. "eager" compiles nothing and
-#: records the cell as written (the first run of --compare). The magic has no flag for it
-#: yet: one compiler, Pyro's, is all a cell can ask for today.
+#: records the cell as written (the first run of --compare); the magic offers the others.
 BACKENDS = {
     "pyro": "Pyro's JIT: Jit* ELBOs for SVI and ELBO losses, jit_compile=True for HMC/NUTS",
+    "step": "the whole SVI step (loss, gradients, optimizer update), or an HMC/NUTS potential and its "
+            "gradient, captured as one graph and run by TorchScript",
+    "inductor": "that graph compiled into C++ kernels by inductor (needs a C++ compiler; without "
+                "one, step runs); a first compile takes seconds to minutes, later ones come from "
+                "inductor's disk cache",
     "eager": "nothing compiled: the cell runs as written, recorded as a compiled run is",
 }
 DEFAULT_BACKEND = "pyro"
+#: The backends a cell can ask for.
+CELL_BACKENDS = ("pyro", "step", "inductor")
 
 
 def _option(flag: str, help: str, **argparse: Any) -> dict[str, Any]:
@@ -65,8 +71,10 @@ class RunOptions:
         further keys run eager (``--max-entries``).
     seed : int, optional
         Seed the run with ``pyro.set_rng_seed`` (both runs of a comparison).
-    backend : {"pyro", "eager"}
-        What compiles the inference; ``"eager"`` records the cell as written.
+    backend : {"pyro", "step", "inductor", "eager"}
+        What compiles the inference (``--backend``): Pyro's JIT; the whole step as one graph run by
+        TorchScript; that graph compiled by inductor. ``"eager"`` records the cell as written
+        (the first run of ``--compare``).
 
     Raises
     ------
@@ -96,7 +104,12 @@ class RunOptions:
     seed: int | None = field(default=None, metadata=_option(
         "--seed", type=int, metavar="N",
         help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run"))
-    backend: str = DEFAULT_BACKEND
+    backend: str = field(default=DEFAULT_BACKEND, metadata=_option(
+        "--backend", choices=CELL_BACKENDS,
+        help="what compiles the cell: pyro (default: Pyro's JIT traces the loss), step (the whole "
+             "step, loss, gradients and optimizer update, as one graph run by TorchScript), or "
+             "inductor (that graph compiled into C++ kernels: the fastest steps, a first compile "
+             "of seconds to minutes)"))
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -120,6 +133,9 @@ def _problem(options: RunOptions) -> str | None:
         value = getattr(options, name)
         if value not in choices:
             return f"{name} must be one of {', '.join(choices)}, not {value!r}"
+    if options.auto and options.backend in ("step", "inductor"):
+        return (f"--auto decides when Pyro's JIT pays, and cannot yet decide for --backend "
+                f"{options.backend}: use one of them")
     for name in ("warmup", "auto"):
         if not isinstance(getattr(options, name), bool):
             return f"{name} must be True or False, not {getattr(options, name)!r}"

@@ -63,10 +63,11 @@ class TwinRunner:
     def __init__(self):
         self.ns = {}
 
-    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="adaptive"):
+    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="adaptive", backend="pyro"):
         from pyro_jitmagic import compiled
 
-        run = compiled(warmup=warmup, warnings=warnings, names=self.ns, auto=auto, executor=executor)
+        run = compiled(warmup=warmup, warnings=warnings, names=self.ns, auto=auto, executor=executor,
+                       backend=backend)
         error = None
         try:
             with run:
@@ -75,14 +76,14 @@ class TwinRunner:
             error = exc
         return run.report, error
 
-    def compare(self, code, seed=None):
+    def compare(self, code, seed=None, backend="pyro"):
         from pyro_jitmagic import compare
 
         def fn():
             exec(compile(code, "<cell>", "exec"), self.ns)
 
         try:
-            return compare(fn, namespace=self.ns, seed=seed), None
+            return compare(fn, namespace=self.ns, seed=seed, backend=backend), None
         except BaseException as exc:  # the test inspects it
             return None, exc
 
@@ -100,8 +101,8 @@ class MagicRunner:
         self.ns = shell.user_ns
         self._before = set(shell.user_ns)
 
-    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="adaptive"):
-        flags = "-q -o _test_report"
+    def run(self, code, *, warmup=True, warnings="capture", auto=False, executor="adaptive", backend="pyro"):
+        flags = f"-q -o _test_report --backend {backend}"
         if not warmup:
             flags += " --no-warmup"
         if auto:
@@ -111,8 +112,9 @@ class MagicRunner:
         report = self.ns.pop("_test_report", None)
         return report, result.error_in_exec
 
-    def compare(self, code, seed=None):
-        line = "%%pyrojit --compare -q -o _test_comparison" + (f" --seed {seed}" if seed is not None else "")
+    def compare(self, code, seed=None, backend="pyro"):
+        line = f"%%pyrojit --compare -q -o _test_comparison --backend {backend}" + (
+            f" --seed {seed}" if seed is not None else "")
         result = self.shell.run_cell(f"{line}\n{code}")
         return self.ns.pop("_test_comparison", None), result.error_in_exec
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from .auto import AutoPolicy
 from .cache import CacheStats
+from .whole_steps import WholeStepStore
 
 
 class Session:
@@ -36,6 +37,8 @@ class Session:
         ``%pyrojit_cache`` shows beside the traces).
     auto : AutoPolicy
         What ``--auto`` has learned of compile costs and speedups in this session.
+    whole_steps : WholeStepStore
+        The whole steps and potentials ``--backend step`` and ``inductor`` compiled.
     """
 
     def __init__(self) -> None:
@@ -46,6 +49,8 @@ class Session:
         self._eager: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         # what --auto has learned of compile costs and speedups in this session
         self.auto = AutoPolicy()
+        # whole steps and potentials compiled by --backend step or inductor, per SVI or kernel
+        self.whole_steps = WholeStepStore()
 
     def companion(self, elbo: Any, model: Any, guide: Any,
                   make: Callable[[Any], Any]) -> tuple[Any, bool]:

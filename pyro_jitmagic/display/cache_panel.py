@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..records.cache import CachedFunction, CacheSnapshot
+from ..records.cache import CachedFunction, CacheEntry, CacheSnapshot
 from ..records.units import plural, seconds
 from .report import STYLE
 
@@ -38,6 +38,22 @@ def cache_totals(snapshot: CacheSnapshot) -> str:
             + (" (some unknown)" if unknown else "") + f", {snapshot.hits} hits")
 
 
+def _backend(e: CacheEntry) -> str:
+    """How a whole-step entry runs, in words; empty for a trace of Pyro's JIT."""
+    if e.backend == "pyro":
+        return ""
+    parts = [e.backend]
+    if e.kernels is not None:
+        parts.append(plural(e.kernels, "C++ kernel"))
+    if e.capture_seconds is not None:
+        parts.append(f"capture {seconds(e.capture_seconds)}")
+    if e.codegen_seconds is not None:
+        parts.append(f"codegen {seconds(e.codegen_seconds)}")
+    if e.disk_cache is not None:
+        parts.append(f"{e.disk_cache} disk cache")
+    return ", ".join(parts)
+
+
 def cache_text(snapshot: CacheSnapshot) -> str:
     lines = [f"pyrojit cache: {cache_totals(snapshot)}"]
     if not snapshot.functions:
@@ -47,7 +63,8 @@ def cache_text(snapshot: CacheSnapshot) -> str:
         for e in f.entries:
             lines.append(f"    {e.key}: compiled in {_unknown(e.compile_seconds, seconds)}, "
                          f"{_unknown(e.hits)} hits, last {_when(e.last_hit)}, "
-                         f"{e.graph_nodes} graph nodes, inputs {', '.join(e.input_shapes) or '()'}")
+                         f"{e.graph_nodes} graph nodes, inputs {', '.join(e.input_shapes) or '()'}"
+                         + (f"; {_backend(e)}" if _backend(e) else ""))
     return "\n".join(lines)
 
 
@@ -56,13 +73,15 @@ def cache_function_html(f: CachedFunction) -> str:
     rows = "".join(
         f"<tr><td>{esc(e.key)}</td><td>{esc(_unknown(e.compile_seconds, seconds))}</td>"
         f"<td>{esc(_unknown(e.hits))}</td><td>{esc(_when(e.last_hit))}</td>"
-        f"<td>{esc(', '.join(e.input_shapes))}</td><td>{e.graph_nodes}</td></tr>"
-        f"<tr><td colspan='6'><details><summary>traced code</summary>"
+        f"<td>{esc(', '.join(e.input_shapes))}</td><td>{e.graph_nodes}</td>"
+        f"<td>{esc(_backend(e) or 'pyro')}</td></tr>"
+        f"<tr><td colspan='7'><details><summary>{'traced code' if e.backend == 'pyro' else 'captured graph'}"
+        "</summary>"
         f"<pre>{esc(e.code)}</pre></details></td></tr>"
         for e in f.entries)
     return (f"<h4>{esc(f.owner)}</h4><p>{esc(f.serves)}</p>"
             "<table class='pyrojit-cache'><tr><th>key</th><th>compile</th><th>hits</th>"
-            f"<th>last hit</th><th>input shapes</th><th>graph nodes</th></tr>{rows}</table>")
+            f"<th>last hit</th><th>input shapes</th><th>graph nodes</th><th>backend</th></tr>{rows}</table>")
 
 
 def cache_html(snapshot: CacheSnapshot) -> str:

@@ -33,7 +33,17 @@ class CacheEntry:
     graph_nodes : int
         Size of the traced graph (TorchScript nodes).
     code : str
-        The traced function as TorchScript code.
+        The traced function as TorchScript code (for a whole step: the captured aten graph).
+    backend : str
+        What runs it: ``"pyro"`` (a trace of Pyro's JIT), ``"step"`` (a whole step or potential
+        captured as one graph, run by TorchScript) or ``"inductor"`` (that graph compiled into
+        C++ kernels).
+    kernels : int or None
+        C++ kernels inductor generated (None for the other backends).
+    capture_seconds, codegen_seconds : float or None
+        For a whole step: capturing its graph, and building the backend that runs it.
+    disk_cache : {"cold", "warm"} or None
+        With inductor: compiled afresh, or loaded from inductor's on-disk cache.
     """
 
     key: str
@@ -43,6 +53,11 @@ class CacheEntry:
     input_shapes: tuple[str, ...]
     graph_nodes: int
     code: str
+    backend: str = "pyro"
+    kernels: int | None = None
+    capture_seconds: float | None = None
+    codegen_seconds: float | None = None
+    disk_cache: str | None = None
 
     def __repr__(self) -> str:
         return summary(self, code=f"<{len(self.code.splitlines())} lines of code>")
@@ -59,7 +74,8 @@ class CachedFunction:
         (``"svi (its Trace_ELBO, compiled by %%pyrojit)"``, ``"elbo"``,
         ``"nuts_kernel"``).
     kind : str
-        ``"ELBO"`` or ``"potential"`` (HMC/NUTS).
+        ``"ELBO"`` or ``"potential"`` (HMC/NUTS) for Pyro's JIT; ``"whole step"`` or
+        ``"potential and gradient"`` for the whole-step backends.
     serves : str
         The model and guide it computes (``"model=model, guide=AutoNormal"``).
     entries : tuple of CacheEntry

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..core import patch
 from . import compat
 
 Backend = Literal["step", "inductor"]
@@ -54,7 +55,8 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
     scratch = [t.detach().clone() for t in example_inputs]  # the graph writes its inputs
     try:
         with torch.no_grad():
-            traced = torch.jit.trace(graph, tuple(scratch), check_trace=False)
+            # torch's own trace, not a running cell's wrapper of it: this is no trace of Pyro's JIT
+            traced = patch.unwrap(torch.jit.trace)(graph, tuple(scratch), check_trace=False)
     finally:
         torch.set_rng_state(rng)
     return Codegen(run=traced.forward, backend="step", seconds=time.perf_counter() - start)

@@ -1,24 +1,32 @@
 """The compilers behind ``%%pyrojit``, by the name ``RunOptions.backend`` gives them.
 
 :mod:`.base` is the seam every compiler implements; :mod:`.pyro_jit` is Pyro's
-JIT, :mod:`.eager` the compiler that compiles nothing (the first run of
-``--compare``). A compiler is made per run, and per cache inspection, with the
-session it keeps its objects in.
+JIT, :mod:`.whole_step` the compiler of whole SVI steps and HMC/NUTS potentials
+with their gradients (``step`` and ``inductor``), :mod:`.eager` the compiler
+that compiles nothing (the first run of ``--compare``). A compiler is made per
+run, and per cache inspection, with the session it keeps its objects in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..session import Session
 from .base import Compiler
 from .eager import AsWritten
 from .pyro_jit import PyroJit
+from .whole_step import WholeStep
 
-_CLASSES = (PyroJit, AsWritten)
-#: name -> the compiler's class (options.BACKENDS says what each does)
-COMPILERS: dict[str, Callable[[Session], Compiler]] = {cls.name: cls for cls in _CLASSES}
+#: name -> how to make the compiler (options.BACKENDS says what each does)
+COMPILERS: dict[str, Callable[[Session], Compiler]] = {
+    "pyro": PyroJit,
+    "step": partial(WholeStep, backend="step"),
+    "inductor": partial(WholeStep, backend="inductor"),
+    "eager": AsWritten,
+}
+_CLASSES = (PyroJit, WholeStep, AsWritten)
 
 
 def make(name: str, session: Session) -> Compiler:
@@ -27,8 +35,9 @@ def make(name: str, session: Session) -> Compiler:
 
 
 def inspected(session: Session) -> list[Compiler]:
-    """A compiler of each kind that compiles, for the cache inspector."""
-    return [cls(session) for cls in _CLASSES if cls.compiles]
+    """A compiler of each kind that compiles, for the cache inspector (one whole-step compiler
+    shows the graphs of both its backends)."""
+    return [PyroJit(session), WholeStep(session)]
 
 
 def wrapped() -> list[tuple[Any, str]]:
