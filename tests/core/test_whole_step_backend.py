@@ -33,9 +33,11 @@ def _eager(optim_maker, data, steps=STEPS):
     return losses, store, svi.optim.get_state()
 
 
-@pytest.mark.parametrize("optim_maker", [lambda: Adam({"lr": 0.05}), lambda: SGD({"lr": 0.001, "momentum": 0.9}),
-                                         lambda: ClippedAdam({"lr": 0.05, "lrd": 0.999})],
-                         ids=["Adam", "SGD-momentum", "ClippedAdam"])
+OPTIMIZERS = {"Adam": lambda: Adam({"lr": 0.05}), "SGD-momentum": lambda: SGD({"lr": 0.001, "momentum": 0.9}),
+              "ClippedAdam": lambda: ClippedAdam({"lr": 0.05, "lrd": 0.999})}
+
+
+@pytest.mark.parametrize("optim_maker", list(OPTIMIZERS.values()), ids=list(OPTIMIZERS))
 def test_steps_params_and_optimizer_state_are_eagers(runner, optim_maker):
     data = models.data(50)
     losses, store, state = _eager(optim_maker, data)
@@ -65,7 +67,7 @@ def test_params_stay_the_tensors_the_user_holds(runner):
     data = models.data(50)
     runner.ns.update(svi=_svi(), data=data)
     runner.run("svi.step(data)\n", backend="step")  # the eager first step makes the params
-    held = {k: pyro.get_param_store()._params[k] for k in pyro.get_param_store().keys()}
+    held = dict(pyro.get_param_store()._params)
     before = {k: v.detach().clone() for k, v in held.items()}
     report, error = runner.run("for _ in range(20):\n    svi.step(data)\n", backend="step")
 
