@@ -15,9 +15,11 @@ Ways:
 * eager: as written;
 * pyro: Pyro's JIT as the tutorial writes it (``JitTrace_ELBO`` after ``guide(data)``,
   ``JitTraceEnum_ELBO``, ``NUTS(jit_compile=True, ignore_jit_warnings=True)``);
-* step: the first step eager (it creates the optimizer's state), then the whole step
-  captured and run by TorchScript; for NUTS the potential and its gradient, captured after
-  the kernel's setup;
+* step: the SVI steps inside ``pyro_jitmagic.compiled(backend="step")``, as a cell with
+  ``%%pyrojit --backend step`` runs them: the first step eager (it creates the optimizer's
+  state), then the whole step captured and run by TorchScript; for NUTS the potential and its
+  gradient captured after the kernel's setup and installed as the magic installs it (the
+  time per gradient is measured around ``potential_grad``, which the magic's route replaces);
 * inductor cold: the same, compiled by inductor with an empty on-disk cache, in a fresh
   process (inductor also keeps compiled kernels in memory, so a cold compile in a process
   that compiled the same graph before would not be cold);
@@ -40,6 +42,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -161,7 +164,8 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
     import pyro.infer
     from pyro.optim import Adam
 
-    from pyro_jitmagic.wholestep import compile_svi_step
+    import pyro_jitmagic
+    import pyro_jitmagic.core.process
 
     model, make_guide, steps = svi_steps(workload, sizes)
     enum = not workload.startswith("simple SVI")
@@ -178,25 +182,25 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
         guide(*args, **kwargs)
     svi = pyro.infer.SVI(model, guide, Adam({"lr": 0.01}), getattr(pyro.infer, name)(**options))
     times = []
-    step: Callable[..., Any] = svi.step
-    compiled: Any = None
+    whole = way not in ("eager", "pyro")
+    # the whole-step ways run as users run them: the steps inside pyro_jitmagic.compiled()
+    run = pyro_jitmagic.compiled(backend=way.split()[0], names={}) if whole else contextlib.nullcontext()
+    with run:
+        for args, kwargs in steps:
+            t = time.perf_counter()
+            svi.step(*args, **kwargs)
+            times.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
     compile_seconds = 0.0
     note = ""
-    for i, (args, kwargs) in enumerate(steps):
-        t = time.perf_counter()
-        step(*args, **kwargs)
-        times.append(time.perf_counter() - t)
-        if i == 0 and way not in ("eager", "pyro"):
-            t = time.perf_counter()
-            step = compile_svi_step(svi, args, kwargs, backend=way.split()[0])  # type: ignore[arg-type]
-            compile_seconds = time.perf_counter() - t
-            compiled = step
-            note = describe(compiled)
-    total = time.perf_counter() - start
-    if way == "pyro":  # its first step traces
+    if whole:
+        (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+        compiled = entry.compiled
+        compile_seconds, note = entry.compile_seconds, describe(compiled)
+        if compiled.eager_steps:
+            note += f", {compiled.eager_steps} steps ran eagerly"
+    elif way == "pyro":  # its first step traces
         compile_seconds = times[0] - statistics.median(times[1:])
-    if compiled is not None and compiled.eager_steps:
-        note += f", {compiled.eager_steps} steps ran eagerly"
     return Run(total=total, step=statistics.median(times[1:]), compile=compile_seconds, note=note)
 
 

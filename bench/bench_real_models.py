@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "realmodels"))
 from bench_svi import load_average, machine_lines, process_shell  # noqa: E402
-from five_ways import ModelRun, run_model  # noqa: E402
+from five_ways import WAYS, ModelRun, run_model  # noqa: E402
 from zoo import BY_NAME, MODELS  # noqa: E402
 
 QUICK_MODELS = ("net_empty_guide", "control_branch")
@@ -61,6 +61,9 @@ def compiled_column(run: ModelRun) -> str:
         return "no report"
     if not report.switches:
         return "eager: " + _first_line("; ".join(report.notes) or "nothing ran")
+    on_pyro = [s for s in report.switches if s.compiled and s.reason.startswith("the whole step cannot")]
+    if on_pyro:  # --backend step or inductor, and this one ran on Pyro's JIT instead
+        return "Pyro's JIT: " + _first_line("; ".join(f"{s.target}: {s.reason}" for s in on_pyro))
     if all(s.compiled for s in report.switches):
         return "yes"
     eager = [s for s in report.switches if not s.compiled]
@@ -111,6 +114,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     parser.add_argument("--skip-slow", action="store_true", help="leave out the models marked slow")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads for the run (default 1: steadier on a small machine)")
+    parser.add_argument("--backend", choices=("pyro", "step", "inductor"), default="pyro",
+                        help="the magic's --backend (with step or inductor, --auto is left out: it "
+                             "decides for Pyro's JIT only)")
     parser.add_argument("--quick", action="store_true",
                         help=f"only {' and '.join(QUICK_MODELS)}: checks the script runs, measures nothing")
     args = parser.parse_args(argv)
@@ -119,6 +125,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
 
     if args.threads < 1:
         parser.error("--threads must be >= 1")
+    ways = WAYS if args.backend == "pyro" else tuple(w for w in WAYS if w != "auto")
     shell = shell if shell is not None else process_shell()
     shell.run_line_magic("load_ext", "pyro_jitmagic")
     import torch
@@ -132,7 +139,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
         start = time.perf_counter()
         for model in models:
             began = time.perf_counter()
-            runs.append(run_model(shell, model))
+            runs.append(run_model(shell, model, ways, args.backend))
             print(f"  {model.name}: five ways in {time.perf_counter() - began:.1f} s", file=sys.stderr)
     finally:
         torch.set_num_threads(threads_before)

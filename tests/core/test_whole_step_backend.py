@@ -177,3 +177,29 @@ def test_auto_with_a_whole_step_backend_is_refused_in_one_line(shell):
     assert "--auto" in str(result.error_in_exec) and "\n" not in str(result.error_in_exec)
     with pytest.raises(ValueError, match="--auto decides"):
         RunOptions(auto=True, backend="inductor")
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_whole_step_into_kernels_and_agrees_with_eager(tmp_path, monkeypatch):
+    from pyro_jitmagic.wholestep import cxx_compiler
+
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler: inductor cannot run here (the fallback is tested above)")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # cold: an empty disk cache
+    data = models.data(50)
+    losses, store, _ = _eager(OPTIMIZERS["Adam"], data, steps=30)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(7)
+    svi = _svi()
+    with compiled(backend="inductor", names={"svi": svi}) as run:
+        compiled_losses = [svi.step(data) for _ in range(30)]
+
+    assert run.report.switches[0].after == "Trace_ELBO, whole step (inductor)"
+    assert compiled_losses == pytest.approx(losses, rel=1e-4)
+    for name, value in pyro.get_param_store().items():
+        torch.testing.assert_close(value.detach(), store[name], rtol=1e-4, atol=1e-5)
+    (function,) = [f for f in pyro_jitmagic.cache_snapshot().functions if f.ident == id(svi)]
+    (entry,) = function.entries
+    assert entry.backend == "inductor" and entry.kernels and entry.disk_cache == "cold"
+    assert "inductor, " in str(pyro_jitmagic.cache_snapshot()) and "cold disk cache" in str(
+        pyro_jitmagic.cache_snapshot())

@@ -94,8 +94,9 @@ def left_patched(targets: dict[str, tuple[Any, str | None, Any]]) -> str:
     return ""
 
 
-def run_way(shell: Any, model: RealModel, way: str) -> WayResult:
-    """Set the model up afresh and run its cell one way; the names it bound are removed after."""
+def run_way(shell: Any, model: RealModel, way: str, backend: str = "pyro") -> WayResult:
+    """Set the model up afresh and run its cell one way (the magic's ways with ``--backend``);
+    the names it bound are removed after."""
     import pyro
 
     before = set(shell.user_ns)
@@ -113,6 +114,8 @@ def run_way(shell: Any, model: RealModel, way: str) -> WayResult:
                 return WayResult(way, False, "setup cell: " + _error_text(setup), None, 0.0, "",
                                  captured.stdout + captured.stderr)
             line, stored_as = _MAGIC_LINES.get(way, ("", ""))
+            if line and backend != "pyro":
+                line += f" --backend {backend}"
             cell = f"{line}\n{model.run}" if line else model.run
             shell.user_ns.pop(stored_as, None)  # a result left by an earlier cell is not this one's
             start = time.perf_counter()
@@ -128,6 +131,6 @@ def run_way(shell: Any, model: RealModel, way: str) -> WayResult:
         gc.collect()
 
 
-def run_model(shell: Any, model: RealModel, ways: tuple[str, ...] = WAYS) -> ModelRun:
-    """The model run each of ``ways``, in order."""
-    return ModelRun(model, {way: run_way(shell, model, way) for way in ways})
+def run_model(shell: Any, model: RealModel, ways: tuple[str, ...] = WAYS, backend: str = "pyro") -> ModelRun:
+    """The model run each of ``ways``, in order (the magic's ways with ``--backend``)."""
+    return ModelRun(model, {way: run_way(shell, model, way, backend) for way in ways})
