@@ -23,6 +23,8 @@ class WholeStepEntry:
     compile_seconds: float
     served_before: int = 0  # calls it served before the current run's count started
     last_hit: float | None = None
+    # inductor's codegen ran in the background, and no report has yet said how it ended
+    unannounced: bool = False
     created: float = field(default_factory=time.time)
 
     @property

@@ -204,6 +204,11 @@ class CompiledStep:
         else:
             self.fallback = f"inductor failed: {type(pending.error).__name__}: {pending.error}"
 
+    @property
+    def compiling(self) -> bool:
+        """True while inductor's codegen runs in the background (the steps run on ``step``)."""
+        return self._pending is not None
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for background codegen (if any); True once the final backend runs the next step."""
         if self._pending is None:

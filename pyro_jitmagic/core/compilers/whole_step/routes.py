@@ -68,6 +68,7 @@ class WholeStepRoute(Route):
     as_written: Callable[..., Any] | None = None
     fallback: Route | None = None
     entries: dict[Any, WholeStepEntry] = field(default_factory=dict)
+    waiting: WholeStepEntry | None = None  # the entry whose inductor codegen runs in the background
 
     @classmethod
     def plan(cls, ctx: RunContext, pyro: PyroJit, backend: str, svi: Any, elbo: Any, target: str,
@@ -88,6 +89,8 @@ class WholeStepRoute(Route):
                     as_written=as_written, entries=ctx.session.whole_steps.of(svi))
         route.call = route.step
         route.runner = svi
+        # an earlier cell's inductor codegen may still run in the background
+        route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
         return route
 
     def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
@@ -105,7 +108,25 @@ class WholeStepRoute(Route):
                 assert self.as_written is not None
                 return self.as_written(svi, *args, **kwargs)  # Pyro creates what the capture needs
         entry.last_hit = time.time()
+        if self.waiting is entry:
+            return self._while_waiting(entry, args, kwargs)
         return entry.compiled(*args, **kwargs)
+
+    def _while_waiting(self, entry: WholeStepEntry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A step while inductor compiles in the background: say when its kernels take over."""
+        compiled = entry.compiled
+        loss = compiled(*args, **kwargs)
+        if not compiled.compiling:
+            self.waiting, entry.unannounced = None, False
+            assert self.ctx is not None
+            if compiled.backend == "inductor":
+                self.ctx.recorder.note(
+                    f"{self.target}: inductor's kernels took over after {compiled.steps} compiled steps "
+                    f"(codegen {compiled.codegen_seconds:.1f} s in the background, "
+                    f"{compiled.cache or 'cold'} disk cache)")
+            elif compiled.fallback:
+                self.ctx.recorder.note(f"{self.target}: {compiled.fallback}")
+        return loss
 
     def _compile(self, svi: Any, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                  stale: WholeStepEntry | None) -> WholeStepEntry | None:
@@ -116,7 +137,10 @@ class WholeStepRoute(Route):
         recorder.compiling()
         start = recorder.clock()
         try:
-            compiled = compile_svi_step(svi, args, kwargs, backend=self.backend)  # type: ignore[arg-type]
+            # inductor's codegen (seconds to minutes) runs on a thread while the steps run on
+            # TorchScript: the cell never waits for it, and Ctrl-C stops the cell at once
+            compiled = compile_svi_step(svi, args, kwargs, backend=self.backend,  # type: ignore[arg-type]
+                                        background=self.backend == "inductor")
         except NeedsEagerStep:
             return None
         except CannotCompile as exc:
@@ -134,6 +158,10 @@ class WholeStepRoute(Route):
                 recorder.note(f"{self.target}: the whole step checks {read.what} at {read.where} on every "
                               "step; a step where that value differs from the compiled one runs eagerly")
         entry = self.entries[key] = WholeStepEntry(compiled, described, seconds)
+        if compiled.compiling:
+            self.waiting, entry.unannounced = entry, True
+            recorder.note(f"{self.target}: inductor compiles in the background; until its kernels are "
+                          "ready the steps run on the step backend")
         return entry
 
     def _fall_back(self, svi: Any, why: str) -> None:
