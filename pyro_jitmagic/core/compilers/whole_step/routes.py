@@ -20,6 +20,7 @@ from typing import Any
 from ... import compat
 from ...context import RunContext
 from ...naming import label
+from ...recorder import StepPlan
 from ...whole_steps import WholeStepEntry
 from ..base import Route
 from ..pyro_jit import PyroJit
@@ -67,6 +68,7 @@ class WholeStepRoute(Route):
     target: str = ""
     as_written: Callable[..., Any] | None = None
     fallback: Route | None = None
+    why: str = ""  # what stopped the capture, once it did
     entries: dict[Any, WholeStepEntry] = field(default_factory=dict)
     waiting: WholeStepEntry | None = None  # the entry whose inductor codegen runs in the background
 
@@ -169,13 +171,27 @@ class WholeStepRoute(Route):
         assert self.ctx is not None and self.pyro is not None and self.as_written is not None
         fallback = self.pyro.plan_svi(svi, self.elbo, self.target, self.as_written)
         fallback.reason = _fallback_reason(why, fallback)
-        self.fallback = fallback
+        self.fallback, self.why = fallback, why
+        self._mirror(fallback)
+        plan = self.ctx.recorder.current
+        if isinstance(plan, StepPlan) and plan.route is self:
+            # from now on the step is Pyro's route's: its compiles mark where to go back to, and
+            # a limit of Pyro's JIT met on them falls back to eager as it does without --backend
+            plan.route = fallback
+        self.ctx.recorder.switch(id(svi), self.target, fallback)
+
+    def _mirror(self, fallback: Route) -> None:
+        """Show and run as ``fallback`` does (the step in progress still holds this route)."""
         self.after, self.compiled, self.reason = fallback.after, fallback.compiled, fallback.reason
         self.runner, self.call = fallback.runner, fallback.call
-        self.ctx.recorder.switch(id(svi), self.target, self)
 
     def recover(self, exc: BaseException) -> bool:
-        return self.fallback.recover(exc) if self.fallback is not None else False
+        if self.fallback is None or not self.fallback.recover(exc):
+            return False
+        # Pyro's JIT met one of its limits too: the SVI runs eager from now on
+        self.fallback.reason = _fallback_reason(self.why, self.fallback)
+        self._mirror(self.fallback)
+        return True
 
     def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         return self.fallback.advice(exc, args, kwargs) if self.fallback is not None else None
