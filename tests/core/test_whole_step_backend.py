@@ -209,3 +209,22 @@ def test_inductor_compiles_the_whole_step_into_kernels_and_agrees_with_eager(tmp
     (cached,) = function.entries
     assert cached.backend == "inductor" and cached.kernels and cached.disk_cache == "cold"
     assert "cold disk cache" in str(pyro_jitmagic.cache_snapshot())
+
+
+def test_switching_backend_between_cells_continues_exactly():
+    data = models.data(50)
+    losses, store, _ = _eager(OPTIMIZERS["Adam"], data, steps=45)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(7)
+    svi = _svi()
+    ran = []
+    for backend in ("step", "pyro", "step"):  # the last cell reuses the first cell's graph
+        with compiled(backend=backend, names={"svi": svi}) as run:
+            ran += [svi.step(data) for _ in range(15)]
+        assert run.report.switches[0].compiled
+
+    assert ran == pytest.approx(losses, rel=1e-4)
+    for name, value in pyro.get_param_store().items():
+        torch.testing.assert_close(value.detach(), store[name], rtol=1e-4, atol=1e-5)
+    (function,) = [f for f in pyro_jitmagic.cache_snapshot().functions if f.ident == id(svi)]
+    assert function.entries[0].hits == 14 + 15  # compiled once, in the first cell
