@@ -12,8 +12,8 @@ pytestmark = pytest.mark.kernel
 
 
 PYROJIT_CELLS = ["svi-pyrojit", "nuts-pyrojit", "hmm-pyrojit", "risky-pyrojit", "fixed-pyrojit",
-                 "compare-svi", "compare-risky", "auto-hmm"]
-COMPARE_CELLS = ["compare-svi", "compare-risky"]
+                 "compare-svi", "compare-risky", "auto-hmm", "whole-step"]
+COMPARE_CELLS = ["compare-svi", "compare-risky", "whole-step"]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,8 @@ def test_fixed_model_has_no_risky_warning(executed_tutorial):
 
 
 @pytest.mark.parametrize(("cell_id", "verdict_end"),
-                         [("compare-svi", "results agree"), ("compare-risky", "RESULTS DISAGREE")])
+                         [("compare-svi", "results agree"), ("compare-risky", "RESULTS DISAGREE"),
+                          ("whole-step", "results agree")])
 def test_compare_cells_show_the_panel_with_its_verdict(executed_tutorial, cell_id, verdict_end):
     displays = [o for o in cell(executed_tutorial, cell_id).outputs if o.output_type == "display_data"]
     assert len(displays) == 1
