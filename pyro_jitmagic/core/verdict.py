@@ -4,22 +4,10 @@ Everything here is a pure function of the two runs' records (step times,
 losses, samples), so it is tested with made-up clocks; the records themselves
 (:class:`~pyro_jitmagic.records.comparison.Comparison` and its parts) are plain data.
 
-The verdict has three outcomes, each with a one-line reason:
-
-* **agree**: the runs drew the same random numbers, and their losses (and the
-  final params) are equal step by step, up to float rounding
-  (:data:`~pyro_jitmagic.records.comparison.RELATIVE_TOLERANCE`).
-* **agree within noise**: the runs cannot be compared step by step (their
-  draws part: a NUTS path, a random value the trace never draws, a discrete
-  draw that flips once float rounding has grown), so what can be compared is
-  judged against its own noise: the loss level over the last part of the run
-  against its step-to-step noise, posterior means in Monte Carlo standard
-  errors. Final params are compared against how much they still move at the
-  end of the runs, and said, but they do not decide: a network's weights may
-  end in another, equally good, place.
-* **disagree**: only on evidence beyond noise: a step that computed another
-  loss from the same params and random draws, or a loss level (a posterior
-  mean) further apart than noise explains.
+The verdict has three outcomes, each with a one-line reason: *agree*, *agree
+within noise* and *disagree*, as :mod:`pyro_jitmagic.records.comparison` defines
+them; the tolerances are there too
+(:data:`~pyro_jitmagic.records.comparison.RELATIVE_TOLERANCE`).
 """
 
 from __future__ import annotations

@@ -169,14 +169,11 @@ class SGDUpdate(ParamUpdate):
         return super().state()
 
     def scalars(self, state: Any) -> list[float]:
-        return [-self.group["lr"]] if self.dynamic_lr else []
+        return _negative_lr(self)
 
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
         group = self.group
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
+        grad = _ascent_and_decay(group, param, grad)
         new = {}
         momentum = group["momentum"]
         if momentum != 0:
@@ -185,6 +182,21 @@ class SGDUpdate(ParamUpdate):
             grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
         new["param"] = _add_scaled(param, grad, group["lr"], s, self.dynamic_lr)
         return new
+
+
+def _ascent_and_decay(group: dict[str, Any], param: Any, grad: Any) -> Any:
+    """The gradient as torch's SGD, RMSprop and Adagrad first turn it: negated with ``maximize``,
+    plus ``weight_decay * param``."""
+    if group["maximize"]:
+        grad = -grad
+    if group["weight_decay"] != 0:
+        grad = grad.add(param, alpha=group["weight_decay"])
+    return grad
+
+
+def _negative_lr(rule: ParamUpdate) -> list[float]:
+    """``[-lr]`` when the rate is a graph input (a scheduler may change it), else nothing."""
+    return [-rule.group["lr"]] if rule.dynamic_lr else []
 
 
 def _add_scaled(param: Any, update: Any, lr: float, s: Any, dynamic_lr: bool) -> Any:
@@ -211,14 +223,11 @@ class RMSpropUpdate(ParamUpdate):
         self.n_scalars = 1 if self.dynamic_lr else 0
 
     def scalars(self, state: Any) -> list[float]:
-        return [-self.group["lr"]] if self.dynamic_lr else []
+        return _negative_lr(self)
 
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
         group = self.group
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
+        grad = _ascent_and_decay(group, param, grad)
         alpha = group["alpha"]
         square_avg = state["square_avg"].mul(alpha).addcmul(grad, grad, value=1 - alpha)
         new = {"step": state["step"] + 1, "square_avg": square_avg}
@@ -254,10 +263,7 @@ class AdagradUpdate(ParamUpdate):
 
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
         group = self.group
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
+        grad = _ascent_and_decay(group, param, grad)
         state_sum = state["sum"].addcmul(grad, grad, value=1)
         std = state_sum.sqrt().add(group["eps"])
         return {"step": state["step"] + 1, "sum": state_sum,
