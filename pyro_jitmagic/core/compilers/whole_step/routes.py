@@ -100,7 +100,7 @@ class WholeStepRoute(Route):
         __tracebackhide__ = True
         if self.fallback is not None:
             return self.fallback.call(svi, *args, **kwargs)
-        key = signature(args, kwargs)
+        key = (self.backend, signature(args, kwargs))  # a cell asking for another backend compiles anew
         entry = self.entries.get(key)
         if entry is None or entry.compiled.stale is not None:
             entry = self._compile(svi, key, args, kwargs, stale=entry)
