@@ -8,9 +8,8 @@ compiled step holds its SVI weakly, so it never keeps its own key alive.
 
 from __future__ import annotations
 
-import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,11 +20,9 @@ class WholeStepEntry:
     compiled: Any  # a wholestep CompiledStep or CompiledPotential
     key: str  # the call signature in words
     compile_seconds: float
-    served_before: int = 0  # calls it served before the current run's count started
     last_hit: float | None = None
     # inductor's codegen ran in the background, and no report has yet said how it ended
     unannounced: bool = False
-    created: float = field(default_factory=time.time)
 
     @property
     def hits(self) -> int:
