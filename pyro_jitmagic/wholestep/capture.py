@@ -233,21 +233,32 @@ def _trace(step: Any, inputs: list[Any], recorder: LossRecorder) -> Any:
     import torch
 
     saved = [t.detach().clone() for t in inputs]
-    rng = torch.get_rng_state()
-    patches = patch.PatchSet()
     try:
-        _patch_pyro(patches, recorder)
-        return compat.make_fx(step)(*inputs)
-    except CannotCompile:
-        raise
-    except Exception as exc:
-        raise CannotCompile(f"capturing the step failed: {type(exc).__name__}: {exc}") from exc
+        return trace_restoring(step, inputs, lambda patches: _patch_pyro(patches, recorder), "the step")
     finally:
-        patches.restore()
-        torch.set_rng_state(rng)
         with torch.no_grad():
             for tensor, value in zip(inputs, saved, strict=True):
                 tensor.copy_(value)
+
+
+def trace_restoring(fn: Any, inputs: list[Any], install: Any, what: str) -> Any:
+    """``fn`` traced by make_fx on ``inputs`` with ``install(patches)``'s patches in place; the
+    patches and the random state put back whatever happens; a failure that is not already a
+    CannotCompile becomes one, naming ``what`` was captured."""
+    import torch
+
+    rng = torch.get_rng_state()
+    patches = patch.PatchSet()
+    try:
+        install(patches)
+        return compat.make_fx(fn)(*inputs)
+    except CannotCompile:
+        raise
+    except Exception as exc:
+        raise CannotCompile(f"capturing {what} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        patches.restore()
+        torch.set_rng_state(rng)
 
 
 class _WholeStep:

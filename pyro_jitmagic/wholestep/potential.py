@@ -25,7 +25,7 @@ from typing import Any, Literal
 from ..core import patch
 from . import compat
 from .backends import Codegen
-from .capture import patch_reads, prune, simplify
+from .capture import patch_reads, prune, simplify, trace_restoring
 from .errors import CannotCompile
 from .reads import ReadWatch, ValueRead, ValueReadPolicy
 
@@ -80,18 +80,7 @@ def capture_potential(target: Any, example_params: dict[str, Any],
         ok = torch.stack(watch.guards).all() if watch.guards else torch.ones((), dtype=torch.bool)
         return (energy.detach(), ok, *grads)
 
-    rng = torch.get_rng_state()
-    patches = patch.PatchSet()
-    try:
-        patch_reads(patches)
-        graph = compat.make_fx(potential_and_grad)(*inputs)
-    except CannotCompile:
-        raise
-    except Exception as exc:
-        raise CannotCompile(f"capturing the potential failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        patches.restore()
-        torch.set_rng_state(rng)
+    graph = trace_restoring(potential_and_grad, inputs, patch_reads, "the potential")
     simplify(graph)
     prune(graph)
     watch = captured["watch"]
