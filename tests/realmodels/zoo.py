@@ -933,11 +933,8 @@ x = torch.randn(50, 1, generator=generator)
 y = 3 * x[:, 0] + 1
 """
 
-NET = _model(
-    "net_empty_guide", "an nn.Linear registered with pyro.module, an empty guide",
-    setup="""
-net = nn.Linear(1, 1)
-""" + NET_DATA + """
+#: the network models' cell after their data: ``net`` registered with pyro.module, an empty guide
+NET_CELL = """
 def model(x, y):
     pyro.module("net", net)
     with pyro.plate("n", len(x)):
@@ -947,7 +944,13 @@ def guide(x, y):
     pass
 
 svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
-""",
+"""
+
+NET = _model(
+    "net_empty_guide", "an nn.Linear registered with pyro.module, an empty guide",
+    setup="""
+net = nn.Linear(1, 1)
+""" + NET_DATA + NET_CELL,
     run="""\
 losses = [svi.step(x, y) for step in range(100)]
 """,
@@ -960,17 +963,7 @@ NET_BATCHNORM = _model(
     "net_batchnorm", "the same net behind a BatchNorm1d (running statistics are buffers)",
     setup="""
 net = nn.Sequential(nn.BatchNorm1d(1), nn.Linear(1, 1))
-""" + NET_DATA + """
-def model(x, y):
-    pyro.module("net", net)
-    with pyro.plate("n", len(x)):
-        pyro.sample("obs", dist.Normal(net(x)[:, 0], 0.5), obs=y)
-
-def guide(x, y):
-    pass
-
-svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
-""",
+""" + NET_DATA + NET_CELL,
     run="""\
 losses = [svi.step(x, y) for step in range(60)]
 """,
