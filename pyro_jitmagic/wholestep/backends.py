@@ -116,6 +116,7 @@ def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
     with torch.no_grad():
         compiled = compat.inductor_compile(fusable(graph), list(example_inputs))
     new_hits, new_misses = compat.fx_cache_counts()
+    remember(graph, example_inputs)
     cache: Literal["cold", "warm"] | None = None
     if new_misses > misses:
         cache = "cold"
@@ -123,6 +124,15 @@ def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
         cache = "warm"
     return Codegen(run=compiled, backend="inductor", seconds=time.perf_counter() - start,
                    kernels=compat.generated_kernels(compiled), cache=cache)
+
+
+def remember(graph: Any, example_inputs: list[Any]) -> None:
+    """Write down that inductor's disk cache holds this graph now (``--auto`` counts it as cheap)."""
+    from .memory import graph_digest, shared
+
+    memory = shared()
+    if memory is not None:
+        memory.compiled(graph_digest(graph, example_inputs))
 
 
 class Background:
@@ -133,8 +143,10 @@ class Background:
     interrupted cell never waits for it.
     """
 
-    def __init__(self, graph: Any, example_inputs: list[Any]) -> None:
+    def __init__(self, graph: Any, example_inputs: list[Any],
+                 on_done: Callable[[Codegen], None] | None = None) -> None:
         self.result: Codegen | None = None
+        self._on_done = on_done
         self.error: BaseException | None = None
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._work, args=(graph, list(example_inputs)),
@@ -144,6 +156,8 @@ class Background:
     def _work(self, graph: Any, example_inputs: list[Any]) -> None:
         try:
             self.result = inductor(graph, example_inputs)
+            if self._on_done is not None:
+                self._on_done(self.result)
         except BaseException as exc:  # reported by the step that looks
             self.error = exc
         finally:

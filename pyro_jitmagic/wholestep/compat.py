@@ -41,6 +41,7 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch._inductor.config", "cpp.cxx", "the C++ compilers inductor searches"),
     ("torch._inductor.cpp_builder", "get_cpp_compiler", "finds inductor's C++ compiler"),
     ("torch._inductor.exc", "InvalidCxxCompiler", "raised when there is none"),
+    ("torch._inductor.runtime.cache_dir_utils", "cache_dir", "where inductor's disk cache lives"),
     ("torch._inductor.codegen.cpp", "TilingSelect._select_tiling_indices",
      "kept to one tiled loop: 2-D tiles write out of bounds on small enumerated HMMs"),
     ("torch._inductor.output_code", "CompiledFxGraph.compiled_fn_runner",
@@ -251,6 +252,15 @@ def step_is_plain(optimizer: Any) -> bool:
 
 
 # -- inductor -------------------------------------------------------------------
+
+def inductor_cache_dir() -> str | None:
+    """The folder of inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR or its default), or None."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:
+        return None
+    return str(cache_dir())
+
 
 def cxx_compiler() -> tuple[str | None, str]:
     """(the C++ compiler inductor would use, or None; the names it searched)."""

@@ -204,6 +204,20 @@ class CompiledStep:
         else:
             self.fallback = f"inductor failed: {type(pending.error).__name__}: {pending.error}"
 
+    def build_inductor(self, on_done: Any = None) -> str | None:
+        """Start compiling this graph with inductor in the background; the steps go on as they run
+        now and inductor's kernels take over at the first call after it is done (``on_done(codegen)``
+        runs on the thread when it is). None, or why it cannot start (no C++ compiler)."""
+        from .backends import no_cxx_reason
+
+        if self.backend == "inductor" or self._pending is not None:
+            return None
+        missing = no_cxx_reason()
+        if missing is not None:
+            return missing
+        self._pending = Background(self.captured.graph, list(self.captured.example_inputs), on_done)
+        return None
+
     @property
     def compiling(self) -> bool:
         """True while inductor's codegen runs in the background (the steps run on ``step``)."""

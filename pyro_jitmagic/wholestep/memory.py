@@ -1,0 +1,166 @@
+"""What earlier runs left on disk: which captured graphs inductor's cache holds, and how long
+each SVI run lasted.
+
+``--auto`` decides better when it knows the future. Two facts outlive a process
+and tell it much of it:
+
+* inductor keeps what it compiled in its on-disk cache, and a graph served from
+  it costs a fraction of a second instead of seconds to minutes; so a graph's
+  *digest* (its code, its inputs' layouts, the torch release) is written down
+  once inductor has compiled it;
+* a cell run again usually runs as many steps as last time; so each call
+  signature's step count is written down at the end of a run, under a key made of
+  the model, the guide, the ELBO, the optimizer and the signature (never the
+  data's values).
+
+Both live in one small JSON file beside inductor's cache (so clearing that cache
+forgets them too). A file that cannot be read or written is ignored: this is a
+hint, never a source of truth, and every graph is checked against inductor's own
+cache counters when it is compiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+_FILE = "pyro_jitmagic_runs.json"
+_LOCK = threading.Lock()  # the background codegen thread writes too
+#: Step counts kept, newest last; older ones are forgotten.
+MAX_RUNS = 512
+
+
+def default_path() -> Path | None:
+    """The file beside inductor's on-disk cache, or None when torch has no inductor."""
+    from .compat import inductor_cache_dir
+
+    folder = inductor_cache_dir()
+    return None if folder is None else Path(folder) / _FILE
+
+
+def graph_digest(graph: Any, example_inputs: list[Any]) -> str:
+    """A captured graph's identity, as inductor's cache sees it: its code, each input's shape,
+    strides and dtype, and the torch release."""
+    import torch
+
+    h = hashlib.sha256(graph.code.encode())
+    for t in example_inputs:
+        if isinstance(t, torch.Tensor):
+            h.update(f"{tuple(t.shape)}{t.stride()}{t.dtype}{t.device.type}".encode())
+        else:
+            h.update(repr(t).encode())
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:32]
+
+
+def code_digest(fn: Any) -> str:
+    """A model's or guide's identity across processes: its qualified name and its code (an
+    AutoGuide: its class and its model's)."""
+    parts: list[str] = []
+    seen = 0
+    while fn is not None and seen < 4:
+        seen += 1
+        code = getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)
+        parts.append(f"{type(fn).__module__}.{getattr(fn, '__qualname__', type(fn).__qualname__)}")
+        if code is not None:
+            parts.append(code.co_code.hex() + repr(code.co_consts)[:2000])
+        fn = getattr(fn, "model", None)  # an AutoGuide's model, a block handler's function
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+_SHARED: dict[Path, RunMemory] = {}
+
+
+def shared() -> RunMemory | None:
+    """The memory beside inductor's cache now (one per cache directory in a process); None without
+    inductor."""
+    path = default_path()
+    if path is None:
+        return None
+    with _LOCK:
+        memory = _SHARED.get(path)
+        if memory is None:
+            memory = _SHARED[path] = RunMemory(path)
+        return memory
+
+
+class RunMemory:
+    """The file of graphs inductor holds and of step counts, read once and written on change.
+
+    Parameters
+    ----------
+    path : Path, optional
+        Where the file lives (by default beside inductor's cache; None: in memory only).
+    """
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._graphs: set[str] = set()
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._read()
+
+    def _read(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            self._graphs = {str(g) for g in data.get("graphs", [])}
+            self._runs = {str(k): {"steps": int(v["steps"]), "graph": v.get("graph")}
+                          for k, v in data.get("runs", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            self._graphs, self._runs = set(), {}  # unreadable: start afresh
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"graphs": sorted(self._graphs), "runs": self._runs}))
+            os.replace(temporary, self.path)
+        except OSError:
+            pass  # a read-only cache: the hints stay in this process
+
+    def inductor_holds(self, digest: str | None) -> bool:
+        """True when inductor compiled this graph before (its disk cache should serve it)."""
+        return digest is not None and digest in self._graphs
+
+    def compiled(self, digest: str) -> None:
+        """Inductor compiled this graph: its disk cache holds it now."""
+        with _LOCK:
+            if digest not in self._graphs:
+                self._graphs.add(digest)
+                self._write()
+
+    def forget_graph(self, digest: str) -> None:
+        """The graph was not served from the cache after all (the cache was cleared)."""
+        with _LOCK:
+            if digest in self._graphs:
+                self._graphs.discard(digest)
+                self._write()
+
+    def steps(self, key: str) -> int | None:
+        """How many steps the last run of ``key`` took, or None when none is known."""
+        run = self._runs.get(key)
+        return None if run is None else run["steps"]
+
+    def graph(self, key: str) -> str | None:
+        """The digest of the graph the last run of ``key`` captured, or None."""
+        run = self._runs.get(key)
+        return None if run is None else run.get("graph")
+
+    def ran(self, counts: dict[str, tuple[int, str | None]]) -> None:
+        """Runs ended: each key's step count, and the digest of the graph it captured (or None)."""
+        if not counts:
+            return
+        with _LOCK:
+            for key, (steps, graph) in counts.items():
+                old = self._runs.pop(key, {})
+                self._runs[key] = {"steps": steps, "graph": graph or old.get("graph")}
+            while len(self._runs) > MAX_RUNS:
+                self._runs.pop(next(iter(self._runs)))
+            self._write()
