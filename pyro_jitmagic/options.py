@@ -62,8 +62,10 @@ class RunOptions:
         :class:`~pyro_jitmagic.RiskyTraceError` when a trace turns a tensor into a
         Python value (before the compiled step is used).
     auto : bool
-        Compile each cache key only once that is expected to pay (``--auto``);
-        the session's :class:`~pyro_jitmagic.AutoPolicy` decides.
+        Climb tiers per call signature only as far as is expected to pay (``--auto``): eager,
+        then Pyro's JIT, and with ``backend="step"`` or ``"inductor"`` the whole step (and
+        inductor's kernels built in the background); ``backend`` is the highest tier it may
+        reach. The session's :class:`~pyro_jitmagic.AutoPolicy` decides.
     executor : {"adaptive", "no-opt", "optimizing", "legacy"}
         The TorchScript executor the traces run under (``--executor``).
     max_entries : int, optional
@@ -71,10 +73,10 @@ class RunOptions:
         further keys run eager (``--max-entries``).
     seed : int, optional
         Seed the run with ``pyro.set_rng_seed`` (both runs of a comparison).
-    backend : {"pyro", "step", "inductor", "eager"}
+    backend : {"pyro", "step", "inductor", "eager"}, optional
         What compiles the inference (``--backend``): Pyro's JIT; the whole step as one graph run by
         TorchScript; that graph compiled by inductor. ``"eager"`` records the cell as written
-        (the first run of ``--compare``).
+        (the first run of ``--compare``). With ``auto``, the highest tier it may climb to.
 
     Raises
     ------
@@ -91,8 +93,10 @@ class RunOptions:
              "error on a risky one before its compiled step is used"))
     auto: bool = field(default=False, metadata=_option(
         "--auto", action="store_true",
-        help="compile each cache key only once running it eager has cost about what compiling "
-             "it is expected to (per SVI call signature, and per MCMC run's potential)"))
+        help="start each call signature eager and climb the tiers only as far as the steps "
+             "expected to follow repay: Pyro's JIT, and with --backend step or inductor the whole "
+             "step and inductor's kernels built in the background (per SVI call signature, and "
+             "per MCMC run's potential)"))
     executor: str = field(default=DEFAULT_EXECUTOR, metadata=_option(
         "--executor", choices=tuple(EXECUTORS),
         help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
@@ -109,7 +113,7 @@ class RunOptions:
         help="what compiles the cell: pyro (default: Pyro's JIT traces the loss), step (the whole "
              "step, loss, gradients and optimizer update, as one graph run by TorchScript), or "
              "inductor (that graph compiled into C++ kernels: the fastest steps, a first compile "
-             "of seconds to minutes)"))
+             "of seconds to minutes); with --auto, the highest tier it may climb to"))
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -133,9 +137,6 @@ def _problem(options: RunOptions) -> str | None:
         value = getattr(options, name)
         if value not in choices:
             return f"{name} must be one of {', '.join(choices)}, not {value!r}"
-    if options.auto and options.backend in ("step", "inductor"):
-        return (f"--auto decides when Pyro's JIT pays, and cannot yet decide for --backend "
-                f"{options.backend}: use one of them")
     for name in ("warmup", "auto"):
         if not isinstance(getattr(options, name), bool):
             return f"{name} must be True or False, not {getattr(options, name)!r}"

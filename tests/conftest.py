@@ -20,6 +20,14 @@ def fresh_pyro():
     pyro.clear_param_store()
 
 
+@pytest.fixture(autouse=True)
+def fresh_run_memory(tmp_path, monkeypatch):
+    """Each test starts with no memory of earlier runs (what --auto reads beside inductor's cache)."""
+    from pyro_jitmagic.wholestep import memory
+
+    monkeypatch.setattr(memory, "default_path", lambda: tmp_path / "pyro_jitmagic_runs.json")
+
+
 @pytest.fixture
 def patched_targets():
     """The objects a run patches, as they are before the test."""

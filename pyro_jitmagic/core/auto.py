@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 from ..records.report import AutoDecision
 from ..records.units import plural, seconds
+from .tiers import TierBook, TierPolicy, TierTally
 
 Kind = Literal["svi", "potential"]
 
@@ -175,8 +176,10 @@ class AutoPolicy:
     """
 
     def __init__(self, horizon: int = HORIZON, prior_compile_steps: dict[str, float] | None = None,
-                 prior_speedup: dict[str, float] | None = None) -> None:
+                 prior_speedup: dict[str, float] | None = None, tiers: TierPolicy | None = None) -> None:
         self.horizon = horizon
+        #: the tiers above Pyro's JIT (the whole step, inductor)
+        self.tiers = tiers or TierPolicy(horizon)
         self.prior_compile_steps = {**PRIOR_COMPILE_STEPS, **(prior_compile_steps or {})}
         self.prior_speedup = {**PRIOR_SPEEDUP, **(prior_speedup or {})}
         self._books: weakref.WeakKeyDictionary[Any, tuple[FunctionCalls, dict[Any, KeyBook]]] = (
@@ -203,8 +206,10 @@ class AutoPolicy:
         measured = self._speedups[kind]
         return statistics.median([*measured, self.prior_speedup[kind]]), bool(measured)
 
-    def learn(self, book: KeyBook) -> None:
+    def learn(self, book: KeyBook | TierBook) -> None:
         """Add a key's compile cost and speedup to what the session expects of the next keys."""
+        if isinstance(book, TierBook):
+            return self.tiers.learn(book)
         eager, compiled, cost = book.eager_step(), book.compiled_step(), book.compile_seconds()
         if book.learned or eager is None or compiled is None or cost is None or eager <= 0:
             return
@@ -269,7 +274,7 @@ class AutoPolicy:
         return False
 
     # -- the report --------------------------------------------------------------
-    def decision(self, tally: Tally) -> AutoDecision:
+    def decision(self, tally: Tally | TierTally) -> AutoDecision:
         """One key's decision in one run, with what it saved or lost, for the report.
 
         What the key saved is estimated from the figures the report shows beside it: its
@@ -280,6 +285,8 @@ class AutoPolicy:
         cell). The alternatives' totals are this cell's measured time plus those savings,
         so that a step's hiccup counts the same on both sides.
         """
+        if isinstance(tally, TierTally):
+            return self.tiers.decision(tally)
         book = tally.book
         self.learn(book)
         speedup, _ = self.speedup(book.kind)

@@ -32,6 +32,7 @@ from ..records.report import (
     WarmupAction,
 )
 from .auto import AutoPolicy, Tally
+from .tiers import TierTally
 
 if TYPE_CHECKING:
     from .compilers.base import MCMCRoute, Route
@@ -112,6 +113,7 @@ class Recorder:
         self.mcmc_runs: list[MCMCRun] = []
         self.mcmc_routes: list[MCMCRoute] = []
         self.tallies: dict[tuple[int, Any], Tally] = {}  # --auto: what each key did in this run
+        self.tier_tallies: dict[tuple[int, Any], TierTally] = {}  # and each SVI signature's tiers
         self.tiers_changed: dict[int, Tier] = {}  # the keys whose executor changed
         self.past_cap: dict[int, tuple[str, Any]] = {}  # functions that met --max-entries
         self.advice: str | None = None
@@ -230,12 +232,18 @@ class Recorder:
             executor=self.options.executor if self.compilations or self.tallies else "",
             executor_choices=tuple(ExecutorChoice(t.owner, t.key, t.state, t.why)
                                    for t in self.tiers_changed.values()),
-            auto=tuple(auto.decision(t) for t in self.tallies.values()) if auto else (),
+            auto=(tuple(auto.decision(t) for t in self._auto_tallies()
+                        if not isinstance(t, TierTally) or t.climbed) if auto else ()),
             loss_runs=tuple(p.record() for p in self.loss_plans.values()),  # type: ignore[misc]
         )
+
+    def _auto_tallies(self) -> list[Tally | TierTally]:
+        return [*self.tier_tallies.values(), *self.tallies.values()]
 
     def learn(self) -> None:
         """--auto: add what this run's keys cost to what the session expects of the next."""
         if self.auto is not None:
-            for tally in self.tallies.values():
+            for tally in self._auto_tallies():
                 self.auto.learn(tally.book)
+            # how long each signature ran, for the next run of the same cell
+            self.auto.tiers.remember(list(self.tier_tallies.values()))

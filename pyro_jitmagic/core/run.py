@@ -77,7 +77,7 @@ class JitRun:
     ) -> None:
         if isinstance(fields.get("auto"), AutoPolicy):  # compiled(auto=policy): --auto with that policy
             auto_policy, fields["auto"] = fields["auto"], True
-        options = (options or RunOptions()).replace(**fields) if fields else options or RunOptions()
+        options = RunOptions(**fields) if options is None else options.replace(**fields)
         self.options = options
         self.announce = announce
         self.session = session or PROCESS.session
@@ -116,7 +116,7 @@ class JitRun:
         ctx.active = True
         try:
             ctx.capture.__enter__()
-            ctx.compiler = compilers.make(self.options.backend, self.session)
+            ctx.compiler = compilers.make(self.options.backend, self.session, auto=self.options.auto)
             svi.install(ctx)
             mcmc.install(ctx)
             direct.install(ctx)

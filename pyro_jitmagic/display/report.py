@@ -130,8 +130,21 @@ def _vs_compiled(d: AutoDecision, unit: str) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _tier_text(d: AutoDecision) -> str:
+    versus = ", ".join(f"{name} {seconds(total)}" for name, total in d.versus)
+    return (f"{' -> '.join(d.path)}; {seconds(d.seconds)} in all; each tier alone "
+            f"(estimated from the measured steps): {versus}. Why: {d.why}.")
+
+
+def tier_line(d: AutoDecision) -> str:
+    """A call signature that climbed tiers: its path, and what each single tier would have taken."""
+    return f"{d.owner}, {d.key}: {_tier_text(d)}"
+
+
 def auto_decision_line(d: AutoDecision) -> str:
     """One key's decision: what ran how, what it cost and saved, and why."""
+    if d.path:
+        return tier_line(d)
     unit = "evaluation" if d.kind == "potential" else "step"
     if d.compiled_at is not None:
         ran = (f"{_plural(d.eager_steps, f'eager {unit}')}, compiled at {unit} {d.compiled_at}, "
@@ -236,6 +249,10 @@ def auto_table_html(report: JitReport) -> str:
              "compile", "vs eager", "vs compiled")
     rows = []
     for d in report.auto:
+        if d.path:  # a signature that climbed tiers: its path across the row
+            rows.append(f"<tr class='tiers'><td>{esc(d.owner)}</td><td>{esc(d.key)}</td>"
+                        f"<td colspan='{len(heads) - 2}'>{esc(_tier_text(d))}</td></tr>")
+            continue
         est = "*" if d.estimated else ""
         cells = (d.owner, d.key, str(d.eager_steps), "" if d.compiled_at is None else str(d.compiled_at),
                  str(d.compiled_steps), seconds(d.eager_step_seconds),

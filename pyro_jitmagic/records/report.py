@@ -374,6 +374,13 @@ class AutoDecision:
         (a key that never ran compiled, or never eager).
     compiled_before : bool
         The key was compiled in an earlier cell (always compiled pays no compile).
+    path : tuple of str
+        With the tiers above Pyro's JIT: the tiers the call signature ran on, in order, each
+        with the step it began at (``("eager", "pyro at step 6", "step at step 212", ...)``).
+    versus : tuple of (str, float)
+        With the tiers: each single tier (``eager``, ``pyro``, ``step``, ``inductor``) and what
+        the same steps would have taken on it alone, estimated from the step times measured on
+        each tier (or the session's speedups where a tier never ran) plus its up-front cost.
     """
 
     kind: str
@@ -392,6 +399,8 @@ class AutoDecision:
     always_compiled_seconds: float | None
     estimated: bool = False
     compiled_before: bool = False
+    path: tuple[str, ...] = ()
+    versus: tuple[tuple[str, float], ...] = ()
 
     @property
     def saved_vs_eager(self) -> float | None:

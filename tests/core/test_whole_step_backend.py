@@ -172,12 +172,11 @@ def test_inductor_without_a_cxx_compiler_runs_the_step_backend_and_says_so(monke
     assert any("no C++ compiler found (install g++); running the step backend" in n for n in run.report.notes)
 
 
-def test_auto_with_a_whole_step_backend_is_refused_in_one_line(shell):
-    result = shell.run_cell("%%pyrojit --auto --backend step\npass\n")
-    assert isinstance(result.error_in_exec, Exception)
-    assert "--auto" in str(result.error_in_exec) and "\n" not in str(result.error_in_exec)
-    with pytest.raises(ValueError, match="--auto decides"):
-        RunOptions(auto=True, backend="inductor")
+def test_backend_caps_autos_climb(shell):
+    assert RunOptions(auto=True).backend == "pyro"  # eager and Pyro's JIT
+    assert RunOptions(auto=True, backend="step").backend == "step"  # up to the whole step
+    result = shell.run_cell("%%pyrojit --auto --backend step -q\npass\n")
+    assert result.error_in_exec is None
 
 
 @pytest.mark.slow

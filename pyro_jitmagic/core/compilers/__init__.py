@@ -18,6 +18,7 @@ from .base import Compiler
 from .eager import AsWritten
 from .pyro_jit import PyroJit
 from .whole_step import WholeStep
+from .whole_step.tiered import Tiered
 
 #: name -> how to make the compiler (options.BACKENDS says what each does)
 COMPILERS: dict[str, Callable[[Session], Compiler]] = {
@@ -29,8 +30,11 @@ COMPILERS: dict[str, Callable[[Session], Compiler]] = {
 _CLASSES = (PyroJit, WholeStep, AsWritten)
 
 
-def make(name: str, session: Session) -> Compiler:
-    """The compiler called ``name``, for one run or one look at the caches."""
+def make(name: str, session: Session, auto: bool = False) -> Compiler:
+    """The compiler called ``name``, for one run or one look at the caches; with ``auto`` and a
+    whole-step backend, ``--auto``'s tiers up to that backend."""
+    if auto and name in ("step", "inductor"):
+        return Tiered(session, top=name)
     return COMPILERS[name](session)
 
 

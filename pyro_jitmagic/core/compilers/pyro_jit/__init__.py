@@ -98,6 +98,11 @@ class PyroJit:
         if self._calls is not None:
             self._calls.auto_step = self._calls.tier_step = None
 
+    def step_mode(self) -> tuple[Any, str] | None:
+        """With --auto, what the step in progress did with its Pyro key: (its tally, "eager",
+        "compile" or "compiled"); None when it called no compiled function."""
+        return self._calls.auto_step if self._calls is not None else None
+
     def step_ends(self, seconds: float | None, step: int) -> None:
         if self._calls is not None:
             self._calls.step_ends(seconds, step)

@@ -1,0 +1,302 @@
+"""``--auto`` across every tier: each SVI call signature climbs eager -> Pyro's JIT -> whole step ->
+inductor's kernels, each step only as far as is expected to pay (:class:`~...tiers.TierPolicy`).
+
+The low tiers are Pyro's route under ``--auto`` (each Pyro key runs eager until
+compiling it pays). A signature that should climb higher captures its whole
+step at a step boundary, on the cell's thread (the capture runs the model's
+Python), and runs it on TorchScript from the next step. Inductor's codegen then
+runs on a background thread while the steps go on, and its kernels take over at
+the first step after it is done. Every tier reads and writes the very param and
+optimizer-state tensors the user holds, so a switch carries params and optimizer
+state over exactly: the losses are those of one uninterrupted run. A compile
+still running when the cell ends goes on in the background, and the next cell
+that steps this SVI uses its kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...context import RunContext
+from ...recorder import StepPlan
+from ...tiers import Tier, TierBook, TierPolicy, TierTally
+from ...whole_steps import WholeStepEntry
+from ..base import Route
+from ..pyro_jit import PyroJit
+from .routes import WholeStepRoute, said, signature
+
+
+@dataclass
+class StepDone:
+    """What the step in progress ran on, for its tally when its time is known."""
+
+    tally: TierTally
+    tier: Tier | None  # None: the low tiers (eager or Pyro's JIT, known once it ran)
+    capture: bool = False
+
+
+@dataclass
+class TieredRoute(WholeStepRoute):
+    """An SVI under ``--auto``: each call signature on the tier that pays, up to ``top``."""
+
+    low: Route | None = None
+    top: str = "inductor"
+    tallies: dict[Any, TierTally] = field(default_factory=dict)
+    current: StepDone | None = None
+
+    @classmethod
+    def plan_tiered(cls, ctx: RunContext, pyro: PyroJit, top: str, svi: Any, elbo: Any, target: str,
+                    as_written: Any) -> Route:
+        """Pyro's route under --auto, with the whole step above it when the capture can write it."""
+        from ....wholestep import CannotCompile
+        from ....wholestep.capture import check_svi
+
+        low = pyro.plan_svi(svi, elbo, target, as_written)
+        try:
+            check_svi(svi)
+        except CannotCompile:
+            return low  # eager and Pyro's JIT only: the report's --auto rows say how they went
+        route = cls(before=low.before, after=f"{low.after}, then the whole step when it pays (--auto)",
+                    compiled=True, call=as_written, reason=low.reason, note=low.note, runner=low.runner,
+                    warm=low.warm, ctx=ctx, pyro=pyro, backend="step", svi=svi, elbo=elbo, target=target,
+                    as_written=as_written, entries=ctx.session.whole_steps.of(svi), low=low, top=top)
+        route.call = route.step
+        route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
+        return route
+
+    @property
+    def policy(self) -> TierPolicy:
+        assert self.ctx is not None and self.ctx.auto is not None
+        return self.ctx.auto.tiers
+
+    # -- one step ---------------------------------------------------------------------
+    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if self.fallback is not None:
+            return self.fallback.call(svi, *args, **kwargs)
+        sig = signature(args, kwargs)
+        tally = self._tally(sig, svi, args, kwargs)
+        entry = self.entries.get(("auto", sig))
+        if entry is not None and entry.compiled.stale is None:
+            return self._whole(entry, tally, args, kwargs)
+        book, calls = tally.book, self._function_calls()
+        if self.top != "pyro" and self.policy.climb_to_step(book, calls, self._warm(book)):
+            entry = self._capture(svi, sig, args, kwargs, stale=entry)
+            if entry is not None:
+                self.current = StepDone(tally, "step", capture=True)
+                return self._whole(entry, tally, args, kwargs, capturing=True)
+            if self.fallback is not None:
+                self.current = StepDone(tally, None)
+                return self.fallback.call(svi, *args, **kwargs)
+        self.current = StepDone(tally, None)
+        assert self.low is not None
+        return self.low.call(svi, *args, **kwargs)
+
+    def _whole(self, entry: WholeStepEntry, tally: TierTally, args: tuple[Any, ...],
+               kwargs: dict[str, Any], capturing: bool = False) -> Any:
+        compiled, book = entry.compiled, tally.book
+        entry.last_hit = time.time()
+        loss = (self._while_waiting(entry, args, kwargs) if self.waiting is entry
+                else compiled(*args, **kwargs))
+        tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
+        if not capturing:
+            self.current = StepDone(tally, tier)
+        if tier == "inductor" and book.tier != "inductor":
+            book.codegen_seconds, book.codegen_cache = compiled.codegen_seconds, compiled.cache
+            book.moved("inductor", f"inductor at step {book.calls + 1} (built in the background in "
+                                   f"{compiled.codegen_seconds:.1f} s, "
+                                   f"{compiled.cache or 'cold'} disk cache)")
+        elif (self.top == "inductor" and tier == "step" and not compiled.compiling and not compiled.fallback
+              and self.policy.start_codegen(book, self._function_calls(), self._warm(book))):
+            self._start_codegen(entry, book)
+        return loss
+
+    # -- climbing ------------------------------------------------------------------------
+    def _capture(self, svi: Any, sig: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 stale: WholeStepEntry | None) -> WholeStepEntry | None:
+        """Capture the whole step now (TorchScript runs it from this step on)."""
+        from ....wholestep.memory import graph_digest
+
+        assert self.ctx is not None
+        book = self.tallies[sig].book
+        why = book.why
+        try:
+            entry = self._compile(svi, ("auto", sig), args, kwargs, stale=stale)
+        except Exception as exc:  # a tier that cannot be built never stops the cell: it stays below
+            self._fall_back(svi, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return None
+        if entry is None:
+            return None
+        compiled = entry.compiled
+        book.capture_seconds = entry.compile_seconds
+        book.digest = graph_digest(compiled.captured.graph, compiled.captured.example_inputs)
+        book.moved("step", f"step at step {book.calls + 1} (captured in {entry.compile_seconds:.2f} s)")
+        book.why = why
+        return entry
+
+    def _start_codegen(self, entry: WholeStepEntry, book: TierBook) -> None:
+        assert self.ctx is not None
+        missing = entry.compiled.build_inductor()
+        if missing is not None:
+            self.top = "step"
+            self.ctx.recorder.note(f"{self.target}: --auto stays on the whole step: {missing}")
+            return
+        self.waiting, entry.unannounced = entry, True
+        book.path.append(f"inductor's codegen from step {book.calls + 1}")
+
+    def _warm(self, book: TierBook) -> bool:
+        """Whether inductor's disk cache is known to hold this signature's graph."""
+        memory = self.policy.memory
+        if self.top != "inductor" or memory is None:
+            return False
+        digest = book.digest or (memory.graph(book.memory_key) if book.memory_key else None)
+        return memory.inductor_holds(digest)
+
+    def _fall_back(self, svi: Any, why: str) -> None:
+        """The capture stopped: the low tiers run this SVI from now on."""
+        assert self.ctx is not None and self.low is not None
+        self.fallback, self.why = self.low, why
+        self.top = "pyro"
+        self.ctx.recorder.note(f"{self.target}: --auto stays on Pyro's JIT: the whole step cannot be "
+                               f"compiled ({why})")
+        plan = self.ctx.recorder.current
+        if isinstance(plan, StepPlan) and plan.route is self:
+            plan.route = self.low
+
+    # -- what the low tiers do after a step ---------------------------------------------------
+    def recover(self, exc: BaseException) -> bool:
+        """A limit of Pyro's JIT met on a low-tier step: Pyro's route puts it back and runs eager."""
+        if self.low is None or not self.low.recover(exc):
+            return False
+        self.after, self.reason, self.runner = (f"{self.low.after}, then the whole step when it pays "
+                                                "(--auto)", self.low.reason, self.low.runner)
+        return True
+
+    def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        return self.low.advice(exc, args, kwargs) if self.low is not None else None
+
+    def first_done(self) -> str | None:
+        return self.low.first_done() if self.low is not None else None
+
+    # -- books ----------------------------------------------------------------------------
+    def _tally(self, sig: Any, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TierTally:
+        tally = self.tallies.get(sig)
+        if tally is not None:
+            return tally
+        assert self.ctx is not None
+        books = self.policy.books.setdefault(svi, {})
+        book = books.get(sig)
+        if book is None:
+            described, _ = said(args, kwargs)
+            book = books[sig] = TierBook(self.target, described, memory_key=_memory_key(svi, sig))
+        memory = self.policy.memory
+        if memory is not None:  # a cell run again usually runs as long as last time
+            book.expected_steps = memory.steps(book.memory_key)
+        book.run_start = book.calls
+        tally = self.tallies[sig] = TierTally(book, start_calls=book.calls)
+        self.ctx.recorder.tier_tallies[(id(svi), sig)] = tally
+        return tally
+
+    def _function_calls(self) -> int:
+        return sum(t.book.calls for t in self.tallies.values()) + 1
+
+    def step_ends(self, seconds: float | None, mode: tuple[Any, str] | None) -> None:
+        """The step in progress took ``seconds`` (None: it failed); ``mode`` is what Pyro's
+        --auto did with its key, for a step on the low tiers."""
+        done, self.current = self.current, None
+        if done is None or seconds is None:
+            return
+        tally, book = done.tally, done.tally.book
+        if done.tier is not None:
+            if done.capture:  # its time is the capture's, not a step's
+                tally.seconds += seconds
+                tally.steps["step"] += 1
+                book.steps["step"] += 1
+                book.calls += 1
+            else:
+                tally.add(done.tier, seconds)
+            return
+        tier: Tier = "pyro" if mode is not None and mode[1] in ("compile", "compiled") else "eager"
+        if not book.path:
+            book.path.append(tier)
+        elif tier == "pyro" and book.tier == "eager":
+            book.path.append(f"pyro at step {book.calls + 1}")
+        book.tier = tier if book.tier in ("eager", "pyro") else book.tier
+        if mode is not None and mode[1] == "compile":  # Pyro's trace: not a step time
+            tally.seconds += seconds
+            tally.steps["pyro"] += 1
+            book.steps["pyro"] += 1
+            book.calls += 1
+            book.low_seconds += seconds
+            return
+        tally.add(tier, seconds)
+
+
+def _memory_key(svi: Any, sig: Any) -> str:
+    """The key of this SVI's signature in the memory of earlier runs: its model's, guide's, ELBO's and
+    optimizer's identity and the signature (shapes and keyword values, never the data)."""
+    from ....wholestep.memory import code_digest
+
+    elbo = getattr(svi.loss_and_grads, "__self__", svi.loss)
+    optim = svi.optim
+    parts = (code_digest(svi.model), code_digest(svi.guide), type(elbo).__name__,
+             type(optim).__name__, repr(getattr(optim, "pt_optim_args", "")), repr(sig))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+class Tiered:
+    """``--auto`` with the whole step above Pyro's JIT: :class:`TieredRoute` for each SVI; MCMC runs
+    and ELBO losses the cell calls itself go as ``--auto`` runs them on Pyro's JIT."""
+
+    compiles = True
+
+    def __init__(self, session: Any, top: str = "inductor") -> None:
+        from . import WholeStep
+
+        self.name = top
+        self.session = session
+        self._whole = WholeStep(session, backend="step")
+        self._pyro: PyroJit = self._whole._pyro
+        self._routes: list[TieredRoute] = []
+        self._ctx: RunContext | None = None
+
+    def install(self, ctx: RunContext, patches: Any) -> None:
+        self._ctx = ctx
+        self._whole.install(ctx, patches)
+
+    @staticmethod
+    def wrapped() -> list[tuple[Any, str]]:
+        return PyroJit.wrapped()
+
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Any) -> Route:
+        assert self._ctx is not None
+        route = TieredRoute.plan_tiered(self._ctx, self._pyro, self.name, svi, elbo, target, as_written)
+        if isinstance(route, TieredRoute):
+            self._routes.append(route)
+        return route
+
+    def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str, as_written: Any,
+                  args: tuple[Any, ...]) -> Route:
+        return self._pyro.plan_loss(method, elbo, model, guide, target, as_written, args)
+
+    def plan_mcmc(self, mcmc: Any, target: str) -> Any:
+        return self._pyro.plan_mcmc(mcmc, target)
+
+    def step_begins(self) -> None:
+        self._pyro.step_begins()
+
+    def step_ends(self, seconds: float | None, step: int) -> None:
+        mode = self._pyro.step_mode()
+        for route in self._routes:
+            if route.current is not None:
+                route.step_ends(seconds, mode)
+        self._pyro.step_ends(seconds, step)
+
+    def cached(self, namespace: Any, objects: list[Any] | None = None) -> list[Any]:
+        return self._whole.cached(namespace, objects)
+
+    def clear(self, ident: int | None = None) -> int:
+        return self._whole.clear(ident)

@@ -1,0 +1,283 @@
+"""``--auto``'s tiers above Pyro's JIT: when the whole step pays, and when inductor's kernels do.
+
+A call signature starts in the *low* tiers, eager then Pyro's JIT, which
+:class:`~.auto.AutoPolicy` decides between per Pyro key. Above them:
+
+``step``
+    the whole step (loss, gradients, optimizer update) captured as one graph and
+    run by TorchScript. The capture runs the model's Python on the cell's thread
+    and costs a few hundred low-tier steps (:data:`PRIOR_CAPTURE_STEPS`); each
+    step after it is about :data:`PRIOR_STEP_SPEEDUP` times faster.
+``inductor``
+    the same graph compiled into C++ kernels on a background thread while the
+    steps go on on ``step``, swapped in at a step boundary. Cold, codegen takes
+    seconds to minutes (:data:`PRIOR_CODEGEN`); served from inductor's disk cache
+    it takes a fraction of a second.
+
+A signature climbs to ``step`` when either rule says so: the steps expected to
+follow would save more than the capture is expected to cost (*look ahead*), or
+the time it has spent in the low tiers reaches that cost (*rent or buy*, which
+never loses more than the capture's cost against capturing at once). The steps
+expected to follow are the step count the same model, guide, ELBO, optimizer
+and signature ran last time (kept on disk beside inductor's cache: a cell run
+again usually runs as long), else as many again as so far, scaled up to the
+:data:`~.auto.HORIZON` while its SVI is young. Once on ``step``, it starts
+inductor's codegen when inductor's cache holds the graph (cheap), or when the
+run is expected to go on at least :data:`CODEGEN_SHARE` of the expected codegen
+time, so that the kernels arrive while they can still pay (and warm the cache
+for the next run). Everything expected is learned per session from what
+captures and codegens actually cost, with the priors counting as one
+measurement each.
+"""
+
+from __future__ import annotations
+
+import statistics
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..records.report import AutoDecision
+from ..records.units import plural, seconds
+
+Tier = Literal["eager", "pyro", "step", "inductor"]
+TIERS: tuple[Tier, ...] = ("eager", "pyro", "step", "inductor")
+
+#: Capturing the whole step and building its TorchScript graph, in steps of the tier below
+#: (Pyro's JIT): 0.72 s over 1.9 ms on the tutorial's simple SVI (~380), 12.4 s over
+#: 30 ms on its HMM (~410), 0.22 s over 0.74 ms for the NUTS potential (~300); docs/benchmarks.md.
+PRIOR_CAPTURE_STEPS = 400.0
+#: A Pyro-JIT step over a whole step on TorchScript: 1.7-1.9 (SVI), 1.8-2.2 (NUTS gradient).
+PRIOR_STEP_SPEEDUP = 1.7
+#: A whole step on TorchScript over one on inductor's kernels: 8-15 (SVI), 5-6 (NUTS gradient).
+PRIOR_INDUCTOR_SPEEDUP = 6.0
+#: Cold codegen seconds ~ a + b * capture seconds (simple SVI 12 s for a 0.7 s capture, HMM 104 s
+#: for 12 s, NUTS 10.5 s for 0.2 s: a fixed start of about 10 s, then about 8 s per capture second).
+PRIOR_CODEGEN = (10.0, 8.0)
+#: Start cold codegen once the run is expected to last at least this share of its codegen time.
+CODEGEN_SHARE = 0.5
+#: Steps in the low tiers before a signature's step time is trusted.
+MIN_LOW_STEPS = 5
+#: Steps on TorchScript before its step time is trusted (and codegen considered).
+MIN_STEP_STEPS = 3
+RECENT = 50
+
+
+class Memory(Protocol):
+    """What earlier runs left (see :class:`pyro_jitmagic.wholestep.memory.RunMemory`)."""
+
+    def inductor_holds(self, digest: str | None) -> bool: ...
+    def steps(self, key: str) -> int | None: ...
+    def graph(self, key: str) -> str | None: ...
+    def compiled(self, digest: str) -> None: ...
+    def ran(self, counts: dict[str, tuple[int, str | None]]) -> None: ...
+
+
+def _median(values: Any) -> float | None:
+    values = list(values)
+    return statistics.median(values) if values else None
+
+
+@dataclass
+class TierBook:
+    """One call signature of one SVI under ``--auto``: its tier, its step times in each, its path."""
+
+    owner: str
+    key: str  # the signature in words
+    memory_key: str = ""  # its key in the memory of earlier runs ("" when none)
+    tier: Tier = "eager"
+    times: dict[str, deque[float]] = field(
+        default_factory=lambda: {t: deque(maxlen=RECENT) for t in TIERS})
+    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS, 0))
+    low_seconds: float = 0.0  # all steps in eager and Pyro's JIT
+    calls: int = 0
+    capture_seconds: float | None = None
+    codegen_seconds: float | None = None
+    codegen_cache: str | None = None
+    digest: str | None = None  # its graph's, once captured
+    expected_steps: int | None = None  # from the memory of earlier runs
+    run_start: int = 0  # calls before this run
+    path: list[str] = field(default_factory=list)
+    why: str = ""
+    learned: bool = False
+
+    def low_step(self) -> float | None:
+        """Median of the latest steps in the low tiers (Pyro's JIT's when it has some)."""
+        return _median(self.times["pyro"] or self.times["eager"])
+
+    def step_time(self, tier: Tier) -> float | None:
+        return _median(self.times[tier])
+
+    def moved(self, tier: Tier, text: str) -> None:
+        self.tier = tier
+        self.path.append(text)
+
+
+@dataclass
+class TierTally:
+    """What one signature did in one run (a cell), for the report."""
+
+    book: TierBook
+    start_calls: int = 0
+    seconds: float = 0.0
+    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS, 0))
+
+    @property
+    def climbed(self) -> bool:
+        """True once the signature ran above Pyro's JIT in this run (until then its Pyro key's
+        --auto row tells it all)."""
+        return bool(self.steps["step"] or self.steps["inductor"])
+
+    def add(self, tier: Tier, seconds_: float) -> None:
+        book = self.book
+        self.seconds += seconds_
+        self.steps[tier] += 1
+        book.steps[tier] += 1
+        book.times[tier].append(seconds_)
+        book.calls += 1
+        if tier in ("eager", "pyro"):
+            book.low_seconds += seconds_
+
+
+class TierPolicy:
+    """The session's measurements of capture and codegen cost and of each tier's speed, and the
+    decisions made from them (see the module's text)."""
+
+    def __init__(self, horizon: int = 200, memory: Memory | str | None = "default",
+                 prior_capture_steps: float = PRIOR_CAPTURE_STEPS) -> None:
+        self.horizon = horizon
+        self._memory = memory
+        self.prior_capture_steps = prior_capture_steps
+        self._capture: list[float] = []  # capture seconds over the low step
+        self._step_speedup: list[float] = []
+        self._inductor_speedup: list[float] = []
+        self._codegen: list[float] = []  # cold codegen seconds over capture seconds
+        #: per SVI (held weakly), its signatures' books
+        self.books: weakref.WeakKeyDictionary[Any, dict[Any, TierBook]] = weakref.WeakKeyDictionary()
+
+    @property
+    def memory(self) -> Memory | None:
+        """What earlier runs left (read on first use: it lives beside inductor's cache)."""
+        if self._memory == "default":  # beside inductor's cache of the moment (tests move it)
+            from ..wholestep.memory import shared
+
+            return shared()
+        return self._memory  # type: ignore[return-value]
+
+    # -- what the session has learned -------------------------------------------
+    def capture_steps(self) -> float:
+        return statistics.median([*self._capture, self.prior_capture_steps])
+
+    def step_speedup(self) -> float:
+        return statistics.median([*self._step_speedup, PRIOR_STEP_SPEEDUP])
+
+    def inductor_speedup(self) -> float:
+        return statistics.median([*self._inductor_speedup, PRIOR_INDUCTOR_SPEEDUP])
+
+    def codegen_seconds(self, capture: float) -> float:
+        """Expected cold codegen seconds for a graph whose capture took ``capture`` seconds."""
+        a, b = PRIOR_CODEGEN
+        return statistics.median([*(r * capture for r in self._codegen), a + b * capture])
+
+    def learn(self, book: TierBook) -> None:
+        low, step, fast = book.low_step(), book.step_time("step"), book.step_time("inductor")
+        if book.learned or low is None or book.capture_seconds is None:
+            return
+        book.learned = True
+        self._capture.append(book.capture_seconds / low)
+        if step:
+            self._step_speedup.append(low / step)
+            if fast:
+                self._inductor_speedup.append(step / fast)
+        if book.codegen_seconds is not None and book.codegen_cache == "cold" and book.capture_seconds > 0:
+            self._codegen.append(book.codegen_seconds / book.capture_seconds)
+
+    # -- decisions -------------------------------------------------------------------
+    def future(self, book: TierBook, function_calls: int) -> tuple[float, str]:
+        """Steps expected to follow for this signature, and where the figure comes from."""
+        if book.expected_steps is not None:
+            left = max(book.expected_steps - (book.calls - book.run_start), 0)
+            return float(left), f"its last run took {book.expected_steps} steps"
+        return book.calls * max(1.0, self.horizon / max(function_calls, 1)), "as many again as so far"
+
+    def climb_to_step(self, book: TierBook, function_calls: int, warm: bool) -> bool:
+        """Whether this signature should capture its whole step now (``warm``: inductor's cache
+        is known to hold its graph); sets ``book.why``."""
+        low = book.low_step()
+        if not low or book.steps["eager"] + book.steps["pyro"] < MIN_LOW_STEPS:
+            return False  # (a step that takes no measurable time has nothing to save)
+        cost = low * self.capture_steps()
+        speedup = self.step_speedup() * (self.inductor_speedup() if warm else 1.0)
+        future, whence = self.future(book, function_calls)
+        saving = future * low * (1 - 1 / speedup)
+        faster = "inductor's kernels (cached)" if warm else "the whole step"
+        if saving >= cost:
+            book.why = (f"captured after {plural(book.calls, 'step')}: the ~{future:.0f} steps expected "
+                        f"({whence}) would save {seconds(saving)} on {faster}, more than the capture's "
+                        f"expected {seconds(cost)}")
+            return True
+        if book.expected_steps is None and book.low_seconds >= cost:
+            book.why = (f"captured after {plural(book.calls, 'step')}, which took "
+                        f"{seconds(book.low_seconds)}: the capture's expected cost ({seconds(cost)})")
+            return True
+        book.why = (f"stayed on {book.tier}: the ~{future:.0f} steps expected ({whence}) would save "
+                    f"{seconds(saving)} on {faster}, under the capture's expected {seconds(cost)}")
+        return False
+
+    def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> bool:
+        """Whether inductor's codegen should start in the background now, for a signature on ``step``."""
+        if warm:
+            book.why = f"{book.why}; its kernels came from inductor's disk cache"
+            return True
+        step = book.step_time("step")
+        if step is None or book.steps["step"] < MIN_STEP_STEPS or book.capture_seconds is None:
+            return False
+        expected = self.codegen_seconds(book.capture_seconds)
+        future, whence = self.future(book, function_calls)
+        if future * step >= CODEGEN_SHARE * expected:
+            book.why = (f"{book.why}; inductor's codegen started at step {book.calls}: the "
+                        f"~{future:.0f} steps expected ({whence}) would run {seconds(future * step)} on "
+                        f"the whole step, against its expected {seconds(expected)} of background codegen")
+            return True
+        return False
+
+    # -- the report --------------------------------------------------------------
+    def decision(self, tally: TierTally) -> AutoDecision:
+        """One signature's tiers in one run, and estimates of what each single tier would have taken."""
+        book = tally.book
+        self.learn(book)
+        low = book.low_step()
+        times = {t: book.step_time(t) for t in TIERS}
+        step = times["step"] or (low / self.step_speedup() if low else None)
+        fast = times["inductor"] or (step / self.inductor_speedup() if step else None)
+        capture = book.capture_seconds if book.capture_seconds is not None else (
+            low * self.capture_steps() if low else None)
+        codegen = book.codegen_seconds
+        if codegen is None and capture is not None:
+            codegen = 0.0 if self.memory is not None and self.memory.inductor_holds(book.digest) \
+                else self.codegen_seconds(capture)
+        n = sum(tally.steps.values())
+        versus: list[tuple[str, float]] = []
+        built = None if capture is None else capture + (codegen or 0.0)
+        for name, per, upfront in (("eager", times["eager"], 0.0), ("pyro", times["pyro"], 0.0),
+                                   ("step", step, capture), ("inductor", fast, built)):
+            if per is not None and upfront is not None:
+                versus.append((name, n * per + upfront))
+        compiled = tally.steps["pyro"] + tally.steps["step"] + tally.steps["inductor"]
+        return AutoDecision(
+            kind="svi", owner=book.owner, key=book.key, state=book.tier, why=book.why,
+            eager_steps=tally.steps["eager"], compiled_steps=compiled, compiled_at=None,
+            seconds=tally.seconds, eager_step_seconds=times["eager"], compiled_step_seconds=(
+                times[book.tier] if book.tier != "eager" else None),
+            compile_seconds=book.capture_seconds, always_eager_seconds=dict(versus).get("eager"),
+            always_compiled_seconds=dict(versus).get("pyro"), estimated=True,
+            path=tuple(book.path), versus=tuple(versus))
+
+    def remember(self, tallies: list[TierTally]) -> None:
+        """The run ended: each signature's step count, for the next run of the same cell."""
+        if self.memory is None:
+            return
+        counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest)
+                  for t in tallies if t.book.memory_key and sum(t.steps.values())}
+        self.memory.ran(counts)

@@ -1,0 +1,200 @@
+"""--auto's tiers above Pyro's JIT: the decisions from given figures (no clock), the memory of earlier
+runs, and runs that climb to the whole step with losses, params and optimizer state as eager's."""
+
+from __future__ import annotations
+
+import models
+import pyro
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.optim import Adam
+
+import pyro_jitmagic
+from pyro_jitmagic import AutoPolicy
+from pyro_jitmagic.core.tiers import CODEGEN_SHARE, TierBook, TierPolicy, TierTally
+from pyro_jitmagic.wholestep.memory import RunMemory
+
+# -- decisions from given figures -------------------------------------------------------------
+
+
+def _book(low=(), tier="pyro", step=(), expected=None, capture=None):
+    book = TierBook("svi", "1 positional arg", memory_key="k", expected_steps=expected)
+    tally = TierTally(book)
+    for seconds in low:
+        tally.add(tier, seconds)
+    book.tier = tier
+    book.capture_seconds = capture
+    for seconds in step:
+        tally.add("step", seconds)
+    return book, tally
+
+
+def test_a_signature_climbs_to_the_whole_step_once_its_low_steps_cost_what_capturing_would():
+    # capturing costs 100 low steps; nothing known of how long the run lasts
+    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, _ = _book(low=[1.0] * 4)
+    assert not policy.climb_to_step(book, function_calls=4, warm=False)  # too few steps to trust
+    book, _ = _book(low=[1.0] * 60)
+    # 60 steps expect ~60 more: they would save 60 * (1 - 1/1.7) = 25 s, under 100 s; 60 s spent < 100 s
+    assert not policy.climb_to_step(book, function_calls=60, warm=False)
+    assert book.why.startswith("stayed on pyro: the ~60 steps expected (as many again as so far)")
+    book, _ = _book(low=[1.0] * 100)
+    assert policy.climb_to_step(book, function_calls=100, warm=False)  # rent or buy: 100 s spent
+    assert book.why == "captured after 100 steps, which took 100 s: the capture's expected cost (100 s)"
+
+
+def test_a_run_known_to_be_long_climbs_at_once_and_one_known_to_end_soon_never_does():
+    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, _ = _book(low=[1.0] * 5, expected=10_000)
+    assert policy.climb_to_step(book, function_calls=5, warm=False)
+    assert "the ~9995 steps expected (its last run took 10000 steps)" in book.why
+    # its last run took 150 steps: the 50 left cannot repay the capture, and rent or buy is off
+    book, _ = _book(low=[1.0] * 100, expected=150)
+    assert not policy.climb_to_step(book, function_calls=100, warm=False)
+    assert "the ~50 steps expected (its last run took 150 steps)" in book.why
+
+
+def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():
+    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, _ = _book(low=[1.0] * 5, expected=200)
+    # 195 steps at 1/1.7 of a step save 80 s, under 100 s; on cached kernels (6x more) 176 s
+    assert not policy.climb_to_step(book, function_calls=5, warm=False)
+    assert policy.climb_to_step(book, function_calls=5, warm=True)
+    assert "on inductor's kernels (cached)" in book.why
+
+
+def test_cold_codegen_starts_only_when_the_run_is_expected_to_outlast_it():
+    policy = TierPolicy(horizon=10, memory=None)
+    expected = policy.codegen_seconds(1.0)  # 10 s + 8 s per second of capture, before any measurement
+    assert expected == 18.0
+    steps_needed = CODEGEN_SHARE * expected / 0.01
+    book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=5 + 3 + int(steps_needed) - 1, capture=1.0)
+    assert not policy.start_codegen(book, function_calls=8, warm=False)
+    book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=5 + 3 + int(steps_needed) + 1, capture=1.0)
+    assert policy.start_codegen(book, function_calls=8, warm=False)
+    assert "inductor's codegen started at step 8" in book.why
+    book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=10, capture=1.0)
+    assert policy.start_codegen(book, function_calls=8, warm=True)  # cached: always cheap
+
+
+def test_what_the_session_measures_replaces_the_priors():
+    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=400.0)
+    for capture in (10.0, 12.0):  # two signatures whose captures cost 10 and 12 low steps
+        book, _ = _book(low=[1.0] * 5, step=[0.25] * 5, capture=capture)
+        policy.learn(book)
+    assert policy.capture_steps() == 12.0  # median of 10, 12 and the prior 400
+    assert policy.step_speedup() == 4.0  # median of 4, 4 and the prior 1.7
+
+
+def test_the_report_row_shows_the_path_and_what_each_single_tier_would_have_taken():
+    policy = TierPolicy(horizon=10, memory=None)
+    book, tally = _book(low=[2.0] * 4, step=[1.0] * 6, capture=5.0)
+    book.path = ["pyro", "step at step 5 (captured in 5.00 s)"]
+    book.tier = "step"
+    decision = policy.decision(tally)
+    assert decision.path == ("pyro", "step at step 5 (captured in 5.00 s)")
+    versus = dict(decision.versus)
+    assert versus["pyro"] == 10 * 2.0
+    assert versus["step"] == 10 * 1.0 + 5.0  # every step on it, and its capture
+    assert versus["inductor"] > 5.0 + policy.codegen_seconds(5.0)  # cold: capture and codegen first
+    text = pyro_jitmagic.display.report.tier_line(decision)
+    assert text.startswith("svi, 1 positional arg: pyro -> step at step 5 (captured in 5.00 s);")
+
+
+# -- the memory of earlier runs ----------------------------------------------------------------
+
+
+def test_the_memory_of_runs_survives_the_process_and_an_unreadable_file_is_ignored(tmp_path):
+    path = tmp_path / "runs.json"
+    memory = RunMemory(path)
+    memory.ran({"a": (1000, "g1")})
+    memory.compiled("g1")
+    again = RunMemory(path)
+    assert again.steps("a") == 1000 and again.graph("a") == "g1" and again.inductor_holds("g1")
+    assert again.steps("b") is None and not again.inductor_holds(None)
+    path.write_text("{not json")
+    assert RunMemory(path).steps("a") is None  # a hint, never an error
+    RunMemory(tmp_path / "new" / "runs.json").ran({"a": (5, None)})
+    assert RunMemory(tmp_path / "new" / "runs.json").steps("a") == 5
+
+
+# -- runs that climb ------------------------------------------------------------------------------
+
+
+DATA = models.data()
+
+
+def _svi():
+    guide = AutoDiagonalNormal(models.gaussian)
+    return SVI(models.gaussian, guide, Adam({"lr": 0.01}), Trace_ELBO())
+
+
+def _losses(steps, policy=None, **options):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi = _svi()
+    if policy is None and not options:
+        return [svi.step(DATA) for _ in range(steps)], None, svi
+    options.setdefault("backend", "inductor")  # every tier
+    with pyro_jitmagic.compiled(auto=policy or True, **options) as run:
+        losses = [svi.step(DATA) for _ in range(steps)]
+    return losses, run.report, svi
+
+
+def test_a_climb_to_the_whole_step_keeps_every_loss_eagers():
+    eager, _, _ = _losses(60)
+    eager_params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    tiered, report, _ = _losses(60, policy)
+    assert tiered == pytest.approx(eager, rel=1e-5)
+    (row,) = [d for d in report.auto if d.path]
+    assert row.path[0] == "eager" and row.path[1].startswith("pyro at step ")
+    assert row.path[2].startswith("step at step ") and row.state == "step"
+    # the params the user holds end where eager's did (the whole step wrote them in place)
+    for name, value in pyro.get_param_store().items():
+        assert torch.allclose(value.detach(), eager_params[name], rtol=1e-4, atol=1e-6), name
+    assert "whole step when it pays (--auto)" in report.switches[0].after
+
+
+def test_auto_capped_at_pyro_never_captures_the_whole_step():
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    _, report, _ = _losses(40, policy, backend="pyro")
+    assert not any(d.path for d in report.auto)
+    assert "whole step" not in report.switches[0].after
+
+
+def test_auto_capped_at_step_climbs_there_and_starts_no_codegen():
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    _, report, svi = _losses(60, policy, backend="step")
+    (row,) = [d for d in report.auto if d.path]
+    assert row.state == "step" and not any("inductor" in p for p in row.path)
+    entries = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi)
+    assert all(not e.compiled.compiling for e in entries.values())
+
+
+def test_a_model_the_whole_step_cannot_capture_stays_on_pyros_jit_and_says_why():
+    def reads_a_value(data):
+        loc = pyro.sample("loc", pyro.distributions.Normal(0.0, 1.0))
+        if float(loc) > 100.0:  # a float read of a traced value: the capture stops here
+            loc = loc * 2
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", pyro.distributions.Normal(loc, 1.0), obs=data)
+
+    pyro.clear_param_store()
+    svi = SVI(reads_a_value, AutoDiagonalNormal(reads_a_value), Adam({"lr": 0.01}), Trace_ELBO())
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+        losses = [svi.step(DATA) for _ in range(30)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert any("--auto stays on Pyro's JIT: the whole step cannot be compiled" in n for n in run.report.notes)
+
+
+def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
+    memory = RunMemory(None)
+    policy = AutoPolicy(tiers=TierPolicy(memory=memory, prior_capture_steps=1e6))
+    _, report, _ = _losses(30, policy)
+    assert not any(d.path for d in report.auto)  # a capture this dear never pays in 30 steps
+    (steps,) = [memory.steps(k) for k in memory._runs]
+    assert steps == 30
