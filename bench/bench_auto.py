@@ -13,7 +13,8 @@ The ways (columns), each a variant of the same cell:
 * step: under ``%%pyrojit -q --backend step`` (the whole step as one TorchScript graph);
 * inductor: under ``%%pyrojit -q --backend inductor`` (that graph compiled by inductor,
   whose codegen may go on in the background after the cell ends);
-* --auto: under ``%%pyrojit --auto -q``, starting from a new session policy each time
+* --auto: under ``%%pyrojit --auto --backend inductor -q`` (every tier), starting from a new
+  session policy each time
   (what a first ``--auto`` cell of a session gets: the priors, then what the cell measures);
 * Pyro JIT: the tutorial's compiled cell as Pyro has it (``JitTrace_ELBO``,
   ``NUTS(jit_compile=True)``, ``JitTraceEnum_ELBO``).
@@ -130,7 +131,7 @@ _MAGIC = {
     "pyro": f"%%pyrojit -q -o {REPORT}\n",
     "step": f"%%pyrojit -q --backend step -o {REPORT}\n",
     "inductor": f"%%pyrojit -q --backend inductor -o {REPORT}\n",
-    "--auto": f"%%pyrojit --auto -q -o {REPORT}\n",
+    "--auto": f"%%pyrojit --auto --backend inductor -q -o {REPORT}\n",  # every tier
 }
 # the session the magic keeps (the process's default, shared with the twins) gets a new policy
 _NEW_POLICY = ("import pyro_jitmagic\n"

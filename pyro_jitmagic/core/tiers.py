@@ -57,6 +57,12 @@ PRIOR_INDUCTOR_SPEEDUP = 6.0
 PRIOR_CODEGEN = (10.0, 8.0)
 #: Start cold codegen once the run is expected to last at least this share of its codegen time.
 CODEGEN_SHARE = 0.5
+#: MCMC: a whole potential-and-gradient evaluation is this much faster than one on the tier below,
+#: counting NUTS's own Python per evaluation (bench_backends, the tutorial's NUTS: 3.1 ms eager,
+#: 1.5 ms on Pyro's JIT, 1.24 ms on the whole step, per evaluation of a whole run).
+PRIOR_POTENTIAL_SPEEDUP = {"eager": 2.5, "pyro": 1.25}
+#: MCMC: capturing the potential and its gradient, in eager evaluations (0.22 s over 3.1 ms).
+PRIOR_POTENTIAL_CAPTURE_EVALS = 70.0
 #: Steps in the low tiers before a signature's step time is trusted.
 MIN_LOW_STEPS = 5
 #: Steps on TorchScript before its step time is trusted (and codegen considered).
@@ -145,14 +151,17 @@ class TierPolicy:
     decisions made from them (see the module's text)."""
 
     def __init__(self, horizon: int = 200, memory: Memory | str | None = "default",
-                 prior_capture_steps: float = PRIOR_CAPTURE_STEPS) -> None:
+                 prior_capture_steps: float = PRIOR_CAPTURE_STEPS,
+                 prior_potential_capture_evals: float = PRIOR_POTENTIAL_CAPTURE_EVALS) -> None:
         self.horizon = horizon
+        self.prior_potential_capture_evals = prior_potential_capture_evals
         self._memory = memory
         self.prior_capture_steps = prior_capture_steps
         self._capture: list[float] = []  # capture seconds over the low step
         self._step_speedup: list[float] = []
         self._inductor_speedup: list[float] = []
         self._codegen: list[float] = []  # cold codegen seconds over capture seconds
+        self._potential_capture: list[float] = []  # potential captures, in eager evaluations
         #: per SVI (held weakly), its signatures' books
         self.books: weakref.WeakKeyDictionary[Any, dict[Any, TierBook]] = weakref.WeakKeyDictionary()
 
@@ -241,6 +250,24 @@ class TierPolicy:
                         f"the whole step, against its expected {seconds(expected)} of background codegen")
             return True
         return False
+
+    def climb_potential(self, tier: str, per_eval: float, eager_per_eval: float, remaining: float,
+                        pyro_net: float) -> tuple[bool, str]:
+        """MCMC: whether to capture the potential and its gradient now, from ``tier`` (eager or
+        pyro) whose evaluations take ``per_eval`` (a sample's time over its evaluations), with
+        ``remaining`` evaluations expected; ``pyro_net`` is what compiling on Pyro's JIT instead is
+        expected to net (the whole step must net more). Returns the decision and why."""
+        ratios = [*self._potential_capture, self.prior_potential_capture_evals]
+        cost = eager_per_eval * statistics.median(ratios)
+        speedup = PRIOR_POTENTIAL_SPEEDUP[tier]
+        saving = remaining * per_eval * (1 - 1 / speedup)
+        why = (f"the ~{remaining:.0f} evaluations still to come were expected to save {seconds(saving)} "
+               f"on the whole potential and gradient, against its capture's {seconds(cost)}")
+        return saving - cost > max(pyro_net, 0.0), why
+
+    def learn_potential(self, capture_seconds: float, eager_per_eval: float) -> None:
+        if eager_per_eval > 0:
+            self._potential_capture.append(capture_seconds / eager_per_eval)
 
     # -- the report --------------------------------------------------------------
     def decision(self, tally: TierTally) -> AutoDecision:

@@ -198,3 +198,36 @@ def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
     assert not any(d.path for d in report.auto)  # a capture this dear never pays in 30 steps
     (steps,) = [memory.steps(k) for k in memory._runs]
     assert steps == 30
+
+
+def test_a_long_nuts_run_climbs_to_the_whole_potential_and_draws_eagers_samples():
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    def run(**options):
+        pyro.set_rng_seed(1)
+        mcmc = MCMC(NUTS(models.gaussian), num_samples=150, warmup_steps=150, disable_progbar=True)
+        if not options:
+            mcmc.run(DATA)
+            return mcmc.get_samples(), None
+        with pyro_jitmagic.compiled(**options) as compiled_run:
+            mcmc.run(DATA)
+        return mcmc.get_samples(), compiled_run.report
+
+    eager, _ = run()
+    # a capture that costs about one evaluation: it pays at once
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+    tiered, report = run(auto=policy, backend="step")
+    assert any("the potential and its gradient captured after" in n for n in report.notes)
+    assert "potential and gradient compiled whole (step) once it paid" in report.switches[0].after
+    for name in eager:  # the same path, up to float rounding in the gradients
+        assert torch.allclose(tiered[name], eager[name], rtol=1e-3, atol=1e-4), name
+
+
+def test_a_short_nuts_run_never_pays_for_the_capture():
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1e6))
+    mcmc = MCMC(NUTS(models.gaussian), num_samples=20, warmup_steps=20, disable_progbar=True)
+    with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+        mcmc.run(DATA)
+    assert not any("captured after" in n for n in run.report.notes)

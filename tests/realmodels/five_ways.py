@@ -31,6 +31,8 @@ _MAGIC_LINES = {
     "magic": ("%%pyrojit -q -o report", "report"),
     "compare": ("%%pyrojit --compare -q -o comparison --seed 0", "comparison"),
     "auto": ("%%pyrojit --auto -q -o report", "report"),
+    # (not one of the five: --auto's tiers, compared with eager, where --backend lets it climb)
+    "tiers": ("%%pyrojit --compare --auto -q -o comparison --seed 0", "comparison"),
 }
 
 

@@ -98,6 +98,16 @@ class PyroJit:
         if self._calls is not None:
             self._calls.auto_step = self._calls.tier_step = None
 
+    @property
+    def can_trace(self) -> bool:
+        """Whether this torch can trace (known once installed)."""
+        return self._can_trace
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the traces run under the adaptive executor (known once installed)."""
+        return self._adaptive
+
     def step_mode(self) -> tuple[Any, str] | None:
         """With --auto, what the step in progress did with its Pyro key: (its tally, "eager",
         "compile" or "compiled"); None when it called no compiled function."""

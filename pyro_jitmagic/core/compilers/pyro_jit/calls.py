@@ -72,6 +72,15 @@ class _FirstCall:
         return self.result
 
 
+def _pyro_route(plan: Any) -> PyroRoute | None:
+    """The Pyro route of the step in progress: its own, or the one below --auto's tiers."""
+    if not isinstance(plan, StepPlan):
+        return None
+    route = plan.route
+    route = getattr(route, "low", route)  # a tiered route runs its low tiers on Pyro's route
+    return route if isinstance(route, PyroRoute) else None
+
+
 class KeyCalls:
     """The calls of Pyro's compiled functions in one run, key by key."""
 
@@ -274,13 +283,11 @@ class KeyCalls:
         """A key of the step in progress starts compiling: keep what to go back to, should it meet
         a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
         work), until a compile of its succeeds."""
-        plan = self.ctx.recorder.current
-        if isinstance(plan, StepPlan) and isinstance(plan.route, PyroRoute):
-            route = plan.route
-            if route.start is None and not route.compiled_once:
-                import pyro
+        route = _pyro_route(self.ctx.recorder.current)
+        if route is not None and route.start is None and not route.compiled_once:
+            import pyro
 
-                route.start = (rng, set(pyro.get_param_store().keys()), self.ctx.capture.checkpoint())
+            route.start = (rng, set(pyro.get_param_store().keys()), self.ctx.capture.checkpoint())
 
     def _after_compile(self, fn: Any, key: Any, pending: PendingCompile) -> None:
         recorder, cache = self.ctx.recorder, self.ctx.session.cache
@@ -291,9 +298,9 @@ class KeyCalls:
         # it): all of it is the price of compiling.
         if key in fn.compiled:
             recorder.record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
-            plan = recorder.current
-            if isinstance(plan, StepPlan) and isinstance(plan.route, PyroRoute):
-                plan.route.start, plan.route.compiled_once = None, True
+            route = _pyro_route(recorder.current)
+            if route is not None:
+                route.start, route.compiled_once = None, True
             cache.hit(fn, key, compile_seconds=seconds)
             entry = cache.of(fn).entries[key]
             entry.args = pending.args

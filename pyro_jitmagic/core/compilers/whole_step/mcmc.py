@@ -92,22 +92,8 @@ class WholeMCMCRoute(MCMCRoute):
             entry.last_hit = time.time()
 
     def _install(self, compiled: Any) -> None:
-        """HMC/NUTS take this kernel's potential and gradient from ``compiled`` for the run; any other
-        potential still goes through Pyro's ``potential_grad``. Each graph evaluation is counted."""
-        from ....wholestep.compat import potential_grad_owners
-
         assert self._patches is not None and self._clock is not None
-        kernel, clock = self.kernel, self._clock
-        eager_grad = potential_grad_owners()[0].potential_grad
-
-        def potential_grad(potential_fn: Any, z: Any) -> Any:
-            if potential_fn is getattr(kernel, "potential_fn", None):
-                clock.potential_evals += 1
-                return compiled(z)
-            return eager_grad(potential_fn, z)
-
-        for module in potential_grad_owners():
-            self._patches.set(module, "potential_grad", potential_grad)
+        install_potential(self._patches, self._clock, self.kernel, compiled)
 
     def _fall_back(self, potential: Any, why: str) -> Any:
         """The capture stopped: this run's potential runs on Pyro's JIT (as written when Pyro cannot)."""
@@ -126,3 +112,20 @@ class WholeMCMCRoute(MCMCRoute):
         self.ctx.recorder.switch(self.key, self.target, self)
         return potential
 
+
+def install_potential(patches: PatchSet, clock: MCMCClock, kernel: Any, compiled: Any) -> None:
+    """HMC/NUTS take this kernel's potential and gradient from ``compiled`` until ``patches`` are
+    restored; any other potential still goes through Pyro's ``potential_grad``. Each graph
+    evaluation is counted."""
+    from ....wholestep.compat import potential_grad_owners
+
+    eager_grad = potential_grad_owners()[0].potential_grad
+
+    def potential_grad(potential_fn: Any, z: Any) -> Any:
+        if potential_fn is getattr(kernel, "potential_fn", None):
+            clock.potential_evals += 1
+            return compiled(z)
+        return eager_grad(potential_fn, z)
+
+    for module in potential_grad_owners():
+        patches.set(module, "potential_grad", potential_grad)

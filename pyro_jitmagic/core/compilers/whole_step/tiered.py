@@ -158,10 +158,14 @@ class TieredRoute(WholeStepRoute):
     def _fall_back(self, svi: Any, why: str) -> None:
         """The capture stopped: the low tiers run this SVI from now on."""
         assert self.ctx is not None and self.low is not None
-        self.fallback, self.why = self.low, why
+        low = self.low
+        self.fallback, self.why = low, why
         self.top = "pyro"
-        self.ctx.recorder.note(f"{self.target}: --auto stays on Pyro's JIT: the whole step cannot be "
+        self.after, self.compiled, self.runner = low.after, low.compiled, low.runner
+        where = "Pyro's JIT" if low.compiled else "eager"
+        self.ctx.recorder.note(f"{self.target}: --auto stays on {where}: the whole step cannot be "
                                f"compiled ({why})")
+        self.ctx.recorder.switch(id(svi), self.target, low)
         plan = self.ctx.recorder.current
         if isinstance(plan, StepPlan) and plan.route is self:
             plan.route = self.low
@@ -283,7 +287,10 @@ class Tiered:
         return self._pyro.plan_loss(method, elbo, model, guide, target, as_written, args)
 
     def plan_mcmc(self, mcmc: Any, target: str) -> Any:
-        return self._pyro.plan_mcmc(mcmc, target)
+        from .tiered_mcmc import TieredMCMCRoute
+
+        assert self._ctx is not None
+        return TieredMCMCRoute(self._ctx, mcmc, target, self._pyro.can_trace, self._pyro.adaptive)
 
     def step_begins(self) -> None:
         self._pyro.step_begins()
