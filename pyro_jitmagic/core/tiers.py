@@ -63,8 +63,9 @@ CODEGEN_SHARE = 0.5
 PRIOR_POTENTIAL_SPEEDUP = {"eager": 2.5, "pyro": 1.25}
 #: MCMC: capturing the potential and its gradient, in eager evaluations (0.22 s over 3.1 ms).
 PRIOR_POTENTIAL_CAPTURE_EVALS = 70.0
-#: Steps in the low tiers before a signature's step time is trusted.
-MIN_LOW_STEPS = 5
+#: Steps in the low tiers before a signature's step time is trusted (as many as Pyro's tier takes
+#: before compiling, so that a run known to be long captures before Pyro traces).
+MIN_LOW_STEPS = 3
 #: Steps on TorchScript before its step time is trusted (and codegen considered).
 MIN_STEP_STEPS = 3
 RECENT = 50
