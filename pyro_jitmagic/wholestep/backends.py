@@ -165,3 +165,56 @@ class Background:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
+
+
+class SwitchesToInductor:
+    """A compiled graph (a step or a potential) that can have inductor build its kernels in the
+    background while it runs on TorchScript, and switches to them at the first call after."""
+
+    backend: Backend
+    kernels: int | None
+    cache: Literal["cold", "warm"] | None
+    codegen_seconds: float
+    fallback: str | None
+    captured: Any
+    _run: Callable[..., Any]
+    _pending: Background | None
+
+    def build_inductor(self, on_done: Callable[[Codegen], None] | None = None) -> str | None:
+        """Start compiling this graph with inductor in the background; the calls go on as they run
+        now, and inductor's kernels take over at the first call after it is done. None, or why it
+        cannot start (no C++ compiler)."""
+        if self.backend == "inductor" or self._pending is not None:
+            return None
+        missing = no_cxx_reason()
+        if missing is not None:
+            return missing
+        self._pending = Background(self.captured.graph, list(self.captured.example_inputs), on_done)
+        return None
+
+    def _switch(self) -> None:
+        """Background codegen finished: use inductor from now on, or say why not."""
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        if pending.result is not None:
+            self._run = pending.result.run
+            self.backend = "inductor"
+            self.kernels = pending.result.kernels
+            self.cache = pending.result.cache
+            self.codegen_seconds = pending.result.seconds
+        else:
+            self.fallback = f"inductor failed: {type(pending.error).__name__}: {pending.error}"
+
+    @property
+    def compiling(self) -> bool:
+        """True while inductor's codegen runs in the background (the calls run on ``step``)."""
+        return self._pending is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for background codegen (if any); True once the final backend runs the next call."""
+        if self._pending is None:
+            return True
+        done = self._pending.wait(timeout)
+        if done:
+            self._switch()
+        return done

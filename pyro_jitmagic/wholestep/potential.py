@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ..core import patch
 from . import compat
-from .backends import Codegen
+from .backends import Background, Codegen, SwitchesToInductor
 from .capture import patch_reads, prune, simplify, trace_restoring
 from .errors import CannotCompile
 from .reads import ReadWatch, ValueRead, ValueReadPolicy
@@ -90,7 +90,7 @@ def capture_potential(target: Any, example_params: dict[str, Any],
         guards=len(watch.guards), reads=tuple(watch.reads), capture_seconds=time.perf_counter() - start)
 
 
-class CompiledPotential:
+class CompiledPotential(SwitchesToInductor):
     """``potential(z) -> (grads, potential_energy)``, as ``potential_grad`` computes them, in one graph.
 
     Attributes
@@ -115,6 +115,7 @@ class CompiledPotential:
         self.eager_calls = 0
         self.captured = captured
         self._run = codegen.run
+        self._pending: Background | None = None
         self._names = captured.names
         self._signature = captured.signature
         self._eager_potential = captured.potential_fn
@@ -123,6 +124,8 @@ class CompiledPotential:
     def __call__(self, z: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         import torch
 
+        if self._pending is not None and self._pending.done.is_set():
+            self._switch()
         names = self._names
         if tuple(z) != names or any((tuple(z[n].shape), z[n].dtype) != s
                                     for n, s in zip(names, self._signature, strict=True)):

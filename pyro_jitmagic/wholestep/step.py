@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from ..core import patch
 from . import compat
-from .backends import Background, Codegen
+from .backends import Background, Codegen, SwitchesToInductor
 from .capture import CapturedStep
 from .optim import ParamUpdate
 from .reads import ValueRead
@@ -34,7 +34,7 @@ def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return compat.pyro_key(args, kwargs), shapes
 
 
-class CompiledStep:
+class CompiledStep(SwitchesToInductor):
     """One SVI step, captured whole and compiled; call it as ``svi.step``.
 
     Attributes
@@ -190,47 +190,6 @@ class CompiledStep:
     def _went_stale(self, reason: str) -> list[Any] | None:
         self.stale = reason
         return None
-
-    def _switch(self) -> None:
-        """Background codegen finished: use inductor from now on, or say why not."""
-        pending, self._pending = self._pending, None
-        assert pending is not None
-        if pending.result is not None:
-            self._run = pending.result.run
-            self.backend = "inductor"
-            self.kernels = pending.result.kernels
-            self.cache = pending.result.cache
-            self.codegen_seconds = pending.result.seconds
-        else:
-            self.fallback = f"inductor failed: {type(pending.error).__name__}: {pending.error}"
-
-    def build_inductor(self, on_done: Any = None) -> str | None:
-        """Start compiling this graph with inductor in the background; the steps go on as they run
-        now and inductor's kernels take over at the first call after it is done (``on_done(codegen)``
-        runs on the thread when it is). None, or why it cannot start (no C++ compiler)."""
-        from .backends import no_cxx_reason
-
-        if self.backend == "inductor" or self._pending is not None:
-            return None
-        missing = no_cxx_reason()
-        if missing is not None:
-            return missing
-        self._pending = Background(self.captured.graph, list(self.captured.example_inputs), on_done)
-        return None
-
-    @property
-    def compiling(self) -> bool:
-        """True while inductor's codegen runs in the background (the steps run on ``step``)."""
-        return self._pending is not None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for background codegen (if any); True once the final backend runs the next step."""
-        if self._pending is None:
-            return True
-        done = self._pending.wait(timeout)
-        if done:
-            self._switch()
-        return done
 
     def __repr__(self) -> str:
         return (f"<CompiledStep {self.backend}: {self.graph_nodes} nodes, {self.steps} steps"

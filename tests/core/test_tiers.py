@@ -138,7 +138,8 @@ def _losses(steps, policy=None, **options):
     if policy is None and not options:
         return [svi.step(DATA) for _ in range(steps)], None, svi
     options.setdefault("backend", "inductor")  # every tier
-    with pyro_jitmagic.compiled(auto=policy or True, **options) as run:
+    options.setdefault("auto", policy or True)
+    with pyro_jitmagic.compiled(**options) as run:
         losses = [svi.step(DATA) for _ in range(steps)]
     return losses, run.report, svi
 
@@ -231,3 +232,36 @@ def test_a_short_nuts_run_never_pays_for_the_capture():
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         mcmc.run(DATA)
     assert not any("captured after" in n for n in run.report.notes)
+
+
+@pytest.mark.slow
+def test_a_graph_in_inductors_cache_takes_the_signature_to_inductors_kernels(tmp_path, monkeypatch):
+    from pyro_jitmagic.wholestep import cxx_compiler
+
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler: inductor cannot run here")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager, _, _ = _losses(400)
+    eager_params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    # an earlier --backend inductor cell of the same model filled inductor's disk cache
+    _, _, warmed = _losses(5, backend="inductor", auto=False)
+    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(warmed).values()
+    assert entry.compiled.wait(timeout=900)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi = _svi()
+    policy = AutoPolicy(tiers=TierPolicy(prior_capture_steps=3.0))  # the memory beside the cache
+    losses, reports = [], []
+    for _ in range(2):  # two cells: the kernels may arrive after the first ends
+        with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+            losses += [svi.step(DATA) for _ in range(200)]
+        reports.append(run.report)
+        for e in pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values():
+            assert e.compiled.wait(timeout=900)
+    assert losses == pytest.approx(eager, rel=1e-4)
+    for name, value in pyro.get_param_store().items():
+        torch.testing.assert_close(value.detach(), eager_params[name], rtol=1e-4, atol=1e-5)
+    paths = [p for r in reports for d in r.auto for p in d.path]
+    assert any(p.startswith("inductor's codegen from step") for p in paths), paths
+    assert any(p.startswith("inductor at step") and "warm disk cache" in p for p in paths), paths

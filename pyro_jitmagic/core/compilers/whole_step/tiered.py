@@ -46,6 +46,7 @@ class TieredRoute(WholeStepRoute):
     top: str = "inductor"
     tallies: dict[Any, TierTally] = field(default_factory=dict)
     current: StepDone | None = None
+    in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
 
     @classmethod
     def plan_tiered(cls, ctx: RunContext, pyro: PyroJit, top: str, svi: Any, elbo: Any, target: str,
@@ -148,12 +149,18 @@ class TieredRoute(WholeStepRoute):
         book.path.append(f"inductor's codegen from step {book.calls + 1}")
 
     def _warm(self, book: TierBook) -> bool:
-        """Whether inductor's disk cache is known to hold this signature's graph."""
+        """Whether inductor's disk cache is known to hold this signature's graph (looked up once a
+        run, and again once its graph is captured: the steps in between stay cheap)."""
+        known = self.in_cache.get((book.key, book.digest))
+        if known is not None:
+            return known
         memory = self.policy.memory
-        if self.top != "inductor" or memory is None:
-            return False
-        digest = book.digest or (memory.graph(book.memory_key) if book.memory_key else None)
-        return memory.inductor_holds(digest)
+        warm = False
+        if self.top == "inductor" and memory is not None:
+            digest = book.digest or (memory.graph(book.memory_key) if book.memory_key else None)
+            warm = memory.inductor_holds(digest)
+        self.in_cache[(book.key, book.digest)] = warm
+        return warm
 
     def _fall_back(self, svi: Any, why: str) -> None:
         """The capture stopped: the low tiers run this SVI from now on."""
@@ -290,7 +297,8 @@ class Tiered:
         from .tiered_mcmc import TieredMCMCRoute
 
         assert self._ctx is not None
-        return TieredMCMCRoute(self._ctx, mcmc, target, self._pyro.can_trace, self._pyro.adaptive)
+        return TieredMCMCRoute(self._ctx, mcmc, target, self._pyro.can_trace, self._pyro.adaptive,
+                               top=self.name)
 
     def step_begins(self) -> None:
         self._pyro.step_begins()

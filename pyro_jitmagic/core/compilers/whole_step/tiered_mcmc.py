@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
+from ...tiers import CODEGEN_SHARE, PRIOR_POTENTIAL_SPEEDUP
 from ...whole_steps import WholeStepEntry
 from ..pyro_jit.mcmc import PyroMCMCRoute
 from .mcmc import POTENTIAL_KEY, install_potential
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
 class TieredMCMCRoute(PyroMCMCRoute):
     """An ``MCMC.run`` under ``--auto`` whose potential may climb to the whole step."""
 
-    def __init__(self, ctx: RunContext, mcmc: Any, target: str, can_trace: bool, adaptive: bool) -> None:
+    def __init__(self, ctx: RunContext, mcmc: Any, target: str, can_trace: bool, adaptive: bool,
+                 top: str = "inductor") -> None:
         super().__init__(ctx, mcmc, target, can_trace, adaptive)
+        self.top = top
         self.key = id(mcmc)  # what the run's record of switches knows it by
         if self.auto:
             self.after = f"{self.before}(jit_compile=True, then the whole potential, once each pays: --auto)"
@@ -135,9 +138,43 @@ class TieredMCMCRoute(PyroMCMCRoute):
         recorder.note(f"{self.target}: the potential and its gradient {self._why}; "
                       f"captured in {seconds:.2f} s")
         self.compiled_potential = compiled
+        if self.top == "inductor":
+            self._maybe_codegen(compiled)
+
+    def _maybe_codegen(self, compiled: Any) -> None:
+        """Start inductor's codegen in the background when its cache holds the graph, or when the
+        evaluations still to come are expected to outlast it (see TierPolicy.start_codegen)."""
+        from ....wholestep.memory import graph_digest
+
+        assert self.ctx.auto is not None and self._clock is not None
+        tiers, clock = self.ctx.auto.tiers, self._clock
+        memory = tiers.memory
+        warm = memory is not None and memory.inductor_holds(
+            graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
+        done = max(len(clock.sample_seconds), 1)
+        remaining = clock.potential_evals / done * max(clock.samples_total - done, 0)
+        expected = tiers.codegen_seconds(compiled.capture_seconds)
+        # an evaluation on the whole step costs about this (PRIOR_POTENTIAL_SPEEDUP over eager's)
+        per_eval = self._eager_per_eval / PRIOR_POTENTIAL_SPEEDUP["eager"]
+        if not warm and remaining * per_eval < CODEGEN_SHARE * expected:
+            return
+        missing = compiled.build_inductor()
+        if missing is None:
+            cache = "from inductor's disk cache" if warm else f"expected {expected:.0f} s"
+            self.ctx.recorder.note(f"{self.target}: inductor builds the potential's kernels in the "
+                                   f"background ({cache}); the evaluations run on the step backend "
+                                   "until they are ready")
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         super().finish(clock, compile_seconds)
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
+        compiled = self.compiled_potential
+        if compiled is not None and compiled.backend == "inductor":
+            self.ctx.recorder.note(f"{self.target}: inductor's kernels took over the potential "
+                                   f"(codegen {compiled.codegen_seconds:.1f} s in the background, "
+                                   f"{compiled.cache or 'cold'} disk cache)")
+        elif compiled is not None and compiled.compiling:
+            self.ctx.recorder.note(f"{self.target}: inductor's codegen of the potential goes on in the "
+                                   "background; its disk cache serves the next run")
