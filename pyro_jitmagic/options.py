@@ -39,6 +39,8 @@ BACKENDS = {
     "eager": "nothing compiled: the cell runs as written, recorded as a compiled run is",
 }
 DEFAULT_BACKEND = "pyro"
+#: The highest tier --auto climbs to when no --backend caps it.
+TOP_TIER = "inductor"
 #: The backends a cell can ask for.
 CELL_BACKENDS = ("pyro", "step", "inductor")
 
@@ -63,9 +65,9 @@ class RunOptions:
         Python value (before the compiled step is used).
     auto : bool
         Climb tiers per call signature only as far as is expected to pay (``--auto``): eager,
-        then Pyro's JIT, and with ``backend="step"`` or ``"inductor"`` the whole step (and
-        inductor's kernels built in the background); ``backend`` is the highest tier it may
-        reach. The session's :class:`~pyro_jitmagic.AutoPolicy` decides.
+        Pyro's JIT, the whole step, inductor's kernels built in the background; ``backend``, when
+        given, is the highest tier it may reach. The session's :class:`~pyro_jitmagic.AutoPolicy`
+        decides.
     executor : {"adaptive", "no-opt", "optimizing", "legacy"}
         The TorchScript executor the traces run under (``--executor``).
     max_entries : int, optional
@@ -76,7 +78,8 @@ class RunOptions:
     backend : {"pyro", "step", "inductor", "eager"}, optional
         What compiles the inference (``--backend``): Pyro's JIT; the whole step as one graph run by
         TorchScript; that graph compiled by inductor. ``"eager"`` records the cell as written
-        (the first run of ``--compare``). With ``auto``, the highest tier it may climb to.
+        (the first run of ``--compare``). With ``auto``, the highest tier it may climb to. Not
+        given: ``"pyro"``, or with ``auto`` every tier (``"inductor"``).
 
     Raises
     ------
@@ -94,9 +97,8 @@ class RunOptions:
     auto: bool = field(default=False, metadata=_option(
         "--auto", action="store_true",
         help="start each call signature eager and climb the tiers only as far as the steps "
-             "expected to follow repay: Pyro's JIT, and with --backend step or inductor the whole "
-             "step and inductor's kernels built in the background (per SVI call signature, and "
-             "per MCMC run's potential)"))
+             "expected to follow repay: Pyro's JIT, the whole step, inductor's kernels built in the "
+             "background; --backend caps the climb (per SVI call signature, and per MCMC run)"))
     executor: str = field(default=DEFAULT_EXECUTOR, metadata=_option(
         "--executor", choices=tuple(EXECUTORS),
         help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
@@ -108,14 +110,17 @@ class RunOptions:
     seed: int | None = field(default=None, metadata=_option(
         "--seed", type=int, metavar="N",
         help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run"))
-    backend: str = field(default=DEFAULT_BACKEND, metadata=_option(
+    backend: str = field(default=None, metadata=_option(  # type: ignore[assignment]
         "--backend", choices=CELL_BACKENDS,
         help="what compiles the cell: pyro (default: Pyro's JIT traces the loss), step (the whole "
              "step, loss, gradients and optimizer update, as one graph run by TorchScript), or "
              "inductor (that graph compiled into C++ kernels: the fastest steps, a first compile "
-             "of seconds to minutes); with --auto, the highest tier it may climb to"))
+             "of seconds to minutes); with --auto, the highest tier it may climb to (default: "
+             "inductor)"))
 
     def __post_init__(self) -> None:
+        if self.backend is None:  # not given: --auto may climb every tier, a plain cell runs Pyro's JIT
+            object.__setattr__(self, "backend", TOP_TIER if self.auto is True else DEFAULT_BACKEND)
         problem = _problem(self)
         if problem is not None:
             raise ValueError(problem)

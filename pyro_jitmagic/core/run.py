@@ -77,6 +77,7 @@ class JitRun:
     ) -> None:
         if isinstance(fields.get("auto"), AutoPolicy):  # compiled(auto=policy): --auto with that policy
             auto_policy, fields["auto"] = fields["auto"], True
+        # (from the fields themselves when none are given: --auto alone climbs every tier)
         options = RunOptions(**fields) if options is None else options.replace(**fields)
         self.options = options
         self.announce = announce

@@ -172,8 +172,10 @@ def test_inductor_without_a_cxx_compiler_runs_the_step_backend_and_says_so(monke
     assert any("no C++ compiler found (install g++); running the step backend" in n for n in run.report.notes)
 
 
-def test_backend_caps_autos_climb(shell):
-    assert RunOptions(auto=True).backend == "pyro"  # eager and Pyro's JIT
+def test_backend_caps_autos_climb_and_auto_alone_may_climb_every_tier(shell):
+    assert RunOptions(auto=True).backend == "inductor"  # every tier
+    assert RunOptions().backend == "pyro"  # a plain cell: Pyro's JIT
+    assert RunOptions(auto=True, backend="pyro").backend == "pyro"  # eager and Pyro's JIT only
     assert RunOptions(auto=True, backend="step").backend == "step"  # up to the whole step
     result = shell.run_cell("%%pyrojit --auto --backend step -q\npass\n")
     assert result.error_in_exec is None

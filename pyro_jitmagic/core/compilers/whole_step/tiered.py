@@ -61,9 +61,10 @@ class TieredRoute(WholeStepRoute):
         except CannotCompile:
             return low  # eager and Pyro's JIT only: the report's --auto rows say how they went
         route = cls(before=low.before, after=f"{low.after}, then the whole step when it pays (--auto)",
-                    compiled=True, call=as_written, reason=low.reason, note=low.note, runner=low.runner,
-                    warm=low.warm, ctx=ctx, pyro=pyro, backend="step", svi=svi, elbo=elbo, target=target,
-                    as_written=as_written, entries=ctx.session.whole_steps.of(svi), low=low, top=top)
+                    compiled=low.compiled, call=as_written, reason=low.reason, note=low.note,
+                    runner=low.runner, warm=low.warm, ctx=ctx, pyro=pyro, backend="step", svi=svi,
+                    elbo=elbo, target=target, as_written=as_written,
+                    entries=ctx.session.whole_steps.of(svi), low=low, top=top)
         route.call = route.step
         route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
         return route
@@ -136,6 +137,9 @@ class TieredRoute(WholeStepRoute):
         book.digest = graph_digest(compiled.captured.graph, compiled.captured.example_inputs)
         book.moved("step", f"step at step {book.calls + 1} (captured in {entry.compile_seconds:.2f} s)")
         book.why = why
+        if not self.compiled:  # it ran eager below (Pyro's JIT could not compile it): now it is compiled
+            self.compiled = True
+            self.ctx.recorder.switch(id(svi), self.target, self)
         return entry
 
     def _start_codegen(self, entry: WholeStepEntry, book: TierBook) -> None:
@@ -184,6 +188,7 @@ class TieredRoute(WholeStepRoute):
             return False
         self.after, self.reason, self.runner = (f"{self.low.after}, then the whole step when it pays "
                                                 "(--auto)", self.low.reason, self.low.runner)
+        self.compiled = self.low.compiled  # eager until it climbs
         return True
 
     def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
