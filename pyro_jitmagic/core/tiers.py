@@ -14,15 +14,16 @@ A call signature starts in the *low* tiers, eager then Pyro's JIT, which
     seconds to minutes (:data:`PRIOR_CODEGEN`); served from inductor's disk cache
     it takes a fraction of a second.
 
-A signature climbs to ``step`` when the steps expected to follow would save more
-than the capture is expected to cost. The steps expected to follow are the step
-count the same model, guide, ELBO, optimizer and signature ran last time (kept
-on disk beside inductor's cache: a cell run again usually runs as long), else as
-many again as so far, scaled up to the :data:`~.auto.HORIZON` while its SVI is
-young. With no run remembered that is the rent-or-buy rule: it climbs once what
-its steps so far would have saved on the faster tier reaches the capture's cost,
-and so never loses more than about twice what the best choice made knowing the
-run's length would. Once on ``step``, it starts
+A signature climbs to ``step`` when either rule says so: the steps expected to
+follow would save more than the capture is expected to cost (*look ahead*); or,
+when no earlier run is remembered, the time it has spent in the low tiers
+reaches that cost (*rent or buy*: above the whole step lie inductor's kernels,
+whose steps cost next to nothing, so the rent of staying below is about the
+whole time spent there; it never loses more than the capture's cost against
+capturing at once). The steps expected to follow are the step count the same
+model, guide, ELBO, optimizer and signature ran last time (kept on disk beside
+inductor's cache: a cell run again usually runs as long), else as many again as
+so far, scaled up to the :data:`~.auto.HORIZON` while its SVI is young. Once on ``step``, it starts
 inductor's codegen when inductor's cache holds the graph (cheap), or when the
 run is expected to go on at least :data:`CODEGEN_SHARE` of the expected codegen
 time, so that the kernels arrive while they can still pay (and warm the cache
@@ -227,6 +228,12 @@ class TierPolicy:
             book.why = (f"captured after {plural(book.calls, 'step')}: the ~{future:.0f} steps expected "
                         f"({whence}) would save {seconds(saving)} on {faster}, more than the capture's "
                         f"expected {seconds(cost)}")
+            return True
+        if book.expected_steps is None and book.low_seconds >= cost:
+            # rent or buy: above the whole step lie inductor's kernels, whose steps cost next to
+            # nothing, so the rent of staying below is about the whole time spent there
+            book.why = (f"captured after {plural(book.calls, 'step')}, which took "
+                        f"{seconds(book.low_seconds)}: the capture's expected cost ({seconds(cost)})")
             return True
         book.why = (f"stayed on {book.tier}: the ~{future:.0f} steps expected ({whence}) would save "
                     f"{seconds(saving)} on {faster}, under the capture's expected {seconds(cost)}")

@@ -238,8 +238,8 @@ class TieredRoute(WholeStepRoute):
         tier: Tier = "pyro" if mode is not None and mode[1] in ("compile", "compiled") else "eager"
         if not book.path:
             book.path.append(tier)
-        elif tier == "pyro" and book.tier == "eager":
-            book.path.append(f"pyro at step {book.calls + 1}")
+        elif book.tier in ("eager", "pyro") and tier != book.tier:  # (Pyro's traces may be dropped)
+            book.path.append(f"{tier} at step {book.calls + 1}")
         book.tier = tier if book.tier in ("eager", "pyro") else book.tier
         if mode is not None and mode[1] == "compile":  # Pyro's trace: not a step time
             tally.seconds += seconds
