@@ -41,7 +41,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch._inductor.config", "cpp.cxx", "the C++ compilers inductor searches"),
     ("torch._inductor.cpp_builder", "get_cpp_compiler", "finds inductor's C++ compiler"),
     ("torch._inductor.exc", "InvalidCxxCompiler", "raised when there is none"),
-    ("torch._inductor.runtime.cache_dir_utils", "cache_dir", "where inductor's disk cache lives"),
+    ("torch._inductor.runtime.cache_dir_utils", "default_cache_dir",
+     "where inductor's disk cache lives, the rule inductor_cache_dir() follows"),
     ("torch._inductor.codegen.cpp", "TilingSelect._select_tiling_indices",
      "kept to one tiled loop: 2-D tiles write out of bounds on small enumerated HMMs"),
     ("torch._inductor.output_code", "CompiledFxGraph.compiled_fn_runner",
@@ -253,13 +254,27 @@ def step_is_plain(optimizer: Any) -> bool:
 
 # -- inductor -------------------------------------------------------------------
 
-def inductor_cache_dir() -> str | None:
-    """The folder of inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR or its default), or None."""
-    try:
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
-    except ImportError:
-        return None
-    return str(cache_dir())
+def inductor_cache_dir() -> str:
+    """The folder of inductor's on-disk cache: TORCHINDUCTOR_CACHE_DIR, or inductor's default.
+
+    Torch's own ``cache_dir()`` (torch/_inductor/runtime/cache_dir_utils.py) imports inductor,
+    which takes seconds, and sets TORCHINDUCTOR_CACHE_DIR as it goes; this follows the same
+    rule (``default_cache_dir``, checked against torch 2.13 by a test) without either.
+    """
+    import getpass
+    import os
+    import re
+    import tempfile
+
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if folder is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, ModuleNotFoundError, OSError):
+            getuid = getattr(os, "getuid", None)
+            user = f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+        folder = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+    return os.path.abspath(folder)
 
 
 def cxx_compiler() -> tuple[str | None, str]:

@@ -35,11 +35,10 @@ MAX_RUNS = 512
 
 
 def default_path() -> Path | None:
-    """The file beside inductor's on-disk cache, or None when torch has no inductor."""
+    """The file beside inductor's on-disk cache (found without importing inductor)."""
     from .compat import inductor_cache_dir
 
-    folder = inductor_cache_dir()
-    return None if folder is None else Path(folder) / _FILE
+    return Path(inductor_cache_dir()) / _FILE
 
 
 def graph_digest(graph: Any, example_inputs: list[Any]) -> str:

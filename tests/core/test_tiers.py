@@ -265,3 +265,17 @@ def test_a_graph_in_inductors_cache_takes_the_signature_to_inductors_kernels(tmp
     paths = [p for r in reports for d in r.auto for p in d.path]
     assert any(p.startswith("inductor's codegen from step") for p in paths), paths
     assert any(p.startswith("inductor at step") and "warm disk cache" in p for p in paths), paths
+
+
+def test_the_memory_lives_where_inductor_keeps_its_cache_found_without_importing_inductor(monkeypatch):
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from pyro_jitmagic.wholestep.compat import inductor_cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert inductor_cache_dir() == os.path.abspath(default_cache_dir())
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # (torch's own cache_dir() sets it)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    assert inductor_cache_dir() == "/somewhere/else"
