@@ -58,14 +58,22 @@ def call_shallow(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             done.set()
 
     worker = threading.Thread(target=work, name="pyrojit-trace", daemon=True)
-    worker.start()
     interrupted: BaseException | None = None
+    # Ctrl-C may land anywhere from here on, even as the thread starts or exits: each wait is
+    # inside the try, so the cell never stops while the trace still runs (its Pyro handlers sit
+    # on Pyro's process-wide stack until it ends)
     while not done.is_set():
         try:
+            if worker.ident is None:
+                worker.start()
             done.wait()
         except KeyboardInterrupt as exc:  # let the trace finish, then stop
             interrupted = exc
-    worker.join()  # it has nothing left to do but exit
+    while worker.is_alive():  # it has nothing left to do but exit
+        try:
+            worker.join()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
     if interrupted is not None:
         raise interrupted
     ok, value = outcome[0]
