@@ -12,9 +12,12 @@ moved instead of failing somewhere deep in a capture.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
+
+from ..core.patch import ORIGINAL_ATTR, PatchSet
 
 TORCH_CHECKED = "2.13.0"
 PYRO_CHECKED = "1.9.2"
@@ -48,6 +51,9 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch._inductor.output_code", "CompiledFxGraph.compiled_fn_runner",
      "the generated module, whose cpp_fused_* functions are the kernels"),
     ("torch._dynamo.utils", "counters", "fxgraph_cache_hit / _miss: inductor's on-disk cache"),
+    ("torch._dynamo.utils", "preserve_rng_state",
+     "resets the global generator after a compile: inert on a background compile's thread"),
+    ("torch._functorch.aot_autograd", "preserve_rng_state", "the same, bound by name in AOTAutograd"),
     # pyro: the ELBOs' particle losses
     ("pyro.infer.elbo", "ELBO._get_traces", "model and guide traces of every particle"),
     ("pyro.infer.trace_elbo", "Trace_ELBO._differentiable_loss_particle", "a particle's loss and surrogate"),
@@ -304,8 +310,45 @@ def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
     # size and alignment asserts cost a fifth of a small step: the compiled step checks each
     # input's shape, dtype and contiguity itself before every call
     options = {"fallback_random": True, "size_asserts": False, "alignment_asserts": False}
-    with _one_d_tiles():
+    # one compile at a time: the patches below are process-wide (and two compiles would only
+    # share the same cores)
+    with _ONE_COMPILE, _one_d_tiles(), _global_rng_left_alone():
         return torch._inductor.compile(gm, fakes, options=options)
+
+
+_ONE_COMPILE = threading.Lock()
+
+
+@contextmanager
+def _global_rng_left_alone() -> Iterator[None]:
+    """Keep a compile from setting the global random generator back, on this thread only.
+
+    Inductor and AOTAutograd wrap a compile in ``preserve_rng_state()``: they copy the CPU (and
+    CUDA) generator's state on entry and set it back on exit. On the thread that draws, that is
+    harmless. From a compile in the background it rewinds every draw the cell's steps made
+    meanwhile, and the steps after it repeat earlier noise: the run is no longer one uninterrupted
+    run. A captured graph's compile draws nothing (fake inputs; ``fallback_random`` keeps random
+    ops as calls), so on the compiling thread the copy and reset are skipped; any other thread
+    (a user's own ``torch.compile``) keeps torch's.
+    """
+    from torch._dynamo import utils as dynamo_utils
+    from torch._functorch import aot_autograd
+
+    original = dynamo_utils.preserve_rng_state
+    compiling = threading.get_ident()
+
+    def preserve_rng_state() -> Any:
+        return nullcontext() if threading.get_ident() == compiling else original()
+
+    setattr(preserve_rng_state, ORIGINAL_ATTR, original)
+    patches = PatchSet()
+    try:
+        patches.set(dynamo_utils, "preserve_rng_state", preserve_rng_state)
+        if getattr(aot_autograd, "preserve_rng_state", None) is original:
+            patches.set(aot_autograd, "preserve_rng_state", preserve_rng_state)
+        yield
+    finally:
+        patches.restore()
 
 
 @contextmanager
@@ -324,11 +367,13 @@ def _one_d_tiles() -> Iterator[None]:
     def one_loop(self: Any, *args: Any, **kwargs: Any) -> Any:
         return select(self, *args, **kwargs)[-1:]
 
-    cpp.TilingSelect._select_tiling_indices = one_loop  # type: ignore[method-assign]
+    setattr(one_loop, ORIGINAL_ATTR, select)
+    patches = PatchSet()
     try:
+        patches.set(cpp.TilingSelect, "_select_tiling_indices", one_loop)
         yield
     finally:
-        cpp.TilingSelect._select_tiling_indices = select  # type: ignore[method-assign]
+        patches.restore()
 
 
 def generated_kernels(compiled: Any) -> int | None:

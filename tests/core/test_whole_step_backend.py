@@ -182,10 +182,6 @@ def test_backend_caps_autos_climb_and_auto_alone_may_climb_every_tier(shell):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect: in fresh clones, after the whole test suite's earlier tests, the second cell's "
-    "losses on inductor's kernels have parted from eager's by ~1% (2 of 3 runs); alone, in its "
-    "order and under load it agrees (see the issue's note)"))
 def test_inductor_compiles_the_whole_step_into_kernels_and_agrees_with_eager(tmp_path, monkeypatch):
     from pyro_jitmagic.wholestep import cxx_compiler
 
