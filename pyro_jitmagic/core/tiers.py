@@ -9,7 +9,7 @@ A call signature starts in the *low* tiers, eager then Pyro's JIT, which
     and costs a few hundred low-tier steps (:data:`PRIOR_CAPTURE_STEPS`); each
     step after it is about :data:`PRIOR_STEP_SPEEDUP` times faster.
 ``inductor``
-    the same graph compiled into C++ kernels on a background thread while the
+    the same graph compiled into C++ kernels in a worker process while the
     steps go on on ``step``, swapped in at a step boundary. Cold, codegen takes
     seconds to minutes (:data:`PRIOR_CODEGEN`); served from inductor's disk cache
     it takes a fraction of a second.
@@ -24,10 +24,10 @@ capturing at once). The steps expected to follow are the step count the same
 model, guide, ELBO, optimizer and signature ran last time (kept on disk beside
 inductor's cache: a cell run again usually runs as long), else as many again as
 so far, scaled up to the :data:`~.auto.HORIZON` while its SVI is young. Once on ``step``, it starts
-inductor's codegen when inductor's cache holds the graph (cheap), or when the
-run is expected to go on at least :data:`CODEGEN_SHARE` of the expected codegen
-time, so that the kernels arrive while they can still pay (and warm the cache
-for the next run). Everything expected is learned per session from what
+inductor's codegen at once: served from inductor's disk cache it takes a
+fraction of a second, and cold it runs in a worker process, off the cores and
+the interpreter the steps use, so its kernels take over if the run lasts and
+serve the next run if not. Everything expected is learned per session from what
 captures and codegens actually cost, with the priors counting as one
 measurement each.
 """
@@ -57,8 +57,6 @@ PRIOR_INDUCTOR_SPEEDUP = 6.0
 #: Cold codegen seconds ~ a + b * capture seconds (simple SVI 12 s for a 0.7 s capture, HMM 104 s
 #: for 12 s, NUTS 10.5 s for 0.2 s: a fixed start of about 10 s, then about 8 s per capture second).
 PRIOR_CODEGEN = (10.0, 8.0)
-#: Start cold codegen once the run is expected to last at least this share of its codegen time.
-CODEGEN_SHARE = 0.5
 #: MCMC: a whole potential-and-gradient evaluation is this much faster than one on the tier below,
 #: counting NUTS's own Python per evaluation (bench_backends, the tutorial's NUTS: 3.1 ms eager,
 #: 1.5 ms on Pyro's JIT, 1.24 ms on the whole step, per evaluation of a whole run).
@@ -240,7 +238,12 @@ class TierPolicy:
         return False
 
     def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> bool:
-        """Whether inductor's codegen should start in the background now, for a signature on ``step``."""
+        """Whether inductor's codegen should start now, for a signature on ``step``: at once when
+        inductor's cache holds the graph, else once the whole step's time is measured.
+
+        A cold codegen runs in a worker process, on a core the steps leave idle, so it costs the
+        cell next to nothing: its kernels serve this run if it lasts, and the next run if not.
+        """
         if warm:
             book.why = f"{book.why}; its kernels came from inductor's disk cache"
             return True
@@ -249,12 +252,10 @@ class TierPolicy:
             return False
         expected = self.codegen_seconds(book.capture_seconds)
         future, whence = self.future(book, function_calls)
-        if future * step >= CODEGEN_SHARE * expected:
-            book.why = (f"{book.why}; inductor's codegen started at step {book.calls}: the "
-                        f"~{future:.0f} steps expected ({whence}) would run {seconds(future * step)} on "
-                        f"the whole step, against its expected {seconds(expected)} of background codegen")
-            return True
-        return False
+        book.why = (f"{book.why}; inductor's codegen started at step {book.calls} in a worker process "
+                    f"(expected {seconds(expected)}, against the ~{future:.0f} steps expected ({whence}), "
+                    f"{seconds(future * step)} on the whole step)")
+        return True
 
     def climb_potential(self, tier: str, per_eval: float, eager_per_eval: float, remaining: float,
                         pyro_net: float) -> tuple[bool, str]:

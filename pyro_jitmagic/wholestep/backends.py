@@ -35,6 +35,10 @@ class Codegen:
     seconds: float
     kernels: int | None = None
     cache: Literal["cold", "warm"] | None = None
+    #: the worker process's compile, when one ran first (see :mod:`.worker`)
+    ahead: Any = None
+    #: this process's compile was served from inductor's disk cache
+    served_from_disk: bool = False
 
 
 def no_cxx_reason() -> str | None:
@@ -107,14 +111,29 @@ def fusable(graph: Any) -> Any:
     return graph
 
 
-def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
-    """Compile the captured graph with inductor (random draws through ATen, as eager)."""
+def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False) -> Codegen:
+    """Compile the captured graph with inductor (random draws through ATen, as eager).
+
+    ``in_worker``: a cold compile runs in a worker process first (see :mod:`.worker`), and this
+    process then compiles from the disk cache it filled: for a background compile, whose Python
+    would otherwise hold the GIL that the cell's steps need. A graph inductor compiled before is
+    compiled here directly.
+    """
     import torch
 
+    from .memory import graph_digest, shared
+
     start = time.perf_counter()
+    fused = fusable(graph)
+    ahead = None
+    memory = shared()
+    if in_worker and not (memory is not None and memory.inductor_holds(graph_digest(graph, example_inputs))):
+        from .worker import compile_ahead
+
+        ahead = compile_ahead(fused, list(example_inputs))
     hits, misses = compat.fx_cache_counts()
     with torch.no_grad():
-        compiled = compat.inductor_compile(fusable(graph), list(example_inputs))
+        compiled = compat.inductor_compile(fused, list(example_inputs))
     new_hits, new_misses = compat.fx_cache_counts()
     remember(graph, example_inputs)
     cache: Literal["cold", "warm"] | None = None
@@ -122,8 +141,11 @@ def inductor(graph: Any, example_inputs: list[Any]) -> Codegen:
         cache = "cold"
     elif new_hits > hits:
         cache = "warm"
+    if ahead is not None and ahead.error is None:
+        cache = ahead.cache  # the worker's compile is the one that found the disk cache cold or warm
     return Codegen(run=compiled, backend="inductor", seconds=time.perf_counter() - start,
-                   kernels=compat.generated_kernels(compiled), cache=cache)
+                   kernels=compat.generated_kernels(compiled), cache=cache, ahead=ahead,
+                   served_from_disk=new_hits > hits)
 
 
 def remember(graph: Any, example_inputs: list[Any]) -> None:
@@ -139,8 +161,9 @@ class Background:
     """Inductor's codegen on a thread of its own, while the caller goes on.
 
     Capture needs the model and the random stream, so it happens on the calling
-    thread; codegen only reads the captured graph. The thread is a daemon, so an
-    interrupted cell never waits for it.
+    thread; codegen only reads the captured graph. A cold compile runs in a worker
+    process, which this thread waits for without holding the GIL. The thread is a
+    daemon, so an interrupted cell never waits for it.
     """
 
     def __init__(self, graph: Any, example_inputs: list[Any],
@@ -155,7 +178,7 @@ class Background:
 
     def _work(self, graph: Any, example_inputs: list[Any]) -> None:
         try:
-            self.result = inductor(graph, example_inputs)
+            self.result = inductor(graph, example_inputs, in_worker=True)
             if self._on_done is not None:
                 self._on_done(self.result)
         except BaseException as exc:  # reported by the step that looks
@@ -179,6 +202,9 @@ class SwitchesToInductor:
     captured: Any
     _run: Callable[..., Any]
     _pending: Background | None
+    #: the cold codegen ran in a worker process (see :mod:`.worker`); else why it did not
+    codegen_in_worker: bool = False
+    worker_error: str | None = None
 
     def build_inductor(self, on_done: Callable[[Codegen], None] | None = None) -> str | None:
         """Start compiling this graph with inductor in the background; the calls go on as they run
@@ -202,8 +228,18 @@ class SwitchesToInductor:
             self.kernels = pending.result.kernels
             self.cache = pending.result.cache
             self.codegen_seconds = pending.result.seconds
+            ahead = pending.result.ahead
+            self.codegen_in_worker = ahead is not None and ahead.error is None
+            self.worker_error = ahead.error if ahead is not None else None
         else:
             self.fallback = f"inductor failed: {type(pending.error).__name__}: {pending.error}"
+
+    def codegen_summary(self) -> str:
+        """How inductor's kernels were built: "codegen 21.3 s in a worker process, cold disk cache"."""
+        where = "in a worker process" if self.codegen_in_worker else "in the background"
+        if self.worker_error:
+            where += f" ({self.worker_error}; compiled in this process)"
+        return f"codegen {self.codegen_seconds:.1f} s {where}, {self.cache or 'cold'} disk cache"
 
     @property
     def compiling(self) -> bool:

@@ -51,6 +51,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch._inductor.output_code", "CompiledFxGraph.compiled_fn_runner",
      "the generated module, whose cpp_fused_* functions are the kernels"),
     ("torch._dynamo.utils", "counters", "fxgraph_cache_hit / _miss: inductor's on-disk cache"),
+    ("torch.fx._graph_pickler", "GraphPickler", "hands a captured graph to a codegen worker process"),
+    ("torch.fx._graph_pickler", "Options", "lets every aten op through"),
     ("torch._dynamo.utils", "preserve_rng_state",
      "resets the global generator after a compile: inert on a background compile's thread"),
     ("torch._functorch.aot_autograd", "preserve_rng_state", "the same, bound by name in AOTAutograd"),
@@ -374,6 +376,25 @@ def _one_d_tiles() -> Iterator[None]:
         yield
     finally:
         patches.restore()
+
+
+def dump_graph(gm: Any) -> bytes:
+    """``gm`` as bytes another process can load with :func:`load_graph`.
+
+    Not plain pickle: a GraphModule pickles as its code, and unpickling traces that code
+    symbolically, which runs every op without a traced input (``empty`` then ``normal_``: a
+    random draw) and bakes its result in as a constant. Torch's graph pickler keeps the nodes.
+    """
+    from torch.fx._graph_pickler import GraphPickler, Options
+
+    return GraphPickler.dumps(gm, Options(ops_filter=None))
+
+
+def load_graph(data: bytes) -> Any:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx._graph_pickler import GraphPickler
+
+    return GraphPickler.loads(data, FakeTensorMode())
 
 
 def generated_kernels(compiled: Any) -> int | None:

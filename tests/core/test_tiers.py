@@ -13,7 +13,7 @@ from pyro.optim import Adam
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.core.tiers import CODEGEN_SHARE, TierBook, TierPolicy, TierTally
+from pyro_jitmagic.core.tiers import TierBook, TierPolicy, TierTally
 from pyro_jitmagic.wholestep.memory import RunMemory
 
 # -- decisions from given figures -------------------------------------------------------------
@@ -65,18 +65,19 @@ def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():
     assert "on inductor's kernels (cached)" in book.why
 
 
-def test_cold_codegen_starts_only_when_the_run_is_expected_to_outlast_it():
+def test_codegen_starts_once_the_whole_steps_time_is_measured_however_long_the_run():
+    # a cold codegen runs in a worker process, off the steps' interpreter: it costs the cell next
+    # to nothing, and serves the next run if this one ends first
     policy = TierPolicy(horizon=10, memory=None)
-    expected = policy.codegen_seconds(1.0)  # 10 s + 8 s per second of capture, before any measurement
-    assert expected == 18.0
-    steps_needed = CODEGEN_SHARE * expected / 0.01
-    book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=5 + 3 + int(steps_needed) - 1, capture=1.0)
-    assert not policy.start_codegen(book, function_calls=8, warm=False)
-    book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=5 + 3 + int(steps_needed) + 1, capture=1.0)
-    assert policy.start_codegen(book, function_calls=8, warm=False)
-    assert "inductor's codegen started at step 8" in book.why
+    assert policy.codegen_seconds(1.0) == 18.0  # 10 s + 8 s per second of capture, before any measurement
+    book, _ = _book(low=[1.0] * 5, step=[0.01] * 2, expected=1000, capture=1.0)
+    assert not policy.start_codegen(book, function_calls=7, warm=False)  # its step time not yet trusted
     book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=10, capture=1.0)
-    assert policy.start_codegen(book, function_calls=8, warm=True)  # cached: always cheap
+    assert policy.start_codegen(book, function_calls=8, warm=False)  # a short run: for the next one
+    assert "inductor's codegen started at step 8 in a worker process (expected 18 s" in book.why
+    assert "the ~2 steps expected (its last run took 10 steps)" in book.why
+    book, _ = _book(low=[1.0] * 5, step=[0.01], expected=10, capture=1.0)
+    assert policy.start_codegen(book, function_calls=6, warm=True)  # cached: at once
 
 
 def test_what_the_session_measures_replaces_the_priors():

@@ -4,6 +4,7 @@ stream, its on-disk cache, and codegen off the calling thread. Cold compiles tak
 from __future__ import annotations
 
 import functools
+import time
 
 import pyro
 import pyro.distributions as dist
@@ -69,9 +70,10 @@ def test_enumerated_hmm():
     agree(hmm_svi, steps=100, rtol=1e-4)
 
 
-def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps():
+def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps(tmp_path, monkeypatch):
     # inductor resets the global generator at the end of a compile: from a background thread that
     # would rewind the draws of every step taken meanwhile, and the steps after repeat old noise
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # cold: the worker compiles
     make = functools.partial(gaussian_svi, "AutoNormal", "Adam")
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
@@ -80,10 +82,14 @@ def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps():
     compiled = compile_svi_step(svi, args, backend="inductor", background=True)
     while compiled.backend != "inductor" and compiled.fallback is None and len(losses) < 50_000:
         losses.append(compiled(*args))  # on TorchScript while inductor compiles
+        time.sleep(0.005)  # fewer steps for eager to replay below
     switched_at = len(losses)
     losses += [compiled(*args) for _ in range(20)]
 
     assert compiled.backend == "inductor" and compiled.fallback is None
+    # the cold codegen ran in a worker process, and this one loaded its kernels from the disk cache
+    assert compiled.codegen_in_worker and compiled.worker_error is None and compiled.cache == "cold"
+    assert "in a worker process, cold disk cache" in compiled.codegen_summary()
     assert switched_at > 2  # steps did run during the compile
     assert compiled.steps == len(losses) - 1
     eager = train(make, steps=len(losses))
@@ -117,3 +123,23 @@ def test_nuts_potential():
     assert potential.backend == "inductor" and potential.calls > 100
     for name in eager:
         assert abs(samples[name].mean() - eager[name].mean()) < eager[name].std()
+
+
+def test_a_worker_that_cannot_start_costs_only_its_time(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # the worker cannot start
+    make = functools.partial(gaussian_svi, "AutoNormal", "Adam")
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi, args, _ = make()
+    losses = [svi.step(*args)]
+    compiled = compile_svi_step(svi, args, backend="inductor", background=True)
+    losses.append(compiled(*args))
+    assert compiled.wait(timeout=900)
+    losses += [compiled(*args) for _ in range(10)]
+
+    assert compiled.backend == "inductor" and not compiled.codegen_in_worker
+    assert "the worker did not finish" in compiled.worker_error
+    assert "compiled in this process" in compiled.codegen_summary()
+    assert losses == pytest.approx(train(make, steps=len(losses)).losses, rel=1e-4)

@@ -124,8 +124,7 @@ class WholeStepRoute(Route):
             if compiled.backend == "inductor":
                 self.ctx.recorder.note(
                     f"{self.target}: inductor's kernels took over after {compiled.steps} compiled steps "
-                    f"(codegen {compiled.codegen_seconds:.1f} s in the background, "
-                    f"{compiled.cache or 'cold'} disk cache)")
+                    f"({compiled.codegen_summary()})")
             elif compiled.fallback:
                 self.ctx.recorder.note(f"{self.target}: {compiled.fallback}")
         return loss

@@ -108,9 +108,7 @@ class TieredRoute(WholeStepRoute):
             self.current = StepDone(tally, tier)
         if tier == "inductor" and book.tier != "inductor":
             book.codegen_seconds, book.codegen_cache = compiled.codegen_seconds, compiled.cache
-            book.moved("inductor", f"inductor at step {book.calls + 1} (built in the background in "
-                                   f"{compiled.codegen_seconds:.1f} s, "
-                                   f"{compiled.cache or 'cold'} disk cache)")
+            book.moved("inductor", f"inductor at step {book.calls + 1} ({compiled.codegen_summary()})")
         elif (self.top == "inductor" and tier == "step" and not compiled.compiling and not compiled.fallback
               and self.policy.start_codegen(book, self._function_calls(), self._warm(book))):
             self._start_codegen(entry, book)

@@ -19,7 +19,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
-from ...tiers import CODEGEN_SHARE, PRIOR_POTENTIAL_SPEEDUP
 from ...whole_steps import WholeStepEntry
 from ..pyro_jit.mcmc import PyroMCMCRoute
 from .mcmc import POTENTIAL_KEY, install_potential
@@ -142,8 +141,8 @@ class TieredMCMCRoute(PyroMCMCRoute):
             self._maybe_codegen(compiled)
 
     def _maybe_codegen(self, compiled: Any) -> None:
-        """Start inductor's codegen in the background when its cache holds the graph, or when the
-        evaluations still to come are expected to outlast it (see TierPolicy.start_codegen)."""
+        """Start inductor's codegen in the background while evaluations remain (a cold one in a
+        worker process: see TierPolicy.start_codegen)."""
         from ....wholestep.memory import graph_digest
 
         assert self.ctx.auto is not None and self._clock is not None
@@ -151,16 +150,13 @@ class TieredMCMCRoute(PyroMCMCRoute):
         memory = tiers.memory
         warm = memory is not None and memory.inductor_holds(
             graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
-        done = max(len(clock.sample_seconds), 1)
-        remaining = clock.potential_evals / done * max(clock.samples_total - done, 0)
-        expected = tiers.codegen_seconds(compiled.capture_seconds)
-        # an evaluation on the whole step costs about this (PRIOR_POTENTIAL_SPEEDUP over eager's)
-        per_eval = self._eager_per_eval / PRIOR_POTENTIAL_SPEEDUP["eager"]
-        if not warm and remaining * per_eval < CODEGEN_SHARE * expected:
-            return
+        if len(clock.sample_seconds) >= clock.samples_total:
+            return  # nothing left to run
         missing = compiled.build_inductor()
         if missing is None:
-            cache = "from inductor's disk cache" if warm else f"expected {expected:.0f} s"
+            expected = tiers.codegen_seconds(compiled.capture_seconds)
+            cache = ("from inductor's disk cache" if warm
+                     else f"in a worker process, expected {expected:.0f} s")
             self.ctx.recorder.note(f"{self.target}: inductor builds the potential's kernels in the "
                                    f"background ({cache}); the evaluations run on the step backend "
                                    "until they are ready")
@@ -173,8 +169,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         compiled = self.compiled_potential
         if compiled is not None and compiled.backend == "inductor":
             self.ctx.recorder.note(f"{self.target}: inductor's kernels took over the potential "
-                                   f"(codegen {compiled.codegen_seconds:.1f} s in the background, "
-                                   f"{compiled.cache or 'cold'} disk cache)")
+                                   f"({compiled.codegen_summary()})")
         elif compiled is not None and compiled.compiling:
             self.ctx.recorder.note(f"{self.target}: inductor's codegen of the potential goes on in the "
                                    "background; its disk cache serves the next run")

@@ -1,0 +1,154 @@
+"""Inductor's cold codegen in a worker process, so that the cell's steps keep their interpreter.
+
+Most of a cold inductor compile is Python (lowering, scheduling, writing C++), seconds to
+minutes of it. On a thread of the cell's process it holds the GIL most of that time, and the
+steps it was meant to run beside slow to a crawl. A worker process compiles the captured graph
+instead, into inductor's on-disk cache; the cell's process then compiles the same graph again,
+served from that cache in a fraction of a second.
+
+The worker gets the graph node by node (torch's graph pickler) and its inputs' layouts, never
+their values: inductor compiles against fake tensors. It runs the same
+:func:`~pyro_jitmagic.wholestep.compat.inductor_compile` as the cell's process, with the same
+thread count, so both compute the same cache key. A worker that cannot start, fails or is
+killed costs nothing but its time: the cell's process compiles as it would have without it.
+
+Run as ``python -m pyro_jitmagic.wholestep.worker JOB``: it reads ``JOB`` (written by
+:func:`compile_ahead`) and prints one line of JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What the worker did: how long it took, whether inductor's disk cache already held the graph,
+    and why it failed (None when it compiled)."""
+
+    seconds: float
+    cache: Literal["cold", "warm"] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An example input as inductor compiles for it: everything but its values."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: Any
+    device: str
+    # a param's example input is a Parameter that requires grad and holds a grad: the worker's
+    # inputs are made alike, so that both processes compile (and key their cache by) the same
+    requires_grad: bool = False
+    parameter: bool = False
+    grad: Layout | None = None
+
+    @classmethod
+    def of(cls, t: Any) -> Layout:
+        import torch
+
+        grad = cls.of(t.grad) if t.grad is not None else None
+        return cls(tuple(t.shape), tuple(t.stride()), t.dtype, str(t.device), t.requires_grad,
+                   isinstance(t, torch.nn.Parameter), grad)
+
+    def empty(self) -> Any:
+        import torch
+
+        t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
+        t = (torch.nn.Parameter(t, self.requires_grad) if self.parameter
+             else t.requires_grad_(self.requires_grad))
+        if self.grad is not None:
+            t.grad = self.grad.empty()
+        return t
+
+
+def compile_ahead(graph: Any, example_inputs: list[Any], timeout: float | None = None) -> Ahead:
+    """Compile ``graph`` for inputs laid out as ``example_inputs`` in a worker process, into
+    inductor's disk cache; blocks (without the GIL) until the worker ends."""
+    import torch
+
+    from . import compat
+
+    start = time.perf_counter()
+    layouts = [Layout.of(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
+    with tempfile.TemporaryDirectory(prefix="pyrojit-codegen-") as folder:
+        job = Path(folder) / "job.pkl"
+        try:
+            with open(job, "wb") as f:
+                pickle.dump({"graph": compat.dump_graph(graph), "inputs": layouts,
+                             "threads": torch.get_num_threads()}, f)
+        except Exception as exc:  # a constant that does not pickle: compile in this process
+            return Ahead(time.perf_counter() - start, error=f"cannot hand the graph over: {exc}")
+        env = dict(os.environ)
+        # the package as this process imports it, wherever it was installed from
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        try:
+            done = subprocess.run([sys.executable, "-m", "pyro_jitmagic.wholestep.worker", str(job)],
+                                  env=env, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Ahead(time.perf_counter() - start, error=f"the worker did not finish: {exc}")
+    seconds = time.perf_counter() - start
+    last = done.stdout.strip().splitlines()[-1:] or [""]
+    try:
+        said = json.loads(last[0])
+    except ValueError:
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        return Ahead(seconds, error=f"the worker failed: {tail[0]}")
+    if said.get("error"):
+        return Ahead(seconds, error=said["error"])
+    return Ahead(seconds, cache=said.get("cache"))
+
+
+def _watch_parent(parent: int) -> None:
+    """End the worker when the process that started it is gone (a restarted kernel)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
+def main(argv: list[str]) -> int:
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    import torch
+    import torch._inductor.compile_fx  # before the graph loads: its ops may live in modules this imports
+
+    from . import compat
+
+    with open(argv[0], "rb") as f:
+        job = pickle.load(f)
+    graph = compat.load_graph(job["graph"])
+
+    torch.set_num_threads(job["threads"])  # inductor's kernels, and so its cache key, depend on it
+    inputs = [x.empty() if isinstance(x, Layout) else x for x in job["inputs"]]
+    try:
+        hits, misses = compat.fx_cache_counts()
+        with torch.no_grad():
+            compat.inductor_compile(graph, inputs)
+        new_hits, new_misses = compat.fx_cache_counts()
+    except Exception as exc:
+        print(json.dumps({"error": f"inductor failed: {type(exc).__name__}: {exc}"}))
+        return 1
+    cache = "cold" if new_misses > misses else "warm" if new_hits > hits else None
+    print(json.dumps({"cache": cache}))
+    return 0
+
+
+if __name__ == "__main__":
+    # run as the package's module, not as __main__, so the job's Layouts unpickle as these ones
+    from pyro_jitmagic.wholestep.worker import main as worker_main
+
+    sys.exit(worker_main(sys.argv[1:]))
