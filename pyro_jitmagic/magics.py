@@ -258,7 +258,7 @@ class PyroJitMagics(Magics):
         assert self.shell is not None
         progress = self._progress(quiet)
         run = JitRun(options, names=self.shell.user_ns, name_location=self._name_location,
-                     session=self.session, on_progress=progress)
+                     session=self.session, on_progress=progress, source=self._python(cell))
         with run:
             error = self._execute(cell)
         run.failed(error)
@@ -286,6 +286,14 @@ class PyroJitMagics(Magics):
                 bundle = outcome.failed._repr_mimebundle_()
             progress.finish(bundle)
         return result, outcome.error
+
+    def _python(self, cell: str) -> str:
+        """The cell as the Python IPython runs (its ``!`` and ``%`` lines transformed)."""
+        assert self.shell is not None
+        try:
+            return str(self.shell.transform_cell(cell))
+        except Exception:  # a cell IPython cannot transform fails when it runs, with its own message
+            return cell
 
     def _name_location(self, filename: str, lineno: int) -> str:
         from .core.jit_warnings import default_location_name

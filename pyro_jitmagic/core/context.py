@@ -40,6 +40,8 @@ class RunContext:
     # inside SVI.evaluate_loss or Predictive: ELBO losses run as written there
     as_written: int = 0
     compiler: Compiler | None = None
+    # --auto: how many steps the cell's loops make each SVI (by name) take, read from its text
+    step_counts: Mapping[str, int] = field(default_factory=dict)
 
     def name_of(self, obj: Any, fallback: str) -> str:
         """``obj`` as the user's namespace names it, else ``fallback``."""

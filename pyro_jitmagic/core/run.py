@@ -59,6 +59,9 @@ class JitRun:
         Called with each SVI and MCMC object when first met (``--compare`` saves
         its state), with a :class:`~pyro_jitmagic.records.report.Progress` a few
         times a second, and after every step.
+    source : str, optional
+        The code the block runs (the magic passes the cell): with ``auto``, its loops tell how
+        many steps each SVI will take (see :mod:`.loops`).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class JitRun:
         on_first_use: Callable[[Any], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_step: Callable[[], None] | None = None,
+        source: str | None = None,
         **fields: Any,
     ) -> None:
         if isinstance(fields.get("auto"), AutoPolicy):  # compiled(auto=policy): --auto with that policy
@@ -87,6 +91,10 @@ class JitRun:
         self._ctx = RunContext(options, self.session, Recorder(options, auto, on_progress, on_step),
                                WarningCapture(options.warnings, name_location), names=names, auto=auto,
                                on_first_use=on_first_use)
+        if auto is not None and source:  # how long the block runs, as its loops say
+            from .loops import step_counts
+
+            self._ctx.step_counts = step_counts(source, names)
         self._error: BaseException | None = None
         self._report: JitReport | None = None
 

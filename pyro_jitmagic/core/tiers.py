@@ -20,10 +20,12 @@ when no earlier run is remembered, the time it has spent in the low tiers
 reaches that cost (*rent or buy*: above the whole step lie inductor's kernels,
 whose steps cost next to nothing, so the rent of staying below is about the
 whole time spent there; it never loses more than the capture's cost against
-capturing at once). The steps expected to follow are the step count the same
-model, guide, ELBO, optimizer and signature ran last time (kept on disk beside
-inductor's cache: a cell run again usually runs as long), else as many again as
-so far, scaled up to the :data:`~.auto.HORIZON` while its SVI is young. Once on ``step``, it starts
+capturing at once). The steps expected to follow are what the cell's loops say
+(``for step in range(num_steps)``, read from its text: :mod:`.loops`); else the
+step count the same model, guide, ELBO, optimizer and signature ran last time
+(kept on disk beside inductor's cache: a cell run again usually runs as long);
+else as many again as so far, scaled up to the :data:`~.auto.HORIZON` while its
+SVI is young (the only case where rent or buy applies). Once on ``step``, it starts
 inductor's codegen at once: served from inductor's disk cache it takes a
 fraction of a second, and cold it runs in a worker process, off the cores and
 the interpreter the steps use, so its kernels take over if the run lasts and
@@ -87,6 +89,15 @@ def _median(values: Any) -> float | None:
 
 
 @dataclass
+class CellSteps:
+    """How many steps the running cell's loops will make one SVI take (all its signatures), read
+    from the cell's text (see :mod:`.loops`), and how many it has taken."""
+
+    total: int
+    done: int = 0
+
+
+@dataclass
 class TierBook:
     """One call signature of one SVI under ``--auto``: its tier, its step times in each, its path."""
 
@@ -104,6 +115,7 @@ class TierBook:
     codegen_cache: str | None = None
     digest: str | None = None  # its graph's, once captured
     expected_steps: int | None = None  # from the memory of earlier runs
+    cell: CellSteps | None = None  # from the running cell's loops
     run_start: int = 0  # calls before this run
     path: list[str] = field(default_factory=list)
     why: str = ""
@@ -206,8 +218,13 @@ class TierPolicy:
     # -- decisions -------------------------------------------------------------------
     def future(self, book: TierBook, function_calls: int) -> tuple[float, str]:
         """Steps expected to follow for this signature, and where the figure comes from."""
+        mine = book.calls - book.run_start
+        if book.cell is not None:  # the cell's own loops: this signature's share of what is left
+            share = mine / book.cell.done if book.cell.done and mine else 1.0
+            left = max(book.cell.total - book.cell.done, 0) * share
+            return left, f"the cell's loops run {plural(book.cell.total, 'step')}"
         if book.expected_steps is not None:
-            left = max(book.expected_steps - (book.calls - book.run_start), 0)
+            left = max(book.expected_steps - mine, 0)
             return float(left), f"its last run took {book.expected_steps} steps"
         return book.calls * max(1.0, self.horizon / max(function_calls, 1)), "as many again as so far"
 
@@ -227,7 +244,7 @@ class TierPolicy:
                         f"({whence}) would save {seconds(saving)} on {faster}, more than the capture's "
                         f"expected {seconds(cost)}")
             return True
-        if book.expected_steps is None and book.low_seconds >= cost:
+        if book.expected_steps is None and book.cell is None and book.low_seconds >= cost:
             # rent or buy: above the whole step lie inductor's kernels, whose steps cost next to
             # nothing, so the rent of staying below is about the whole time spent there
             book.why = (f"captured after {plural(book.calls, 'step')}, which took "

@@ -130,7 +130,8 @@ def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False) -> 
     if in_worker and not (memory is not None and memory.inductor_holds(graph_digest(graph, example_inputs))):
         from .worker import compile_ahead
 
-        ahead = compile_ahead(fused, list(example_inputs))
+        with _ONE_WORKER:  # each takes a core: the steps keep the others
+            ahead = compile_ahead(fused, list(example_inputs))
     hits, misses = compat.fx_cache_counts()
     with torch.no_grad():
         compiled = compat.inductor_compile(fused, list(example_inputs))
@@ -146,6 +147,9 @@ def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False) -> 
     return Codegen(run=compiled, backend="inductor", seconds=time.perf_counter() - start,
                    kernels=compat.generated_kernels(compiled), cache=cache, ahead=ahead,
                    served_from_disk=new_hits > hits)
+
+
+_ONE_WORKER = threading.Lock()
 
 
 def remember(graph: Any, example_inputs: list[Any]) -> None:

@@ -95,6 +95,9 @@ def compile_ahead(graph: Any, example_inputs: list[Any], timeout: float | None =
         # the package as this process imports it, wherever it was installed from
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        # one compiling process, not a pool of them: the cell's steps keep the other cores
+        # (the thread count is not part of inductor's cache key)
+        env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
         try:
             done = subprocess.run([sys.executable, "-m", "pyro_jitmagic.wholestep.worker", str(job)],
                                   env=env, capture_output=True, text=True, timeout=timeout,
@@ -123,6 +126,8 @@ def _watch_parent(parent: int) -> None:
 
 def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    if hasattr(os, "nice"):
+        os.nice(10)  # a background compile: the cell's steps come first (the C++ compiler inherits it)
     import torch
     import torch._inductor.compile_fx  # before the graph loads: its ops may live in modules this imports
 

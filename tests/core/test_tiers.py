@@ -13,7 +13,7 @@ from pyro.optim import Adam
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.core.tiers import TierBook, TierPolicy, TierTally
+from pyro_jitmagic.core.tiers import CellSteps, TierBook, TierPolicy, TierTally
 from pyro_jitmagic.wholestep.memory import RunMemory
 
 # -- decisions from given figures -------------------------------------------------------------
@@ -54,6 +54,23 @@ def test_a_run_known_to_be_long_climbs_at_once_and_one_known_to_end_soon_never_d
     book, _ = _book(low=[1.0] * 100, expected=150)
     assert not policy.climb_to_step(book, function_calls=100, warm=False)
     assert "the ~50 steps expected (its last run took 150 steps)" in book.why
+
+
+def test_the_cells_loops_say_how_long_the_run_is_and_rent_or_buy_then_waits_for_nothing():
+    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, _ = _book(low=[1.0] * 3)
+    book.cell = CellSteps(1000, done=3)
+    # the 997 steps left would save 997 * (1 - 1/1.7) = 410 s, more than the capture's 100 s
+    assert policy.climb_to_step(book, function_calls=3, warm=False)
+    assert "the ~997 steps expected (the cell's loops run 1000 steps)" in book.why
+    book, _ = _book(low=[1.0] * 150)
+    book.cell = CellSteps(200, done=150)
+    # 150 s spent below would be rent enough, but the cell says only 50 steps are left
+    assert not policy.climb_to_step(book, function_calls=150, warm=False)
+    # two signatures share the cell's steps as they have shared them so far
+    book, _ = _book(low=[1.0] * 10)
+    book.cell = CellSteps(1000, done=40)
+    assert policy.future(book, function_calls=40) == (240.0, "the cell's loops run 1000 steps")
 
 
 def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():

@@ -248,6 +248,35 @@ def test_auto_shows_each_decision_in_the_text_and_the_html(ip, auto_policy):
     assert "<table class='pyrojit-auto'>" in html and "<td>1 positional arg</td>" in html
 
 
+def test_auto_reads_how_long_the_cell_runs_from_its_loop(ip, auto_policy):
+    import pyro_jitmagic
+    from pyro_jitmagic.core.tiers import TierPolicy
+
+    # a capture costs 20 low steps and repays 1 - 1/1.7 of a step per step after it: the 57 steps
+    # left after three measured ones repay it, 27 do not
+    def policy():
+        return auto_policy(tiers=TierPolicy(memory=None, prior_capture_steps=20.0))
+
+    policy()
+    result, _ = run(ip, "%%pyrojit --auto --backend step -q -o r\nfor _ in range(60):\n    svi.step(data)")
+    assert result.success
+    (row,) = [d for d in ip.user_ns["r"].auto if d.path]
+    assert row.state == "step" and row.path[-1].startswith("step at step 4 ")
+    assert "the ~57 steps expected (the cell's loops run 60 steps)" in row.why
+
+    policy()
+    ip.run_cell(SETUP)  # a new SVI
+    result, _ = run(ip, "%%pyrojit --auto --backend step -q -o r\nfor _ in range(30):\n    svi.step(data)")
+    assert result.success
+    assert not any(d.path for d in ip.user_ns["r"].auto)  # stayed on Pyro's JIT
+    # with no loop to read (a with block), a young SVI expects ~200 steps and climbs
+    ip.run_cell(SETUP)
+    with pyro_jitmagic.compiled(auto=policy(), backend="step", names=ip.user_ns) as twin:
+        for _ in range(30):
+            ip.user_ns["svi"].step(ip.user_ns["data"])
+    assert any(d.path for d in twin.report.auto)
+
+
 def test_compare_auto_panel_shows_the_decisions(ip, auto_policy):
     auto_policy(prior_compile_steps={"svi": 0.0})  # compiles after three eager steps, certainly
     result, _ = run(ip, "%%pyrojit --compare --auto -q -o c\nfor _ in range(30):\n    svi.step(data)")

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...context import RunContext
 from ...recorder import StepPlan
-from ...tiers import Tier, TierBook, TierPolicy, TierTally
+from ...tiers import CellSteps, Tier, TierBook, TierPolicy, TierTally
 from ...whole_steps import WholeStepEntry
 from ..base import Route
 from ..pyro_jit import PyroJit
@@ -45,6 +45,7 @@ class TieredRoute(WholeStepRoute):
     low: Route | None = None
     top: str = "inductor"
     tallies: dict[Any, TierTally] = field(default_factory=dict)
+    cell: CellSteps | None = None
     current: StepDone | None = None
     in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
 
@@ -209,10 +210,19 @@ class TieredRoute(WholeStepRoute):
         memory = self.policy.memory
         if memory is not None:  # a cell run again usually runs as long as last time
             book.expected_steps = memory.steps(book.memory_key)
+        book.cell = self._cell_steps()
         book.run_start = book.calls
         tally = self.tallies[sig] = TierTally(book, start_calls=book.calls)
         self.ctx.recorder.tier_tallies[(id(svi), sig)] = tally
         return tally
+
+    def _cell_steps(self) -> CellSteps | None:
+        """What the cell's loops say of this SVI's steps, shared by its signatures' books."""
+        if self.cell is None:
+            assert self.ctx is not None
+            total = self.ctx.step_counts.get(self.target)
+            self.cell = CellSteps(total) if total else None
+        return self.cell
 
     def _function_calls(self) -> int:
         return sum(t.book.calls for t in self.tallies.values()) + 1
@@ -223,6 +233,8 @@ class TieredRoute(WholeStepRoute):
         done, self.current = self.current, None
         if done is None or seconds is None:
             return
+        if self.cell is not None:
+            self.cell.done += 1
         tally, book = done.tally, done.tally.book
         if done.tier is not None:
             if done.capture:  # its time is the capture's, not a step's

@@ -1,0 +1,50 @@
+"""Reading how many steps a cell will run from its loops (``--auto``'s look ahead)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_jitmagic.core.loops import step_counts
+
+NAMESPACE = {"num_steps": 500, "epochs": np.int64(4), "sequences": torch.zeros(75, 10, 3),
+             "data": [1.0, 2.0, 3.0], "flag": True}
+
+
+@pytest.mark.parametrize(("cell", "counts"), [
+    ("for i in range(1000):\n    svi.step(data)\n", {"svi": 1000}),
+    # a bound assigned earlier in the cell, a loss kept, a print under an if
+    ("n = 2000\nfor step in range(n):\n    loss = svi.step(data)\n    if step % 100 == 0:\n"
+     "        print(loss)\n", {"svi": 2000}),
+    # names from the namespace, a progress bar, arithmetic
+    ("for i in tqdm(range(num_steps * 2 + 1)):\n    losses.append(svi.step(data))\n", {"svi": 1001}),
+    ("for epoch in range(epochs):\n    for s in sequences[:20]:\n        svi.step(s)\n", {"svi": 80}),
+    ("for epoch in range(10):\n    for i, s in enumerate(sequences):\n        svi.step(s)\n", {"svi": 750}),
+    ("for i in range(len(data)):\n    svi.step(data)\n", {"svi": 3}),
+    ("for i in range(10):\n    svi.step(data)\nfor i in range(5):\n    svi.step(data)\n", {"svi": 15}),
+    ("try:\n    for i in range(300):\n        svi.step(data)\nexcept KeyboardInterrupt:\n    pass\n",
+     {"svi": 300}),
+    ("for i in range(100):\n    svi.step(data)\n    guide_svi.step(data)\n", {"svi": 100, "guide_svi": 100}),
+])
+def test_the_loops_around_each_step_give_its_count(cell, counts):
+    assert step_counts(cell, NAMESPACE) == counts
+
+
+@pytest.mark.parametrize("cell", [
+    "for i in range(1000):\n    svi.step(data)\n    if converged(i):\n        break\n",  # may stop early
+    "while True:\n    svi.step(data)\n",
+    "for i in range(10):\n    if i > 2:\n        svi.step(data)\n",  # a branch may not run
+    "for x in loader:\n    svi.step(x)\n",  # a name it cannot size
+    "for i in range(flag):\n    svi.step(data)\n",  # a bool is no count
+    "for i in range(steps()):\n    svi.step(data)\n",  # nothing is called
+    "def train():\n    for i in range(10):\n        svi.step(data)\ntrain()\n",  # runs when called
+    "for i in range(10)\n    svi.step(data)\n",  # not Python: no hint, and no error
+])
+def test_a_count_it_cannot_read_safely_is_left_out(cell):
+    assert step_counts(cell, NAMESPACE) == {}
+
+
+def test_a_name_also_stepped_where_its_count_is_unknown_is_left_out():
+    cell = "for i in range(100):\n    svi.step(data)\nwhile not done:\n    svi.step(data)\n"
+    assert step_counts(cell, NAMESPACE) == {}
