@@ -391,6 +391,8 @@ def dump_graph(gm: Any) -> bytes:
 
 
 def load_graph(data: bytes) -> Any:
+    """The graph :func:`dump_graph` wrote (in a process that has imported nothing of it yet)."""
+    import torch._inductor.compile_fx  # noqa: F401  (a graph's ops may live in modules it imports)
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx._graph_pickler import GraphPickler
 

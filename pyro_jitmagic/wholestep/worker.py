@@ -129,7 +129,6 @@ def main(argv: list[str]) -> int:
     if hasattr(os, "nice"):
         os.nice(10)  # a background compile: the cell's steps come first (the C++ compiler inherits it)
     import torch
-    import torch._inductor.compile_fx  # before the graph loads: its ops may live in modules this imports
 
     from . import compat
 
