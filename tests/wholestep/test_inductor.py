@@ -70,16 +70,21 @@ def test_enumerated_hmm():
     agree(hmm_svi, steps=100, rtol=1e-4)
 
 
-def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps(tmp_path, monkeypatch):
-    # inductor resets the global generator at the end of a compile: from a background thread that
-    # would rewind the draws of every step taken meanwhile, and the steps after repeat old noise
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # cold: the worker compiles
+def _start_in_the_background():
+    """An SVI's first step eager, then its whole step on TorchScript while inductor compiles it."""
     make = functools.partial(gaussian_svi, "AutoNormal", "Adam")
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     svi, args, _ = make()
     losses = [svi.step(*args)]
-    compiled = compile_svi_step(svi, args, backend="inductor", background=True)
+    return make, args, losses, compile_svi_step(svi, args, backend="inductor", background=True)
+
+
+def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps(tmp_path, monkeypatch):
+    # inductor resets the global generator at the end of a compile: from a background thread that
+    # would rewind the draws of every step taken meanwhile, and the steps after repeat old noise
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # cold: the worker compiles
+    make, args, losses, compiled = _start_in_the_background()
     while compiled.backend != "inductor" and compiled.fallback is None and len(losses) < 50_000:
         losses.append(compiled(*args))  # on TorchScript while inductor compiles
         time.sleep(0.005)  # fewer steps for eager to replay below
@@ -129,12 +134,7 @@ def test_a_worker_that_cannot_start_costs_only_its_time(monkeypatch):
     import sys
 
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # the worker cannot start
-    make = functools.partial(gaussian_svi, "AutoNormal", "Adam")
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    svi, args, _ = make()
-    losses = [svi.step(*args)]
-    compiled = compile_svi_step(svi, args, backend="inductor", background=True)
+    make, args, losses, compiled = _start_in_the_background()
     losses.append(compiled(*args))
     assert compiled.wait(timeout=900)
     losses += [compiled(*args) for _ in range(10)]
