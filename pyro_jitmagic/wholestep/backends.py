@@ -209,6 +209,8 @@ class SwitchesToInductor:
     #: the cold codegen ran in a worker process (see :mod:`.worker`); else why it did not
     codegen_in_worker: bool = False
     worker_error: str | None = None
+    #: this process then loaded the kernels from inductor's disk cache (what the worker filled)
+    served_from_disk: bool = False
 
     def build_inductor(self, on_done: Callable[[Codegen], None] | None = None) -> str | None:
         """Start compiling this graph with inductor in the background; the calls go on as they run
@@ -235,6 +237,7 @@ class SwitchesToInductor:
             ahead = pending.result.ahead
             self.codegen_in_worker = ahead is not None and ahead.error is None
             self.worker_error = ahead.error if ahead is not None else None
+            self.served_from_disk = pending.result.served_from_disk
         else:
             self.fallback = f"inductor failed: {type(pending.error).__name__}: {pending.error}"
 

@@ -94,6 +94,7 @@ def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps(tmp_pat
     assert compiled.backend == "inductor" and compiled.fallback is None
     # the cold codegen ran in a worker process, and this one loaded its kernels from the disk cache
     assert compiled.codegen_in_worker and compiled.worker_error is None and compiled.cache == "cold"
+    assert compiled.served_from_disk  # the same cache key in both processes
     assert "in a worker process, cold disk cache" in compiled.codegen_summary()
     assert switched_at > 2  # steps did run during the compile
     assert compiled.steps == len(losses) - 1
