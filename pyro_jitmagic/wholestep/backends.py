@@ -17,10 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core import patch
 from . import compat
+
+if TYPE_CHECKING:
+    from .worker import Ahead
 
 Backend = Literal["step", "inductor"]
 BACKENDS: tuple[Backend, ...] = ("step", "inductor")
@@ -36,7 +39,7 @@ class Codegen:
     kernels: int | None = None
     cache: Literal["cold", "warm"] | None = None
     #: the worker process's compile, when one ran first (see :mod:`.worker`)
-    ahead: Any = None
+    ahead: Ahead | None = None
     #: this process's compile was served from inductor's disk cache
     served_from_disk: bool = False
 

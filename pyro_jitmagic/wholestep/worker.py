@@ -4,7 +4,7 @@ Most of a cold inductor compile is Python (lowering, scheduling, writing C++), s
 minutes of it. On a thread of the cell's process it holds the GIL most of that time, and the
 steps it was meant to run beside slow to a crawl. A worker process compiles the captured graph
 instead, into inductor's on-disk cache; the cell's process then compiles the same graph again,
-served from that cache in a fraction of a second.
+served from that cache in seconds (most of them inductor's own import, paid once).
 
 The worker gets the graph node by node (torch's graph pickler) and its inputs' layouts, never
 their values: inductor compiles against fake tensors. It runs the same
@@ -33,10 +33,9 @@ from typing import Any, Literal
 
 @dataclass(frozen=True)
 class Ahead:
-    """What the worker did: how long it took, whether inductor's disk cache already held the graph,
-    and why it failed (None when it compiled)."""
+    """What the worker did: whether inductor's disk cache already held the graph, and why it failed
+    (None when it compiled)."""
 
-    seconds: float
     cache: Literal["cold", "warm"] | None = None
     error: str | None = None
 
@@ -81,7 +80,6 @@ def compile_ahead(graph: Any, example_inputs: list[Any], timeout: float | None =
 
     from . import compat
 
-    start = time.perf_counter()
     layouts = [Layout.of(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
     with tempfile.TemporaryDirectory(prefix="pyrojit-codegen-") as folder:
         job = Path(folder) / "job.pkl"
@@ -90,7 +88,7 @@ def compile_ahead(graph: Any, example_inputs: list[Any], timeout: float | None =
                 pickle.dump({"graph": compat.dump_graph(graph), "inputs": layouts,
                              "threads": torch.get_num_threads()}, f)
         except Exception as exc:  # a constant that does not pickle: compile in this process
-            return Ahead(time.perf_counter() - start, error=f"cannot hand the graph over: {exc}")
+            return Ahead(error=f"cannot hand the graph over: {exc}")
         env = dict(os.environ)
         # the package as this process imports it, wherever it was installed from
         package_root = str(Path(__file__).resolve().parents[2])
@@ -103,17 +101,16 @@ def compile_ahead(graph: Any, example_inputs: list[Any], timeout: float | None =
                                   env=env, capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return Ahead(time.perf_counter() - start, error=f"the worker did not finish: {exc}")
-    seconds = time.perf_counter() - start
+            return Ahead(error=f"the worker did not finish: {exc}")
     last = done.stdout.strip().splitlines()[-1:] or [""]
     try:
         said = json.loads(last[0])
     except ValueError:
         tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-        return Ahead(seconds, error=f"the worker failed: {tail[0]}")
+        return Ahead(error=f"the worker failed: {tail[0]}")
     if said.get("error"):
-        return Ahead(seconds, error=said["error"])
-    return Ahead(seconds, cache=said.get("cache"))
+        return Ahead(error=said["error"])
+    return Ahead(cache=said.get("cache"))
 
 
 def _watch_parent(parent: int) -> None:
