@@ -28,6 +28,9 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch.fx.experimental.proxy_tensor", "make_fx", "traces the whole step into an aten graph"),
     ("torch.fx.experimental.proxy_tensor", "get_proxy_mode", "the tracer behind a capture"),
     ("torch.fx.experimental.proxy_tensor", "has_proxy_slot", "is a tensor traced, or a constant"),
+    ("torch.fx.experimental.proxy_tensor", "extract_val", "a node's fake value: one fake mode per capture"),
+    ("torch._guards", "detect_fake_mode", "the fake mode a value belongs to, if any"),
+    ("torch._subclasses.fake_tensor", "is_fake", "a fake value, left to make_fx"),
     ("torch.utils._python_dispatch", "TorchDispatchMode", "sees every value read while capturing"),
     ("torch.utils._python_dispatch", "_disable_current_modes", "computes a read value outside the trace"),
     ("torch.utils._python_dispatch", "_get_current_dispatch_mode_stack", "finds the read watch of a capture"),
@@ -112,9 +115,51 @@ def resolve(module: str, path: str) -> Any:
 # -- capture ------------------------------------------------------------------
 
 def make_fx(fn: Any) -> Any:
+    """``fn`` traced in "real" mode (on the tensors it is called with), with one fake mode for
+    every node's metadata (:func:`_one_fake_mode`)."""
     from torch.fx.experimental.proxy_tensor import make_fx as _make_fx
 
-    return _make_fx(fn, tracing_mode="real")
+    traced = _make_fx(fn, tracing_mode="real")
+
+    def trace(*inputs: Any) -> Any:
+        with _one_fake_mode():
+            return traced(*inputs)
+
+    return trace
+
+
+@contextmanager
+def _one_fake_mode() -> Iterator[None]:
+    """Describe every traced value with one fake mode, on this thread.
+
+    In "real" mode, make_fx records each node's shape, strides and dtype as a fake tensor
+    (``node.meta["val"]``), and with no fake mode active it builds a new ``FakeTensorMode`` for
+    every node, each taking a snapshot of the Python stack. On the tutorial's HMM that is 4,470
+    modes and more than half of a capture (6.5 s against 2.7 s with one mode, side by side).
+    The values recorded are the same: an empty fake tensor of the same layout.
+    """
+    import torch
+    from torch._guards import detect_fake_mode
+    from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
+    from torch.fx.experimental import proxy_tensor
+
+    original = proxy_tensor.extract_val
+    shared = FakeTensorMode(allow_fallback_kernels=True)
+    thread = threading.get_ident()
+
+    def extract_val(val: Any, include_real: bool = False) -> Any:
+        if (threading.get_ident() == thread and type(val) in (torch.Tensor, torch.nn.Parameter)
+                and not val.is_sparse and not is_fake(val) and detect_fake_mode(val) is None):
+            with shared:
+                return torch.empty_strided(val.shape, val.stride(), device=val.device, dtype=val.dtype)
+        return original(val, include_real)
+
+    patches = PatchSet()
+    try:
+        patches.set(proxy_tensor, "extract_val", extract_val)
+        yield
+    finally:
+        patches.restore()
 
 
 def is_traced(tensor: Any) -> bool:
