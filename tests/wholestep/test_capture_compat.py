@@ -37,3 +37,42 @@ def test_versions_checked_are_the_ones_installed():
     # when these differ, read the names above against the new versions and update the two constants
     assert torch.__version__.split("+")[0] == compat.TORCH_CHECKED
     assert pyro.__version__ == compat.PYRO_CHECKED
+
+
+def test_a_capture_records_the_same_graph_and_values_as_make_fx_alone(monkeypatch):
+    """Captures make each node's fake value directly (one fake mode per capture, for speed): the
+    graph and every node's recorded shape, strides, dtype and device are make_fx's own."""
+    import contextlib
+
+    import models
+    import pyro
+    import torch
+    from pyro import poutine
+    from pyro.infer import SVI, TraceEnum_ELBO
+    from pyro.infer.autoguide import AutoDiagonalNormal
+    from torch.fx.experimental import proxy_tensor
+
+    from pyro_jitmagic.wholestep.capture import capture_svi_step
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    sequence = torch.randn(6)
+    guide = AutoDiagonalNormal(poutine.block(models.hmm, expose=["trans", "emit_scale", "emit_loc"]))
+    svi = SVI(models.hmm, guide, pyro.optim.Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1))
+    kwargs = {"num_sequences": 10, "length": 6}
+    svi.step(sequence, **kwargs)
+    extract_val = proxy_tensor.extract_val
+
+    def values(captured):
+        return [(n.name, tuple(v.shape), v.stride(), v.dtype, v.device, type(v).__name__)
+                for n in captured.graph.graph.nodes
+                if isinstance(v := n.meta.get("val"), torch.Tensor)]
+
+    fast = capture_svi_step(svi, (sequence,), kwargs)
+    assert proxy_tensor.extract_val is extract_val  # put back
+    monkeypatch.setattr(compat, "_one_fake_mode", contextlib.nullcontext)
+    plain = capture_svi_step(svi, (sequence,), kwargs)
+    assert fast.graph.code == plain.graph.code
+    assert values(fast) == values(plain) and len(values(fast)) > 100
+    assert all(kind == "FakeTensor" for *_, kind in values(fast))
+    pyro.clear_param_store()
