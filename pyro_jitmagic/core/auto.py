@@ -8,19 +8,21 @@ cell runs, from what it measures:
 
 * **SVI keys.** A new key runs eager, and each eager step is timed. It
   compiles as soon as the calls expected to follow would save more than
-  compiling it is expected to cost. Nobody knows how many calls will follow, so
-  the estimate is that a key will be called as many times again as it has been
-  so far, scaled up while its function is young: an SVI run is expected to
-  last at least :data:`HORIZON` steps in all, so a key that took every one of
-  the first five steps expects about two hundred. The saving per call is the
+  compiling it is expected to cost. How many calls will follow is what the
+  cell's loops say when they say it (``for i in range(100): svi.step(data)``,
+  read by :mod:`.loops`; a key expects its share of the steps left). Otherwise
+  nobody knows, so the estimate is that a key will be called as many times
+  again as it has been so far, scaled up while its function is young: an SVI
+  run is expected to last at least :data:`HORIZON` steps in all, so a key that
+  took every one of the first five steps expects about two hundred. The saving per call is the
   key's eager step time less its expected compiled step time (eager over the
   session's measured speedup); the expected compile cost is the key's eager
   step time times the session's *compile ratio*: what compiles have cost so far
   in the session, in eager steps of the key compiled (tracing, like running
   eager, costs per operation, so the ratio carries from one model to another).
-  As a safety net, a key also compiles once the time spent running it eager
-  reaches its expected compile cost: the rent-or-buy rule, which never loses
-  more than that cost against compiling at once. Until the session has
+  As a safety net when the cell's length is not known, a key also compiles once
+  the time spent running it eager reaches its expected compile cost: the
+  rent-or-buy rule, which never loses more than that cost against compiling at once. Until the session has
   measured a compile, :data:`PRIOR_COMPILE_STEPS` and :data:`PRIOR_SPEEDUP`
   stand in, and after that they count as one measurement among the
   session's; a key whose compiled steps are not expected to be faster (the
@@ -223,9 +225,13 @@ class AutoPolicy:
         return None if eager is None else eager * self.compile_steps(book.kind)[0]
 
     # -- decisions ---------------------------------------------------------------
-    def decide_svi(self, book: KeyBook, function_calls: int) -> bool:
+    def decide_svi(self, book: KeyBook, function_calls: int,
+                   cell: tuple[float, int] | None = None) -> bool:
         """Whether this key should compile now, its function having been called
-        ``function_calls`` times so far (all keys); sets ``book.why``."""
+        ``function_calls`` times so far (all keys); ``cell``: the calls this key is expected
+        to take in the rest of the cell and the cell's total, when its loops say (then the
+        look-ahead uses them, and rent-or-buy, a guard against not knowing, is off). Sets
+        ``book.why``."""
         eager = book.eager_step()
         if eager is None or book.eager_calls < MIN_EAGER_STEPS:
             book.why = f"ran eager: it takes {MIN_EAGER_STEPS} eager steps to measure a key's step time"
@@ -237,13 +243,20 @@ class AutoPolicy:
             return False
         expected = eager * self.compile_steps("svi")[0]
         calls, spent = book.eager_calls, book.eager_seconds
-        future = calls * max(1.0, self.horizon / max(function_calls, 1))
+        if cell is not None:
+            future, whence = cell[0], f" (the cell's loops run {plural(cell[1], 'step')})"
+        else:
+            future, whence = calls * max(1.0, self.horizon / max(function_calls, 1)), ""
         saving = future * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
         if saving >= expected:
             book.why = (f"compiled after {plural(calls, 'eager step')}: the ~{future:.0f} calls expected "
-                        f"to follow would save {seconds(saving)}, more than its expected compile cost "
-                        f"({seconds(expected)})")
+                        f"to follow{whence} would save {seconds(saving)}, more than its expected compile "
+                        f"cost ({seconds(expected)})")
             return True
+        if cell is not None:
+            book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow{whence} would save "
+                        f"{seconds(saving)}, under its expected compile cost ({seconds(expected)})")
+            return False
         if spent >= expected:
             book.why = (f"compiled after {plural(calls, 'eager step')}, which took {seconds(spent)}: "
                         f"its expected compile cost ({seconds(expected)})")

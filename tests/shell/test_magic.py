@@ -277,6 +277,29 @@ def test_auto_reads_how_long_the_cell_runs_from_its_loop(ip, auto_policy):
     assert any(d.path for d in twin.report.auto)
 
 
+def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_policy):
+    # a trace costs 20 eager steps and compiled steps take half as long: the 57 steps left after
+    # three measured ones repay it, the 27 of a 30-step loop do not, and knowing the cell's
+    # length, rent or buy (which would compile once 20 eager steps were spent) is off
+    def policy():
+        return auto_policy(prior_compile_steps={"svi": 20.0}, prior_speedup={"svi": 2.0})
+
+    policy()
+    result, _ = run(ip, "%%pyrojit --auto --backend pyro -q -o r\nfor _ in range(60):\n    svi.step(data)")
+    assert result.success
+    (row,) = ip.user_ns["r"].auto
+    assert (row.state, row.eager_steps, row.compiled_steps) == ("compiled", 3, 57)
+    assert "the ~57 calls expected to follow (the cell's loops run 60 steps)" in row.why
+
+    policy()
+    ip.run_cell(SETUP)  # a new SVI
+    result, _ = run(ip, "%%pyrojit --auto --backend pyro -q -o r\nfor _ in range(30):\n    svi.step(data)")
+    assert result.success
+    (row,) = ip.user_ns["r"].auto
+    assert (row.state, row.eager_steps, row.compiled_steps) == ("eager", 30, 0)
+    assert "stayed eager: the ~1 calls expected to follow (the cell's loops run 30 steps)" in row.why
+
+
 def test_compare_auto_panel_shows_the_decisions(ip, auto_policy):
     auto_policy(prior_compile_steps={"svi": 0.0})  # compiles after three eager steps, certainly
     result, _ = run(ip, "%%pyrojit --compare --auto -q -o c\nfor _ in range(30):\n    svi.step(data)")

@@ -93,6 +93,7 @@ class KeyCalls:
         # what the step in progress did: --auto's (tally, how it ran), and its key's executor tier
         self.auto_step: tuple[Tally, str] | None = None
         self.tier_step: tuple[Tier, Any, Any] | None = None
+        self._run_calls: dict[int, int] = {}  # --auto: calls of each compiled function in this run
 
     def wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """The stand-in for ``CompiledFunction.__call__``."""
@@ -197,16 +198,29 @@ class KeyCalls:
             tally = tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
         book = tally.book
         book.function.calls += 1
+        done = self._run_calls.get(id(fn), 0)
+        self._run_calls[id(fn)] = done + 1
         if traced is not None:
             self.auto_step = (tally, "compiled")
             return True
-        if policy.decide_svi(book, book.function.calls):
+        if policy.decide_svi(book, book.function.calls, self._cell_left(book.owner, tally, done)):
             book.state = "compiled"
             self.auto_step = (tally, "compile")
             return True
         book.state = "eager"  # (also when its traces were cleared: it earns them again)
         self.auto_step = (tally, "eager")
         return False
+
+    def _cell_left(self, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
+        """(steps this key is expected to take in the rest of the cell, the cell's total) when
+        the cell's loops say how many steps its SVI takes (:mod:`...loops`): the share of the
+        steps left that this key has had of the run's so far."""
+        total = self.ctx.step_counts.get(owner)
+        if not total:
+            return None
+        mine = tally.eager_steps + tally.compiled_steps
+        share = mine / done if done and mine else 1.0
+        return max(total - done, 0) * share, total
 
     def step_ends(self, seconds: float | None, step: int) -> None:
         """After a step: its time goes to its key's --auto tally and executor tier."""
