@@ -26,10 +26,11 @@ step count the same model, guide, ELBO, optimizer and signature ran last time
 (kept on disk beside inductor's cache: a cell run again usually runs as long);
 else as many again as so far, scaled up to the :data:`~.auto.HORIZON` while its
 SVI is young (the only case where rent or buy applies). Once on ``step``, it starts
-inductor's codegen at once: served from inductor's disk cache it takes a
-fraction of a second, and cold it runs in a worker process, off the cores and
-the interpreter the steps use, so its kernels take over if the run lasts and
-serve the next run if not. Everything expected is learned per session from what
+inductor's codegen: served from inductor's disk cache at once (it takes a
+fraction of a second); cold, in a worker process, off the cores and the
+interpreter the steps use, at once when the run is expected to outlast it (its
+kernels take over), else when the cell ends (they serve the next run, and this
+one does not pay for handing the graph over). Everything expected is learned per session from what
 captures and codegens actually cost, with the priors counting as one
 measurement each.
 """
@@ -46,6 +47,7 @@ from ..records.report import AutoDecision
 from ..records.units import plural, seconds
 
 Tier = Literal["eager", "pyro", "step", "inductor"]
+CodegenStart = Literal["now", "after the cell"] | None
 TIERS: tuple[Tier, ...] = ("eager", "pyro", "step", "inductor")
 
 #: Capturing the whole step and building its TorchScript graph, in steps of the tier below
@@ -255,25 +257,40 @@ class TierPolicy:
                     f"{seconds(saving)} on {faster}, under the capture's expected {seconds(cost)}")
         return False
 
-    def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> bool:
-        """Whether inductor's codegen should start now, for a signature on ``step``: at once when
-        inductor's cache holds the graph, else once the whole step's time is measured.
+    def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> CodegenStart:
+        """When inductor's codegen should start, for a signature on ``step``: ``"now"``, ``"after
+        the cell"`` or None (not yet: the whole step's time is not measured). Sets ``book.why``.
 
-        A cold codegen runs in a worker process, on a core the steps leave idle, so it costs the
-        cell next to nothing: its kernels serve this run if it lasts, and the next run if not.
+        From inductor's disk cache it starts at once. Cold, it runs in a worker process, on a core
+        the steps leave idle, but handing the graph over costs this process about a second the
+        first time (inductor's import): it starts at once when its kernels can serve this run
+        (the steps expected to follow take longer on the whole step than the codegen is expected
+        to), else when the cell ends, for the next run.
         """
         if warm:
             book.why = f"{book.why}; its kernels came from inductor's disk cache"
-            return True
+            return "now"
         step = book.step_time("step")
         if step is None or book.steps["step"] < MIN_STEP_STEPS or book.capture_seconds is None:
-            return False
+            return None
         expected = self.codegen_seconds(book.capture_seconds)
         future, whence = self.future(book, function_calls)
-        book.why = (f"{book.why}; inductor's codegen started at step {book.calls} in a worker process "
-                    f"(expected {seconds(expected)}, against the ~{future:.0f} steps expected ({whence}), "
-                    f"{seconds(future * step)} on the whole step)")
-        return True
+        left = future * step
+        if left >= expected:
+            book.why = (f"{book.why}; inductor's codegen started at step {book.calls} in a worker "
+                        f"process (expected {seconds(expected)}, against the ~{future:.0f} steps expected "
+                        f"({whence}), {seconds(left)} on the whole step)")
+            return "now"
+        book.why = (f"{book.why}; inductor's codegen starts in a worker process when the cell ends, for "
+                    f"the next run: the ~{future:.0f} steps expected ({whence}) take {seconds(left)} on "
+                    f"the whole step, less than its expected {seconds(expected)}")
+        return "after the cell"
+
+    def potential_codegen_now(self, capture_seconds: float, remaining_seconds: float) -> bool:
+        """MCMC: whether a cold codegen of the captured potential should start now (its kernels
+        can serve this run: the evaluations left take longer than it is expected to), rather
+        than when the run ends, for the next one."""
+        return remaining_seconds >= self.codegen_seconds(capture_seconds)
 
     def climb_potential(self, tier: str, per_eval: float, eager_per_eval: float, remaining: float,
                         pyro_net: float) -> tuple[bool, str]:

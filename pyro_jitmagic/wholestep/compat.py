@@ -339,7 +339,19 @@ def inductor_cache_dir() -> str:
 
 
 def cxx_compiler() -> tuple[str | None, str]:
-    """(the C++ compiler inductor would use, or None; the names it searched)."""
+    """(the C++ compiler inductor would use, or None; the names it searched).
+
+    Until inductor is imported, on Linux, its search is done here with its defaults (``$CXX``,
+    else ``g++``, answering ``--version``): importing inductor to ask it takes a second or more,
+    and ``--auto`` asks on the cell's thread, between two steps.
+    """
+    import os
+    import sys
+
+    if ("torch._inductor.config" not in sys.modules and sys.platform == "linux"
+            and not os.getenv("TORCH_INDUCTOR_INSTALL_GXX")):
+        name = os.environ.get("CXX", "g++")
+        return (name if _answers(name) else None), name
     from torch._inductor import config, cpp_builder, exc
 
     searched = ", ".join(str(c) for c in config.cpp.cxx if c is not None)
@@ -347,6 +359,17 @@ def cxx_compiler() -> tuple[str | None, str]:
         return cpp_builder.get_cpp_compiler(), searched
     except exc.InvalidCxxCompiler:
         return None, searched
+
+
+def _answers(compiler: str) -> bool:
+    """Whether ``compiler --version`` runs, as inductor checks a compiler."""
+    import subprocess
+
+    try:
+        subprocess.check_output([compiler, "--version"], stderr=subprocess.DEVNULL)
+    except (subprocess.SubprocessError, OSError):
+        return False
+    return True
 
 
 def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:

@@ -82,19 +82,24 @@ def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():
     assert "on inductor's kernels (cached)" in book.why
 
 
-def test_codegen_starts_once_the_whole_steps_time_is_measured_however_long_the_run():
-    # a cold codegen runs in a worker process, off the steps' interpreter: it costs the cell next
-    # to nothing, and serves the next run if this one ends first
+def test_a_cold_codegen_starts_now_when_the_run_outlasts_it_else_when_the_cell_ends():
+    # a cold codegen runs in a worker process, off the steps' interpreter, but handing the graph
+    # over costs the cell about a second: a run that ends before the kernels could serve it
+    # hands it over when the cell ends, for the next run
     policy = TierPolicy(horizon=10, memory=None)
     assert policy.codegen_seconds(1.0) == 18.0  # 10 s + 8 s per second of capture, before any measurement
     book, _ = _book(low=[1.0] * 5, step=[0.01] * 2, expected=1000, capture=1.0)
-    assert not policy.start_codegen(book, function_calls=7, warm=False)  # its step time not yet trusted
+    assert policy.start_codegen(book, function_calls=7, warm=False) is None  # step time not yet trusted
     book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=10, capture=1.0)
-    assert policy.start_codegen(book, function_calls=8, warm=False)  # a short run: for the next one
+    assert policy.start_codegen(book, function_calls=8, warm=False) == "after the cell"
+    assert ("inductor's codegen starts in a worker process when the cell ends, for the next run: the ~2 "
+            "steps expected (its last run took 10 steps) take 20 ms on the whole step, less than its "
+            "expected 18 s") in book.why
+    book, _ = _book(low=[1.0] * 5, step=[0.01] * 3, expected=5000, capture=1.0)
+    assert policy.start_codegen(book, function_calls=8, warm=False) == "now"  # 50 s on the step left
     assert "inductor's codegen started at step 8 in a worker process (expected 18 s" in book.why
-    assert "the ~2 steps expected (its last run took 10 steps)" in book.why
     book, _ = _book(low=[1.0] * 5, step=[0.01], expected=10, capture=1.0)
-    assert policy.start_codegen(book, function_calls=6, warm=True)  # cached: at once
+    assert policy.start_codegen(book, function_calls=6, warm=True) == "now"  # cached: at once, however short
 
 
 def test_what_the_session_measures_replaces_the_priors():
@@ -219,6 +224,26 @@ def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
     assert steps == 30
 
 
+def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_ends(monkeypatch, fake_clock):
+    from pyro_jitmagic.wholestep.backends import SwitchesToInductor
+
+    started = []
+    monkeypatch.setattr(SwitchesToInductor, "build_inductor", lambda self, on_done=None: started.append(self))
+    # a capture this cheap pays at once; microsecond steps never outlast a cold codegen's seconds
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    pyro.clear_param_store()
+    svi = _svi()
+    with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+        for _ in range(40):
+            svi.step(DATA)
+        assert started == []  # not while the cell runs
+    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+    assert started == [entry.compiled] and entry.unannounced  # the next cell says when it took over
+    (row,) = [d for d in run.report.auto if d.path]
+    assert row.path[-1] == "inductor's codegen after the cell"
+    assert "inductor's codegen starts in a worker process when the cell ends, for the next run" in row.why
+
+
 def test_a_long_nuts_run_climbs_to_the_whole_potential_and_draws_eagers_samples():
     from pyro.infer.mcmc import MCMC, NUTS
 
@@ -240,6 +265,24 @@ def test_a_long_nuts_run_climbs_to_the_whole_potential_and_draws_eagers_samples(
     assert "potential and gradient compiled whole (step) once it paid" in report.switches[0].after
     for name in eager:  # the same path, up to float rounding in the gradients
         assert torch.allclose(tiered[name], eager[name], rtol=1e-3, atol=1e-4), name
+
+
+def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_it_ends(monkeypatch,
+                                                                                       fake_clock):
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    from pyro_jitmagic.wholestep.backends import SwitchesToInductor
+
+    started = []
+    monkeypatch.setattr(SwitchesToInductor, "build_inductor", lambda self, on_done=None: started.append(self))
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+    pyro.set_rng_seed(1)
+    mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True)
+    with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+        mcmc.run(DATA)
+    assert len(started) == 1  # once, as the run ended
+    assert any("inductor builds the potential's kernels in a worker process when the run ends, for the "
+               "next run" in n for n in run.report.notes)
 
 
 def test_a_short_nuts_run_never_pays_for_the_capture():

@@ -76,3 +76,16 @@ def test_a_capture_records_the_same_graph_and_values_as_make_fx_alone(monkeypatc
     assert values(fast) == values(plain) and len(values(fast)) > 100
     assert all(kind == "FakeTensor" for *_, kind in values(fast))
     pyro.clear_param_store()
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="the search is done here on Linux only")
+def test_the_cxx_compiler_is_found_as_inductor_finds_it_without_importing_inductor(monkeypatch):
+    import sys
+
+    import torch._inductor.config  # noqa: F401  (inductor's own search, then ours)
+
+    inductors = compat.cxx_compiler()
+    monkeypatch.delitem(sys.modules, "torch._inductor.config")
+    assert compat.cxx_compiler() == inductors
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert compat.cxx_compiler() == (None, "no-such-compiler-here")

@@ -28,6 +28,9 @@ from ..base import Route
 from ..pyro_jit import PyroJit
 from .routes import WholeStepRoute, said, signature
 
+#: Steps on ``step`` between two looks at a codegen put off until the cell ends.
+RECHECK_EVERY = 32
+
 
 @dataclass
 class StepDone:
@@ -48,6 +51,8 @@ class TieredRoute(WholeStepRoute):
     cell: CellSteps | None = None
     current: StepDone | None = None
     in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
+    #: codegens put off until the cell ends (its run is expected to end before they would)
+    after_cell: dict[int, tuple[WholeStepEntry, TierBook]] = field(default_factory=dict)
 
     @classmethod
     def plan_tiered(cls, ctx: RunContext, pyro: PyroJit, top: str, svi: Any, elbo: Any, target: str,
@@ -111,8 +116,13 @@ class TieredRoute(WholeStepRoute):
             book.codegen_seconds, book.codegen_cache = compiled.codegen_seconds, compiled.cache
             book.moved("inductor", f"inductor at step {book.calls + 1} ({compiled.codegen_summary()})")
         elif (self.top == "inductor" and tier == "step" and not compiled.compiling and not compiled.fallback
-              and self.policy.start_codegen(book, self._function_calls(), self._warm(book))):
-            self._start_codegen(entry, book)
+              and (id(entry) not in self.after_cell or book.steps["step"] % RECHECK_EVERY == 0)):
+            # (once put off, looked at again now and then: a run of unknown length may turn out long)
+            when = self.policy.start_codegen(book, self._function_calls(), self._warm(book))
+            if when == "now":
+                self._start_codegen(entry, book)
+            elif when == "after the cell":
+                self.after_cell[id(entry)] = (entry, book)
         return loss
 
     # -- climbing ------------------------------------------------------------------------
@@ -143,6 +153,7 @@ class TieredRoute(WholeStepRoute):
 
     def _start_codegen(self, entry: WholeStepEntry, book: TierBook) -> None:
         assert self.ctx is not None
+        self.after_cell.pop(id(entry), None)
         missing = entry.compiled.build_inductor()
         if missing is not None:
             self.top = "step"
@@ -150,6 +161,18 @@ class TieredRoute(WholeStepRoute):
             return
         self.waiting, entry.unannounced = entry, True
         book.path.append(f"inductor's codegen from step {book.calls + 1}")
+
+    def cell_ends(self) -> None:
+        """The run is over: start the codegens put off until now (their kernels serve the next run;
+        the cell that made them has its results already)."""
+        after, self.after_cell = self.after_cell, {}
+        for entry, book in after.values():
+            compiled = entry.compiled
+            if compiled.stale is not None or compiled.compiling or compiled.backend == "inductor":
+                continue
+            if compiled.build_inductor() is None:
+                entry.unannounced = True  # the next cell that steps this SVI says when they take over
+                book.path.append("inductor's codegen after the cell")
 
     def _warm(self, book: TierBook) -> bool:
         """Whether inductor's disk cache is known to hold this signature's graph (looked up once a
@@ -292,6 +315,11 @@ class Tiered:
     def install(self, ctx: RunContext, patches: Any) -> None:
         self._ctx = ctx
         self._whole.install(ctx, patches)
+        patches.on_restore(self._cell_ends)
+
+    def _cell_ends(self) -> None:
+        for route in self._routes:
+            route.cell_ends()
 
     @staticmethod
     def wrapped() -> list[tuple[Any, str]]:

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
+from ...tiers import PRIOR_POTENTIAL_SPEEDUP
 from ...whole_steps import WholeStepEntry
 from ..pyro_jit.mcmc import PyroMCMCRoute
 from .mcmc import POTENTIAL_KEY, install_potential
@@ -45,6 +46,8 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self._clock: MCMCClock | None = None
         self._why = ""
         self._eager_per_eval = 0.0
+        self._left_seconds = 0.0  # the evaluations left when it climbed, expected on the whole step
+        self._codegen_after: Any = None  # a potential whose cold codegen waits for the run's end
 
     def prepare(self, patches: PatchSet, clock: MCMCClock) -> None:
         super().prepare(patches, clock)
@@ -107,6 +110,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         if climb:
             self._why = f"captured after {done} samples: {why}"
             self._eager_per_eval = eager_per_eval
+            self._left_seconds = remaining * per_eval / PRIOR_POTENTIAL_SPEEDUP[mark[2]]
         return climb
 
     def _climb(self, eager: Any, params: dict[str, Any]) -> None:
@@ -152,9 +156,17 @@ class TieredMCMCRoute(PyroMCMCRoute):
             graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
         if len(clock.sample_seconds) >= clock.samples_total:
             return  # nothing left to run
+        expected = tiers.codegen_seconds(compiled.capture_seconds)
+        if not warm and not tiers.potential_codegen_now(compiled.capture_seconds, self._left_seconds):
+            # its kernels could not serve this run: hand the graph over when the run ends
+            self._codegen_after = compiled
+            self.ctx.recorder.note(
+                f"{self.target}: inductor builds the potential's kernels in a worker process when the "
+                f"run ends, for the next run: the evaluations left take about {self._left_seconds:.1f} s "
+                f"on the step backend, less than its expected {expected:.0f} s")
+            return
         missing = compiled.build_inductor()
         if missing is None:
-            expected = tiers.codegen_seconds(compiled.capture_seconds)
             cache = ("from inductor's disk cache" if warm
                      else f"in a worker process, expected {expected:.0f} s")
             self.ctx.recorder.note(f"{self.target}: inductor builds the potential's kernels in the "
@@ -163,6 +175,9 @@ class TieredMCMCRoute(PyroMCMCRoute):
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         super().finish(clock, compile_seconds)
+        after, self._codegen_after = self._codegen_after, None
+        if after is not None and self.top == "inductor":
+            after.build_inductor()
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
