@@ -174,8 +174,9 @@ class Background:
     """
 
     def __init__(self, graph: Any, example_inputs: list[Any],
-                 on_done: Callable[[Codegen], None] | None = None) -> None:
+                 on_done: Callable[[Codegen], None] | None = None, delay: float = 0.0) -> None:
         self.result: Codegen | None = None
+        self._delay = delay
         self._on_done = on_done
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -184,6 +185,8 @@ class Background:
         self._thread.start()
 
     def _work(self, graph: Any, example_inputs: list[Any]) -> None:
+        # (after a cell: the report is shown first, without this thread's Python beside it)
+        time.sleep(self._delay)
         try:
             self.result = inductor(graph, example_inputs, in_worker=True)
             if self._on_done is not None:
@@ -215,16 +218,17 @@ class SwitchesToInductor:
     #: this process then loaded the kernels from inductor's disk cache (what the worker filled)
     served_from_disk: bool = False
 
-    def build_inductor(self, on_done: Callable[[Codegen], None] | None = None) -> str | None:
-        """Start compiling this graph with inductor in the background; the calls go on as they run
-        now, and inductor's kernels take over at the first call after it is done. None, or why it
-        cannot start (no C++ compiler)."""
+    def build_inductor(self, on_done: Callable[[Codegen], None] | None = None,
+                       delay: float = 0.0) -> str | None:
+        """Start compiling this graph with inductor in the background (after ``delay`` seconds);
+        the calls go on as they run now, and inductor's kernels take over at the first call after
+        it is done. None, or why it cannot start (no C++ compiler)."""
         if self.backend == "inductor" or self._pending is not None:
             return None
         missing = no_cxx_reason()
         if missing is not None:
             return missing
-        self._pending = Background(self.captured.graph, list(self.captured.example_inputs), on_done)
+        self._pending = Background(self.captured.graph, list(self.captured.example_inputs), on_done, delay)
         return None
 
     def _switch(self) -> None:

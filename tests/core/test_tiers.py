@@ -225,10 +225,12 @@ def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
 
 
 def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_ends(monkeypatch, fake_clock):
+    from pyro_jitmagic.core.compilers.whole_step.tiered import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
-    monkeypatch.setattr(SwitchesToInductor, "build_inductor", lambda self, on_done=None: started.append(self))
+    monkeypatch.setattr(SwitchesToInductor, "build_inductor",
+                        lambda self, on_done=None, delay=0.0: started.append((self, delay)))
     # a capture this cheap pays at once; microsecond steps never outlast a cold codegen's seconds
     policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
     pyro.clear_param_store()
@@ -238,7 +240,8 @@ def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_e
             svi.step(DATA)
         assert started == []  # not while the cell runs
     (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
-    assert started == [entry.compiled] and entry.unannounced  # the next cell says when it took over
+    # after a pause, so that the cell's report is shown first; the next cell says when it took over
+    assert started == [(entry.compiled, AFTER_CELL_DELAY)] and entry.unannounced
     (row,) = [d for d in run.report.auto if d.path]
     assert row.path[-1] == "inductor's codegen after the cell"
     assert "inductor's codegen starts in a worker process when the cell ends, for the next run" in row.why
@@ -271,16 +274,18 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_i
                                                                                        fake_clock):
     from pyro.infer.mcmc import MCMC, NUTS
 
+    from pyro_jitmagic.core.compilers.whole_step.tiered import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
-    monkeypatch.setattr(SwitchesToInductor, "build_inductor", lambda self, on_done=None: started.append(self))
+    monkeypatch.setattr(SwitchesToInductor, "build_inductor",
+                        lambda self, on_done=None, delay=0.0: started.append((self, delay)))
     policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
     pyro.set_rng_seed(1)
     mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True)
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         mcmc.run(DATA)
-    assert len(started) == 1  # once, as the run ended
+    assert [delay for _, delay in started] == [AFTER_CELL_DELAY]  # once, as the run ended
     assert any("inductor builds the potential's kernels in a worker process when the run ends, for the "
                "next run" in n for n in run.report.notes)
 

@@ -30,6 +30,9 @@ from .routes import WholeStepRoute, said, signature
 
 #: Steps on ``step`` between two looks at a codegen put off until the cell ends.
 RECHECK_EVERY = 32
+#: Seconds a codegen put off until the cell ends waits before handing the graph over, so that the
+#: cell's report is made and shown without its Python beside it.
+AFTER_CELL_DELAY = 1.0
 
 
 @dataclass
@@ -170,7 +173,7 @@ class TieredRoute(WholeStepRoute):
             compiled = entry.compiled
             if compiled.stale is not None or compiled.compiling or compiled.backend == "inductor":
                 continue
-            if compiled.build_inductor() is None:
+            if compiled.build_inductor(delay=AFTER_CELL_DELAY) is None:
                 entry.unannounced = True  # the next cell that steps this SVI says when they take over
                 book.path.append("inductor's codegen after the cell")
 

@@ -23,6 +23,7 @@ from ...tiers import PRIOR_POTENTIAL_SPEEDUP
 from ...whole_steps import WholeStepEntry
 from ..pyro_jit.mcmc import PyroMCMCRoute
 from .mcmc import POTENTIAL_KEY, install_potential
+from .tiered import AFTER_CELL_DELAY
 
 if TYPE_CHECKING:
     from ...context import RunContext
@@ -177,7 +178,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         super().finish(clock, compile_seconds)
         after, self._codegen_after = self._codegen_after, None
         if after is not None and self.top == "inductor":
-            after.build_inductor()
+            after.build_inductor(delay=AFTER_CELL_DELAY)
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
