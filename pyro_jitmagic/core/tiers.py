@@ -74,6 +74,9 @@ MIN_LOW_STEPS = 3
 #: Steps on TorchScript before its step time is trusted (and codegen considered).
 MIN_STEP_STEPS = 3
 RECENT = 50
+#: Seconds a codegen put off until the cell (or MCMC run) ends waits before handing the graph
+#: over, so that the cell's report is made and shown without its Python beside it.
+AFTER_CELL_DELAY = 1.0
 
 
 class Memory(Protocol):

@@ -225,7 +225,7 @@ def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
 
 
 def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_ends(monkeypatch, fake_clock):
-    from pyro_jitmagic.core.compilers.whole_step.tiered import AFTER_CELL_DELAY
+    from pyro_jitmagic.core.tiers import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
@@ -274,7 +274,7 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_i
                                                                                        fake_clock):
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic.core.compilers.whole_step.tiered import AFTER_CELL_DELAY
+    from pyro_jitmagic.core.tiers import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...context import RunContext
 from ...recorder import StepPlan
-from ...tiers import CellSteps, Tier, TierBook, TierPolicy, TierTally
+from ...tiers import AFTER_CELL_DELAY, CellSteps, Tier, TierBook, TierPolicy, TierTally
 from ...whole_steps import WholeStepEntry
 from ..base import Route
 from ..pyro_jit import PyroJit
@@ -30,9 +30,6 @@ from .routes import WholeStepRoute, said, signature
 
 #: Steps on ``step`` between two looks at a codegen put off until the cell ends.
 RECHECK_EVERY = 32
-#: Seconds a codegen put off until the cell ends waits before handing the graph over, so that the
-#: cell's report is made and shown without its Python beside it.
-AFTER_CELL_DELAY = 1.0
 
 
 @dataclass

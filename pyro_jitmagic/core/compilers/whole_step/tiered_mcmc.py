@@ -19,11 +19,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
-from ...tiers import PRIOR_POTENTIAL_SPEEDUP
+from ...tiers import AFTER_CELL_DELAY, PRIOR_POTENTIAL_SPEEDUP
 from ...whole_steps import WholeStepEntry
 from ..pyro_jit.mcmc import PyroMCMCRoute
 from .mcmc import POTENTIAL_KEY, install_potential
-from .tiered import AFTER_CELL_DELAY
 
 if TYPE_CHECKING:
     from ...context import RunContext
