@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,17 @@ def test_bench_real_models_prints_a_table_row_per_model(run_script):
     assert [row.split(" | ")[0] for row in rows] == ["| net_empty_guide", "| control_branch"]
     control = rows[1].split(" | ")
     assert control[1] == "yes" and control[5] == "1 |"  # compiled, with the branch named as risky
+
+
+def test_bench_capture_prints_both_ways_for_each_capture(capsys, monkeypatch):
+    from pyro_jitmagic.wholestep import compat
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    fast = compat._one_fake_mode
+    script = importlib.import_module("bench_capture")
+    assert script.main(["--quick"]) == 0
+    assert compat._one_fake_mode is fast  # put back
+    lines = capsys.readouterr().out.splitlines()
+    for case in ("simple SVI step", "HMM step, length 6", "NUTS potential"):
+        row = next(line for line in lines if line.startswith(case))
+        assert re.search(r" \d+\.\d{3} s +\d+\.\d{3} s +\d+\.\d\d$", row), row
