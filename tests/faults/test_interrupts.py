@@ -49,7 +49,11 @@ def test_sigint_during_steps_restores_everything(ip, flags, patched_targets):
         timer.cancel()
 
     assert isinstance(result.error_in_exec, KeyboardInterrupt)  # what makes Jupyter stop queued cells
-    assert captured.stdout.count("KeyboardInterrupt") >= 1
+    # shown to the user: in IPython's traceback (stdout), or, when IPython's own formatting fails
+    # ("Unexpected exception formatting exception", seen once under load), in the plain one it
+    # falls back to (stderr), which says what failed
+    shown = captured.stdout + captured.stderr
+    assert shown.count("KeyboardInterrupt") >= 1, shown[-3000:]
     assert_nothing_patched(patched_targets)
     report = ip.user_ns["interrupted"]
     assert report.error == "KeyboardInterrupt"
