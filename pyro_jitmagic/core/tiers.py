@@ -51,8 +51,9 @@ CodegenStart = Literal["now", "after the cell"] | None
 TIERS: tuple[Tier, ...] = ("eager", "pyro", "step", "inductor")
 
 #: Capturing the whole step and building its TorchScript graph, in steps of the tier below
-#: (Pyro's JIT), in ``bench_auto.py``'s reports: 0.19 s over 0.71 ms on the tutorial's simple
-#: SVI (~270), 2.9 s over ~12 ms for its HMM's length-24 sequences (~240); docs/benchmarks.md.
+#: (Pyro's JIT), from ``bench_auto.py``'s runs: 0.19 s for the tutorial's simple SVI, whose
+#: 1,000 steps took 0.6-0.7 s on Pyro's JIT (~270 steps); 2.3-3.0 s for its HMM's length 24,
+#: whose steps average 12-20 ms on Pyro's JIT over the three lengths (~200); docs/benchmarks.md.
 PRIOR_CAPTURE_STEPS = 250.0
 #: A Pyro-JIT step over a whole step on TorchScript: 1.7-1.9 (SVI), 1.8-2.2 (NUTS gradient).
 PRIOR_STEP_SPEEDUP = 1.7
@@ -65,8 +66,9 @@ PRIOR_CODEGEN = (10.0, 8.0)
 #: counting NUTS's own Python per evaluation (bench_backends, the tutorial's NUTS: 3.1 ms eager,
 #: 1.5 ms on Pyro's JIT, 1.24 ms on the whole step, per evaluation of a whole run).
 PRIOR_POTENTIAL_SPEEDUP = {"eager": 2.5, "pyro": 1.25}
-#: MCMC: capturing the potential and its gradient, in eager evaluations counting NUTS's own Python
-#: (0.22 s over 3.1 ms before a capture's nodes shared one fake mode, which took 0.61 of the time).
+#: MCMC: capturing the potential and its gradient, in eager evaluations counting NUTS's own Python:
+#: 70 (0.22 s over 3.1 ms) before captures made their fake values in one mode, which
+#: ``bench_capture.py`` puts at 0.49 of the time now; 43 (0.61 of 70) errs on the dear side.
 PRIOR_POTENTIAL_CAPTURE_EVALS = 43.0
 #: Steps in the low tiers before a signature's step time is trusted (as many as Pyro's tier takes
 #: before compiling, so that a run known to be long captures before Pyro traces).
@@ -101,6 +103,12 @@ class CellSteps:
 
     total: int
     done: int = 0
+
+    def left_for(self, mine: int) -> float:
+        """Steps one signature is expected to take in the rest of the cell, having taken ``mine``
+        of the ``done`` so far: its share of the steps left."""
+        share = mine / self.done if self.done and mine else 1.0
+        return max(self.total - self.done, 0) * share
 
 
 @dataclass
@@ -226,8 +234,7 @@ class TierPolicy:
         """Steps expected to follow for this signature, and where the figure comes from."""
         mine = book.calls - book.run_start
         if book.cell is not None:  # the cell's own loops: this signature's share of what is left
-            share = mine / book.cell.done if book.cell.done and mine else 1.0
-            left = max(book.cell.total - book.cell.done, 0) * share
+            left = book.cell.left_for(mine)
             return left, f"the cell's loops run {plural(book.cell.total, 'step')}"
         if book.expected_steps is not None:
             left = max(book.expected_steps - mine, 0)

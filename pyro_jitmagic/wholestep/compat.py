@@ -137,9 +137,10 @@ def _one_fake_mode() -> Iterator[None]:
     In "real" mode, make_fx records each node's shape, strides and dtype as a fake tensor
     (``node.meta["val"]``). With no fake mode active, it builds a new ``FakeTensorMode`` for
     every node, each taking a snapshot of the Python stack, then dispatches an ``empty_strided``
-    through it. On the tutorial's HMM that was three quarters of a capture (6.5 s against 1.5 s
-    for the same graph and the same recorded values, side by side): here one mode serves the
-    whole capture, and each value is a meta tensor of the same layout wrapped as a fake one.
+    through it. On the tutorial's HMM that was two thirds of a capture (``bench/bench_capture.py``:
+    4.2 s against 1.4 s at length 24, the same graph and the same recorded values): here one mode
+    serves the whole capture, and each value is a meta tensor of the same layout wrapped as a fake
+    one.
     """
     import torch
     from torch._guards import detect_fake_mode

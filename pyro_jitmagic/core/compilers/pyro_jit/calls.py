@@ -30,6 +30,7 @@ from ...context import RunContext
 from ...executor import Tier, optimize_setter
 from ...patch import PatchSet
 from ...recorder import StepPlan
+from ...tiers import CellSteps
 from .caches import changing_keyword, describe_key
 from .routes import PyroRoute
 
@@ -218,9 +219,7 @@ class KeyCalls:
         total = self.ctx.step_counts.get(owner)
         if not total:
             return None
-        mine = tally.eager_steps + tally.compiled_steps
-        share = mine / done if done and mine else 1.0
-        return max(total - done, 0) * share, total
+        return CellSteps(total, done).left_for(tally.eager_steps + tally.compiled_steps), total
 
     def step_ends(self, seconds: float | None, step: int) -> None:
         """After a step: its time goes to its key's --auto tally and executor tier."""
