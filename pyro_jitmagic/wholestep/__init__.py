@@ -75,14 +75,27 @@ def _codegen(graph: Any, example_inputs: list[Any], backend: Backend,
         if missing is not None:
             return backends.torchscript(graph, example_inputs), f"{missing}; running the step backend", None
         if background:
-            return (backends.torchscript(graph, example_inputs), None,
-                    backends.Background(graph, example_inputs))
+            first = (backends.as_captured(graph) if _large_and_cached(graph, example_inputs)
+                     else backends.torchscript(graph, example_inputs))
+            return first, None, backends.Background(graph, example_inputs)
         try:
             return backends.inductor(graph, example_inputs), None, None
         except Exception as exc:
             return (backends.torchscript(graph, example_inputs),
                     f"inductor failed ({type(exc).__name__}: {exc}); running the step backend", None)
     return backends.torchscript(graph, example_inputs), None, None
+
+
+def _large_and_cached(graph: Any, example_inputs: list[Any]) -> bool:
+    """Whether to run the graph as captured while inductor loads it: large enough that building
+    TorchScript costs more than waiting, and known to be in inductor's disk cache."""
+    from .backends import AS_CAPTURED_NODES
+    from .memory import graph_digest, shared
+
+    if len(graph.graph.nodes) < AS_CAPTURED_NODES:
+        return False
+    memory = shared()
+    return memory is not None and memory.inductor_holds(graph_digest(graph, example_inputs))
 
 
 def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, *,
@@ -104,7 +117,9 @@ def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | N
         capture (CannotCompile naming the line), or be baked in and reported as risky.
         Boolean and integer reads are always guarded.
     background : bool
-        With ``inductor``, compile on a thread while the step runs on ``step``.
+        With ``inductor``, compile on a thread while the step runs on ``step`` (a large graph
+        whose kernels inductor's disk cache holds runs as captured meanwhile: no TorchScript to
+        build for the second it takes them to load).
 
     Returns
     -------

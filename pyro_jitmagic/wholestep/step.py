@@ -41,6 +41,9 @@ class CompiledStep(SwitchesToInductor):
     ----------
     backend : {"step", "inductor"}
         What runs the graph now: TorchScript, or inductor's C++ kernels.
+    as_captured : bool
+        The graph runs as captured, TorchScript unbuilt, while inductor loads its kernels from
+        its disk cache (a large graph: see :data:`~.backends.AS_CAPTURED_NODES`).
     graph_nodes : int
         Nodes of the captured aten graph.
     kernels : int or None
@@ -86,6 +89,7 @@ class CompiledStep(SwitchesToInductor):
         self.stale: str | None = None
         self.captured = captured
         self._run = codegen.run
+        self.as_captured = codegen.as_captured
         self._pending = pending
         self._store = pyro.get_param_store()
         self._eager = patch.unwrap(SVI.step)
@@ -117,17 +121,16 @@ class CompiledStep(SwitchesToInductor):
         updated in place, as eager updates them."""
         import torch
 
-        if self._pending is not None and self._pending.done.is_set():
-            self._switch()
         inputs = self._bind(args) if self.stale is None else None
         if inputs is None:
             self.eager_steps += 1
             return self._eager(self.svi, *args, **kwargs)
+        run = self._run_now()
         rng = torch.get_rng_state() if self._save_rng else None
         grad = torch.is_grad_enabled()
         compat.set_grad_enabled(False)
         try:
-            values = self._run(*inputs)[0].tolist()
+            values = run(*inputs)[0].tolist()
         finally:
             compat.set_grad_enabled(grad)
         if values[-1] != 1.0:  # a guard failed: the graph wrote nothing back

@@ -130,7 +130,7 @@ class WholeStepRoute(Route):
         return loss
 
     def _compile(self, svi: Any, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 stale: WholeStepEntry | None) -> WholeStepEntry | None:
+                 stale: WholeStepEntry | None, backend: str | None = None) -> WholeStepEntry | None:
         from ....wholestep import CannotCompile, NeedsEagerStep, compile_svi_step
 
         assert self.ctx is not None
@@ -140,8 +140,9 @@ class WholeStepRoute(Route):
         try:
             # inductor's codegen (seconds to minutes) runs on a thread while the steps run on
             # TorchScript: the cell never waits for it, and Ctrl-C stops the cell at once
-            compiled = compile_svi_step(svi, args, kwargs, backend=self.backend,  # type: ignore[arg-type]
-                                        background=self.backend == "inductor")
+            backend = backend or self.backend
+            compiled = compile_svi_step(svi, args, kwargs, backend=backend,  # type: ignore[arg-type]
+                                        background=backend == "inductor")
         except NeedsEagerStep:
             return None
         except CannotCompile as exc:
@@ -162,7 +163,9 @@ class WholeStepRoute(Route):
         if compiled.compiling:
             self.waiting, entry.unannounced = entry, True
             recorder.note(f"{self.target}: inductor compiles in the background; until its kernels are "
-                          "ready the steps run on the step backend")
+                          + ("loaded from its disk cache the steps run the captured graph as it is (no "
+                             "TorchScript to build for them)" if compiled.as_captured
+                             else "ready the steps run on the step backend"))
         return entry
 
     def _fall_back(self, svi: Any, why: str) -> None:

@@ -39,6 +39,8 @@ class StepDone:
     tally: TierTally
     tier: Tier | None  # None: the low tiers (eager or Pyro's JIT, known once it ran)
     capture: bool = False
+    #: its time says nothing of the tier's step time (a capture; the graph run as captured)
+    untimed: bool = False
 
 
 @dataclass
@@ -111,7 +113,7 @@ class TieredRoute(WholeStepRoute):
                 else compiled(*args, **kwargs))
         tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
         if not capturing:
-            self.current = StepDone(tally, tier)
+            self.current = StepDone(tally, tier, untimed=compiled.as_captured)
         if tier == "inductor" and book.tier != "inductor":
             book.codegen_seconds, book.codegen_cache = compiled.codegen_seconds, compiled.cache
             book.moved("inductor", f"inductor at step {book.calls + 1} ({compiled.codegen_summary()})")
@@ -134,8 +136,12 @@ class TieredRoute(WholeStepRoute):
         assert self.ctx is not None
         book = self.tallies[sig].book
         why = book.why
+        # kernels in inductor's disk cache: they load at once, in the background (a large graph
+        # runs as captured meanwhile, with no TorchScript to build)
+        warm = self.top == "inductor" and self._warm(book)
         try:
-            entry = self._compile(svi, ("auto", sig), args, kwargs, stale=stale)
+            entry = self._compile(svi, ("auto", sig), args, kwargs, stale=stale,
+                                  backend="inductor" if warm else None)
         except Exception as exc:  # a tier that cannot be built never stops the cell: it stays below
             self._fall_back(svi, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return None
@@ -146,6 +152,10 @@ class TieredRoute(WholeStepRoute):
         book.digest = graph_digest(compiled.captured.graph, compiled.captured.example_inputs)
         book.moved("step", f"step at step {book.calls + 1} (captured in {entry.compile_seconds:.2f} s)")
         book.why = why
+        if compiled.compiling:  # from the disk cache: announced as they take over
+            book.why = f"{book.why}; its kernels came from inductor's disk cache"
+            book.path.append(f"inductor's kernels loading from step {book.calls + 1}"
+                             + (", the graph run as captured meanwhile" if compiled.as_captured else ""))
         if not self.compiled:  # it ran eager below (Pyro's JIT could not compile it): now it is compiled
             self.compiled = True
             self.ctx.recorder.switch(id(svi), self.target, self)
@@ -260,7 +270,7 @@ class TieredRoute(WholeStepRoute):
             self.cell.done += 1
         tally, book = done.tally, done.tally.book
         if done.tier is not None:
-            if done.capture:  # its time is the capture's, not a step's
+            if done.capture or done.untimed:  # a capture's time, or the graph's run as captured
                 tally.seconds += seconds
                 tally.steps["step"] += 1
                 book.steps["step"] += 1
