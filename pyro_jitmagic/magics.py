@@ -261,7 +261,7 @@ class PyroJitMagics(Magics):
                      session=self.session, on_progress=progress, source=self._python(cell))
         with run:
             error = self._execute(cell)
-        run.failed(error)
+            run.failed(error)
         report = run.report
         assert report is not None
         if progress is not None:

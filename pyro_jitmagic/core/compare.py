@@ -117,6 +117,7 @@ def _run_once(run: JitRun, execute: Callable[[], BaseException | None]) -> BaseE
     try:
         with run:
             error = execute()
+            run.failed(error)
     except BaseException as exc:  # an interrupt too: the caller restores state, then re-raises
         error = exc
     run.failed(error)

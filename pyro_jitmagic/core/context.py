@@ -42,6 +42,8 @@ class RunContext:
     compiler: Compiler | None = None
     # --auto: how many steps the cell's loops make each SVI (by name) take, read from its text
     step_counts: Mapping[str, int] = field(default_factory=dict)
+    # what ended the run, known as its patches are restored (None: it ran to the end)
+    ended_by: BaseException | None = None
 
     def name_of(self, obj: Any, fallback: str) -> str:
         """``obj`` as the user's namespace names it, else ``fallback``."""

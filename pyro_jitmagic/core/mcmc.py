@@ -73,7 +73,8 @@ def _run(ctx: RunContext, original: Callable[..., Any], mcmc: Any,
         result = original(mcmc, *args, **kwargs)
         clock.summarise(mcmc)
         return result
-    except BaseException:
+    except BaseException as exc:
+        clock.ended_by = exc
         for name, p in store.named_parameters():
             if name in grads and p.requires_grad != grads[name]:
                 p.requires_grad_(grads[name])
@@ -98,6 +99,8 @@ class MCMCClock:
         self.potential_evals = 0
         self.sites: tuple[PosteriorSite, ...] = ()
         self.samples_total = 0
+        #: what ended the run early (None: it ran to the end)
+        self.ended_by: BaseException | None = None
         # the potential the kernel's setup built, before it was wrapped
         self.potential: Any = None
         # set by the compiler's route before the run: wraps each potential the setup builds

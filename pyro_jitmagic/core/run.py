@@ -137,9 +137,10 @@ class JitRun:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self._ctx.recorder.end = self._ctx.recorder.clock()
-        self._leave()
         if exc is not None:
             self._error = exc
+        self._ctx.ended_by = self._error  # (what is undone with the patches may depend on it)
+        self._leave()
         if self.announce and self.options.warnings == "capture":
             self._ctx.capture.announce_risky()
 
@@ -156,7 +157,8 @@ class JitRun:
                     PROCESS.runs.remove(self)
 
     def failed(self, error: BaseException | None) -> None:
-        """Record the error that ended the code, when it was caught before the ``with`` ended."""
+        """Record the error that ended the code, when it was caught before the ``with`` ended
+        (inside the ``with`` block, so that its end knows it)."""
         if error is not None:
             self._error = error
             self._report = None

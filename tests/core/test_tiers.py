@@ -290,6 +290,31 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_i
                "next run" in n for n in run.report.notes)
 
 
+def test_an_interrupted_nuts_run_starts_no_codegen_it_had_put_off(monkeypatch, fake_clock):
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    from pyro_jitmagic.wholestep.backends import SwitchesToInductor
+
+    started = []
+    monkeypatch.setattr(SwitchesToInductor, "build_inductor",
+                        lambda self, on_done=None, delay=0.0: started.append(self))
+    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+    pyro.set_rng_seed(1)
+    mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True,
+                hook_fn=lambda kernel, samples, stage, i: _interrupt_at(stage, i))
+    with pytest.raises(KeyboardInterrupt), pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+        mcmc.run(DATA)
+    assert any("the potential and its gradient captured after" in n for n in run.report.notes)
+    assert started == []
+    assert any("the run was interrupted: inductor's codegen of the potential, put off until it ended, "
+               "was not started" in n for n in run.report.notes)
+
+
+def _interrupt_at(stage, i):
+    if stage == "Sample" and i == 40:  # (a user's Ctrl-C, late in the run)
+        raise KeyboardInterrupt
+
+
 def test_a_short_nuts_run_never_pays_for_the_capture():
     from pyro.infer.mcmc import MCMC, NUTS
 

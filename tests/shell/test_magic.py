@@ -300,6 +300,27 @@ def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_p
     assert "stayed eager: the ~1 calls expected to follow (the cell's loops run 30 steps)" in row.why
 
 
+def test_an_interrupted_auto_cell_starts_no_codegen_it_had_put_off(ip, auto_policy, monkeypatch, fake_clock):
+    # Ctrl-C means stop: the cell's end starts nothing new. A cheap capture pays at once, and on the
+    # fake clock the steps never outlast a cold codegen: it is put off until the cell ends
+    from pyro_jitmagic.core.tiers import TierPolicy
+    from pyro_jitmagic.wholestep.backends import SwitchesToInductor
+
+    started = []
+    monkeypatch.setattr(SwitchesToInductor, "build_inductor",
+                        lambda self, on_done=None, delay=0.0: started.append(self))
+    auto_policy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    result, _ = run(ip, "%%pyrojit --auto --backend inductor -q -o r\nfor _ in range(40):\n"
+                        "    svi.step(data)\nraise KeyboardInterrupt")
+
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    (row,) = [d for d in ip.user_ns["r"].auto if d.path]
+    assert row.path[1].startswith("step at step 4")  # it climbed, and put its codegen off
+    assert started == []
+    assert any("the cell was interrupted: inductor's codegen, put off until it ended, was not started" in n
+               for n in ip.user_ns["r"].notes)
+
+
 def test_compare_auto_panel_shows_the_decisions(ip, auto_policy):
     auto_policy(prior_compile_steps={"svi": 0.0})  # compiles after three eager steps, certainly
     result, _ = run(ip, "%%pyrojit --compare --auto -q -o c\nfor _ in range(30):\n    svi.step(data)")

@@ -172,10 +172,14 @@ class TieredRoute(WholeStepRoute):
         self.waiting, entry.unannounced = entry, True
         book.path.append(f"inductor's codegen from step {book.calls + 1}")
 
-    def cell_ends(self) -> None:
+    def cell_ends(self, interrupted: bool = False) -> None:
         """The run is over: start the codegens put off until now (their kernels serve the next run;
-        the cell that made them has its results already)."""
+        the cell that made them has its results already), unless it was interrupted."""
         after, self.after_cell = self.after_cell, {}
+        if interrupted and after and self.ctx is not None:
+            self.ctx.recorder.note(f"{self.target}: the cell was interrupted: inductor's codegen, put off "
+                                   "until it ended, was not started (a later run that pays for it will)")
+            return
         for entry, book in after.values():
             compiled = entry.compiled
             if compiled.stale is not None or compiled.compiling or compiled.backend == "inductor":
@@ -328,8 +332,11 @@ class Tiered:
         patches.on_restore(self._cell_ends)
 
     def _cell_ends(self) -> None:
+        assert self._ctx is not None
+        # an interrupted cell starts nothing new: Ctrl-C means stop (a codegen already running goes on)
+        stopped = isinstance(self._ctx.ended_by, KeyboardInterrupt)
         for route in self._routes:
-            route.cell_ends()
+            route.cell_ends(stopped)
 
     @staticmethod
     def wrapped() -> list[tuple[Any, str]]:

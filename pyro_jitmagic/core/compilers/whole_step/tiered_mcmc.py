@@ -177,7 +177,11 @@ class TieredMCMCRoute(PyroMCMCRoute):
         super().finish(clock, compile_seconds)
         after, self._codegen_after = self._codegen_after, None
         if after is not None and self.top == "inductor":
-            after.build_inductor(delay=AFTER_CELL_DELAY)
+            if isinstance(clock.ended_by, KeyboardInterrupt):  # Ctrl-C means stop: start nothing new
+                self.ctx.recorder.note(f"{self.target}: the run was interrupted: inductor's codegen of the "
+                                       "potential, put off until it ended, was not started")
+            else:
+                after.build_inductor(delay=AFTER_CELL_DELAY)
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
