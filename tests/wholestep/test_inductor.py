@@ -105,6 +105,24 @@ def test_codegen_in_the_background_leaves_the_random_stream_to_the_steps(tmp_pat
     assert not hasattr(utils.preserve_rng_state, "__pyrojit_original__")  # torch's own again
 
 
+def test_a_cached_graph_runs_as_captured_until_its_kernels_load(tmp_path, monkeypatch):
+    from pyro_jitmagic.wholestep import backends
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(backends, "AS_CAPTURED_NODES", 0)  # the simple model's graph counts as large
+    train(functools.partial(gaussian_svi, "AutoNormal", "Adam"), steps=3, compile_with="inductor")
+    make, args, losses, compiled = _start_in_the_background()  # the same graph: in the cache now
+    assert compiled.as_captured and compiled.compiling
+    while compiled.backend != "inductor" and compiled.fallback is None and len(losses) < 50_000:
+        losses.append(compiled(*args))  # as captured while inductor loads the kernels
+        time.sleep(0.005)
+    losses += [compiled(*args) for _ in range(10)]
+
+    assert (compiled.backend, compiled.cache, compiled.as_captured) == ("inductor", "warm", False)
+    assert compiled.steps == len(losses) - 1
+    assert losses == pytest.approx(train(make, steps=len(losses)).losses, rel=1e-4)
+
+
 def test_nuts_potential():
     import models
     from pyro.infer.mcmc.util import initialize_model
