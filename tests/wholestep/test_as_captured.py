@@ -172,3 +172,32 @@ def test_auto_climbing_to_a_cached_graph_loads_its_kernels_from_the_capture_on(c
     assert "its kernels came from inductor's disk cache" in row.why
     assert any("the steps run the captured graph as it is" in n for n in run.report.notes)
     assert losses == pytest.approx(train(MAKE, steps=15).losses, rel=1e-5)
+
+
+def test_auto_expecting_a_cached_graph_that_is_not_says_its_codegen_started(cached, monkeypatch):
+    # the memory of earlier runs named another graph for this signature (its code changed since)
+    from pyro_jitmagic.wholestep import memory
+
+    class Remembers(Holds):
+        def inductor_holds(self, digest):
+            return digest == "an older graph"
+
+        def graph(self, key):
+            return "an older graph"
+
+    remembers = Remembers()
+    monkeypatch.setattr(memory, "shared", lambda: remembers)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi, args, _ = MAKE()
+    policy = AutoPolicy(tiers=TierPolicy(memory=remembers, prior_capture_steps=0.0))
+    with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
+        losses = [svi.step(*args) for _ in range(10)]
+
+    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+    assert not entry.compiled.as_captured  # on TorchScript, built at the capture
+    assert any(g is entry.compiled.captured.graph for g in cached)
+    (row,) = [d for d in run.report.auto if d.path]
+    assert row.path[2:] == ("inductor's codegen from step 4",)
+    assert "inductor's codegen started with the capture, expecting a warm cache" in row.why
+    assert losses == pytest.approx(train(MAKE, steps=10).losses, rel=1e-5)

@@ -152,10 +152,15 @@ class TieredRoute(WholeStepRoute):
         book.digest = graph_digest(compiled.captured.graph, compiled.captured.example_inputs)
         book.moved("step", f"step at step {book.calls + 1} (captured in {entry.compile_seconds:.2f} s)")
         book.why = why
-        if compiled.compiling:  # from the disk cache: announced as they take over
-            book.why = f"{book.why}; its kernels came from inductor's disk cache"
-            book.path.append(f"inductor's kernels loading from step {book.calls + 1}"
-                             + (", the graph run as captured meanwhile" if compiled.as_captured else ""))
+        if compiled.compiling:  # inductor started with the capture: announced as its kernels take over
+            memory = self.policy.memory
+            if memory is not None and memory.inductor_holds(book.digest):
+                book.why = f"{book.why}; its kernels came from inductor's disk cache"
+                book.path.append(f"inductor's kernels loading from step {book.calls + 1}"
+                                 + (", the graph run as captured meanwhile" if compiled.as_captured else ""))
+            else:  # (the memory of earlier runs named another graph: this one is new to the cache)
+                book.why = f"{book.why}; inductor's codegen started with the capture, expecting a warm cache"
+                book.path.append(f"inductor's codegen from step {book.calls + 1}")
         if not self.compiled:  # it ran eager below (Pyro's JIT could not compile it): now it is compiled
             self.compiled = True
             self.ctx.recorder.switch(id(svi), self.target, self)
