@@ -38,7 +38,6 @@ class StepDone:
 
     tally: TierTally
     tier: Tier | None  # None: the low tiers (eager or Pyro's JIT, known once it ran)
-    capture: bool = False
     #: its time says nothing of the tier's step time (a capture; the graph run as captured)
     untimed: bool = False
 
@@ -96,7 +95,7 @@ class TieredRoute(WholeStepRoute):
         if self.top != "pyro" and self.policy.climb_to_step(book, calls, self._warm(book)):
             entry = self._capture(svi, sig, args, kwargs, stale=entry)
             if entry is not None:
-                self.current = StepDone(tally, "step", capture=True)
+                self.current = StepDone(tally, "step", untimed=True)  # the capture's time
                 return self._whole(entry, tally, args, kwargs, capturing=True)
             if self.fallback is not None:
                 self.current = StepDone(tally, None)
@@ -279,7 +278,7 @@ class TieredRoute(WholeStepRoute):
             self.cell.done += 1
         tally, book = done.tally, done.tally.book
         if done.tier is not None:
-            if done.capture or done.untimed:  # a capture's time, or the graph's run as captured
+            if done.untimed:
                 tally.seconds += seconds
                 tally.steps["step"] += 1
                 book.steps["step"] += 1
