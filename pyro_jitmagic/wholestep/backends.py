@@ -54,8 +54,9 @@ class Codegen:
 #: disk cache, instead of on TorchScript. Measured (one-off timings, one thread): the HMM's step at
 #: length 24 (4470 nodes) takes 1.3-1.7 s to build on TorchScript and 0.15 s more in its first
 #: call, then runs in 10 ms, against 29 ms as captured, and its kernels load in about a second:
-#: about 0.6 s lost waiting as captured against 1.5-1.9 s of build. The simple SVI's step (285
-#: nodes) builds in 0.03 s and runs in 0.6 ms against 2 ms: there TorchScript is cheaper.
+#: by estimate (a second at 29 ms against 10 ms a step) about 0.6 s lost waiting as captured
+#: against 1.5-1.9 s of build. The simple SVI's step (285 nodes) builds in 0.03 s and runs in
+#: 0.6 ms against 2 ms: there TorchScript is cheaper.
 AS_CAPTURED_NODES = 1000
 #: Steps a graph may run as captured before its TorchScript build is paid after all (kernels the
 #: disk cache was expected to hold but did not: a cold codegen takes minutes).
