@@ -9,11 +9,12 @@ The grid (a case is a workload at one length):
 The ways (columns), each a variant of the same cell:
 
 * eager: the cell as written;
-* pyro: the cell under ``%%pyrojit -q`` (Pyro's JIT traces the loss; the default);
+* pyro: the cell under ``%%pyrojit -q --backend pyro`` (Pyro's JIT traces the loss);
 * step: under ``%%pyrojit -q --backend step`` (the whole step as one TorchScript graph);
 * inductor: under ``%%pyrojit -q --backend inductor`` (that graph compiled by inductor,
   whose codegen may go on in the background after the cell ends);
-* --auto: under ``%%pyrojit --auto --backend inductor -q`` (every tier), starting from a new
+* --auto: under ``%%pyrojit --auto --backend inductor -q`` (every tier: what plain
+  ``%%pyrojit`` does), starting from a new
   session policy each time
   (what a first ``--auto`` cell of a session gets: the priors, then what the cell measures);
 * Pyro JIT: the tutorial's compiled cell as Pyro has it (``JitTrace_ELBO``,
@@ -45,7 +46,7 @@ Targets (PASS/MISS):
 3. long runs, warm: simple SVI 10,000 steps ``--auto`` / Pyro JIT at most 0.35, HMM 10
    epochs at most 0.5.
 
-Also printed: pyro (the default ``%%pyrojit``) against Pyro's JIT and against eager, and what
+Also printed: pyro (``%%pyrojit --backend pyro``) against Pyro's JIT and against eager, and what
 the compiled cells' reports say they chose (``--auto``'s tier path per key).
 
 Usage::
@@ -128,7 +129,7 @@ WAYS = ("eager", "pyro", "step", "inductor", "--auto", "Pyro JIT")
 INDUCTOR_WAYS = ("inductor", "--auto")
 REPORT = "_bench_report"
 _MAGIC = {
-    "pyro": f"%%pyrojit -q -o {REPORT}\n",
+    "pyro": f"%%pyrojit -q --backend pyro -o {REPORT}\n",
     "step": f"%%pyrojit -q --backend step -o {REPORT}\n",
     "inductor": f"%%pyrojit -q --backend inductor -o {REPORT}\n",
     "--auto": f"%%pyrojit --auto --backend inductor -q -o {REPORT}\n",  # every tier
@@ -314,7 +315,7 @@ def table_lines(times: Times, view: str, rounds: list[int]) -> list[str]:
     if hmm3 and "pyro" in times[hmm3] and "eager" in times[hmm3]:
         c = statistics.median(times[hmm3]["pyro"][r] for r in rounds)
         e = statistics.median(times[hmm3]["eager"][r] for r in rounds)
-        lines.append(f"{view}: HMM at 3 epochs: default %%pyrojit {c:.3f}s vs eager {e:.3f}s: "
+        lines.append(f"{view}: HMM at 3 epochs: %%pyrojit --backend pyro {c:.3f}s vs eager {e:.3f}s: "
                      f"{'beats eager' if c < e else 'DOES NOT beat eager'} ({e / c:.2f}x)")
     return lines
 

@@ -5,7 +5,7 @@ same model with NUTS, the HMM with enumeration over three sequence lengths),
 three cells run in one IPython shell, interleaved round by round:
 
 * eager: the cell as written;
-* compiled: the cell under ``%%pyrojit -q``;
+* compiled: the cell under ``%%pyrojit -q --backend pyro``;
 * compare: the cell under ``%%pyrojit --compare``, its panel built and displayed
   (plots and widget included), as a user gets it;
 * compare -q: the same without the panel (``-q``): the comparison machinery alone
@@ -86,8 +86,9 @@ for epoch in range({hmm_epochs}):
 }
 
 WAYS = ("eager", "compiled", "compare", "compare -q")
-PREFIX = {"eager": "", "compiled": "%%pyrojit -q\n", "compare": "%%pyrojit --compare\n",
-          "compare -q": "%%pyrojit --compare -q\n"}
+PREFIX = {"eager": "", "compiled": "%%pyrojit -q --backend pyro\n",
+          "compare": "%%pyrojit --compare --backend pyro\n",
+          "compare -q": "%%pyrojit --compare -q --backend pyro\n"}
 
 
 def run_cell(shell: Any, source: str) -> float:

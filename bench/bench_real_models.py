@@ -3,7 +3,7 @@
 The models are those of ``tests/realmodels/zoo.py`` (retellings of Pyro's
 examples and tutorials at toy size). Each runs, in one IPython shell, after a
 fresh setup cell each time: eager as written; by hand with Pyro's own JIT;
-under ``%%pyrojit``; under ``%%pyrojit --compare --seed 0``; under
+under ``%%pyrojit --backend pyro``; under ``%%pyrojit --backend pyro --compare --seed 0``; under
 ``%%pyrojit --auto`` (``tests/realmodels/five_ways.py``). One row per model:
 
 * compiled: ``yes``, or ``eager: <why>`` from the report (or the error that

@@ -64,33 +64,41 @@ class PyroJitMagics(Magics):
     @no_var_expand
     @cell_magic
     def pyrojit(self, line: str, cell: str) -> None:
-        """Run the cell with its Pyro inference compiled by the JIT.
+        """Run the cell with its Pyro inference compiled, each part only as far as pays.
 
-        Every ``SVI.step`` whose loss is ``Trace_ELBO``, ``TraceGraph_ELBO``,
-        ``TraceEnum_ELBO`` or ``TraceMeanField_ELBO`` runs as its ``Jit*``
-        counterpart, and so does every ``differentiable_loss``, ``loss`` and
-        ``loss_and_grads`` of those ELBOs that the cell calls itself (a custom
-        objective trained with a torch optimizer), also through a method bound
-        in an earlier cell; every ``MCMC.run`` with an ``HMC``/``NUTS`` kernel runs
-        with ``jit_compile=True``, wherever those objects were built. Before the
-        first compiled step, AutoGuides build their prototype and
-        ``max_plate_nesting`` is found eagerly. JIT warnings are captured; risky
-        ones (a tensor turned into a Python value while tracing, by the cell's
-        code or by a torch or Pyro function not reviewed as safe, or used as a
-        Python integer: ``range(n.max())``) are named with the line that caused
-        them; torch's and Pyro's own shape checks and validation count as
-        benign. After the cell, objects behave as written
-        again, and their compiled traces are kept for the next ``%%pyrojit`` cell.
+        Each call signature of the cell's SVI steps (Pyro's cache key) starts
+        eager and timed, and climbs a tier when the steps expected to follow
+        (read from the cell's loops, from earlier runs, or else as many again
+        as so far) would repay it: Pyro's JIT, then the whole step (loss,
+        gradients and optimizer update as one graph), then that graph's C++
+        kernels, built by inductor in a worker process while the steps go on
+        and swapped in between two steps with params and optimizer state
+        carried over. HMC/NUTS do the same for the potential, knowing how many
+        samples remain. The report shows each signature's path and what it
+        saved against each fixed backend. ``--backend pyro``, ``step`` or
+        ``inductor`` compiles with that backend from the first step instead;
+        with ``--auto`` it is the highest tier of the climb.
+
+        On Pyro's JIT every ``SVI.step`` whose loss is ``Trace_ELBO``,
+        ``TraceGraph_ELBO``, ``TraceEnum_ELBO`` or ``TraceMeanField_ELBO`` runs
+        as its ``Jit*`` counterpart, and so does every ``differentiable_loss``,
+        ``loss`` and ``loss_and_grads`` of those ELBOs that the cell calls
+        itself (a custom objective trained with a torch optimizer), also
+        through a method bound in an earlier cell; every ``MCMC.run`` with an
+        ``HMC``/``NUTS`` kernel runs with ``jit_compile=True``, wherever those
+        objects were built. Before the first compiled step, AutoGuides build
+        their prototype and ``max_plate_nesting`` is found eagerly. JIT
+        warnings are captured; risky ones (a tensor turned into a Python value
+        while tracing, by the cell's code or by a torch or Pyro function not
+        reviewed as safe, or used as a Python integer: ``range(n.max())``) are
+        named with the line that caused them; torch's and Pyro's own shape
+        checks and validation count as benign. After the cell, objects behave
+        as written again, and their compiled traces are kept for the next
+        ``%%pyrojit`` cell.
 
         A report follows the cell: what was switched, warm-up, compilations,
         steps (and direct loss calls) and their median time, warnings. While the cell runs, a progress
         line shows steps done and "compiling..." (cells over half a second).
-
-        With ``--auto`` each call signature (Pyro's cache key) runs eager,
-        timed, until the steps expected to follow would repay compiling it,
-        and HMC/NUTS compile the potential once the samples still to come
-        would repay it; the report shows each decision and what it saved or
-        lost against always eager and always compiled.
 
         Traces start in TorchScript's no-opt executor (the cheapest to compile);
         a call signature called often enough is tried under the optimizing
@@ -128,7 +136,11 @@ class PyroJitMagics(Magics):
             for step in range(1000):
                 svi.step(data)
 
-            %%pyrojit --auto
+            %%pyrojit --backend pyro
+            for step in range(1000):
+                svi.step(data)
+
+            %%pyrojit --auto --backend step
             for epoch in range(3):
                 for sequence in sequences:
                     svi.step(sequence, length=len(sequence))

@@ -38,6 +38,7 @@ BACKENDS = {
                 "inductor's disk cache",
     "eager": "nothing compiled: the cell runs as written, recorded as a compiled run is",
 }
+#: What a named-less run compiles with when told not to climb (``auto=False``): Pyro's JIT.
 DEFAULT_BACKEND = "pyro"
 #: The highest tier --auto climbs to when no --backend caps it.
 TOP_TIER = "inductor"
@@ -63,11 +64,12 @@ class RunOptions:
         Capture JIT warnings silently, also print them, or raise
         :class:`~pyro_jitmagic.RiskyTraceError` when a trace turns a tensor into a
         Python value (before the compiled step is used).
-    auto : bool
-        Climb tiers per call signature only as far as is expected to pay (``--auto``): eager,
-        Pyro's JIT, the whole step, inductor's kernels built in the background; ``backend``, when
-        given, is the highest tier it may reach. The session's :class:`~pyro_jitmagic.AutoPolicy`
-        decides.
+    auto : bool, optional
+        Climb tiers per call signature only as far as is expected to pay: eager, Pyro's JIT, the
+        whole step, inductor's kernels built in the background; ``backend``, when given, is the
+        highest tier it may reach. The session's :class:`~pyro_jitmagic.AutoPolicy` decides. Not
+        given: True unless ``backend`` is given (a named backend alone compiles from the first
+        step), which is what plain ``%%pyrojit`` does; ``False`` with no backend runs Pyro's JIT.
     executor : {"adaptive", "no-opt", "optimizing", "legacy"}
         The TorchScript executor the traces run under (``--executor``).
     max_entries : int, optional
@@ -79,7 +81,7 @@ class RunOptions:
         What compiles the inference (``--backend``): Pyro's JIT; the whole step as one graph run by
         TorchScript; that graph compiled by inductor. ``"eager"`` records the cell as written
         (the first run of ``--compare``). With ``auto``, the highest tier it may climb to. Not
-        given: ``"pyro"``, or with ``auto`` every tier (``"inductor"``).
+        given: every tier (``"inductor"``) when climbing, else ``"pyro"``.
 
     Raises
     ------
@@ -94,11 +96,12 @@ class RunOptions:
         "--warnings", choices=WARNING_MODES,
         help="JIT warnings: capture them (default), also print them, or stop with an "
              "error on a risky one before its compiled step is used"))
-    auto: bool = field(default=False, metadata=_option(
+    auto: bool = field(default=None, metadata=_option(  # type: ignore[assignment]
         "--auto", action="store_true",
-        help="start each call signature eager and climb the tiers only as far as the steps "
-             "expected to follow repay: Pyro's JIT, the whole step, inductor's kernels built in the "
-             "background; --backend caps the climb (per SVI call signature, and per MCMC run)"))
+        help="what a plain %%%%pyrojit does: start each call signature eager and climb the tiers "
+             "only as far as the steps expected to follow repay: Pyro's JIT, the whole step, "
+             "inductor's kernels built in the background (per SVI call signature, and per MCMC "
+             "run); with --backend, climb no higher than it"))
     executor: str = field(default=DEFAULT_EXECUTOR, metadata=_option(
         "--executor", choices=tuple(EXECUTORS),
         help="the TorchScript executor for the cell's traces: adaptive (default: each trace "
@@ -112,14 +115,22 @@ class RunOptions:
         help="seed both runs of --compare (pyro.set_rng_seed(N)); alone, seed the run"))
     backend: str = field(default=None, metadata=_option(  # type: ignore[assignment]
         "--backend", choices=CELL_BACKENDS,
-        help="what compiles the cell: pyro (default: Pyro's JIT traces the loss), step (the whole "
-             "step, loss, gradients and optimizer update, as one graph run by TorchScript), or "
-             "inductor (that graph compiled into C++ kernels: the fastest steps, a first compile "
-             "of seconds to minutes); with --auto, the highest tier it may climb to (default: "
-             "inductor)"))
+        help="compile the cell with this backend from its first step instead of climbing: pyro "
+             "(Pyro's JIT traces the loss), step (the whole step, loss, gradients and optimizer "
+             "update, as one graph run by TorchScript), or inductor (that graph compiled into C++ "
+             "kernels: the fastest steps, a first compile of seconds to minutes); with --auto, "
+             "the highest tier it may climb to"))
+
+    #: The fields left to their default (``auto``, ``backend``), settled from the others; replace()
+    #: settles them again, so that ``RunOptions().replace(backend="pyro")`` is Pyro's JIT alone.
+    defaulted: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.backend is None:  # not given: --auto may climb every tier, a plain cell runs Pyro's JIT
+        object.__setattr__(self, "defaulted",
+                           frozenset(name for name in ("auto", "backend") if getattr(self, name) is None))
+        if self.auto is None:  # not given: climb, unless a backend was named to run from the start
+            object.__setattr__(self, "auto", self.backend is None)
+        if self.backend is None:  # not given: a climb may reach every tier, auto=False runs Pyro's JIT
             object.__setattr__(self, "backend", TOP_TIER if self.auto is True else DEFAULT_BACKEND)
         problem = _problem(self)
         if problem is not None:
@@ -131,8 +142,10 @@ class RunOptions:
         return self.backend != "eager"
 
     def replace(self, **changes: Any) -> RunOptions:
-        """These options with ``changes`` (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """These options with ``changes`` (validated again); fields left to their default are
+        settled again from the changed ones."""
+        settle: dict[str, Any] = {name: None for name in self.defaulted if name not in changes}
+        return dataclasses.replace(self, **settle, **changes)
 
 
 def _problem(options: RunOptions) -> str | None:

@@ -80,7 +80,7 @@ def run_twice(
     state = CellState.save(namespace)
 
     eager_trail, compiled_trail = ParamTrail(), ParamTrail()
-    eager = JitRun(options.replace(backend="eager"), names=namespace, session=session,
+    eager = JitRun(options.replace(backend="eager", auto=False), names=namespace, session=session,
                    name_location=name_location, on_first_use=state.before_first_use,
                    on_progress=on_progress, on_step=eager_trail)
     with state.watching():

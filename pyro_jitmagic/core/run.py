@@ -81,7 +81,7 @@ class JitRun:
     ) -> None:
         if isinstance(fields.get("auto"), AutoPolicy):  # compiled(auto=policy): --auto with that policy
             auto_policy, fields["auto"] = fields["auto"], True
-        # (from the fields themselves when none are given: --auto alone climbs every tier)
+        # (from the fields themselves when none are given: nothing named climbs every tier)
         options = RunOptions(**fields) if options is None else options.replace(**fields)
         self.options = options
         self.announce = announce
@@ -205,8 +205,11 @@ def compiled(
     Every ``SVI.step`` whose ELBO has a Jit* counterpart runs compiled (warmed
     up first), and so does every call of such an ELBO's ``differentiable_loss``,
     ``loss`` or ``loss_and_grads`` made in the block (a custom objective, a
-    ``PyroModule`` trained with a torch optimizer); every ``MCMC.run`` with an
-    HMC/NUTS kernel runs with ``jit_compile=True``; JIT warnings are captured,
+    ``PyroModule`` trained with a torch optimizer), and every ``MCMC.run`` with an
+    HMC/NUTS kernel: by default each call signature climbs from eager through
+    Pyro's JIT and the whole step to inductor's kernels as far as pays, as the
+    magic does; ``backend="pyro"`` (``"step"``, ``"inductor"``) compiles with that
+    backend from the first step instead. JIT warnings are captured,
     and each risky one is warned once, as a :class:`RiskyTraceWarning` at the
     user's line, when the block ends. After the block, objects behave as
     written again and ``run.report`` says what happened.
@@ -216,8 +219,8 @@ def compiled(
     options : RunOptions, optional
         How to run; any field of :class:`~pyro_jitmagic.RunOptions` can also be
         given by name (``warmup``, ``warnings``, ``auto``, ``executor``,
-        ``max_entries``, ``seed``), as the magic's flags are. ``auto`` may be an
-        :class:`AutoPolicy`: ``--auto`` with that policy instead of the session's.
+        ``max_entries``, ``seed``, ``backend``), as the magic's flags are. ``auto`` may
+        be an :class:`AutoPolicy`: the climb with that policy instead of the session's.
     names : mapping, optional
         A namespace used to name objects in the report (``"svi"``); by default
         the calling module's globals.

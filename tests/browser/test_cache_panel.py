@@ -15,9 +15,9 @@ CELLS = [
         data = models.data()
         svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     """),
-    "%%pyrojit -q\nfor _ in range(5):\n    svi.step(data)",
+    "%%pyrojit --backend pyro -q\nfor _ in range(5):\n    svi.step(data)",
     "%pyrojit_cache",
-    "%%pyrojit -q -o again\nsvi.step(data)",
+    "%%pyrojit --backend pyro -q -o again\nsvi.step(data)",
     "print('compiled:', again.compile_count)",
 ]
 

@@ -30,7 +30,7 @@ COMPARE = textwrap.dedent("""\
 """)
 
 HOSTILE = textwrap.dedent("""\
-    %%pyrojit --compare --seed 0
+    %%pyrojit --backend pyro --compare --seed 0
     bad = SVI(hostile, models.branchy_guide, Adam({"lr": 0.05}), Trace_ELBO())
     for step in range(30):
         bad.step(data)

@@ -246,7 +246,7 @@ def test_a_key_compiled_in_an_earlier_cell_runs_compiled_from_its_first_step(aut
     auto_policy(prior_compile_steps={"svi": 6.0})
     svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
     data = models.data()
-    with JitRun():
+    with JitRun(backend="pyro"):
         svi.step(data)  # compiled on its first step
     with JitRun(auto=True, backend="pyro") as run:
         for _ in range(5):
@@ -417,7 +417,7 @@ def _executor_switch_run(steps):
     pyro.clear_param_store()
     pyro.set_rng_seed(3)
     svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
-    with JitRun() as run:
+    with JitRun(backend="pyro") as run:
         losses = [svi.step(models.data()) for _ in range(steps)]
     assert losses == pytest.approx(expected, rel=1e-5)
     return run.report

@@ -31,7 +31,7 @@ def functions_of(snap, owner_prefix):
 def test_a_compiled_svi_shows_its_entry_with_hits_and_compile_time():
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled():
+    with compiled(backend="pyro"):
         for _ in range(5):
             svi.step(data)
     (f,) = functions_of(snapshot({"svi": svi}), "svi ")
@@ -59,7 +59,7 @@ def test_hmm_has_one_entry_per_length_with_its_hits():
     guide = AutoDiagonalNormal(pyro.poutine.block(models.hmm, expose=["trans", "emit_loc", "emit_scale"]))
     svi = SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1))
     sequences = [torch.randn(n) for n in [4] * 5 + [6] * 2 + [8]]
-    with compiled():
+    with compiled(backend="pyro"):
         for _ in range(2):  # two epochs
             for seq in sequences:
                 svi.step(seq, num_sequences=len(sequences), length=len(seq))
@@ -75,7 +75,7 @@ def test_nuts_potential_appears_with_its_evaluations():
 
     kernel = NUTS(models.gaussian)
     mcmc = MCMC(kernel, num_samples=5, warmup_steps=5, disable_progbar=True)
-    with compiled() as run:
+    with compiled(backend="pyro") as run:
         mcmc.run(models.data())
     (f,) = functions_of(snapshot({"kernel": kernel}), "kernel ")
     assert f.kind == "potential" and f.serves == "model=gaussian"
@@ -87,7 +87,7 @@ def test_nuts_potential_appears_with_its_evaluations():
 def test_clearing_frees_the_traces_and_the_next_step_compiles_again():
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled():
+    with compiled(backend="pyro"):
         svi.step(data)
     inspector = Inspector(PROCESS.session)
     (f,) = functions_of(inspector.snapshot({"svi": svi}), "svi ")
@@ -98,7 +98,7 @@ def test_clearing_frees_the_traces_and_the_next_step_compiles_again():
     gc.collect()
     assert traced() is None
     assert functions_of(inspector.snapshot({"svi": svi}), "svi ") == []
-    with compiled() as run:
+    with compiled(backend="pyro") as run:
         svi.step(data)
     assert run.report.compile_count == 1
 
@@ -114,7 +114,7 @@ def test_a_tensor_keyword_that_changes_every_step_is_caught_once():
     data = models.data()
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        with compiled() as run:
+        with compiled(backend="pyro") as run:
             for _ in range(12):
                 svi.step(data, noise=torch.randn(()))
     caught = [w for w in shown if w.category is RecompilationWarning]
@@ -146,7 +146,7 @@ def test_max_entries_runs_further_keys_eager_and_says_so():
 
     svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled(max_entries=2) as run:
+    with compiled(max_entries=2, backend="pyro") as run:
         losses = [svi.step(data, length=n) for n in (10, 11, 12, 13, 10)]
     assert run.report.compile_count == 2
     assert all(loss == loss for loss in losses)  # finite: the eager calls computed real losses
@@ -203,7 +203,7 @@ def test_the_twins_of_the_cache_magic_list_and_clear_what_it_does():
     from pyro_jitmagic import CacheSnapshot, cache_snapshot, clear_cache
 
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
-    with compiled():
+    with compiled(backend="pyro"):
         svi.step(models.data())
     snapshot = cache_snapshot({"svi": svi})
     assert isinstance(snapshot, CacheSnapshot)

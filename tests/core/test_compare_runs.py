@@ -35,7 +35,7 @@ def test_simple_svi_runs_agree_and_the_namespace_holds_the_compiled_run(runner):
     final = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     pyro.clear_param_store()
     pyro.set_rng_seed(3)
-    with compiled():
+    with compiled(backend="pyro"):
         guide = AutoDiagonalNormal(models.gaussian)
         svi = SVI(models.gaussian, guide, Adam({"lr": 0.05}), Trace_ELBO())
         for _ in range(40):
@@ -166,7 +166,7 @@ def test_a_network_registered_with_pyro_module_starts_both_runs_from_the_same_we
     pyro.clear_param_store()
     net.load_state_dict(before)
     pyro.set_rng_seed(0)
-    with compiled():
+    with compiled(backend="pyro"):
         svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
         once = [svi.step(x, y) for _ in range(30)]
     assert once == pytest.approx(list(s.compiled.losses), rel=1e-5)

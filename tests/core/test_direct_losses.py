@@ -206,7 +206,7 @@ def test_one_loss_with_two_models_gets_a_row_for_each():
 
     loss_fn = infer.Trace_ELBO().differentiable_loss
     data = models.data()
-    with compiled(names={"loss_fn": loss_fn}) as run:
+    with compiled(names={"loss_fn": loss_fn}, backend="pyro") as run:
         loss_fn(models.gaussian, models.gaussian_guide, data)
         loss_fn(models.shifted, models.gaussian_guide, data)
     targets = [r.target for r in run.report.loss_runs]

@@ -198,7 +198,7 @@ def test_torch_without_jit_trace_runs_eager_and_says_so(runner, monkeypatch, pat
 def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
     from pyro_jitmagic.core.run import JitRun
 
-    run = JitRun()
+    run = JitRun(backend="pyro")
     run.__enter__()
     run._ctx.patches._undo.clear()  # as if the process were cut off before cleanup
     from pyro_jitmagic.core.process import PROCESS
@@ -209,7 +209,7 @@ def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
     assert Trace_ELBO.differentiable_loss.__code__ is not patched_targets["ELBO loss methods"][2][
         "Trace_ELBO.differentiable_loss"]
 
-    with compiled() as healed:
+    with compiled(backend="pyro") as healed:
         pass
     assert_nothing_patched(patched_targets)
     assert any(note.startswith("restored SVI.step") for note in healed.report.notes)
@@ -219,9 +219,9 @@ def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
 def test_nested_runs_restore_in_order(patched_targets):
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled() as outer:
+    with compiled(backend="pyro") as outer:
         svi.step(data)
-        with compiled() as inner:
+        with compiled(backend="pyro") as inner:
             svi.step(data)
         svi.step(data)
     assert_nothing_patched(patched_targets)

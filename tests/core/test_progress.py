@@ -19,7 +19,7 @@ def test_progress_reports_steps_and_compiling(monkeypatch):
     monkeypatch.setattr(recorder, "PROGRESS_INTERVAL", 0.0)  # every step, so the test needs no clock
     seen: list[Progress] = []
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
-    with _run.JitRun(on_progress=seen.append):
+    with _run.JitRun(on_progress=seen.append, backend="pyro"):
         for _ in range(3):
             svi.step(models.data())
 
@@ -77,7 +77,7 @@ def test_on_cuda_each_step_waits_for_the_gpu_before_reading_the_clock(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: synced.append(1))
     svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
-    with _run.JitRun() as run:
+    with _run.JitRun(backend="pyro") as run:
         for _ in range(4):
             svi.step(models.data())
     assert len(synced) == 4

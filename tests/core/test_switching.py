@@ -114,9 +114,9 @@ def test_explicit_settings_are_kept():
     elbo = infer.TraceEnum_ELBO(max_plate_nesting=2, num_particles=3, vectorize_particles=True,
                                 ignore_jit_warnings=True, jit_options=jit_options)
     svi = make_svi(elbo)
-    with compiled():
+    with compiled(backend="pyro"):
         svi.step(models.data())
-    (companion,) = [c for e, _, _, c in compiled().session.companions() if e is elbo]
+    (companion,) = [c for e, _, _, c in compiled(backend="pyro").session.companions() if e is elbo]
 
     assert type(companion).__name__ == "JitTraceEnum_ELBO"
     for setting in ("max_plate_nesting", "num_particles", "vectorize_particles", "ignore_jit_warnings"):
@@ -201,7 +201,7 @@ def test_jit_compile_failure_in_nuts_restores_requires_grad(patched_targets):
             pyro.sample("obs", pyro.distributions.Normal(loc * outside, 1.0), obs=data)
 
     mcmc = MCMC(NUTS(model), num_samples=2, warmup_steps=2, disable_progbar=True)
-    with pytest.raises(RuntimeError, match="requires grad as a constant"), compiled():
+    with pytest.raises(RuntimeError, match="requires grad as a constant"), compiled(backend="pyro"):
         mcmc.run(models.data())
     assert weight.unconstrained().requires_grad
     assert_nothing_patched(patched_targets)

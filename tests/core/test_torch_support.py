@@ -50,7 +50,7 @@ def test_a_torch_whose_trace_fails_runs_the_cell_eager_and_says_why_in_one_line(
 
     monkeypatch.setattr(torch.jit, "trace", trace)
     svi = _svi()
-    with compiled() as run:
+    with compiled(backend="pyro") as run:
         losses = [svi.step(models.data()) for _ in range(2)]
     assert all(loss == loss for loss in losses)
     report = run.report
@@ -65,7 +65,7 @@ def test_a_torch_whose_trace_fails_runs_the_cell_eager_and_says_why_in_one_line(
 def test_a_torch_without_executor_settings_compiles_under_its_own_executor(monkeypatch, patched_targets):
     monkeypatch.delattr(torch._C, "_set_graph_executor_optimize")
     svi = _svi()
-    with compiled() as run:
+    with compiled(backend="pyro") as run:
         for _ in range(3):
             svi.step(models.data())
     report = run.report
@@ -81,7 +81,7 @@ def test_an_executor_asked_for_by_name_stops_with_one_line_when_torch_cannot_set
                                                                                    patched_targets):
     monkeypatch.delattr(torch._C, "_jit_set_profiling_executor")
     svi = _svi()
-    with pytest.raises(JitMagicError) as caught, compiled(executor="legacy"):
+    with pytest.raises(JitMagicError) as caught, compiled(executor="legacy", backend="pyro"):
         svi.step(models.data())
     message = str(caught.value)
     assert "\n" not in message

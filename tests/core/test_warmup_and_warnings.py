@@ -65,7 +65,7 @@ def test_compiled_steps_draw_the_same_numbers_as_eager_ones():
         data = models.data()
         if not jit:
             return [svi.step(data) for _ in range(30)]
-        with compiled():
+        with compiled(backend="pyro"):
             return [svi.step(data) for _ in range(30)]
 
     eager, jit = losses(False), losses(True)
@@ -143,7 +143,7 @@ def test_the_twin_warns_once_at_the_users_line_for_each_risky_trace():
     svi = SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.01}), Trace_ELBO())
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        with compiled():
+        with compiled(backend="pyro"):
             for _ in range(3):
                 svi.step(models.data())
     (risky,) = [w for w in shown if w.category is RiskyTraceWarning]

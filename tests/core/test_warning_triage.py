@@ -32,7 +32,7 @@ def _trace(model, guide, *args, elbo=Trace_ELBO, **kwargs):
     svi = SVI(model, guide, Adam({"lr": 0.01}), elbo())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # the twin's RiskyTraceWarning
-        with compiled() as run:
+        with compiled(backend="pyro") as run:
             svi.step(*args, **kwargs)
     assert run.report.error is None
     assert run.report.compile_count == 1
@@ -432,7 +432,7 @@ def test_the_python_314_text_is_captured_not_shown(category):
     text = DEPRECATION_TEXTS[1]
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        with compiled() as run:
+        with compiled(backend="pyro") as run:
             warnings.warn(text, category, stacklevel=1)
     assert not shown
     (note,) = run.report.warnings

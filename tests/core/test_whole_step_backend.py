@@ -172,11 +172,22 @@ def test_inductor_without_a_cxx_compiler_runs_the_step_backend_and_says_so(monke
     assert any("no C++ compiler found (install g++); running the step backend" in n for n in run.report.notes)
 
 
-def test_backend_caps_autos_climb_and_auto_alone_may_climb_every_tier(shell):
-    assert RunOptions(auto=True).backend == "inductor"  # every tier
-    assert RunOptions().backend == "pyro"  # a plain cell: Pyro's JIT
-    assert RunOptions(auto=True, backend="pyro").backend == "pyro"  # eager and Pyro's JIT only
-    assert RunOptions(auto=True, backend="step").backend == "step"  # up to the whole step
+def test_a_plain_cell_climbs_every_tier_a_named_backend_runs_alone_and_caps_auto(shell):
+    def said(options):
+        return options.auto, options.backend
+
+    assert said(RunOptions()) == (True, "inductor")  # plain %%pyrojit: climb every tier
+    assert said(RunOptions(auto=True)) == (True, "inductor")
+    assert said(RunOptions(backend="pyro")) == (False, "pyro")  # Pyro's JIT from the first step
+    assert said(RunOptions(backend="inductor")) == (False, "inductor")
+    assert said(RunOptions(auto=False)) == (False, "pyro")
+    assert said(RunOptions(auto=True, backend="pyro")) == (True, "pyro")  # eager and Pyro's JIT only
+    assert said(RunOptions(auto=True, backend="step")) == (True, "step")  # up to the whole step
+    # a field left to its default is settled again from what replace() changes
+    assert said(RunOptions().replace(seed=1)) == (True, "inductor")
+    assert said(RunOptions().replace(backend="pyro")) == (False, "pyro")
+    assert said(RunOptions().replace(auto=False)) == (False, "pyro")
+    assert said(RunOptions(auto=True).replace(backend="step")) == (True, "step")
     result = shell.run_cell("%%pyrojit --auto --backend step -q\npass\n")
     assert result.error_in_exec is None
 

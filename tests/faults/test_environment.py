@@ -19,7 +19,7 @@ data = models.data()
 svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
 
 def train_in_a_script(n):
-    with pyro_jitmagic.compiled() as inner:
+    with pyro_jitmagic.compiled(backend="pyro") as inner:
         for _ in range(n):
             svi.step(data)
     return inner.report
@@ -29,7 +29,7 @@ def train_in_a_script(n):
 def test_a_cell_calling_code_that_uses_the_twin(shell, shell_with, patched_targets):
     ip = shell_with(shell, SETUP)
     with capture_output():
-        result = ip.run_cell("%%pyrojit -o outer\nsvi.step(data)\n"
+        result = ip.run_cell("%%pyrojit --backend pyro -o outer\nsvi.step(data)\n"
                              "inner = train_in_a_script(3)\nsvi.step(data)")
     assert result.success
     outer, inner = ip.user_ns["outer"], ip.user_ns["inner"]
@@ -57,7 +57,7 @@ def test_terminal_ipython_shows_the_report_as_text(tmp_path):
         import models
         svi = SVI(models.gaussian, models.gaussian_guide, Adam({{"lr": 0.01}}), Trace_ELBO())
         data = models.data()
-    """) + "%%pyrojit\nfor _ in range(3):\n    svi.step(data)\n\n\nexit()\n"
+    """) + "%%pyrojit --backend pyro\nfor _ in range(3):\n    svi.step(data)\n\n\nexit()\n"
     ipython = Path(sys.executable).with_name("ipython")
     out = subprocess.run([str(ipython), "--simple-prompt", "--no-banner", "--colors=nocolor"],
                          input=typed, capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -66,7 +66,7 @@ def test_sigint_during_steps_restores_everything(ip, flags, patched_targets):
     elif not flags:  # (with --backend step it may land in the capture: tested below)
         assert len(report.svi_runs[0].steps) > 0  # what ran so far is reported
     # and the next cell works normally
-    result = ip.run_cell("%%pyrojit -q -o again\nsvi.step(data)")
+    result = ip.run_cell("%%pyrojit --backend pyro -q -o again\nsvi.step(data)")
     assert result.success and ip.user_ns["again"].switches[0].compiled
 
 
@@ -88,7 +88,7 @@ def test_an_interrupt_stops_the_cells_queued_after_it(tmp_path):
         tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         kc.execute_interactive(f"import sys; sys.path.insert(0, {tests!r})\n%load_ext pyro_jitmagic\n"
                                + SETUP, timeout=120)
-        running = kc.execute(f"%%pyrojit\n{LOOP}")
+        running = kc.execute(f"%%pyrojit --backend pyro\n{LOOP}")
         queued = kc.execute("queued_ran = True")
         time.sleep(5)  # the loop is under way
         km.interrupt_kernel()
@@ -136,7 +136,7 @@ def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_
     watcher = threading.Thread(target=interrupt_while_tracing)
     watcher.start()
     with capture_output():
-        result = ip.run_cell("%%pyrojit -q -o interrupted\nslow_svi.step(data)\nafter = 1")
+        result = ip.run_cell("%%pyrojit --backend pyro -q -o interrupted\nslow_svi.step(data)\nafter = 1")
     watcher.join()
 
     assert seen, "the trace never ran on its own thread"
@@ -145,7 +145,7 @@ def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_
     assert not [t for t in threading.enumerate() if t.name == "pyrojit-trace"]
     assert_nothing_patched(patched_targets)
     assert ip.user_ns["interrupted"].error == "KeyboardInterrupt"
-    result = ip.run_cell("%%pyrojit -q -o again\nsvi.step(data)")
+    result = ip.run_cell("%%pyrojit --backend pyro -q -o again\nsvi.step(data)")
     assert result.success and ip.user_ns["again"].switches[0].compiled
     for name in ("slow_to_trace", "slow_guide", "slow_svi", "dist"):
         ip.user_ns.pop(name, None)

@@ -38,7 +38,7 @@ def make_model(k):
     return model
 """
 
-CELL = """%%pyrojit -q
+CELL = """%%pyrojit --backend pyro -q
 svi = SVI(make_model({k}), models.gaussian_guide, Adam({{"lr": 0.01}}), Trace_ELBO())
 for _ in range(3):
     svi.step(data)
@@ -110,7 +110,7 @@ def test_random_static_models_compile_to_the_same_losses(patched_targets, sites,
         svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
         return [svi.step(data) for _ in range(4)]
 
-    comparison = compare(train, seed=seed)
+    comparison = compare(train, seed=seed, backend="pyro")
     (svi,) = comparison.svi
     assert svi.compiled.elbo == "JitTrace_ELBO"
     assert svi.loss_difference < 1e-4, (sites, weights, svi.eager.losses, svi.compiled.losses)

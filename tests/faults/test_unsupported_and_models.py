@@ -39,7 +39,7 @@ def test_mcmc_with_two_chains_runs_correctly():
     # process (and compiles each); with more it uses worker processes (eager).
     mcmc = MCMC(NUTS(models.gaussian), num_samples=10, warmup_steps=10, num_chains=2,
                 disable_progbar=True)
-    with compiled() as run:
+    with compiled(backend="pyro") as run:
         mcmc.run(models.data())
     assert mcmc.get_samples(group_by_chain=True)["loc"].shape == (2, 10)
     (switch,) = run.report.switches
@@ -55,7 +55,7 @@ def test_side_effects_in_a_model_run_only_while_compiling():
 
     svi = SVI(counting, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
     data = models.data()
-    with compiled():
+    with compiled(backend="pyro"):
         for _ in range(20):
             svi.step(data)
     # Pyro's param-finding run and the trace: the 18 compiled steps after them run no Python
@@ -95,7 +95,7 @@ def test_a_keyword_tensor_changing_every_step_is_caught_and_stays_correct():
         return [svi.step(data, shift=s) for s in shifts]
 
     with pytest.warns(RecompilationWarning, match="keyword argument shift is a new tensor"):
-        c = compare(train, seed=0)
+        c = compare(train, seed=0, backend="pyro")
     assert c.agree  # slow, but never wrong
 
 

@@ -30,18 +30,18 @@ SETUP = textwrap.dedent(f"""
 
 CELLS = {
     "svi": """\
-        %%pyrojit --compare --seed 0 -o svi_cmp
+        %%pyrojit --backend pyro --compare --seed 0 -o svi_cmp
         svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.01}), Trace_ELBO())
         for step in range(100):
             svi.step(data)
         """,
     "nuts": """\
-        %%pyrojit --compare --seed 1 -o nuts_cmp
+        %%pyrojit --backend pyro --compare --seed 1 -o nuts_cmp
         mcmc = MCMC(NUTS(models.gaussian), num_samples=100, warmup_steps=50, disable_progbar=True)
         mcmc.run(data)
         """,
     "hmm": """\
-        %%pyrojit --compare --seed 2 -o hmm_cmp
+        %%pyrojit --backend pyro --compare --seed 2 -o hmm_cmp
         pyro.clear_param_store()  # the first cell's AutoDiagonalNormal params have the same names
         guide = AutoDiagonalNormal(poutine.block(models.hmm, expose=["trans", "emit_scale", "emit_loc"]))
         svi = SVI(models.hmm, guide, Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1))
@@ -49,7 +49,7 @@ CELLS = {
             svi.step(sequence, num_sequences=len(sequences), length=len(sequence))
         """,
     "branchy": """\
-        %%pyrojit --compare --seed 3 -o branchy_cmp
+        %%pyrojit --backend pyro --compare --seed 3 -o branchy_cmp
         bad = SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.05}), Trace_ELBO())
         for step in range(30):
             bad.step(data)

@@ -5,8 +5,8 @@ The ways, each after a fresh run of the model's setup cell:
 * ``eager``: the run cell as written;
 * ``by hand``: the run cell after the by-hand setup (Pyro's own ``Jit*`` ELBOs,
   ``jit_compile=True``), to learn whether Pyro's JIT runs the model at all;
-* ``magic``: ``%%pyrojit -q -o report`` over the run cell;
-* ``compare``: ``%%pyrojit --compare -q -o comparison --seed 0`` over it;
+* ``magic``: ``%%pyrojit --backend pyro -q -o report`` over the run cell;
+* ``compare``: ``%%pyrojit --backend pyro --compare -q -o comparison --seed 0`` over it;
 * ``auto``: ``%%pyrojit --auto -q -o report`` over it.
 
 Used by ``test_real_models.py`` and ``bench/bench_real_models.py``.
@@ -116,7 +116,9 @@ def run_way(shell: Any, model: RealModel, way: str, backend: str = "pyro") -> Wa
                 return WayResult(way, False, "setup cell: " + _error_text(setup), None, 0.0, "",
                                  captured.stdout + captured.stderr)
             line, stored_as = _MAGIC_LINES.get(way, ("", ""))
-            if line and backend != "pyro":
+            # magic and compare name their backend (Pyro's JIT unless told), as plain %%pyrojit
+            # climbs; auto and tiers climb to every tier unless another backend caps them
+            if line and (backend != "pyro" or way in ("magic", "compare")):
                 line += f" --backend {backend}"
             cell = f"{line}\n{model.run}" if line else model.run
             shell.user_ns.pop(stored_as, None)  # a result left by an earlier cell is not this one's

@@ -24,7 +24,7 @@ def ip(shell, shell_with):
 
 
 def test_the_inspector_lists_magic_and_hand_built_functions(ip):
-    run(ip, "%%pyrojit -q\nfor _ in range(3):\n    svi.step(data)")
+    run(ip, "%%pyrojit --backend pyro -q\nfor _ in range(3):\n    svi.step(data)")
     run(ip, "hand.step(data)")  # outside any %%pyrojit cell
     result, captured = run(ip, "%pyrojit_cache -o snap")
 
@@ -40,18 +40,18 @@ def test_the_inspector_lists_magic_and_hand_built_functions(ip):
 
 
 def test_clear_one_owner_then_the_next_cell_recompiles(ip):
-    run(ip, "%%pyrojit -q\nsvi.step(data)\nhand.step(data)")
+    run(ip, "%%pyrojit --backend pyro -q\nsvi.step(data)\nhand.step(data)")
     result, _ = run(ip, "%pyrojit_cache -q --clear svi -o snap")
 
     assert result.success
     assert [f.owner.split(" ")[0] for f in ip.user_ns["snap"].functions
             if f.owner.split(" ")[0] in ("svi", "hand")] == ["hand"]
-    run(ip, "%%pyrojit -q -o report\nsvi.step(data)")
+    run(ip, "%%pyrojit --backend pyro -q -o report\nsvi.step(data)")
     assert ip.user_ns["report"].compile_count == 1
 
 
 def test_unknown_owner_is_a_one_line_usage_error(ip):
-    run(ip, "%%pyrojit -q\nsvi.step(data)")
+    run(ip, "%%pyrojit --backend pyro -q\nsvi.step(data)")
     result, captured = run(ip, "%pyrojit_cache --clear nobody")
     assert not result.success
     text = (captured.stdout + captured.stderr).strip()
@@ -64,14 +64,15 @@ def test_a_displayed_inspector_refreshes_after_each_pyrojit_cell(ip):
     run(ip, "%pyrojit_cache")
     view = magics._cache_views[-1]
     before = {f.owner.split(" ")[0] for f in view.snapshot.functions}
-    run(ip, "%%pyrojit -q\nfresh = SVI(models.shifted, models.gaussian_guide, Adam({'lr': 0.01}), "
+    run(ip, "%%pyrojit --backend pyro -q\n"
+            "fresh = SVI(models.shifted, models.gaussian_guide, Adam({'lr': 0.01}), "
             "Trace_ELBO())\nfresh.step(data)")
     after = {f.owner.split(" ")[0] for f in view.snapshot.functions}
     assert "fresh" in after - before
 
 
 def test_max_entries_flag(ip):
-    result, captured = run(ip, "%%pyrojit --max-entries 0\nsvi.step(data)")
+    result, captured = run(ip, "%%pyrojit --backend pyro --max-entries 0\nsvi.step(data)")
     assert not result.success
     assert "--max-entries needs a positive number" in captured.stdout + captured.stderr
 
@@ -81,7 +82,8 @@ def test_displayed_panels_do_not_keep_traces_alive(ip):
     import weakref
 
     run(ip, "%pyrojit_cache")  # a live inspector, with its buttons
-    result, _ = run(ip, "%%pyrojit --compare\nlocal_svi = SVI(models.gaussian, models.gaussian_guide, "
+    result, _ = run(ip, "%%pyrojit --backend pyro --compare\n"
+                        "local_svi = SVI(models.gaussian, models.gaussian_guide, "
                         "Adam({'lr': 0.01}), Trace_ELBO())\nlocal_svi.step(data)")
     assert result.success
     user_elbo = ip.user_ns["local_svi"].loss_and_grads.__self__
@@ -90,6 +92,6 @@ def test_displayed_panels_do_not_keep_traces_alive(ip):
     traced = weakref.ref(companion)
     del companion, user_elbo
     del ip.user_ns["local_svi"]
-    run(ip, "%%pyrojit -q\nsvi.step(data)")  # the live inspector refreshes
+    run(ip, "%%pyrojit --backend pyro -q\nsvi.step(data)")  # the live inspector refreshes
     gc.collect()
     assert traced() is None

@@ -53,19 +53,19 @@ def test_unload_and_reload_leave_nothing_behind(ip, patched_targets):
     ip.run_line_magic("unload_ext", "pyro_jitmagic")
     try:
         assert "pyrojit" not in ip.magics_manager.magics["cell"]
-        result, captured = run(ip, "%%pyrojit\nsvi.step(data)")
+        result, captured = run(ip, "%%pyrojit --backend pyro\nsvi.step(data)")
         assert "Cell magic `%%pyrojit` not found" in captured.stdout + captured.stderr
         assert_nothing_patched(patched_targets)
     finally:
         ip.run_line_magic("load_ext", "pyro_jitmagic")
     ip.run_line_magic("reload_ext", "pyro_jitmagic")
-    result, _ = run(ip, "%%pyrojit -q\nsvi.step(data)")
+    result, _ = run(ip, "%%pyrojit --backend pyro -q\nsvi.step(data)")
     assert result.success
     assert_nothing_patched(patched_targets)
 
 
 def test_report_is_one_display_with_text_and_html(ip):
-    result, captured = run(ip, "%%pyrojit\nfor _ in range(3):\n    svi.step(data)")
+    result, captured = run(ip, "%%pyrojit --backend pyro\nfor _ in range(3):\n    svi.step(data)")
 
     assert result.success
     (output,) = captured.outputs
@@ -77,7 +77,7 @@ def test_report_is_one_display_with_text_and_html(ip):
 
 def test_a_loss_called_directly_has_its_row_in_the_text_and_the_html(ip):
     run(ip, "loss_fn = Trace_ELBO().differentiable_loss")  # an earlier cell
-    result, captured = run(ip, "%%pyrojit -o report\nfor _ in range(3):\n"
+    result, captured = run(ip, "%%pyrojit --backend pyro -o report\nfor _ in range(3):\n"
                                "    loss_fn(models.gaussian, models.gaussian_guide, data).backward()")
 
     assert result.success
@@ -93,7 +93,7 @@ def test_a_loss_called_directly_has_its_row_in_the_text_and_the_html(ip):
 def test_quiet_displays_nothing_and_o_stores_an_immutable_report(ip):
     from pyro_jitmagic import JitReport
 
-    result, captured = run(ip, "%%pyrojit -q -o report\nsvi.step(data)")
+    result, captured = run(ip, "%%pyrojit --backend pyro -q -o report\nsvi.step(data)")
 
     assert result.success and captured.outputs == []
     report = ip.user_ns["report"]
@@ -139,7 +139,7 @@ def test_bad_magic_lines_are_one_line_usage_errors_and_nothing_runs(ip, line, me
 
 
 def test_empty_cell_is_a_usage_error(ip):
-    result, captured = run(ip, "%%pyrojit\n\n")
+    result, captured = run(ip, "%%pyrojit --backend pyro\n\n")
     assert not result.success
     assert "the cell is empty" in captured.stdout + captured.stderr
 
@@ -147,7 +147,8 @@ def test_empty_cell_is_a_usage_error(ip):
 def test_error_traceback_points_at_the_cell_line_and_the_report_still_shows(ip, patched_targets):
     from patches import assert_nothing_patched
 
-    result, captured = run(ip, "%%pyrojit\nsvi.step(data)\nraise ValueError('boom in my cell')\n")
+    result, captured = run(ip, "%%pyrojit --backend pyro\nsvi.step(data)\n"
+                               "raise ValueError('boom in my cell')\n")
 
     assert isinstance(result.error_in_exec, ValueError)
     out = captured.stdout
@@ -163,7 +164,7 @@ def test_error_traceback_points_at_the_cell_line_and_the_report_still_shows(ip, 
 def test_syntax_error_is_reported_with_the_users_line_and_nothing_is_patched(ip, patched_targets):
     from patches import assert_nothing_patched
 
-    result, captured = run(ip, "%%pyrojit\nsvi.step(data\n")
+    result, captured = run(ip, "%%pyrojit --backend pyro\nsvi.step(data\n")
     assert not result.success
     assert "SyntaxError" in captured.stdout
     assert captured.outputs == []
@@ -171,7 +172,8 @@ def test_syntax_error_is_reported_with_the_users_line_and_nothing_is_patched(ip,
 
 
 def test_ipython_syntax_and_last_expression_work_inside_the_cell(ip):
-    result, captured = run(ip, "%%pyrojit -q\n%time loss = svi.step(data)\nfiles = !echo hello\nloss + 1")
+    result, captured = run(ip, "%%pyrojit --backend pyro -q\n%time loss = svi.step(data)\n"
+                               "files = !echo hello\nloss + 1")
 
     assert result.success
     assert list(ip.user_ns["files"]) == ["hello"]
@@ -189,7 +191,7 @@ def test_risky_warning_html_escapes_the_users_code(ip):
                 pyro.sample("obs", dist.Normal(loc, 1.), obs=data)
         hostile_svi = SVI(hostile, models.branchy_guide, Adam({"lr": 0.01}), Trace_ELBO())
     """))
-    result, captured = run(ip, "%%pyrojit\nhostile_svi.step(data)")
+    result, captured = run(ip, "%%pyrojit --backend pyro\nhostile_svi.step(data)")
 
     assert result.success
     (output,) = captured.outputs
@@ -208,7 +210,7 @@ def test_advice_is_printed_beside_the_original_error(ip):
             models.gaussian_guide(data)
         svi_n = SVI(with_n, guide_n, Adam({"lr": 0.01}), Trace_ELBO())
     """))
-    result, captured = run(ip, "%%pyrojit\nsvi_n.step(data, 3)")
+    result, captured = run(ip, "%%pyrojit --backend pyro\nsvi_n.step(data, 3)")
 
     assert isinstance(result.error_in_exec, RuntimeError)
     assert "cannot be traced" in captured.stdout
@@ -220,8 +222,8 @@ def test_advice_is_printed_beside_the_original_error(ip):
 def test_the_same_report_through_the_twin_and_the_magic(ip):
     from pyro_jitmagic import compiled
 
-    run(ip, "%%pyrojit -q -o magic_report\nfor _ in range(2):\n    svi.step(data)")
-    with compiled(names=ip.user_ns) as twin:
+    run(ip, "%%pyrojit --backend pyro -q -o magic_report\nfor _ in range(2):\n    svi.step(data)")
+    with compiled(names=ip.user_ns, backend="pyro") as twin:
         for _ in range(2):
             ip.user_ns["svi"].step(ip.user_ns["data"])
     magic = ip.user_ns["magic_report"]
@@ -229,6 +231,24 @@ def test_the_same_report_through_the_twin_and_the_magic(ip):
         dataclasses.astuple(s) for s in magic.switches]
     assert len(twin.report.svi_runs[0].steps) == len(magic.svi_runs[0].steps) == 2
     assert twin.report.compile_count == 0  # the magic's trace was kept for the twin
+
+
+def test_a_plain_cell_climbs_as_auto_does_and_a_named_backend_compiles_from_its_first_step(ip, auto_policy):
+    auto_policy(prior_compile_steps={"svi": 0.0})  # Pyro's trace pays once three steps measured it
+    run(ip, "%%pyrojit -q -o plain\nfor _ in range(30):\n    svi.step(data)")
+    plain = ip.user_ns["plain"]
+    (decision,) = plain.auto  # the climb's row: eager first, then Pyro's JIT
+    assert (decision.owner, decision.eager_steps, decision.compiled_at) == ("svi", 3, 4)
+    assert "--auto" in str(plain)
+
+    ip.run_cell("pyro.clear_param_store()\n"
+                "svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({'lr': 0.01}), "
+                "Trace_ELBO())")
+    run(ip, "%%pyrojit --backend pyro -q -o named\nfor _ in range(30):\n    svi.step(data)")
+    named = ip.user_ns["named"]
+    assert named.auto == () and "--auto" not in str(named)  # no climb: Pyro's JIT throughout
+    assert "JitTrace_ELBO" in named.switches[0].after
+    assert [s.compiled for s in named.svi_runs[0].steps] == [True] * 30
 
 
 def test_auto_shows_each_decision_in_the_text_and_the_html(ip, auto_policy):
