@@ -232,13 +232,19 @@ class Recorder:
             executor=self.options.executor if self.compilations or self.tallies else "",
             executor_choices=tuple(ExecutorChoice(t.owner, t.key, t.state, t.why)
                                    for t in self.tiers_changed.values()),
-            auto=(tuple(auto.decision(t) for t in self._auto_tallies()
-                        if not isinstance(t, TierTally) or t.climbed) if auto else ()),
+            auto=tuple(auto.decision(t) for t in self._shown_tallies()) if auto else (),
             loss_runs=tuple(p.record() for p in self.loss_plans.values()),  # type: ignore[misc]
         )
 
     def _auto_tallies(self) -> list[Tally | TierTally]:
         return [*self.tier_tallies.values(), *self.tallies.values()]
+
+    def _shown_tallies(self) -> list[Tally | TierTally]:
+        """The --auto rows: a signature that climbed above Pyro's JIT by its tiers' row (whose path
+        holds its eager and Pyro steps), every other key by Pyro's."""
+        climbed = [t for t in self.tier_tallies.values() if t.climbed]
+        told = {(t.book.owner, t.book.key) for t in climbed}
+        return [*climbed, *(t for t in self.tallies.values() if (t.book.owner, t.book.key) not in told)]
 
     def learn(self) -> None:
         """--auto: add what this run's keys cost to what the session expects of the next."""

@@ -132,8 +132,13 @@ class TierBook:
     cell: CellSteps | None = None  # from the running cell's loops
     run_start: int = 0  # calls before this run
     path: list[str] = field(default_factory=list)
-    why: str = ""
+    why: str = ""  # why it is on its tier
+    codegen_why: str = ""  # when inductor's codegen starts, and why (said again at each look)
     learned: bool = False
+
+    def explained(self) -> str:
+        """Why it is on its tier, and what of inductor's codegen."""
+        return f"{self.why}; {self.codegen_why}" if self.codegen_why else self.why
 
     def low_step(self) -> float | None:
         """Median of the latest steps in the low tiers (Pyro's JIT's when it has some)."""
@@ -269,7 +274,8 @@ class TierPolicy:
 
     def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> CodegenStart:
         """When inductor's codegen should start, for a signature on ``step``: ``"now"``, ``"after
-        the cell"`` or None (not yet: the whole step's time is not measured). Sets ``book.why``.
+        the cell"`` or None (not yet: the whole step's time is not measured). Sets
+        ``book.codegen_why`` (a look after one put off replaces what the last one said).
 
         From inductor's disk cache it starts at once. Cold, it runs in a worker process, on a core
         the steps leave idle, but handing the graph over costs this process about a second the
@@ -278,7 +284,7 @@ class TierPolicy:
         to), else when the cell ends, for the next run.
         """
         if warm:
-            book.why = f"{book.why}; its kernels came from inductor's disk cache"
+            book.codegen_why = "its kernels came from inductor's disk cache"
             return "now"
         step = book.step_time("step")
         if step is None or book.steps["step"] < MIN_STEP_STEPS or book.capture_seconds is None:
@@ -287,13 +293,15 @@ class TierPolicy:
         future, whence = self.future(book, function_calls)
         left = future * step
         if left >= expected:
-            book.why = (f"{book.why}; inductor's codegen started at step {book.calls} in a worker "
-                        f"process (expected {seconds(expected)}, against the ~{future:.0f} steps expected "
-                        f"({whence}), {seconds(left)} on the whole step)")
+            book.codegen_why = (f"inductor's codegen started at step {book.calls} in a worker process "
+                                f"(expected {seconds(expected)}, against the ~{future:.0f} steps expected "
+                                f"({whence}), {seconds(left)} on the whole step)")
             return "now"
-        book.why = (f"{book.why}; inductor's codegen starts in a worker process when the cell ends, for "
-                    f"the next run: the ~{future:.0f} steps expected ({whence}) take {seconds(left)} on "
-                    f"the whole step, less than its expected {seconds(expected)}")
+        if not book.codegen_why:  # the look that put it off says why; later ones that agree add nothing
+            book.codegen_why = (f"inductor's codegen starts in a worker process when the cell ends, for "
+                                f"the next run: the ~{future:.0f} steps expected ({whence}) take "
+                                f"{seconds(left)} on the whole step, less than its expected "
+                                f"{seconds(expected)}")
         return "after the cell"
 
     def potential_codegen_now(self, capture_seconds: float, remaining_seconds: float) -> bool:
@@ -344,7 +352,7 @@ class TierPolicy:
                 versus.append((name, n * per + upfront))
         compiled = tally.steps["pyro"] + tally.steps["step"] + tally.steps["inductor"]
         return AutoDecision(
-            kind="svi", owner=book.owner, key=book.key, state=book.tier, why=book.why,
+            kind="svi", owner=book.owner, key=book.key, state=book.tier, why=book.explained(),
             eager_steps=tally.steps["eager"], compiled_steps=compiled, compiled_at=None,
             seconds=tally.seconds, eager_step_seconds=times["eager"], compiled_step_seconds=(
                 times[book.tier] if book.tier != "eager" else None),

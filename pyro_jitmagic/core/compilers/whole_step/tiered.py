@@ -154,11 +154,11 @@ class TieredRoute(WholeStepRoute):
         if compiled.compiling:  # inductor started with the capture: announced as its kernels take over
             memory = self.policy.memory
             if memory is not None and memory.inductor_holds(book.digest):
-                book.why = f"{book.why}; its kernels came from inductor's disk cache"
+                book.codegen_why = "its kernels came from inductor's disk cache"
                 book.path.append(f"inductor's kernels loading from step {book.calls + 1}"
                                  + (", the graph run as captured meanwhile" if compiled.as_captured else ""))
             else:  # (the memory of earlier runs named another graph: this one is new to the cache)
-                book.why = f"{book.why}; inductor's codegen started with the capture, expecting a warm cache"
+                book.codegen_why = "inductor's codegen started with the capture, expecting a warm cache"
                 book.path.append(f"inductor's codegen from step {book.calls + 1}")
         if not self.compiled:  # it ran eager below (Pyro's JIT could not compile it): now it is compiled
             self.compiled = True
@@ -253,6 +253,7 @@ class TieredRoute(WholeStepRoute):
             book.expected_steps = memory.steps(book.memory_key)
         book.cell = self._cell_steps()
         book.run_start = book.calls
+        book.codegen_why = ""  # (what the last run said of inductor's codegen is not this run's)
         tally = self.tallies[sig] = TierTally(book, start_calls=book.calls)
         self.ctx.recorder.tier_tallies[(id(svi), sig)] = tally
         return tally
