@@ -133,7 +133,7 @@ class TierBook:
     run_start: int = 0  # calls before this run
     path: list[str] = field(default_factory=list)
     why: str = ""  # why it is on its tier
-    codegen_why: str = ""  # when inductor's codegen starts, and why (said again at each look)
+    codegen_why: str = ""  # when inductor's codegen starts in this run, and why
     learned: bool = False
 
     def explained(self) -> str:
@@ -275,7 +275,7 @@ class TierPolicy:
     def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> CodegenStart:
         """When inductor's codegen should start, for a signature on ``step``: ``"now"``, ``"after
         the cell"`` or None (not yet: the whole step's time is not measured). Sets
-        ``book.codegen_why`` (a look after one put off replaces what the last one said).
+        ``book.codegen_why``: a start says why; a put-off, unless an earlier look put it off.
 
         From inductor's disk cache it starts at once. Cold, it runs in a worker process, on a core
         the steps leave idle, but handing the graph over costs this process about a second the
