@@ -38,7 +38,7 @@ BACKENDS = {
                 "inductor's disk cache",
     "eager": "nothing compiled: the cell runs as written, recorded as a compiled run is",
 }
-#: What a named-less run compiles with when told not to climb (``auto=False``): Pyro's JIT.
+#: What compiles a run told not to climb (``auto=False``) that names no backend: Pyro's JIT.
 DEFAULT_BACKEND = "pyro"
 #: The highest tier --auto climbs to when no --backend caps it.
 TOP_TIER = "inductor"
