@@ -22,8 +22,9 @@ ROOT = "pyro_jitmagic"
 MAY_IMPORT = {
     "options": set(),
     "records": set(),
-    "core": {"records", "options", "wholestep"},
-    "wholestep": {"core", "records", "options"},
+    "core": {"records", "options", "wholestep", "guards"},
+    "wholestep": {"core", "records", "options", "guards"},
+    "guards": {"core"},  # (its private names: core's compat)
     "display": {"records", "options"},
     "magics": {"core", "display", "records", "options"},
     "": {"core", "display", "records", "options", "magics"},  # pyro_jitmagic/__init__.py

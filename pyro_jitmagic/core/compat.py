@@ -45,6 +45,9 @@ PRIVATE_NAMES = (
     ("torch._C", "_jit_set_profiling_mode"),
     ("torch._C", "_get_tracing_state"),
     ("torch.Tensor", "_version"),
+    ("pyro.poutine.runtime", "_PYRO_STACK"),
+    ("pyro.params.param_store.ParamStoreDict", "_constraints"),
+    ("torch.distributions.Distribution", "_validate_args"),
 )
 
 
@@ -267,3 +270,39 @@ def tracing_state() -> Callable[[], Any]:
 def tensor_version(tensor: Any) -> int:
     """A tensor's version counter: it moves whenever the tensor is changed in place."""
     return int(tensor._version)
+
+
+#: The name of a tensor's version counter, for guards that read it in generated code.
+VERSION_ATTR = "_version"
+
+
+# -- Pyro's and torch's modes (pyro/poutine/runtime.py, pyro/infer/util.py, pyro/poutine/util.py,
+#    torch/distributions/distribution.py) ------------------------------------------------------
+def handler_stack() -> list[Any]:
+    """Pyro's stack of active handlers (``poutine.scale``, ``poutine.block``...): the very list,
+    innermost last, so that a check of it costs a truth test."""
+    from pyro.poutine import runtime
+
+    stack: list[Any] = runtime._PYRO_STACK
+    return stack
+
+
+def validation_flags() -> tuple[bool, bool, bool]:
+    """What ``pyro.enable_validation`` sets: Pyro's inference and handler checks and torch's
+    distribution argument checks."""
+    import pyro.infer.util
+    import pyro.poutine.util
+    import torch
+
+    return (pyro.infer.util.is_validation_enabled(), pyro.poutine.util.is_validation_enabled(),
+            bool(torch.distributions.Distribution._validate_args))
+
+
+def forget_param(store: Any, name: str) -> None:
+    """Remove ``name`` from the param store. A tensor registered under two names (an AutoGuide's
+    network, met by ``pyro.module`` twice) is in the store's reverse map once, and Pyro's own removal
+    stops half-way on the second name (pyro/params/param_store.py, ``__delitem__``)."""
+    try:
+        del store[name]
+    except KeyError:
+        store._constraints.pop(name, None)

@@ -99,6 +99,9 @@ CHECKS = {
     ("torch._C", "_jit_set_profiling_mode"): lambda: torch._C,
     ("torch._C", "_get_tracing_state"): lambda: torch._C,
     ("torch.Tensor", "_version"): lambda: torch.ones(1),
+    ("pyro.poutine.runtime", "_PYRO_STACK"): lambda: pyro.poutine.runtime,
+    ("pyro.params.param_store.ParamStoreDict", "_constraints"): lambda: pyro.get_param_store(),
+    ("torch.distributions.Distribution", "_validate_args"): lambda: torch.distributions.Distribution,
 }
 
 

@@ -1,0 +1,84 @@
+"""The sentinel: a compiled step's loss checked against eager's while the cell runs.
+
+Guards catch the changes they can name. What they cannot (a value reached through
+``getattr``, a draw hidden in a library), the sentinel catches by its effect: at the
+first compiled call of each artifact, then at doubling gaps (:data:`FIRST_GAP` calls,
+then twice that...), the same call is computed eagerly from the same params and random
+state, and the two losses must agree to float rounding (:func:`agree`). A 10,000-step
+run is checked ten times, which costs ten eager losses (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Calls between the first check and the second; each later gap is twice the one before.
+FIRST_GAP = 16
+#: How far two computations of the same loss may drift by float rounding, in units of the
+#: dtype's epsilon times the magnitude of the terms summed: sums done in another order (a fused
+#: kernel's, a vectorised reduction's) differ by about sqrt(n) eps of the terms' magnitudes for
+#: n terms, and by n eps at worst; 2**10 covers plates of tens of thousands and is still 1e-4
+#: relative in float32, where a frozen value (a stale minibatch, a dropped scale) moves a loss
+#: by far more.
+ROUNDING_EPS = 2.0 ** 10
+
+
+def agree(compiled: float, eager: float, scale: float, eps: float) -> bool:
+    """Whether ``compiled`` is ``eager`` up to float rounding, for a loss summed from terms whose
+    magnitudes add up to ``scale`` in a dtype of epsilon ``eps``."""
+    if math.isnan(compiled) or math.isnan(eager):
+        return math.isnan(compiled) and math.isnan(eager)
+    if math.isinf(compiled) or math.isinf(eager):
+        return compiled == eager
+    bound = ROUNDING_EPS * eps * max(scale, abs(eager), abs(compiled), 1e-30)
+    return abs(compiled - eager) <= bound
+
+
+def relative(compiled: float, eager: float) -> float:
+    """How far apart, relative to eager's value (for the report)."""
+    if compiled == eager:
+        return 0.0
+    return abs(compiled - eager) / max(abs(eager), 1e-30)
+
+
+@dataclass
+class Sentinel:
+    """When one artifact's calls are checked: :meth:`due` is called once per compiled call."""
+
+    calls: int = 0
+    next_check: int = 1
+    gap: int = FIRST_GAP
+    checks: int = 0
+
+    def due(self) -> bool:
+        """Count a compiled call; True when this one is checked."""
+        self.calls += 1
+        if self.calls < self.next_check:
+            return False
+        self.checks += 1
+        self.next_check = self.calls + self.gap
+        self.gap *= 2
+        return True
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A check the compiled call failed: at which of its calls, and how.
+
+    ``raised``: eager raised this where the compiled call ran (a validation error); ``draws``: the
+    losses agree but the compiled call drew other random numbers than eager."""
+
+    call: int
+    compiled: float
+    eager: float
+    raised: str = ""
+    draws: bool = False
+
+    def __str__(self) -> str:
+        if self.raised:
+            return f"eager raised {self.raised} where the compiled call computed {self.compiled:.6g}"
+        if self.draws:
+            return "the compiled call drew other random numbers than eager does"
+        return (f"its loss was {self.compiled:.6g} where eager computes {self.eager:.6g} from the same "
+                f"params and random draws (relative difference {relative(self.compiled, self.eager):.2g})")
