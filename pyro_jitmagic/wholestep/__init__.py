@@ -24,10 +24,11 @@ Nothing here imports torch or Pyro until called.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .backends import BACKENDS, Backend
-from .errors import CannotCompile, NeedsEagerStep
+from .errors import CannotCompile, NeedsEagerStep, Unguardable
 from .reads import ValueRead, ValueReadPolicy
 
 __all__ = [
@@ -36,7 +37,9 @@ __all__ = [
     "CannotCompile",
     "CompiledPotential",
     "CompiledStep",
+    "Declined",
     "NeedsEagerStep",
+    "Unguardable",
     "ValueRead",
     "compile_potential",
     "compile_svi_step",
@@ -47,7 +50,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # the classes live with torch-importing code; reach them lazily
-    if name in ("CompiledStep", "step_key"):
+    if name in ("CompiledStep", "Declined", "step_key"):
         from . import step
 
         return getattr(step, name)
@@ -100,7 +103,8 @@ def _large_and_cached(graph: Any, example_inputs: list[Any]) -> bool:
 
 def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, *,
                      backend: Backend = "step", value_reads: ValueReadPolicy = "error",
-                     background: bool = False) -> Any:
+                     background: bool = False, elbo: Any = None,
+                     locate: Callable[[str, int], str] | None = None) -> Any:
     """Capture ``svi.step(*args, **kwargs)`` whole and compile it.
 
     Parameters
@@ -120,6 +124,11 @@ def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | N
         With ``inductor``, compile on a thread while the step runs on ``step`` (a large graph
         whose kernels inductor's disk cache holds runs as captured meanwhile: no TorchScript to
         build for the second it takes them to load).
+    elbo : pyro.infer.ELBO, optional
+        The ELBO whose loss the step computes, and whose eager ``loss`` the sentinel checks it
+        against (by default the SVI's own; pass the user's ELBO when the SVI runs on a companion).
+    locate : callable, optional
+        ``(filename, line) -> str``: how the reasons name the user's lines (IPython names cells).
 
     Returns
     -------
@@ -128,7 +137,10 @@ def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | N
     Raises
     ------
     NeedsEagerStep
-        The SVI has not made its first step yet: run it eagerly, then compile.
+        The SVI has not made its first step yet (or it creates params, or a gradient waits in
+        ``.grad``): run it eagerly, then compile.
+    Unguardable
+        The step reads what no graph can hold (a draw outside torch, a float read): it runs eager.
     CannotCompile
         This SVI cannot be captured; ``.reason`` says why.
     """
@@ -140,9 +152,15 @@ def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | N
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     kwargs = dict(kwargs or {})
     args = tuple(args)
-    captured = capture_svi_step(svi, args, kwargs, value_reads)
+    if elbo is None:
+        elbo = getattr(svi.loss_and_grads, "__self__", None)
+    captured = capture_svi_step(svi, args, kwargs, value_reads, elbo=elbo, locate=locate)
     codegen, fallback, pending = _codegen(captured.graph, captured.example_inputs, backend, background)
-    return CompiledStep(svi, step_key(args, kwargs), captured, codegen, fallback, pending)
+
+    def eager_loss(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+        return elbo.loss(svi.model, svi.guide, *args, **kwargs)
+
+    return CompiledStep(svi, step_key(args, kwargs), captured, codegen, fallback, pending, eager_loss)
 
 
 def compile_potential(target: Any, example_params: dict[str, Any], *, backend: Backend = "step",

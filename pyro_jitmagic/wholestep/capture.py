@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..core import patch
+from ..guards import GuardBuilder, Guards, World, outside_states, read_world, states_equal
 from . import compat, elbos, optim
-from .errors import CannotCompile, NeedsEagerStep
+from .errors import CannotCompile, NeedsEagerStep, Unguardable
 from .reads import LossRecorder, ReadWatch, ValueRead, ValueReadPolicy
 
 
@@ -54,7 +57,11 @@ class CapturedStep:
     arg_positions: list[int]                   # which positional args are graph inputs
     first_arg_input: int
     loss: Any                                  # values -> eager's float loss
-    guards: int
+    guards: int                                # value reads the graph itself checks every step
+    world: Guards                              # what it assumed of the world outside its inputs
+    keyword_inputs: list[tuple[str, int]]      # (keyword, input position) of tensor keywords
+    world_inputs: list[tuple[Any, int]]        # (Source, input position) of tensors read from outside
+    state_inputs: int                          # inputs before this one are written by the step
     reads: tuple[ValueRead, ...]
     dice_masks: int
     random: bool                               # does the graph draw random numbers
@@ -101,20 +108,33 @@ def check_svi(svi: Any) -> tuple[Any, elbos.LossFn]:
 
 
 def _discover(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> list[Any]:
-    """The params one step touches, as SVI.step finds them (an eager run, undone)."""
+              kwargs: dict[str, Any], world: World) -> list[Any]:
+    """The params one step touches, as SVI.step finds them (an eager run, undone); Unguardable when
+    the run drew from a random stream outside torch."""
     import torch
     from pyro import poutine
 
-    rng = torch.get_rng_state()
+    rng, outside = torch.get_rng_state(), outside_states(world)
+    held = [(read.value, read.value.detach().clone()) for read in world.tensors()]
     patches = patch.PatchSet()
     try:
         _forbid_store_writes(patches)
         with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad():
             loss_fn(elbo, svi.model, svi.guide, args, kwargs, LossRecorder())
+    except CannotCompile:
+        raise
+    except Exception as exc:  # the model's own error (a validation error): eager's step raises it
+        raise NeedsEagerStep(f"the step raised {type(exc).__name__}: eager's step raises it too") from exc
     finally:
         patches.restore()
         torch.set_rng_state(rng)
+        with torch.no_grad():  # a global the model changes in place: only eager's steps change it
+            for tensor, value in held:
+                tensor.copy_(value)
+        drew = not states_equal(outside, outside_states(world))
+        restore_outside_states(outside, world)
+    if drew:
+        raise Unguardable(_outside_draw_reason(world))
     found = {_unconstrained(site["value"]): name for name, site in capture.trace.nodes.items()}
     return sorted(((name, p) for p, name in found.items()), key=lambda item: item[0])
 
@@ -140,9 +160,51 @@ def _nan_warning_site(elbo: Any) -> tuple[str, int]:
     return code.co_filename, code.co_firstlineno
 
 
+def _outside_draw_reason(world: World) -> str:
+    where = "; ".join(str(d) for d in world.draws) or "somewhere in the model or guide"
+    return (f"the step draws random numbers outside torch ({where}): a compiled graph would repeat "
+            "its first draws on every step; draw with torch (torch.randint, torch.randperm) to compile it")
+
+
+def restore_outside_states(states: list[Any], world: World) -> None:
+    """Put numpy's and Python's streams, and the generators ``world`` holds, back as they were."""
+    import random
+    import sys
+
+    random.setstate(states[0])
+    numpy = sys.modules.get("numpy")
+    rest = states[1:]
+    if numpy is not None:
+        numpy.random.set_state(rest[0])
+        rest = rest[1:]
+    for generator, state in zip(world.generators, rest, strict=True):
+        if hasattr(generator, "bit_generator"):
+            generator.bit_generator.state = state
+        elif hasattr(generator, "set_state"):
+            generator.set_state(state)
+        else:
+            generator.setstate(state)
+
+
+def _refuse_arrays(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A numpy array argument: the model turns it into a tensor, which a graph would hold as its first
+    value; no tier can take it as an input."""
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return
+    for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
+                         *((f"keyword '{k}'", v) for k, v in kwargs.items())]:
+        if isinstance(value, numpy.ndarray):
+            raise Unguardable(f"{where} is a numpy array, which a compiled graph would hold as its first "
+                              "value; pass torch.as_tensor(x) to compile the step")
+
+
 @dataclass
 class _Inputs:
-    """The graph's inputs in order: params, optimizer state tensors, scalars vectors, tensor args."""
+    """The graph's inputs in order: params, optimizer state tensors, scalars vectors, tensor args,
+    tensor keywords, tensors read from outside the step (globals, closures)."""
 
     tensors: list[Any]
     rules: list[tuple[int, optim.ParamUpdate]]
@@ -151,10 +213,15 @@ class _Inputs:
     first_scalars: int
     arg_positions: list[int]
     first_arg: int
+    keywords: list[tuple[str, int]] = field(default_factory=list)
+    world: list[tuple[Any, int]] = field(default_factory=list)
+    aliases: list[Any] = field(default_factory=list)  # reads of tensors that are inputs already
 
 
-def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...]) -> _Inputs:
-    """Where each param, optimizer state tensor, per-step number and tensor argument enters the graph."""
+def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
+             world: World) -> _Inputs:
+    """Where each param, optimizer state tensor, per-step number, tensor argument and tensor read
+    from outside enters the graph."""
     import torch
 
     tensors: list[Any] = [p for _, p in params]
@@ -183,37 +250,62 @@ def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...]) -> 
     arg_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
     first_arg = len(tensors)
     tensors.extend(args[i] for i in arg_positions)
-    return _Inputs(tensors, rules, updates, scalar_vectors, first_scalars, arg_positions, first_arg)
+    keywords = []
+    for key, value in sorted(kwargs.items()):
+        if isinstance(value, torch.Tensor):
+            keywords.append((key, len(tensors)))
+            tensors.append(value)
+    taken = {id(t) for t in tensors}
+    outside, aliases = [], []
+    for read in world.tensors():
+        if id(read.value) in taken:
+            aliases.append(read)  # (the same tensor as an input: guarded to stay the same object)
+            continue
+        if read.value.requires_grad:
+            raise CannotCompile(f"the loss reads {read.describe()}, a tensor that requires grad and is no "
+                                "param: eager's backward() fills its .grad, which a whole step does not")
+        taken.add(id(read.value))
+        outside.append((read.source, len(tensors)))
+        tensors.append(read.value)
+    return _Inputs(tensors, rules, updates, scalar_vectors, first_scalars, arg_positions, first_arg,
+                   keywords, outside, aliases)
 
 
 def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     value_reads: ValueReadPolicy = "error") -> CapturedStep:
-    """Capture ``svi.step(*args, **kwargs)`` whole. Raises CannotCompile / NeedsEagerStep."""
+                     value_reads: ValueReadPolicy = "error", elbo: Any = None,
+                     locate: Callable[[str, int], str] | None = None) -> CapturedStep:
+    """Capture ``svi.step(*args, **kwargs)`` whole, computing ``elbo``'s loss (by default the SVI's
+    own: the user's ELBO when the SVI runs on a companion of Pyro's JIT); ``locate`` names the
+    user's lines. Raises CannotCompile, NeedsEagerStep or Unguardable."""
     import pyro
-    import torch
 
     start = time.perf_counter()
-    elbo, loss_fn = check_svi(svi)
+    own, _ = check_svi(svi)
+    elbo = own if elbo is None else elbo
+    loss_fn = elbos.loss_function(elbo)
     cold = _cold_reason(svi, elbo)
     if cold is not None:
         raise NeedsEagerStep(cold)
-    for key, value in kwargs.items():
-        if isinstance(value, torch.Tensor):
-            raise CannotCompile(f"the tensor keyword argument '{key}': pass tensors positionally, keywords "
-                                "are keys of the compiled step (as in Pyro's JIT)")
-    params = _discover(svi, elbo, loss_fn, args, kwargs)
+    _refuse_arrays(args, kwargs)
+    world = read_world([svi.model, svi.guide], locate)
+    params = _discover(svi, elbo, loss_fn, args, kwargs, world)
     if not params:
         raise CannotCompile("the step has no params to optimize")
-    layout = _lay_out(svi, params, args)
+    waiting = [name for name, p in params if p.grad is not None and bool(p.grad.any())]
+    if waiting:
+        raise NeedsEagerStep(f"a gradient is waiting in .grad of '{waiting[0]}' (a backward() before the "
+                             "step), which eager's step adds to its own")
+    layout = _lay_out(svi, params, args, kwargs, world)
     recorder = LossRecorder()
     step = _WholeStep(svi, elbo, loss_fn, args, kwargs, params, layout, recorder, value_reads)
     store_keys = set(pyro.get_param_store().keys())
-    graph = _trace(step, layout.tensors, recorder)
+    graph = _trace(step, layout.tensors, recorder, world)
     if set(pyro.get_param_store().keys()) != store_keys:
         raise NeedsEagerStep("the step creates params on its first run")
     _plain_reductions(graph)
     simplify(graph)
     prune(graph)
+    keep_draws(graph)
     _check_constants(graph)
     watch = step.watch
     # a param the step touches but whose optimizer never stepped it: eager does not step it either
@@ -225,20 +317,52 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         first_arg_input=layout.first_arg, loss=recorder.evaluator(step.loss), guards=len(watch.guards),
         reads=tuple(watch.reads), dice_masks=watch.dice_masks, random=_draws_random(graph),
         baked_tensors=_baked(graph), capture_seconds=time.perf_counter() - start,
-        nan_warning=_nan_warning_site(elbo), rules=dict(layout.rules))
+        nan_warning=_nan_warning_site(elbo), rules=dict(layout.rules),
+        world=_world_guards(world, layout, params, elbo), keyword_inputs=layout.keywords,
+        world_inputs=layout.world, state_inputs=layout.first_scalars)
 
 
-def _trace(step: Any, inputs: list[Any], recorder: LossRecorder) -> Any:
-    """``step`` traced by make_fx on ``inputs``; the random state and every input's values put back."""
+def _world_guards(world: World, layout: _Inputs, params: list[tuple[str, Any]], elbo: Any) -> Guards:
+    """What the step assumed outside its inputs: the world's values (its tensors are inputs), the
+    modes it ran in, the ELBO's settings, which params require grad."""
+    from ..core.compat import COMPILED_ATTRS
+
+    builder = GuardBuilder()
+    builder.world(world, inputs=[id(layout.tensors[slot]) for _, slot in layout.world])
+    for read in layout.aliases:
+        fetch = read.source.expression(builder.bind)
+        builder.add(read.describe(), f"(({fetch}) is {builder.bind(read.value)})", "the same tensor as an "
+                    "input of the step", lambda: "another tensor")
+    builder.modes()
+    builder.settings(type(elbo).__name__, elbo, skip=COMPILED_ATTRS)
+    for name, tensor in params:
+        flag = tensor.requires_grad
+        builder.add(f"param '{name}'.requires_grad", f"({builder.bind(tensor)}.requires_grad is {flag})",
+                    str(flag), partial(_requires_grad, tensor))
+    return builder.build()
+
+
+def _requires_grad(tensor: Any) -> str:
+    return str(tensor.requires_grad)
+
+
+def _trace(step: Any, inputs: list[Any], recorder: LossRecorder, world: World) -> Any:
+    """``step`` traced by make_fx on ``inputs``; the random states and every input's values put back."""
     import torch
 
     saved = [t.detach().clone() for t in inputs]
+    outside = outside_states(world)
     try:
-        return trace_restoring(step, inputs, lambda patches: _patch_pyro(patches, recorder), "the step")
+        graph = trace_restoring(step, inputs, lambda patches: _patch_pyro(patches, recorder), "the step")
     finally:
         with torch.no_grad():
             for tensor, value in zip(inputs, saved, strict=True):
                 tensor.copy_(value)
+        drew = not states_equal(outside, outside_states(world))
+        restore_outside_states(outside, world)
+    if drew:
+        raise Unguardable(_outside_draw_reason(world))
+    return graph
 
 
 def trace_restoring(fn: Any, inputs: list[Any], install: Any, what: str) -> Any:
@@ -294,12 +418,15 @@ class _WholeStep:
 
         layout, params = self.layout, self.params
         call_args = list(self.args)
-        for position, value in zip(layout.arg_positions, flat[layout.first_arg:], strict=True):
+        for position, value in zip(layout.arg_positions, flat[layout.first_arg:], strict=False):
             call_args[position] = value
+        call_kwargs = dict(self.kwargs)
+        for key, slot in layout.keywords:
+            call_kwargs[key] = flat[slot]
         with ReadWatch(self.value_reads, _WholeStep._loss_and_grads.__code__) as watch:
             with poutine.block(), poutine.trace(param_only=True) as trace:
                 self.loss, surrogates = self.loss_fn(self.elbo, self.svi.model, self.svi.guide,
-                                                     tuple(call_args), self.kwargs, self.recorder)
+                                                     tuple(call_args), call_kwargs, self.recorder)
             seen = {_unconstrained(site["value"]) for site in trace.trace.nodes.values()}
             if seen != {p for _, p in params}:
                 raise CannotCompile("the step touched other params than a step before it: the model's "
@@ -361,6 +488,8 @@ def _forbid_store_writes(patches: patch.PatchSet) -> None:
     from pyro.params.param_store import ParamStoreDict
 
     def no_store_writes(store: Any, name: str, value: Any) -> None:
+        if name not in store:  # a param made on this call's first run: that run is eager's
+            raise NeedsEagerStep(f"the step creates the param '{name}' on its first run")
         raise CannotCompile(f"the loss writes the param store ('{name}') while it runs (TraceGraph_ELBO's "
                             "decaying-average baseline does): run it with Pyro's JIT or eagerly")
 
@@ -385,13 +514,34 @@ def _bulk_read(original: Any, method: str) -> Any:
 
 
 def prune(graph: Any) -> None:
-    """Drop what the step does not use, keeping every op that has an effect: writes, random draws,
-    and checks that return nothing but raise (``_linalg_check_errors`` of a Cholesky factor)."""
+    """Drop what the step does not use, keeping every op that has an effect: writes, random draws
+    (an unused draw still moves the random stream, as eager's does), and checks that return
+    nothing but raise (``_linalg_check_errors`` of a Cholesky factor)."""
+    import torch
+
+    seeded = torch.Tag.nondeterministic_seeded
+
     def has_effect(node: Any) -> bool:
         schema = compat.aten_op(node.target) if node.op == "call_function" else None
-        return node.is_impure() or (schema is not None and not schema.returns)
+        return node.is_impure() or (schema is not None and (not schema.returns or seeded in node.target.tags))
 
     graph.graph.eliminate_dead_code(is_impure_node=has_effect)
+    graph.recompile()
+
+
+def keep_draws(graph: Any) -> None:
+    """Return every random draw nothing uses, after the step's own outputs, so that no backend drops
+    it: ``pyro.param("loc", torch.randn(8))`` draws on every call in eager Pyro, and so must the
+    compiled step, or the random stream after it parts from eager's."""
+    import torch
+
+    seeded = torch.Tag.nondeterministic_seeded
+    unused = [node for node in graph.graph.nodes if node.op == "call_function" and not node.users
+              and compat.aten_op(node.target) is not None and seeded in node.target.tags]
+    if not unused:
+        return
+    output = next(node for node in graph.graph.nodes if node.op == "output")
+    output.args = ((*output.args[0], *unused),)
     graph.recompile()
 
 

@@ -22,3 +22,13 @@ class NeedsEagerStep(CannotCompile):
     optimizer's state are made lazily by the first ``svi.step``. Run that step
     eagerly (it is then exactly eager's), and compile from the next one.
     """
+
+
+class Unguardable(CannotCompile):
+    """No compiled graph can run this step as eager does, on any tier.
+
+    The step reads something a graph would freeze and no guard can check: a random draw
+    outside torch (numpy's or Python's stream), a traced tensor read as a float, a numpy
+    array passed as an argument. Pyro's JIT would freeze it too: the step runs eager, and
+    :attr:`reason` names the line.
+    """

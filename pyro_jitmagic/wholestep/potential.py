@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..core import patch
+from ..guards import Finding, Sentinel, agree
 from . import compat
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import patch_reads, prune, simplify, trace_restoring
@@ -113,6 +114,9 @@ class CompiledPotential(SwitchesToInductor):
         self.guards = captured.guards
         self.calls = 0
         self.eager_calls = 0
+        self.sentinel = Sentinel()
+        #: the sentinel's check that found the graph's energy is not eager's (then every call runs eager)
+        self.finding: Finding | None = None
         self.captured = captured
         self._run = codegen.run
         self._pending: Background | None = None
@@ -124,6 +128,8 @@ class CompiledPotential(SwitchesToInductor):
     def __call__(self, z: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         import torch
 
+        if self.finding is not None:
+            return self._eager(z)
         if self._pending is not None and self._pending.done.is_set():
             self._switch()
         names = self._names
@@ -141,8 +147,25 @@ class CompiledPotential(SwitchesToInductor):
         for value in values:
             if value.requires_grad:  # potential_grad leaves z not requiring grad
                 value.requires_grad_(False)
+        if self.sentinel.due() and not self._agrees(z, out[0]):
+            return self._eager(z)
         self.calls += 1
         return dict(zip(names, out[2:], strict=True)), out[0]
+
+    def _agrees(self, z: dict[str, Any], energy: Any) -> bool:
+        """The sentinel: the graph's energy against eager's at the same values (potentials draw no
+        random numbers). Energies are in nats, so a disagreement far below a nat's float rounding is
+        none; one beyond it sends every later call to Pyro's eager potential and gradient."""
+        import torch
+
+        with torch.no_grad():
+            eager = float(self._eager_potential(z))
+        compiled = float(energy)
+        eps = float(torch.finfo(energy.dtype).eps)
+        if agree(compiled, eager, max(abs(compiled), abs(eager), 1.0), eps):
+            return True
+        self.finding = Finding(self.sentinel.calls, compiled, eager)
+        return False
 
     def _eager(self, z: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         self.eager_calls += 1

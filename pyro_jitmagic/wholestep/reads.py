@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import compat
-from .errors import CannotCompile
+from .errors import CannotCompile, Unguardable
 
 ValueReadPolicy = Literal["error", "bake"]
 
@@ -215,8 +215,8 @@ class ReadWatch:
             raise CannotCompile(
                 f"{read.where} turns a traced tensor into a Python number ({what}), which changes every "
                 "step and cannot be checked in a graph")
-        if self.policy == "error":
-            raise CannotCompile(
+        if self.policy == "error":  # Pyro's JIT would bake it too: the step runs eager
+            raise Unguardable(
                 f"your code turns a traced tensor into a Python number ({what}) at {read.where}"
                 + (f": {read.source}" if read.source else "")
                 + "; the compiled step would keep its first value. Compute with the tensor instead")

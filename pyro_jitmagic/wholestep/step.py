@@ -1,22 +1,32 @@
 """A compiled SVI step: what it holds, and one call of it.
 
-A :class:`CompiledStep` owns nothing the user cannot see. On each call it reads
-the param store's tensors, each torch optimizer's state tensors and learning
-rate, and the step's arguments, computes the optimizer's per-step numbers in
-Python as torch does, runs the graph (which writes the new values into those
-very tensors) and evaluates Pyro's float loss from the graph's outputs. What
-it cannot run as captured, it runs with Pyro's own ``SVI.step``: a step whose
-guards failed (see :mod:`.reads`), or any step after the world it was captured
-in changed (a param replaced, an optimizer's settings changed): it then says
-so in :attr:`CompiledStep.stale`, for the caller to compile again.
+A :class:`CompiledStep` owns nothing the user cannot see. On each call it checks
+that the world it was captured in still holds (:mod:`pyro_jitmagic.guards`: the
+globals and closure values the model read, the ELBO's settings, the modes...),
+reads the param store's tensors, each torch optimizer's state tensors and
+learning rate, the step's tensor arguments and keywords and the tensors the
+model reads from outside (a global minibatch), computes the optimizer's per-step
+numbers in Python as torch does, runs the graph (which writes the new values into
+those very tensors) and evaluates Pyro's float loss from the graph's outputs.
+
+What it cannot run as captured it declines (:meth:`CompiledStep.run` returns a
+:class:`Declined` saying why), for the caller to run eagerly or compile again: a
+guard that failed, a value read whose answer changed (see :mod:`.reads`), a
+gradient waiting in ``.grad``, a sentinel check that parted from eager's loss,
+or any call after the SVI itself changed (a param replaced: :attr:`CompiledStep.stale`).
+Called as a function it runs a declined step with Pyro's own ``SVI.step``.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..core import compat as core_compat
 from ..core import patch
+from ..guards import Change, Finding, Sentinel, agree
 from . import compat
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import CapturedStep
@@ -24,14 +34,45 @@ from .optim import ParamUpdate
 from .reads import ValueRead
 
 
+def layout(tensor: Any) -> tuple[Any, ...]:
+    """What a compiled step assumes of an input tensor: its shape, dtype, strides and device."""
+    return tensor.shape, tensor.dtype, tensor.stride(), tensor.device
+
+
 def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """What a compiled step is keyed on: Pyro's key (the number of positional arguments and
-    the keyword values) plus the shape, dtype and device of each tensor argument."""
+    """What a compiled step is keyed on: the number of positional arguments, each tensor's
+    (a positional argument's or a keyword's) shape, dtype, strides and device, and every other
+    value itself (its id when it cannot be hashed)."""
     import torch
 
-    shapes = tuple((tuple(a.shape), a.dtype, a.device.type) if isinstance(a, torch.Tensor)
-                   else ("value", type(a).__name__, a) for a in args)
-    return compat.pyro_key(args, kwargs), shapes
+    def described(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return "tensor", tuple(value.shape), value.dtype, value.stride(), value.device.type
+        try:
+            hash(value)
+        except TypeError:
+            return "value", type(value).__name__, compat.pyro_key((), {"v": value})
+        return "value", type(value).__name__, value
+
+    return len(args), tuple(described(a) for a in args), tuple(
+        (key, described(value)) for key, value in sorted(kwargs.items()))
+
+
+@dataclass(frozen=True)
+class Declined:
+    """A call the compiled step did not run (it changed nothing), and why.
+
+    ``transient``: about this call only (a gradient waiting in ``.grad``, a value read whose answer
+    differs this time): the next call may run compiled. Otherwise the step no longer fits the world:
+    ``changes`` are the guards that failed, ``finding`` the sentinel's check that failed, ``stale``
+    set when the SVI itself changed (a param replaced) and the step can never run again.
+    """
+
+    why: str
+    transient: bool = False
+    changes: tuple[Change, ...] = ()
+    finding: Finding | None = None
+    stale: bool = False
 
 
 class CompiledStep(SwitchesToInductor):
@@ -58,15 +99,21 @@ class CompiledStep(SwitchesToInductor):
         Every value read the capture met (the user's first); ``risky`` ones are baked in.
     guards : int
         Reads the graph checks on every step.
+    world : Guards
+        What the step assumed of the world outside its inputs, checked before every call.
     steps, eager_steps : int
         Calls run by the graph; calls run by Pyro's ``SVI.step`` instead.
+    sentinel : Sentinel
+        When its calls are checked against eager's loss, and how many were.
     stale : str or None
         Why this compiled step no longer fits its SVI (its calls now run eagerly).
     """
 
     def __init__(self, svi: Any, key: Any, captured: CapturedStep, codegen: Codegen,
-                 fallback: str | None = None, pending: Background | None = None) -> None:
+                 fallback: str | None = None, pending: Background | None = None,
+                 eager_loss: Callable[[tuple[Any, ...], dict[str, Any]], float] | None = None) -> None:
         import pyro
+        import torch
         from pyro.infer import SVI
 
         self.svi = svi
@@ -81,35 +128,45 @@ class CompiledStep(SwitchesToInductor):
         self.value_reads: tuple[ValueRead, ...] = tuple(
             sorted(captured.reads, key=lambda r: r.origin != "user"))
         self.guards = captured.guards
+        self.world = captured.world
         self.dice_masks = captured.dice_masks
         self.baked_tensors = captured.baked_tensors
         self.steps = 0
         self.eager_steps = 0
         self.guard_failures = 0
         self.stale: str | None = None
+        self.sentinel = Sentinel()
         self.captured = captured
         self._run = codegen.run
         self.as_captured = codegen.as_captured
         self._pending = pending
         self._store = pyro.get_param_store()
         self._eager = patch.unwrap(SVI.step)
+        self._eager_loss = eager_loss
         self._inputs = list(captured.example_inputs)
         self._views = [v.numpy() for v in captured.scalar_vectors]
         self._loss = captured.loss
         self._save_rng = captured.random and captured.guards > 0
         self._nan_site = captured.nan_warning
-        self._bound = (svi.model, svi.guide, svi.loss_and_grads, svi.optim)
+        self._bound = (svi.model, svi.guide, svi.loss, svi.optim)
         untouched = [captured.params[i][1] for i in captured.untouched]
         self._untouched = [(p, p.grad is None) for p in untouched]
         inputs = captured.example_inputs
         # the layout each input had at capture: inductor's generated code relies on it
-        self._layouts = [(t.shape, t.dtype, t.is_contiguous()) for t in inputs]
+        self._layouts = [layout(t) for t in inputs]
         self._updates = [(captured.params[u.param][1], u.rule, u.state_inputs, self._views[u.scalar_vector],
                           u.offset) for u in captured.updates]
         self._params = [(name, tensor, self._layouts[i]) for i, (name, tensor) in enumerate(captured.params)]
+        self._grads = [(tensor, tensor.grad, _version(tensor.grad)) for _, tensor in captured.params]
         first = captured.first_arg_input
         self._args = [(position, first + k, self._layouts[first + k])
                       for k, position in enumerate(captured.arg_positions)]
+        self._keywords = [(key, slot, self._layouts[slot]) for key, slot in captured.keyword_inputs]
+        self._outside = [(source, _getter(source), slot, self._layouts[slot])
+                         for source, slot in captured.world_inputs]
+        self._written = _written_inputs(captured.graph)
+        self._eps = float(torch.finfo(inputs[0].dtype).eps) if inputs and inputs[0].is_floating_point() \
+            else float(torch.finfo(torch.float32).eps)
         stepped = {u.param for u in captured.updates}
         # torch does some bookkeeping in Python (ClippedAdam: its int step, its decayed lr)
         self._after = [(rule, i in stepped) for i, rule in captured.rules.items()
@@ -118,15 +175,31 @@ class CompiledStep(SwitchesToInductor):
     # -- one step ---------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> float:
         """One ``svi.step(*args, **kwargs)``: eager's float loss; params and optimizer state
-        updated in place, as eager updates them."""
+        updated in place, as eager updates them (a declined call runs Pyro's own ``SVI.step``)."""
+        loss = self.run(*args, **kwargs)
+        if type(loss) is float:
+            return loss
+        self.eager_steps += 1
+        result = self._eager(self.svi, *args, **kwargs)
+        self.eager_ran()
+        return result
+
+    def run(self, *args: Any, **kwargs: Any) -> float | Declined:
+        """One step on the graph: eager's float loss, or :class:`Declined` (nothing changed)."""
         import torch
 
-        inputs = self._bind(args) if self.stale is None else None
-        if inputs is None:
-            self.eager_steps += 1
-            return self._eager(self.svi, *args, **kwargs)
+        if self.stale is not None:
+            return Declined(self.stale, stale=True)
+        if not self.world.holds():
+            changes = tuple(self.world.changes())
+            return Declined("; ".join(map(str, changes)) or "a guard failed", changes=changes)
+        inputs = self._bind(args, kwargs)
+        if isinstance(inputs, Declined):
+            return inputs
         run = self._run_now()
-        rng = torch.get_rng_state() if self._save_rng else None
+        check = self.sentinel.due()
+        rng = torch.get_rng_state() if self._save_rng or check else None
+        eager = self._eager_check(args, kwargs, rng) if check else None
         grad = torch.is_grad_enabled()
         compat.set_grad_enabled(False)
         try:
@@ -137,24 +210,87 @@ class CompiledStep(SwitchesToInductor):
             if rng is not None:
                 torch.set_rng_state(rng)
             self.guard_failures += 1
-            self.eager_steps += 1
-            return self._eager(self.svi, *args, **kwargs)
+            return Declined("a value the step reads changed from the one it was compiled for", transient=True)
+        loss = self._loss(values)
+        if eager is not None:
+            declined = self._compare(loss, values, eager, rng)
+            if declined is not None:
+                return declined
         for rule, stepped in self._after:
             rule.after_step(rule.state() if stepped else None)
         self.steps += 1
-        loss = self._loss(values)
         if loss != loss:  # pyro/infer/*_elbo.py: warn_if_nan(loss, "loss")
             warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
         return loss
 
-    def _bind(self, args: tuple[Any, ...]) -> list[Any] | None:
-        """The graph's inputs for this call, or None (and :attr:`stale` set) if they no longer fit."""
+    def eager_ran(self) -> None:
+        """The caller ran a step of this SVI eagerly: eager's ``zero_grads`` left fresh zeros in each
+        param's ``.grad``, which the next compiled step takes as no gradient waiting."""
+        self._no_gradient_waiting()
+
+    def _no_gradient_waiting(self) -> bool:
+        """Whether every param's ``.grad`` holds no gradient (None or zeros: another step, eager's or
+        Pyro's JIT's, left fresh zeros); the tensors it holds now are the ones later calls compare
+        with, so that this is looked at again only when one changes."""
+        fresh, clear = [], True
+        for tensor, grad, version in self._grads:
+            now = tensor.grad
+            if now is not grad or (now is not None and _version(now) != version):
+                if now is None or not bool(now.any()):
+                    grad, version = now, _version(now)
+                else:
+                    clear = False
+            fresh.append((tensor, grad, version))
+        self._grads = fresh
+        return clear
+
+    # -- the sentinel -------------------------------------------------------------
+    def _eager_check(self, args: tuple[Any, ...], kwargs: dict[str, Any], rng: Any) -> tuple[Any, ...] | None:
+        """Eager's loss for this call from the same params and random state, the random state it
+        leaves, and a copy of what the graph will write (to put back should they disagree)."""
+        import torch
+
+        if self._eager_loss is None:
+            return None
+        saved = [(i, self._inputs[i].clone()) for i in self._written]
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                eager: Any = self._eager_loss(args, kwargs)
+        except Exception as exc:  # eager raises (a validation error): the compiled step must not run
+            eager = exc
+        after = torch.get_rng_state()
+        torch.set_rng_state(rng)
+        _put_back(self._inputs, saved)  # (a model that changes a global in place changed it once)
+        return eager, after, saved
+
+    def _compare(self, loss: float, values: list[float], check: tuple[Any, ...], rng: Any) -> Declined | None:
+        """None when the compiled call agrees with eager; else it is undone and declined."""
+        import math
+
+        import torch
+
+        eager, after, saved = check
+        scale = math.fsum(abs(v) for v in values[:-1])
+        same_draws = torch.equal(torch.get_rng_state(), after)
+        if not isinstance(eager, Exception) and agree(loss, float(eager), scale, self._eps) and same_draws:
+            return None
+        _put_back(self._inputs, saved)
+        torch.set_rng_state(rng)
+        finding = Finding(self.sentinel.calls, loss, float(eager) if not isinstance(eager, Exception)
+                          else math.nan, raised=_raised(eager),
+                          draws=not same_draws and not isinstance(eager, Exception))
+        return Declined(str(finding), finding=finding)
+
+    # -- binding ---------------------------------------------------------------------
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | Declined:
+        """The graph's inputs for this call, or why it cannot run (stale: :attr:`stale` set)."""
         svi = self.svi
-        if (svi.model, svi.guide, svi.loss_and_grads, svi.optim) != self._bound:
+        if (svi.model, svi.guide, svi.loss, svi.optim) != self._bound:
             return self._went_stale("the SVI's model, guide, loss or optimizer was replaced")
         store = compat.store_tensors(self._store)
-        for name, tensor, (shape, _, contiguous) in self._params:
-            if tensor.shape != shape or tensor.is_contiguous() != contiguous or store.get(name) is not tensor:
+        for name, tensor, (shape, _, stride, _) in self._params:
+            if tensor.shape != shape or tensor.stride() != stride or store.get(name) is not tensor:
                 return self._went_stale(f"the param '{name}' was replaced, reshaped or removed")
         inputs = self._inputs
         layouts = self._layouts
@@ -169,8 +305,8 @@ class CompiledStep(SwitchesToInductor):
             try:
                 for key, position in zip(rule.state_keys, positions, strict=True):
                     value = state[key]
-                    shape, dtype, contiguous = layouts[position]
-                    if value.shape != shape or value.dtype != dtype or value.is_contiguous() != contiguous:
+                    shape, dtype, stride, _ = layouts[position]
+                    if value.shape != shape or value.dtype != dtype or value.stride() != stride:
                         return self._went_stale(f"the optimizer's '{key}' changed its shape or type")
                     inputs[position] = value
             except (KeyError, TypeError, AttributeError):
@@ -180,20 +316,101 @@ class CompiledStep(SwitchesToInductor):
         for param, no_grad in self._untouched:
             if (param.grad is None) != no_grad:
                 return self._went_stale("a param the step does not differentiate gained a gradient")
-        for position, slot, (shape, dtype, contiguous) in self._args:
+        for tensor, grad, version in self._grads:
+            if (tensor.grad is not grad or (grad is not None and _version(grad) != version)) \
+                    and not self._no_gradient_waiting():
+                return Declined("a gradient was waiting in .grad (a backward() before the step), which "
+                                "eager's step adds to its own", transient=True)
+        for position, slot, expected in self._args:
             arg = args[position]
-            if arg.shape != shape or arg.dtype != dtype or arg.is_contiguous() != contiguous:
+            if layout(arg) != expected:
+                shape, dtype = expected[0], expected[1]
                 raise ValueError(f"this step was compiled for argument {position} of shape "
-                                 f"{tuple(shape)} and {dtype}" + ("" if contiguous else ", not contiguous")
-                                 + f", not {tuple(arg.shape)} and {arg.dtype}: look compiled steps up by "
-                                 "step_key(args, kwargs)")
+                                 f"{tuple(shape)} and {dtype}, strides {expected[2]}, not "
+                                 f"{tuple(arg.shape)} and {arg.dtype}, strides {arg.stride()}: look "
+                                 "compiled steps up by step_key(args, kwargs)")
             inputs[slot] = arg
+        for key, slot, expected in self._keywords:
+            value = kwargs[key]
+            if layout(value) != expected:
+                raise ValueError(f"this step was compiled for the keyword '{key}' laid out as {expected}: "
+                                 "look compiled steps up by step_key(args, kwargs)")
+            inputs[slot] = value
+        return self._bind_outside(inputs)
+
+    def _bind_outside(self, inputs: list[Any]) -> list[Any] | Declined:
+        """The tensors the model reads from globals and closures, fetched afresh: a minibatch held in a
+        global runs compiled with this step's data."""
+        import torch
+
+        for source, fetch, slot, expected in self._outside:
+            try:
+                value = fetch()
+            except Exception:
+                value = None
+            if not isinstance(value, torch.Tensor) or layout(value) != expected:
+                after = "gone" if value is None else (
+                    f"a tensor of shape {tuple(value.shape)}, strides {value.stride()}"
+                    if isinstance(value, torch.Tensor) else type(value).__name__)
+                change = Change(source.describe(), f"a tensor of shape {tuple(expected[0])}", after)
+                return Declined(str(change), changes=(change,))
+            inputs[slot] = value
         return inputs
 
-    def _went_stale(self, reason: str) -> list[Any] | None:
+    def _went_stale(self, reason: str) -> Declined:
         self.stale = reason
-        return None
+        return Declined(reason, stale=True)
 
     def __repr__(self) -> str:
         return (f"<CompiledStep {self.backend}: {self.graph_nodes} nodes, {self.steps} steps"
                 + (f", stale: {self.stale}" if self.stale else "") + ">")
+
+
+def _put_back(inputs: list[Any], saved: list[tuple[int, Any]]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for i, value in saved:
+            inputs[i].copy_(value)
+
+
+def _version(tensor: Any) -> int:
+    return -1 if tensor is None else core_compat.tensor_version(tensor)
+
+
+def _raised(eager: Any) -> str:
+    if not isinstance(eager, Exception):
+        return ""
+    first = str(eager).splitlines()[0] if str(eager) else ""
+    return f"{type(eager).__name__}: {first}" if first else type(eager).__name__
+
+
+def _getter(source: Any) -> Callable[[], Any]:
+    """A fast function that fetches ``source``'s value (one expression over bound constants)."""
+    constants: dict[str, Any] = {}
+
+    def bind(obj: Any) -> str:
+        name = f"K{len(constants)}"
+        constants[name] = obj
+        return name
+
+    expression = source.expression(bind)
+    return eval(f"lambda: {expression}", constants)  # our own expression over bound constants
+
+
+def _written_inputs(graph: Any) -> list[int]:
+    """Which inputs the graph writes in place (put back when the sentinel undoes a call)."""
+    import torch
+
+    placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    index = {node: i for i, node in enumerate(placeholders)}
+    written = set()
+    for node in graph.graph.nodes:
+        schema = compat.aten_op(node.target) if node.op == "call_function" else None
+        if schema is None or not schema.is_mutable:
+            continue
+        for argument, value in zip(schema.arguments, node.args, strict=False):
+            if argument.alias_info is not None and argument.alias_info.is_write \
+                    and isinstance(value, torch.fx.Node) and value in index:
+                written.add(index[value])
+    return sorted(written)

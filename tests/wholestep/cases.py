@@ -11,6 +11,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.optim
 import torch
+from agreement import rounding_atol
 from pyro import poutine
 from pyro.infer import SVI, config_enumerate
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
@@ -188,24 +189,28 @@ def assert_losses_agree(eager, compiled, rtol=1e-4):
 
 
 def assert_state_agrees(eager, compiled, rtol=1e-5, atol=1e-6):
+    steps = len(eager.losses)
     assert eager.params.keys() == compiled.params.keys()
     for name in eager.params:
-        torch.testing.assert_close(compiled.params[name], eager.params[name], rtol=rtol, atol=atol,
+        expected = eager.params[name]
+        torch.testing.assert_close(compiled.params[name], expected, rtol=rtol,
+                                   atol=max(atol, rounding_atol(expected, steps)),
                                    msg=lambda m, name=name: f"param {name}: {m}")
-    _assert_nested_close(compiled.optim_state, eager.optim_state, rtol, atol, "optimizer state")
+    _assert_nested_close(compiled.optim_state, eager.optim_state, rtol, atol, "optimizer state", steps)
 
 
-def _assert_nested_close(a, b, rtol, atol, where):
+def _assert_nested_close(a, b, rtol, atol, where, steps):
     if isinstance(b, dict):
         assert isinstance(a, dict) and a.keys() == b.keys(), f"{where}: keys {list(a)} != {list(b)}"
         for key in b:
-            _assert_nested_close(a[key], b[key], rtol, atol, f"{where}[{key!r}]")
+            _assert_nested_close(a[key], b[key], rtol, atol, f"{where}[{key!r}]", steps)
     elif isinstance(b, (list, tuple)):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_nested_close(x, y, rtol, atol, f"{where}[{i}]")
+            _assert_nested_close(x, y, rtol, atol, f"{where}[{i}]", steps)
     elif isinstance(b, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{where}: {m}")
+        torch.testing.assert_close(a, b, rtol=rtol, atol=max(atol, rounding_atol(b, steps)),
+                                   msg=lambda m: f"{where}: {m}")
     elif isinstance(b, float):
         assert math.isclose(a, b, rel_tol=rtol, abs_tol=atol), f"{where}: {a} != {b}"
     else:

@@ -23,6 +23,23 @@ if TYPE_CHECKING:
 AS_WRITTEN = "run as written"
 
 
+def eager_step(as_written: Callable[..., Any], svi: Any, elbo: Any, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+    """One SVI step as eager Pyro runs it: ``SVI.step`` (``as_written``) on the user's own ELBO,
+    whatever companion of Pyro's JIT the run pointed the SVI at (a companion computes its loss in
+    float32 and calls backward under ``torch.no_grad()``; its trace holds what a step declines for)."""
+    __tracebackhide__ = True
+    user = getattr(elbo, "loss_and_grads", None)
+    patched = svi.__dict__.get("loss_and_grads")
+    if user is None or patched is None or patched == user:
+        return as_written(svi, *args, **kwargs)
+    svi.loss_and_grads = user
+    try:
+        return as_written(svi, *args, **kwargs)
+    finally:
+        svi.loss_and_grads = patched
+
+
 class AsWritten:
     """The compiler that leaves every step as written."""
 

@@ -45,4 +45,5 @@ def _entry(entry: WholeStepEntry) -> CacheEntry:
         input_shapes=tuple(str(tuple(t.shape)) for t in compiled.captured.example_inputs),
         graph_nodes=compiled.graph_nodes, code=graph.code, backend=compiled.backend,
         kernels=compiled.kernels, capture_seconds=compiled.capture_seconds,
-        codegen_seconds=compiled.codegen_seconds, disk_cache=compiled.cache)
+        codegen_seconds=compiled.codegen_seconds, disk_cache=compiled.cache,
+        guards=compiled.world.described() if hasattr(compiled, "world") else ())

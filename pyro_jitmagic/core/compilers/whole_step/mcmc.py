@@ -81,6 +81,7 @@ class WholeMCMCRoute(MCMCRoute):
         if compiled.fallback:
             recorder.note(f"{self.target}: {compiled.fallback}")
         self.compiled_potential = compiled
+        recorder.watch_sentinel(compiled.sentinel)
         entries = self.ctx.session.whole_steps.of(kernel)
         entries[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY, seconds)
         self._install(compiled)
@@ -90,6 +91,7 @@ class WholeMCMCRoute(MCMCRoute):
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if entry is not None and entry.compiled is self.compiled_potential and entry.hits:
             entry.last_hit = time.time()
+        sentinel_said(self.ctx, self.target, self.compiled_potential)
 
     def _install(self, compiled: Any) -> None:
         assert self._patches is not None and self._clock is not None
@@ -111,6 +113,16 @@ class WholeMCMCRoute(MCMCRoute):
             self.after = self.before
         self.ctx.recorder.switch(self.key, self.target, self)
         return potential
+
+
+def sentinel_said(ctx: RunContext, target: str, compiled: Any) -> None:
+    """After a run: what the sentinel found, when it found the compiled potential wrong."""
+    finding = getattr(compiled, "finding", None)
+    if finding is None:
+        return
+    ctx.recorder.sentinel_findings += 1
+    ctx.recorder.guard(target, f"potential and gradient: ran eager from compiled evaluation {finding.call}: "
+                               f"the sentinel found the compiled potential wrong: {finding}")
 
 
 def install_potential(patches: PatchSet, clock: MCMCClock, kernel: Any, compiled: Any) -> None:

@@ -1,50 +1,45 @@
-"""How each SVI's steps run under the whole-step compiler: one compiled graph per call signature.
+"""How each SVI's steps run under the whole-step compiler: compiled graphs per call signature, each
+used only while the world it was captured in holds.
 
 An SVI's first step runs eagerly when Pyro still creates something on it (an
 AutoGuide's prototype, a guessed ``max_plate_nesting``, the torch optimizers
 and their state): that step is exactly eager's, and the capture needs what it
 made. The next step captures the whole step and compiles it; every later call
 with the same signature runs the graph, which writes the new params and
-optimizer state into the very tensors the user holds. An SVI the whole step
+optimizer state into the very tensors the user holds.
+
+A call the graph declines (:class:`~pyro_jitmagic.wholestep.step.Declined`) runs
+as eager Pyro runs it, on the user's own ELBO: never on a lower compiled tier,
+which would have frozen the same value. A guard that failed compiles the
+signature again for the new world (the report says what changed); a signature
+that keeps compiling again, or that the sentinel found wrong, or that reads what
+no graph can hold, runs eager for the rest of the run. A call made under
+``torch.no_grad()`` or a Pyro handler runs eager too. An SVI the whole step
 cannot capture runs on Pyro's JIT from then on (or eager, where Pyro cannot
 compile it either), and the report says why.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ... import compat
+from ....guards import CallSite, Change
 from ...context import RunContext
 from ...naming import label
 from ...recorder import StepPlan
 from ...whole_steps import WholeStepEntry
 from ..base import Route
+from ..eager import eager_step
 from ..pyro_jit import PyroJit
 from ..pyro_jit.caches import describe_key
+from .signatures import SignatureRun, signature
 
+__all__ = ["WholeStepRoute", "said", "signature"]
 
-def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """What a compiled step is keyed on: Pyro's key (the number of positional arguments and the
-    keyword values) and each positional argument's shape and dtype, or its value (a number the
-    graph holds as a constant). Cheap, as it runs on every step."""
-    import torch
-
-    try:
-        key = compat.fast_key(args, kwargs)
-        hash(key)
-    except TypeError:
-        key = compat.hashed_key(args, kwargs)
-    described = tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else ("value", a) for a in args)
-    try:
-        hash(described)
-    except TypeError:  # an unhashable positional value: by identity, as Pyro keys other objects
-        described = tuple(x if not isinstance(x, tuple) or x[0] != "value" else ("value", id(x[1]))
-                          for x in described)
-    return key, described
+#: Compiled steps a signature may hold when ``--max-entries`` does not say.
+MAX_ENTRIES = 8
 
 
 def said(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
@@ -71,6 +66,10 @@ class WholeStepRoute(Route):
     why: str = ""  # what stopped the capture, once it did
     entries: dict[Any, WholeStepEntry] = field(default_factory=dict)
     waiting: WholeStepEntry | None = None  # the entry whose inductor codegen runs in the background
+    signatures: dict[Any, SignatureRun] = field(default_factory=dict)
+    call_site: CallSite | None = None
+    compiled_after: str = ""  # what ``after`` says while a step runs compiled
+    fallback_started: bool = False  # the fallback has made its first step
 
     @classmethod
     def plan(cls, ctx: RunContext, pyro: PyroJit, backend: str, svi: Any, elbo: Any, target: str,
@@ -88,50 +87,133 @@ class WholeStepRoute(Route):
             return route
         route = cls(before=name, after=f"{name}, whole step ({backend})", compiled=True, call=as_written,
                     ctx=ctx, pyro=pyro, backend=backend, svi=svi, elbo=elbo, target=target,
-                    as_written=as_written, entries=ctx.session.whole_steps.of(svi))
+                    as_written=as_written, entries=ctx.session.whole_steps.of(svi), call_site=CallSite())
         route.call = route.step
-        route.runner = svi
+        route.runner, route.compiled_after = svi, route.after
         # an earlier cell's inductor codegen may still run in the background
         route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
         return route
 
+    # -- one step ---------------------------------------------------------------------
     def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
         """One ``svi.step(*args, **kwargs)``, compiled whole when it can be."""
         __tracebackhide__ = True
         if self.fallback is not None:
-            return self.fallback.call(svi, *args, **kwargs)
-        key = (self.backend, signature(args, kwargs))  # a cell asking for another backend compiles anew
-        entry = self.entries.get(key)
-        if entry is None or entry.compiled.stale is not None:
-            entry = self._compile(svi, key, args, kwargs, stale=entry)
-            if entry is None:
-                if self.fallback is not None:
-                    return self.fallback.call(svi, *args, **kwargs)
-                assert self.as_written is not None
-                return self.as_written(svi, *args, **kwargs)  # Pyro creates what the capture needs
-        entry.last_hit = time.time()
-        if self.waiting is entry:
-            return self._while_waiting(entry, args, kwargs)
-        return entry.compiled(*args, **kwargs)
+            return self.on_fallback(svi, args, kwargs)
+        assert self.call_site is not None
+        problem = self.call_site.problem()
+        if problem is not None:
+            return self.eager_call(svi, args, kwargs, problem)
+        run = self.signature_run(signature(args, kwargs), args, kwargs)
+        if run.eager_why:
+            return self.eager(svi, args, kwargs)
+        entry, result = run.serve(args, kwargs)
+        if type(result) is float:
+            if self.waiting is entry:
+                self._announce(entry)  # type: ignore[arg-type]
+            return result
+        return self.declined(svi, run, result, args, kwargs)
 
-    def _while_waiting(self, entry: WholeStepEntry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A step while inductor compiles in the background: say when its kernels take over."""
-        compiled = entry.compiled
-        loss = compiled(*args, **kwargs)
-        if not compiled.compiling:
-            self.waiting, entry.unannounced = None, False
+    def signature_run(self, sig: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      base: Any = None) -> SignatureRun:
+        run = self.signatures.get(sig)
+        if run is None:
+            run = self.signatures[sig] = SignatureRun.of(self.entries, base or (self.backend, sig),
+                                                         said(args, kwargs)[0])
+            self._watch(run.entries)
+        return run
+
+    def declined(self, svi: Any, run: SignatureRun, result: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+        """No compiled step of the signature ran this call: run it eager, or compile again."""
+        if result is not None and result.finding is not None:
             assert self.ctx is not None
-            if compiled.backend == "inductor":
-                self.ctx.recorder.note(
-                    f"{self.target}: inductor's kernels took over after {compiled.steps} compiled steps "
-                    f"({compiled.codegen_summary()})")
-            elif compiled.fallback:
-                self.ctx.recorder.note(f"{self.target}: {compiled.fallback}")
-        return loss
+            self.ctx.recorder.sentinel_findings += 1
+            self.run_eager(run, f"the sentinel found its compiled step wrong: {result.why}")
+            return self.eager(svi, args, kwargs)
+        if result is not None and result.transient:
+            return self.eager(svi, args, kwargs)
+        changes = list(result.changes) if result is not None else []
+        if result is not None and result.stale:
+            changes = [Change("the SVI", "as compiled", result.why)]
+        entry = self._compile_again(svi, run, changes, args, kwargs) if run.entries or result else \
+            self.compile(svi, run, args, kwargs)
+        if entry is None:
+            if self.fallback is not None:
+                return self.on_fallback(svi, args, kwargs)
+            return self.eager(svi, args, kwargs)  # Pyro creates what the capture needs, or eager
+        return self.serve_new(svi, run, entry, args, kwargs)
 
-    def _compile(self, svi: Any, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 stale: WholeStepEntry | None, backend: str | None = None) -> WholeStepEntry | None:
-        from ....wholestep import CannotCompile, NeedsEagerStep, compile_svi_step
+    def serve_new(self, svi: Any, run: SignatureRun, entry: WholeStepEntry, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+        """The first call of a new compiled step."""
+        result = entry.compiled.run(*args, **kwargs)
+        if type(result) is float:
+            return result
+        return self.declined(svi, run, result, args, kwargs)
+
+    def _compile_again(self, svi: Any, run: SignatureRun, changes: list[Change], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> WholeStepEntry | None:
+        """The world changed under every compiled step of the signature: compile another, unless the
+        signature keeps doing so or holds as many as it may."""
+        assert self.ctx is not None
+        storm = run.recompiles.add(changes) if changes else None
+        limit = self.ctx.options.max_entries or MAX_ENTRIES
+        if storm is not None:
+            self.run_eager(run, f"it kept compiling again: {storm}")
+            return None
+        if len(run.entries) >= limit:
+            self.run_eager(run, f"it holds {limit} compiled steps already (--max-entries), and "
+                                f"{'; '.join(map(str, changes))}")
+            return None
+        entry = self.compile(svi, run, args, kwargs)
+        if entry is not None and changes:
+            self.ctx.recorder.guard(self.target, f"{run.described}: compiled again at step "
+                                    f"{self.step_number()}: " + "; ".join(map(str, changes)))
+        return entry
+
+    def run_eager(self, run: SignatureRun, why: str) -> None:
+        """The rest of this run, the signature runs eager; the report says why, once (and, while no
+        signature of the SVI runs compiled, in its switch line)."""
+        assert self.ctx is not None
+        run.eager_why = why
+        self.ctx.recorder.guard(self.target, f"{run.described}: ran eager from step {self.step_number()}: "
+                                             f"{why}")
+        if self.compiled and not any(r.entries and not r.eager_why for r in self.signatures.values()):
+            self.compiled, self.after, self.reason = False, self.before, f"ran eager: {why}"
+            self.ctx.recorder.switch(id(self.svi), self.target, self)
+
+    def step_number(self) -> int:
+        """The step in progress, counted from the run's first step of this SVI."""
+        assert self.ctx is not None
+        plan = self.ctx.recorder.current
+        return len(plan.raw) + 1 if isinstance(plan, StepPlan) else 0
+
+    # -- eager, as eager Pyro runs it ----------------------------------------------------------
+    def eager_call(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str) -> Any:
+        """A call made under a state no graph holds (grad mode, a handler): eager, said once."""
+        assert self.ctx is not None
+        self.ctx.recorder.guard(self.target, f"steps ran eager while {problem} (the first at step "
+                                             f"{self.step_number()})")
+        return self.eager(svi, args, kwargs)
+
+    def eager(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One step as eager Pyro runs it, on the user's own ELBO (see :func:`~..eager.eager_step`);
+        the compiled steps then know that eager's ``zero_grads`` left no gradient waiting."""
+        __tracebackhide__ = True
+        assert self.as_written is not None
+        result = eager_step(self.as_written, svi, self.elbo, args, kwargs)
+        for entry in self.entries.values():
+            entry.compiled.eager_ran()
+        return result
+
+    # -- compiling ---------------------------------------------------------------------------
+    def compile(self, svi: Any, run: SignatureRun, args: tuple[Any, ...], kwargs: dict[str, Any],
+                backend: str | None = None) -> WholeStepEntry | None:
+        """Capture and compile the step for this signature and world; None when it cannot now (its
+        first eager step; an SVI the capture cannot write: :attr:`fallback` set; a read no graph
+        can hold: the signature runs eager)."""
+        from ....wholestep import CannotCompile, NeedsEagerStep, Unguardable, compile_svi_step
 
         assert self.ctx is not None
         recorder = self.ctx.recorder
@@ -142,24 +224,31 @@ class WholeStepRoute(Route):
             # TorchScript: the cell never waits for it, and Ctrl-C stops the cell at once
             backend = backend or self.backend
             compiled = compile_svi_step(svi, args, kwargs, backend=backend,  # type: ignore[arg-type]
-                                        background=backend == "inductor")
+                                        background=backend == "inductor", elbo=self.elbo,
+                                        locate=self.ctx.capture.name_location)
         except NeedsEagerStep:
             return None
+        except Unguardable as exc:
+            self.run_eager(run, exc.reason)
+            return None
         except CannotCompile as exc:
-            self._fall_back(svi, exc.reason)
+            self.fall_back(svi, exc.reason)
             return None
         seconds = recorder.clock() - start
         described, shapes = said(args, kwargs)
         recorder.record_compile(described, seconds, compiled.capture_seconds, shapes)
-        if stale is not None:
-            recorder.note(f"{self.target}: its whole step was compiled again: {stale.compiled.stale}")
         if compiled.fallback:
             recorder.note(f"{self.target}: {compiled.fallback}")
         for read in compiled.value_reads:
             if read.origin == "user":
                 recorder.note(f"{self.target}: the whole step checks {read.what} at {read.where} on every "
                               "step; a step where that value differs from the compiled one runs eagerly")
-        entry = self.entries[key] = WholeStepEntry(compiled, described, seconds)
+        entry = WholeStepEntry(compiled, described, seconds)
+        run.add(entry)
+        self._watch([entry])
+        if not self.compiled and self.fallback is None:  # it ran eager so far: now a step runs compiled
+            self.compiled, self.after, self.reason = True, self.compiled_after, ""
+            recorder.switch(id(svi), self.target, self)
         if compiled.compiling:
             self.waiting, entry.unannounced = entry, True
             recorder.note(f"{self.target}: inductor compiles in the background; until its kernels are "
@@ -168,7 +257,27 @@ class WholeStepRoute(Route):
                              else "ready the steps run on the step backend"))
         return entry
 
-    def _fall_back(self, svi: Any, why: str) -> None:
+    def _watch(self, entries: list[WholeStepEntry]) -> None:
+        """Count what these compiled steps' sentinels check from now on, in this run's report."""
+        assert self.ctx is not None
+        for entry in entries:
+            self.ctx.recorder.watch_sentinel(entry.compiled.sentinel)
+
+    def _announce(self, entry: WholeStepEntry) -> None:
+        """A step while inductor compiles in the background: say when its kernels take over."""
+        compiled = entry.compiled
+        if compiled.compiling:
+            return
+        self.waiting, entry.unannounced = None, False
+        assert self.ctx is not None
+        if compiled.backend == "inductor":
+            self.ctx.recorder.note(
+                f"{self.target}: inductor's kernels took over after {compiled.steps} compiled steps "
+                f"({compiled.codegen_summary()})")
+        elif compiled.fallback:
+            self.ctx.recorder.note(f"{self.target}: {compiled.fallback}")
+
+    def fall_back(self, svi: Any, why: str) -> None:
         """The capture stopped: Pyro's JIT runs this SVI from now on (this step included)."""
         assert self.ctx is not None and self.pyro is not None and self.as_written is not None
         fallback = self.pyro.plan_svi(svi, self.elbo, self.target, self.as_written)
@@ -181,6 +290,20 @@ class WholeStepRoute(Route):
             # a limit of Pyro's JIT met on them falls back to eager as it does without --backend
             plan.route = fallback
         self.ctx.recorder.switch(id(svi), self.target, fallback)
+
+    def on_fallback(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A step on the fallback route, which does after its first step what a route does after the
+        run's first (Pyro's JIT repairs its JitTraceMeanField_ELBO companion, which would trace on every
+        step): the capture stopped on a later step than the first."""
+        __tracebackhide__ = True
+        assert self.fallback is not None and self.ctx is not None
+        result = self.fallback.call(svi, *args, **kwargs)
+        if not self.fallback_started:
+            self.fallback_started = True
+            note = self.fallback.first_done()
+            if note is not None:
+                self.ctx.recorder.note(note)
+        return result
 
     def _mirror(self, fallback: Route) -> None:
         """Show and run as ``fallback`` does (the step in progress still holds this route)."""
@@ -199,7 +322,10 @@ class WholeStepRoute(Route):
         return self.fallback.advice(exc, args, kwargs) if self.fallback is not None else None
 
     def first_done(self) -> str | None:
-        return self.fallback.first_done() if self.fallback is not None else None
+        if self.fallback is None:
+            return None
+        self.fallback_started = True
+        return self.fallback.first_done()
 
 
 def _fallback_reason(why: str, route: Route) -> str:

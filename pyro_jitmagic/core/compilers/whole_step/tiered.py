@@ -16,17 +16,18 @@ that steps this SVI uses its kernels.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ....guards import CallSite, Change
 from ...context import RunContext
 from ...recorder import StepPlan
 from ...tiers import AFTER_CELL_DELAY, CellSteps, Tier, TierBook, TierPolicy, TierTally
 from ...whole_steps import WholeStepEntry
 from ..base import Route
 from ..pyro_jit import PyroJit
-from .routes import WholeStepRoute, said, signature
+from .routes import WholeStepRoute, said
+from .signatures import SignatureRun, signature
 
 #: Steps on ``step`` between two looks at a codegen put off until the cell ends.
 RECHECK_EVERY = 32
@@ -71,8 +72,9 @@ class TieredRoute(WholeStepRoute):
                     compiled=low.compiled, call=as_written, reason=low.reason, note=low.note,
                     runner=low.runner, warm=low.warm, ctx=ctx, pyro=pyro, backend="step", svi=svi,
                     elbo=elbo, target=target, as_written=as_written,
-                    entries=ctx.session.whole_steps.of(svi), low=low, top=top)
+                    entries=ctx.session.whole_steps.of(svi), low=low, top=top, call_site=CallSite())
         route.call = route.step
+        route.compiled_after = route.after
         route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
         return route
 
@@ -86,30 +88,64 @@ class TieredRoute(WholeStepRoute):
         __tracebackhide__ = True
         if self.fallback is not None:
             return self.fallback.call(svi, *args, **kwargs)
+        assert self.call_site is not None and self.low is not None
+        problem = self.call_site.problem()
+        if problem is not None:
+            return self.eager_call(svi, args, kwargs, problem)
         sig = signature(args, kwargs)
         tally = self._tally(sig, svi, args, kwargs)
-        entry = self.entries.get(("auto", sig))
-        if entry is not None and entry.compiled.stale is None:
-            return self._whole(entry, tally, args, kwargs)
+        run = self.signature_run(sig, args, kwargs, base=("auto", sig))
+        if run.eager_why:
+            self.current = StepDone(tally, "eager")
+            return self.eager(svi, args, kwargs)
+        if run.entries:
+            entry, result = run.serve(args, kwargs)
+            if type(result) is float:
+                return self._whole(entry, tally, result)  # type: ignore[arg-type]
+            return self._declined(svi, run, tally, result, args, kwargs)
         book, calls = tally.book, self._function_calls()
         if self.top != "pyro" and self.policy.climb_to_step(book, calls, self._warm(book)):
-            entry = self._capture(svi, sig, args, kwargs, stale=entry)
+            entry = self._capture(svi, run, args, kwargs)
             if entry is not None:
                 self.current = StepDone(tally, "step", untimed=True)  # the capture's time
-                return self._whole(entry, tally, args, kwargs, capturing=True)
+                result = entry.compiled.run(*args, **kwargs)
+                if type(result) is float:
+                    return self._whole(entry, tally, result, capturing=True)
+                return self._declined(svi, run, tally, result, args, kwargs)
+            if run.eager_why:
+                self.current = StepDone(tally, "eager")
+                return self.eager(svi, args, kwargs)
             if self.fallback is not None:
                 self.current = StepDone(tally, None)
                 return self.fallback.call(svi, *args, **kwargs)
         self.current = StepDone(tally, None)
-        assert self.low is not None
         return self.low.call(svi, *args, **kwargs)
 
-    def _whole(self, entry: WholeStepEntry, tally: TierTally, args: tuple[Any, ...],
-               kwargs: dict[str, Any], capturing: bool = False) -> Any:
+    def _declined(self, svi: Any, run: SignatureRun, tally: TierTally, result: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+        """No compiled step of the signature ran this call: eager (this step, or the rest of the run
+        when the sentinel found it wrong or it keeps compiling again), or a capture for the new world."""
+        if result is None or result.finding is not None or result.transient:
+            self.current = StepDone(tally, "eager")
+            return self.declined(svi, run, result, args, kwargs)
+        changes = list(result.changes) or [Change("the SVI", "as compiled", result.why)]
+        entry = self._compile_again(svi, run, changes, args, kwargs)
+        if entry is None:
+            self.current = StepDone(tally, "eager")
+            return self.fallback.call(svi, *args, **kwargs) if self.fallback is not None else \
+                self.eager(svi, args, kwargs)
+        tally.book.path.append(f"captured again at step {tally.book.calls + 1}")
+        self.current = StepDone(tally, "step", untimed=True)  # the capture's time
+        result = entry.compiled.run(*args, **kwargs)
+        if type(result) is float:
+            return self._whole(entry, tally, result, capturing=True)
+        return self._declined(svi, run, tally, result, args, kwargs)
+
+    def _whole(self, entry: WholeStepEntry, tally: TierTally, loss: float, capturing: bool = False) -> float:
+        """After a step on a compiled whole step: its tier for the books, and inductor's codegen."""
         compiled, book = entry.compiled, tally.book
-        entry.last_hit = time.time()
-        loss = (self._while_waiting(entry, args, kwargs) if self.waiting is entry
-                else compiled(*args, **kwargs))
+        if self.waiting is entry:
+            self._announce(entry)
         tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
         if not capturing:
             self.current = StepDone(tally, tier, untimed=compiled.as_captured)
@@ -127,22 +163,22 @@ class TieredRoute(WholeStepRoute):
         return loss
 
     # -- climbing ------------------------------------------------------------------------
-    def _capture(self, svi: Any, sig: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 stale: WholeStepEntry | None) -> WholeStepEntry | None:
+    def _capture(self, svi: Any, run: SignatureRun, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> WholeStepEntry | None:
         """Capture the whole step now (TorchScript runs it from this step on)."""
         from ....wholestep.memory import graph_digest
 
         assert self.ctx is not None
+        sig = run.base[1]
         book = self.tallies[sig].book
         why = book.why
         # kernels in inductor's disk cache: they load at once, in the background (a large graph
         # runs as captured meanwhile, with no TorchScript to build)
         warm = self.top == "inductor" and self._warm(book)
         try:
-            entry = self._compile(svi, ("auto", sig), args, kwargs, stale=stale,
-                                  backend="inductor" if warm else None)
+            entry = self.compile(svi, run, args, kwargs, backend="inductor" if warm else None)
         except Exception as exc:  # a tier that cannot be built never stops the cell: it stays below
-            self._fall_back(svi, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self.fall_back(svi, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return None
         if entry is None:
             return None
@@ -206,7 +242,7 @@ class TieredRoute(WholeStepRoute):
         self.in_cache[(book.key, book.digest)] = warm
         return warm
 
-    def _fall_back(self, svi: Any, why: str) -> None:
+    def fall_back(self, svi: Any, why: str) -> None:
         """The capture stopped: the low tiers run this SVI from now on."""
         assert self.ctx is not None and self.low is not None
         low = self.low
@@ -226,10 +262,16 @@ class TieredRoute(WholeStepRoute):
         """A limit of Pyro's JIT met on a low-tier step: Pyro's route puts it back and runs eager."""
         if self.low is None or not self.low.recover(exc):
             return False
+        self.sync_low()
+        return True
+
+    def sync_low(self) -> None:
+        """Pyro's route below gave up compiling: show it, eager until the signature climbs."""
+        assert self.low is not None
         self.after, self.reason, self.runner = (f"{self.low.after}, then the whole step when it pays "
                                                 "(--auto)", self.low.reason, self.low.runner)
-        self.compiled = self.low.compiled  # eager until it climbs
-        return True
+        self.compiled = self.low.compiled
+        self.compiled_after = self.after
 
     def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         return self.low.advice(exc, args, kwargs) if self.low is not None else None

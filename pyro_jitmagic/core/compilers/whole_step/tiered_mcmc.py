@@ -22,7 +22,7 @@ from ...auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
 from ...tiers import AFTER_CELL_DELAY, PRIOR_POTENTIAL_SPEEDUP
 from ...whole_steps import WholeStepEntry
 from ..pyro_jit.mcmc import PyroMCMCRoute
-from .mcmc import POTENTIAL_KEY, install_potential
+from .mcmc import POTENTIAL_KEY, install_potential, sentinel_said
 
 if TYPE_CHECKING:
     from ...context import RunContext
@@ -141,6 +141,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         recorder.note(f"{self.target}: the potential and its gradient {self._why}; "
                       f"captured in {seconds:.2f} s")
         self.compiled_potential = compiled
+        recorder.watch_sentinel(compiled.sentinel)
         if self.top == "inductor":
             self._maybe_codegen(compiled)
 
@@ -185,6 +186,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
+        sentinel_said(self.ctx, self.target, self.compiled_potential)
         compiled = self.compiled_potential
         if compiled is not None and compiled.backend == "inductor":
             self.ctx.recorder.note(f"{self.target}: inductor's kernels took over the potential "
