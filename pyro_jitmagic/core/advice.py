@@ -65,6 +65,19 @@ def advise(exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any],
     return None
 
 
+def untraceable_argument(exc: BaseException, args: tuple[Any, ...]) -> str | None:
+    """Why a trace could not take this call's positional arguments (a float, a numpy array: Pyro's JIT
+    passes them to the trace as tensors), with what to do; None for other failures."""
+    import torch
+
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("cannot be traced" in text or "Tracer cannot infer type" in text):
+        for position, value in enumerate(args, start=1):
+            if not torch.is_tensor(value):
+                return _not_a_tensor(position, value)
+    return None
+
+
 def _not_a_tensor(position: int, value: Any) -> str:
     # The same answer as the recompilation watch gives (_cache.changing_keyword): a float that
     # changes from step to step (an annealing factor) as a keyword would compile a trace per value.
@@ -77,6 +90,8 @@ def _not_a_tensor(position: int, value: Any) -> str:
         return start + ("if it sets a size or a count, pass it as a keyword argument (each value then "
                         f"gets its own compiled trace); if it only enters the arithmetic, pass "
                         f"torch.tensor({value!r})")
+    if hasattr(value, "__array__") and hasattr(value, "shape"):  # a numpy array
+        return start + "pass torch.as_tensor(x) instead"
     return start + "pass it as a keyword argument (each value then gets its own compiled trace)"
 
 

@@ -35,6 +35,9 @@ class EntryStats:
     last_hit: float | None = None
     tier: Any = None  # the executor it runs under with --executor adaptive (an executor.Tier)
     args: tuple[Any, ...] = ()  # the positional arguments it was compiled for: shapes or type names
+    guards: Any = None  # what its trace assumed of the world (a guards.Guards), checked on each call
+    layout: Any = None  # its positional arguments' shapes, dtypes and strides (or types), checked too
+    sentinel: Any = None  # when its calls are checked against eager's (a guards.Sentinel)
 
 
 @dataclass

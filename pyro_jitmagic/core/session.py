@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from . import compat
 from .auto import AutoPolicy
 from .cache import CacheStats
 from .whole_steps import WholeStepStore
@@ -42,7 +43,8 @@ class Session:
     """
 
     def __init__(self) -> None:
-        self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any]]] = (
+        # per user ELBO: (model, guide, companion, the ELBO's settings it copied)
+        self._companions: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, Any, dict[str, Any]]]] = (
             weakref.WeakKeyDictionary())
         self.cache = CacheStats()
         # user ELBOs that met a limit of Pyro's JIT: why they run eager from now on
@@ -53,15 +55,27 @@ class Session:
         self.whole_steps = WholeStepStore()
 
     def companion(self, elbo: Any, model: Any, guide: Any,
-                  make: Callable[[Any], Any]) -> tuple[Any, bool]:
-        """The companion of ``elbo`` for this model and guide; True if new."""
+                  make: Callable[[Any], Any]) -> tuple[Any, str | None]:
+        """The companion of ``elbo`` for this model and guide, and None when it is not new; else why
+        it is (``"new"``, or the settings of ``elbo`` that changed since the last one was made: a
+        companion copies them, so a changed ``num_particles`` needs a new one and new traces)."""
+        from ..guards import plain_settings
+
+        settings = plain_settings(elbo, compat.COMPILED_ATTRS)
         entries = self._companions.setdefault(elbo, [])
-        for known_model, known_guide, jit_elbo in entries:
+        why = "new"
+        for i, (known_model, known_guide, jit_elbo, known) in enumerate(entries):
             if known_model is model and known_guide is guide:
-                return jit_elbo, False
+                if known == settings:
+                    return jit_elbo, None
+                name, changed = type(elbo).__name__, sorted(set(known) ^ set(settings) | {
+                    k for k in known if k in settings and known[k] != settings[k]})
+                why = "; ".join(f"{name}.{k} {known.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+                del entries[i]
+                break
         jit_elbo = make(elbo)
-        entries.append((model, guide, jit_elbo))
-        return jit_elbo, True
+        entries.append((model, guide, jit_elbo, settings))
+        return jit_elbo, why
 
     def never_compile(self, elbo: Any, why: str) -> None:
         """Run ``elbo`` eager in later cells too: compiling it failed on a limit of Pyro's JIT."""
@@ -74,4 +88,4 @@ class Session:
     def companions(self) -> list[tuple[Any, Any, Any, Any]]:
         """Every live (user ELBO, model, guide, companion)."""
         return [(elbo, m, g, c) for elbo, entries in list(self._companions.items())
-                for m, g, c in entries]
+                for m, g, c, _ in entries]

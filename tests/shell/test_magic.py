@@ -208,7 +208,8 @@ def test_advice_is_printed_beside_the_original_error(ip):
             models.gaussian(data)
         def guide_n(data, n):
             models.gaussian_guide(data)
-        svi_n = SVI(with_n, guide_n, Adam({"lr": 0.01}), Trace_ELBO())
+        from pyro.infer import JitTrace_ELBO
+        svi_n = SVI(with_n, guide_n, Adam({"lr": 0.01}), JitTrace_ELBO())  # Pyro's JIT as written
     """))
     result, captured = run(ip, "%%pyrojit --backend pyro\nsvi_n.step(data, 3)")
 

@@ -50,8 +50,7 @@ def changing_keyword(previous: Any, new: Any, kwargs: Mapping[str, Any]) -> str:
     if previous is None or new is None:
         return "a keyword value changes between calls: make it a fixed setting"
     before, after = dict(previous[1]), dict(new[1])
-    changed = [k for k in after if not k.startswith("_") and before.get(k, _MISSING) is not after[k]
-               and before.get(k, _MISSING) != after[k]]
+    changed = [k for k in after if not k.startswith("_") and not _same(before.get(k, _MISSING), after[k])]
     if previous[0] != new[0]:
         return (f"the number of positional arguments changes ({previous[0]} then {new[0]}): "
                 "pass the same arguments on every call")
@@ -73,6 +72,26 @@ def changing_keyword(previous: Any, new: Any, kwargs: Mapping[str, Any]) -> str:
 
 
 _MISSING = object()
+
+
+def _layout(layout: Any) -> str:
+    if isinstance(layout, tuple):
+        return f"a tensor of shape {tuple(layout[0])}, {layout[1]}, strides {layout[2]}"
+    return f"a {layout.__name__}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two keyword values key the same trace (a tensor by identity, as Pyro hashes it)."""
+    import torch
+
+    if a is b:
+        return True
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == is not a truth
+        return False
 
 
 def _user_of(namespace: Mapping[str, Any], elbo: Any, attribute: str) -> str | None:
@@ -158,9 +177,13 @@ class PyroCaches:
     def _entry(self, stats: Any, key: Any, traced: Any, describe: str) -> CacheEntry:
         known = stats.entries.get(key) if stats is not None else None
         nodes, code, shapes = self.stats.graph(traced, _graph)
+        guards = known.guards.described() if known is not None and known.guards is not None else ()
+        if known is not None and known.layout is not None:
+            guards += tuple(f"positional argument {i} == {_layout(layout)}"
+                            for i, layout in enumerate(known.layout, start=1))
         return CacheEntry(key=describe, compile_seconds=known.compile_seconds if known else None,
                           hits=known.hits if known else None, last_hit=known.last_hit if known else None,
-                          input_shapes=shapes, graph_nodes=nodes, code=code)
+                          input_shapes=shapes, graph_nodes=nodes, code=code, guards=guards)
 
     def _elbo_function(self, namespace: Mapping[str, Any], elbo: Any,
                        owner_of: Mapping[int, Any]) -> CachedFunction | None:

@@ -23,16 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ....guards import Sentinel, World, outside_states
 from ... import advice, compat
 from ...auto import LEARN_AFTER, Tally
-from ...cache import RecompilationWarning
+from ...cache import EntryStats, RecompilationWarning
 from ...context import RunContext
 from ...executor import Tier, optimize_setter
 from ...patch import PatchSet
-from ...recorder import StepPlan
 from ...tiers import CellSteps
 from .caches import changing_keyword, describe_key
-from .routes import PyroRoute
+from .guarded import TraceWatch, arg_layout, pyro_route
 
 
 @dataclass
@@ -46,6 +46,8 @@ class PendingCompile:
     trace_seconds: float = 0.0
     shapes: tuple[str, ...] = ()
     args: tuple[Any, ...] = ()  # what the positional arguments were: shapes, or type names
+    world: World | None = None  # what the model and guide read from outside, as the trace began
+    layout: Any = None  # the positional arguments' layouts (see arg_layout)
 
 
 class _FirstCall:
@@ -53,12 +55,14 @@ class _FirstCall:
     Pyro's eager first run of it (which finds the params): its result, the random state after
     it, and whether it created params."""
 
-    def __init__(self, fn: Callable[..., Any], store: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], store: Any, world: World | None) -> None:
         self.fn = fn
         self._store = store
         self._known = set(store.keys())
+        self._world = world
         self.result: Any = None
         self.rng: Any = None
+        self.outside: Any = None  # numpy's and Python's random states after it
         self.created_params = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -69,17 +73,9 @@ class _FirstCall:
 
         self.result = self.fn(*args, **kwargs)
         self.rng = torch.get_rng_state()
+        self.outside = outside_states(self._world)
         self.created_params = not self._known.issuperset(self._store.keys())
         return self.result
-
-
-def _pyro_route(plan: Any) -> PyroRoute | None:
-    """The Pyro route of the step in progress: its own, or the one below --auto's tiers."""
-    if not isinstance(plan, StepPlan):
-        return None
-    route = plan.route
-    route = getattr(route, "low", route)  # a tiered route runs its low tiers on Pyro's route
-    return route if isinstance(route, PyroRoute) else None
 
 
 class KeyCalls:
@@ -95,12 +91,13 @@ class KeyCalls:
         self.auto_step: tuple[Tally, str] | None = None
         self.tier_step: tuple[Tier, Any, Any] | None = None
         self._run_calls: dict[int, int] = {}  # --auto: calls of each compiled function in this run
+        self.watch = TraceWatch(ctx)  # what each trace assumed, and the keys sent eager
 
     def wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """The stand-in for ``CompiledFunction.__call__``."""
         import pyro
 
-        calls, ctx, cache = self, self.ctx, self.ctx.session.cache
+        calls, ctx, cache, watch = self, self.ctx, self.ctx.session.cache, self.watch
         param: Any = pyro.param
         set_optimize = optimize_setter()
         fast_key, hashed_key, param_names = compat.fast_key, compat.hashed_key, compat.param_names
@@ -116,26 +113,37 @@ class KeyCalls:
             try:
                 traced = fn.compiled.get(key)
             except TypeError:
-                key = hashed_key(args, kwargs)
+                try:
+                    key = hashed_key(args, kwargs)
+                except TypeError as exc:  # no key Pyro can compile by: eager, as eager Pyro runs it
+                    watch.unkeyable(exc, kwargs)
+                    return watch.eager(fn, args, kwargs)
                 traced = fn.compiled.get(key)
+            if watch.runs_eager(fn, key) or watch.tensor_keyword(kwargs):
+                return watch.eager(fn, args, kwargs)
             if ctx.auto is not None and not calls._auto_route(fn, key, traced):
-                return fn.fn(*args, **kwargs)  # --auto: eager while that is cheaper
+                return watch.eager(fn, args, kwargs)  # --auto: eager while that is cheaper
             if traced is None:
                 return calls._compile(original, fn, key, args, kwargs)
             if calls._verify and (id(fn), key) in calls._verify:
                 calls._verify.discard((id(fn), key))
-                return calls._verified_call(fn, traced, args, kwargs)
+                return calls._verified_call(fn, key, traced, args, kwargs)
             stats = cache.of(fn)
             stats.recent_new.append(False)
             stats.last_key = key
             entry = stats.entries.get(key)
             if entry is not None:
+                if (entry.guards is not None and not entry.guards.holds()) or (
+                        entry.layout is not None and arg_layout(args) != entry.layout):
+                    return calls._guard_failed(original, fn, key, entry, args, kwargs)
                 entry.hits += 1
                 entry.last_hit = time.time()
                 tier = entry.tier
                 if tier is not None and calls.adaptive:
                     set_optimize(tier.optimize)
                     calls.tier_step = (tier, fn, key)
+                if entry.sentinel is not None and entry.sentinel.due():
+                    return watch.checked_call(fn, key, traced, args, kwargs)
             # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
             # those only look for params created by the call, and a traced
             # function runs no Python, so they never see any.
@@ -157,24 +165,52 @@ class KeyCalls:
         if self._past_max_entries(fn):  # Pyro's uncompiled function, uncached
             if self.auto_step is not None:
                 self.auto_step = (self.auto_step[0], "eager")
-            return fn.fn(*args, **kwargs)
+            return self.watch.eager(fn, args, kwargs)
         pending = self._before_compile(fn, key, args, kwargs)
-        first = _FirstCall(fn.fn, pyro.get_param_store())
+        first = _FirstCall(fn.fn, pyro.get_param_store(), pending.world)
         local = PatchSet()
+        risky, warned = self.ctx.capture.risky_count, self.ctx.capture.checkpoint()
         try:
             local.set(fn, "fn", first)
             result = original(fn, *args, **kwargs)  # from this frame: see RunContext.wrap
+        except Exception as exc:
+            if first.rng is None or not self.watch.limit_met(exc, fn, key, args, first.rng, first.outside,
+                                                              pending.world, warned):
+                raise
+            return first.result
         finally:
             local.restore()
             self._after_compile(fn, key, pending)
+        frozen = self.watch.frozen(pending.world, first.outside, risky)
+        if frozen is not None and first.rng is not None:
+            # the trace holds what eager reads afresh: the step is its eager first run, and the key
+            # runs eager from now on
+            fn.compiled.pop(key, None)
+            torch.set_rng_state(first.rng)
+            self.watch.eager_from_now(fn, key, frozen)
+            return first.result
         if first.rng is not None and not torch.equal(torch.get_rng_state(), first.rng):
             # The trace drew other random numbers than Pyro's eager first run of the step.
             if first.created_params:  # their initial values drew them: eager's step is the step
                 torch.set_rng_state(first.rng)
                 self._verify.add((id(fn), key))
                 return first.result
-            self.ctx.recorder.draws_part()
+            if self.watch.draws_part(fn, key):  # --auto keeps eager's stream: the step is eager's
+                fn.compiled.pop(key, None)
+                torch.set_rng_state(first.rng)
+                return first.result
         return result
+
+    def _guard_failed(self, original: Callable[..., Any], fn: Any, key: Any, entry: EntryStats,
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The world changed under a trace: trace again for the new one, unless the key keeps doing so
+        (then it runs eager for the rest of the run)."""
+        __tracebackhide__ = True
+        if self.watch.changed(fn, key, entry, args) is not None:
+            return self.watch.eager(fn, args, kwargs)
+        if self.auto_step is not None:
+            self.auto_step = (self.auto_step[0], "compile")
+        return self._compile(original, fn, key, args, kwargs)
 
     def _advise_call(self, exc: Exception, fn: Any, key: Any, args: tuple[Any, ...]) -> None:
         """A trace refused a call's arguments: compare them with what the trace was compiled for."""
@@ -254,7 +290,8 @@ class KeyCalls:
         self.ctx.recorder.past_cap[id(fn)] = (self.ctx.recorder.target(), stats)
         return True
 
-    def _verified_call(self, fn: Any, traced: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _verified_call(self, fn: Any, key: Any, traced: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
         """A key whose first step drew random initial values: is its compiled step's draw eager's?
 
         Its step runs eagerly first (only to count the random numbers it draws), then compiled
@@ -265,12 +302,14 @@ class KeyCalls:
 
         param: Any = pyro.param
         start = torch.get_rng_state()
-        fn.fn(*args, **kwargs)
+        eager_result = fn.fn(*args, **kwargs)
         eager = torch.get_rng_state()
         torch.set_rng_state(start)
         result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
-        if not torch.equal(torch.get_rng_state(), eager):
-            self.ctx.recorder.draws_part()
+        if not torch.equal(torch.get_rng_state(), eager) and self.watch.draws_part(fn, key):
+            fn.compiled.pop(key, None)
+            torch.set_rng_state(eager)
+            return eager_result
         return result
 
     def _before_compile(self, fn: Any, key: Any, args: tuple[Any, ...],
@@ -286,7 +325,8 @@ class KeyCalls:
         if self.adaptive:  # a new trace starts no-opt, whatever the last key ran under
             optimize_setter()(False)
         pending = PendingCompile(describe_key(key), torch.get_rng_state(), outer=self.pending,
-                                 args=advice.describe_args(args))
+                                 args=advice.describe_args(args), world=self.watch.world(),
+                                 layout=arg_layout(args))
         self._mark_start(pending.rng_state)
         self.pending = pending
         pending.start = self.ctx.recorder.clock()
@@ -296,7 +336,7 @@ class KeyCalls:
         """A key of the step in progress starts compiling: keep what to go back to, should it meet
         a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
         work), until a compile of its succeeds."""
-        route = _pyro_route(self.ctx.recorder.current)
+        route = pyro_route(self.ctx.recorder.current)
         if route is not None and route.start is None and not route.compiled_once:
             import pyro
 
@@ -311,12 +351,14 @@ class KeyCalls:
         # it): all of it is the price of compiling.
         if key in fn.compiled:
             recorder.record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
-            route = _pyro_route(recorder.current)
+            route = pyro_route(recorder.current)
             if route is not None:
                 route.start, route.compiled_once = None, True
             cache.hit(fn, key, compile_seconds=seconds)
             entry = cache.of(fn).entries[key]
             entry.args = pending.args
+            entry.guards, entry.sentinel = self.watch.guards(pending.world), Sentinel()
+            entry.layout = pending.layout
             if self.adaptive and entry.tier is None:
                 entry.tier = Tier(recorder.target(), pending.key, seconds)
 
@@ -328,3 +370,5 @@ class KeyCalls:
                    f"{len(stats.recent_new)} calls; {changing_keyword(stats.last_key, key, kwargs)}")
         self.ctx.recorder.notes.append(message)
         warnings.warn(message, RecompilationWarning, stacklevel=2)
+
+

@@ -92,4 +92,30 @@ def cannot_compile(elbo: Any, exc: BaseException, param_names: Any) -> str | Non
         return ("TraceGraph_ELBO with a decaying-average baseline writes its running average to the "
                 "param store inside the loss, which Pyro's JIT cannot trace (JitTraceGraph_ELBO fails "
                 "on it too)")
+    if "requires grad as a constant" in str(exc):
+        # torch.jit.trace refuses a tensor that requires grad and is no input: a module's parameter
+        # used without pyro.module, a tensor made with requires_grad=True outside the model
+        return ("the model or guide uses a tensor that requires grad and is no Pyro param (a module "
+                "used without pyro.module?), which Pyro's JIT cannot trace (its Jit* ELBOs fail on it "
+                "too); register it with pyro.module or pyro.param to compile it")
+    if isinstance(exc, AssertionError) and _raised_in_pyro_jit(exc):
+        # pyro/ops/jit.py, CompiledFunction asserts that it traces the param store's own tensors
+        if (getattr(elbo, "jit_options", None) or {}).get("check_trace"):
+            # torch's check_trace re-runs the trace on copies of them
+            return ("jit_options={'check_trace': True} cannot work with Pyro's compiled ELBOs (torch "
+                    "re-runs the trace on copies of the params, which Pyro rejects): remove check_trace "
+                    "to compile it; %%pyrojit names the risky lines of a trace anyway")
+        # a param whose constrained value is not the one its unconstrained tensor gives (the networks
+        # of AutoIAFNormal, registered under two names)
+        return ("a param's constrained value is not made from its unconstrained tensor as Pyro's JIT "
+                "assumes (pyro/ops/jit.py; its Jit* ELBOs fail on it too)")
     return None
+
+
+def _raised_in_pyro_jit(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("pyro/ops/jit.py"):
+            return True
+        tb = tb.tb_next
+    return False

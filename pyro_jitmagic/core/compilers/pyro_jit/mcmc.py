@@ -126,6 +126,7 @@ def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target:
         compiled_fn = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=skip_warnings,
                                              jit_options=jit_options)
         book = policy.book(maker, "potential", "potential", target, "potential energy")
+        book.why = book.why or "ran eager first, to measure its evaluations"  # (until the first look)
         tally = tallies[(id(maker), "potential")] = Tally(book, compiled_before=False)
         first_sample, total = len(clock.sample_seconds), clock.samples_total
         evaluations = 0

@@ -10,6 +10,10 @@ loss). Anything else runs eager, with the reason.
 
 A first compiled step that fails on a limit of Pyro's JIT (one it fails on by
 hand too) is put back and runs eager from then on (:meth:`PyroRoute.recover`).
+A step that should run eager (``--auto`` has not compiled its key yet, a guard
+failed, the step runs under ``torch.no_grad()`` or a Pyro handler) runs on the
+user's own ELBO, as eager Pyro runs it: a companion would compute its loss in
+float32, and call backward where eager does not (:class:`EagerInstead`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from ....guards import CallSite, GuardBuilder, Guards
 from ... import advice, compat
 from ...context import RunContext
 from ...direct import METHODS
 from ...naming import label
+from ...recorder import StepPlan
 from ..base import Route
+from ..eager import eager_step
 from . import elbos
+
+
+class EagerInstead(Exception):
+    """Raised by a compiled function's call that should run eager, to the route that owns the step:
+    it runs the whole step on the user's own ELBO instead (see the module's text)."""
 
 
 @dataclass
@@ -39,6 +51,58 @@ class PyroRoute(Route):
     # (random state, param names, warnings captured) before its first compile, until one succeeds
     start: tuple[Any, set[str], Any] | None = None
     compiled_once: bool = False
+    method: str = ""  # the ELBO method called directly; "" for an SVI
+    step_as_written: Callable[..., Any] | None = None  # SVI.step itself, for an SVI
+    compiled_call: Callable[..., Any] | None = None  # a direct loss's call on its companion
+    call_site: CallSite | None = None
+    settings: Guards | None = None  # the user's ELBO's settings, as its companion copied them
+    #: it runs on a companion of the user's eager ELBO: a call that should run eager runs on that ELBO
+    eager_instead: bool = False
+
+    def svi_step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
+        """One ``svi.step`` on the companion, or on the user's ELBO where it should run eager."""
+        __tracebackhide__ = True
+        assert self.step_as_written is not None
+        if not (self.eager_instead and self.compiled):
+            return self.step_as_written(svi, *args, **kwargs)
+        problem = self._eager_why()
+        if problem is None:
+            try:
+                return self.step_as_written(svi, *args, **kwargs)
+            except EagerInstead:
+                pass
+        return eager_step(self.step_as_written, svi, self.elbo, args, kwargs)
+
+    def loss_call(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> Any:
+        """One direct loss call on the companion, or as written where it should run eager."""
+        __tracebackhide__ = True
+        assert self.compiled_call is not None and self.as_written is not None
+        if not (self.eager_instead and self.compiled):
+            return self.compiled_call(model, guide, *args, **kwargs)
+        if self._eager_why() is None:
+            try:
+                return self.compiled_call(model, guide, *args, **kwargs)
+            except EagerInstead:
+                pass
+        return self.as_written(model, guide, *args, **kwargs)
+
+    def _eager_why(self) -> str | None:
+        """Why this call runs eager, said once: a state no trace holds (grad mode, a handler), or the
+        user's ELBO's settings changed during the cell (its companion copied the old ones)."""
+        assert self.call_site is not None and self.ctx is not None
+        problem = self.call_site.problem()
+        if problem == "torch.no_grad() was active" and self.method in ("loss", "differentiable_loss"):
+            problem = None  # a loss needs no gradient: its trace computes eager's value
+        if problem is None and self.settings is not None and not self.settings.holds():
+            changed = "; ".join(map(str, self.settings.changes()))
+            problem = (f"the ELBO's settings changed during the cell ({changed}); the next cell compiles "
+                       "for them")
+            self.ctx.recorder.guard(self.target, f"ran eager from step {_step(self.ctx)}: {problem}")
+            return problem
+        if problem is not None:
+            self.ctx.recorder.guard(self.target, f"{'steps' if self.svi is not None else 'calls'} ran eager "
+                                                 f"while {problem} (the first at {_step(self.ctx)})")
+        return problem
 
     def recover(self, exc: BaseException) -> bool:
         import pyro
@@ -51,9 +115,15 @@ class PyroRoute(Route):
             return False
         rng, names, warned = self.start
         for name in set(store.keys()) - names:  # made by the failed trace
-            del store[name]
+            compat.forget_param(store, name)
         torch.set_rng_state(rng)
         self.ctx.capture.rollback(warned)  # about a trace that is not used
+        self.give_up(why)
+        return True
+
+    def give_up(self, why: str) -> None:
+        """Compiling met a limit of Pyro's JIT: this route, and its ELBO in later cells, run eager."""
+        assert self.ctx is not None
         self.ctx.session.never_compile(self.elbo, why)
         self.runner, self.compiled, self.after, self.reason = self.elbo, False, self.before, why
         if self.svi is not None:
@@ -61,7 +131,6 @@ class PyroRoute(Route):
         else:
             assert self.as_written is not None
             self.call = self.as_written
-        return True
 
     def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         check_trace = bool((getattr(self.runner, "jit_options", None) or {}).get("check_trace"))
@@ -106,15 +175,39 @@ def plan_svi(ctx: RunContext, can_trace: bool, svi: Any, elbo: Any, target: str,
     elif session.cannot_compile(elbo) is not None:
         reason = session.cannot_compile(elbo) or ""
     elif elbos.counterpart(elbo) is not None:
-        runner, _ = session.companion(elbo, svi.model, svi.guide, elbos.make_companion)
+        runner, why = session.companion(elbo, svi.model, svi.guide, elbos.make_companion)
         compiled, after = True, type(runner).__name__
+        if why not in (None, "new"):
+            ctx.recorder.guard(target, f"compiled again: {why}")
     else:
         reason = elbos.why_eager(elbo)
     if runner is not elbo and runner is not None:
         ctx.patches.set(svi, "loss_and_grads", runner.loss_and_grads)
-    return PyroRoute(before=elbo_name, after=after, compiled=compiled, call=as_written, reason=reason,
-                     note=note, runner=runner, warm=runner if compiled else None, ctx=ctx, target=target,
-                     elbo=elbo, svi=svi)
+    route = PyroRoute(before=elbo_name, after=after, compiled=compiled, call=as_written, reason=reason,
+                      note=note, runner=runner, warm=runner if compiled else None, ctx=ctx, target=target,
+                      elbo=elbo, svi=svi, step_as_written=as_written)
+    _guard_calls(route)
+    route.call = route.svi_step
+    return route
+
+
+def _guard_calls(route: PyroRoute) -> None:
+    """The checks of a route that runs on a companion: the state of each call, and the user's ELBO's
+    settings as the companion copied them."""
+    route.eager_instead = (route.compiled and route.elbo is not None and route.runner is not route.elbo
+                           and not isinstance(route.elbo, elbos.jit_classes()))
+    if not route.eager_instead:
+        return
+    route.call_site = CallSite()
+    builder = GuardBuilder()
+    builder.settings(type(route.elbo).__name__, route.elbo, skip=compat.COMPILED_ATTRS)
+    route.settings = builder.build()
+
+
+def _step(ctx: RunContext) -> str:
+    plan = ctx.recorder.current
+    return f"step {len(plan.raw) + 1}" if isinstance(plan, StepPlan) and not plan.method else (
+        f"call {len(plan.raw) + 1}" if isinstance(plan, StepPlan) else "?")
 
 
 def _checked(value: Any) -> Any:
@@ -186,9 +279,13 @@ def plan_loss(ctx: RunContext, can_trace: bool, method: str, elbo: Any, model: A
 
     def route(after: str, call: Callable[..., Any], runner: Any = None, reason: str = "",
               note: str = "") -> PyroRoute:
-        return PyroRoute(before=elbo_name, after=after, compiled=runner is not None, call=call,
+        made = PyroRoute(before=elbo_name, after=after, compiled=runner is not None, call=call,
                          reason=reason, note=note, runner=runner, warm=runner, ctx=ctx, target=target,
-                         elbo=elbo, as_written=written)
+                         elbo=elbo, as_written=written, method=method, compiled_call=call)
+        _guard_calls(made)
+        if made.eager_instead:
+            made.call = made.loss_call
+        return made
 
     def eager(reason: str) -> PyroRoute:
         return route(elbo_name, written, reason=reason)
@@ -215,7 +312,9 @@ def plan_loss(ctx: RunContext, can_trace: bool, method: str, elbo: Any, model: A
     compute = _COMPANION_CALLS.get((elbo_name, method))
     if compute is None:
         return eager(f"Pyro's {jit.__name__} compiles only {' and '.join(_compiled_methods(jit))}")
-    runner, _ = ctx.session.companion(elbo, model, guide, elbos.make_companion)
+    runner, why = ctx.session.companion(elbo, model, guide, elbos.make_companion)
+    if why not in (None, "new"):
+        ctx.recorder.guard(target, f"compiled again: {why}")
     return route(jit.__name__, partial(compute, runner), runner)
 
 
