@@ -117,6 +117,11 @@ class Recorder:
         self.tiers_changed: dict[int, Tier] = {}  # the keys whose executor changed
         self.past_cap: dict[int, tuple[str, Any]] = {}  # functions that met --max-entries
         self.advice: str | None = None
+        # what the guards saw change and what ran eager because of it, one line each
+        self.guard_events: list[str] = []
+        self.sentinel_checks = 0  # compiled calls checked against eager's loss (Pyro's tier)
+        self.sentinel_findings = 0  # of which disagreed
+        self._sentinels: dict[int, tuple[Any, int]] = {}  # whole steps' sentinels: (it, checks before)
         self.start = 0.0
         self.end: float | None = None
         self._on_progress = on_progress
@@ -134,6 +139,21 @@ class Recorder:
         """Say ``text`` in the report's notes, once."""
         if text not in self.notes:
             self.notes.append(text)
+
+    def guard(self, owner: str, text: str) -> None:
+        """Say what a guard or the sentinel saw, and what it did about it, once."""
+        line = f"{owner}: {text}"
+        if line not in self.guard_events:
+            self.guard_events.append(line)
+
+    def watch_sentinel(self, sentinel: Any) -> None:
+        """Count the checks ``sentinel`` makes from now on in this run's report."""
+        if id(sentinel) not in self._sentinels:
+            self._sentinels[id(sentinel)] = (sentinel, sentinel.checks)
+
+    def checks(self) -> int:
+        """Compiled calls checked against eager's loss in this run."""
+        return self.sentinel_checks + sum(s.checks - before for s, before in self._sentinels.values())
 
     def switch(self, key: int, target: str, route: Route | MCMCRoute) -> None:
         """What was done with an SVI, a loss or an MCMC run (again, when its route changed)."""
@@ -234,6 +254,9 @@ class Recorder:
                                    for t in self.tiers_changed.values()),
             auto=tuple(auto.decision(t) for t in self._shown_tallies()) if auto else (),
             loss_runs=tuple(p.record() for p in self.loss_plans.values()),  # type: ignore[misc]
+            guards=tuple(self.guard_events),
+            sentinel_checks=self.checks(),
+            sentinel_findings=self.sentinel_findings,
         )
 
     def _auto_tallies(self) -> list[Tally | TierTally]:

@@ -239,6 +239,17 @@ def disagreement_cause(compiled: JitReport, isolation: Isolation) -> str:
             "between steps")
 
 
+def _with_sentinel(x: SVIComparison, compiled: JitReport) -> SVIComparison:
+    """Say so when the sentinel found a compiled step of this SVI wrong and ran it eager: the runs
+    may then agree, but the compiled code would not have."""
+    found = [g.split(": ", 1)[1] for g in compiled.guards
+             if g.startswith(f"{x.target}: ") and "the sentinel found" in g]
+    if not found:
+        return x
+    return dataclasses.replace(x, reason=f"{x.reason}; the sentinel found a compiled step wrong while the "
+                                         f"compiled run ran, and ran it eager ({'; '.join(found)})")
+
+
 def compare_reports(eager: JitReport, compiled: JitReport, isolation: Isolation,
                     param_difference: float = math.nan, seed: int | None = None,
                     param_spread: float = math.nan) -> Comparison:
@@ -247,6 +258,7 @@ def compare_reports(eager: JitReport, compiled: JitReport, isolation: Isolation,
                 for e, c in [*_pair(eager.svi_runs, compiled.svi_runs),
                              *_pair(eager.loss_runs, compiled.loss_runs)])
     mcmc = tuple(compare_mcmc(e, c) for e, c in _pair(eager.mcmc_runs, compiled.mcmc_runs))
+    svi = tuple(_with_sentinel(x, compiled) for x in svi)
     if any(x.outcome == "disagree" for x in svi) or any(x.outcome == "disagree" for x in mcmc):
         cause = disagreement_cause(compiled, isolation)
         svi = tuple(dataclasses.replace(x, reason=f"{x.reason}; {cause}") if x.outcome == "disagree" else x

@@ -65,6 +65,7 @@ def cache_text(snapshot: CacheSnapshot) -> str:
                          f"{_unknown(e.hits)} hits, last {_when(e.last_hit)}, "
                          f"{e.graph_nodes} graph nodes, inputs {', '.join(e.input_shapes) or '()'}"
                          + (f"; {_backend(e)}" if _backend(e) else ""))
+            lines += [f"      guard: {g}" for g in e.guards]
     return "\n".join(lines)
 
 
@@ -75,13 +76,22 @@ def cache_function_html(f: CachedFunction) -> str:
         f"<td>{esc(_unknown(e.hits))}</td><td>{esc(_when(e.last_hit))}</td>"
         f"<td>{esc(', '.join(e.input_shapes))}</td><td>{e.graph_nodes}</td>"
         f"<td>{esc(_backend(e) or 'pyro')}</td></tr>"
-        f"<tr><td colspan='7'><details><summary>{'traced code' if e.backend == 'pyro' else 'captured graph'}"
-        "</summary>"
+        f"<tr><td colspan='7'>{_guards_html(e)}<details><summary>"
+        f"{'traced code' if e.backend == 'pyro' else 'captured graph'}</summary>"
         f"<pre>{esc(e.code)}</pre></details></td></tr>"
         for e in f.entries)
     return (f"<h4>{esc(f.owner)}</h4><p>{esc(f.serves)}</p>"
             "<table class='pyrojit-cache'><tr><th>key</th><th>compile</th><th>hits</th>"
             f"<th>last hit</th><th>input shapes</th><th>graph nodes</th><th>backend</th></tr>{rows}</table>")
+
+
+def _guards_html(e: CacheEntry) -> str:
+    """What an entry assumed of the world, folded: a call where one no longer holds compiles again."""
+    if not e.guards:
+        return ""
+    items = "".join(f"<li>{html.escape(g)}</li>" for g in e.guards)
+    return (f"<details class='pyrojit-guards'><summary>guards ({len(e.guards)}): what it assumed of the "
+            f"world</summary><ul>{items}</ul></details>")
 
 
 def cache_html(snapshot: CacheSnapshot) -> str:

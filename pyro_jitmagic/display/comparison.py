@@ -81,6 +81,12 @@ def agreement_lines(c: Comparison) -> list[str]:
                      f"(step by step within {RELATIVE_TOLERANCE:g})")
     for m in c.mcmc:
         lines.append(f"{m.target}: posterior means {_VERDICT_WORDS[m.outcome]}: {m.reason}")
+    report = c.compiled
+    if report.sentinel_checks:
+        lines.append(f"while the compiled run ran, {report.sentinel_checks} of its compiled calls were "
+                     f"checked against eager's loss: " + ("all agreed" if not report.sentinel_findings else
+                                                          f"{report.sentinel_findings} disagreed"))
+    lines += [f"guards: {g}" for g in report.guards]
     return lines
 
 

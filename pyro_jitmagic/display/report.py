@@ -69,6 +69,14 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
             counts[w.kind] += w.count
         summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
         rows.append(("warnings", [f"{summary} captured"]))
+    if report.guards:
+        rows.append(("guards", list(report.guards)))
+    if report.sentinel_checks:
+        checked = _plural(report.sentinel_checks, "compiled call")
+        rows.append(("sentinel", [f"{checked} checked against eager's loss: all agreed"
+                                  if not report.sentinel_findings else
+                                  f"{checked} checked against eager's loss: "
+                                  f"{report.sentinel_findings} disagreed (see guards)"]))
     if report.notes:
         rows.append(("note", list(report.notes)))
     return rows

@@ -44,6 +44,10 @@ class CacheEntry:
         For a whole step: capturing its graph, and building the backend that runs it.
     disk_cache : {"cold", "warm"} or None
         With inductor: compiled afresh, or loaded from inductor's on-disk cache.
+    guards : tuple of str
+        What it assumed of the world outside its inputs, each as ``what == value`` (a global the
+        model reads, Pyro's validation flag, an ELBO setting, an argument's layout): a call where
+        one no longer holds compiles again, or runs eager.
     """
 
     key: str
@@ -58,6 +62,7 @@ class CacheEntry:
     capture_seconds: float | None = None
     codegen_seconds: float | None = None
     disk_cache: str | None = None
+    guards: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return summary(self, code=f"<{len(self.code.splitlines())} lines of code>")

@@ -542,6 +542,12 @@ class JitReport(Shown):
         With ``adaptive``: the keys whose executor changed in the cell.
     auto : tuple of AutoDecision
         With ``--auto``: per cache key, what ran eager, when it compiled and why.
+    guards : tuple of str
+        What a compiled graph assumed that changed while the cell ran (``global prior_scale
+        10.0 -> 0.05``), and what was done: compiled again, or run eager, with the step.
+    sentinel_checks, sentinel_findings : int
+        Compiled calls whose loss was checked against eager's for the same params and draws,
+        and how many of them disagreed (each named in ``guards``).
     """
 
     switches: tuple[Switch, ...] = ()
@@ -558,6 +564,9 @@ class JitReport(Shown):
     executor_choices: tuple[ExecutorChoice, ...] = ()
     auto: tuple[AutoDecision, ...] = ()
     loss_runs: tuple[LossRun, ...] = ()
+    guards: tuple[str, ...] = ()
+    sentinel_checks: int = 0
+    sentinel_findings: int = 0
 
     @property
     def auto_saved_vs_eager(self) -> float | None:

@@ -78,7 +78,13 @@ def test_compare_panel_renders_and_each_tab_shows_its_content(page, lab):
     assert shot.stat().st_size > 10_000
 
     second = panels.nth(1)
-    assert "RESULTS DISAGREE" in second.locator(".pyrojit-verdict").inner_text()
+    # Pyro's trace bakes the branch on a drawn value; the sentinel's first check found it and the
+    # steps ran eager from there, so the runs agree and the Agreement tab says what happened
+    assert "results agree" in second.locator(".pyrojit-verdict").inner_text()
+    second.locator(".lm-TabBar-tab", has_text="Agreement").click()
+    agreement = second.locator(".pyrojit-tab-agreement")
+    agreement.wait_for(state="visible", timeout=10_000)
+    assert "the sentinel found its trace wrong" in agreement.inner_text()
     second.locator(".lm-TabBar-tab", has_text="Warnings").click()
     warnings_tab = second.locator(".pyrojit-tab-warnings")
     warnings_tab.wait_for(state="visible", timeout=10_000)

@@ -77,16 +77,20 @@ def test_random_state_is_restored_and_in_place_mutation_is_reported(runner):
     assert "NOT isolated: draws changed in place" in str(c)
 
 
-def test_a_branch_baked_into_the_trace_is_flagged_as_disagreeing(runner):
+def test_a_branch_baked_into_the_trace_is_caught_by_the_sentinel_and_named(runner):
+    # Pyro's trace bakes the branch on a drawn value; the sentinel's check of the first compiled step
+    # finds the trace's loss is not eager's, and the rest of the run is eager: the runs agree, and both
+    # the verdict and the compiled run's report say what happened, naming the line
     runner.ns.update(svi=SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.05}), Trace_ELBO()),
                    data=models.data(30))
     c, error = runner.compare("for _ in range(30):\n    svi.step(data)\n", seed=0)
 
     assert error is None
-    assert not c.agree
-    assert c.verdict.endswith("RESULTS DISAGREE")
-    assert "a risky JIT warning explains it" in str(c)
-    assert "scale = 1.0 if loc > 0 else 2.0" in str(c)
+    assert c.agree, str(c)
+    (s,) = c.svi
+    assert "the sentinel found a compiled step wrong" in s.reason
+    assert c.compiled.sentinel_findings == 1
+    assert "scale = 1.0 if loc > 0 else 2.0" in str(c)  # the risky read, named in red
 
 
 def test_nuts_runs_agree(runner):
