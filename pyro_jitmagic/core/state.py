@@ -252,7 +252,8 @@ class CellState:
     bindings: dict[str, Any] = field(default_factory=dict)
     fingerprints: dict[str, Any] = field(default_factory=dict)
     optimizers: dict[int, tuple[Any, _OptimizerState]] = field(default_factory=dict)  # Pyro's
-    guides: dict[int, Any] = field(default_factory=dict)  # AutoGuides whose prototype the run built
+    # AutoGuides whose prototype the run built: (the guide, its own attributes before the run)
+    guides: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     kernels: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # MCMC kernels' state
     new_params: dict[str, Any] = field(default_factory=dict)  # entered the store during the run
 
@@ -339,7 +340,7 @@ class CellState:
 
         guide = svi.guide
         if isinstance(guide, AutoGuide) and getattr(guide, "prototype_trace", True) is None:
-            self.guides[id(guide)] = guide
+            self.guides[id(guide)] = (guide, _attributes(guide))
 
     # after the first run -------------------------------------------------------
     def mutated(self) -> list[str]:
@@ -392,8 +393,12 @@ class CellState:
             # state as Pyro does when loading an optimizer (pyro/optim/optim.py).
             compat.restart_optimizer(optim, copy.deepcopy(pyro_saved.state),
                                      copy.deepcopy(pyro_saved.waiting))
-        for guide in self.guides.values():
-            guide.prototype_trace = None  # rebuilt, drawing the same numbers, on its next call
+        for guide, attributes in self.guides.values():
+            # as it was: no prototype, and none of what building one made (AutoIAFNormal's network,
+            # trained by the first run), so that its next call builds them again, drawing the same
+            # numbers
+            vars(guide).clear()
+            vars(guide).update(_attributes(attributes))
         for kernel, saved in self.kernels.values():
             vars(kernel).clear()
             vars(kernel).update({name: _copy(value) for name, value in saved.items()})
@@ -419,6 +424,13 @@ class CellState:
             done.append(f"state of {_count(len(self.kernels), 'MCMC kernel')} (step size, mass matrix, "
                         "initial params)")
         return done
+
+
+def _attributes(obj: Any) -> dict[str, Any]:
+    """``obj``'s own attributes, with the dicts a module keeps its parts in copied (its submodules,
+    params and buffers are registered there)."""
+    held = obj if isinstance(obj, dict) else vars(obj)
+    return {name: dict(value) if isinstance(value, dict) else value for name, value in held.items()}
 
 
 def _copy(value: Any) -> Any:
