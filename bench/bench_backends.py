@@ -24,7 +24,10 @@ Ways:
   process (inductor also keeps compiled kernels in memory, so a cold compile in a process
   that compiled the same graph before would not be cold);
 * inductor warm: the same in this process, served from the on-disk cache that the cold
-  run filled.
+  run filled;
+* inductor unguarded (simple SVI only): inductor warm with the guards, the call-site check and
+  the sentinel made no-ops, so that what they cost a step is the difference of the two medians
+  (they must cost at most 5 us a step).
 
 Rounds are interleaved: each round runs every way once, in an order rotated from round to
 round, so drift in the machine's speed falls on all alike; figures are medians over rounds.
@@ -59,7 +62,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm")
+WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded")
+#: What guards and the sentinel may cost a step of the simple SVI on inductor's kernels.
+GUARD_BUDGET = 5e-6
 TARGETS = {  # (workload prefix, way, figure, at least)
     "simple SVI": [("inductor warm", "step", 15.0), ("step", "step", 2.0)],
     "HMM": [("inductor warm", "step", 15.0), ("step", "step", 3.0)],
@@ -185,7 +190,7 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
     whole = way not in ("eager", "pyro")
     # the whole-step ways run as users run them: the steps inside pyro_jitmagic.compiled()
     run = pyro_jitmagic.compiled(backend=way.split()[0], names={}) if whole else contextlib.nullcontext()
-    with run:
+    with run, (unguarded() if way == "inductor unguarded" else contextlib.nullcontext()):
         for i, (args, kwargs) in enumerate(steps):
             t = time.perf_counter()
             svi.step(*args, **kwargs)
@@ -208,6 +213,23 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
     elif way == "pyro":  # its first step traces
         compile_seconds = times[0] - statistics.median(times[1:])
     return Run(total=total, step=statistics.median(times[1:]), compile=compile_seconds, note=note)
+
+
+@contextlib.contextmanager
+def unguarded() -> Any:
+    """Guards that always hold, no call-site check, no sentinel: what is left is the step without
+    them (for ``inductor unguarded``)."""
+    from pyro_jitmagic.core.patch import PatchSet
+    from pyro_jitmagic.guards import CallSite, Sentinel, checks
+
+    patches = PatchSet()
+    try:
+        patches.set(checks, "_generate", lambda guards, constants: checks._always)
+        patches.set(CallSite, "problem", lambda self: None)
+        patches.set(Sentinel, "due", lambda self: False)
+        yield
+    finally:
+        patches.restore()
 
 
 def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
@@ -345,6 +367,22 @@ def table_lines(table: Table) -> list[str]:
     return lines
 
 
+def guard_lines(table: Table) -> list[str]:
+    """What guards and the sentinel cost a step: inductor warm less inductor unguarded, medians."""
+    lines = []
+    for workload, ways in table.runs.items():
+        guarded, bare = ways.get("inductor warm"), ways.get("inductor unguarded")
+        if not guarded or not bare:
+            continue
+        with_them, without = _median(guarded, "step"), _median(bare, "step")
+        cost = with_them - without
+        verdict = "PASS" if cost <= GUARD_BUDGET else "MISS"
+        lines.append(f"{verdict}  {workload}: guards and sentinel cost {cost * 1e6:.1f} us a step on "
+                     f"inductor's kernels ({_duration(with_them)} against {_duration(without)} without "
+                     f"them; budget {GUARD_BUDGET * 1e6:.0f} us)")
+    return lines
+
+
 def target_lines(table: Table) -> list[str]:
     lines = []
     for workload, ways in table.runs.items():
@@ -418,6 +456,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
                             shutil.rmtree(cache, ignore_errors=True)
                     elif way == "inductor warm":
                         table.add(workload, way, run_way(workload, "inductor", sizes))
+                    elif way == "inductor unguarded":
+                        if workload.startswith("simple SVI"):
+                            table.add(workload, way, run_way(workload, way, sizes))
                     else:
                         table.add(workload, way, run_way(workload, way, sizes))
             print(f"({workload}: {rounds} rounds in {time.perf_counter() - started:.0f} s, load "
@@ -427,6 +468,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     print()
     print("\n".join(table_lines(table)))
     print("\n".join(target_lines(table)))
+    print("\n".join(guard_lines(table)))
     return 0
 
 
