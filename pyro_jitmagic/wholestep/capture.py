@@ -291,6 +291,10 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     params = _discover(svi, elbo, loss_fn, args, kwargs, world)
     if not params:
         raise CannotCompile("the step has no params to optimize")
+    hooked = [name for name, p in params if compat.gradient_hooks(p)]
+    if hooked:
+        raise CannotCompile(f"the param '{hooked[0]}' has a gradient hook, which eager's backward() runs "
+                            "on every step and a graph would run once")
     waiting = [name for name, p in params if p.grad is not None and bool(p.grad.any())]
     if waiting:
         raise NeedsEagerStep(f"a gradient is waiting in .grad of '{waiting[0]}' (a backward() before the "

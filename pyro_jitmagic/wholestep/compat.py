@@ -38,6 +38,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch.utils._python_dispatch", "_get_current_dispatch_mode_stack", "finds the read watch of a capture"),
     ("torch._ops", "OpOverload", "an aten operator of the captured graph, and its schema"),
     ("torch._C", "_set_grad_enabled", "grad mode off around the compiled step, cheaply"),
+    ("torch", "Tensor._backward_hooks", "a param's gradient hooks, which a graph would run once"),
+    ("torch", "Tensor._post_accumulate_grad_hooks", "hooks run after a param's gradient is stored"),
     # torch: optimizers
     ("torch.optim.optimizer", "_global_optimizer_pre_hooks", "step hooks the captured update would skip"),
     ("torch.optim.optimizer", "_global_optimizer_post_hooks", "step hooks the captured update would skip"),
@@ -493,3 +495,9 @@ def fx_cache_counts() -> tuple[int, int]:
     from torch._dynamo.utils import counters
 
     return int(counters["inductor"]["fxgraph_cache_hit"]), int(counters["inductor"]["fxgraph_cache_miss"])
+
+
+def gradient_hooks(tensor: Any) -> bool:
+    """Whether ``tensor`` has hooks that eager's ``backward()`` runs (``register_hook``,
+    ``register_post_accumulate_grad_hook``): Python on every step, which a graph runs once."""
+    return bool(tensor._backward_hooks) or bool(getattr(tensor, "_post_accumulate_grad_hooks", None))

@@ -58,6 +58,8 @@ class Case:
     #: ways whose random stream parts from eager's, and must say so (``draws part``): Pyro's trace
     #: drops a draw nothing uses; losses then agree in distribution only
     draws_part: tuple[str, ...] = ()
+    #: names in the namespace whose values must be eager's too (what a hook or a callback recorded)
+    kept: tuple[str, ...] = ()
 
     def named_for(self, way: str) -> str:
         return dict(self.named).get(way, "")
@@ -368,6 +370,12 @@ def guide(x, y):
 svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
 """, (loop("losses.append(svi.step(x, y))", "{half}"),
       "net.eval()\n" + loop("losses.append(svi.step(x, y))", "{half}"))),
+    Case("a gradient hook recording every step's gradient norm", PRELUDE + GAUSSIAN + """
+norms = []
+guide(data)  # its params, to hook
+for value in pyro.get_param_store().values():
+    value.unconstrained().register_hook(lambda g: norms.append(round(g.norm().item(), 4)))
+""", (loop(STEP),), kept=("norms",)),
     Case("a numpy generator held by the model", PRELUDE + """
 rng = np.random.default_rng(0)
 data = torch.randn(50, generator=generator) + 1.0

@@ -32,6 +32,7 @@ class Ran:
     rng: torch.Tensor
     streams: list[Any]  # numpy's and Python's, and the numpy generators the namespace holds
     said: list[str]  # the reports' guards, notes and switch lines
+    kept: dict[str, Any]  # the values of the case's kept names
 
 
 def run(shell: Any, case: Case, way: str | None, counts: dict[str, int]) -> Ran:
@@ -65,7 +66,7 @@ def run(shell: Any, case: Case, way: str | None, counts: dict[str, int]) -> Ran:
                    {k: v.detach().clone() for k, v in pyro.get_param_store().items()},
                    {name: copy.deepcopy(value.optim.get_state()) for name, value in ns.items()
                     if isinstance(value, pyro.infer.SVI)},
-                   torch.get_rng_state(), _streams(ns), said)
+                   torch.get_rng_state(), _streams(ns), said, {k: copy.deepcopy(ns[k]) for k in case.kept})
     finally:
         for name in set(shell.user_ns) - before:
             del shell.user_ns[name]

@@ -18,7 +18,7 @@ WAYS = ("magic", "compare")
 #: the models whose SVI the whole step cannot capture, and the words of the reason
 FALLS_BACK = {
     "sparse_gamma_def": "AdagradRMSProp",  # an optimizer the capture does not write
-    "gmm": "float(tensor)",  # a Python number read from a tensor in the model
+    "gmm": "gradient hook",  # a hook on each param reads the gradient's norm on every step
     "net_batchnorm": "changes in place a tensor",  # BatchNorm's running statistics
     "tracegraph_baseline": "writes the param store",  # the decaying-average baseline
 }

@@ -58,6 +58,8 @@ class PyroRoute(Route):
     settings: Guards | None = None  # the user's ELBO's settings, as its companion copied them
     #: it runs on a companion of the user's eager ELBO: a call that should run eager runs on that ELBO
     eager_instead: bool = False
+    #: how a reason to run eager is said (the whole step, falling back to this route, says why first)
+    explain: Callable[[str], str] | None = None
 
     def svi_step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
         """One ``svi.step`` on the companion, or on the user's ELBO where it should run eager."""
@@ -125,7 +127,8 @@ class PyroRoute(Route):
         """Compiling met a limit of Pyro's JIT: this route, and its ELBO in later cells, run eager."""
         assert self.ctx is not None
         self.ctx.session.never_compile(self.elbo, why)
-        self.runner, self.compiled, self.after, self.reason = self.elbo, False, self.before, why
+        said = self.explain(why) if self.explain is not None else why
+        self.runner, self.compiled, self.after, self.reason = self.elbo, False, self.before, said
         if self.svi is not None:
             self.ctx.patches.set(self.svi, "loss_and_grads", self.elbo.loss_and_grads)
         else:

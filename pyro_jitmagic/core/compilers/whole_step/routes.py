@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ....guards import CallSite, Change
@@ -34,6 +35,7 @@ from ..base import Route
 from ..eager import eager_step
 from ..pyro_jit import PyroJit
 from ..pyro_jit.caches import describe_key
+from ..pyro_jit.routes import PyroRoute
 from .signatures import SignatureRun, signature
 
 __all__ = ["WholeStepRoute", "said", "signature"]
@@ -282,6 +284,8 @@ class WholeStepRoute(Route):
         assert self.ctx is not None and self.pyro is not None and self.as_written is not None
         fallback = self.pyro.plan_svi(svi, self.elbo, self.target, self.as_written)
         fallback.reason = _fallback_reason(why, fallback)
+        if isinstance(fallback, PyroRoute):  # should Pyro's JIT give up too, both reasons are said
+            fallback.explain = partial(_eager_reason, why)
         self.fallback, self.why = fallback, why
         self._mirror(fallback)
         plan = self.ctx.recorder.current
@@ -326,6 +330,10 @@ class WholeStepRoute(Route):
             return None
         self.fallback_started = True
         return self.fallback.first_done()
+
+
+def _eager_reason(why: str, eager_why: str) -> str:
+    return f"the whole step cannot be compiled ({why}): ran eager ({eager_why})"
 
 
 def _fallback_reason(why: str, route: Route) -> str:

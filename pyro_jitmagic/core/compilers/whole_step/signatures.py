@@ -9,11 +9,13 @@ compiling again, the sentinel found it wrong, it reads what no graph can hold), 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ....guards import Recompiles
+from ... import compat
 from ...whole_steps import WholeStepEntry
 
 
@@ -23,11 +25,7 @@ def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     every other value itself, which the graph holds as a constant (Pyro's key: lists, dicts and
     ``argparse.Namespace`` by value); a numpy array by its shape (no graph takes one). Cheap, as
     it runs on every step."""
-    import torch
-
-    from ... import compat
-
-    tensor = torch.Tensor
+    tensor = _tensor_class()
     described = tuple((a.shape, a.dtype, a.stride()) if isinstance(a, tensor) else _value(a) for a in args)
     if not kwargs:
         return len(args), (), described
@@ -39,6 +37,13 @@ def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     except TypeError:
         key = compat.hashed_key((), laid)
     return len(args), key[1], described
+
+
+@functools.cache
+def _tensor_class() -> Any:
+    import torch  # (once: the signature is read on every step)
+
+    return torch.Tensor
 
 
 def _value(value: Any) -> Any:
