@@ -47,7 +47,6 @@ PRIVATE_NAMES = (
     ("torch.Tensor", "_version"),
     ("pyro.poutine.runtime", "_PYRO_STACK"),
     ("pyro.params.param_store.ParamStoreDict", "_constraints"),
-    ("torch.distributions.Distribution", "_validate_args"),
 )
 
 
@@ -287,15 +286,15 @@ def handler_stack() -> list[Any]:
     return stack
 
 
-def validation_flags() -> tuple[bool, bool, bool]:
-    """What ``pyro.enable_validation`` sets: Pyro's inference and handler checks and torch's
-    distribution argument checks."""
+def validation_getters() -> tuple[Callable[[], bool], ...]:
+    """What ``pyro.enable_validation`` sets, each read by a function of Pyro's: its inference checks,
+    its handlers' checks, and its distributions' (which set torch's argument validation)."""
+    import pyro.distributions.util
     import pyro.infer.util
     import pyro.poutine.util
-    import torch
 
-    return (pyro.infer.util.is_validation_enabled(), pyro.poutine.util.is_validation_enabled(),
-            bool(torch.distributions.Distribution._validate_args))
+    return (pyro.infer.util.is_validation_enabled, pyro.poutine.util.is_validation_enabled,
+            pyro.distributions.util.is_validation_enabled)
 
 
 def forget_param(store: Any, name: str) -> None:

@@ -121,7 +121,9 @@ class Recorder:
         self.guard_events: list[str] = []
         self.sentinel_checks = 0  # compiled calls checked against eager's loss (Pyro's tier)
         self.sentinel_findings = 0  # of which disagreed
-        self._sentinels: dict[int, tuple[Any, int]] = {}  # whole steps' sentinels: (it, checks before)
+        self.sentinel_seconds = 0.0  # what the checks of Pyro's tier cost
+        # whole steps' and potentials' sentinels: (it, its checks and seconds before this run)
+        self._sentinels: dict[int, tuple[Any, int, float]] = {}
         self.start = 0.0
         self.end: float | None = None
         self._on_progress = on_progress
@@ -149,11 +151,13 @@ class Recorder:
     def watch_sentinel(self, sentinel: Any) -> None:
         """Count the checks ``sentinel`` makes from now on in this run's report."""
         if id(sentinel) not in self._sentinels:
-            self._sentinels[id(sentinel)] = (sentinel, sentinel.checks)
+            self._sentinels[id(sentinel)] = (sentinel, sentinel.checks, sentinel.seconds)
 
-    def checks(self) -> int:
-        """Compiled calls checked against eager's loss in this run."""
-        return self.sentinel_checks + sum(s.checks - before for s, before in self._sentinels.values())
+    def checks(self) -> tuple[int, float]:
+        """Compiled calls checked against eager's loss in this run, and what checking them cost."""
+        watched = self._sentinels.values()
+        return (self.sentinel_checks + sum(s.checks - checks for s, checks, _ in watched),
+                self.sentinel_seconds + sum(s.seconds - spent for s, _, spent in watched))
 
     def switch(self, key: int, target: str, route: Route | MCMCRoute) -> None:
         """What was done with an SVI, a loss or an MCMC run (again, when its route changed)."""
@@ -255,7 +259,8 @@ class Recorder:
             auto=tuple(auto.decision(t) for t in self._shown_tallies()) if auto else (),
             loss_runs=tuple(p.record() for p in self.loss_plans.values()),  # type: ignore[misc]
             guards=tuple(self.guard_events),
-            sentinel_checks=self.checks(),
+            sentinel_checks=self.checks()[0],
+            sentinel_seconds=self.checks()[1],
             sentinel_findings=self.sentinel_findings,
         )
 

@@ -72,11 +72,10 @@ def _rows(report: JitReport) -> list[tuple[str, list[str]]]:
     if report.guards:
         rows.append(("guards", list(report.guards)))
     if report.sentinel_checks:
-        checked = _plural(report.sentinel_checks, "compiled call")
-        rows.append(("sentinel", [f"{checked} checked against eager's loss: all agreed"
-                                  if not report.sentinel_findings else
-                                  f"{checked} checked against eager's loss: "
-                                  f"{report.sentinel_findings} disagreed (see guards)"]))
+        checked = (f"{_plural(report.sentinel_checks, 'compiled call')} checked against eager's loss "
+                   f"({seconds(report.sentinel_seconds)})")
+        rows.append(("sentinel", [f"{checked}: all agreed" if not report.sentinel_findings else
+                                  f"{checked}: {report.sentinel_findings} disagreed (see guards)"]))
     if report.notes:
         rows.append(("note", list(report.notes)))
     return rows

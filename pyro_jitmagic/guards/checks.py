@@ -48,12 +48,16 @@ class Change:
 
 @dataclass(frozen=True)
 class Guard:
-    """One assumption: a Python expression over bound constants, and how to say what it was."""
+    """One assumption: a Python expression over bound constants, and how to say what it was.
+
+    ``fast``: part of the check on every call; otherwise only read to say what changed, another
+    expression checking it with others at once (an object's settings, as one tuple)."""
 
     what: str
     expression: str
     before: str
     now: Callable[[], str]
+    fast: bool = True
 
 
 def show(value: Any) -> str:
@@ -95,6 +99,8 @@ class GuardBuilder:
 
     guards: list[Guard] = field(default_factory=list)
     constants: dict[str, Any] = field(default_factory=dict)
+    #: expressions that check several guards at once, on every call (those guards are not ``fast``)
+    combined: list[str] = field(default_factory=list)
     _names: dict[int, str] = field(default_factory=dict)
 
     def bind(self, obj: Any) -> str:
@@ -106,8 +112,8 @@ class GuardBuilder:
             self._names[id(obj)] = name
         return name
 
-    def add(self, what: str, expression: str, before: str, now: Callable[[], str]) -> None:
-        self.guards.append(Guard(what, expression, before, now))
+    def add(self, what: str, expression: str, before: str, now: Callable[[], str], fast: bool = True) -> None:
+        self.guards.append(Guard(what, expression, before, now, fast))
 
     # -- values read from outside --------------------------------------------------------
     def read(self, read: Read, as_input: bool = False) -> None:
@@ -193,21 +199,28 @@ class GuardBuilder:
         dtype = torch.get_default_dtype()
         self.add("torch's default dtype", f"({self.bind(torch.get_default_dtype)}() is {self.bind(dtype)})",
                  str(dtype), lambda: str(torch.get_default_dtype()))
-        flags = compat.validation_flags
-        now = flags()
-        self.add("pyro.enable_validation", f"({self.bind(flags)}() == {now!r})", _validation(now),
-                 lambda: _validation(flags()))
+        getters = compat.validation_getters()
+        now = tuple(bool(get()) for get in getters)
+        each = (f"{self.bind(get)}() == {flag}" for get, flag in zip(getters, now, strict=True))
+        self.add("pyro.enable_validation", f"({' and '.join(each)})", _validation(now),
+                 lambda: _validation(tuple(bool(get()) for get in getters)))
 
     def settings(self, what: str, obj: Any, skip: Iterable[str] = ()) -> None:
-        """``obj``'s own attributes that hold plain values (an ELBO's ``num_particles``...)."""
-        k = self.bind(obj)
-        for name, value in plain_settings(obj, skip).items():
+        """``obj``'s own attributes that hold plain values (an ELBO's ``num_particles``...): checked as
+        one tuple on every call, each said by name when it changed."""
+        settings = plain_settings(obj, skip)
+        if not settings:
+            return
+        held = self.bind(vars(obj))
+        for name, value in settings.items():
             copied = self.bind(_copy(value))
-            self.add(f"{what}.{name}", f"({k}.__dict__.get({name!r}, {self.bind(_MISSING)}) == {copied})",
-                     show(value), partial(_attribute, obj, name))
+            self.add(f"{what}.{name}", f"({held}.get({name!r}, {self.bind(_MISSING)}) == {copied})",
+                     show(value), partial(_attribute, obj, name), fast=False)
+        values = ", ".join(f"{held}[{name!r}]" for name in settings)
+        self.combined.append(f"(({values},) == {self.bind(tuple(_copy(v) for v in settings.values()))})")
 
     def build(self) -> Guards:
-        return Guards(list(self.guards), dict(self.constants))
+        return Guards(list(self.guards), dict(self.constants), list(self.combined))
 
 
 def plain_settings(obj: Any, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -275,16 +288,18 @@ def _object_now(source: Source, before: Any) -> str:
 class Guards:
     """One compiled artifact's assumptions: :meth:`holds` on the hot path, :meth:`changes` after."""
 
-    def __init__(self, guards: list[Guard], constants: dict[str, Any]) -> None:
+    def __init__(self, guards: list[Guard], constants: dict[str, Any],
+                 combined: list[str] | None = None) -> None:
         self.guards = tuple(guards)
         self._constants = constants
-        self.holds: Callable[[], bool] = _generate(guards, constants)
+        fast = [g.expression for g in guards if g.fast] + list(combined or ())
+        self.holds: Callable[[], bool] = _generate(fast, constants)
 
     def changes(self) -> list[Change]:
         """What no longer holds, each in words (empty when everything holds)."""
         found = []
         for guard in self.guards:
-            if not _generate([guard], self._constants)():
+            if not _generate([guard.expression], self._constants)():
                 found.append(Change(guard.what, guard.before, guard.now()))
         return found
 
@@ -299,12 +314,12 @@ class Guards:
         return f"<Guards: {len(self.guards)}>"
 
 
-def _generate(guards: list[Guard], constants: dict[str, Any]) -> Callable[[], bool]:
-    """One function that evaluates every guard's expression, False on the first that fails
-    (or raises: a global deleted, a cell emptied)."""
-    if not guards:
+def _generate(expressions: list[str], constants: dict[str, Any]) -> Callable[[], bool]:
+    """One function that evaluates every expression, False on the first that fails (or raises: a
+    global deleted, a cell emptied)."""
+    if not expressions:
         return _always
-    body = " and\n            ".join(g.expression for g in guards)
+    body = " and\n            ".join(expressions)
     source = (f"def holds():\n    try:\n        return bool({body})\n"
               "    except Exception:\n        return False\n")
     namespace: dict[str, Any] = dict(constants)

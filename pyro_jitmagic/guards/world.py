@@ -309,7 +309,7 @@ class _Reader:
             return
         self._seen_values.add(id(value))
         self._keep.append(value)
-        self.callable_(value)
+        self.read_on(value)
 
     def _draw(self, value: Any, source: Source | None, where: str, line: str) -> None:
         """A random stream outside torch's default generator, or a function that draws from one."""
@@ -321,7 +321,7 @@ class _Reader:
                 and generator not in self.world.generators and not _is_global_stream(generator):
             self.world.generators.append(generator)
 
-    def callable_(self, value: Any) -> None:
+    def read_on(self, value: Any) -> None:
         """Read on into what ``value`` runs when called, or holds that runs."""
         import torch
 

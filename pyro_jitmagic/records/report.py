@@ -548,6 +548,8 @@ class JitReport(Shown):
     sentinel_checks, sentinel_findings : int
         Compiled calls whose loss was checked against eager's for the same params and draws,
         and how many of them disagreed (each named in ``guards``).
+    sentinel_seconds : float
+        What those checks cost (their eager calls, and comparing).
     """
 
     switches: tuple[Switch, ...] = ()
@@ -567,6 +569,7 @@ class JitReport(Shown):
     guards: tuple[str, ...] = ()
     sentinel_checks: int = 0
     sentinel_findings: int = 0
+    sentinel_seconds: float = 0.0
 
     @property
     def auto_saved_vs_eager(self) -> float | None:

@@ -80,7 +80,9 @@ def _codegen(graph: Any, example_inputs: list[Any], backend: Backend,
         if background:
             first = (backends.as_captured(graph) if _large_and_cached(graph, example_inputs)
                      else backends.torchscript(graph, example_inputs))
-            return first, None, backends.Background(graph, example_inputs)
+            # (started after the first compiled call, whose sentinel check would share the
+            # interpreter with inductor's Python: tens of milliseconds instead of one)
+            return first, None, backends.Background(graph, example_inputs, start=False)
         try:
             return backends.inductor(graph, example_inputs), None, None
         except Exception as exc:

@@ -139,13 +139,15 @@ def fusable(graph: Any) -> Any:
     return graph
 
 
-def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False) -> Codegen:
+def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False,
+             busy: threading.Event | None = None) -> Codegen:
     """Compile the captured graph with inductor (random draws through ATen, as eager).
 
     ``in_worker``: a cold compile runs in a worker process first (see :mod:`.worker`), and this
     process then compiles from the disk cache it filled: for a background compile, whose Python
     would otherwise hold the GIL that the cell's steps need. A graph inductor compiled before is
-    compiled here directly.
+    compiled here directly. ``busy`` is set while this process's Python works (not while it waits
+    for the worker).
     """
     import torch
 
@@ -158,8 +160,12 @@ def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False) -> 
     if in_worker and not (memory is not None and memory.inductor_holds(graph_digest(graph, example_inputs))):
         from .worker import compile_ahead
 
+        if busy is not None:
+            busy.clear()
         with _ONE_WORKER:  # each takes a core: the steps keep the others
             ahead = compile_ahead(fused, list(example_inputs))
+        if busy is not None:
+            busy.set()
     hits, misses = compat.fx_cache_counts()
     with torch.no_grad():
         compiled = compat.inductor_compile(fused, list(example_inputs))
@@ -199,26 +205,38 @@ class Background:
     """
 
     def __init__(self, graph: Any, example_inputs: list[Any],
-                 on_done: Callable[[Codegen], None] | None = None, delay: float = 0.0) -> None:
+                 on_done: Callable[[Codegen], None] | None = None, delay: float = 0.0,
+                 start: bool = True) -> None:
         self.result: Codegen | None = None
         self._delay = delay
         self._on_done = on_done
         self.error: BaseException | None = None
         self.done = threading.Event()
+        #: set while its Python runs in this process (its import, loading kernels from the disk cache),
+        #: sharing the interpreter with the steps: a sentinel check waits until it is not
+        self.busy = threading.Event()
         self._thread = threading.Thread(target=self._work, args=(graph, list(example_inputs)),
                                         name="pyrojit-inductor", daemon=True)
-        self._thread.start()
+        if start:
+            self._thread.start()
+
+    def start(self) -> None:
+        """Start the codegen (a step made with ``start=False`` starts it after its first call)."""
+        if not self._thread.is_alive() and not self.done.is_set():
+            self._thread.start()
 
     def _work(self, graph: Any, example_inputs: list[Any]) -> None:
         # (after a cell: the report is shown first, without this thread's Python beside it)
         time.sleep(self._delay)
+        self.busy.set()
         try:
-            self.result = inductor(graph, example_inputs, in_worker=True)
+            self.result = inductor(graph, example_inputs, in_worker=True, busy=self.busy)
             if self._on_done is not None:
                 self._on_done(self.result)
         except BaseException as exc:  # reported by the step that looks
             self.error = exc
         finally:
+            self.busy.clear()
             self.done.set()
 
     def wait(self, timeout: float | None = None) -> bool:

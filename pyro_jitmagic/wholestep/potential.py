@@ -156,12 +156,16 @@ class CompiledPotential(SwitchesToInductor):
         """The sentinel: the graph's energy against eager's at the same values (potentials draw no
         random numbers). Energies are in nats, so a disagreement far below a nat's float rounding is
         none; one beyond it sends every later call to Pyro's eager potential and gradient."""
+        import time
+
         import torch
 
+        start = time.perf_counter()
         with torch.no_grad():
             eager = float(self._eager_potential(z))
         compiled = float(energy)
         eps = float(torch.finfo(energy.dtype).eps)
+        self.sentinel.seconds += time.perf_counter() - start
         if agree(compiled, eager, max(abs(compiled), abs(eager), 1.0), eps):
             return True
         self.finding = Finding(self.sentinel.calls, compiled, eager)

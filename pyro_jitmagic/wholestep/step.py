@@ -19,6 +19,7 @@ Called as a function it runs a declined step with Pyro's own ``SVI.step``.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class CompiledStep(SwitchesToInductor):
                           u.offset) for u in captured.updates]
         self._params = [(name, tensor, self._layouts[i]) for i, (name, tensor) in enumerate(captured.params)]
         self._grads = [(tensor, tensor.grad, _version(tensor.grad)) for _, tensor in captured.params]
+        self._grads_hold = _grads_check(self._grads)
         first = captured.first_arg_input
         self._args = [(position, first + k, self._layouts[first + k])
                       for k, position in enumerate(captured.arg_positions)]
@@ -198,8 +200,12 @@ class CompiledStep(SwitchesToInductor):
             return inputs
         run = self._run_now()
         check = self.sentinel.due()
+        if check and self._pending is not None and self._pending.busy.is_set():
+            check = False  # inductor's Python runs in this process now
+            self.sentinel.postpone()
         rng = torch.get_rng_state() if self._save_rng or check else None
         eager = self._eager_check(args, kwargs, rng) if check else None
+        checked = time.perf_counter() if check else 0.0
         grad = torch.is_grad_enabled()
         compat.set_grad_enabled(False)
         try:
@@ -214,10 +220,13 @@ class CompiledStep(SwitchesToInductor):
         loss = self._loss(values)
         if eager is not None:
             declined = self._compare(loss, values, eager, rng)
+            self.sentinel.seconds += eager[3] + time.perf_counter() - checked
             if declined is not None:
                 return declined
         for rule, stepped in self._after:
             rule.after_step(rule.state() if stepped else None)
+        if self.steps == 0 and self._pending is not None:
+            self._pending.start()  # inductor's codegen, after the first call and its check
         self.steps += 1
         if loss != loss:  # pyro/infer/*_elbo.py: warn_if_nan(loss, "loss")
             warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
@@ -241,7 +250,7 @@ class CompiledStep(SwitchesToInductor):
                 else:
                     clear = False
             fresh.append((tensor, grad, version))
-        self._grads = fresh
+        self._grads, self._grads_hold = fresh, _grads_check(fresh)
         return clear
 
     # -- the sentinel -------------------------------------------------------------
@@ -252,6 +261,7 @@ class CompiledStep(SwitchesToInductor):
 
         if self._eager_loss is None:
             return None
+        start = time.perf_counter()
         saved = [(i, self._inputs[i].clone()) for i in self._written]
         try:
             with torch.no_grad(), warnings.catch_warnings():
@@ -262,7 +272,7 @@ class CompiledStep(SwitchesToInductor):
         after = torch.get_rng_state()
         torch.set_rng_state(rng)
         _put_back(self._inputs, saved)  # (a model that changes a global in place changed it once)
-        return eager, after, saved
+        return eager, after, saved, time.perf_counter() - start
 
     def _compare(self, loss: float, values: list[float], check: tuple[Any, ...], rng: Any) -> Declined | None:
         """None when the compiled call agrees with eager; else it is undone and declined."""
@@ -270,7 +280,7 @@ class CompiledStep(SwitchesToInductor):
 
         import torch
 
-        eager, after, saved = check
+        eager, after, saved, _ = check
         scale = math.fsum(abs(v) for v in values[:-1])
         same_draws = torch.equal(torch.get_rng_state(), after)
         if not isinstance(eager, Exception) and agree(loss, float(eager), scale, self._eps) and same_draws:
@@ -316,17 +326,15 @@ class CompiledStep(SwitchesToInductor):
         for param, no_grad in self._untouched:
             if (param.grad is None) != no_grad:
                 return self._went_stale("a param the step does not differentiate gained a gradient")
-        for tensor, grad, version in self._grads:
-            if (tensor.grad is not grad or (grad is not None and _version(grad) != version)) \
-                    and not self._no_gradient_waiting():
-                return Declined("a gradient was waiting in .grad (a backward() before the step), which "
-                                "eager's step adds to its own", transient=True)
-        for position, slot, expected in self._args:
+        if not self._grads_hold() and not self._no_gradient_waiting():
+            return Declined("a gradient was waiting in .grad (a backward() before the step), which "
+                            "eager's step adds to its own", transient=True)
+        for position, slot, (shape, dtype, stride, _) in self._args:
             arg = args[position]
-            if layout(arg) != expected:
-                shape, dtype = expected[0], expected[1]
+            # (its device is in the key it was looked up by: only what a caller's own key may miss)
+            if arg.shape != shape or arg.dtype != dtype or arg.stride() != stride:
                 raise ValueError(f"this step was compiled for argument {position} of shape "
-                                 f"{tuple(shape)} and {dtype}, strides {expected[2]}, not "
+                                 f"{tuple(shape)} and {dtype}, strides {stride}, not "
                                  f"{tuple(arg.shape)} and {arg.dtype}, strides {arg.stride()}: look "
                                  "compiled steps up by step_key(args, kwargs)")
             inputs[slot] = arg
@@ -376,6 +384,18 @@ def _put_back(inputs: list[Any], saved: list[tuple[int, Any]]) -> None:
 
 def _version(tensor: Any) -> int:
     return -1 if tensor is None else core_compat.tensor_version(tensor)
+
+
+def _grads_check(grads: list[tuple[Any, Any, int]]) -> Callable[[], bool]:
+    """One function that says whether every param's ``.grad`` is the tensor it held when last looked
+    at, unchanged (a backward() changes it in place, or replaces it)."""
+    constants: dict[str, Any] = {}
+    checks = []
+    for i, (tensor, grad, version) in enumerate(grads):
+        constants[f"P{i}"], constants[f"G{i}"] = tensor, grad
+        checks.append(f"P{i}.grad is G{i}" if grad is None
+                      else f"(P{i}.grad is G{i} and G{i}.{core_compat.VERSION_ATTR} == {version})")
+    return eval(f"lambda: {' and '.join(checks) or 'True'}", constants)  # our own expression
 
 
 def _raised(eager: Any) -> str:

@@ -101,7 +101,6 @@ CHECKS = {
     ("torch.Tensor", "_version"): lambda: torch.ones(1),
     ("pyro.poutine.runtime", "_PYRO_STACK"): lambda: pyro.poutine.runtime,
     ("pyro.params.param_store.ParamStoreDict", "_constraints"): lambda: pyro.get_param_store(),
-    ("torch.distributions.Distribution", "_validate_args"): lambda: torch.distributions.Distribution,
 }
 
 

@@ -12,6 +12,7 @@ eager's now and then. Every such decision is one line of the report's guards.
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +225,7 @@ class TraceWatch:
         import torch
 
         param: Any = pyro.param
+        began = time.perf_counter()
         start = torch.get_rng_state()
         try:
             with torch.no_grad(), warnings.catch_warnings():
@@ -234,6 +236,7 @@ class TraceWatch:
         after = torch.get_rng_state()
         torch.set_rng_state(start)
         self.ctx.recorder.sentinel_checks += 1
+        self.ctx.recorder.sentinel_seconds += time.perf_counter() - began
         result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
         value = _first_value(result)
         if not isinstance(eager, Exception) and not torch.equal(torch.get_rng_state(), after):

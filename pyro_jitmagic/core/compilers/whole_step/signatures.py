@@ -21,15 +21,16 @@ from ...whole_steps import WholeStepEntry
 
 def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """What a compiled step is keyed on: the number of positional arguments; each tensor's (a
-    positional argument's or a keyword's) shape, dtype and strides, which its graph is built for;
+    positional argument's or a keyword's) shape, dtype, strides and device, which its graph is built for;
     every other value itself, which the graph holds as a constant (Pyro's key: lists, dicts and
     ``argparse.Namespace`` by value); a numpy array by its shape (no graph takes one). Cheap, as
     it runs on every step."""
     tensor = _tensor_class()
-    described = tuple((a.shape, a.dtype, a.stride()) if isinstance(a, tensor) else _value(a) for a in args)
+    described = tuple((a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
+                      for a in args)
     if not kwargs:
         return len(args), (), described
-    laid = {k: ("tensor", v.shape, v.dtype, v.stride()) if isinstance(v, tensor) else v
+    laid = {k: ("tensor", v.shape, v.dtype, v.stride(), v.device) if isinstance(v, tensor) else v
             for k, v in kwargs.items()}
     try:
         key = compat.fast_key((), laid)
