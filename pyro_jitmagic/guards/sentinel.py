@@ -5,7 +5,7 @@ Guards catch the changes they can name. What they cannot (a value reached throug
 first compiled call of each artifact, then at doubling gaps (:data:`FIRST_GAP` calls,
 then twice that...), the same call is computed eagerly from the same params and random
 state, and the two losses must agree to float rounding (:func:`agree`). A 10,000-step
-run is checked nine times, which costs nine eager losses (docs/benchmarks.md).
+run is checked eight times, which costs eight eager losses (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 #: Calls between the first check and the second; each later gap is twice the one before.
-FIRST_GAP = 32
+FIRST_GAP = 64
 #: How far two computations of the same loss may drift by float rounding, in units of the
 #: dtype's epsilon times the magnitude of the terms summed: sums done in another order (a fused
 #: kernel's, a vectorised reduction's) differ by about sqrt(n) eps of the terms' magnitudes for

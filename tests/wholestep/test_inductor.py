@@ -162,3 +162,38 @@ def test_a_worker_that_cannot_start_costs_only_its_time(monkeypatch):
     assert "the worker did not finish" in compiled.worker_error
     assert "compiled in this process" in compiled.codegen_summary()
     assert losses == pytest.approx(train(make, steps=len(losses)).losses, rel=1e-4)
+
+
+GLOBAL_BATCH = torch.zeros(5)
+
+
+def _global_batch_model():
+    loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(GLOBAL_BATCH)):
+        pyro.sample("obs", dist.Normal(loc, 1.0), obs=GLOBAL_BATCH)
+
+
+def _fresh_draw_guide():
+    # the initial value is drawn on every call and used once: eager's stream moves every step
+    loc_loc = pyro.param("loc_loc", torch.randn(()))
+    pyro.sample("loc", dist.Normal(loc_loc, 1.0))
+
+
+def test_a_global_tensor_changed_in_place_and_unused_draws_are_eagers_on_the_kernels(monkeypatch):
+    # inductor deep-copies a graph's constants: a tensor the model reads from a global is an input of
+    # its kernels instead, read afresh every step; and the draw the guide never uses is kept
+    def make():
+        monkeypatch.setitem(globals(), "GLOBAL_BATCH", torch.linspace(-1.0, 1.0, 5))
+        svi = SVI(_global_batch_model, _fresh_draw_guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+        return svi, (), {}
+
+    def changes(svi, step):
+        if step % 20 == 0:
+            GLOBAL_BATCH.mul_(1.5)  # in place: the kernels' input changes
+
+    eager = train(make, steps=100, between=changes)
+    eager_rng = torch.get_rng_state()
+    compiled = train(make, steps=100, compile_with="inductor", between=changes)
+    assert compiled.compiled.backend == "inductor" and compiled.compiled.eager_steps == 0
+    assert_losses_agree(eager, compiled)
+    assert torch.equal(torch.get_rng_state(), eager_rng)  # the unused draws were drawn
