@@ -257,6 +257,7 @@ class CompiledStep(SwitchesToInductor):
     def _eager_check(self, args: tuple[Any, ...], kwargs: dict[str, Any], rng: Any) -> tuple[Any, ...] | None:
         """Eager's loss for this call from the same params and random state, the random state it
         leaves, and a copy of what the graph will write (to put back should they disagree)."""
+        import pyro
         import torch
 
         if self._eager_loss is None:
@@ -264,7 +265,9 @@ class CompiledStep(SwitchesToInductor):
         start = time.perf_counter()
         saved = [(i, self._inputs[i].clone()) for i in self._written]
         try:
-            with torch.no_grad(), warnings.catch_warnings():
+            # (without Pyro's validation, a quarter of an eager loss here: what it checks, the graph
+            # checks on every call, and it changes no value)
+            with torch.no_grad(), warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.simplefilter("ignore")
                 eager: Any = self._eager_loss(args, kwargs)
         except Exception as exc:  # eager raises (a validation error): the compiled step must not run
