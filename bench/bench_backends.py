@@ -174,7 +174,7 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
     from pyro.optim import Adam
 
     import pyro_jitmagic
-    import pyro_jitmagic.core.process
+    import pyro_jitmagic.run.process
 
     model, make_guide, steps = svi_steps(workload, sizes)
     enum = not workload.startswith("simple SVI")
@@ -202,7 +202,7 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
                 # in a cell inductor's codegen runs in the background while the steps run on
                 # TorchScript; here its wait is billed to this step, so that the steady step
                 # time is inductor's and the total still pays the whole compile
-                for entry in pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values():
+                for entry in pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values():
                     entry.compiled.wait()
             times.append(time.perf_counter() - t)
     total = time.perf_counter() - start
@@ -210,7 +210,7 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
     note = ""
     sentinel = run.report.sentinel_seconds if whole else 0.0
     if whole:
-        (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+        (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values()
         compiled = entry.compiled
         compile_seconds, note = entry.compile_seconds, describe(compiled)
         if compiled.eager_steps:
@@ -225,8 +225,8 @@ def run_svi(workload: str, way: str, sizes: dict[str, int]) -> Run:
 def unguarded() -> Any:
     """Guards that always hold, no call-site check, no sentinel: what is left is the step without
     them (for ``inductor unguarded``)."""
-    from pyro_jitmagic.core.patch import PatchSet
     from pyro_jitmagic.guards import CallSite, Sentinel, checks
+    from pyro_jitmagic.patch import PatchSet
 
     patches = PatchSet()
     try:
@@ -243,8 +243,9 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     import torch
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic.core.patch import PatchSet
-    from pyro_jitmagic.wholestep import compat, compile_potential
+    from pyro_jitmagic.compat import capture as compat
+    from pyro_jitmagic.patch import PatchSet
+    from pyro_jitmagic.wholestep import compile_potential
 
     if workload.endswith("eight schools"):
         model: Callable[..., Any] = eight_schools

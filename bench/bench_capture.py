@@ -3,7 +3,7 @@
 A capture traces the whole step (or the NUTS potential and its gradient) with torch's
 ``make_fx`` in "real" mode. make_fx records every node's layout as a fake tensor; with no fake
 mode active it builds a new ``FakeTensorMode`` per node (each one snapshots the Python stack)
-and dispatches an ``empty_strided`` through it. ``pyro_jitmagic.wholestep.compat`` makes each
+and dispatches an ``empty_strided`` through it. ``pyro_jitmagic.compat.capture`` makes each
 value directly, in one fake mode per capture (``_one_fake_mode``). This script times captures
 both ways, alternating, on the tutorial's workloads:
 
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from bench_svi import load_average, machine_lines
 
-    from pyro_jitmagic.wholestep import compat
+    from pyro_jitmagic.compat import capture as compat
 
     torch.set_num_threads(1)
     rounds = 1 if options.quick else options.rounds

@@ -133,7 +133,7 @@ def compile_step(shell: Any, rounds: int) -> list[str]:
 def trace_depth(ops: int, rounds: int, depths: Sequence[int] = (0, 10, 20, 30, 60)) -> list[str]:
     import torch
 
-    from pyro_jitmagic.core.stack import call_shallow
+    from pyro_jitmagic.run.stack import call_shallow
 
     def f(x: Any) -> Any:
         for _ in range(ops // 2):

@@ -27,14 +27,11 @@ from typing import TYPE_CHECKING, Any
 from . import display  # noqa: F401  (records find their views here: see records/shown.py)
 
 if TYPE_CHECKING:
-    from .core.advice import JitMagicError, RiskyTraceError, StrayParamError
-    from .core.auto import AutoPolicy
-    from .core.compare import compare
-    from .core.inspector import cache_snapshot, clear_cache
-    from .core.jit_warnings import RiskyTraceWarning
-    from .core.run import JitRun, compiled
-    from .core.session import Session
+    from .comparison.twice import compare
+    from .inspector import cache_snapshot, clear_cache
+    from .jitrun import JitRun, compiled
     from .options import RunOptions
+    from .policy.auto import AutoPolicy
     from .records.cache import CachedFunction, CacheEntry, CacheSnapshot
     from .records.comparison import Comparison, Isolation, MCMCComparison, SVIComparison
     from .records.report import (
@@ -52,19 +49,22 @@ if TYPE_CHECKING:
         Switch,
         WarmupAction,
     )
+    from .run.advice import JitMagicError, RiskyTraceError, StrayParamError
+    from .run.jit_warnings import RiskyTraceWarning
+    from .run.session import Session
 
 __version__ = "0.1.0"
 
 # Each public name and the module that holds it: imported when first asked for, so that
 # importing the package (and loading the extension) costs only the records and their views.
 _PUBLIC = {
-    **dict.fromkeys(("JitMagicError", "RiskyTraceError", "StrayParamError"), "core.advice"),
-    "AutoPolicy": "core.auto",
-    "compare": "core.compare",
-    **dict.fromkeys(("cache_snapshot", "clear_cache"), "core.inspector"),
-    "RiskyTraceWarning": "core.jit_warnings",
-    **dict.fromkeys(("JitRun", "compiled"), "core.run"),
-    "Session": "core.session",
+    **dict.fromkeys(("JitMagicError", "RiskyTraceError", "StrayParamError"), "run.advice"),
+    "AutoPolicy": "policy.auto",
+    "compare": "comparison.twice",
+    **dict.fromkeys(("cache_snapshot", "clear_cache"), "inspector"),
+    "RiskyTraceWarning": "run.jit_warnings",
+    **dict.fromkeys(("JitRun", "compiled"), "jitrun"),
+    "Session": "run.session",
     "RunOptions": "options",
     **dict.fromkeys(("CachedFunction", "CacheEntry", "CacheSnapshot"), "records.cache"),
     **dict.fromkeys(("Comparison", "Isolation", "MCMCComparison", "SVIComparison"), "records.comparison"),

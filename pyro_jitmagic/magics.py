@@ -1,6 +1,6 @@
 """The IPython face of pyro_jitmagic: parse the magic line, run the core, display.
 
-Nothing here knows about Pyro: :mod:`pyro_jitmagic.core` does the work, the
+Nothing here knows about Pyro: :mod:`pyro_jitmagic.jitrun` does the work, the
 result is one of :mod:`pyro_jitmagic.records`, and :mod:`pyro_jitmagic.display`
 shows it. The magics' arguments are built from :class:`~pyro_jitmagic.options.RunOptions`;
 ``%pyrojit_cache`` calls the same twins a script does
@@ -37,7 +37,7 @@ class PyroJitMagics(Magics):
     """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT; ``%pyrojit_cache``."""
 
     def __init__(self, shell: Any) -> None:
-        from .core.process import PROCESS
+        from .run.process import PROCESS
 
         super().__init__(shell)
         # where this shell's compiled companions and cache figures live: the process's
@@ -204,7 +204,7 @@ class PyroJitMagics(Magics):
         args = parse_argstring(self.pyrojit_cache, line)
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o needs a variable name, not {args.output!r}: e.g. %pyrojit_cache -o cache")
-        from .core.inspector import cache_snapshot, clear_cache
+        from .inspector import cache_snapshot, clear_cache
 
         assert self.shell is not None
         namespace = self.shell.user_ns
@@ -232,8 +232,8 @@ class PyroJitMagics(Magics):
 
         if _ipywidgets() is None:
             return None
-        from .core.inspector import Inspector
         from .display.cache_panel import CachePanel
+        from .inspector import Inspector
 
         assert self.shell is not None
         session = self.session
@@ -245,7 +245,7 @@ class PyroJitMagics(Magics):
     def _refresh_cache_views(self) -> None:
         if not self._cache_views:
             return
-        from .core.inspector import Inspector
+        from .inspector import Inspector
 
         assert self.shell is not None
         inspector = Inspector(self.session)
@@ -265,7 +265,7 @@ class PyroJitMagics(Magics):
         return None if quiet else LiveProgress(self.shell)
 
     def _compile(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
-        from .core.run import JitRun
+        from .jitrun import JitRun
 
         assert self.shell is not None
         progress = self._progress(quiet)
@@ -281,7 +281,7 @@ class PyroJitMagics(Magics):
         return report, error
 
     def _compare(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
-        from .core.compare import run_twice
+        from .comparison.twice import run_twice
         from .display.panel import comparison_bundle
 
         assert self.shell is not None
@@ -308,7 +308,7 @@ class PyroJitMagics(Magics):
             return cell
 
     def _name_location(self, filename: str, lineno: int) -> str:
-        from .core.jit_warnings import default_location_name
+        from .run.jit_warnings import default_location_name
 
         compiler = getattr(self.shell, "compile", None)
         format_code_name = getattr(compiler, "format_code_name", None)
@@ -355,6 +355,6 @@ def unregister(shell: Any) -> None:
     magics["line"].pop("pyrojit_cache", None)
     shell.magics_manager.registry.pop(PyroJitMagics.__name__, None)
     if "pyro" in sys.modules:
-        from .core.run import heal_leftovers
+        from .jitrun import heal_leftovers
 
         heal_leftovers()

@@ -135,7 +135,7 @@ class MagicRunner:
 def auto_policy():
     """Give the session a fresh --auto policy, to be set up by the test; the old one after."""
     from pyro_jitmagic import AutoPolicy
-    from pyro_jitmagic.core.process import PROCESS
+    from pyro_jitmagic.run.process import PROCESS
 
     session = PROCESS.session  # the twin's default, and the magic's (PyroJitMagics.session)
     old = session.auto
@@ -169,7 +169,7 @@ class FakeClock:
 @pytest.fixture
 def fake_clock(monkeypatch):
     """Step times, compile costs and every decision taken from them, independent of the machine."""
-    from pyro_jitmagic.core import recorder
+    from pyro_jitmagic.run import recorder
 
     clock = FakeClock()
     monkeypatch.setattr(recorder, "time", clock)  # every step, compile and trace of a run is timed by it

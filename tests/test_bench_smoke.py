@@ -98,7 +98,7 @@ def test_bench_real_models_prints_a_table_row_per_model(run_script):
 
 
 def test_bench_capture_prints_both_ways_for_each_capture(capsys, monkeypatch):
-    from pyro_jitmagic.wholestep import compat
+    from pyro_jitmagic.compat import capture as compat
 
     monkeypatch.syspath_prepend(str(BENCH))
     fast = compat._one_fake_mode

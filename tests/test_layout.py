@@ -1,6 +1,5 @@
-"""The package's shape: layers that import one way, no import circle, small functions and classes,
-and Pyro's and torch's private names in the two compat modules alone (core's, and the whole-step
-compiler's, which leans on torch's capture and inductor internals).
+"""The package's shape: layers that import one way, no import circle (``TYPE_CHECKING`` imports
+included), small functions and classes, and Pyro's and torch's private names in ``compat/`` alone.
 
 Read from the source with ``ast``: what is checked is what a reader sees.
 """
@@ -15,20 +14,28 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pyro_jitmagic"
 ROOT = "pyro_jitmagic"
 
-#: What each layer may import of the package (besides itself). The arrows point one way:
-#: the magic on top, then core, then records; display beside core, over records; options and
-#: records import nothing of ours. The whole-step compiler, a sub-package of its own, sits
-#: with core when it arrives.
-MAY_IMPORT = {
+#: What each layer may import of the package (besides itself). The arrows point one way, from the
+#: magic down: the magic, then the --compare run and the cache inspector, then the run of one cell
+#: (jitrun.py) with its compilers, then the run's machinery and the policy, then the whole-step
+#: engine and the guards, then compat and patch; records and options import nothing of ours, and
+#: display sits beside everything, over records.
+BELOW = {
     "options": set(),
     "records": set(),
-    "core": {"records", "options", "wholestep", "guards"},
-    "wholestep": {"core", "records", "options", "guards"},
-    "guards": {"core"},  # (its private names: core's compat)
+    "patch": set(),
+    "compat": {"patch"},
+    "guards": {"compat"},
+    "wholestep": {"compat", "patch", "guards"},
+    "policy": {"records"},
+    "run": {"policy", "records", "options", "compat", "patch", "guards"},
+    "compilers": {"run", "policy", "records", "options", "compat", "patch", "guards", "wholestep"},
+    "jitrun": {"compilers", "run", "policy", "records", "options", "compat", "patch"},
+    "comparison": {"jitrun", "run", "policy", "records", "options", "compat", "patch"},
+    "inspector": {"compilers", "run", "records", "options"},
     "display": {"records", "options"},
-    "magics": {"core", "display", "records", "options"},
-    "": {"core", "display", "records", "options", "magics"},  # pyro_jitmagic/__init__.py
+    "magics": {"comparison", "inspector", "jitrun", "run", "display", "records", "options"},
 }
+MAY_IMPORT = {**BELOW, "": set(BELOW)}  # pyro_jitmagic/__init__.py serves the public names
 
 #: No function (its docstring aside: the magic's is its %%pyrojit? help) over this many lines,
 #: no class over this many.
@@ -104,7 +111,7 @@ def _known(name: str) -> str:
 def test_the_package_has_the_layers_it_says():
     layers = {_layer(m) for m in MODULES}
     assert layers <= set(MAY_IMPORT), f"a new top-level module or folder: add it to MAY_IMPORT ({layers})"
-    assert {"options", "records", "core", "display", "magics"} <= layers
+    assert {"options", "records", "run", "compilers", "policy", "comparison", "display", "magics"} <= layers
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -191,18 +198,13 @@ def _reaches_private(node: ast.AST, watched: set[str]) -> str | None:
     return None
 
 
-COMPAT_MODULES = {f"{ROOT}.core.compat", f"{ROOT}.wholestep.compat"}
-
-
 def test_private_pyro_and_torch_names_are_in_compat_alone():
-    from pyro_jitmagic.core.compat import PRIVATE_NAMES  # (neither imports torch nor Pyro)
-    from pyro_jitmagic.wholestep.compat import PRIVATE_NAMES as CAPTURE_NAMES
+    from pyro_jitmagic.compat import PRIVATE_NAMES  # (imports neither torch nor Pyro)
 
-    watched = {name for _owner, name in PRIVATE_NAMES if _private(name)}
-    watched |= {part for _module, path, _use in CAPTURE_NAMES for part in path.split(".") if _private(part)}
+    watched = {part for _where, name, _use in PRIVATE_NAMES for part in name.split(".") if _private(part)}
     found = []
     for module, path in MODULES.items():
-        if module in COMPAT_MODULES:
+        if _layer(module) == "compat":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             reached = _reaches_private(node, watched)

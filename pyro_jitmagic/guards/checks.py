@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from ..core import compat
+from ..compat import jit as compat
 from .world import Read, Source, World
 
 #: Lists, tuples, dicts and sets of plain values at most this long are guarded by value;

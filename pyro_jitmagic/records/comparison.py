@@ -1,7 +1,7 @@
 """Eager against compiled: what ``%%pyrojit --compare`` found, as records.
 
 :class:`Comparison` is what ``%%pyrojit --compare -o NAME`` stores; its figures
-are derived from the two runs' records by :mod:`pyro_jitmagic.core.verdict`, a
+are derived from the two runs' records by :mod:`pyro_jitmagic.comparison.verdict`, a
 pure function of step times, losses and samples tested with made-up clocks.
 
 The verdict has three outcomes, each with a one-line reason:

@@ -63,7 +63,7 @@ def __getattr__(name: str) -> Any:
 
 def cxx_compiler() -> str | None:
     """The C++ compiler inductor would use here, or None when there is none."""
-    from . import compat
+    from ..compat import capture as compat
 
     return compat.cxx_compiler()[0]
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..core import patch
-from . import compat
+from .. import patch
+from ..compat import capture as compat
 
 if TYPE_CHECKING:
     from .worker import Ahead

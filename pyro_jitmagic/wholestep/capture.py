@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from ..core import patch
+from .. import patch
+from ..compat import capture as compat
 from ..guards import GuardBuilder, Guards, World, outside_states, read_world, states_equal
-from . import compat, elbos, optim
+from . import elbos, optim
 from .errors import CannotCompile, NeedsEagerStep, Unguardable
 from .reads import LossRecorder, ReadWatch, ValueRead, ValueReadPolicy
 
@@ -329,7 +330,7 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
 def _world_guards(world: World, layout: _Inputs, params: list[tuple[str, Any]], elbo: Any) -> Guards:
     """What the step assumed outside its inputs: the world's values (its tensors are inputs), the
     modes it ran in, the ELBO's settings, which params require grad."""
-    from ..core.compat import COMPILED_ATTRS
+    from ..compat.jit import COMPILED_ATTRS
 
     builder = GuardBuilder()
     builder.world(world, inputs=[id(layout.tensors[slot]) for _, slot in layout.world])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import compat
+from ..compat import capture as compat
 from .errors import CannotCompile
 
 # Each function: (elbo, model, guide, args, kwargs, recorder) -> (float loss or LossFloat,

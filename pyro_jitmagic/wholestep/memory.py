@@ -36,7 +36,7 @@ MAX_RUNS = 512
 
 def default_path() -> Path | None:
     """The file beside inductor's on-disk cache (found without importing inductor)."""
-    from .compat import inductor_cache_dir
+    from ..compat.capture import inductor_cache_dir
 
     return Path(inductor_cache_dir()) / _FILE
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import compat
+from ..compat import capture as compat
 from .errors import CannotCompile, NeedsEagerStep
 
 

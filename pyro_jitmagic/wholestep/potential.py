@@ -10,7 +10,7 @@ the same backends as a whole SVI step.
 How HMC/NUTS use it: :meth:`CompiledPotential.install` replaces
 ``potential_grad`` where Pyro calls it by name (``pyro.ops.integrator``, which
 ``velocity_verlet`` uses, and ``pyro.infer.mcmc.hmc``, ``nuts``, ``util``), for
-the kernel's potential only, through a :class:`~pyro_jitmagic.core.patch.PatchSet`
+the kernel's potential only, through a :class:`~pyro_jitmagic.patch.PatchSet`
 that the caller restores. A call whose latent shapes differ from the captured
 ones, whose guards fail, or that raises (a singular Cholesky factor, which Pyro's
 exception handlers turn into a NaN energy) runs Pyro's own ``potential_grad``.
@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..core import patch
+from .. import patch
+from ..compat import capture as compat
 from ..guards import Finding, Sentinel, agree
-from . import compat
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import patch_reads, prune, simplify, trace_restoring
 from .errors import CannotCompile

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import compat
+from ..compat import capture as compat
 from .errors import CannotCompile, Unguardable
 
 ValueReadPolicy = Literal["error", "bake"]

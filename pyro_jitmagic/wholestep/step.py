@@ -19,16 +19,17 @@ Called as a function it runs a declined step with Pyro's own ``SVI.step``.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..core import compat as core_compat
-from ..core import patch
+from .. import patch
+from ..compat import capture as compat
+from ..compat import jit as jit_compat
 from ..guards import Change, Finding, Sentinel, agree
-from . import compat
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import CapturedStep
 from .optim import ParamUpdate
@@ -41,22 +42,42 @@ def layout(tensor: Any) -> tuple[Any, ...]:
 
 
 def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """What a compiled step is keyed on: the number of positional arguments, each tensor's
-    (a positional argument's or a keyword's) shape, dtype, strides and device, and every other
-    value itself (its id when it cannot be hashed)."""
-    import torch
+    """What a compiled step is keyed on: the number of positional arguments; each tensor's (a
+    positional argument's or a keyword's) shape, dtype, strides and device, which its graph is built
+    for; every other value itself, which the graph holds as a constant (Pyro's key: lists, dicts and
+    ``argparse.Namespace`` by value, other unhashable objects by identity); a numpy array by its shape
+    (no graph takes one). Cheap, as it runs on every step."""
+    tensor = _tensor_class()
+    described = tuple((a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
+                      for a in args)
+    if not kwargs:
+        return len(args), (), described
+    laid = {k: ("tensor", v.shape, v.dtype, v.stride(), v.device) if isinstance(v, tensor) else v
+            for k, v in kwargs.items()}
+    try:
+        key = jit_compat.fast_key((), laid)
+        hash(key)
+    except TypeError:
+        key = jit_compat.hashed_key((), laid)
+    return len(args), key[1], described
 
-    def described(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return "tensor", tuple(value.shape), value.dtype, value.stride(), value.device.type
-        try:
-            hash(value)
-        except TypeError:
-            return "value", type(value).__name__, compat.pyro_key((), {"v": value})
-        return "value", type(value).__name__, value
 
-    return len(args), tuple(described(a) for a in args), tuple(
-        (key, described(value)) for key, value in sorted(kwargs.items()))
+@functools.cache
+def _tensor_class() -> Any:
+    import torch  # (once: the key is read on every step)
+
+    return torch.Tensor
+
+
+def _value(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        shape = getattr(value, "shape", None)
+        if shape is not None:  # a numpy array: it runs eager, whatever its values
+            return "array", tuple(shape), str(getattr(value, "dtype", ""))
+        return "value", id(value)  # by identity, as Pyro keys other objects
+    return "value", value
 
 
 @dataclass(frozen=True)
@@ -157,7 +178,8 @@ class CompiledStep(SwitchesToInductor):
         self._layouts = [layout(t) for t in inputs]
         self._updates = [(captured.params[u.param][1], u.rule, u.state_inputs, self._views[u.scalar_vector],
                           u.offset) for u in captured.updates]
-        self._params = [(name, tensor, self._layouts[i]) for i, (name, tensor) in enumerate(captured.params)]
+        self._param_layouts = [(name, tensor, self._layouts[i])
+                               for i, (name, tensor) in enumerate(captured.params)]
         self._grads = [(tensor, tensor.grad, _version(tensor.grad)) for _, tensor in captured.params]
         self._grads_hold = _grads_check(self._grads)
         first = captured.first_arg_input
@@ -302,7 +324,7 @@ class CompiledStep(SwitchesToInductor):
         if (svi.model, svi.guide, svi.loss, svi.optim) != self._bound:
             return self._went_stale("the SVI's model, guide, loss or optimizer was replaced")
         store = compat.store_tensors(self._store)
-        for name, tensor, (shape, _, stride, _) in self._params:
+        for name, tensor, (shape, _, stride, _) in self._param_layouts:
             if tensor.shape != shape or tensor.stride() != stride or store.get(name) is not tensor:
                 return self._went_stale(f"the param '{name}' was replaced, reshaped or removed")
         inputs = self._inputs
@@ -386,7 +408,7 @@ def _put_back(inputs: list[Any], saved: list[tuple[int, Any]]) -> None:
 
 
 def _version(tensor: Any) -> int:
-    return -1 if tensor is None else core_compat.tensor_version(tensor)
+    return -1 if tensor is None else jit_compat.tensor_version(tensor)
 
 
 def _grads_check(grads: list[tuple[Any, Any, int]]) -> Callable[[], bool]:
@@ -397,7 +419,7 @@ def _grads_check(grads: list[tuple[Any, Any, int]]) -> Callable[[], bool]:
     for i, (tensor, grad, version) in enumerate(grads):
         constants[f"P{i}"], constants[f"G{i}"] = tensor, grad
         checks.append(f"P{i}.grad is G{i}" if grad is None
-                      else f"(P{i}.grad is G{i} and G{i}.{core_compat.VERSION_ATTR} == {version})")
+                      else f"(P{i}.grad is G{i} and G{i}.{jit_compat.VERSION_ATTR} == {version})")
     return eval(f"lambda: {' and '.join(checks) or 'True'}", constants)  # our own expression
 
 

@@ -8,7 +8,7 @@ served from that cache in seconds (most of them inductor's own import, paid once
 
 The worker gets the graph node by node (torch's graph pickler) and its inputs' layouts, never
 their values: inductor compiles against fake tensors. It runs the same
-:func:`~pyro_jitmagic.wholestep.compat.inductor_compile` as the cell's process, with the same
+:func:`~pyro_jitmagic.compat.capture.inductor_compile` as the cell's process, with the same
 thread count, so both compute the same cache key. A worker that cannot start, fails or is
 killed costs nothing but its time: the cell's process compiles as it would have without it.
 
@@ -78,7 +78,7 @@ def compile_ahead(graph: Any, example_inputs: list[Any], timeout: float | None =
     inductor's disk cache; blocks (without the GIL) until the worker ends."""
     import torch
 
-    from . import compat
+    from ..compat import capture as compat
 
     layouts = [Layout.of(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
     with tempfile.TemporaryDirectory(prefix="pyrojit-codegen-") as folder:
@@ -127,7 +127,7 @@ def main(argv: list[str]) -> int:
         os.nice(10)  # a background compile: the cell's steps come first (the C++ compiler inherits it)
     import torch
 
-    from . import compat
+    from ..compat import capture as compat
 
     with open(argv[0], "rb") as f:
         job = pickle.load(f)

@@ -13,7 +13,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from pyro.optim import Adam
 
 from pyro_jitmagic import AutoPolicy, JitRun
-from pyro_jitmagic.core.auto import KeyBook, Tally
+from pyro_jitmagic.policy.auto import KeyBook, Tally
 
 # -- the decisions, from given figures (no clock) --------------------------------
 
@@ -358,9 +358,9 @@ def _optimized(tier, steps, seconds, weight=1.0):
 
 
 def test_a_key_moves_to_the_optimizing_executor_once_its_steps_took_ten_times_the_price():
-    from pyro_jitmagic.core.executor import Tier
+    from pyro_jitmagic.compilers.pyro.executor import ExecutorTrial
 
-    tier = Tier("svi", "1 positional arg", compile_seconds=0.01)  # optimizing: ~0.06 s
+    tier = ExecutorTrial("svi", "1 positional arg", compile_seconds=0.01)  # optimizing: ~0.06 s
     changed = [tier.after_step(0.001, step) for step in range(1, 600)]
     assert not any(changed) and not tier.optimize  # 0.599 s spent
     assert tier.after_step(0.001, 600)
@@ -371,9 +371,9 @@ def test_a_key_moves_to_the_optimizing_executor_once_its_steps_took_ten_times_th
 
 
 def test_a_key_goes_back_to_no_opt_when_its_optimized_steps_are_slower():
-    from pyro_jitmagic.core.executor import Tier
+    from pyro_jitmagic.compilers.pyro.executor import ExecutorTrial
 
-    tier = Tier("svi", "1 positional arg", compile_seconds=0.0)  # free to try
+    tier = ExecutorTrial("svi", "1 positional arg", compile_seconds=0.0)  # free to try
     for step in range(1, 31):  # thirty no-opt steps measured first
         tier.after_step(0.001, step)
     assert tier.state == "optimizing"
@@ -387,9 +387,9 @@ def test_a_key_goes_back_to_no_opt_when_its_optimized_steps_are_slower():
 
 
 def test_a_potential_is_compared_per_evaluation():
-    from pyro_jitmagic.core.executor import Tier
+    from pyro_jitmagic.compilers.pyro.executor import ExecutorTrial
 
-    tier = Tier("mcmc", "potential energy", compile_seconds=0.0, unit="sample", per="per evaluation")
+    tier = ExecutorTrial("mcmc", "potential energy", compile_seconds=0.0, unit="sample", per="per evaluation")
     for sample in range(1, 31):
         tier.after_step(0.01, sample, remaining=10.0, weight=10)
     assert tier.state == "optimizing"
@@ -399,10 +399,10 @@ def test_a_potential_is_compared_per_evaluation():
 
 
 def test_an_mcmc_potential_is_tried_when_the_time_left_would_repay_it():
-    from pyro_jitmagic.core.executor import Tier
+    from pyro_jitmagic.compilers.pyro.executor import ExecutorTrial
 
     def after_thirty(remaining):
-        tier = Tier("mcmc", "potential energy", compile_seconds=0.005, unit="sample")
+        tier = ExecutorTrial("mcmc", "potential energy", compile_seconds=0.005, unit="sample")
         for sample in range(1, 31):
             tier.after_step(1e-4, sample, remaining=remaining)
         return tier.state
@@ -424,7 +424,7 @@ def _executor_switch_run(steps):
 
 
 def test_switching_executor_mid_run_gives_the_same_losses(monkeypatch, patched_targets):
-    import pyro_jitmagic.core.executor as executor
+    import pyro_jitmagic.compilers.pyro.executor as executor
 
     monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)  # move after the first thirty compiled steps
     report = _executor_switch_run(80)
@@ -438,7 +438,7 @@ def test_switching_executor_mid_run_gives_the_same_losses(monkeypatch, patched_t
 
 def test_a_key_whose_optimized_steps_were_slower_compiles_again_and_gives_the_same_losses(
         monkeypatch, patched_targets):
-    import pyro_jitmagic.core.executor as executor
+    import pyro_jitmagic.compilers.pyro.executor as executor
 
     monkeypatch.setattr(executor, "TRY_FACTOR", 0.0)
     monkeypatch.setattr(executor, "SLOWER_ABOVE", 0.0)  # always too slow
@@ -452,7 +452,7 @@ def test_a_key_whose_optimized_steps_were_slower_compiles_again_and_gives_the_sa
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patched_targets, keep):
-    import pyro_jitmagic.core.executor as executor
+    import pyro_jitmagic.compilers.pyro.executor as executor
 
     monkeypatch.setattr(executor, "EXPECTED_GAIN", 1e6)  # always worth trying
     if not keep:
@@ -476,7 +476,7 @@ def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patc
 
 
 def test_auto_decides_for_a_kernel_written_with_jit_compile_too(auto_policy, patched_targets):
-    from pyro_jitmagic.core.tiers import TierPolicy
+    from pyro_jitmagic.policy.tiers import TierPolicy
 
     # the whole potential never pays here: this test is about Pyro's tier
     auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0},

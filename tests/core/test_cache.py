@@ -15,9 +15,9 @@ from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
 from pyro_jitmagic import compiled
-from pyro_jitmagic.core.cache import RecompilationWarning
-from pyro_jitmagic.core.inspector import Inspector
-from pyro_jitmagic.core.process import PROCESS
+from pyro_jitmagic.inspector import Inspector
+from pyro_jitmagic.run.cache_stats import RecompilationWarning
+from pyro_jitmagic.run.process import PROCESS
 
 
 def snapshot(namespace=None):
@@ -144,7 +144,7 @@ def test_a_tensor_keyword_runs_eager_on_pyros_jit_and_says_why():
 
 
 def test_a_float_keyword_that_changes_gets_its_own_advice():
-    from pyro_jitmagic.core.compilers.pyro_jit.caches import changing_keyword
+    from pyro_jitmagic.compilers.pyro.caches import changing_keyword
 
     before = (1, (("temperature", 0.5),))
     after = (1, (("temperature", 0.6),))
@@ -198,7 +198,7 @@ def test_a_potential_compiled_by_auto_appears_too(auto_policy):
 def test_a_potential_that_climbed_to_the_whole_step_appears_with_its_evaluations(auto_policy):
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic.core.tiers import TierPolicy
+    from pyro_jitmagic.policy.tiers import TierPolicy
 
     # a capture that costs about one evaluation pays at once
     auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0},

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pyro_jitmagic.core.verdict import (
+from pyro_jitmagic.comparison.verdict import (
     break_even,
     compare_mcmc,
     compare_reports,

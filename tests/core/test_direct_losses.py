@@ -20,8 +20,8 @@ from pyro import infer
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 
-from pyro_jitmagic.core import compat
-from pyro_jitmagic.core.process import PROCESS
+from pyro_jitmagic.compat import jit as compat
+from pyro_jitmagic.run.process import PROCESS
 
 # The custom-objective pattern of Pyro's docs, as a new user writes it.
 CUSTOM_OBJECTIVE = """
@@ -370,7 +370,7 @@ def test_a_risky_line_in_the_model_is_named_through_a_direct_call(runner):
 
 
 def test_the_cache_keeps_the_companion_with_its_hits(runner):
-    from pyro_jitmagic.core.inspector import Inspector
+    from pyro_jitmagic.inspector import Inspector
 
     elbo = infer.Trace_ELBO()
     runner.ns.update(loss_fn=elbo.differentiable_loss, model=models.gaussian,

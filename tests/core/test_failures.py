@@ -214,12 +214,12 @@ def test_torch_without_jit_trace_runs_eager_and_says_so(runner, monkeypatch, pat
 
 
 def test_a_leftover_patch_is_healed_on_the_next_run(patched_targets):
-    from pyro_jitmagic.core.run import JitRun
+    from pyro_jitmagic.jitrun import JitRun
 
     run = JitRun(backend="pyro")
     run.__enter__()
     run._ctx.patches._undo.clear()  # as if the process were cut off before cleanup
-    from pyro_jitmagic.core.process import PROCESS
+    from pyro_jitmagic.run.process import PROCESS
 
     PROCESS.runs.remove(run)
     run._ctx.capture.__exit__(None, None, None)

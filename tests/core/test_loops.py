@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_jitmagic.core.loops import step_counts
+from pyro_jitmagic.policy.loops import step_counts
 
 NAMESPACE = {"num_steps": 500, "epochs": np.int64(4), "sequences": torch.zeros(75, 10, 3),
              "data": [1.0, 2.0, 3.0], "flag": True}

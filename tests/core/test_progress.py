@@ -9,10 +9,10 @@ import models
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pyro_jitmagic.core import recorder
-from pyro_jitmagic.core import run as _run
+from pyro_jitmagic import jitrun as _run
 from pyro_jitmagic.display import progress as _progress
 from pyro_jitmagic.records.report import Progress
+from pyro_jitmagic.run import recorder
 
 
 def test_progress_reports_steps_and_compiling(monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from pyro_jitmagic.core.verdict import compare_reports
+from pyro_jitmagic.comparison.verdict import compare_reports
 from pyro_jitmagic.records.comparison import Isolation
 from pyro_jitmagic.records.report import JitReport, LossRun, MCMCRun, PosteriorSite, Step, SVIRun
 

@@ -103,8 +103,8 @@ def test_a_float_argument_runs_eager_with_advice_where_a_tensor_was_traced_or_no
 
 
 def test_the_float_advice_and_the_recompilation_watch_say_the_same(runner):
-    from pyro_jitmagic.core.advice import advise
-    from pyro_jitmagic.core.compilers.pyro_jit.caches import changing_keyword
+    from pyro_jitmagic.compilers.pyro.caches import changing_keyword
+    from pyro_jitmagic.run.advice import advise
 
     watch = changing_keyword((1, (("anneal", 0.5),)), (1, (("anneal", 0.6),)), {"anneal": 0.6})
     advice = advise(RuntimeError("Type 'float' cannot be traced"), (torch.ones(1), 0.6), {})

@@ -176,7 +176,7 @@ def test_mcmc_in_worker_processes_is_not_compiled_and_says_why():
     from pyro.infer.mcmc import HMC, MCMC, RandomWalkKernel
     from pyro.infer.mcmc.api import _MultiSampler
 
-    from pyro_jitmagic.core.compilers.pyro_jit.mcmc import mcmc_decision
+    from pyro_jitmagic.compilers.pyro.mcmc import mcmc_decision
 
     workers = SimpleNamespace(kernel=HMC(models.gaussian), sampler=object.__new__(_MultiSampler))
     assert mcmc_decision(workers, can_trace=True) == (

@@ -13,7 +13,7 @@ from pyro.optim import Adam
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.core.tiers import CellSteps, TierBook, TierPolicy, TierTally
+from pyro_jitmagic.policy.tiers import CellSteps, TierBook, TierPolicy, TierTally
 from pyro_jitmagic.wholestep.memory import RunMemory
 
 # -- decisions from given figures -------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_auto_capped_at_step_climbs_there_and_starts_no_codegen():
     _, report, svi = _losses(60, policy, backend="step")
     (row,) = [d for d in report.auto if d.path]
     assert row.state == "step" and not any("inductor" in p for p in row.path)
-    entries = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi)
+    entries = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi)
     assert all(not e.compiled.compiling for e in entries.values())
 
 
@@ -232,7 +232,7 @@ def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
 
 
 def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_ends(monkeypatch, fake_clock):
-    from pyro_jitmagic.core.tiers import AFTER_CELL_DELAY
+    from pyro_jitmagic.policy.tiers import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
@@ -246,7 +246,7 @@ def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_e
         for _ in range(80):
             svi.step(DATA)
         assert started == []  # not while the cell runs
-    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+    (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values()
     # after a pause, so that the cell's report is shown first; the next cell says when it took over
     assert started == [(entry.compiled, AFTER_CELL_DELAY)] and entry.unannounced
     (row,) = run.report.auto  # one row: the tiers' path holds its eager (and Pyro) steps
@@ -283,7 +283,7 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_i
                                                                                        fake_clock):
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic.core.tiers import AFTER_CELL_DELAY
+    from pyro_jitmagic.policy.tiers import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
@@ -345,7 +345,7 @@ def test_a_graph_in_inductors_cache_takes_the_signature_to_inductors_kernels(tmp
     eager_params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     # an earlier --backend inductor cell of the same model filled inductor's disk cache
     _, _, warmed = _losses(5, backend="inductor", auto=False)
-    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(warmed).values()
+    (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(warmed).values()
     assert entry.compiled.wait(timeout=900)
 
     pyro.clear_param_store()
@@ -357,7 +357,7 @@ def test_a_graph_in_inductors_cache_takes_the_signature_to_inductors_kernels(tmp
         with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
             losses += [svi.step(DATA) for _ in range(200)]
         reports.append(run.report)
-        for e in pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values():
+        for e in pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values():
             assert e.compiled.wait(timeout=900)
     assert losses == pytest.approx(eager, rel=1e-4)
     for name, value in pyro.get_param_store().items():
@@ -372,7 +372,7 @@ def test_the_memory_lives_where_inductor_keeps_its_cache_found_without_importing
 
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    from pyro_jitmagic.wholestep.compat import inductor_cache_dir
+    from pyro_jitmagic.compat.capture import inductor_cache_dir
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     assert inductor_cache_dir() == os.path.abspath(default_cache_dir())

@@ -1,7 +1,7 @@
 """Which reads while tracing are risky: values the user's code reads, and library reads nobody reviewed.
 
 Each benign class below was found by tracing realistic models (see
-``pyro_jitmagic.core.jit_warnings.REVIEWED_READS``); each test traces the smallest model
+``pyro_jitmagic.run.jit_warnings.REVIEWED_READS``); each test traces the smallest model
 that triggers it and checks it is reported benign, with the library function
 that read it. Reads of sizes are benign wherever they happen. The risky ones
 must stay risky and name the user's line.
@@ -24,7 +24,7 @@ from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from pyro.optim import Adam
 
 from pyro_jitmagic import compiled
-from pyro_jitmagic.core.jit_warnings import INTEGER_READ, REVIEWED_READS, SIZE_READ
+from pyro_jitmagic.run.jit_warnings import INTEGER_READ, REVIEWED_READS, SIZE_READ
 
 
 def _trace(model, guide, *args, elbo=Trace_ELBO, **kwargs):
@@ -398,7 +398,7 @@ DEPRECATION_TEXTS = [
 @pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])
 @pytest.mark.parametrize("text", DEPRECATION_TEXTS)
 def test_each_known_deprecation_text_is_a_deprecation_note(text, category):
-    from pyro_jitmagic.core.jit_warnings import classify
+    from pyro_jitmagic.run.jit_warnings import classify
 
     assert classify(category, text, "torch/jit/_trace.py") == "deprecation"
 
@@ -408,7 +408,7 @@ def test_every_deprecation_warning_in_the_installed_torch_jit_is_a_note():
     import ast
     import pathlib
 
-    from pyro_jitmagic.core.jit_warnings import classify
+    from pyro_jitmagic.run.jit_warnings import classify
 
     categories = {"DeprecationWarning": DeprecationWarning, "FutureWarning": FutureWarning}
     found = []

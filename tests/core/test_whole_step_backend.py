@@ -14,7 +14,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from pyro.optim import SGD, Adam, ClippedAdam
 
 import pyro_jitmagic
-import pyro_jitmagic.core.process
+import pyro_jitmagic.run.process
 from pyro_jitmagic import RunOptions, compiled
 
 STEPS = 60
@@ -216,7 +216,7 @@ def test_inductor_compiles_the_whole_step_into_kernels_and_agrees_with_eager(tmp
     svi = _svi()
     with compiled(backend="inductor", names={"svi": svi}) as first:
         compiled_losses = [svi.step(data) for _ in range(30)]
-    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+    (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values()
     assert entry.compiled.wait(timeout=900)  # its codegen ran in the background meanwhile
     with compiled(backend="inductor", names={"svi": svi}) as second:
         compiled_losses += [svi.step(data) for _ in range(10)]

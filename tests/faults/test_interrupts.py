@@ -154,7 +154,7 @@ def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_
 def test_an_interrupt_while_the_whole_step_is_captured_loses_nothing(ip, patched_targets, monkeypatch):
     """Ctrl-C inside the capture (make_fx runs the model for real): the params, the optimizer's
     state and the random stream are as before that step, and the next cell compiles."""
-    from pyro_jitmagic.wholestep import compat
+    from pyro_jitmagic.compat import capture as compat
 
     ip.run_cell("svi.step(data)")  # the optimizer has its state
     store = pyro.get_param_store()

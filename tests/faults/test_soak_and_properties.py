@@ -18,7 +18,7 @@ from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 from pyro.optim import Adam
 
 from pyro_jitmagic import compare
-from pyro_jitmagic.core.inspector import Inspector
+from pyro_jitmagic.inspector import Inspector
 
 SETUP = """
 import pyro, torch

@@ -120,8 +120,8 @@ def test_hostile_site_and_keyword_names_are_escaped_everywhere(runner, scale_sit
     html = report._repr_html_()
     assert "<script>" not in html and "</script><script>" not in html
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the cache key, escaped
-    from pyro_jitmagic.core.inspector import Inspector
-    from pyro_jitmagic.core.process import PROCESS
+    from pyro_jitmagic.inspector import Inspector
+    from pyro_jitmagic.run.process import PROCESS
 
     snapshot = Inspector(PROCESS.session).snapshot({"svi": runner.ns["svi"]})
     cache_html = snapshot._repr_html_()

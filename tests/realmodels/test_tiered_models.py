@@ -14,7 +14,7 @@ from test_whole_step_models import DIRECT_LOSSES, FALLS_BACK
 from zoo import MODELS
 
 import pyro_jitmagic
-from pyro_jitmagic.core.tiers import TierPolicy
+from pyro_jitmagic.policy.tiers import TierPolicy
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from cases import gaussian_svi, train
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.core.tiers import TierPolicy
+from pyro_jitmagic.policy.tiers import TierPolicy
 from pyro_jitmagic.wholestep import backends, compile_svi_step
 
 MAKE = functools.partial(gaussian_svi, "AutoNormal", "Adam")
@@ -167,7 +167,7 @@ def test_auto_climbing_to_a_cached_graph_loads_its_kernels_from_the_capture_on(c
         Loading.started[0].arrive()
         losses += [svi.step(*args) for _ in range(5)]
 
-    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+    (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values()
     assert not any(g is entry.compiled.captured.graph for g in cached)  # (torch's start-up builds one)
     (row,) = [d for d in run.report.auto if d.path]
     assert row.path[1].startswith("step at step 4 (captured in ")
@@ -198,7 +198,7 @@ def test_auto_expecting_a_cached_graph_that_is_not_says_its_codegen_started(cach
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         losses = [svi.step(*args) for _ in range(10)]
 
-    (entry,) = pyro_jitmagic.core.process.PROCESS.session.whole_steps.of(svi).values()
+    (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values()
     assert not entry.compiled.as_captured  # on TorchScript, built at the capture
     assert any(g is entry.compiled.captured.graph for g in cached)
     (row,) = [d for d in run.report.auto if d.path]

@@ -13,7 +13,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
-from pyro_jitmagic.core.patch import PatchSet
+from pyro_jitmagic.patch import PatchSet
 from pyro_jitmagic.wholestep import CannotCompile, compile_potential
 
 J = 8

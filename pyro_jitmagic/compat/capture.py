@@ -1,0 +1,395 @@
+"""The whole step's private names: how make_fx tracks tensors, how inductor finds its C++ compiler
+and counts its kernels and cache hits, which of Pyro's ELBO helpers compute a particle's loss, where
+the param store and ``PyroOptim`` keep their tensors.
+
+Each is listed in :data:`pyro_jitmagic.compat.PRIVATE_NAMES`; :func:`resolve` names the attribute
+an upgrade moved instead of letting a capture fail somewhere deep.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from ..patch import ORIGINAL_ATTR, PatchSet
+
+# -- capture ------------------------------------------------------------------
+
+def make_fx(fn: Any) -> Any:
+    """``fn`` traced in "real" mode (on the tensors it is called with), with one fake mode for
+    every node's metadata (:func:`_one_fake_mode`)."""
+    from torch.fx.experimental.proxy_tensor import make_fx as _make_fx
+
+    traced = _make_fx(fn, tracing_mode="real")
+
+    def trace(*inputs: Any) -> Any:
+        with _one_fake_mode():
+            return traced(*inputs)
+
+    return trace
+
+
+@contextmanager
+def _one_fake_mode() -> Iterator[None]:
+    """Describe every traced value with one fake mode, made directly, on this thread.
+
+    In "real" mode, make_fx records each node's shape, strides and dtype as a fake tensor
+    (``node.meta["val"]``). With no fake mode active, it builds a new ``FakeTensorMode`` for
+    every node, each taking a snapshot of the Python stack, then dispatches an ``empty_strided``
+    through it. On the tutorial's HMM that was two thirds of a capture (``bench/bench_capture.py``:
+    4.2 s against 1.4 s at length 24, the same graph and the same recorded values): here one mode
+    serves the whole capture, and each value is a meta tensor of the same layout wrapped as a fake
+    one.
+    """
+    import torch
+    from torch._guards import detect_fake_mode
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.fx.experimental import proxy_tensor
+
+    original = proxy_tensor.extract_val
+    shared = FakeTensorMode(allow_fallback_kernels=True)
+    thread = threading.get_ident()
+    # the meta tensor is made below the capture's modes (the tracer, the read watch): a made
+    # tensor, not a traced op
+    below_modes = torch._C.DispatchKeySet(torch._C.DispatchKey.Python) | torch._C.DispatchKeySet(
+        torch._C.DispatchKey.PythonTLSSnapshot)
+
+    def extract_val(val: Any, include_real: bool = False) -> Any:
+        if (type(val) is torch.Tensor and threading.get_ident() == thread and not val.is_sparse
+                and detect_fake_mode(val) is None):
+            with torch._C._ExcludeDispatchKeyGuard(below_modes):
+                meta = torch.empty_strided(val.shape, val.stride(), dtype=val.dtype, device="meta")
+            return FakeTensor(shared, meta, val.device)
+        return original(val, include_real)
+
+    patches = PatchSet()
+    try:
+        patches.set(proxy_tensor, "extract_val", extract_val)
+        yield
+    finally:
+        patches.restore()
+
+
+def is_traced(tensor: Any) -> bool:
+    """Whether ``tensor`` is tracked by the active capture (a read of it bakes a value)."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode, has_proxy_slot
+
+    mode = get_proxy_mode()
+    return mode is not None and has_proxy_slot(tensor, mode.tracer)
+
+
+def dispatch_mode_base() -> type:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+def current_dispatch_modes() -> list[Any]:
+    """The dispatch modes active now, innermost last (a capture's read watch among them)."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return _get_current_dispatch_mode_stack()
+
+
+def aten_op(target: Any) -> Any:
+    """``target``'s schema when it is an aten operator overload, else None."""
+    import torch
+
+    return target._schema if isinstance(target, torch._ops.OpOverload) else None
+
+
+def set_grad_enabled(enabled: bool) -> None:
+    """torch's grad mode switched without a context manager's cost (it runs on every step)."""
+    import torch
+
+    torch._C._set_grad_enabled(enabled)
+
+
+def outside_capture() -> Any:
+    """A context in which torch ops run plainly, untraced."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    return _disable_current_modes()
+
+
+# -- Pyro's internals -----------------------------------------------------------
+
+def store_tensors(store: Any) -> dict[str, Any]:
+    """The param store's unconstrained tensors by name (the objects optimizers step)."""
+    return store._params
+
+
+def pending_optim_state(optim: Any) -> dict[str, Any]:
+    return optim._state_waiting_to_be_consumed
+
+
+def get_traces(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
+    return elbo._get_traces(model, guide, args, kwargs)
+
+
+def particle_loss(elbo: Any, model_trace: Any, guide_trace: Any) -> Any:
+    return elbo._differentiable_loss_particle(model_trace, guide_trace)
+
+
+def graph_loss(elbo: Any, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
+    return elbo._loss_and_surrogate_loss(model, guide, args, kwargs)
+
+
+def dice_elbo(model_trace: Any, guide_trace: Any) -> Any:
+    from pyro.infer.traceenum_elbo import _compute_dice_elbo
+
+    return _compute_dice_elbo(model_trace, guide_trace)
+
+
+def loss_item_modules() -> tuple[Any, ...]:
+    """The ELBO modules whose ``torch_item`` turns the loss into a Python float."""
+    import pyro.infer.trace_elbo
+    import pyro.infer.trace_mean_field_elbo
+    import pyro.infer.tracegraph_elbo
+
+    return (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo, pyro.infer.tracegraph_elbo)
+
+
+def dice_module() -> Any:
+    """pyro.infer.util: Dice reads ``mask.all()`` (line 316 in 1.9.2) and then calls ``_fulldot``."""
+    import pyro.infer.util
+
+    return pyro.infer.util
+
+
+def mask_dice(patches: Any, masked: Any) -> None:
+    """Through ``patches``, make Dice's dot product ``masked(fulldot, prob, cost)``."""
+    module = dice_module()
+    fulldot = module._fulldot
+    patches.set(module, "_fulldot", lambda prob, cost: masked(fulldot, prob, cost))
+
+
+def dice_code() -> Any:
+    from pyro.infer.util import Dice
+
+    return Dice.compute_expectation.__code__
+
+
+def eager_potential(potential_fn: Any) -> Any:
+    """The eager potential of a model behind ``potential_fn`` (Pyro's ``_PEMaker``), or
+    ``potential_fn`` itself when it is the user's own."""
+    bound = getattr(potential_fn, "func", potential_fn)  # partial(maker._potential_fn_jit, ...)
+    maker = getattr(bound, "__self__", None)
+    if maker is not None and hasattr(maker, "get_potential_fn") and hasattr(maker, "_potential_fn"):
+        return maker._potential_fn
+    return potential_fn
+
+
+def potential_grad_owners() -> tuple[Any, ...]:
+    """Modules that call ``potential_grad`` by a name of their own."""
+    import pyro.infer.mcmc.hmc
+    import pyro.infer.mcmc.nuts
+    import pyro.infer.mcmc.util
+    import pyro.ops.integrator
+
+    return (pyro.ops.integrator, pyro.infer.mcmc.hmc, pyro.infer.mcmc.nuts, pyro.infer.mcmc.util)
+
+
+# -- torch optimizers -----------------------------------------------------------
+
+def step_hooks(optimizer: Any) -> int:
+    """How many step hooks would run around ``optimizer.step()`` (global and its own)."""
+    from torch.optim import optimizer as module
+
+    return (len(module._global_optimizer_pre_hooks) + len(module._global_optimizer_post_hooks)
+            + len(optimizer._optimizer_step_pre_hooks) + len(optimizer._optimizer_step_post_hooks))
+
+
+def step_is_plain(optimizer: Any) -> bool:
+    """Whether ``optimizer.step`` is its class's, or that wrapped by an LR scheduler's step counter."""
+    own = vars(optimizer).get("step")
+    return own is None or getattr(own, "_wrapped_by_lr_sched", False)
+
+
+# -- inductor -------------------------------------------------------------------
+
+def inductor_cache_dir() -> str:
+    """The folder of inductor's on-disk cache: TORCHINDUCTOR_CACHE_DIR, or inductor's default.
+
+    Torch's own ``cache_dir()`` (torch/_inductor/runtime/cache_dir_utils.py) imports inductor,
+    which takes seconds, and sets TORCHINDUCTOR_CACHE_DIR as it goes; this follows the same
+    rule (``default_cache_dir``, checked against torch 2.13 by a test) without either.
+    """
+    import getpass
+    import os
+    import re
+    import tempfile
+
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if folder is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, ModuleNotFoundError, OSError):
+            getuid = getattr(os, "getuid", None)
+            user = f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+        folder = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+    return os.path.abspath(folder)
+
+
+def cxx_compiler() -> tuple[str | None, str]:
+    """(the C++ compiler inductor would use, or None; the names it searched).
+
+    Until inductor is imported, on Linux, its search is done here with its defaults (``$CXX``,
+    else ``g++``, answering ``--version``): importing inductor to ask it takes a second or more,
+    and ``--auto`` asks on the cell's thread, between two steps.
+    """
+    import os
+    import sys
+
+    if ("torch._inductor.config" not in sys.modules and sys.platform == "linux"
+            and not os.getenv("TORCH_INDUCTOR_INSTALL_GXX")):
+        name = os.environ.get("CXX", "g++")
+        return (name if _answers(name) else None), name
+    from torch._inductor import config, cpp_builder, exc
+
+    searched = ", ".join(str(c) for c in config.cpp.cxx if c is not None)
+    try:
+        return cpp_builder.get_cpp_compiler(), searched
+    except exc.InvalidCxxCompiler:
+        return None, searched
+
+
+def _answers(compiler: str) -> bool:
+    """Whether ``compiler --version`` runs, as inductor checks a compiler."""
+    import subprocess
+
+    try:
+        subprocess.check_output([compiler, "--version"], stderr=subprocess.DEVNULL)
+    except (subprocess.SubprocessError, OSError):
+        return False
+    return True
+
+
+def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
+    """Compile ``gm`` with inductor, random draws through ATen's generator as eager draws them.
+
+    The example inputs are handed over as fake tensors of a mode with a (static) shape
+    environment: without one inductor bypasses its on-disk FX graph cache ("No shape env").
+    """
+    import torch._inductor
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True, allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(t, static_shapes=True) if isinstance(t, torch.Tensor) else t
+             for t in example_inputs]
+    # size and alignment asserts cost a fifth of a small step: the compiled step checks each
+    # input's shape, dtype and contiguity itself before every call
+    options = {"fallback_random": True, "size_asserts": False, "alignment_asserts": False}
+    # one compile at a time: the patches below are process-wide (and two compiles would only
+    # share the same cores)
+    with _ONE_COMPILE, _one_d_tiles(), _global_rng_left_alone():
+        return torch._inductor.compile(gm, fakes, options=options)
+
+
+_ONE_COMPILE = threading.Lock()
+
+
+@contextmanager
+def _global_rng_left_alone() -> Iterator[None]:
+    """Keep a compile from setting the global random generator back, on this thread only.
+
+    Inductor and AOTAutograd wrap a compile in ``preserve_rng_state()``: they copy the CPU (and
+    CUDA) generator's state on entry and set it back on exit. On the thread that draws, that is
+    harmless. From a compile in the background it rewinds every draw the cell's steps made
+    meanwhile, and the steps after it repeat earlier noise: the run is no longer one uninterrupted
+    run. A captured graph's compile draws nothing (fake inputs; ``fallback_random`` keeps random
+    ops as calls), so on the compiling thread the copy and reset are skipped; any other thread
+    (a user's own ``torch.compile``) keeps torch's.
+    """
+    from torch._dynamo import utils as dynamo_utils
+    from torch._functorch import aot_autograd
+
+    original = dynamo_utils.preserve_rng_state
+    compiling = threading.get_ident()
+
+    def preserve_rng_state() -> Any:
+        return nullcontext() if threading.get_ident() == compiling else original()
+
+    setattr(preserve_rng_state, ORIGINAL_ATTR, original)
+    patches = PatchSet()
+    try:
+        patches.set(dynamo_utils, "preserve_rng_state", preserve_rng_state)
+        if getattr(aot_autograd, "preserve_rng_state", None) is original:
+            patches.set(aot_autograd, "preserve_rng_state", preserve_rng_state)
+        yield
+    finally:
+        patches.restore()
+
+
+@contextmanager
+def _one_d_tiles() -> Iterator[None]:
+    """Vectorise C++ kernels along one loop only.
+
+    Torch 2.13's 2-D tiles (``CppTile2DKernel``, chosen for transposed accesses) index an
+    indirect scatter (the backward of ``trans[x]`` in an enumerated HMM) with the tile's full
+    width where a tail is narrower, and write past the end of the buffer: the process dies in
+    ``free()``. With one tiled loop the kernels stay vectorised and correct.
+    """
+    from torch._inductor.codegen import cpp
+
+    select = cpp.TilingSelect._select_tiling_indices
+
+    def one_loop(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return select(self, *args, **kwargs)[-1:]
+
+    setattr(one_loop, ORIGINAL_ATTR, select)
+    patches = PatchSet()
+    try:
+        patches.set(cpp.TilingSelect, "_select_tiling_indices", one_loop)
+        yield
+    finally:
+        patches.restore()
+
+
+def dump_graph(gm: Any) -> bytes:
+    """``gm`` as bytes another process can load with :func:`load_graph`.
+
+    Not plain pickle: a GraphModule pickles as its code, and unpickling traces that code
+    symbolically, which runs every op without a traced input (``empty`` then ``normal_``: a
+    random draw) and bakes its result in as a constant. Torch's graph pickler keeps the nodes.
+    """
+    from torch.fx._graph_pickler import GraphPickler, Options
+
+    return GraphPickler.dumps(gm, Options(ops_filter=None))
+
+
+def load_graph(data: bytes) -> Any:
+    """The graph :func:`dump_graph` wrote (in a process that has imported nothing of it yet)."""
+    import torch._inductor.compile_fx  # noqa: F401  (a graph's ops may live in modules it imports)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx._graph_pickler import GraphPickler
+
+    return GraphPickler.loads(data, FakeTensorMode())
+
+
+def generated_kernels(compiled: Any) -> int | None:
+    """How many C++ kernels inductor generated for ``compiled`` (its ``cpp_fused_*`` functions),
+    also when it came from the on-disk cache; None if this torch keeps them elsewhere."""
+    import sys
+
+    runner = getattr(getattr(compiled, "compiled_fn", None), "compiled_fn_runner", None)
+    module = sys.modules.get(type(runner).__module__) if runner is not None else None
+    if module is None:
+        return None
+    return sum(1 for name in vars(module) if name.startswith("cpp_fused"))
+
+
+def fx_cache_counts() -> tuple[int, int]:
+    """(hits, misses) of inductor's FX graph cache, the on-disk one, in this process."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["fxgraph_cache_hit"]), int(counters["inductor"]["fxgraph_cache_miss"])
+
+
+def gradient_hooks(tensor: Any) -> bool:
+    """Whether ``tensor`` has hooks that eager's ``backward()`` runs (``register_hook``,
+    ``register_post_accumulate_grad_hook``): Python on every step, which a graph runs once."""
+    return bool(tensor._backward_hooks) or bool(getattr(tensor, "_post_accumulate_grad_hooks", None))

@@ -1,0 +1,429 @@
+"""``--auto`` across every tier: each SVI call signature climbs eager -> Pyro's JIT -> whole step ->
+inductor's kernels, each step only as far as is expected to pay (:class:`~...tiers.TierPolicy`).
+
+The low tiers are Pyro's route under ``--auto`` (each Pyro key runs eager until
+compiling it pays). A signature that should climb higher captures its whole
+step at a step boundary, on the cell's thread (the capture runs the model's
+Python), and runs it on TorchScript from the next step. Inductor's codegen then
+runs on a background thread while the steps go on, and its kernels take over at
+the first step after it is done. Every tier reads and writes the very param and
+optimizer-state tensors the user holds, so a switch carries params and optimizer
+state over exactly: the losses are those of one uninterrupted run. A compile
+still running when the cell ends goes on in the background, and the next cell
+that steps this SVI uses its kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...guards import CallSite, Change
+from ...policy.tiers import AFTER_CELL_DELAY, CellSteps, Tier, TierBook, TierPolicy, TierTally
+from ...run.context import RunContext
+from ...run.recorder import StepPlan
+from ...run.route import Route
+from ...run.whole_steps import WholeStepEntry
+from ...wholestep.step import step_key
+from ..pyro import PyroJit
+from ..step.routes import WholeStepRoute, said
+from ..step.signatures import SignatureRun
+
+#: Steps on ``step`` between two looks at a codegen put off until the cell ends.
+RECHECK_EVERY = 32
+
+
+@dataclass
+class StepDone:
+    """What the step in progress ran on, for its tally when its time is known."""
+
+    tally: TierTally
+    tier: Tier | None  # None: the low tiers (eager or Pyro's JIT, known once it ran)
+    #: its time says nothing of the tier's step time (a capture; the graph run as captured)
+    untimed: bool = False
+
+
+@dataclass
+class TieredRoute(WholeStepRoute):
+    """An SVI under ``--auto``: each call signature on the tier that pays, up to ``top``."""
+
+    low: Route | None = None
+    top: str = "inductor"
+    tallies: dict[Any, TierTally] = field(default_factory=dict)
+    cell: CellSteps | None = None
+    current: StepDone | None = None
+    in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
+    #: codegens put off until the cell ends (its run is expected to end before they would)
+    after_cell: dict[int, tuple[WholeStepEntry, TierBook]] = field(default_factory=dict)
+
+    @classmethod
+    def plan_tiered(cls, ctx: RunContext, pyro: PyroJit, top: str, svi: Any, elbo: Any, target: str,
+                    as_written: Any) -> Route:
+        """Pyro's route under --auto, with the whole step above it when the capture can write it."""
+        from ...wholestep import CannotCompile
+        from ...wholestep.capture import check_svi
+
+        low = pyro.plan_svi(svi, elbo, target, as_written)
+        try:
+            check_svi(svi)
+        except CannotCompile:
+            return low  # eager and Pyro's JIT only: the report's --auto rows say how they went
+        route = cls(before=low.before, after=f"{low.after}, then the whole step when it pays (--auto)",
+                    compiled=low.compiled, call=as_written, reason=low.reason, note=low.note,
+                    runner=low.runner, warm=low.warm, ctx=ctx, pyro=pyro, backend="step", svi=svi,
+                    elbo=elbo, target=target, as_written=as_written,
+                    entries=ctx.session.whole_steps.of(svi), low=low, top=top, call_site=CallSite())
+        route.call = route.step
+        route.compiled_after = route.after
+        route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
+        return route
+
+    @property
+    def policy(self) -> TierPolicy:
+        assert self.ctx is not None and self.ctx.auto is not None
+        return self.ctx.auto.tiers
+
+    # -- one step ---------------------------------------------------------------------
+    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if self.fallback is not None:
+            return self.fallback.call(svi, *args, **kwargs)
+        assert self.call_site is not None and self.low is not None
+        problem = self.call_site.problem()
+        if problem is not None:
+            return self.eager_call(svi, args, kwargs, problem)
+        sig = step_key(args, kwargs)
+        tally = self._tally(sig, svi, args, kwargs)
+        run = self.signature_run(sig, args, kwargs, base=("auto", sig))
+        if run.eager_why:
+            self.current = StepDone(tally, "eager")
+            return self.eager(svi, args, kwargs)
+        if run.entries:
+            entry, result = run.serve(args, kwargs)
+            if type(result) is float:
+                return self._whole(entry, tally, result)  # type: ignore[arg-type]
+            return self._declined(svi, run, tally, result, args, kwargs)
+        book, calls = tally.book, self._function_calls()
+        if self.top != "pyro" and self.policy.climb_to_step(book, calls, self._warm(book)):
+            entry = self._capture(svi, run, args, kwargs)
+            if entry is not None:
+                self.current = StepDone(tally, "step", untimed=True)  # the capture's time
+                result = entry.compiled.run(*args, **kwargs)
+                if type(result) is float:
+                    return self._whole(entry, tally, result, capturing=True)
+                return self._declined(svi, run, tally, result, args, kwargs)
+            if run.eager_why:
+                self.current = StepDone(tally, "eager")
+                return self.eager(svi, args, kwargs)
+            if self.fallback is not None:
+                self.current = StepDone(tally, None)
+                return self.fallback.call(svi, *args, **kwargs)
+        self.current = StepDone(tally, None)
+        return self.low.call(svi, *args, **kwargs)
+
+    def _declined(self, svi: Any, run: SignatureRun, tally: TierTally, result: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+        """No compiled step of the signature ran this call: eager (this step, or the rest of the run
+        when the sentinel found it wrong or it keeps compiling again), or a capture for the new world."""
+        if result is None or result.finding is not None or result.transient:
+            self.current = StepDone(tally, "eager")
+            return self.declined(svi, run, result, args, kwargs)
+        changes = list(result.changes) or [Change("the SVI", "as compiled", result.why)]
+        entry = self._compile_again(svi, run, changes, args, kwargs)
+        if entry is None:
+            self.current = StepDone(tally, "eager")
+            return self.fallback.call(svi, *args, **kwargs) if self.fallback is not None else \
+                self.eager(svi, args, kwargs)
+        tally.book.path.append(f"captured again at step {tally.book.calls + 1}")
+        self.current = StepDone(tally, "step", untimed=True)  # the capture's time
+        result = entry.compiled.run(*args, **kwargs)
+        if type(result) is float:
+            return self._whole(entry, tally, result, capturing=True)
+        return self._declined(svi, run, tally, result, args, kwargs)
+
+    def _whole(self, entry: WholeStepEntry, tally: TierTally, loss: float, capturing: bool = False) -> float:
+        """After a step on a compiled whole step: its tier for the books, and inductor's codegen."""
+        compiled, book = entry.compiled, tally.book
+        if self.waiting is entry:
+            self._announce(entry)
+        tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
+        if not capturing:
+            self.current = StepDone(tally, tier, untimed=compiled.as_captured)
+        if tier == "inductor" and book.tier != "inductor":
+            book.codegen_seconds, book.codegen_cache = compiled.codegen_seconds, compiled.cache
+            book.moved("inductor", f"inductor at step {book.calls + 1} ({compiled.codegen_summary()})")
+        elif (self.top == "inductor" and tier == "step" and not compiled.compiling and not compiled.fallback
+              and (id(entry) not in self.after_cell or book.steps["step"] % RECHECK_EVERY == 0)):
+            # (once put off, looked at again now and then: a run of unknown length may turn out long)
+            when = self.policy.start_codegen(book, self._function_calls(), self._warm(book))
+            if when == "now":
+                self._start_codegen(entry, book)
+            elif when == "after the cell":
+                self.after_cell[id(entry)] = (entry, book)
+        return loss
+
+    # -- climbing ------------------------------------------------------------------------
+    def _capture(self, svi: Any, run: SignatureRun, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> WholeStepEntry | None:
+        """Capture the whole step now (TorchScript runs it from this step on)."""
+        from ...wholestep.memory import graph_digest
+
+        assert self.ctx is not None
+        sig = run.base[1]
+        book = self.tallies[sig].book
+        why = book.why
+        # kernels in inductor's disk cache: they load at once, in the background (a large graph
+        # runs as captured meanwhile, with no TorchScript to build)
+        warm = self.top == "inductor" and self._warm(book)
+        try:
+            entry = self.compile(svi, run, args, kwargs, backend="inductor" if warm else None)
+        except Exception as exc:  # a tier that cannot be built never stops the cell: it stays below
+            self.fall_back(svi, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return None
+        if entry is None:
+            return None
+        compiled = entry.compiled
+        book.capture_seconds = entry.compile_seconds
+        book.digest = graph_digest(compiled.captured.graph, compiled.captured.example_inputs)
+        book.moved("step", f"step at step {book.calls + 1} (captured in {entry.compile_seconds:.2f} s)")
+        book.why = why
+        if compiled.compiling:  # inductor started with the capture: announced as its kernels take over
+            memory = self.policy.memory
+            if memory is not None and memory.inductor_holds(book.digest):
+                book.codegen_why = "its kernels came from inductor's disk cache"
+                book.path.append(f"inductor's kernels loading from step {book.calls + 1}"
+                                 + (", the graph run as captured meanwhile" if compiled.as_captured else ""))
+            else:  # (the memory of earlier runs named another graph: this one is new to the cache)
+                book.codegen_why = "inductor's codegen started with the capture, expecting a warm cache"
+                book.path.append(f"inductor's codegen from step {book.calls + 1}")
+        if not self.compiled:  # it ran eager below (Pyro's JIT could not compile it): now it is compiled
+            self.compiled = True
+            self.ctx.recorder.switch(id(svi), self.target, self)
+        return entry
+
+    def _start_codegen(self, entry: WholeStepEntry, book: TierBook) -> None:
+        assert self.ctx is not None
+        self.after_cell.pop(id(entry), None)
+        missing = entry.compiled.build_inductor()
+        if missing is not None:
+            self.top = "step"
+            self.ctx.recorder.note(f"{self.target}: --auto stays on the whole step: {missing}")
+            return
+        self.waiting, entry.unannounced = entry, True
+        book.path.append(f"inductor's codegen from step {book.calls + 1}")
+
+    def cell_ends(self, interrupted: bool = False) -> None:
+        """The run is over: start the codegens put off until now (their kernels serve the next run;
+        the cell that made them has its results already), unless it was interrupted."""
+        after, self.after_cell = self.after_cell, {}
+        if interrupted and after and self.ctx is not None:
+            self.ctx.recorder.note(f"{self.target}: the cell was interrupted: inductor's codegen, put off "
+                                   "until it ended, was not started (a later run that pays for it will)")
+            return
+        for entry, book in after.values():
+            compiled = entry.compiled
+            if compiled.stale is not None or compiled.compiling or compiled.backend == "inductor":
+                continue
+            if compiled.build_inductor(delay=AFTER_CELL_DELAY) is None:
+                entry.unannounced = True  # the next cell that steps this SVI says when they take over
+                book.path.append("inductor's codegen after the cell")
+
+    def _warm(self, book: TierBook) -> bool:
+        """Whether inductor's disk cache is known to hold this signature's graph (looked up once a
+        run, and again once its graph is captured: the steps in between stay cheap)."""
+        known = self.in_cache.get((book.key, book.digest))
+        if known is not None:
+            return known
+        memory = self.policy.memory
+        warm = False
+        if self.top == "inductor" and memory is not None:
+            digest = book.digest or (memory.graph(book.memory_key) if book.memory_key else None)
+            warm = memory.inductor_holds(digest)
+        self.in_cache[(book.key, book.digest)] = warm
+        return warm
+
+    def fall_back(self, svi: Any, why: str) -> None:
+        """The capture stopped: the low tiers run this SVI from now on."""
+        assert self.ctx is not None and self.low is not None
+        low = self.low
+        self.fallback, self.why = low, why
+        self.top = "pyro"
+        self.after, self.compiled, self.runner = low.after, low.compiled, low.runner
+        where = "Pyro's JIT" if low.compiled else "eager"
+        self.ctx.recorder.note(f"{self.target}: --auto stays on {where}: the whole step cannot be "
+                               f"compiled ({why})")
+        self.ctx.recorder.switch(id(svi), self.target, low)
+        plan = self.ctx.recorder.current
+        if isinstance(plan, StepPlan) and plan.route is self:
+            plan.route = self.low
+
+    # -- what the low tiers do after a step ---------------------------------------------------
+    def recover(self, exc: BaseException) -> bool:
+        """A limit of Pyro's JIT met on a low-tier step: Pyro's route puts it back and runs eager."""
+        if self.low is None or not self.low.recover(exc):
+            return False
+        self.sync_low()
+        return True
+
+    def sync_low(self) -> None:
+        """Pyro's route below gave up compiling: show it, eager until the signature climbs."""
+        assert self.low is not None
+        self.after, self.reason, self.runner = (f"{self.low.after}, then the whole step when it pays "
+                                                "(--auto)", self.low.reason, self.low.runner)
+        self.compiled = self.low.compiled
+        self.compiled_after = self.after
+
+    def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        return self.low.advice(exc, args, kwargs) if self.low is not None else None
+
+    def first_done(self) -> str | None:
+        return self.low.first_done() if self.low is not None else None
+
+    # -- books ----------------------------------------------------------------------------
+    def _tally(self, sig: Any, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TierTally:
+        tally = self.tallies.get(sig)
+        if tally is not None:
+            return tally
+        assert self.ctx is not None
+        books = self.policy.books.setdefault(svi, {})
+        book = books.get(sig)
+        if book is None:
+            described, _ = said(args, kwargs)
+            book = books[sig] = TierBook(self.target, described, memory_key=_memory_key(svi, sig))
+        memory = self.policy.memory
+        if memory is not None:  # a cell run again usually runs as long as last time
+            book.expected_steps = memory.steps(book.memory_key)
+        book.cell = self._cell_steps()
+        book.run_start = book.calls
+        book.codegen_why = ""  # (what the last run said of inductor's codegen is not this run's)
+        tally = self.tallies[sig] = TierTally(book, start_calls=book.calls)
+        self.ctx.recorder.tier_tallies[(id(svi), sig)] = tally
+        return tally
+
+    def _cell_steps(self) -> CellSteps | None:
+        """What the cell's loops say of this SVI's steps, shared by its signatures' books."""
+        if self.cell is None:
+            assert self.ctx is not None
+            total = self.ctx.step_counts.get(self.target)
+            self.cell = CellSteps(total) if total else None
+        return self.cell
+
+    def _function_calls(self) -> int:
+        return sum(t.book.calls for t in self.tallies.values()) + 1
+
+    def step_ends(self, seconds: float | None, mode: tuple[Any, str] | None) -> None:
+        """The step in progress took ``seconds`` (None: it failed); ``mode`` is what Pyro's
+        --auto did with its key, for a step on the low tiers."""
+        done, self.current = self.current, None
+        if done is None or seconds is None:
+            return
+        if self.cell is not None:
+            self.cell.done += 1
+        tally, book = done.tally, done.tally.book
+        if done.tier is not None:
+            if done.untimed:
+                tally.seconds += seconds
+                tally.steps["step"] += 1
+                book.steps["step"] += 1
+                book.calls += 1
+            else:
+                tally.add(done.tier, seconds)
+            return
+        tier: Tier = "pyro" if mode is not None and mode[1] in ("compile", "compiled") else "eager"
+        if not book.path:
+            book.path.append(tier)
+        elif book.tier in ("eager", "pyro") and tier != book.tier:  # (Pyro's traces may be dropped)
+            book.path.append(f"{tier} at step {book.calls + 1}")
+        book.tier = tier if book.tier in ("eager", "pyro") else book.tier
+        if mode is not None and mode[1] == "compile":  # Pyro's trace: not a step time
+            tally.seconds += seconds
+            tally.steps["pyro"] += 1
+            book.steps["pyro"] += 1
+            book.calls += 1
+            book.low_seconds += seconds
+            return
+        tally.add(tier, seconds)
+
+
+def _memory_key(svi: Any, sig: Any) -> str:
+    """The key of this SVI's signature in the memory of earlier runs: its model's, guide's, ELBO's and
+    optimizer's identity and the signature (shapes and keyword values, never the data)."""
+    from ...wholestep.memory import code_digest
+
+    elbo = getattr(svi.loss_and_grads, "__self__", svi.loss)
+    optim = svi.optim
+    parts = (code_digest(svi.model), code_digest(svi.guide), type(elbo).__name__,
+             type(optim).__name__, repr(getattr(optim, "pt_optim_args", "")), repr(sig))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+class Tiered:
+    """``--auto`` with the whole step above Pyro's JIT: :class:`TieredRoute` for each SVI; MCMC runs
+    and ELBO losses the cell calls itself go as ``--auto`` runs them on Pyro's JIT."""
+
+    compiles = True
+
+    def __init__(self, session: Any, top: str = "inductor") -> None:
+        from ..step import WholeStep
+
+        self.name = top
+        self.session = session
+        self._whole = WholeStep(session, backend="step")
+        self._pyro: PyroJit = self._whole._pyro
+        self._routes: list[TieredRoute] = []
+        self._ctx: RunContext | None = None
+
+    def install(self, ctx: RunContext, patches: Any) -> None:
+        from ...wholestep.memory import shared
+
+        self._ctx = ctx
+        if ctx.auto is not None:
+            ctx.auto.tiers.find_memory(shared)
+        self._whole.install(ctx, patches)
+        patches.on_restore(self._cell_ends)
+
+    def _cell_ends(self) -> None:
+        assert self._ctx is not None
+        # an interrupted cell starts nothing new: Ctrl-C means stop (a codegen already running goes on)
+        stopped = isinstance(self._ctx.ended_by, KeyboardInterrupt)
+        for route in self._routes:
+            route.cell_ends(stopped)
+
+    @staticmethod
+    def wrapped() -> list[tuple[Any, str]]:
+        return PyroJit.wrapped()
+
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Any) -> Route:
+        assert self._ctx is not None
+        route = TieredRoute.plan_tiered(self._ctx, self._pyro, self.name, svi, elbo, target, as_written)
+        if isinstance(route, TieredRoute):
+            self._routes.append(route)
+        return route
+
+    def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str, as_written: Any,
+                  args: tuple[Any, ...]) -> Route:
+        return self._pyro.plan_loss(method, elbo, model, guide, target, as_written, args)
+
+    def plan_mcmc(self, mcmc: Any, target: str) -> Any:
+        from .mcmc import TieredMCMCRoute
+
+        assert self._ctx is not None
+        return TieredMCMCRoute(self._ctx, mcmc, target, self._pyro.can_trace, self._pyro.adaptive,
+                               top=self.name)
+
+    def step_begins(self) -> None:
+        self._pyro.step_begins()
+
+    def step_ends(self, seconds: float | None, step: int) -> None:
+        mode = self._pyro.step_mode()
+        for route in self._routes:
+            if route.current is not None:
+                route.step_ends(seconds, mode)
+        self._pyro.step_ends(seconds, step)
+
+    def cached(self, namespace: Any, objects: list[Any] | None = None) -> list[Any]:
+        return self._whole.cached(namespace, objects)
+
+    def clear(self, ident: int | None = None) -> int:
+        return self._whole.clear(ident)

@@ -1,0 +1,196 @@
+"""``--auto``'s tiers for HMC/NUTS: the potential runs eager, then on Pyro's JIT when that pays,
+then as one compiled graph with its gradient when the evaluations still to come repay the capture.
+
+An MCMC run knows how many samples remain, so it looks ahead instead of guessing:
+every few evaluations it measures what an evaluation costs on the tier it is on
+(a sample's time over its evaluations, NUTS's own Python included) and asks
+:meth:`~...tiers.TierPolicy.climb_potential` whether capturing the potential and
+its gradient now nets more than staying, or than compiling on Pyro's JIT
+(:class:`~..pyro_jit.mcmc.PyroMCMCRoute` decides that one, as ``--auto`` always
+has). The capture runs on the cell's thread between two evaluations, from the
+current latent values; from then on HMC/NUTS take the potential and its
+gradient from the graph. The draws follow the same path up to float rounding,
+as with ``--backend step``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ...policy.auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
+from ...policy.tiers import AFTER_CELL_DELAY, PRIOR_POTENTIAL_SPEEDUP
+from ...run.whole_steps import WholeStepEntry
+from ..pyro.mcmc import PyroMCMCRoute
+from ..step.mcmc import POTENTIAL_KEY, install_potential, sentinel_said
+
+if TYPE_CHECKING:
+    from ...patch import PatchSet
+    from ...run.context import RunContext
+    from ...run.mcmc import MCMCClock
+
+
+class TieredMCMCRoute(PyroMCMCRoute):
+    """An ``MCMC.run`` under ``--auto`` whose potential may climb to the whole step."""
+
+    def __init__(self, ctx: RunContext, mcmc: Any, target: str, can_trace: bool, adaptive: bool,
+                 top: str = "inductor") -> None:
+        super().__init__(ctx, mcmc, target, can_trace, adaptive)
+        self.top = top
+        self.key = id(mcmc)  # what the run's record of switches knows it by
+        if self.auto:
+            self.after = f"{self.before}(jit_compile=True, then the whole potential, once each pays: --auto)"
+        self.climbed = False
+        self.compiled_potential: Any = None
+        self._patches: PatchSet | None = None
+        self._clock: MCMCClock | None = None
+        self._why = ""
+        self._eager_per_eval = 0.0
+        self._left_seconds = 0.0  # the evaluations left when it climbed, expected on the whole step
+        self._codegen_after: Any = None  # a potential whose cold codegen waits for the run's end
+
+    def prepare(self, patches: PatchSet, clock: MCMCClock) -> None:
+        super().prepare(patches, clock)
+        if not self.auto or clock.wrap_potential is None:
+            return
+        self._patches, self._clock = patches, clock
+        below = clock.wrap_potential
+        clock.wrap_potential = lambda potential: self._watch(below(potential), potential)
+
+    def _watch(self, wrapped: Any, eager: Any) -> Any:
+        """The run's potential: Pyro's --auto below it, a look ahead to the whole step every few calls."""
+        clock = self._clock
+        assert clock is not None and self.ctx.auto is not None
+        policy, route = self.ctx.auto, self
+        tallies = [t for t in self.ctx.recorder.tallies.values() if t.book.kind == "potential"]
+        if wrapped is eager or not tallies:  # a potential Pyro's --auto does not decide for
+            return wrapped
+        book = tallies[-1].book
+        first = len(clock.sample_seconds)
+        # where the current tier began (sample, evaluations), the tier, and an eager evaluation's cost
+        mark = [first, clock.potential_evals, "eager", None]
+        calls = 0
+
+        def potential_fn(params: Any) -> Any:
+            nonlocal calls
+            __tracebackhide__ = True
+            calls += 1
+            if route.climbed:  # (an energy-only call: the gradient calls go to the graph)
+                return eager(params)
+            if calls % MCMC_CHECK_EVERY == 0:
+                tier = "pyro" if book.state == "compiled" else "eager"
+                if tier != mark[2]:  # Pyro's JIT took over: measure it from now on
+                    mark[:3] = [len(clock.sample_seconds), clock.potential_evals, tier]
+                elif route._should_climb(policy, book, mark, first):
+                    route._climb(eager, params)
+                    return eager(params)
+            return wrapped(params)
+
+        return potential_fn
+
+    def _should_climb(self, policy: Any, book: Any, mark: list[Any], first: int) -> bool:
+        clock = self._clock
+        assert clock is not None
+        samples = clock.sample_seconds[mark[0]:]
+        evals = clock.potential_evals - mark[1]
+        if len(samples) < MCMC_MEASURE_SAMPLES or evals <= 0:
+            return False
+        per_eval = sum(samples) / evals
+        if mark[2] == "eager" and mark[3] is None:
+            mark[3] = per_eval  # what an eager evaluation costs, the unit of the capture's cost
+        eager_per_eval = mark[3] if mark[3] is not None else per_eval * 2
+        done = len(clock.sample_seconds) - first
+        remaining = clock.potential_evals / max(done, 1) * max(clock.samples_total - done, 0)
+        pyro_net = 0.0
+        if mark[2] == "eager":  # what compiling on Pyro's JIT would net instead
+            speedup, _ = policy.speedup("potential")
+            eager = book.eager_step() or per_eval
+            pyro_net = remaining * per_eval * (1 - 1 / speedup) - eager * policy.compile_steps("potential")[0]
+        climb, why = policy.tiers.climb_potential(mark[2], per_eval, eager_per_eval, remaining, pyro_net)
+        if climb:
+            self._why = f"captured after {done} samples: {why}"
+            self._eager_per_eval = eager_per_eval
+            self._left_seconds = remaining * per_eval / PRIOR_POTENTIAL_SPEEDUP[mark[2]]
+        return climb
+
+    def _climb(self, eager: Any, params: dict[str, Any]) -> None:
+        """Capture the potential and its gradient now, from the current latent values, and install it."""
+        from ...wholestep import CannotCompile, compile_potential
+
+        assert self._patches is not None and self._clock is not None
+        recorder = self.ctx.recorder
+        self.climbed = True  # (tried once: a potential the capture cannot write stays below)
+        start = recorder.clock()
+        try:
+            compiled = compile_potential(eager, {k: v.detach() for k, v in params.items()}, backend="step")
+        except CannotCompile as exc:
+            self.climbed = False
+            self.auto = False
+            recorder.note(f"{self.target}: --auto keeps the potential below the whole step: {exc.reason}")
+            return
+        seconds = recorder.clock() - start
+        recorder.record_compile(POTENTIAL_KEY, seconds, compiled.capture_seconds,
+                                tuple(str(tuple(v.shape)) for v in params.values()))
+        self.ctx.session.whole_steps.of(self.kernel)[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY,
+                                                                                  seconds)
+        assert self.ctx.auto is not None
+        self.ctx.auto.tiers.learn_potential(compiled.capture_seconds, self._eager_per_eval)
+        install_potential(self._patches, self._clock, self.kernel, compiled)
+        self.after = f"{self.before}, potential and gradient compiled whole (step) once it paid (--auto)"
+        recorder.switch(self.key, self.target, self)
+        recorder.note(f"{self.target}: the potential and its gradient {self._why}; "
+                      f"captured in {seconds:.2f} s")
+        self.compiled_potential = compiled
+        recorder.watch_sentinel(compiled.sentinel)
+        if self.top == "inductor":
+            self._maybe_codegen(compiled)
+
+    def _maybe_codegen(self, compiled: Any) -> None:
+        """Start inductor's codegen in the background while evaluations remain (a cold one in a
+        worker process: see TierPolicy.start_codegen)."""
+        from ...wholestep.memory import graph_digest
+
+        assert self.ctx.auto is not None and self._clock is not None
+        tiers, clock = self.ctx.auto.tiers, self._clock
+        memory = tiers.memory
+        warm = memory is not None and memory.inductor_holds(
+            graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
+        if len(clock.sample_seconds) >= clock.samples_total:
+            return  # nothing left to run
+        expected = tiers.codegen_seconds(compiled.capture_seconds)
+        if not warm and not tiers.potential_codegen_now(compiled.capture_seconds, self._left_seconds):
+            # its kernels could not serve this run: hand the graph over when the run ends
+            self._codegen_after = compiled
+            self.ctx.recorder.note(
+                f"{self.target}: inductor builds the potential's kernels in a worker process when the "
+                f"run ends, for the next run: the evaluations left take about {self._left_seconds:.1f} s "
+                f"on the step backend, less than its expected {expected:.0f} s")
+            return
+        missing = compiled.build_inductor()
+        if missing is None:
+            cache = ("from inductor's disk cache" if warm
+                     else f"in a worker process, expected {expected:.0f} s")
+            self.ctx.recorder.note(f"{self.target}: inductor builds the potential's kernels in the "
+                                   f"background ({cache}); the evaluations run on the step backend "
+                                   "until they are ready")
+
+    def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
+        super().finish(clock, compile_seconds)
+        after, self._codegen_after = self._codegen_after, None
+        if after is not None and self.top == "inductor":
+            if isinstance(clock.ended_by, KeyboardInterrupt):  # Ctrl-C means stop: start nothing new
+                self.ctx.recorder.note(f"{self.target}: the run was interrupted: inductor's codegen of the "
+                                       "potential, put off until it ended, was not started")
+            else:
+                after.build_inductor(delay=AFTER_CELL_DELAY)
+        entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
+        if self.climbed and entry is not None and entry.hits:
+            entry.last_hit = time.time()
+        sentinel_said(self.ctx, self.target, self.compiled_potential)
+        compiled = self.compiled_potential
+        if compiled is not None and compiled.backend == "inductor":
+            self.ctx.recorder.note(f"{self.target}: inductor's kernels took over the potential "
+                                   f"({compiled.codegen_summary()})")
+        elif compiled is not None and compiled.compiling:
+            self.ctx.recorder.note(f"{self.target}: inductor's codegen of the potential goes on in the "
+                                   "background; its disk cache serves the next run")

@@ -1,0 +1,125 @@
+"""Pyro's JIT behind the seam: ``Jit*`` ELBOs for SVI and ELBO losses, ``jit_compile=True`` for HMC/NUTS.
+
+Its parts: :mod:`.elbos` (which ELBO has which ``Jit*`` counterpart, and its
+companions), :mod:`.routes` (how each SVI and loss runs, and falls back),
+:mod:`.calls` (every call of a compiled function: keys, compiles, hits,
+``--auto`` and the executor trials), :mod:`.traces` (every ``torch.jit.trace``),
+:mod:`.mcmc` (HMC/NUTS) and :mod:`.caches` (what it keeps compiled, for the
+inspector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ... import options as run_options
+from ...compat import jit as compat
+from ...patch import PatchSet
+from ...records.cache import CachedFunction
+from ...run import torchcheck
+from ...run.context import RunContext
+from ...run.process import PROCESS
+from ...run.recorder import MCMCPlan
+from ...run.route import MCMCRoute, Route
+from ...run.session import Session
+from . import routes
+from .caches import PyroCaches
+from .calls import KeyCalls
+from .executor import ExecutorSetting
+from .mcmc import PyroMCMCRoute, potential_builder
+from .traces import Traces
+
+
+class PyroJit:
+    """Pyro's JIT: the compiler of ``%%pyrojit`` today (``RunOptions(backend="pyro")``)."""
+
+    name = "pyro"
+    compiles = True
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._caches = PyroCaches(session)
+        self._ctx: RunContext | None = None
+        self._calls: KeyCalls | None = None
+        self._can_trace = False
+        self._adaptive = False
+
+    def install(self, ctx: RunContext, patches: PatchSet) -> None:
+        import pyro.ops.jit
+        import torch
+
+        self._ctx = ctx
+        # what this torch can do, checked here: the package admits any torch release
+        cannot_trace = torchcheck.trace_problem()
+        self._can_trace = callable(getattr(torch.jit, "trace", None)) and cannot_trace is None
+        if not self._can_trace:
+            ctx.recorder.notes.append(f"{cannot_trace}: the cell ran eager")
+            self._calls = KeyCalls(ctx, adaptive=False)
+            return
+        executor = ctx.options.executor
+        self._adaptive = executor == "adaptive"
+        note = torchcheck.executor_problem(executor, run_options.DEFAULT_EXECUTOR)
+        if note is not None:
+            self._adaptive = False
+            ctx.recorder.notes.append(note)
+        setting = ExecutorSetting(executor)
+        setting.apply()
+        patches.on_restore(setting.restore)
+        self._calls = calls = KeyCalls(ctx, self._adaptive)
+        ctx.wrap(torch.jit, "trace", Traces(ctx, calls).wrapper, patches)
+        ctx.wrap(pyro.ops.jit.CompiledFunction, "__call__", calls.wrapper, patches)
+        recorder = ctx.recorder
+        ctx.wrap(compat.potential_maker_class(), "get_potential_fn", lambda original: potential_builder(
+            original, lambda: isinstance(recorder.current, MCMCPlan), PROCESS.compiling), patches)
+
+    @staticmethod
+    def wrapped() -> list[tuple[Any, str]]:
+        import pyro.ops.jit
+        import torch
+
+        return [(torch.jit, "trace"), (pyro.ops.jit.CompiledFunction, "__call__"),
+                (compat.potential_maker_class(), "get_potential_fn")]
+
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Route:
+        assert self._ctx is not None
+        return routes.plan_svi(self._ctx, self._can_trace, svi, elbo, target, as_written)
+
+    def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Route:
+        assert self._ctx is not None
+        return routes.plan_loss(self._ctx, self._can_trace, method, elbo, model, guide, target,
+                                as_written, args)
+
+    def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
+        assert self._ctx is not None
+        return PyroMCMCRoute(self._ctx, mcmc, target, self._can_trace, self._adaptive)
+
+    def step_begins(self) -> None:
+        if self._calls is not None:
+            self._calls.auto_step = self._calls.trial_step = None
+
+    @property
+    def can_trace(self) -> bool:
+        """Whether this torch can trace (known once installed)."""
+        return self._can_trace
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the traces run under the adaptive executor (known once installed)."""
+        return self._adaptive
+
+    def step_mode(self) -> tuple[Any, str] | None:
+        """With --auto, what the step in progress did with its Pyro key: (its tally, "eager",
+        "compile" or "compiled"); None when it called no compiled function."""
+        return self._calls.auto_step if self._calls is not None else None
+
+    def step_ends(self, seconds: float | None, step: int) -> None:
+        if self._calls is not None:
+            self._calls.step_ends(seconds, step)
+
+    def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> list[CachedFunction]:
+        return self._caches.cached(namespace, objects)
+
+    def clear(self, ident: int | None = None) -> int:
+        return self._caches.clear(ident)

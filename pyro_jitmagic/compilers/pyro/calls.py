@@ -1,0 +1,375 @@
+"""Every call of one of Pyro's compiled functions while a run is active (``CompiledFunction.__call__``).
+
+Pyro's ``CompiledFunction`` keeps one trace per cache key (the number of
+positional arguments and the keyword values). Its calls come here, where:
+
+* a call with a new key is the compile: timed, recorded with its key and
+  input shapes, started from the random state of the step it replaces (Pyro
+  runs the step once eagerly to find its params, drawing random numbers), and
+  watched for a key that keeps changing (:class:`~...cache.RecompilationWarning`);
+* a key past ``--max-entries`` runs eager, uncached;
+* a call with a known key is a hit: counted, and run as Pyro runs it, less the
+  param-finding handlers a trace never needs;
+* with ``--auto`` each key runs eager until compiling it pays (the decision is
+  :class:`~...auto.AutoPolicy`'s, which knows no compiler);
+* with the adaptive executor each key runs under its own executor trial.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...compat import jit as compat
+from ...guards import Sentinel, World, outside_states
+from ...patch import PatchSet
+from ...policy.auto import LEARN_AFTER, Tally
+from ...policy.tiers import CellSteps
+from ...run import advice
+from ...run.cache_stats import EntryStats, RecompilationWarning
+from ...run.context import RunContext
+from .caches import changing_keyword, describe_key
+from .executor import ExecutorTrial, optimize_setter
+from .guarded import TraceWatch, arg_layout, pyro_route
+
+
+@dataclass
+class PendingCompile:
+    """A ``CompiledFunction`` call that is building a trace for a new key."""
+
+    key: str
+    rng_state: Any
+    outer: PendingCompile | None = None
+    start: float = 0.0
+    trace_seconds: float = 0.0
+    shapes: tuple[str, ...] = ()
+    args: tuple[Any, ...] = ()  # what the positional arguments were: shapes, or type names
+    world: World | None = None  # what the model and guide read from outside, as the trace began
+    layout: Any = None  # the positional arguments' layouts (see arg_layout)
+
+
+class _FirstCall:
+    """Stands in for a compiled function's Python function while Pyro compiles a key, to keep
+    Pyro's eager first run of it (which finds the params): its result, the random state after
+    it, and whether it created params."""
+
+    def __init__(self, fn: Callable[..., Any], store: Any, world: World | None) -> None:
+        self.fn = fn
+        self._store = store
+        self._known = set(store.keys())
+        self._world = world
+        self.result: Any = None
+        self.rng: Any = None
+        self.outside: Any = None  # numpy's and Python's random states after it
+        self.created_params = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if self.rng is not None:  # the trace's own calls
+            return self.fn(*args, **kwargs)
+        import torch
+
+        self.result = self.fn(*args, **kwargs)
+        self.rng = torch.get_rng_state()
+        self.outside = outside_states(self._world)
+        self.created_params = not self._known.issuperset(self._store.keys())
+        return self.result
+
+
+class KeyCalls:
+    """The calls of Pyro's compiled functions in one run, key by key."""
+
+    def __init__(self, ctx: RunContext, adaptive: bool) -> None:
+        self.ctx = ctx
+        self.adaptive = adaptive
+        self.pending: PendingCompile | None = None  # the compile in progress, innermost
+        # (compiled function, key) whose next call checks that its trace draws what eager draws
+        self._verify: set[tuple[int, Any]] = set()
+        # what the step in progress did: --auto's (tally, how it ran), and its key's executor trial
+        self.auto_step: tuple[Tally, str] | None = None
+        self.trial_step: tuple[ExecutorTrial, Any, Any] | None = None
+        self._run_calls: dict[int, int] = {}  # --auto: calls of each compiled function in this run
+        self.watch = TraceWatch(ctx)  # what each trace assumed, and the keys sent eager
+
+    def wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """The stand-in for ``CompiledFunction.__call__``."""
+        import pyro
+
+        calls, ctx, cache, watch = self, self.ctx, self.ctx.session.cache, self.watch
+        param: Any = pyro.param
+        set_optimize = optimize_setter()
+        fast_key, hashed_key, param_names = compat.fast_key, compat.hashed_key, compat.param_names
+
+        def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            """``CompiledFunction.__call__``: count hits; time a new key's first call as its compile."""
+            __tracebackhide__ = True
+            if not ctx.active:
+                return original(fn, *args, **kwargs)
+            # Pyro's key: the keyword values themselves when hashable, which is the fast
+            # common case; else Pyro's own hashing (lists, dicts, argparse.Namespace by value)
+            key = fast_key(args, kwargs)
+            try:
+                traced = fn.compiled.get(key)
+            except TypeError:
+                try:
+                    key = hashed_key(args, kwargs)
+                except TypeError as exc:  # no key Pyro can compile by: eager, as eager Pyro runs it
+                    watch.unkeyable(exc, kwargs)
+                    return watch.eager(fn, args, kwargs)
+                traced = fn.compiled.get(key)
+            if watch.runs_eager(fn, key) or watch.tensor_keyword(kwargs):
+                return watch.eager(fn, args, kwargs)
+            if ctx.auto is not None and not calls._auto_route(fn, key, traced):
+                return watch.eager(fn, args, kwargs)  # --auto: eager while that is cheaper
+            if traced is None:
+                return calls._compile(original, fn, key, args, kwargs)
+            if calls._verify and (id(fn), key) in calls._verify:
+                calls._verify.discard((id(fn), key))
+                return calls._verified_call(fn, key, traced, args, kwargs)
+            stats = cache.of(fn)
+            stats.recent_new.append(False)
+            stats.last_key = key
+            entry = stats.entries.get(key)
+            if entry is not None:
+                if (entry.guards is not None and not entry.guards.holds()) or (
+                        entry.layout is not None and arg_layout(args) != entry.layout):
+                    return calls._guard_failed(original, fn, key, entry, args, kwargs)
+                entry.hits += 1
+                entry.last_hit = time.time()
+                tier = entry.trial
+                if tier is not None and calls.adaptive:
+                    set_optimize(tier.optimize)
+                    calls.trial_step = (tier, fn, key)
+                if entry.sentinel is not None and entry.sentinel.due():
+                    return watch.checked_call(fn, key, traced, args, kwargs)
+            # What Pyro does on a hit, less its poutine.block/poutine.trace pair:
+            # those only look for params created by the call, and a traced
+            # function runs no Python, so they never see any.
+            try:
+                return traced(*[param(name).unconstrained() for name in param_names(fn)], *args)
+            except Exception as exc:  # TorchScript's own check of the inputs
+                calls._advise_call(exc, fn, key, args)
+                raise
+
+        return call
+
+    def _compile(self, original: Callable[..., Any], fn: Any, key: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+        """A call with a new key: Pyro's own call compiles it, started from the step's random state."""
+        __tracebackhide__ = True
+        import pyro
+        import torch
+
+        if self._past_max_entries(fn):  # Pyro's uncompiled function, uncached
+            if self.auto_step is not None:
+                self.auto_step = (self.auto_step[0], "eager")
+            return self.watch.eager(fn, args, kwargs)
+        pending = self._before_compile(fn, key, args, kwargs)
+        first = _FirstCall(fn.fn, pyro.get_param_store(), pending.world)
+        local = PatchSet()
+        risky, warned = self.ctx.capture.risky_count, self.ctx.capture.checkpoint()
+        try:
+            local.set(fn, "fn", first)
+            result = original(fn, *args, **kwargs)  # from this frame: see RunContext.wrap
+        except Exception as exc:
+            if first.rng is None or not self.watch.limit_met(exc, fn, key, args, first.rng, first.outside,
+                                                              pending.world, warned):
+                raise
+            return first.result
+        finally:
+            local.restore()
+            self._after_compile(fn, key, pending)
+        frozen = self.watch.frozen(pending.world, first.outside, risky)
+        if frozen is not None and first.rng is not None:
+            # the trace holds what eager reads afresh: the step is its eager first run, and the key
+            # runs eager from now on
+            fn.compiled.pop(key, None)
+            torch.set_rng_state(first.rng)
+            self.watch.eager_from_now(fn, key, frozen)
+            return first.result
+        if first.rng is not None and not torch.equal(torch.get_rng_state(), first.rng):
+            # The trace drew other random numbers than Pyro's eager first run of the step.
+            if first.created_params:  # their initial values drew them: eager's step is the step
+                torch.set_rng_state(first.rng)
+                self._verify.add((id(fn), key))
+                return first.result
+            if self.watch.draws_part(fn, key):  # --auto keeps eager's stream: the step is eager's
+                fn.compiled.pop(key, None)
+                torch.set_rng_state(first.rng)
+                return first.result
+        return result
+
+    def _guard_failed(self, original: Callable[..., Any], fn: Any, key: Any, entry: EntryStats,
+                      args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The world changed under a trace: trace again for the new one, unless the key keeps doing so
+        (then it runs eager for the rest of the run)."""
+        __tracebackhide__ = True
+        if self.watch.changed(fn, key, entry, args) is not None:
+            return self.watch.eager(fn, args, kwargs)
+        if self.auto_step is not None:
+            self.auto_step = (self.auto_step[0], "compile")
+        return self._compile(original, fn, key, args, kwargs)
+
+    def _advise_call(self, exc: Exception, fn: Any, key: Any, args: tuple[Any, ...]) -> None:
+        """A trace refused a call's arguments: compare them with what the trace was compiled for."""
+        entry = self.ctx.session.cache.of(fn).entries.get(key)
+        text = advice.advise_call(exc, args, entry.args if entry is not None else ())
+        if text is not None:
+            advice.attach(exc, text)
+            advice.at_users_line(exc)
+            self.ctx.recorder.advice = text
+
+    # -- --auto and the executor trials, step by step -------------------------------
+    def _auto_route(self, fn: Any, key: Any, traced: Any) -> bool:
+        """--auto: whether this call of ``key`` runs compiled (True) or eager, noted for the step."""
+        policy, tallies = self.ctx.auto, self.ctx.recorder.tallies
+        assert policy is not None
+        tally = tallies.get((id(fn), key))
+        if tally is None:
+            owner = self.ctx.recorder.target("(outside SVI and MCMC)")
+            book = policy.book(fn, key, "svi", owner, describe_key(key))
+            if traced is not None and book.state == "eager":  # compiled in an earlier, plain cell
+                book.state = "compiled"
+            tally = tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
+        book = tally.book
+        book.function.calls += 1
+        done = self._run_calls.get(id(fn), 0)
+        self._run_calls[id(fn)] = done + 1
+        if traced is not None:
+            self.auto_step = (tally, "compiled")
+            return True
+        if policy.decide_svi(book, book.function.calls, self._cell_left(book.owner, tally, done)):
+            book.state = "compiled"
+            self.auto_step = (tally, "compile")
+            return True
+        book.state = "eager"  # (also when its traces were cleared: it earns them again)
+        self.auto_step = (tally, "eager")
+        return False
+
+    def _cell_left(self, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
+        """(steps this key is expected to take in the rest of the cell, the cell's total) when
+        the cell's loops say how many steps its SVI takes (:mod:`...loops`): the share of the
+        steps left that this key has had of the run's so far."""
+        total = self.ctx.step_counts.get(owner)
+        if not total:
+            return None
+        return CellSteps(total, done).left_for(tally.eager_steps + tally.compiled_steps), total
+
+    def step_ends(self, seconds: float | None, step: int) -> None:
+        """After a step: its time goes to its key's --auto tally and executor trial."""
+        if seconds is None:  # it failed: what --auto noted of it does not count
+            self.auto_step = None
+            return
+        if self.auto_step is not None:
+            tally, mode = self.auto_step
+            self.auto_step = None
+            tally.add(mode, seconds, step)
+            if mode == "compiled" and tally.book.compiled_calls == LEARN_AFTER:
+                assert self.ctx.auto is not None
+                self.ctx.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
+        if self.trial_step is not None:
+            tier, fn, key = self.trial_step
+            self.trial_step = None
+            if tier.after_step(seconds, step):
+                self.ctx.recorder.executor_trials[id(tier)] = tier
+                if tier.drop:  # its optimised trace was slower: the next call compiles it again, no-opt
+                    tier.drop = False
+                    fn.compiled.pop(key, None)
+
+    # -- compiling a key -------------------------------------------------------------
+    def _past_max_entries(self, fn: Any) -> bool:
+        """A call with a new key: True when ``fn`` holds --max-entries traces already (it runs eager)."""
+        max_entries = self.ctx.options.max_entries
+        if max_entries is None or len(fn.compiled) < max_entries:
+            return False
+        stats = self.ctx.session.cache.of(fn)
+        stats.recent_new.append(True)
+        stats.eager_past_cap += 1
+        self.ctx.recorder.past_cap[id(fn)] = (self.ctx.recorder.target(), stats)
+        return True
+
+    def _verified_call(self, fn: Any, key: Any, traced: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        """A key whose first step drew random initial values: is its compiled step's draw eager's?
+
+        Its step runs eagerly first (only to count the random numbers it draws), then compiled
+        from the same random state, as every later step will.
+        """
+        import pyro
+        import torch
+
+        param: Any = pyro.param
+        start = torch.get_rng_state()
+        eager_result = fn.fn(*args, **kwargs)
+        eager = torch.get_rng_state()
+        torch.set_rng_state(start)
+        result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
+        if not torch.equal(torch.get_rng_state(), eager) and self.watch.draws_part(fn, key):
+            fn.compiled.pop(key, None)
+            torch.set_rng_state(eager)
+            return eager_result
+        return result
+
+    def _before_compile(self, fn: Any, key: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> PendingCompile:
+        """A call with a new key is about to compile."""
+        import torch
+
+        stats = self.ctx.session.cache.of(fn)
+        stats.recent_new.append(True)
+        if stats.keeps_recompiling(len(fn.compiled) + 1):
+            self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
+        stats.last_key = key
+        if self.adaptive:  # a new trace starts no-opt, whatever the last key ran under
+            optimize_setter()(False)
+        pending = PendingCompile(describe_key(key), torch.get_rng_state(), outer=self.pending,
+                                 args=advice.describe_args(args), world=self.watch.world(),
+                                 layout=arg_layout(args))
+        self._mark_start(pending.rng_state)
+        self.pending = pending
+        pending.start = self.ctx.recorder.clock()
+        return pending
+
+    def _mark_start(self, rng: Any) -> None:
+        """A key of the step in progress starts compiling: keep what to go back to, should it meet
+        a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
+        work), until a compile of its succeeds."""
+        route = pyro_route(self.ctx.recorder.current)
+        if route is not None and route.start is None and not route.compiled_once:
+            import pyro
+
+            route.start = (rng, set(pyro.get_param_store().keys()), self.ctx.capture.checkpoint())
+
+    def _after_compile(self, fn: Any, key: Any, pending: PendingCompile) -> None:
+        recorder, cache = self.ctx.recorder, self.ctx.session.cache
+        seconds = recorder.clock() - pending.start
+        self.pending = pending.outer
+        # Pyro's first call for a key runs the function eagerly to find its
+        # params, traces it, then runs the trace (when the executor optimises
+        # it): all of it is the price of compiling.
+        if key in fn.compiled:
+            recorder.record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
+            route = pyro_route(recorder.current)
+            if route is not None:
+                route.start, route.compiled_once = None, True
+            cache.hit(fn, key, compile_seconds=seconds)
+            entry = cache.of(fn).entries[key]
+            entry.args = pending.args
+            entry.guards, entry.sentinel = self.watch.guards(pending.world), Sentinel()
+            entry.layout = pending.layout
+            if self.adaptive and entry.trial is None:
+                entry.trial = ExecutorTrial(recorder.target(), pending.key, seconds)
+
+    def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
+        stats.warned = True
+        owner = self.ctx.recorder.target("a compiled function")
+        new = sum(stats.recent_new)
+        message = (f"{owner}: {entries} traces compiled, a new one on {new} of the last "
+                   f"{len(stats.recent_new)} calls; {changing_keyword(stats.last_key, key, kwargs)}")
+        self.ctx.recorder.notes.append(message)
+        warnings.warn(message, RecompilationWarning, stacklevel=2)
+
+

@@ -1,0 +1,76 @@
+"""The whole step behind the seam: an SVI step (loss, gradients, optimizer update) or an HMC/NUTS
+potential and its gradient, compiled as one graph by :mod:`pyro_jitmagic.wholestep`.
+
+``--backend step`` runs the captured graph with TorchScript (cheap to build, no C++
+toolchain); ``--backend inductor`` compiles it into C++ kernels (without a C++
+compiler it runs ``step`` and says so). What the whole step cannot capture runs on
+Pyro's JIT (:class:`~..pyro_jit.PyroJit`, installed beside it), with the reason in
+the report: ELBO losses the cell calls itself, an ELBO or optimizer the capture does
+not write, a value read in the model, Pyro's own limits.
+
+Its parts: :mod:`.routes` (each SVI's steps), :mod:`.mcmc` (HMC/NUTS) and
+:mod:`.caches` (what it keeps compiled, for the inspector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ...patch import PatchSet
+from ...records.cache import CachedFunction
+from ...run.context import RunContext
+from ...run.route import MCMCRoute, Route
+from ...run.session import Session
+from ..pyro import PyroJit
+from .caches import whole_step_caches
+from .mcmc import WholeMCMCRoute
+from .routes import WholeStepRoute
+
+
+class WholeStep:
+    """The whole-step compiler (``RunOptions(backend="step")`` or ``"inductor"``)."""
+
+    compiles = True
+
+    def __init__(self, session: Session, backend: str = "step") -> None:
+        self.name = backend
+        self.session = session
+        self._pyro = PyroJit(session)  # for what the whole step cannot capture
+        self._ctx: RunContext | None = None
+
+    def install(self, ctx: RunContext, patches: PatchSet) -> None:
+        self._ctx = ctx
+        self._pyro.install(ctx, patches)
+
+    @staticmethod
+    def wrapped() -> list[tuple[Any, str]]:
+        return PyroJit.wrapped()
+
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Route:
+        assert self._ctx is not None
+        return WholeStepRoute.plan(self._ctx, self._pyro, self.name, svi, elbo, target, as_written)
+
+    def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Route:
+        route = self._pyro.plan_loss(method, elbo, model, guide, target, as_written, args)
+        if route.compiled:
+            route.note = (f"{target}: ran on Pyro's JIT: --backend {self.name} compiles whole SVI steps, "
+                          f"and this loss is called directly")
+        return route
+
+    def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
+        assert self._ctx is not None
+        return WholeMCMCRoute.plan(self._ctx, self._pyro, self.name, mcmc, target)
+
+    def step_begins(self) -> None:
+        self._pyro.step_begins()
+
+    def step_ends(self, seconds: float | None, step: int) -> None:
+        self._pyro.step_ends(seconds, step)
+
+    def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> list[CachedFunction]:
+        return whole_step_caches(self.session, namespace, objects)
+
+    def clear(self, ident: int | None = None) -> int:
+        return self.session.whole_steps.clear(ident)

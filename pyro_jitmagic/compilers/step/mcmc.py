@@ -1,0 +1,144 @@
+"""HMC/NUTS under the whole-step compiler: the potential and its gradient as one compiled graph.
+
+Pyro's JIT traces the potential; its gradient then runs through autograd op by
+op on every leapfrog step. Here, once the kernel's ``setup`` has built the run's
+potential (and found its initial values, eagerly), the potential *and its
+gradient* are captured together and compiled, and HMC/NUTS take both from the
+graph (``potential_grad``, for this kernel's potential only) for the rest of the
+run. The potential closes over the run's data, so each run compiles its own
+graph (inductor's on-disk cache makes a repeat cheap). A potential the capture
+cannot write runs on Pyro's JIT, with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ...compat import jit as compat
+from ...run import torchcheck
+from ...run.route import MCMCRoute
+from ...run.whole_steps import WholeStepEntry
+from ..pyro import PyroJit
+from ..pyro.mcmc import potential_maker
+
+if TYPE_CHECKING:
+    from ...patch import PatchSet
+    from ...run.context import RunContext
+    from ...run.mcmc import MCMCClock
+
+POTENTIAL_KEY = "potential and gradient"
+
+
+class WholeMCMCRoute(MCMCRoute):
+    """An ``MCMC.run`` whose potential and gradient run as one compiled graph after setup."""
+
+    @classmethod
+    def plan(cls, ctx: RunContext, pyro: PyroJit, backend: str, mcmc: Any, target: str) -> MCMCRoute:
+        """The route of this run: the whole potential, or Pyro's JIT where the whole step cannot go."""
+        from pyro.infer.mcmc import HMC
+
+        kernel = mcmc.kernel
+        if isinstance(kernel, HMC) and compat.runs_chains_in_workers(mcmc):
+            why = "chains run in worker processes"
+        elif not isinstance(kernel, HMC):
+            why = f"{type(kernel).__name__} is not HMC or NUTS"
+        else:
+            return cls(ctx, pyro, backend, mcmc, target)
+        route = pyro.plan_mcmc(mcmc, target)
+        route.reason = f"the whole step cannot be compiled ({why}): " + (
+            "ran on Pyro's JIT" if route.compiled else f"ran eager ({route.reason})")
+        return route
+
+    def __init__(self, ctx: RunContext, pyro: PyroJit, backend: str, mcmc: Any, target: str) -> None:
+        kernel = mcmc.kernel
+        name = type(kernel).__name__
+        super().__init__(before=name, after=f"{name}, potential and gradient compiled whole ({backend})",
+                         compiled=True, runner=kernel)
+        self.ctx, self.pyro, self.backend, self.kernel, self.target = ctx, pyro, backend, kernel, target
+        self.key = id(mcmc)  # what the run's record of switches knows it by
+        self.compiled_potential: Any = None
+        self._patches: PatchSet | None = None
+        self._clock: MCMCClock | None = None
+
+    def prepare(self, patches: PatchSet, clock: MCMCClock) -> None:
+        self._patches, self._clock = patches, clock
+        clock.wrap_potential = self._after_setup
+
+    def _after_setup(self, potential: Any) -> Any:
+        """The kernel's setup built ``potential`` and its initial values: compile the two as one."""
+        from ...wholestep import CannotCompile, compile_potential
+
+        recorder, kernel = self.ctx.recorder, self.kernel
+        recorder.compiling()
+        start = recorder.clock()
+        try:
+            compiled = compile_potential(kernel, kernel.initial_params, backend=self.backend)  # type: ignore[arg-type]
+        except CannotCompile as exc:
+            return self._fall_back(potential, exc.reason)
+        seconds = recorder.clock() - start
+        shapes = tuple(str(tuple(v.shape)) for v in kernel.initial_params.values())
+        recorder.record_compile(POTENTIAL_KEY, seconds, compiled.capture_seconds, shapes)
+        if compiled.fallback:
+            recorder.note(f"{self.target}: {compiled.fallback}")
+        self.compiled_potential = compiled
+        recorder.watch_sentinel(compiled.sentinel)
+        entries = self.ctx.session.whole_steps.of(kernel)
+        entries[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY, seconds)
+        self._install(compiled)
+        return potential
+
+    def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
+        entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
+        if entry is not None and entry.compiled is self.compiled_potential and entry.hits:
+            entry.last_hit = time.time()
+        sentinel_said(self.ctx, self.target, self.compiled_potential)
+
+    def _install(self, compiled: Any) -> None:
+        assert self._patches is not None and self._clock is not None
+        install_potential(self._patches, self._clock, self.kernel, compiled)
+
+    def _fall_back(self, potential: Any, why: str) -> Any:
+        """The capture stopped: this run's potential runs on Pyro's JIT (as written when Pyro cannot)."""
+        maker = potential_maker(potential)
+        ran = "ran eager (Pyro's JIT compiles only the potentials it builds from a model)"
+        if maker is not None and torchcheck.trace_problem() is None:
+            skip_warnings, jit_options = compat.jit_settings(self.kernel)
+            potential = maker.get_potential_fn(jit_compile=True, skip_jit_warnings=skip_warnings,
+                                               jit_options=jit_options)
+            ran = "ran on Pyro's JIT"
+        self.after, self.reason = (f"{self.before}(jit_compile=True)" if maker is not None else self.before,
+                                   f"the whole step cannot be compiled ({why}): {ran}")
+        self.compiled = ran == "ran on Pyro's JIT"
+        if not self.compiled:
+            self.after = self.before
+        self.ctx.recorder.switch(self.key, self.target, self)
+        return potential
+
+
+def sentinel_said(ctx: RunContext, target: str, compiled: Any) -> None:
+    """After a run: what the sentinel found, when it found the compiled potential wrong."""
+    finding = getattr(compiled, "finding", None)
+    if finding is None:
+        return
+    ctx.recorder.sentinel_findings += 1
+    ctx.recorder.guard(target, f"potential and gradient: ran eager from compiled evaluation {finding.call}: "
+                               f"the sentinel found the compiled potential wrong: {finding}")
+
+
+def install_potential(patches: PatchSet, clock: MCMCClock, kernel: Any, compiled: Any) -> None:
+    """HMC/NUTS take this kernel's potential and gradient from ``compiled`` until ``patches`` are
+    restored; any other potential still goes through Pyro's ``potential_grad``. Each graph
+    evaluation is counted."""
+    from ...compat.capture import potential_grad_owners
+
+    eager_grad = potential_grad_owners()[0].potential_grad
+
+    def potential_grad(potential_fn: Any, z: Any) -> Any:
+        if potential_fn is getattr(kernel, "potential_fn", None):
+            clock.potential_evals += 1
+            return compiled(z)
+        return eager_grad(potential_fn, z)
+
+    for module in potential_grad_owners():
+        patches.set(module, "potential_grad", potential_grad)

@@ -1,0 +1,342 @@
+"""How each SVI's steps run under the whole-step compiler: compiled graphs per call signature, each
+used only while the world it was captured in holds.
+
+An SVI's first step runs eagerly when Pyro still creates something on it (an
+AutoGuide's prototype, a guessed ``max_plate_nesting``, the torch optimizers
+and their state): that step is exactly eager's, and the capture needs what it
+made. The next step captures the whole step and compiles it; every later call
+with the same signature runs the graph, which writes the new params and
+optimizer state into the very tensors the user holds.
+
+A call the graph declines (:class:`~pyro_jitmagic.wholestep.step.Declined`) runs
+as eager Pyro runs it, on the user's own ELBO: never on a lower compiled tier,
+which would have frozen the same value. A guard that failed compiles the
+signature again for the new world (the report says what changed); a signature
+that keeps compiling again, or that the sentinel found wrong, or that reads what
+no graph can hold, runs eager for the rest of the run. A call made under
+``torch.no_grad()`` or a Pyro handler runs eager too. An SVI the whole step
+cannot capture runs on Pyro's JIT from then on (or eager, where Pyro cannot
+compile it either), and the report says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from ...guards import CallSite, Change
+from ...run.context import RunContext
+from ...run.naming import label
+from ...run.recorder import StepPlan
+from ...run.route import Route
+from ...run.whole_steps import WholeStepEntry
+from ...wholestep.step import step_key
+from ..eager import eager_step
+from ..pyro import PyroJit
+from ..pyro.caches import describe_key
+from ..pyro.routes import PyroRoute
+from .signatures import SignatureRun
+
+__all__ = ["WholeStepRoute", "said"]
+
+#: Compiled steps a signature may hold when ``--max-entries`` does not say.
+MAX_ENTRIES = 8
+
+
+def said(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """A signature in words, and the shapes of its tensor arguments."""
+    import torch
+
+    key = describe_key((len(args), tuple(sorted(kwargs.items()))))
+    shapes = tuple(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+    return key, shapes
+
+
+@dataclass
+class WholeStepRoute(Route):
+    """An SVI whose steps run as compiled whole steps, until it cannot; then on its fallback."""
+
+    ctx: RunContext | None = None
+    pyro: PyroJit | None = None
+    backend: str = "step"
+    svi: Any = None
+    elbo: Any = None
+    target: str = ""
+    as_written: Callable[..., Any] | None = None
+    fallback: Route | None = None
+    why: str = ""  # what stopped the capture, once it did
+    entries: dict[Any, WholeStepEntry] = field(default_factory=dict)
+    waiting: WholeStepEntry | None = None  # the entry whose inductor codegen runs in the background
+    signatures: dict[Any, SignatureRun] = field(default_factory=dict)
+    call_site: CallSite | None = None
+    compiled_after: str = ""  # what ``after`` says while a step runs compiled
+    fallback_started: bool = False  # the fallback has made its first step
+
+    @classmethod
+    def plan(cls, ctx: RunContext, pyro: PyroJit, backend: str, svi: Any, elbo: Any, target: str,
+             as_written: Callable[..., Any]) -> Route:
+        """The route of ``svi``: whole steps, or Pyro's JIT when the capture cannot write its step."""
+        from ...wholestep import CannotCompile
+        from ...wholestep.capture import check_svi
+
+        name = type(elbo).__name__ if elbo is not None else label(svi.loss)
+        try:
+            check_svi(svi)
+        except CannotCompile as exc:
+            route = pyro.plan_svi(svi, elbo, target, as_written)
+            route.reason = _fallback_reason(exc.reason, route)
+            return route
+        route = cls(before=name, after=f"{name}, whole step ({backend})", compiled=True, call=as_written,
+                    ctx=ctx, pyro=pyro, backend=backend, svi=svi, elbo=elbo, target=target,
+                    as_written=as_written, entries=ctx.session.whole_steps.of(svi), call_site=CallSite())
+        route.call = route.step
+        route.runner, route.compiled_after = svi, route.after
+        # an earlier cell's inductor codegen may still run in the background
+        route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
+        return route
+
+    # -- one step ---------------------------------------------------------------------
+    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
+        """One ``svi.step(*args, **kwargs)``, compiled whole when it can be."""
+        __tracebackhide__ = True
+        if self.fallback is not None:
+            return self.on_fallback(svi, args, kwargs)
+        assert self.call_site is not None
+        problem = self.call_site.problem()
+        if problem is not None:
+            return self.eager_call(svi, args, kwargs, problem)
+        run = self.signature_run(step_key(args, kwargs), args, kwargs)
+        if run.eager_why:
+            return self.eager(svi, args, kwargs)
+        entry, result = run.serve(args, kwargs)
+        if type(result) is float:
+            if self.waiting is entry:
+                self._announce(entry)  # type: ignore[arg-type]
+            return result
+        return self.declined(svi, run, result, args, kwargs)
+
+    def signature_run(self, sig: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      base: Any = None) -> SignatureRun:
+        run = self.signatures.get(sig)
+        if run is None:
+            run = self.signatures[sig] = SignatureRun.of(self.entries, base or (self.backend, sig),
+                                                         said(args, kwargs)[0])
+            self._watch(run.entries)
+        return run
+
+    def declined(self, svi: Any, run: SignatureRun, result: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+        """No compiled step of the signature ran this call: run it eager, or compile again."""
+        if result is not None and result.finding is not None:
+            assert self.ctx is not None
+            self.ctx.recorder.sentinel_findings += 1
+            self.run_eager(run, f"the sentinel found its compiled step wrong: {result.why}")
+            return self.eager(svi, args, kwargs)
+        if result is not None and result.transient:
+            return self.eager(svi, args, kwargs)
+        changes = list(result.changes) if result is not None else []
+        if result is not None and result.stale:
+            changes = [Change("the SVI", "as compiled", result.why)]
+        entry = self._compile_again(svi, run, changes, args, kwargs) if run.entries or result else \
+            self.compile(svi, run, args, kwargs)
+        if entry is None:
+            if self.fallback is not None:
+                return self.on_fallback(svi, args, kwargs)
+            return self.eager(svi, args, kwargs)  # Pyro creates what the capture needs, or eager
+        return self.serve_new(svi, run, entry, args, kwargs)
+
+    def serve_new(self, svi: Any, run: SignatureRun, entry: WholeStepEntry, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+        """The first call of a new compiled step."""
+        result = entry.compiled.run(*args, **kwargs)
+        if type(result) is float:
+            return result
+        return self.declined(svi, run, result, args, kwargs)
+
+    def _compile_again(self, svi: Any, run: SignatureRun, changes: list[Change], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> WholeStepEntry | None:
+        """The world changed under every compiled step of the signature: compile another, unless the
+        signature keeps doing so or holds as many as it may."""
+        assert self.ctx is not None
+        storm = run.recompiles.add(changes) if changes else None
+        limit = self.ctx.options.max_entries or MAX_ENTRIES
+        if storm is not None:
+            self.run_eager(run, f"it kept compiling again: {storm}")
+            return None
+        if len(run.entries) >= limit:
+            self.run_eager(run, f"it holds {limit} compiled steps already (--max-entries), and "
+                                f"{'; '.join(map(str, changes))}")
+            return None
+        entry = self.compile(svi, run, args, kwargs)
+        if entry is not None and changes:
+            self.ctx.recorder.guard(self.target, f"{run.described}: compiled again at step "
+                                    f"{self.step_number()}: " + "; ".join(map(str, changes)))
+        return entry
+
+    def run_eager(self, run: SignatureRun, why: str) -> None:
+        """The rest of this run, the signature runs eager; the report says why, once (and, while no
+        signature of the SVI runs compiled, in its switch line)."""
+        assert self.ctx is not None
+        run.eager_why = why
+        self.ctx.recorder.guard(self.target, f"{run.described}: ran eager from step {self.step_number()}: "
+                                             f"{why}")
+        if self.compiled and not any(r.entries and not r.eager_why for r in self.signatures.values()):
+            self.compiled, self.after, self.reason = False, self.before, f"ran eager: {why}"
+            self.ctx.recorder.switch(id(self.svi), self.target, self)
+
+    def step_number(self) -> int:
+        """The step in progress, counted from the run's first step of this SVI."""
+        assert self.ctx is not None
+        plan = self.ctx.recorder.current
+        return len(plan.raw) + 1 if isinstance(plan, StepPlan) else 0
+
+    # -- eager, as eager Pyro runs it ----------------------------------------------------------
+    def eager_call(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str) -> Any:
+        """A call made under a state no graph holds (grad mode, a handler): eager, said once."""
+        assert self.ctx is not None
+        self.ctx.recorder.guard(self.target, f"steps ran eager while {problem} (the first at step "
+                                             f"{self.step_number()})")
+        return self.eager(svi, args, kwargs)
+
+    def eager(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One step as eager Pyro runs it, on the user's own ELBO (see :func:`~..eager.eager_step`);
+        the compiled steps then know that eager's ``zero_grads`` left no gradient waiting."""
+        __tracebackhide__ = True
+        assert self.as_written is not None
+        result = eager_step(self.as_written, svi, self.elbo, args, kwargs)
+        for entry in self.entries.values():
+            entry.compiled.eager_ran()
+        return result
+
+    # -- compiling ---------------------------------------------------------------------------
+    def compile(self, svi: Any, run: SignatureRun, args: tuple[Any, ...], kwargs: dict[str, Any],
+                backend: str | None = None) -> WholeStepEntry | None:
+        """Capture and compile the step for this signature and world; None when it cannot now (its
+        first eager step; an SVI the capture cannot write: :attr:`fallback` set; a read no graph
+        can hold: the signature runs eager)."""
+        from ...wholestep import CannotCompile, NeedsEagerStep, Unguardable, compile_svi_step
+
+        assert self.ctx is not None
+        recorder = self.ctx.recorder
+        recorder.compiling()
+        start = recorder.clock()
+        try:
+            # inductor's codegen (seconds to minutes) runs on a thread while the steps run on
+            # TorchScript: the cell never waits for it, and Ctrl-C stops the cell at once
+            backend = backend or self.backend
+            compiled = compile_svi_step(svi, args, kwargs, backend=backend,  # type: ignore[arg-type]
+                                        background=backend == "inductor", elbo=self.elbo,
+                                        locate=self.ctx.capture.name_location)
+        except NeedsEagerStep:
+            return None
+        except Unguardable as exc:
+            self.run_eager(run, exc.reason)
+            return None
+        except CannotCompile as exc:
+            self.fall_back(svi, exc.reason)
+            return None
+        seconds = recorder.clock() - start
+        described, shapes = said(args, kwargs)
+        recorder.record_compile(described, seconds, compiled.capture_seconds, shapes)
+        if compiled.fallback:
+            recorder.note(f"{self.target}: {compiled.fallback}")
+        for read in compiled.value_reads:
+            if read.origin == "user":
+                recorder.note(f"{self.target}: the whole step checks {read.what} at {read.where} on every "
+                              "step; a step where that value differs from the compiled one runs eagerly")
+        entry = WholeStepEntry(compiled, described, seconds)
+        run.add(entry)
+        self._watch([entry])
+        if not self.compiled and self.fallback is None:  # it ran eager so far: now a step runs compiled
+            self.compiled, self.after, self.reason = True, self.compiled_after, ""
+            recorder.switch(id(svi), self.target, self)
+        if compiled.compiling:
+            self.waiting, entry.unannounced = entry, True
+            recorder.note(f"{self.target}: inductor compiles in the background; until its kernels are "
+                          + ("loaded from its disk cache the steps run the captured graph as it is (no "
+                             "TorchScript to build for them)" if compiled.as_captured
+                             else "ready the steps run on the step backend"))
+        return entry
+
+    def _watch(self, entries: list[WholeStepEntry]) -> None:
+        """Count what these compiled steps' sentinels check from now on, in this run's report."""
+        assert self.ctx is not None
+        for entry in entries:
+            self.ctx.recorder.watch_sentinel(entry.compiled.sentinel)
+
+    def _announce(self, entry: WholeStepEntry) -> None:
+        """A step while inductor compiles in the background: say when its kernels take over."""
+        compiled = entry.compiled
+        if compiled.compiling:
+            return
+        self.waiting, entry.unannounced = None, False
+        assert self.ctx is not None
+        if compiled.backend == "inductor":
+            self.ctx.recorder.note(
+                f"{self.target}: inductor's kernels took over after {compiled.steps} compiled steps "
+                f"({compiled.codegen_summary()})")
+        elif compiled.fallback:
+            self.ctx.recorder.note(f"{self.target}: {compiled.fallback}")
+
+    def fall_back(self, svi: Any, why: str) -> None:
+        """The capture stopped: Pyro's JIT runs this SVI from now on (this step included)."""
+        assert self.ctx is not None and self.pyro is not None and self.as_written is not None
+        fallback = self.pyro.plan_svi(svi, self.elbo, self.target, self.as_written)
+        fallback.reason = _fallback_reason(why, fallback)
+        if isinstance(fallback, PyroRoute):  # should Pyro's JIT give up too, both reasons are said
+            fallback.explain = partial(_eager_reason, why)
+        self.fallback, self.why = fallback, why
+        self._mirror(fallback)
+        plan = self.ctx.recorder.current
+        if isinstance(plan, StepPlan) and plan.route is self:
+            # from now on the step is Pyro's route's: its compiles mark where to go back to, and
+            # a limit of Pyro's JIT met on them falls back to eager as it does without --backend
+            plan.route = fallback
+        self.ctx.recorder.switch(id(svi), self.target, fallback)
+
+    def on_fallback(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A step on the fallback route, which does after its first step what a route does after the
+        run's first (Pyro's JIT repairs its JitTraceMeanField_ELBO companion, which would trace on every
+        step): the capture stopped on a later step than the first."""
+        __tracebackhide__ = True
+        assert self.fallback is not None and self.ctx is not None
+        result = self.fallback.call(svi, *args, **kwargs)
+        if not self.fallback_started:
+            self.fallback_started = True
+            note = self.fallback.first_done()
+            if note is not None:
+                self.ctx.recorder.note(note)
+        return result
+
+    def _mirror(self, fallback: Route) -> None:
+        """Show and run as ``fallback`` does (the step in progress still holds this route)."""
+        self.after, self.compiled, self.reason = fallback.after, fallback.compiled, fallback.reason
+        self.runner, self.call = fallback.runner, fallback.call
+
+    def recover(self, exc: BaseException) -> bool:
+        if self.fallback is None or not self.fallback.recover(exc):
+            return False
+        # Pyro's JIT met one of its limits too: the SVI runs eager from now on
+        self.fallback.reason = _fallback_reason(self.why, self.fallback)
+        self._mirror(self.fallback)
+        return True
+
+    def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        return self.fallback.advice(exc, args, kwargs) if self.fallback is not None else None
+
+    def first_done(self) -> str | None:
+        if self.fallback is None:
+            return None
+        self.fallback_started = True
+        return self.fallback.first_done()
+
+
+def _eager_reason(why: str, eager_why: str) -> str:
+    return f"the whole step cannot be compiled ({why}): ran eager ({eager_why})"
+
+
+def _fallback_reason(why: str, route: Route) -> str:
+    ran = "ran on Pyro's JIT" if route.compiled else f"ran eager ({route.reason})"
+    return f"the whole step cannot be compiled ({why}): {ran}"

@@ -1,0 +1,89 @@
+"""One SVI step, or one ELBO loss call the cell makes itself, by its route: timed and recorded.
+
+What :mod:`.svi` and :mod:`.direct` share: the eager warm-up before a compiled
+route's first step, and :func:`timed`, which runs each step by its route,
+records its time and loss, runs it again eager when a compiled step meets a
+limit of its compiler, and gives a failure one line of advice.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from . import advice, warmup
+from .context import RunContext
+from .recorder import StepPlan
+
+if TYPE_CHECKING:
+    from .route import Route
+
+
+def warm(ctx: RunContext, plan: StepPlan, model: Any, guide: Any, args: tuple[Any, ...],
+         kwargs: dict[str, Any]) -> None:
+    """The eager warm-up before a compiled route's first step (unless ``--no-warmup``)."""
+    if plan.route.compiled and plan.route.warm is not None and ctx.options.warmup:
+        ctx.recorder.warmups.extend(warmup.warm_up(plan.target, plan.route.warm, model, guide, args, kwargs))
+
+
+def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """One step of an SVI, or one direct call of a loss, by its route: timed and recorded."""
+    __tracebackhide__ = True
+    recorder, compiler, route = ctx.recorder, ctx.compiler, plan.route
+    assert compiler is not None
+    outer, recorder.current = recorder.current, plan
+    plan.compile_seconds = 0.0
+    compiler.step_begins()
+    start = recorder.clock()
+    try:
+        result = route.call(*plan.head, *args, **kwargs)
+    except BaseException as exc:
+        compiler.step_ends(None, len(plan.raw))
+        if not (route.compiled and route.recover(exc)):
+            if route.compiled:
+                _advise(ctx, route, exc, args, kwargs)
+            if advice.ends_at_users_line(exc):
+                raise exc.with_traceback(None) from exc.__cause__
+            raise
+        recorder.switch(plan.key, plan.target, route)
+        result = route.call(*plan.head, *args, **kwargs)  # the same step, eager
+    finally:
+        recorder.current = outer
+    if recorder.cuda_initialized():
+        # a step returns once its kernels are queued; wait for them, so
+        # the wall time is the GPU's time and not the launch time
+        recorder.synchronize()
+    end = recorder.clock()
+    plan.raw.append((end - start, result if type(result) is float else loss_value(result),
+                     plan.compile_seconds))
+    compiler.step_ends(end - start, len(plan.raw))
+    recorder.step_done(plan, end)
+    if len(plan.raw) == 1:
+        note = route.first_done()
+        if note is not None:
+            recorder.notes.append(note)
+    return result
+
+
+def _advise(ctx: RunContext, route: Route, exc: BaseException, args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> None:
+    if isinstance(exc, advice.JitMagicError) or advice.advised(exc):
+        return  # raised or advised by us already: says what to do
+    text = route.advice(exc, args, kwargs)
+    if text is not None:
+        advice.attach(exc, text)
+        ctx.recorder.advice = text
+
+
+def loss_value(result: Any) -> float:
+    """A call's loss as a float for the record (a tensor's value; nan when it has none)."""
+    if isinstance(result, float):
+        return result
+    detach = getattr(result, "detach", None)
+    if detach is not None:  # a tensor: its value, without its graph
+        value = detach()
+        return value.item() if value.numel() == 1 else math.nan
+    try:
+        return float(result)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,220 @@
+"""Every private Pyro and torch name the package uses is where it was checked: one test each.
+
+When an upgrade of Pyro or torch moves one, its test fails naming it, and
+``pyro_jitmagic/compat/`` is the one folder to change. Then what compat's
+functions rebuild by hand (Pyro's cache key, the capture's fake values, the C++
+compiler search) is checked against the libraries' own.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import models
+import pyro
+import pyro.infer.mcmc.util
+import pyro.ops.jit
+import pytest
+import torch
+from pyro import infer
+from pyro.infer.autoguide import AutoNormal
+from pyro.infer.mcmc import HMC, NUTS
+from pyro.optim import Adam
+
+import pyro_jitmagic.compat as private
+from pyro_jitmagic.compat import capture
+from pyro_jitmagic.compat import jit as compat
+
+
+def _quietly(fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the JIT's warnings, traced by hand
+            return fn(*args, **kwargs)
+
+    return run
+
+
+@_quietly
+def _stepped(elbo_class, model=models.gaussian, guide=models.gaussian_guide, data=None):
+    """A Jit* ELBO after one SVI step: it holds its compiled function."""
+    elbo = elbo_class()
+    infer.SVI(model, guide, Adam({"lr": 0.01}), elbo).step(models.data() if data is None else data)
+    return elbo
+
+
+@_quietly
+def _nuts_setup(jit_compile=True):
+    """A NUTS kernel after its setup, and the names of the functions torch traced meanwhile."""
+    traced, trace = [], torch.jit.trace
+
+    def watched(fn, *args, **kwargs):
+        traced.append(getattr(fn, "__name__", ""))
+        return trace(fn, *args, **kwargs)
+
+    kernel = NUTS(models.gaussian, jit_compile=jit_compile, ignore_jit_warnings=True)
+    torch.jit.trace = watched
+    try:
+        kernel.setup(0, models.data())
+    finally:
+        torch.jit.trace = trace
+    return kernel, traced
+
+
+def _optimizer():
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def _baseline_params():
+    pyro.clear_param_store()
+    elbo = infer.TraceGraph_ELBO()
+    svi = infer.SVI(models.coin_model, models.coin_guide, Adam({"lr": 0.01}), elbo)
+    svi.step(models.COINS)
+    return list(pyro.get_param_store().keys())
+
+
+# (what it belongs to, name) -> what should hold it (a truthy check where it is a value)
+CHECKS = {
+    ("pyro.ops.jit", "_hashable_args_kwargs"): lambda: pyro.ops.jit,
+    ("pyro.ops.jit.CompiledFunction", "_param_names"):
+        lambda: compat.compiled_function(_stepped(infer.JitTrace_ELBO)),
+    ("pyro.infer.Jit*_ELBO", "_loss_and_surrogate_loss"): lambda: vars(_stepped(infer.JitTrace_ELBO)),
+    ("pyro.infer.JitTraceMeanField_ELBO", "_differentiable_loss"):
+        lambda: vars(_stepped(infer.JitTraceMeanField_ELBO)),
+    ("pyro.infer.JitTraceGraph_ELBO", "_jit_loss_and_surrogate_loss"):
+        lambda: vars(_stepped(infer.JitTraceGraph_ELBO)),
+    ("pyro.infer.tracegraph_elbo", "__baseline_avg_downstream_cost_"):
+        lambda: {name[:len(compat.BASELINE_PARAM_PREFIX)]: name for name in _baseline_params()},
+    ("pyro.infer.mcmc.util", "_PEMaker"): lambda: pyro.infer.mcmc.util,
+    ("pyro.infer.mcmc.util._PEMaker", "_compiled_fn"):
+        lambda: {k: v for k, v in vars(compat.potential_maker(_nuts_setup()[0].potential_fn)).items()
+                 if v is not None},
+    ("pyro.infer.mcmc.util._PEMaker", "_potential_fn"): lambda: compat.potential_maker_class(),
+    ("pyro.infer.mcmc.util._PEMaker", "_potential_fn_jit"): lambda: compat.potential_maker_class(),
+    ("pyro.infer.mcmc.util", "_pe_jit"): lambda: dict.fromkeys(_nuts_setup()[1]),
+    ("pyro.infer.mcmc.HMC", "_jit_compile"): lambda: HMC(models.gaussian),
+    ("pyro.infer.mcmc.HMC", "_ignore_jit_warnings"): lambda: HMC(models.gaussian),
+    ("pyro.infer.mcmc.HMC", "_jit_options"): lambda: HMC(models.gaussian),
+    ("pyro.infer.mcmc.api", "_MultiSampler"): lambda: pyro.infer.mcmc.api,
+    ("pyro.infer.autoguide.AutoGuide", "_setup_prototype"): lambda: AutoNormal(models.gaussian),
+    ("pyro.infer.ELBO", "_guess_max_plate_nesting"): lambda: infer.TraceEnum_ELBO(),
+    ("pyro.optim.PyroOptim", "_state_waiting_to_be_consumed"): lambda: Adam({"lr": 0.01}),
+    ("torch._C", "_get_graph_executor_optimize"): lambda: torch._C,
+    ("torch._C", "_set_graph_executor_optimize"): lambda: torch._C,
+    ("torch._C", "_jit_set_profiling_executor"): lambda: torch._C,
+    ("torch._C", "_jit_set_profiling_mode"): lambda: torch._C,
+    ("torch._C", "_get_tracing_state"): lambda: torch._C,
+    ("torch.Tensor", "_version"): lambda: torch.ones(1),
+    ("pyro.poutine.runtime", "_PYRO_STACK"): lambda: pyro.poutine.runtime,
+    ("pyro.params.param_store.ParamStoreDict", "_constraints"): lambda: pyro.get_param_store(),
+    ("pyro.params.param_store.ParamStoreDict", "_params"): lambda: pyro.get_param_store(),
+    ("torch.optim.Optimizer", "_optimizer_step_pre_hooks"): lambda: _optimizer(),
+    ("torch.optim.Optimizer", "_optimizer_step_post_hooks"): lambda: _optimizer(),
+}
+
+
+@pytest.mark.parametrize(("where", "name", "use"), private.PRIVATE_NAMES,
+                         ids=[f"{where}.{name}" for where, name, _ in private.PRIVATE_NAMES])
+def test_each_private_name_is_where_it_was_checked(where, name, use):
+    checked = f"checked against torch {private.TORCH_CHECKED} and pyro {private.PYRO_CHECKED}"
+    if (where, name) in CHECKS:  # on an instance, or on a class found by a pattern
+        holder = CHECKS[(where, name)]()
+        present = name in holder if isinstance(holder, dict) else hasattr(holder, name)
+        assert present, f"{where}.{name} ({use}) is gone or moved ({checked}): update pyro_jitmagic/compat/"
+        return
+    try:
+        private.resolve(where, name)
+    except (AttributeError, ImportError) as exc:
+        pytest.fail(f"{where}.{name} ({use}) is gone: {exc} ({checked}): update pyro_jitmagic/compat/")
+
+
+def test_every_check_is_of_a_listed_name():
+    assert set(CHECKS) <= {(where, name) for where, name, _ in private.PRIVATE_NAMES}
+
+
+def test_resolve_names_what_is_missing():
+    with pytest.raises(AttributeError, match=r"pyro\.infer\.util\._no_such_helper is gone"):
+        private.resolve("pyro.infer.util", "_no_such_helper")
+
+
+def test_versions_checked_are_the_ones_installed():
+    # when these differ, read the names above against the new versions and update the two constants
+    assert torch.__version__.split("+")[0] == private.TORCH_CHECKED
+    assert pyro.__version__ == private.PYRO_CHECKED
+
+
+def test_the_key_rebuilt_by_hand_is_pyros():
+    args, kwargs = (torch.ones(2), torch.zeros(3)), {"length": 24, "name": "x"}
+    assert compat.fast_key(args, kwargs) == pyro.ops.jit._hashable_args_kwargs(args, kwargs), (
+        "pyro.ops.jit._hashable_args_kwargs keys hashable keyword values another way now: "
+        "update compat.fast_key")
+
+
+def test_a_jit_elbo_keeps_the_model_and_guide_of_its_first_call_where_compat_looks():
+    elbo = _stepped(infer.JitTrace_ELBO)
+    assert compat.bound_model_and_guide(elbo) == (models.gaussian, models.gaussian_guide), (
+        "Jit*_ELBO's compiled closure no longer holds 'model' and 'guide': "
+        "update compat.bound_model_and_guide")
+
+
+def test_a_potential_is_found_behind_its_compiled_and_eager_forms():
+    compiled, _ = _nuts_setup(jit_compile=True)
+    eager, _ = _nuts_setup(jit_compile=False)
+    assert compat.is_compiled_potential(compiled.potential_fn)
+    assert not compat.is_compiled_potential(eager.potential_fn)
+    for kernel in (compiled, eager):
+        assert isinstance(compat.potential_maker(kernel.potential_fn), compat.potential_maker_class())
+
+
+def test_a_capture_records_the_same_graph_and_values_as_make_fx_alone(monkeypatch):
+    """Captures make each node's fake value directly (one fake mode per capture, for speed): the
+    graph and every node's recorded shape, strides, dtype and device are make_fx's own."""
+    import contextlib
+
+    import models
+    import pyro
+    import torch
+    from pyro import poutine
+    from pyro.infer import SVI, TraceEnum_ELBO
+    from pyro.infer.autoguide import AutoDiagonalNormal
+    from torch.fx.experimental import proxy_tensor
+
+    from pyro_jitmagic.wholestep.capture import capture_svi_step
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    sequence = torch.randn(6)
+    guide = AutoDiagonalNormal(poutine.block(models.hmm, expose=["trans", "emit_scale", "emit_loc"]))
+    svi = SVI(models.hmm, guide, pyro.optim.Adam({"lr": 0.01}), TraceEnum_ELBO(max_plate_nesting=1))
+    kwargs = {"num_sequences": 10, "length": 6}
+    svi.step(sequence, **kwargs)
+    extract_val = proxy_tensor.extract_val
+
+    def values(captured):
+        return [(n.name, tuple(v.shape), v.stride(), v.dtype, v.device, type(v).__name__)
+                for n in captured.graph.graph.nodes
+                if isinstance(v := n.meta.get("val"), torch.Tensor)]
+
+    fast = capture_svi_step(svi, (sequence,), kwargs)
+    assert proxy_tensor.extract_val is extract_val  # put back
+    monkeypatch.setattr(capture, "_one_fake_mode", contextlib.nullcontext)
+    plain = capture_svi_step(svi, (sequence,), kwargs)
+    assert fast.graph.code == plain.graph.code
+    assert values(fast) == values(plain) and len(values(fast)) > 100
+    assert all(kind == "FakeTensor" for *_, kind in values(fast))
+    pyro.clear_param_store()
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="the search is done here on Linux only")
+def test_the_cxx_compiler_is_found_as_inductor_finds_it_without_importing_inductor(monkeypatch):
+    import sys
+
+    import torch._inductor.config  # noqa: F401  (inductor's own search, then ours)
+
+    inductors = capture.cxx_compiler()
+    monkeypatch.delitem(sys.modules, "torch._inductor.config")
+    assert capture.cxx_compiler() == inductors
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert capture.cxx_compiler() == (None, "no-such-compiler-here")
