@@ -12,7 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..run.naming import label
-from ..run.route import MCMCRoute, Route
+from ..run.route import Ladder, MCMCRoute, Route
 
 if TYPE_CHECKING:
     from ..patch import PatchSet
@@ -56,25 +56,19 @@ class AsWritten:
     def wrapped() -> list[tuple[Any, str]]:
         return []
 
-    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Route:
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Ladder:
         name = type(elbo).__name__ if elbo is not None else label(svi.loss)
-        return Route(before=name, after=name, compiled=False, call=as_written, reason=AS_WRITTEN)
+        return Ladder(Route(before=name, after=name, compiled=False, call=as_written, reason=AS_WRITTEN))
 
     def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
-                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Route:
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Ladder:
         name = type(elbo).__name__
-        return Route(before=name, after=name, compiled=False, call=partial(as_written, elbo),
-                     reason=AS_WRITTEN)
+        return Ladder(Route(before=name, after=name, compiled=False, call=partial(as_written, elbo),
+                            reason=AS_WRITTEN))
 
     def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
         name = type(mcmc.kernel).__name__
         return MCMCRoute(before=name, after=name, compiled=False, reason=AS_WRITTEN)
-
-    def step_begins(self) -> None:
-        pass
-
-    def step_ends(self, seconds: float | None, step: int) -> None:
-        pass
 
     def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> list[CachedFunction]:
         return []

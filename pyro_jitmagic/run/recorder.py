@@ -36,7 +36,7 @@ from ..records.report import (
 
 if TYPE_CHECKING:
     from .mcmc import MCMCClock
-    from .route import MCMCRoute, Route
+    from .route import Ladder, MCMCRoute
 
 # Live progress is offered at most this often (seconds), over the median of
 # the last PROGRESS_WINDOW steps: a few updates a second cost nothing measurable.
@@ -53,7 +53,7 @@ class StepPlan:
     """
 
     target: str
-    route: Route
+    route: Ladder
     head: tuple[Any, ...]
     holds: tuple[Any, ...]
     model: str
@@ -159,9 +159,15 @@ class Recorder:
         return (self.sentinel_checks + sum(s.checks - checks for s, checks, _ in watched),
                 self.sentinel_seconds + sum(s.seconds - spent for s, _, spent in watched))
 
-    def switch(self, key: int, target: str, route: Route | MCMCRoute) -> None:
+    def switch(self, key: int, target: str, route: Ladder | MCMCRoute) -> None:
         """What was done with an SVI, a loss or an MCMC run (again, when its route changed)."""
         self.switches[key] = Switch(target, route.before, route.after, route.compiled, route.reason)
+
+    def restate(self) -> None:
+        """The route of the step in progress changed how it runs: its switch line again."""
+        plan = self.current
+        if isinstance(plan, StepPlan):
+            self.switch(plan.key, plan.target, plan.route)
 
     def record_compile(self, key: str, seconds: float, trace_seconds: float, shapes: tuple[str, ...],
                        outside: str = "") -> None:

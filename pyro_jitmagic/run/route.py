@@ -1,27 +1,12 @@
-"""The compiler seam: what a compiler does for a run, and what the run does for it.
+"""The seam between a run and its compiler: routes, the ladder they stand on, and what a step ran.
 
-The run intercepts inference where it runs (``SVI.step``, the ELBO loss methods,
-``MCMC.run``; see :mod:`..svi`, :mod:`..direct`, :mod:`..mcmc`), times and records
-every step, and leaves the rest to a :class:`Compiler`: for each SVI object,
-each ELBO loss the cell calls itself (per model and guide) and each MCMC run,
-the compiler returns a *route* that says whether and how it runs compiled.
-Interception, recording, ``--compare`` and the cache inspector see routes,
-:class:`~pyro_jitmagic.records.cache.CachedFunction` records and the run's
-:class:`~..recorder.Recorder`, never which compiler made a step.
-
-A compiler reports what it did through the run's recorder (``ctx.recorder``):
-each trace or graph it built (:meth:`~..recorder.Recorder.record_compile`),
-notes, a step whose random draws part from eager's, and with ``--auto`` the
-per-key tallies that :class:`~..auto.AutoPolicy` decides from; the recorder
-makes the report from them, the same for every compiler.
-
-Today's compilers are Pyro's JIT (:mod:`.pyro_jit`) and the eager one that
-records the cell as written (:mod:`.eager`, the first run of ``--compare``). A
-compiler of the whole step (loss, gradients and optimizer update in one graph)
-fits the same seam: its SVI route's ``call`` runs one compiled ``svi.step``,
-returns eager's float loss and owns the optimizer state between calls; its
-MCMC route's ``prepare`` installs a compiled potential-and-gradient on the
-kernel for the run.
+For each SVI, each ELBO loss the cell calls itself and each MCMC run, the
+compiler says how it runs: a :class:`Ladder` of :class:`Route` objects (the
+whole step, then Pyro's JIT below it, say) or an :class:`MCMCRoute`. The run
+calls the ladder for every step and gets a :class:`Ran` back: the step's result,
+the tier it ran on, and how to book its time. A route that cannot go on hands
+the step to the one below it; the ladder owns that fall and says why, once.
+The run never asks which compiler made a route.
 """
 
 from __future__ import annotations
@@ -30,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..policy.tiers import Tier
+
 if TYPE_CHECKING:
     from ..patch import PatchSet
     from ..records.cache import CachedFunction
@@ -37,18 +24,42 @@ if TYPE_CHECKING:
     from .mcmc import MCMCClock
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What one step ran: its result (what the eager step returns), on which tier, and what then.
+
+    ``timed`` is False when its time says nothing of the tier's step time (it traced or captured,
+    or ran a graph as captured while kernels load). ``book`` is how the route that ran it books the
+    step's time once the run has measured it (``book(seconds, step)``), or None.
+    """
+
+    result: Any
+    tier: Tier
+    timed: bool = True
+    book: Callable[[float, int], None] | None = None
+
+    @property
+    def compiled(self) -> bool:
+        return self.tier != "eager"
+
+
+class CannotRun(Exception):
+    """Raised by a route that cannot run this step, nor any later one, having changed nothing: the
+    ladder runs it on the route below. ``args[0]`` says why."""
+
+
 @dataclass
 class Route:
-    """How one SVI's steps, or one ELBO loss's direct calls, run in one run.
+    """One way an SVI's steps, or one ELBO loss's direct calls, run in one run.
 
-    ``call(*head, *args, **kwargs)`` runs one step (the run's ``head`` is
-    ``(svi,)`` for an SVI, ``(model, guide)`` for a loss called directly) and
-    returns what the eager step returns. ``before`` and ``after`` name the
-    inference as written and as run, ``reason`` says why it runs as it does
-    when that is not plain (empty otherwise), ``note`` is said once in the
-    report. ``runner`` is what a compiled step runs on (the cache tab of
-    ``--compare`` shows its caches); ``warm`` the ELBO to warm up eagerly before
-    the first compiled step (AutoGuide prototype, ``max_plate_nesting``), or None.
+    :meth:`step` runs one step (the run's ``head`` is ``(svi,)`` for an SVI, ``(model,
+    guide)`` for a loss called directly) and returns a :class:`Ran`; the plain route runs
+    ``call``. ``before`` and ``after`` name the inference as written and as run, ``reason`` says
+    why it runs as it does when that is not plain (empty otherwise), ``note`` is said once in
+    the report. ``runner`` is what a compiled step runs on (the cache tab of ``--compare``
+    shows its caches); ``warm`` the ELBO to warm up eagerly before the first compiled step
+    (AutoGuide prototype, ``max_plate_nesting``), or None. ``name`` is what it compiles, in
+    words, for the ladder's reasons.
     """
 
     before: str
@@ -60,10 +71,17 @@ class Route:
     runner: Any = None
     warm: Any = None
 
+    name = "it"
+
+    def step(self, *args: Any, **kwargs: Any) -> Ran:
+        """One step: ``call``, on Pyro's JIT when the route is compiled (a ``Jit*`` ELBO as written)."""
+        __tracebackhide__ = True
+        return Ran(self.call(*args, **kwargs), "pyro" if self.compiled else "eager")
+
     def recover(self, exc: BaseException) -> bool:
         """A compiled step failed with ``exc``: when that is a limit of the compiler (not the
         user's to fix), put back what the failed step changed, make this route eager from now
-        on (``call``, ``compiled``, ``after``, ``reason``) and return True to run it again."""
+        on and return True to run the step again."""
         return False
 
     def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -71,8 +89,104 @@ class Route:
         return None
 
     def first_done(self) -> str | None:
-        """After the first step: anything the compiler does then; a note for the report, or None."""
+        """After its first step: anything the compiler does then; a note for the report, or None."""
         return None
+
+    def fallen(self, why: str, below: Route) -> str:
+        """The reason the report gives once this route fell to ``below`` because of ``why``."""
+        ran = f"ran on {below.name}" if below.compiled else f"ran eager ({below.reason})"
+        return f"{self.name} cannot be compiled ({why}): {ran}"
+
+
+class Ladder:
+    """The routes of one SVI or loss, highest first: each step runs on the highest that can run it.
+
+    A route that cannot go on raises :class:`CannotRun`; the route below runs the steps from then
+    on. The ladder shows the route that runs them, with the reason the fallen route gives
+    (:meth:`Route.fallen`), and after a route's first step asks it for its first-step work. A
+    route below may be given as a function that makes it: made once the steps fall to it.
+    """
+
+    def __init__(self, top: Route, *below: Route | Callable[[], Route]) -> None:
+        self.routes = [top]  # made so far; the last runs the steps
+        self._below = list(below)
+        self.why = ""  # why the route above the last fell, once one did
+        self._started: set[int] = set()
+
+    @property
+    def route(self) -> Route:
+        """The route that runs the steps now."""
+        return self.routes[-1]
+
+    @property
+    def level(self) -> int:
+        """How many routes fell so far."""
+        return len(self.routes) - 1
+
+    # -- what the report shows ----------------------------------------------------------
+    @property
+    def before(self) -> str:
+        return self.routes[0].before
+
+    @property
+    def note(self) -> str:
+        return self.routes[0].note
+
+    @property
+    def after(self) -> str:
+        return self.route.after
+
+    @property
+    def compiled(self) -> bool:
+        return self.route.compiled
+
+    @property
+    def runner(self) -> Any:
+        return self.route.runner
+
+    @property
+    def warm(self) -> Any:
+        return self.route.warm
+
+    @property
+    def reason(self) -> str:
+        if len(self.routes) == 1:
+            return self.route.reason
+        return self.routes[-2].fallen(self.why, self.route)
+
+    # -- running ------------------------------------------------------------------------
+    def call(self, *args: Any, **kwargs: Any) -> Ran:
+        """One step, on the highest route that can run it."""
+        __tracebackhide__ = True
+        while True:
+            route = self.route
+            try:
+                return route.step(*args, **kwargs)
+            except CannotRun as exc:
+                self.fall(str(exc))
+
+    def fall(self, why: str) -> None:
+        """The route now cannot go on: the one below runs the steps from now on."""
+        if not self._below:
+            raise RuntimeError(f"the last route of the ladder gave up: {why}")
+        below = self._below.pop(0)
+        self.routes.append(below if isinstance(below, Route) else below())
+        self.why = why
+
+    def recover(self, exc: BaseException) -> bool:
+        """A compiled step failed: True when its route put back what it changed and runs eager now."""
+        return self.route.recover(exc)
+
+    def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        return self.route.advice(exc, args, kwargs)
+
+    def started(self) -> str | None:
+        """After every step: the first-step work of a route that has just run its first step
+        (the run's first route, or one the steps fell to), and its note for the report."""
+        if self.level in self._started:
+            return None
+        self._started.add(self.level)
+        return self.route.first_done()
 
 
 @dataclass
@@ -113,23 +227,17 @@ class Compiler(Protocol):
     def install(self, ctx: RunContext, patches: PatchSet) -> None:
         """While the run is active: the process-wide wrappers and settings it needs, through ``patches``."""
 
-    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Route:
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Ladder:
         """How this SVI's steps run (``elbo`` is its ELBO, None for a custom loss);
         ``as_written`` is ``SVI.step`` itself."""
 
     def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
-                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Route:
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Ladder:
         """How direct calls of ``elbo.method`` for this model and guide run; ``as_written`` is
         Pyro's method bound to ``elbo``, ``args`` the first call's positional arguments."""
 
     def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
         """How this ``MCMC.run`` runs."""
-
-    def step_begins(self) -> None:
-        """An SVI step (or a direct loss call) begins: forget what the last one noted."""
-
-    def step_ends(self, seconds: float | None, step: int) -> None:
-        """It ended after ``seconds`` (None: it failed), as step ``step`` of its SVI or loss."""
 
     def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None) -> list[CachedFunction]:
         """The compiled functions alive in the process (or those of ``objects``), for the inspector."""

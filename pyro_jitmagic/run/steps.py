@@ -1,9 +1,10 @@
-"""One SVI step, or one ELBO loss call the cell makes itself, by its route: timed and recorded.
+"""One SVI step, or one ELBO loss call the cell makes itself, on its ladder: timed and recorded.
 
 What :mod:`.svi` and :mod:`.direct` share: the eager warm-up before a compiled
-route's first step, and :func:`timed`, which runs each step by its route,
-records its time and loss, runs it again eager when a compiled step meets a
-limit of its compiler, and gives a failure one line of advice.
+route's first step, and :func:`timed`, which runs each step on its ladder,
+records its time and loss, hands the time to the route that ran it, runs the
+step again eager when a compiled step meets a limit of its compiler, and gives
+a failure one line of advice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .context import RunContext
 from .recorder import StepPlan
 
 if TYPE_CHECKING:
-    from .route import Route
+    from .route import Ladder
 
 
 def warm(ctx: RunContext, plan: StepPlan, model: Any, guide: Any, args: tuple[Any, ...],
@@ -29,24 +30,24 @@ def warm(ctx: RunContext, plan: StepPlan, model: Any, guide: Any, args: tuple[An
 def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One step of an SVI, or one direct call of a loss, by its route: timed and recorded."""
     __tracebackhide__ = True
-    recorder, compiler, route = ctx.recorder, ctx.compiler, plan.route
-    assert compiler is not None
+    recorder, ladder = ctx.recorder, plan.route
     outer, recorder.current = recorder.current, plan
     plan.compile_seconds = 0.0
-    compiler.step_begins()
+    level = ladder.level
     start = recorder.clock()
     try:
-        result = route.call(*plan.head, *args, **kwargs)
+        ran = ladder.call(*plan.head, *args, **kwargs)
+        if ladder.level != level:  # a route fell to the one below it during the step
+            recorder.switch(plan.key, plan.target, ladder)
     except BaseException as exc:
-        compiler.step_ends(None, len(plan.raw))
-        if not (route.compiled and route.recover(exc)):
-            if route.compiled:
-                _advise(ctx, route, exc, args, kwargs)
+        if not (ladder.compiled and ladder.recover(exc)):
+            if ladder.compiled:
+                _advise(ctx, ladder, exc, args, kwargs)
             if advice.ends_at_users_line(exc):
                 raise exc.with_traceback(None) from exc.__cause__
             raise
-        recorder.switch(plan.key, plan.target, route)
-        result = route.call(*plan.head, *args, **kwargs)  # the same step, eager
+        recorder.switch(plan.key, plan.target, ladder)
+        ran = ladder.call(*plan.head, *args, **kwargs)  # the same step, eager
     finally:
         recorder.current = outer
     if recorder.cuda_initialized():
@@ -54,18 +55,19 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
         # the wall time is the GPU's time and not the launch time
         recorder.synchronize()
     end = recorder.clock()
+    result = ran.result
     plan.raw.append((end - start, result if type(result) is float else loss_value(result),
                      plan.compile_seconds))
-    compiler.step_ends(end - start, len(plan.raw))
+    if ran.book is not None:
+        ran.book(end - start, len(plan.raw))
     recorder.step_done(plan, end)
-    if len(plan.raw) == 1:
-        note = route.first_done()
-        if note is not None:
-            recorder.notes.append(note)
+    note = ladder.started()
+    if note is not None:
+        recorder.note(note)
     return result
 
 
-def _advise(ctx: RunContext, route: Route, exc: BaseException, args: tuple[Any, ...],
+def _advise(ctx: RunContext, route: Ladder, exc: BaseException, args: tuple[Any, ...],
             kwargs: dict[str, Any]) -> None:
     if isinstance(exc, advice.JitMagicError) or advice.advised(exc):
         return  # raised or advised by us already: says what to do

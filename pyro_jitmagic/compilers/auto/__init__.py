@@ -16,14 +16,14 @@ that steps this SVI uses its kernels.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from ...guards import CallSite, Change
 from ...policy.tiers import AFTER_CELL_DELAY, CellSteps, Tier, TierBook, TierPolicy, TierTally
 from ...run.context import RunContext
-from ...run.recorder import StepPlan
-from ...run.route import Route
+from ...run.route import CannotRun, Ladder, Ran, Route
 from ...run.whole_steps import WholeStepEntry
 from ...wholestep.step import step_key
 from ..pyro import PyroJit
@@ -35,16 +35,6 @@ RECHECK_EVERY = 32
 
 
 @dataclass
-class StepDone:
-    """What the step in progress ran on, for its tally when its time is known."""
-
-    tally: TierTally
-    tier: Tier | None  # None: the low tiers (eager or Pyro's JIT, known once it ran)
-    #: its time says nothing of the tier's step time (a capture; the graph run as captured)
-    untimed: bool = False
-
-
-@dataclass
 class TieredRoute(WholeStepRoute):
     """An SVI under ``--auto``: each call signature on the tier that pays, up to ``top``."""
 
@@ -52,7 +42,6 @@ class TieredRoute(WholeStepRoute):
     top: str = "inductor"
     tallies: dict[Any, TierTally] = field(default_factory=dict)
     cell: CellSteps | None = None
-    current: StepDone | None = None
     in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
     #: codegens put off until the cell ends (its run is expected to end before they would)
     after_cell: dict[int, tuple[WholeStepEntry, TierBook]] = field(default_factory=dict)
@@ -64,7 +53,7 @@ class TieredRoute(WholeStepRoute):
         from ...wholestep import CannotCompile
         from ...wholestep.capture import check_svi
 
-        low = pyro.plan_svi(svi, elbo, target, as_written)
+        low = pyro.route_svi(svi, elbo, target, as_written)
         try:
             check_svi(svi)
         except CannotCompile:
@@ -74,7 +63,6 @@ class TieredRoute(WholeStepRoute):
                     runner=low.runner, warm=low.warm, ctx=ctx, pyro=pyro, backend="step", svi=svi,
                     elbo=elbo, target=target, as_written=as_written,
                     entries=ctx.session.whole_steps.of(svi), low=low, top=top, call_site=CallSite())
-        route.call = route.step
         route.compiled_after = route.after
         route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
         return route
@@ -85,10 +73,19 @@ class TieredRoute(WholeStepRoute):
         return self.ctx.auto.tiers
 
     # -- one step ---------------------------------------------------------------------
-    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
+    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Ran:
         __tracebackhide__ = True
-        if self.fallback is not None:
-            return self.fallback.call(svi, *args, **kwargs)
+        try:
+            return self._step(svi, args, kwargs)
+        except CannotRun as exc:  # the ladder runs the steps on Pyro's route from now on
+            where = "Pyro's JIT" if self.low is not None and self.low.compiled else "eager"
+            assert self.ctx is not None
+            self.ctx.recorder.note(f"{self.target}: --auto stays on {where}: the whole step cannot be "
+                                   f"compiled ({exc})")
+            raise
+
+    def _step(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ran:
+        __tracebackhide__ = True
         assert self.call_site is not None and self.low is not None
         problem = self.call_site.problem()
         if problem is not None:
@@ -97,8 +94,7 @@ class TieredRoute(WholeStepRoute):
         tally = self._tally(sig, svi, args, kwargs)
         run = self.signature_run(sig, args, kwargs, base=("auto", sig))
         if run.eager_why:
-            self.current = StepDone(tally, "eager")
-            return self.eager(svi, args, kwargs)
+            return self._booked(tally, self.eager(svi, args, kwargs))
         if run.entries:
             entry, result = run.serve(args, kwargs)
             if type(result) is float:
@@ -108,48 +104,48 @@ class TieredRoute(WholeStepRoute):
         if self.top != "pyro" and self.policy.climb_to_step(book, calls, self._warm(book)):
             entry = self._capture(svi, run, args, kwargs)
             if entry is not None:
-                self.current = StepDone(tally, "step", untimed=True)  # the capture's time
-                result = entry.compiled.run(*args, **kwargs)
-                if type(result) is float:
-                    return self._whole(entry, tally, result, capturing=True)
-                return self._declined(svi, run, tally, result, args, kwargs)
+                return self._first_call(svi, run, tally, entry, args, kwargs)
             if run.eager_why:
-                self.current = StepDone(tally, "eager")
-                return self.eager(svi, args, kwargs)
-            if self.fallback is not None:
-                self.current = StepDone(tally, None)
-                return self.fallback.call(svi, *args, **kwargs)
-        self.current = StepDone(tally, None)
-        return self.low.call(svi, *args, **kwargs)
+                return self._booked(tally, self.eager(svi, args, kwargs))
+        return self._low_step(svi, tally, args, kwargs)
 
-    def _declined(self, svi: Any, run: SignatureRun, tally: TierTally, result: Any, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
-        """No compiled step of the signature ran this call: eager (this step, or the rest of the run
-        when the sentinel found it wrong or it keeps compiling again), or a capture for the new world."""
-        if result is None or result.finding is not None or result.transient:
-            self.current = StepDone(tally, "eager")
-            return self.declined(svi, run, result, args, kwargs)
-        changes = list(result.changes) or [Change("the SVI", "as compiled", result.why)]
-        entry = self._compile_again(svi, run, changes, args, kwargs)
-        if entry is None:
-            self.current = StepDone(tally, "eager")
-            return self.fallback.call(svi, *args, **kwargs) if self.fallback is not None else \
-                self.eager(svi, args, kwargs)
-        tally.book.path.append(f"captured again at step {tally.book.calls + 1}")
-        self.current = StepDone(tally, "step", untimed=True)  # the capture's time
+    def _first_call(self, svi: Any, run: SignatureRun, tally: TierTally, entry: WholeStepEntry,
+                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ran:
+        """The first call of a step just captured (its time is the capture's)."""
         result = entry.compiled.run(*args, **kwargs)
         if type(result) is float:
             return self._whole(entry, tally, result, capturing=True)
         return self._declined(svi, run, tally, result, args, kwargs)
 
-    def _whole(self, entry: WholeStepEntry, tally: TierTally, loss: float, capturing: bool = False) -> float:
+    def _low_step(self, svi: Any, tally: TierTally, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ran:
+        """A step on the low tiers: Pyro's route, which runs it eager or on Pyro's JIT."""
+        assert self.low is not None and self.ctx is not None
+        was = self.low.compiled
+        ran = self.low.step(svi, *args, **kwargs)
+        if was and not self.low.compiled:  # Pyro's JIT met one of its limits: eager below, from now on
+            self.sync_low()
+            self.ctx.recorder.restate()
+        return replace(ran, book=partial(self._book_low, tally, ran))
+
+    def _declined(self, svi: Any, run: SignatureRun, tally: TierTally, result: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Ran:
+        """No compiled step of the signature ran this call: eager (this step, or the rest of the run
+        when the sentinel found it wrong or it keeps compiling again), or a capture for the new world."""
+        if result is None or result.finding is not None or result.transient:
+            return self._booked(tally, self.declined(svi, run, result, args, kwargs))
+        changes = list(result.changes) or [Change("the SVI", "as compiled", result.why)]
+        entry = self._compile_again(svi, run, changes, args, kwargs)
+        if entry is None:
+            return self._booked(tally, self.eager(svi, args, kwargs))
+        tally.book.path.append(f"captured again at step {tally.book.calls + 1}")
+        return self._first_call(svi, run, tally, entry, args, kwargs)
+
+    def _whole(self, entry: WholeStepEntry, tally: TierTally, loss: float, capturing: bool = False) -> Ran:
         """After a step on a compiled whole step: its tier for the books, and inductor's codegen."""
         compiled, book = entry.compiled, tally.book
         if self.waiting is entry:
             self._announce(entry)
         tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
-        if not capturing:
-            self.current = StepDone(tally, tier, untimed=compiled.as_captured)
         if tier == "inductor" and book.tier != "inductor":
             book.codegen_seconds, book.codegen_cache = compiled.codegen_seconds, compiled.cache
             book.moved("inductor", f"inductor at step {book.calls + 1} ({compiled.codegen_summary()})")
@@ -161,7 +157,9 @@ class TieredRoute(WholeStepRoute):
                 self._start_codegen(entry, book)
             elif when == "after the cell":
                 self.after_cell[id(entry)] = (entry, book)
-        return loss
+        if capturing:
+            return self._booked(tally, Ran(loss, "step", timed=False))
+        return self._booked(tally, Ran(loss, tier, timed=not compiled.as_captured))
 
     # -- climbing ------------------------------------------------------------------------
     def _capture(self, svi: Any, run: SignatureRun, args: tuple[Any, ...],
@@ -178,9 +176,10 @@ class TieredRoute(WholeStepRoute):
         warm = self.top == "inductor" and self._warm(book)
         try:
             entry = self.compile(svi, run, args, kwargs, backend="inductor" if warm else None)
+        except CannotRun:
+            raise
         except Exception as exc:  # a tier that cannot be built never stops the cell: it stays below
-            self.fall_back(svi, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            return None
+            raise CannotRun(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         if entry is None:
             return None
         compiled = entry.compiled
@@ -199,7 +198,7 @@ class TieredRoute(WholeStepRoute):
                 book.path.append(f"inductor's codegen from step {book.calls + 1}")
         if not self.compiled:  # it ran eager below (Pyro's JIT could not compile it): now it is compiled
             self.compiled = True
-            self.ctx.recorder.switch(id(svi), self.target, self)
+            self.ctx.recorder.restate()
         return entry
 
     def _start_codegen(self, entry: WholeStepEntry, book: TierBook) -> None:
@@ -243,20 +242,8 @@ class TieredRoute(WholeStepRoute):
         self.in_cache[(book.key, book.digest)] = warm
         return warm
 
-    def fall_back(self, svi: Any, why: str) -> None:
-        """The capture stopped: the low tiers run this SVI from now on."""
-        assert self.ctx is not None and self.low is not None
-        low = self.low
-        self.fallback, self.why = low, why
-        self.top = "pyro"
-        self.after, self.compiled, self.runner = low.after, low.compiled, low.runner
-        where = "Pyro's JIT" if low.compiled else "eager"
-        self.ctx.recorder.note(f"{self.target}: --auto stays on {where}: the whole step cannot be "
-                               f"compiled ({why})")
-        self.ctx.recorder.switch(id(svi), self.target, low)
-        plan = self.ctx.recorder.current
-        if isinstance(plan, StepPlan) and plan.route is self:
-            plan.route = self.low
+    def fallen(self, why: str, below: Route) -> str:
+        return below.reason  # (the notes say why --auto stays below)
 
     # -- what the low tiers do after a step ---------------------------------------------------
     def recover(self, exc: BaseException) -> bool:
@@ -312,38 +299,42 @@ class TieredRoute(WholeStepRoute):
     def _function_calls(self) -> int:
         return sum(t.book.calls for t in self.tallies.values()) + 1
 
-    def step_ends(self, seconds: float | None, mode: tuple[Any, str] | None) -> None:
-        """The step in progress took ``seconds`` (None: it failed); ``mode`` is what Pyro's
-        --auto did with its key, for a step on the low tiers."""
-        done, self.current = self.current, None
-        if done is None or seconds is None:
-            return
+    def _booked(self, tally: TierTally, ran: Ran) -> Ran:
+        """A step this route ran itself (eager, or a whole step), to book on its tier."""
+        return replace(ran, book=partial(self._book_own, tally, ran))
+
+    def _book_own(self, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
         if self.cell is not None:
             self.cell.done += 1
-        tally, book = done.tally, done.tally.book
-        if done.tier is not None:
-            if done.untimed:
-                tally.seconds += seconds
-                tally.steps["step"] += 1
-                book.steps["step"] += 1
-                book.calls += 1
-            else:
-                tally.add(done.tier, seconds)
+        if ran.timed:
+            tally.add(ran.tier, seconds)
             return
-        tier: Tier = "pyro" if mode is not None and mode[1] in ("compile", "compiled") else "eager"
+        book = tally.book  # its time says nothing of the tier's step time (a capture; as captured)
+        tally.seconds += seconds
+        tally.steps["step"] += 1
+        book.steps["step"] += 1
+        book.calls += 1
+
+    def _book_low(self, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
+        """A step on the low tiers: Pyro's route books its key's figures, and the signature its tier."""
+        if self.cell is not None:
+            self.cell.done += 1
+        book, tier = tally.book, ran.tier
         if not book.path:
             book.path.append(tier)
         elif book.tier in ("eager", "pyro") and tier != book.tier:  # (Pyro's traces may be dropped)
             book.path.append(f"{tier} at step {book.calls + 1}")
         book.tier = tier if book.tier in ("eager", "pyro") else book.tier
-        if mode is not None and mode[1] == "compile":  # Pyro's trace: not a step time
+        if not ran.timed:  # Pyro's trace: not a step time
             tally.seconds += seconds
             tally.steps["pyro"] += 1
             book.steps["pyro"] += 1
             book.calls += 1
             book.low_seconds += seconds
-            return
-        tally.add(tier, seconds)
+        else:
+            tally.add(tier, seconds)
+        if ran.book is not None:
+            ran.book(seconds, step)
 
 
 def _memory_key(svi: Any, sig: Any) -> str:
@@ -394,15 +385,17 @@ class Tiered:
     def wrapped() -> list[tuple[Any, str]]:
         return PyroJit.wrapped()
 
-    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Any) -> Route:
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Any) -> Ladder:
         assert self._ctx is not None
         route = TieredRoute.plan_tiered(self._ctx, self._pyro, self.name, svi, elbo, target, as_written)
         if isinstance(route, TieredRoute):
             self._routes.append(route)
-        return route
+            assert route.low is not None
+            return Ladder(route, route.low)
+        return Ladder(route)
 
     def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str, as_written: Any,
-                  args: tuple[Any, ...]) -> Route:
+                  args: tuple[Any, ...]) -> Ladder:
         return self._pyro.plan_loss(method, elbo, model, guide, target, as_written, args)
 
     def plan_mcmc(self, mcmc: Any, target: str) -> Any:
@@ -411,16 +404,6 @@ class Tiered:
         assert self._ctx is not None
         return TieredMCMCRoute(self._ctx, mcmc, target, self._pyro.can_trace, self._pyro.adaptive,
                                top=self.name)
-
-    def step_begins(self) -> None:
-        self._pyro.step_begins()
-
-    def step_ends(self, seconds: float | None, step: int) -> None:
-        mode = self._pyro.step_mode()
-        for route in self._routes:
-            if route.current is not None:
-                route.step_ends(seconds, mode)
-        self._pyro.step_ends(seconds, step)
 
     def cached(self, namespace: Any, objects: list[Any] | None = None) -> list[Any]:
         return self._whole.cached(namespace, objects)

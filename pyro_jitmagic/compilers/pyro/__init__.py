@@ -21,18 +21,19 @@ from ...run import torchcheck
 from ...run.context import RunContext
 from ...run.process import PROCESS
 from ...run.recorder import MCMCPlan
-from ...run.route import MCMCRoute, Route
+from ...run.route import Ladder, MCMCRoute
 from ...run.session import Session
 from . import routes
 from .caches import PyroCaches
 from .calls import KeyCalls
 from .executor import ExecutorSetting
 from .mcmc import PyroMCMCRoute, potential_builder
+from .routes import PyroRoute
 from .traces import Traces
 
 
 class PyroJit:
-    """Pyro's JIT: the compiler of ``%%pyrojit`` today (``RunOptions(backend="pyro")``)."""
+    """Pyro's JIT (``RunOptions(backend="pyro")``), and the tier below the whole step."""
 
     name = "pyro"
     compiles = True
@@ -81,23 +82,27 @@ class PyroJit:
         return [(torch.jit, "trace"), (pyro.ops.jit.CompiledFunction, "__call__"),
                 (compat.potential_maker_class(), "get_potential_fn")]
 
-    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Route:
+    def route_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> PyroRoute:
+        """How an SVI's steps run on Pyro's JIT: the route alone, for a ladder that stands above it."""
         assert self._ctx is not None
-        return routes.plan_svi(self._ctx, self._can_trace, svi, elbo, target, as_written)
+        return routes.plan_svi(self._ctx, self._calls, self._can_trace, svi, elbo, target, as_written)
+
+    def route_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
+                   as_written: Callable[..., Any], args: tuple[Any, ...]) -> PyroRoute:
+        assert self._ctx is not None
+        return routes.plan_loss(self._ctx, self._calls, self._can_trace, method, elbo, model, guide,
+                                target, as_written, args)
+
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Ladder:
+        return Ladder(self.route_svi(svi, elbo, target, as_written))
 
     def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
-                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Route:
-        assert self._ctx is not None
-        return routes.plan_loss(self._ctx, self._can_trace, method, elbo, model, guide, target,
-                                as_written, args)
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Ladder:
+        return Ladder(self.route_loss(method, elbo, model, guide, target, as_written, args))
 
     def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
         assert self._ctx is not None
         return PyroMCMCRoute(self._ctx, mcmc, target, self._can_trace, self._adaptive)
-
-    def step_begins(self) -> None:
-        if self._calls is not None:
-            self._calls.auto_step = self._calls.trial_step = None
 
     @property
     def can_trace(self) -> bool:
@@ -108,15 +113,6 @@ class PyroJit:
     def adaptive(self) -> bool:
         """Whether the traces run under the adaptive executor (known once installed)."""
         return self._adaptive
-
-    def step_mode(self) -> tuple[Any, str] | None:
-        """With --auto, what the step in progress did with its Pyro key: (its tally, "eager",
-        "compile" or "compiled"); None when it called no compiled function."""
-        return self._calls.auto_step if self._calls is not None else None
-
-    def step_ends(self, seconds: float | None, step: int) -> None:
-        if self._calls is not None:
-            self._calls.step_ends(seconds, step)
 
     def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> list[CachedFunction]:
         return self._caches.cached(namespace, objects)

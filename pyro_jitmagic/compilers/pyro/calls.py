@@ -33,7 +33,8 @@ from ...run.cache_stats import EntryStats, RecompilationWarning
 from ...run.context import RunContext
 from .caches import changing_keyword, describe_key
 from .executor import ExecutorTrial, optimize_setter
-from .guarded import TraceWatch, arg_layout, pyro_route
+from .guarded import TraceWatch, arg_layout
+from .routes import PyroRoute
 
 
 @dataclass
@@ -49,6 +50,19 @@ class PendingCompile:
     args: tuple[Any, ...] = ()  # what the positional arguments were: shapes, or type names
     world: World | None = None  # what the model and guide read from outside, as the trace began
     layout: Any = None  # the positional arguments' layouts (see arg_layout)
+
+
+@dataclass(frozen=True)
+class KeyStep:
+    """What one step's call of a compiled function did: --auto's (tally, "eager", "compile" or
+    "compiled"), and (executor trial, function, key) under the adaptive executor; None where none."""
+
+    auto: tuple[Tally, str] | None
+    trial: tuple[ExecutorTrial, Any, Any] | None
+
+    @property
+    def mode(self) -> str | None:
+        return self.auto[1] if self.auto is not None else None
 
 
 class _FirstCall:
@@ -88,11 +102,26 @@ class KeyCalls:
         self.pending: PendingCompile | None = None  # the compile in progress, innermost
         # (compiled function, key) whose next call checks that its trace draws what eager draws
         self._verify: set[tuple[int, Any]] = set()
-        # what the step in progress did: --auto's (tally, how it ran), and its key's executor trial
+        # the route whose step is in progress, and what its call of a compiled function did: --auto's
+        # (tally, how it ran), and its key's executor trial (read by the route when the step returns)
+        self.route: PyroRoute | None = None
         self.auto_step: tuple[Tally, str] | None = None
         self.trial_step: tuple[ExecutorTrial, Any, Any] | None = None
         self._run_calls: dict[int, int] = {}  # --auto: calls of each compiled function in this run
-        self.watch = TraceWatch(ctx)  # what each trace assumed, and the keys sent eager
+        self.watch = TraceWatch(ctx, lambda: self.route)  # what each trace assumed, keys sent eager
+
+    def begin(self, route: PyroRoute) -> PyroRoute | None:
+        """A step of ``route`` begins: what an earlier call noted is forgotten. Returns the route of
+        the step around it (a step inside a step), for :meth:`end`."""
+        outer, self.route = self.route, route
+        self.auto_step = self.trial_step = None
+        return outer
+
+    def end(self, outer: PyroRoute | None) -> KeyStep:
+        """The step ends: what its call of a compiled function did, for the route's :class:`Ran`."""
+        took = KeyStep(self.auto_step, self.trial_step)
+        self.route, self.auto_step, self.trial_step = outer, None, None
+        return took
 
     def wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """The stand-in for ``CompiledFunction.__call__``."""
@@ -258,25 +287,20 @@ class KeyCalls:
             return None
         return CellSteps(total, done).left_for(tally.eager_steps + tally.compiled_steps), total
 
-    def step_ends(self, seconds: float | None, step: int) -> None:
-        """After a step: its time goes to its key's --auto tally and executor trial."""
-        if seconds is None:  # it failed: what --auto noted of it does not count
-            self.auto_step = None
-            return
-        if self.auto_step is not None:
-            tally, mode = self.auto_step
-            self.auto_step = None
+    def book(self, took: KeyStep, seconds: float, step: int) -> None:
+        """A step's time, once measured, to its key's --auto tally and executor trial."""
+        if took.auto is not None:
+            tally, mode = took.auto
             tally.add(mode, seconds, step)
             if mode == "compiled" and tally.book.compiled_calls == LEARN_AFTER:
                 assert self.ctx.auto is not None
                 self.ctx.auto.learn(tally.book)  # the next keys' decisions use this compile's cost
-        if self.trial_step is not None:
-            tier, fn, key = self.trial_step
-            self.trial_step = None
-            if tier.after_step(seconds, step):
-                self.ctx.recorder.executor_trials[id(tier)] = tier
-                if tier.drop:  # its optimised trace was slower: the next call compiles it again, no-opt
-                    tier.drop = False
+        if took.trial is not None:
+            trial, fn, key = took.trial
+            if trial.after_step(seconds, step):
+                self.ctx.recorder.executor_trials[id(trial)] = trial
+                if trial.drop:  # its optimised trace was slower: the next call compiles it again, no-opt
+                    trial.drop = False
                     fn.compiled.pop(key, None)
 
     # -- compiling a key -------------------------------------------------------------
@@ -321,7 +345,7 @@ class KeyCalls:
         stats = self.ctx.session.cache.of(fn)
         stats.recent_new.append(True)
         if stats.keeps_recompiling(len(fn.compiled) + 1):
-            self._warn_recompiling(stats, key, kwargs, len(fn.compiled) + 1)
+            _warn_recompiling(self.ctx, stats, key, kwargs, len(fn.compiled) + 1)
         stats.last_key = key
         if self.adaptive:  # a new trace starts no-opt, whatever the last key ran under
             optimize_setter()(False)
@@ -337,7 +361,7 @@ class KeyCalls:
         """A key of the step in progress starts compiling: keep what to go back to, should it meet
         a limit of Pyro's JIT (its state at the step's start: the compiled loss is the step's first
         work), until a compile of its succeeds."""
-        route = pyro_route(self.ctx.recorder.current)
+        route = self.route
         if route is not None and route.start is None and not route.compiled_once:
             import pyro
 
@@ -352,7 +376,7 @@ class KeyCalls:
         # it): all of it is the price of compiling.
         if key in fn.compiled:
             recorder.record_compile(pending.key, seconds, pending.trace_seconds, pending.shapes)
-            route = pyro_route(recorder.current)
+            route = self.route
             if route is not None:
                 route.start, route.compiled_once = None, True
             cache.hit(fn, key, compile_seconds=seconds)
@@ -363,13 +387,13 @@ class KeyCalls:
             if self.adaptive and entry.trial is None:
                 entry.trial = ExecutorTrial(recorder.target(), pending.key, seconds)
 
-    def _warn_recompiling(self, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
-        stats.warned = True
-        owner = self.ctx.recorder.target("a compiled function")
-        new = sum(stats.recent_new)
-        message = (f"{owner}: {entries} traces compiled, a new one on {new} of the last "
-                   f"{len(stats.recent_new)} calls; {changing_keyword(stats.last_key, key, kwargs)}")
-        self.ctx.recorder.notes.append(message)
-        warnings.warn(message, RecompilationWarning, stacklevel=2)
 
-
+def _warn_recompiling(ctx: RunContext, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
+    """A key that keeps changing: said once, in the notes and as a RecompilationWarning."""
+    stats.warned = True
+    owner = ctx.recorder.target("a compiled function")
+    new = sum(stats.recent_new)
+    message = (f"{owner}: {entries} traces compiled, a new one on {new} of the last "
+               f"{len(stats.recent_new)} calls; {changing_keyword(stats.last_key, key, kwargs)}")
+    ctx.recorder.notes.append(message)
+    warnings.warn(message, RecompilationWarning, stacklevel=3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...compat import jit as compat
@@ -39,15 +40,6 @@ if TYPE_CHECKING:
     from ...run.cache_stats import EntryStats
 
 
-def pyro_route(plan: Any) -> PyroRoute | None:
-    """The Pyro route of the step in progress: its own, or the one below --auto's tiers."""
-    if not isinstance(plan, StepPlan):
-        return None
-    route = plan.route
-    route = getattr(route, "low", route)  # a tiered route runs its low tiers on Pyro's route
-    return route if isinstance(route, PyroRoute) else None
-
-
 def arg_layout(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """What a trace assumes of its positional arguments (Pyro keys it on their number only): each
     tensor's shape, dtype and strides, each other value's type."""
@@ -59,8 +51,9 @@ def arg_layout(args: tuple[Any, ...]) -> tuple[Any, ...]:
 class TraceWatch:
     """The guards of one run's calls of Pyro's compiled functions, and the keys they sent eager."""
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, route: Callable[[], PyroRoute | None]) -> None:
         self.ctx = ctx
+        self.route = route  # the Pyro route whose step is in progress, if any
         # keys that run eager for the rest of the run, and why; what made each key trace again
         self.eager_keys: dict[tuple[int, Any], str] = {}
         self._recompiles: dict[tuple[int, Any], Recompiles] = {}
@@ -121,7 +114,7 @@ class TraceWatch:
         from ...wholestep.capture import restore_outside_states
 
         plan = self.ctx.recorder.current
-        route = pyro_route(plan)
+        route = self.route()
         if route is None or not route.eager_instead:
             return False
         why = elbos.cannot_compile(route.elbo, exc, pyro.get_param_store().keys())
@@ -138,9 +131,6 @@ class TraceWatch:
             return True
         assert isinstance(plan, StepPlan)
         route.give_up(why)
-        sync = getattr(plan.route, "sync_low", None)  # --auto's tiers show what their low tier does
-        if sync is not None:
-            sync()
         self.ctx.recorder.switch(plan.key, plan.target, plan.route)
         return True
 
@@ -152,7 +142,7 @@ class TraceWatch:
         """A call that runs eager: the whole step on the user's own ELBO where the route can (see
         :class:`~.routes.EagerInstead`), else Pyro's uncompiled function."""
         __tracebackhide__ = True
-        route = pyro_route(self.ctx.recorder.current)
+        route = self.route()
         if route is not None and route.eager_instead and route.compiled:
             raise EagerInstead()
         return fn.fn(*args, **kwargs)
@@ -184,7 +174,7 @@ class TraceWatch:
         import torch
 
         name = next((k for k, v in kwargs.items() if isinstance(v, torch.Tensor)), None)
-        route = pyro_route(self.ctx.recorder.current)
+        route = self.route()
         if name is None or route is None or not route.eager_instead:
             return False
         recorder = self.ctx.recorder

@@ -25,12 +25,13 @@ from typing import Any
 
 from ...compat import jit as compat
 from ...guards import CallSite, GuardBuilder, Guards
+from ...policy.tiers import Tier
 from ...run import advice
 from ...run.context import RunContext
 from ...run.direct import METHODS
 from ...run.naming import label
 from ...run.recorder import StepPlan
-from ...run.route import Route
+from ...run.route import Ran, Route
 from ..eager import eager_step
 from . import elbos
 
@@ -59,8 +60,32 @@ class PyroRoute(Route):
     settings: Guards | None = None  # the user's ELBO's settings, as its companion copied them
     #: it runs on a companion of the user's eager ELBO: a call that should run eager runs on that ELBO
     eager_instead: bool = False
-    #: how a reason to run eager is said (the whole step, falling back to this route, says why first)
-    explain: Callable[[str], str] | None = None
+    calls: Any = None  # the run's calls of compiled functions (a KeyCalls), which tell what a step did
+
+    name = "Pyro's JIT"
+
+    def step(self, *args: Any, **kwargs: Any) -> Ran:
+        """One step or loss call, and what it ran on: Pyro's JIT, or eager where its key did (under
+        --auto, or a guard failed), with its key's figures to book once its time is known."""
+        __tracebackhide__ = True
+        calls = self.calls
+        outer = calls.begin(self)
+        try:
+            if self.svi is not None:
+                result = self.svi_step(*args, **kwargs)
+            elif self.eager_instead and self.compiled:
+                result = self.loss_call(*args, **kwargs)
+            else:
+                result = self.call(*args, **kwargs)
+        finally:
+            took = calls.end(outer)
+        mode = took.mode
+        if mode is not None:
+            tier: Tier = "eager" if mode == "eager" else "pyro"
+        else:  # no --auto: the route's, unless --auto left its compiled function uncalled
+            tier = "pyro" if self.compiled and self.ctx is not None and self.ctx.auto is None else "eager"
+        book = partial(calls.book, took) if took.auto is not None or took.trial is not None else None
+        return Ran(result, tier, timed=mode != "compile", book=book)
 
     def svi_step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
         """One ``svi.step`` on the companion, or on the user's ELBO where it should run eager."""
@@ -80,8 +105,6 @@ class PyroRoute(Route):
         """One direct loss call on the companion, or as written where it should run eager."""
         __tracebackhide__ = True
         assert self.compiled_call is not None and self.as_written is not None
-        if not (self.eager_instead and self.compiled):
-            return self.compiled_call(model, guide, *args, **kwargs)
         if self._eager_why() is None:
             try:
                 return self.compiled_call(model, guide, *args, **kwargs)
@@ -128,8 +151,7 @@ class PyroRoute(Route):
         """Compiling met a limit of Pyro's JIT: this route, and its ELBO in later cells, run eager."""
         assert self.ctx is not None
         self.ctx.session.never_compile(self.elbo, why)
-        said = self.explain(why) if self.explain is not None else why
-        self.runner, self.compiled, self.after, self.reason = self.elbo, False, self.before, said
+        self.runner, self.compiled, self.after, self.reason = self.elbo, False, self.before, why
         if self.svi is not None:
             self.ctx.patches.set(self.svi, "loss_and_grads", self.elbo.loss_and_grads)
         else:
@@ -154,7 +176,7 @@ class PyroRoute(Route):
         return None
 
 
-def plan_svi(ctx: RunContext, can_trace: bool, svi: Any, elbo: Any, target: str,
+def plan_svi(ctx: RunContext, calls: Any, can_trace: bool, svi: Any, elbo: Any, target: str,
              as_written: Callable[..., Any]) -> PyroRoute:
     """How an SVI's steps run under Pyro's JIT; its ``loss_and_grads`` points at the runner for the run."""
     session = ctx.session
@@ -189,9 +211,8 @@ def plan_svi(ctx: RunContext, can_trace: bool, svi: Any, elbo: Any, target: str,
         ctx.patches.set(svi, "loss_and_grads", runner.loss_and_grads)
     route = PyroRoute(before=elbo_name, after=after, compiled=compiled, call=as_written, reason=reason,
                       note=note, runner=runner, warm=runner if compiled else None, ctx=ctx, target=target,
-                      elbo=elbo, svi=svi, step_as_written=as_written)
+                      elbo=elbo, svi=svi, step_as_written=as_written, calls=calls)
     _guard_calls(route)
-    route.call = route.svi_step
     return route
 
 
@@ -275,8 +296,8 @@ def _compiled_methods(jit_class: type) -> list[str]:
     return [m for m in METHODS if m in vars(jit_class)]
 
 
-def plan_loss(ctx: RunContext, can_trace: bool, method: str, elbo: Any, model: Any, guide: Any,
-              target: str, as_written: Callable[..., Any], args: tuple[Any, ...]) -> PyroRoute:
+def plan_loss(ctx: RunContext, calls: Any, can_trace: bool, method: str, elbo: Any, model: Any,
+              guide: Any, target: str, as_written: Callable[..., Any], args: tuple[Any, ...]) -> PyroRoute:
     """How direct calls of ``elbo.method`` for this model and guide run under Pyro's JIT."""
     elbo_name = type(elbo).__name__
     written = partial(as_written, elbo)
@@ -285,10 +306,8 @@ def plan_loss(ctx: RunContext, can_trace: bool, method: str, elbo: Any, model: A
               note: str = "") -> PyroRoute:
         made = PyroRoute(before=elbo_name, after=after, compiled=runner is not None, call=call,
                          reason=reason, note=note, runner=runner, warm=runner, ctx=ctx, target=target,
-                         elbo=elbo, as_written=written, method=method, compiled_call=call)
+                         elbo=elbo, as_written=written, method=method, compiled_call=call, calls=calls)
         _guard_calls(made)
-        if made.eager_instead:
-            made.call = made.loss_call
         return made
 
     def eager(reason: str) -> PyroRoute:

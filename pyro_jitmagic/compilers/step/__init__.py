@@ -20,7 +20,7 @@ from typing import Any
 from ...patch import PatchSet
 from ...records.cache import CachedFunction
 from ...run.context import RunContext
-from ...run.route import MCMCRoute, Route
+from ...run.route import Ladder, MCMCRoute
 from ...run.session import Session
 from ..pyro import PyroJit
 from .caches import whole_step_caches
@@ -47,27 +47,21 @@ class WholeStep:
     def wrapped() -> list[tuple[Any, str]]:
         return PyroJit.wrapped()
 
-    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Route:
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Ladder:
         assert self._ctx is not None
         return WholeStepRoute.plan(self._ctx, self._pyro, self.name, svi, elbo, target, as_written)
 
     def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
-                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Route:
-        route = self._pyro.plan_loss(method, elbo, model, guide, target, as_written, args)
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Ladder:
+        route = self._pyro.route_loss(method, elbo, model, guide, target, as_written, args)
         if route.compiled:
             route.note = (f"{target}: ran on Pyro's JIT: --backend {self.name} compiles whole SVI steps, "
                           f"and this loss is called directly")
-        return route
+        return Ladder(route)
 
     def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
         assert self._ctx is not None
         return WholeMCMCRoute.plan(self._ctx, self._pyro, self.name, mcmc, target)
-
-    def step_begins(self) -> None:
-        self._pyro.step_begins()
-
-    def step_ends(self, seconds: float | None, step: int) -> None:
-        self._pyro.step_ends(seconds, step)
 
     def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None = None) -> list[CachedFunction]:
         return whole_step_caches(self.session, namespace, objects)

@@ -22,7 +22,7 @@ compile it either), and the report says why.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -30,13 +30,12 @@ from ...guards import CallSite, Change
 from ...run.context import RunContext
 from ...run.naming import label
 from ...run.recorder import StepPlan
-from ...run.route import Route
+from ...run.route import CannotRun, Ladder, Ran, Route
 from ...run.whole_steps import WholeStepEntry
 from ...wholestep.step import step_key
 from ..eager import eager_step
 from ..pyro import PyroJit
 from ..pyro.caches import describe_key
-from ..pyro.routes import PyroRoute
 from .signatures import SignatureRun
 
 __all__ = ["WholeStepRoute", "said"]
@@ -65,44 +64,40 @@ class WholeStepRoute(Route):
     elbo: Any = None
     target: str = ""
     as_written: Callable[..., Any] | None = None
-    fallback: Route | None = None
-    why: str = ""  # what stopped the capture, once it did
     entries: dict[Any, WholeStepEntry] = field(default_factory=dict)
     waiting: WholeStepEntry | None = None  # the entry whose inductor codegen runs in the background
     signatures: dict[Any, SignatureRun] = field(default_factory=dict)
     call_site: CallSite | None = None
     compiled_after: str = ""  # what ``after`` says while a step runs compiled
-    fallback_started: bool = False  # the fallback has made its first step
+
+    name = "the whole step"
 
     @classmethod
     def plan(cls, ctx: RunContext, pyro: PyroJit, backend: str, svi: Any, elbo: Any, target: str,
-             as_written: Callable[..., Any]) -> Route:
-        """The route of ``svi``: whole steps, or Pyro's JIT when the capture cannot write its step."""
+             as_written: Callable[..., Any]) -> Ladder:
+        """The ladder of ``svi``: whole steps, then Pyro's JIT (made once the steps fall to it: making
+        it points the SVI at Pyro's compiled ELBO)."""
         from ...wholestep import CannotCompile
         from ...wholestep.capture import check_svi
 
         name = type(elbo).__name__ if elbo is not None else label(svi.loss)
-        try:
-            check_svi(svi)
-        except CannotCompile as exc:
-            route = pyro.plan_svi(svi, elbo, target, as_written)
-            route.reason = _fallback_reason(exc.reason, route)
-            return route
         route = cls(before=name, after=f"{name}, whole step ({backend})", compiled=True, call=as_written,
                     ctx=ctx, pyro=pyro, backend=backend, svi=svi, elbo=elbo, target=target,
                     as_written=as_written, entries=ctx.session.whole_steps.of(svi), call_site=CallSite())
-        route.call = route.step
         route.runner, route.compiled_after = svi, route.after
         # an earlier cell's inductor codegen may still run in the background
         route.waiting = next((e for e in route.entries.values() if e.unannounced), None)
-        return route
+        ladder = Ladder(route, partial(pyro.route_svi, svi, elbo, target, as_written))
+        try:
+            check_svi(svi)
+        except CannotCompile as exc:
+            ladder.fall(exc.reason)
+        return ladder
 
     # -- one step ---------------------------------------------------------------------
-    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
+    def step(self, svi: Any, *args: Any, **kwargs: Any) -> Ran:
         """One ``svi.step(*args, **kwargs)``, compiled whole when it can be."""
         __tracebackhide__ = True
-        if self.fallback is not None:
-            return self.on_fallback(svi, args, kwargs)
         assert self.call_site is not None
         problem = self.call_site.problem()
         if problem is not None:
@@ -114,8 +109,14 @@ class WholeStepRoute(Route):
         if type(result) is float:
             if self.waiting is entry:
                 self._announce(entry)  # type: ignore[arg-type]
-            return result
+            return self.ran(entry, result)  # type: ignore[arg-type]
         return self.declined(svi, run, result, args, kwargs)
+
+    @staticmethod
+    def ran(entry: WholeStepEntry, loss: float) -> Ran:
+        compiled = entry.compiled
+        return Ran(loss, "inductor" if compiled.backend == "inductor" else "step",
+                   timed=not compiled.as_captured)
 
     def signature_run(self, sig: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                       base: Any = None) -> SignatureRun:
@@ -127,7 +128,7 @@ class WholeStepRoute(Route):
         return run
 
     def declined(self, svi: Any, run: SignatureRun, result: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
+                 kwargs: dict[str, Any]) -> Ran:
         """No compiled step of the signature ran this call: run it eager, or compile again."""
         if result is not None and result.finding is not None:
             assert self.ctx is not None
@@ -142,17 +143,15 @@ class WholeStepRoute(Route):
         entry = self._compile_again(svi, run, changes, args, kwargs) if run.entries or result else \
             self.compile(svi, run, args, kwargs)
         if entry is None:
-            if self.fallback is not None:
-                return self.on_fallback(svi, args, kwargs)
             return self.eager(svi, args, kwargs)  # Pyro creates what the capture needs, or eager
         return self.serve_new(svi, run, entry, args, kwargs)
 
     def serve_new(self, svi: Any, run: SignatureRun, entry: WholeStepEntry, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+                  kwargs: dict[str, Any]) -> Ran:
         """The first call of a new compiled step."""
         result = entry.compiled.run(*args, **kwargs)
         if type(result) is float:
-            return result
+            return replace(self.ran(entry, result), timed=False)  # (its time holds the capture's)
         return self.declined(svi, run, result, args, kwargs)
 
     def _compile_again(self, svi: Any, run: SignatureRun, changes: list[Change], args: tuple[Any, ...],
@@ -184,7 +183,7 @@ class WholeStepRoute(Route):
                                              f"{why}")
         if self.compiled and not any(r.entries and not r.eager_why for r in self.signatures.values()):
             self.compiled, self.after, self.reason = False, self.before, f"ran eager: {why}"
-            self.ctx.recorder.switch(id(self.svi), self.target, self)
+            self.ctx.recorder.restate()
 
     def step_number(self) -> int:
         """The step in progress, counted from the run's first step of this SVI."""
@@ -193,14 +192,14 @@ class WholeStepRoute(Route):
         return len(plan.raw) + 1 if isinstance(plan, StepPlan) else 0
 
     # -- eager, as eager Pyro runs it ----------------------------------------------------------
-    def eager_call(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str) -> Any:
+    def eager_call(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any], problem: str) -> Ran:
         """A call made under a state no graph holds (grad mode, a handler): eager, said once."""
         assert self.ctx is not None
         self.ctx.recorder.guard(self.target, f"steps ran eager while {problem} (the first at step "
                                              f"{self.step_number()})")
         return self.eager(svi, args, kwargs)
 
-    def eager(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def eager(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ran:
         """One step as eager Pyro runs it, on the user's own ELBO (see :func:`~..eager.eager_step`);
         the compiled steps then know that eager's ``zero_grads`` left no gradient waiting."""
         __tracebackhide__ = True
@@ -208,14 +207,14 @@ class WholeStepRoute(Route):
         result = eager_step(self.as_written, svi, self.elbo, args, kwargs)
         for entry in self.entries.values():
             entry.compiled.eager_ran()
-        return result
+        return Ran(result, "eager")
 
     # -- compiling ---------------------------------------------------------------------------
     def compile(self, svi: Any, run: SignatureRun, args: tuple[Any, ...], kwargs: dict[str, Any],
                 backend: str | None = None) -> WholeStepEntry | None:
         """Capture and compile the step for this signature and world; None when it cannot now (its
-        first eager step; an SVI the capture cannot write: :attr:`fallback` set; a read no graph
-        can hold: the signature runs eager)."""
+        first eager step; a read no graph can hold: the signature runs eager). An SVI the capture
+        cannot write raises :class:`~...run.route.CannotRun`: the ladder's next route runs it."""
         from ...wholestep import CannotCompile, NeedsEagerStep, Unguardable, compile_svi_step
 
         assert self.ctx is not None
@@ -235,8 +234,7 @@ class WholeStepRoute(Route):
             self.run_eager(run, exc.reason)
             return None
         except CannotCompile as exc:
-            self.fall_back(svi, exc.reason)
-            return None
+            raise CannotRun(exc.reason) from None
         seconds = recorder.clock() - start
         described, shapes = said(args, kwargs)
         recorder.record_compile(described, seconds, compiled.capture_seconds, shapes)
@@ -249,9 +247,9 @@ class WholeStepRoute(Route):
         entry = WholeStepEntry(compiled, described, seconds)
         run.add(entry)
         self._watch([entry])
-        if not self.compiled and self.fallback is None:  # it ran eager so far: now a step runs compiled
+        if not self.compiled:  # it ran eager so far: now a step runs compiled
             self.compiled, self.after, self.reason = True, self.compiled_after, ""
-            recorder.switch(id(svi), self.target, self)
+            recorder.restate()
         if compiled.compiling:
             self.waiting, entry.unannounced = entry, True
             recorder.note(f"{self.target}: inductor compiles in the background; until its kernels are "
@@ -279,64 +277,3 @@ class WholeStepRoute(Route):
                 f"({compiled.codegen_summary()})")
         elif compiled.fallback:
             self.ctx.recorder.note(f"{self.target}: {compiled.fallback}")
-
-    def fall_back(self, svi: Any, why: str) -> None:
-        """The capture stopped: Pyro's JIT runs this SVI from now on (this step included)."""
-        assert self.ctx is not None and self.pyro is not None and self.as_written is not None
-        fallback = self.pyro.plan_svi(svi, self.elbo, self.target, self.as_written)
-        fallback.reason = _fallback_reason(why, fallback)
-        if isinstance(fallback, PyroRoute):  # should Pyro's JIT give up too, both reasons are said
-            fallback.explain = partial(_eager_reason, why)
-        self.fallback, self.why = fallback, why
-        self._mirror(fallback)
-        plan = self.ctx.recorder.current
-        if isinstance(plan, StepPlan) and plan.route is self:
-            # from now on the step is Pyro's route's: its compiles mark where to go back to, and
-            # a limit of Pyro's JIT met on them falls back to eager as it does without --backend
-            plan.route = fallback
-        self.ctx.recorder.switch(id(svi), self.target, fallback)
-
-    def on_fallback(self, svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A step on the fallback route, which does after its first step what a route does after the
-        run's first (Pyro's JIT repairs its JitTraceMeanField_ELBO companion, which would trace on every
-        step): the capture stopped on a later step than the first."""
-        __tracebackhide__ = True
-        assert self.fallback is not None and self.ctx is not None
-        result = self.fallback.call(svi, *args, **kwargs)
-        if not self.fallback_started:
-            self.fallback_started = True
-            note = self.fallback.first_done()
-            if note is not None:
-                self.ctx.recorder.note(note)
-        return result
-
-    def _mirror(self, fallback: Route) -> None:
-        """Show and run as ``fallback`` does (the step in progress still holds this route)."""
-        self.after, self.compiled, self.reason = fallback.after, fallback.compiled, fallback.reason
-        self.runner, self.call = fallback.runner, fallback.call
-
-    def recover(self, exc: BaseException) -> bool:
-        if self.fallback is None or not self.fallback.recover(exc):
-            return False
-        # Pyro's JIT met one of its limits too: the SVI runs eager from now on
-        self.fallback.reason = _fallback_reason(self.why, self.fallback)
-        self._mirror(self.fallback)
-        return True
-
-    def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        return self.fallback.advice(exc, args, kwargs) if self.fallback is not None else None
-
-    def first_done(self) -> str | None:
-        if self.fallback is None:
-            return None
-        self.fallback_started = True
-        return self.fallback.first_done()
-
-
-def _eager_reason(why: str, eager_why: str) -> str:
-    return f"the whole step cannot be compiled ({why}): ran eager ({eager_why})"
-
-
-def _fallback_reason(why: str, route: Route) -> str:
-    ran = "ran on Pyro's JIT" if route.compiled else f"ran eager ({route.reason})"
-    return f"the whole step cannot be compiled ({why}): {ran}"
