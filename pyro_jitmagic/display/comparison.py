@@ -75,10 +75,11 @@ def agreement_lines(c: Comparison) -> list[str]:
     for s in c.svi:
         steps = min(len(s.eager.steps), len(s.compiled.steps))
         lines.append(f"{s.target}: losses {_VERDICT_WORDS[s.outcome]}: {s.reason}")
-        lines.append(f"{s.target}: largest relative difference of the losses "
-                     f"{_difference(s.loss_difference)} over {steps} steps, of the final params "
-                     f"{_difference(s.param_difference)} "
-                     f"(step by step within {RELATIVE_TOLERANCE:g})")
+        if s.outcome != "agree":  # (an agreement's reason gives these figures already)
+            lines.append(f"{s.target}: largest relative difference of the losses "
+                         f"{_difference(s.loss_difference)} over {steps} steps, of the final params "
+                         f"{_difference(s.param_difference)} "
+                         f"(step by step within {RELATIVE_TOLERANCE:g})")
     for m in c.mcmc:
         lines.append(f"{m.target}: posterior means {_VERDICT_WORDS[m.outcome]}: {m.reason}")
     report = c.compiled
