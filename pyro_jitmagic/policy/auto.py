@@ -1,173 +1,76 @@
-"""``--auto``: compile a cache key only when compiling it is expected to pay.
+"""When compiling pays: one policy for every tier of the climb, eager -> Pyro's JIT -> whole step ->
+inductor's kernels.
 
-Compiling is a bet: a trace costs a fixed price up front (Pyro's eager call to
-find params, the trace, its first run) and pays back a little on every later
-call. Whether it pays depends on how many calls follow, which nobody knows in
-advance. ``--auto`` decides per compiled function and per cache key, while the
-cell runs, from what it measures:
+Compiling is a bet: a price up front (a trace, a capture, a codegen) against a saving on every
+later step. :class:`AutoPolicy` bets from what it measures: each key's or signature's step time
+on its tier; what compiles have cost so far in the session, in steps of the tier below (tracing,
+like running, costs per operation, so the ratio carries from one model to the next); and how
+many steps are expected to follow: what the cell's loops say (:mod:`.loops`), else what the same
+cell ran last time, else as many again as so far, scaled up to :data:`HORIZON` while the run is
+young. It climbs when the steps expected to follow would save more than the next tier costs
+(look ahead) or, when nothing says how long the run will be, once the time spent below reaches
+that cost (rent or buy: it never loses more than that cost against climbing at once). Priors
+stand in until the session has measured, and count as one measurement after. The runs behind the
+priors are in docs/benchmarks.md ("The default climb").
 
-* **SVI keys.** A new key runs eager, and each eager step is timed. It
-  compiles as soon as the calls expected to follow would save more than
-  compiling it is expected to cost. How many calls will follow is what the
-  cell's loops say when they say it (``for i in range(100): svi.step(data)``,
-  read by :mod:`.loops`; a key expects its share of the steps left). Otherwise
-  nobody knows, so the estimate is that a key will be called as many times
-  again as it has been so far, scaled up while its function is young: an SVI
-  run is expected to last at least :data:`HORIZON` steps in all, so a key that
-  took every one of the first five steps expects about two hundred. The saving per call is the
-  key's eager step time less its expected compiled step time (eager over the
-  session's measured speedup); the expected compile cost is the key's eager
-  step time times the session's *compile ratio*: what compiles have cost so far
-  in the session, in eager steps of the key compiled (tracing, like running
-  eager, costs per operation, so the ratio carries from one model to another).
-  As a safety net when the cell's length is not known, a key also compiles once
-  the time spent running it eager reaches its expected compile cost: the
-  rent-or-buy rule, which never loses more than that cost against compiling at once. Until the session has
-  measured a compile, :data:`PRIOR_COMPILE_STEPS` and :data:`PRIOR_SPEEDUP`
-  stand in, and after that they count as one measurement among the
-  session's; a key whose compiled steps are not expected to be faster (the
-  session's speedup is below :data:`MIN_SPEEDUP`) stays eager.
-* **MCMC potential (look ahead).** An MCMC run knows how many samples remain,
-  so the potential runs eager while the first samples measure its cost and the
-  evaluations per sample, and compiles as soon as the evaluations still to come
-  are expected to save more than compiling costs. Late in a run, it never does.
-
-Switching mid-run is safe: an eager call and a compiled call of the same key
-compute the same loss, gradients and random draws for the same inputs (the
-compiled step starts from the random state the eager step would), which the
-tests check step by step.
-
-Everything the decisions learn lives in :class:`AutoPolicy`, one per session,
-with the per-key books (:class:`KeyBook`) held weakly by compiled function.
+Switching tiers mid-run is safe: every tier computes the same loss, gradients and draws from the
+same params and random state, which the tests check step by step.
 """
 
 from __future__ import annotations
 
 import statistics
 import weakref
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..records.report import AutoDecision
 from ..records.units import plural, seconds
-from .tiers import TierBook, TierPolicy, TierTally
+from .books import TIERS, FunctionCalls, KeyBook, Kind, Memory, Tally, TierBook, TierTally
 
-Kind = Literal["svi", "potential"]
+CodegenStart = Literal["now", "after the cell"] | None
 
-#: An SVI run is expected to last at least this many steps (calls of its
-#: compiled loss) in all. Tutorials and real fits run hundreds to thousands;
-#: the rule above is checked against 100 to 5000 in docs/benchmarks.md.
+# -- Pyro's keys (eager or traced) and HMC/NUTS potentials ----------------------------------
+#: An SVI run is expected to last at least this many steps in all (tutorials and fits run hundreds
+#: to thousands).
 HORIZON = 200
-#: Before the session has measured a compile: a compile costs about this many
-#: eager steps of the key compiled (with the no-opt executor, the --auto
-#: report's "compiling" over its "eager" step came to 7-8 on the simple SVI and
-#: 13-15 on the HMM's three lengths here, and about 15 eager evaluations for the
-#: NUTS potential's trace). The prior also counts as one
-#: measurement among the session's, so that one noisy compile cannot swing
-#: the next decisions on its own.
+#: Before a compile is measured: its cost in eager steps of the key compiled, and the speedup of
+#: its compiled steps (the tutorial's SVI, its HMM and NUTS; docs/benchmarks.md).
 PRIOR_COMPILE_STEPS = {"svi": 12.0, "potential": 15.0}
-#: Before the session has measured one: compiled steps are this much faster.
 PRIOR_SPEEDUP = {"svi": 2.0, "potential": 1.5}
 #: Below this measured speedup a new key is not worth compiling.
 MIN_SPEEDUP = 1.1
-#: Steps after the compiling one that may still run slow (an optimising
-#: executor re-optimises on them): their excess counts toward the compile.
-SETTLE = 5
-#: SVI: eager steps a key runs before its median step time is trusted (a
-#: key's first step also pays one-off costs: Pyro's and torch's caches).
+#: Eager steps a key runs before its median step time is trusted (its first pays one-off costs).
 MIN_EAGER_STEPS = 3
-#: MCMC: samples to measure eager before looking ahead; how often to look.
+#: MCMC: samples measured eager before looking ahead; how often to look.
 MCMC_MEASURE_SAMPLES = 3
 MCMC_CHECK_EVERY = 8
-#: Medians are taken over at most this many of the latest steps.
-RECENT = 50
-#: A key's compile is added to what the session expects of the next keys once it
-#: has run this many compiled steps (the first ones may be slow).
+#: A key's compile is learned once it has run this many compiled steps (the first may be slow).
 LEARN_AFTER = 8
 
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-@dataclass
-class FunctionCalls:
-    """How many times a compiled function has been called under ``--auto``, all keys together."""
-
-    calls: int = 0
-
-
-@dataclass
-class KeyBook:
-    """What one cache key of one compiled function has cost, eager and compiled, in this session."""
-
-    kind: Kind
-    owner: str
-    key: str
-    # seconds of the latest eager steps, and how many there were (a key may stay eager for thousands)
-    eager: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
-    eager_calls: int = 0
-    eager_seconds: float = 0.0  # all of them
-    compile_step: float | None = None  # seconds of the step that compiled
-    settling: list[float] = field(default_factory=list)  # the first SETTLE compiled steps after it
-    compiled: deque[float] = field(default_factory=lambda: deque(maxlen=20 * RECENT))  # then the latest
-    compiled_calls: int = 0
-    state: Literal["eager", "compiled"] = "eager"
-    why: str = ""
-    function: FunctionCalls = field(default_factory=FunctionCalls)  # shared by its function's keys
-    learned: bool = False  # its compile has been added to the session's ratios
-
-    def eager_step(self) -> float | None:
-        """Median of the latest eager steps."""
-        return _median(list(self.eager))
-
-    def compiled_step(self) -> float | None:
-        """Median of the steady compiled steps (of the settling ones while there are no others)."""
-        return _median(list(self.compiled) or self.settling)
-
-    def compile_seconds(self) -> float | None:
-        """The compiling step and the slow steps right after it, over the steady compiled step."""
-        if self.compile_step is None:
-            return None
-        steady = self.compiled_step()
-        if steady is None:
-            return self.compile_step
-        slow = sum(max(0.0, t - steady) for t in self.settling)
-        return max(0.0, self.compile_step - steady) + slow
-
-
-@dataclass
-class Tally:
-    """What one key did in one run (a cell)."""
-
-    book: KeyBook
-    compiled_before: bool
-    eager_steps: int = 0
-    compiled_steps: int = 0
-    seconds: float = 0.0
-    compiled_at: int | None = None  # the run's step (or evaluation) number that compiled
-
-    def add(self, mode: str, seconds: float, step: int) -> None:
-        book = self.book
-        self.seconds += seconds
-        if mode == "eager":
-            self.eager_steps += 1
-            book.eager.append(seconds)
-            book.eager_calls += 1
-            book.eager_seconds += seconds
-        elif mode == "compile":
-            self.compiled_steps += 1
-            self.compiled_at = step
-            book.compile_step = seconds
-        else:
-            self.compiled_steps += 1
-            book.compiled_calls += 1
-            (book.settling if len(book.settling) < SETTLE else book.compiled).append(seconds)
+# -- the whole step and inductor's kernels ----------------------------------------------------
+#: Capturing the whole step, in steps of Pyro's JIT; a whole step's speedup over Pyro's JIT, and
+#: inductor's over the whole step on TorchScript; cold codegen seconds ~ a + b * capture seconds;
+#: a whole potential evaluation's speedup over eager's and Pyro's; its capture in eager
+#: evaluations. All from bench_auto.py, bench_backends.py and bench_capture.py (docs/benchmarks.md).
+PRIOR_CAPTURE_STEPS = 250.0
+PRIOR_STEP_SPEEDUP = 1.7
+PRIOR_INDUCTOR_SPEEDUP = 6.0
+PRIOR_CODEGEN = (10.0, 8.0)
+PRIOR_POTENTIAL_SPEEDUP = {"eager": 2.5, "pyro": 1.25}
+PRIOR_POTENTIAL_CAPTURE_EVALS = 43.0
+#: Steps in the low tiers before a signature's step time is trusted (as many as Pyro's keys take,
+#: so that a run known to be long captures before Pyro traces), and on TorchScript before codegen.
+MIN_LOW_STEPS = 3
+MIN_STEP_STEPS = 3
+#: Seconds a codegen put off until the cell ends waits before handing its graph over, so that the
+#: cell's report is made and shown first.
+AFTER_CELL_DELAY = 1.0
 
 
 class AutoPolicy:
-    """The session's measurements of compile cost and speedup, and the decisions made from them.
+    """The session's measurements of what compiling costs and gains on each tier, and every decision
+    of the climb made from them (see the module's text).
 
     Parameters
     ----------
@@ -175,19 +78,37 @@ class AutoPolicy:
         See :data:`HORIZON`.
     prior_compile_steps, prior_speedup : dict, optional
         See :data:`PRIOR_COMPILE_STEPS` and :data:`PRIOR_SPEEDUP`.
+    memory : optional
+        What earlier runs left (steps run, graphs in inductor's cache); by default the one beside
+        inductor's cache, which the climbing compiler finds (:meth:`find_memory`); None for none.
+    prior_capture_steps, prior_potential_capture_evals : float, optional
+        See :data:`PRIOR_CAPTURE_STEPS` and :data:`PRIOR_POTENTIAL_CAPTURE_EVALS`.
     """
 
     def __init__(self, horizon: int = HORIZON, prior_compile_steps: dict[str, float] | None = None,
-                 prior_speedup: dict[str, float] | None = None, tiers: TierPolicy | None = None) -> None:
+                 prior_speedup: dict[str, float] | None = None, memory: Memory | str | None = "default",
+                 prior_capture_steps: float = PRIOR_CAPTURE_STEPS,
+                 prior_potential_capture_evals: float = PRIOR_POTENTIAL_CAPTURE_EVALS) -> None:
         self.horizon = horizon
-        #: the tiers above Pyro's JIT (the whole step, inductor)
-        self.tiers = tiers or TierPolicy(horizon)
         self.prior_compile_steps = {**PRIOR_COMPILE_STEPS, **(prior_compile_steps or {})}
         self.prior_speedup = {**PRIOR_SPEEDUP, **(prior_speedup or {})}
+        self.prior_capture_steps = prior_capture_steps
+        self.prior_potential_capture_evals = prior_potential_capture_evals
+        self._memory = memory
+        self._find_memory: Callable[[], Memory | None] = lambda: None
+        # the books: per compiled function, its keys'; per SVI, its signatures' (both held weakly)
         self._books: weakref.WeakKeyDictionary[Any, tuple[FunctionCalls, dict[Any, KeyBook]]] = (
             weakref.WeakKeyDictionary())
+        self.books: weakref.WeakKeyDictionary[Any, dict[Any, TierBook]] = weakref.WeakKeyDictionary()
+        # what was measured: compiles in eager steps and speedups (per kind of key); captures in low
+        # steps, the tiers' speedups, cold codegens over captures, potential captures in evaluations
         self._compile_steps: dict[str, list[float]] = {"svi": [], "potential": []}
         self._speedups: dict[str, list[float]] = {"svi": [], "potential": []}
+        self._capture: list[float] = []
+        self._step_speedup: list[float] = []
+        self._inductor_speedup: list[float] = []
+        self._codegen: list[float] = []
+        self._potential_capture: list[float] = []
 
     def book(self, fn: Any, key: Any, kind: Kind, owner: str, describe: str) -> KeyBook:
         """The book of ``key`` of compiled function ``fn`` (made on first use)."""
@@ -209,9 +130,9 @@ class AutoPolicy:
         return statistics.median([*measured, self.prior_speedup[kind]]), bool(measured)
 
     def learn(self, book: KeyBook | TierBook) -> None:
-        """Add a key's compile cost and speedup to what the session expects of the next keys."""
+        """Add a key's or signature's costs and speedups to what the session expects of the next."""
         if isinstance(book, TierBook):
-            return self.tiers.learn(book)
+            return self._learn_tiers(book)
         eager, compiled, cost = book.eager_step(), book.compiled_step(), book.compile_seconds()
         if book.learned or eager is None or compiled is None or cost is None or eager <= 0:
             return
@@ -224,7 +145,7 @@ class AutoPolicy:
         eager = book.eager_step()
         return None if eager is None else eager * self.compile_steps(book.kind)[0]
 
-    # -- decisions ---------------------------------------------------------------
+    # -- decisions: Pyro's keys and potentials ------------------------------------------
     def decide_svi(self, book: KeyBook, function_calls: int,
                    cell: tuple[float, int] | None = None) -> bool:
         """Whether this key should compile now, its function having been called
@@ -286,51 +207,229 @@ class AutoPolicy:
                     f"{seconds(saving)}, less than compiling's {seconds(expected)}")
         return False
 
-    # -- the report --------------------------------------------------------------
-    def decision(self, tally: Tally | TierTally) -> AutoDecision:
-        """One key's decision in one run, with what it saved or lost, for the report.
+    @property
+    def memory(self) -> Memory | None:
+        """What earlier runs left: the one given, else the one the climbing compiler found."""
+        if self._memory == "default":
+            return self._find_memory()
+        return self._memory  # type: ignore[return-value]
 
-        What the key saved is estimated from the figures the report shows beside it: its
-        median eager and compiled step times and its compile cost. Against always eager,
-        each compiled step saved the difference and compiling cost its price (when it
-        compiled in this cell); against always compiled, each eager step lost the
-        difference and compiling was paid all the same (unless compiled in an earlier
-        cell). The alternatives' totals are this cell's measured time plus those savings,
-        so that a step's hiccup counts the same on both sides.
+    def find_memory(self, find: Callable[[], Memory | None]) -> None:
+        """Where the memory lives when none was given: beside inductor's cache of the moment (tests
+        move it), which the compiler that climbs knows and this module, importing no torch, does not."""
+        self._find_memory = find
+
+    # -- what the session has learned of the tiers above Pyro's JIT -----------------------
+    def capture_steps(self) -> float:
+        return statistics.median([*self._capture, self.prior_capture_steps])
+
+    def step_speedup(self) -> float:
+        return statistics.median([*self._step_speedup, PRIOR_STEP_SPEEDUP])
+
+    def inductor_speedup(self) -> float:
+        return statistics.median([*self._inductor_speedup, PRIOR_INDUCTOR_SPEEDUP])
+
+    def codegen_seconds(self, capture: float) -> float:
+        """Expected cold codegen seconds for a graph whose capture took ``capture`` seconds."""
+        a, b = PRIOR_CODEGEN
+        return statistics.median([*(r * capture for r in self._codegen), a + b * capture])
+
+    def _learn_tiers(self, book: TierBook) -> None:
+        low, step, fast = book.low_step(), book.step_time("step"), book.step_time("inductor")
+        if book.learned or low is None or book.capture_seconds is None:
+            return
+        book.learned = True
+        self._capture.append(book.capture_seconds / low)
+        if step:
+            self._step_speedup.append(low / step)
+            if fast:
+                self._inductor_speedup.append(step / fast)
+        if book.codegen_seconds is not None and book.codegen_cache == "cold" and book.capture_seconds > 0:
+            self._codegen.append(book.codegen_seconds / book.capture_seconds)
+
+    # -- decisions: climbing above Pyro's JIT --------------------------------------------
+    def future(self, book: TierBook, function_calls: int) -> tuple[float, str]:
+        """Steps expected to follow for this signature, and where the figure comes from."""
+        mine = book.calls - book.run_start
+        if book.cell is not None:  # the cell's own loops: this signature's share of what is left
+            left = book.cell.left_for(mine)
+            return left, f"the cell's loops run {plural(book.cell.total, 'step')}"
+        if book.expected_steps is not None:
+            left = max(book.expected_steps - mine, 0)
+            return float(left), f"its last run took {book.expected_steps} steps"
+        return book.calls * max(1.0, self.horizon / max(function_calls, 1)), "as many again as so far"
+
+    def climb_to_step(self, book: TierBook, function_calls: int, warm: bool) -> bool:
+        """Whether this signature should capture its whole step now (``warm``: inductor's cache
+        is known to hold its graph); sets ``book.why``."""
+        low = book.low_step()
+        if not low or book.steps["eager"] + book.steps["pyro"] < MIN_LOW_STEPS:
+            return False  # (a step that takes no measurable time has nothing to save)
+        cost = low * self.capture_steps()
+        speedup = self.step_speedup() * (self.inductor_speedup() if warm else 1.0)
+        future, whence = self.future(book, function_calls)
+        saving = future * low * (1 - 1 / speedup)
+        faster = "inductor's kernels (cached)" if warm else "the whole step"
+        if saving >= cost:
+            book.why = (f"captured after {plural(book.calls, 'step')}: the ~{future:.0f} steps expected "
+                        f"({whence}) would save {seconds(saving)} on {faster}, more than the capture's "
+                        f"expected {seconds(cost)}")
+            return True
+        if book.expected_steps is None and book.cell is None and book.low_seconds >= cost:
+            # rent or buy: above the whole step lie inductor's kernels, whose steps cost next to
+            # nothing, so the rent of staying below is about the whole time spent there
+            book.why = (f"captured after {plural(book.calls, 'step')}, which took "
+                        f"{seconds(book.low_seconds)}: the capture's expected cost ({seconds(cost)})")
+            return True
+        book.why = (f"stayed on {book.tier}: the ~{future:.0f} steps expected ({whence}) would save "
+                    f"{seconds(saving)} on {faster}, under the capture's expected {seconds(cost)}")
+        return False
+
+    def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> CodegenStart:
+        """When inductor's codegen should start, for a signature on ``step``: ``"now"``, ``"after
+        the cell"`` or None (not yet: the whole step's time is not measured). Sets
+        ``book.codegen_why``: a start says why; a put-off, unless an earlier look put it off.
+
+        From inductor's disk cache it starts at once. Cold, it runs in a worker process, on a core
+        the steps leave idle, but handing the graph over costs this process about a second the
+        first time (inductor's import): it starts at once when its kernels can serve this run
+        (the steps expected to follow take longer on the whole step than the codegen is expected
+        to), else when the cell ends, for the next run.
         """
+        if warm:
+            book.codegen_why = "its kernels came from inductor's disk cache"
+            return "now"
+        step = book.step_time("step")
+        if step is None or book.steps["step"] < MIN_STEP_STEPS or book.capture_seconds is None:
+            return None
+        expected = self.codegen_seconds(book.capture_seconds)
+        future, whence = self.future(book, function_calls)
+        left = future * step
+        if left >= expected:
+            book.codegen_why = (f"inductor's codegen started at step {book.calls} in a worker process "
+                                f"(expected {seconds(expected)}, against the ~{future:.0f} steps expected "
+                                f"({whence}), {seconds(left)} on the whole step)")
+            return "now"
+        if not book.codegen_why:  # the look that put it off says why; later ones that agree add nothing
+            book.codegen_why = (f"inductor's codegen starts in a worker process when the cell ends, for "
+                                f"the next run: the ~{future:.0f} steps expected ({whence}) take "
+                                f"{seconds(left)} on the whole step, less than its expected "
+                                f"{seconds(expected)}")
+        return "after the cell"
+
+    def potential_codegen_now(self, capture_seconds: float, remaining_seconds: float) -> bool:
+        """MCMC: whether a cold codegen of the captured potential should start now (its kernels
+        can serve this run: the evaluations left take longer than it is expected to), rather
+        than when the run ends, for the next one."""
+        return remaining_seconds >= self.codegen_seconds(capture_seconds)
+
+    def climb_potential(self, tier: str, per_eval: float, eager_per_eval: float, remaining: float,
+                        pyro_net: float) -> tuple[bool, str]:
+        """MCMC: whether to capture the potential and its gradient now, from ``tier`` (eager or
+        pyro) whose evaluations take ``per_eval`` (a sample's time over its evaluations), with
+        ``remaining`` evaluations expected; ``pyro_net`` is what compiling on Pyro's JIT instead is
+        expected to net (the whole step must net more). Returns the decision and why."""
+        ratios = [*self._potential_capture, self.prior_potential_capture_evals]
+        cost = eager_per_eval * statistics.median(ratios)
+        speedup = PRIOR_POTENTIAL_SPEEDUP[tier]
+        saving = remaining * per_eval * (1 - 1 / speedup)
+        why = (f"the ~{remaining:.0f} evaluations still to come were expected to save {seconds(saving)} "
+               f"on the whole potential and gradient, against its capture's {seconds(cost)}")
+        return saving - cost > max(pyro_net, 0.0), why
+
+    def learn_potential(self, capture_seconds: float, eager_per_eval: float) -> None:
+        if eager_per_eval > 0:
+            self._potential_capture.append(capture_seconds / eager_per_eval)
+
+    # -- the report ----------------------------------------------------------------------
+    def decision(self, tally: Tally | TierTally) -> AutoDecision:
+        """One key's or signature's decision in one run, with what it saved or lost, for the report."""
+        self.learn(tally.book)
         if isinstance(tally, TierTally):
-            return self.tiers.decision(tally)
-        book = tally.book
-        self.learn(book)
-        speedup, _ = self.speedup(book.kind)
-        eager, compiled = book.eager_step(), book.compiled_step()
-        estimated = eager is None or compiled is None
-        if eager is None and compiled is not None:
-            eager = compiled * speedup
-        if compiled is None and eager is not None:
-            compiled = eager / speedup
-        cost = book.compile_seconds()
-        if cost is None and not tally.compiled_before:
-            cost = self.expected_compile_seconds(book)
-            estimated = True
-        gain = None if eager is None or compiled is None else eager - compiled
-        paid = cost if tally.compiled_at is not None else 0.0  # compiling, in this cell
-        always_pays = 0.0 if tally.compiled_before else cost  # compiling, always compiled
-        saved_vs_eager = saved_vs_compiled = None
-        if tally.compiled_steps == 0:  # it did run all eager
-            saved_vs_eager = 0.0
-        elif gain is not None and paid is not None:
-            saved_vs_eager = tally.compiled_steps * gain - paid
-        if tally.compiled_before and tally.eager_steps == 0:  # it did run all compiled
-            saved_vs_compiled = 0.0
-        elif gain is not None and paid is not None and always_pays is not None:
-            saved_vs_compiled = always_pays - paid - tally.eager_steps * gain
-        return AutoDecision(
-            kind=book.kind, owner=book.owner, key=book.key, state=book.state,
-            why="compiled in an earlier cell" if tally.compiled_before else book.why,
-            eager_steps=tally.eager_steps, compiled_steps=tally.compiled_steps,
-            compiled_at=tally.compiled_at, seconds=tally.seconds,
-            eager_step_seconds=eager, compiled_step_seconds=compiled, compile_seconds=cost,
-            always_eager_seconds=None if saved_vs_eager is None else tally.seconds + saved_vs_eager,
-            always_compiled_seconds=None if saved_vs_compiled is None else tally.seconds + saved_vs_compiled,
-            estimated=estimated, compiled_before=tally.compiled_before)
+            return _signature_decision(self, tally)
+        return _key_decision(self, tally)
+
+    def remember(self, tallies: list[TierTally]) -> None:
+        """The run ended: each signature's step count, for the next run of the same cell."""
+        if self.memory is None:
+            return
+        counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest)
+                  for t in tallies if t.book.memory_key and sum(t.steps.values())}
+        self.memory.ran(counts)
+
+
+def _key_decision(policy: AutoPolicy, tally: Tally) -> AutoDecision:
+    """One key's decision in one run, with what it saved or lost, for the report.
+
+    What the key saved is estimated from the figures the report shows beside it: its
+    median eager and compiled step times and its compile cost. Against always eager,
+    each compiled step saved the difference and compiling cost its price (when it
+    compiled in this cell); against always compiled, each eager step lost the
+    difference and compiling was paid all the same (unless compiled in an earlier
+    cell). The alternatives' totals are this cell's measured time plus those savings,
+    so that a step's hiccup counts the same on both sides.
+    """
+    book = tally.book
+    speedup, _ = policy.speedup(book.kind)
+    eager, compiled = book.eager_step(), book.compiled_step()
+    estimated = eager is None or compiled is None
+    if eager is None and compiled is not None:
+        eager = compiled * speedup
+    if compiled is None and eager is not None:
+        compiled = eager / speedup
+    cost = book.compile_seconds()
+    if cost is None and not tally.compiled_before:
+        cost = policy.expected_compile_seconds(book)
+        estimated = True
+    gain = None if eager is None or compiled is None else eager - compiled
+    paid = cost if tally.compiled_at is not None else 0.0  # compiling, in this cell
+    always_pays = 0.0 if tally.compiled_before else cost  # compiling, always compiled
+    saved_vs_eager = saved_vs_compiled = None
+    if tally.compiled_steps == 0:  # it did run all eager
+        saved_vs_eager = 0.0
+    elif gain is not None and paid is not None:
+        saved_vs_eager = tally.compiled_steps * gain - paid
+    if tally.compiled_before and tally.eager_steps == 0:  # it did run all compiled
+        saved_vs_compiled = 0.0
+    elif gain is not None and paid is not None and always_pays is not None:
+        saved_vs_compiled = always_pays - paid - tally.eager_steps * gain
+    return AutoDecision(
+        kind=book.kind, owner=book.owner, key=book.key, state=book.state,
+        why="compiled in an earlier cell" if tally.compiled_before else book.why,
+        eager_steps=tally.eager_steps, compiled_steps=tally.compiled_steps,
+        compiled_at=tally.compiled_at, seconds=tally.seconds,
+        eager_step_seconds=eager, compiled_step_seconds=compiled, compile_seconds=cost,
+        always_eager_seconds=None if saved_vs_eager is None else tally.seconds + saved_vs_eager,
+        always_compiled_seconds=None if saved_vs_compiled is None else tally.seconds + saved_vs_compiled,
+        estimated=estimated, compiled_before=tally.compiled_before)
+
+
+def _signature_decision(policy: AutoPolicy, tally: TierTally) -> AutoDecision:
+    """One signature's tiers in one run, and estimates of what each single tier would have taken."""
+    book = tally.book
+    low = book.low_step()
+    times = {t: book.step_time(t) for t in TIERS}
+    step = times["step"] or (low / policy.step_speedup() if low else None)
+    fast = times["inductor"] or (step / policy.inductor_speedup() if step else None)
+    capture = book.capture_seconds if book.capture_seconds is not None else (
+        low * policy.capture_steps() if low else None)
+    codegen = book.codegen_seconds
+    if codegen is None and capture is not None:
+        codegen = 0.0 if policy.memory is not None and policy.memory.inductor_holds(book.digest) \
+            else policy.codegen_seconds(capture)
+    n = sum(tally.steps.values())
+    versus: list[tuple[str, float]] = []
+    built = None if capture is None else capture + (codegen or 0.0)
+    for name, per, upfront in (("eager", times["eager"], 0.0), ("pyro", times["pyro"], 0.0),
+                               ("step", step, capture), ("inductor", fast, built)):
+        if per is not None and upfront is not None:
+            versus.append((name, n * per + upfront))
+    compiled = tally.steps["pyro"] + tally.steps["step"] + tally.steps["inductor"]
+    return AutoDecision(
+        kind="svi", owner=book.owner, key=book.key, state=book.tier, why=book.explained(),
+        eager_steps=tally.steps["eager"], compiled_steps=compiled, compiled_at=None,
+        seconds=tally.seconds, eager_step_seconds=times["eager"], compiled_step_seconds=(
+            times[book.tier] if book.tier != "eager" else None),
+        compile_seconds=book.capture_seconds, always_eager_seconds=dict(versus).get("eager"),
+        always_compiled_seconds=dict(versus).get("pyro"), estimated=True,
+        path=tuple(book.path), versus=tuple(versus))

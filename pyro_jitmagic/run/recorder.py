@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..options import RunOptions
-from ..policy.auto import AutoPolicy, Tally
-from ..policy.tiers import TierTally
+from ..policy.auto import AutoPolicy
+from ..policy.books import Tally, TierTally
 from ..records.report import (
     CapturedWarning,
     Compilation,
@@ -286,4 +286,4 @@ class Recorder:
             for tally in self._auto_tallies():
                 self.auto.learn(tally.book)
             # how long each signature ran, for the next run of the same cell
-            self.auto.tiers.remember(list(self.tier_tallies.values()))
+            self.auto.remember(list(self.tier_tallies.values()))

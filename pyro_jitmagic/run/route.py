@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..policy.tiers import Tier
+from ..policy.books import Tier
 
 if TYPE_CHECKING:
     from ..patch import PatchSet

@@ -13,7 +13,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from pyro.optim import Adam
 
 from pyro_jitmagic import AutoPolicy, JitRun
-from pyro_jitmagic.policy.auto import KeyBook, Tally
+from pyro_jitmagic.policy.books import KeyBook, Tally
 
 # -- the decisions, from given figures (no clock) --------------------------------
 
@@ -476,11 +476,9 @@ def test_an_mcmc_potential_can_switch_executor_mid_run(monkeypatch, runner, patc
 
 
 def test_auto_decides_for_a_kernel_written_with_jit_compile_too(auto_policy, patched_targets):
-    from pyro_jitmagic.policy.tiers import TierPolicy
-
     # the whole potential never pays here: this test is about Pyro's tier
     auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0},
-                tiers=TierPolicy(memory=None, prior_potential_capture_evals=1e9))
+                memory=None, prior_potential_capture_evals=1e9)
     mcmc = MCMC(NUTS(models.gaussian, jit_compile=True), num_samples=30, warmup_steps=30,
                 disable_progbar=True)
     with JitRun(auto=True) as run:

@@ -198,11 +198,9 @@ def test_a_potential_compiled_by_auto_appears_too(auto_policy):
 def test_a_potential_that_climbed_to_the_whole_step_appears_with_its_evaluations(auto_policy):
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic.policy.tiers import TierPolicy
-
     # a capture that costs about one evaluation pays at once
     auto_policy(prior_compile_steps={"potential": 2.0}, prior_speedup={"potential": 2.0},
-                tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+                memory=None, prior_potential_capture_evals=1.0)
     kernel = NUTS(models.gaussian)
     mcmc = MCMC(kernel, num_samples=100, warmup_steps=100, disable_progbar=True)
     with compiled(auto=True, backend="step") as run:

@@ -13,7 +13,7 @@ from pyro.optim import Adam
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.policy.tiers import CellSteps, TierBook, TierPolicy, TierTally
+from pyro_jitmagic.policy.books import CellSteps, TierBook, TierTally
 from pyro_jitmagic.wholestep.memory import RunMemory
 
 # -- decisions from given figures -------------------------------------------------------------
@@ -33,7 +33,7 @@ def _book(low=(), tier="pyro", step=(), expected=None, capture=None):
 
 def test_a_signature_climbs_to_the_whole_step_once_its_low_steps_cost_what_capturing_would():
     # capturing costs 100 low steps; nothing known of how long the run lasts
-    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
     book, _ = _book(low=[1.0] * 2)
     assert not policy.climb_to_step(book, function_calls=2, warm=False)  # too few steps to trust
     book, _ = _book(low=[1.0] * 60)
@@ -46,7 +46,7 @@ def test_a_signature_climbs_to_the_whole_step_once_its_low_steps_cost_what_captu
 
 
 def test_a_run_known_to_be_long_climbs_at_once_and_one_known_to_end_soon_never_does():
-    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
     book, _ = _book(low=[1.0] * 3, expected=10_000)
     assert policy.climb_to_step(book, function_calls=3, warm=False)
     assert "the ~9997 steps expected (its last run took 10000 steps)" in book.why
@@ -57,7 +57,7 @@ def test_a_run_known_to_be_long_climbs_at_once_and_one_known_to_end_soon_never_d
 
 
 def test_the_cells_loops_say_how_long_the_run_is_and_rent_or_buy_then_waits_for_nothing():
-    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
     book, _ = _book(low=[1.0] * 3)
     book.cell = CellSteps(1000, done=3)
     # the 997 steps left would save 997 * (1 - 1/1.7) = 410 s, more than the capture's 100 s
@@ -74,7 +74,7 @@ def test_the_cells_loops_say_how_long_the_run_is_and_rent_or_buy_then_waits_for_
 
 
 def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():
-    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
     book, _ = _book(low=[1.0] * 5, expected=200)
     # 195 steps at 1/1.7 of a step save 80 s, under 100 s; on cached kernels (6x more) 176 s
     assert not policy.climb_to_step(book, function_calls=5, warm=False)
@@ -86,7 +86,7 @@ def test_a_cold_codegen_starts_now_when_the_run_outlasts_it_else_when_the_cell_e
     # a cold codegen runs in a worker process, off the steps' interpreter, but handing the graph
     # over costs the cell about a second: a run that ends before the kernels could serve it
     # hands it over when the cell ends, for the next run
-    policy = TierPolicy(horizon=10, memory=None)
+    policy = AutoPolicy(horizon=10, memory=None)
     assert policy.codegen_seconds(1.0) == 18.0  # 10 s + 8 s per second of capture, before any measurement
     book, _ = _book(low=[1.0] * 5, step=[0.01] * 2, expected=1000, capture=1.0)
     assert policy.start_codegen(book, function_calls=7, warm=False) is None  # step time not yet trusted
@@ -103,7 +103,7 @@ def test_a_cold_codegen_starts_now_when_the_run_outlasts_it_else_when_the_cell_e
 
 
 def test_what_the_session_measures_replaces_the_priors():
-    policy = TierPolicy(horizon=10, memory=None, prior_capture_steps=400.0)
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=400.0)
     for capture in (10.0, 12.0):  # two signatures whose captures cost 10 and 12 low steps
         book, _ = _book(low=[1.0] * 5, step=[0.25] * 5, capture=capture)
         policy.learn(book)
@@ -112,7 +112,7 @@ def test_what_the_session_measures_replaces_the_priors():
 
 
 def test_the_report_row_shows_the_path_and_what_each_single_tier_would_have_taken():
-    policy = TierPolicy(horizon=10, memory=None)
+    policy = AutoPolicy(horizon=10, memory=None)
     book, tally = _book(low=[2.0] * 4, step=[1.0] * 6, capture=5.0)
     book.path = ["pyro", "step at step 5 (captured in 5.00 s)"]
     book.tier = "step"
@@ -170,7 +170,7 @@ def _losses(steps, policy=None, **options):
 def test_a_climb_to_the_whole_step_keeps_every_loss_eagers():
     eager, _, _ = _losses(60)
     eager_params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
     tiered, report, _ = _losses(60, policy)
     assert tiered == pytest.approx(eager, rel=1e-5)
     (row,) = [d for d in report.auto if d.path]
@@ -183,14 +183,14 @@ def test_a_climb_to_the_whole_step_keeps_every_loss_eagers():
 
 
 def test_auto_capped_at_pyro_never_captures_the_whole_step():
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
     _, report, _ = _losses(40, policy, backend="pyro")
     assert not any(d.path for d in report.auto)
     assert "whole step" not in report.switches[0].after
 
 
 def test_auto_capped_at_step_climbs_there_and_starts_no_codegen():
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
     _, report, svi = _losses(60, policy, backend="step")
     (row,) = [d for d in report.auto if d.path]
     assert row.state == "step" and not any("inductor" in p for p in row.path)
@@ -215,7 +215,7 @@ def test_a_float_read_keeps_the_signature_eager_on_every_tier_and_says_why():
         return losses, run
 
     eager, _ = run(pyro_jitmagic.compiled(backend="eager"))
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
     losses, compiled_run = run(pyro_jitmagic.compiled(auto=policy, backend="inductor"))
     assert losses == eager  # eager's, step by step: no tier used a trace that froze the number
     (line,) = [g for g in compiled_run.report.guards if "Python number" in g]
@@ -224,7 +224,7 @@ def test_a_float_read_keeps_the_signature_eager_on_every_tier_and_says_why():
 
 def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
     memory = RunMemory(None)
-    policy = AutoPolicy(tiers=TierPolicy(memory=memory, prior_capture_steps=1e6))
+    policy = AutoPolicy(memory=memory, prior_capture_steps=1e6)
     _, report, _ = _losses(30, policy)
     assert not any(d.path for d in report.auto)  # a capture this dear never pays in 30 steps
     (steps,) = [memory.steps(k) for k in memory._runs]
@@ -232,14 +232,14 @@ def test_the_next_run_of_a_cell_knows_how_long_the_last_one_was():
 
 
 def test_a_run_too_short_for_a_cold_codegen_hands_the_graph_over_when_the_cell_ends(monkeypatch, fake_clock):
-    from pyro_jitmagic.policy.tiers import AFTER_CELL_DELAY
+    from pyro_jitmagic.policy.auto import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
     monkeypatch.setattr(SwitchesToInductor, "build_inductor",
                         lambda self, on_done=None, delay=0.0: started.append((self, delay)))
     # a capture this cheap pays at once; microsecond steps never outlast a cold codegen's seconds
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
     pyro.clear_param_store()
     svi = _svi()
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
@@ -271,7 +271,7 @@ def test_a_long_nuts_run_climbs_to_the_whole_potential_and_draws_eagers_samples(
 
     eager, _ = run()
     # a capture that costs about one evaluation: it pays at once
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+    policy = AutoPolicy(memory=None, prior_potential_capture_evals=1.0)
     tiered, report = run(auto=policy, backend="step")
     assert any("the potential and its gradient captured after" in n for n in report.notes)
     assert "potential and gradient compiled whole (step) once it paid" in report.switches[0].after
@@ -283,13 +283,13 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_i
                                                                                        fake_clock):
     from pyro.infer.mcmc import MCMC, NUTS
 
-    from pyro_jitmagic.policy.tiers import AFTER_CELL_DELAY
+    from pyro_jitmagic.policy.auto import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
     monkeypatch.setattr(SwitchesToInductor, "build_inductor",
                         lambda self, on_done=None, delay=0.0: started.append((self, delay)))
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+    policy = AutoPolicy(memory=None, prior_potential_capture_evals=1.0)
     pyro.set_rng_seed(1)
     mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True)
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
@@ -307,7 +307,7 @@ def test_an_interrupted_nuts_run_starts_no_codegen_it_had_put_off(monkeypatch, f
     started = []
     monkeypatch.setattr(SwitchesToInductor, "build_inductor",
                         lambda self, on_done=None, delay=0.0: started.append(self))
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1.0))
+    policy = AutoPolicy(memory=None, prior_potential_capture_evals=1.0)
     pyro.set_rng_seed(1)
     mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True,
                 hook_fn=lambda kernel, samples, stage, i: _interrupt_at(stage, i))
@@ -327,7 +327,7 @@ def _interrupt_at(stage, i):
 def test_a_short_nuts_run_never_pays_for_the_capture():
     from pyro.infer.mcmc import MCMC, NUTS
 
-    policy = AutoPolicy(tiers=TierPolicy(memory=None, prior_potential_capture_evals=1e6))
+    policy = AutoPolicy(memory=None, prior_potential_capture_evals=1e6)
     mcmc = MCMC(NUTS(models.gaussian), num_samples=20, warmup_steps=20, disable_progbar=True)
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         mcmc.run(DATA)
@@ -351,7 +351,7 @@ def test_a_graph_in_inductors_cache_takes_the_signature_to_inductors_kernels(tmp
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     svi = _svi()
-    policy = AutoPolicy(tiers=TierPolicy(prior_capture_steps=3.0))  # the memory beside the cache
+    policy = AutoPolicy(prior_capture_steps=3.0)  # the memory beside the cache
     losses, reports = [], []
     for _ in range(2):  # two cells: the kernels may arrive after the first ends
         with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:

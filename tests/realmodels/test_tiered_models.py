@@ -14,7 +14,6 @@ from test_whole_step_models import DIRECT_LOSSES, FALLS_BACK
 from zoo import MODELS
 
 import pyro_jitmagic
-from pyro_jitmagic.policy.tiers import TierPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +25,8 @@ MCMC = {"eight_schools_nuts", "sir_hmc", "nuts_full_mass", "baseball"}
 def eager_climbing_policy(shell):
     magics = shell.magics_manager.registry["PyroJitMagics"]
     before = magics.session.auto
-    magics.session.auto = pyro_jitmagic.AutoPolicy(tiers=TierPolicy(
-        memory=None, prior_capture_steps=3.0, prior_potential_capture_evals=0.01))
+    magics.session.auto = pyro_jitmagic.AutoPolicy(
+        memory=None, prior_capture_steps=3.0, prior_potential_capture_evals=0.01)
     yield
     magics.session.auto = before
 

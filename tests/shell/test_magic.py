@@ -271,12 +271,11 @@ def test_auto_shows_each_decision_in_the_text_and_the_html(ip, auto_policy):
 
 def test_auto_reads_how_long_the_cell_runs_from_its_loop(ip, auto_policy):
     import pyro_jitmagic
-    from pyro_jitmagic.policy.tiers import TierPolicy
 
     # a capture costs 20 low steps and repays 1 - 1/1.7 of a step per step after it: the 57 steps
     # left after three measured ones repay it, 27 do not
     def policy():
-        return auto_policy(tiers=TierPolicy(memory=None, prior_capture_steps=20.0))
+        return auto_policy(memory=None, prior_capture_steps=20.0)
 
     policy()
     result, _ = run(ip, "%%pyrojit --auto --backend step -q -o r\nfor _ in range(60):\n    svi.step(data)")
@@ -324,13 +323,12 @@ def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_p
 def test_an_interrupted_auto_cell_starts_no_codegen_it_had_put_off(ip, auto_policy, monkeypatch, fake_clock):
     # Ctrl-C means stop: the cell's end starts nothing new. A cheap capture pays at once, and on the
     # fake clock the steps never outlast a cold codegen: it is put off until the cell ends
-    from pyro_jitmagic.policy.tiers import TierPolicy
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
 
     started = []
     monkeypatch.setattr(SwitchesToInductor, "build_inductor",
                         lambda self, on_done=None, delay=0.0: started.append(self))
-    auto_policy(tiers=TierPolicy(memory=None, prior_capture_steps=3.0))
+    auto_policy(memory=None, prior_capture_steps=3.0)
     result, _ = run(ip, "%%pyrojit --auto --backend inductor -q -o r\nfor _ in range(40):\n"
                         "    svi.step(data)\nraise KeyboardInterrupt")
 

@@ -18,7 +18,6 @@ from cases import gaussian_svi, train
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.policy.tiers import TierPolicy
 from pyro_jitmagic.wholestep import backends, compile_svi_step
 
 MAKE = functools.partial(gaussian_svi, "AutoNormal", "Adam")
@@ -161,7 +160,7 @@ def test_auto_climbing_to_a_cached_graph_loads_its_kernels_from_the_capture_on(c
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     svi, args, _ = MAKE()
-    policy = AutoPolicy(tiers=TierPolicy(memory=Holds(), prior_capture_steps=0.0))
+    policy = AutoPolicy(memory=Holds(), prior_capture_steps=0.0)
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         losses = [svi.step(*args) for _ in range(10)]
         Loading.started[0].arrive()
@@ -194,7 +193,7 @@ def test_auto_expecting_a_cached_graph_that_is_not_says_its_codegen_started(cach
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     svi, args, _ = MAKE()
-    policy = AutoPolicy(tiers=TierPolicy(memory=remembers, prior_capture_steps=0.0))
+    policy = AutoPolicy(memory=remembers, prior_capture_steps=0.0)
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         losses = [svi.step(*args) for _ in range(10)]
 

@@ -1,5 +1,5 @@
 """``--auto`` across every tier: each SVI call signature climbs eager -> Pyro's JIT -> whole step ->
-inductor's kernels, each step only as far as is expected to pay (:class:`~...tiers.TierPolicy`).
+inductor's kernels, each step only as far as is expected to pay (:class:`~...policy.auto.AutoPolicy`).
 
 The low tiers are Pyro's route under ``--auto`` (each Pyro key runs eager until
 compiling it pays). A signature that should climb higher captures its whole
@@ -21,7 +21,8 @@ from functools import partial
 from typing import Any
 
 from ...guards import CallSite, Change
-from ...policy.tiers import AFTER_CELL_DELAY, CellSteps, Tier, TierBook, TierPolicy, TierTally
+from ...policy.auto import AFTER_CELL_DELAY, AutoPolicy
+from ...policy.books import CellSteps, Tier, TierBook, TierTally
 from ...run.context import RunContext
 from ...run.route import CannotRun, Ladder, Ran, Route
 from ...run.whole_steps import WholeStepEntry
@@ -68,9 +69,9 @@ class TieredRoute(WholeStepRoute):
         return route
 
     @property
-    def policy(self) -> TierPolicy:
+    def policy(self) -> AutoPolicy:
         assert self.ctx is not None and self.ctx.auto is not None
-        return self.ctx.auto.tiers
+        return self.ctx.auto
 
     # -- one step ---------------------------------------------------------------------
     def step(self, svi: Any, *args: Any, **kwargs: Any) -> Ran:
@@ -370,7 +371,7 @@ class Tiered:
 
         self._ctx = ctx
         if ctx.auto is not None:
-            ctx.auto.tiers.find_memory(shared)
+            ctx.auto.find_memory(shared)
         self._whole.install(ctx, patches)
         patches.on_restore(self._cell_ends)
 

@@ -4,7 +4,7 @@ then as one compiled graph with its gradient when the evaluations still to come 
 An MCMC run knows how many samples remain, so it looks ahead instead of guessing:
 every few evaluations it measures what an evaluation costs on the tier it is on
 (a sample's time over its evaluations, NUTS's own Python included) and asks
-:meth:`~...tiers.TierPolicy.climb_potential` whether capturing the potential and
+:meth:`~...policy.auto.AutoPolicy.climb_potential` whether capturing the potential and
 its gradient now nets more than staying, or than compiling on Pyro's JIT
 (:class:`~..pyro_jit.mcmc.PyroMCMCRoute` decides that one, as ``--auto`` always
 has). The capture runs on the cell's thread between two evaluations, from the
@@ -18,8 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...policy.auto import MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES
-from ...policy.tiers import AFTER_CELL_DELAY, PRIOR_POTENTIAL_SPEEDUP
+from ...policy.auto import AFTER_CELL_DELAY, MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES, PRIOR_POTENTIAL_SPEEDUP
 from ...run.whole_steps import WholeStepEntry
 from ..pyro.mcmc import PyroMCMCRoute
 from ..step.mcmc import POTENTIAL_KEY, install_potential, sentinel_said
@@ -106,7 +105,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
             speedup, _ = policy.speedup("potential")
             eager = book.eager_step() or per_eval
             pyro_net = remaining * per_eval * (1 - 1 / speedup) - eager * policy.compile_steps("potential")[0]
-        climb, why = policy.tiers.climb_potential(mark[2], per_eval, eager_per_eval, remaining, pyro_net)
+        climb, why = policy.climb_potential(mark[2], per_eval, eager_per_eval, remaining, pyro_net)
         if climb:
             self._why = f"captured after {done} samples: {why}"
             self._eager_per_eval = eager_per_eval
@@ -134,7 +133,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self.ctx.session.whole_steps.of(self.kernel)[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY,
                                                                                   seconds)
         assert self.ctx.auto is not None
-        self.ctx.auto.tiers.learn_potential(compiled.capture_seconds, self._eager_per_eval)
+        self.ctx.auto.learn_potential(compiled.capture_seconds, self._eager_per_eval)
         install_potential(self._patches, self._clock, self.kernel, compiled)
         self.after = f"{self.before}, potential and gradient compiled whole (step) once it paid (--auto)"
         recorder.switch(self.key, self.target, self)
@@ -147,11 +146,11 @@ class TieredMCMCRoute(PyroMCMCRoute):
 
     def _maybe_codegen(self, compiled: Any) -> None:
         """Start inductor's codegen in the background while evaluations remain (a cold one in a
-        worker process: see TierPolicy.start_codegen)."""
+        worker process: see AutoPolicy.start_codegen)."""
         from ...wholestep.memory import graph_digest
 
         assert self.ctx.auto is not None and self._clock is not None
-        tiers, clock = self.ctx.auto.tiers, self._clock
+        tiers, clock = self.ctx.auto, self._clock
         memory = tiers.memory
         warm = memory is not None and memory.inductor_holds(
             graph_digest(compiled.captured.graph, compiled.captured.example_inputs))

@@ -26,8 +26,8 @@ from typing import Any
 from ...compat import jit as compat
 from ...guards import Sentinel, World, outside_states
 from ...patch import PatchSet
-from ...policy.auto import LEARN_AFTER, Tally
-from ...policy.tiers import CellSteps
+from ...policy.auto import LEARN_AFTER
+from ...policy.books import CellSteps, Tally
 from ...run import advice
 from ...run.cache_stats import EntryStats, RecompilationWarning
 from ...run.context import RunContext

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...compat import jit as compat
-from ...policy.auto import MCMC_CHECK_EVERY, AutoPolicy, Tally
+from ...policy.auto import MCMC_CHECK_EVERY, AutoPolicy
+from ...policy.books import Tally
 from ...run.route import MCMCRoute
 from .executor import ExecutorTrial, optimize_setter
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ...compat import jit as compat
 from ...guards import CallSite, GuardBuilder, Guards
-from ...policy.tiers import Tier
+from ...policy.books import Tier
 from ...run import advice
 from ...run.context import RunContext
 from ...run.direct import METHODS
