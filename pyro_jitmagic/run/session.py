@@ -14,18 +14,65 @@ The process has a default session (``PROCESS.session``, see :mod:`.process`):
 compiled traces belong to ELBO objects, which are themselves process-wide, so
 the magic and its plain-Python twin share it; the magic holds it as
 ``PyroJitMagics.session``, and a twin takes another as ``session=``.
+
+It also keeps each SVI's (and each HMC/NUTS kernel's) whole-step graphs, one
+per call signature and world, for as long as the user keeps the object
+(:class:`WholeStepStore`).
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..compat import jit as compat
 from ..policy.auto import AutoPolicy
 from .cache_stats import CacheStats
-from .whole_steps import WholeStepStore
+
+
+@dataclass
+class WholeStepEntry:
+    """One compiled graph: what it was compiled for, what it cost, how often it served."""
+
+    compiled: Any  # a wholestep CompiledStep or CompiledPotential
+    key: str  # the call signature in words
+    compile_seconds: float
+    last_hit: float | None = None
+    # inductor's codegen ran in the background, and no report has yet said how it ended
+    unannounced: bool = False
+
+    @property
+    def hits(self) -> int:
+        """Calls the graph ran (a step it handed to Pyro's eager step is not one)."""
+        compiled = self.compiled
+        return getattr(compiled, "steps", getattr(compiled, "calls", 0))
+
+
+class WholeStepStore:
+    """Per SVI or kernel, its compiled graphs by call signature."""
+
+    def __init__(self) -> None:
+        self._by_owner: weakref.WeakKeyDictionary[Any, dict[Any, WholeStepEntry]] = (
+            weakref.WeakKeyDictionary())
+
+    def of(self, owner: Any) -> dict[Any, WholeStepEntry]:
+        """The graphs of ``owner`` (made empty on first use)."""
+        return self._by_owner.setdefault(owner, {})
+
+    def owners(self) -> list[tuple[Any, dict[Any, WholeStepEntry]]]:
+        """Every live owner with at least one graph."""
+        return [(owner, entries) for owner, entries in list(self._by_owner.items()) if entries]
+
+    def clear(self, ident: int | None = None) -> int:
+        """Drop the graphs of the owner ``id(owner) == ident`` (None: of all); how many were dropped."""
+        dropped = 0
+        for owner, entries in list(self._by_owner.items()):
+            if ident is None or id(owner) == ident:
+                dropped += len(entries)
+                entries.clear()
+        return dropped
 
 
 class Session:

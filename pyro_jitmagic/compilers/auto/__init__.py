@@ -25,11 +25,10 @@ from ...policy.auto import AFTER_CELL_DELAY, AutoPolicy
 from ...policy.books import CellSteps, Tier, TierBook, TierTally
 from ...run.context import RunContext
 from ...run.route import CannotRun, Ladder, Ran, Route
-from ...run.whole_steps import WholeStepEntry
+from ...run.session import WholeStepEntry
 from ...wholestep.step import step_key
 from ..pyro import PyroJit
-from ..step.routes import WholeStepRoute, said
-from ..step.signatures import SignatureRun
+from ..step.routes import SignatureRun, WholeStepRoute, said
 
 #: Steps on ``step`` between two looks at a codegen put off until the cell ends.
 RECHECK_EVERY = 32

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...policy.auto import AFTER_CELL_DELAY, MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES, PRIOR_POTENTIAL_SPEEDUP
-from ...run.whole_steps import WholeStepEntry
+from ...run.session import WholeStepEntry
 from ..pyro.mcmc import PyroMCMCRoute
 from ..step.mcmc import POTENTIAL_KEY, install_potential, sentinel_said
 

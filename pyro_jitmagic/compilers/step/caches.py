@@ -13,8 +13,7 @@ from typing import Any
 
 from ...records.cache import CachedFunction, CacheEntry
 from ...run.naming import label, name_in
-from ...run.session import Session
-from ...run.whole_steps import WholeStepEntry
+from ...run.session import Session, WholeStepEntry
 
 
 def whole_step_caches(session: Session, namespace: Mapping[str, Any],

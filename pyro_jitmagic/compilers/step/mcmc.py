@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ...compat import jit as compat
 from ...run import torchcheck
 from ...run.route import MCMCRoute
-from ...run.whole_steps import WholeStepEntry
+from ...run.session import WholeStepEntry
 from ..pyro import PyroJit
 from ..pyro.mcmc import potential_maker
 
