@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..run.route import Compiler
+from ..run.context import Compiler
 from ..run.session import Session
 from .auto import Tiered
 from .eager import AsWritten

@@ -1,10 +1,11 @@
-"""What one run shares with the code that intercepts and compiles for it: a :class:`RunContext`."""
+"""What one run shares with the code that intercepts and compiles for it (a :class:`RunContext`), and
+what a compiler does for a run (the :class:`Compiler` protocol)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..options import RunOptions
 from ..patch import ORIGINAL_ATTR, PatchSet, unwrap
@@ -15,7 +16,8 @@ from .recorder import Recorder
 from .session import Session
 
 if TYPE_CHECKING:
-    from .route import Compiler
+    from ..records.cache import CachedFunction
+    from .route import Ladder, MCMCRoute
 
 
 @dataclass
@@ -58,3 +60,42 @@ class RunContext:
         wrapper.__name__ = getattr(original, "__name__", name)
         wrapper.__doc__ = getattr(original, "__doc__", None)
         (patches or self.patches).set(owner, name, wrapper)
+
+
+class Compiler(Protocol):
+    """A backend that compiles Pyro inference, behind the one seam.
+
+    A compiler is made per run (and per cache inspection) with the session it
+    keeps its objects in: ``compiler = COMPILERS[name](session)``.
+    """
+
+    #: Its name, as ``RunOptions.backend`` spells it.
+    name: str
+    #: False for the eager compiler: its runs compile nothing (no start-up paid, "eager" progress).
+    compiles: bool
+
+    def install(self, ctx: RunContext, patches: PatchSet) -> None:
+        """While the run is active: the process-wide wrappers and settings it needs, through ``patches``."""
+
+    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Ladder:
+        """How this SVI's steps run (``elbo`` is its ELBO, None for a custom loss);
+        ``as_written`` is ``SVI.step`` itself."""
+
+    def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
+                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Ladder:
+        """How direct calls of ``elbo.method`` for this model and guide run; ``as_written`` is
+        Pyro's method bound to ``elbo``, ``args`` the first call's positional arguments."""
+
+    def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
+        """How this ``MCMC.run`` runs."""
+
+    def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None) -> list[CachedFunction]:
+        """The compiled functions alive in the process (or those of ``objects``), for the inspector."""
+
+    def clear(self, ident: int | None) -> int:
+        """Drop the traces of the function ``ident`` from the last :meth:`cached` (None: all of
+        them); how many were dropped."""
+
+    @staticmethod
+    def wrapped() -> list[tuple[Any, str]]:
+        """Everything ``install`` wraps at class or module level, for healing a cut-off run."""

@@ -35,7 +35,7 @@ from ..records.report import (
 )
 
 if TYPE_CHECKING:
-    from .mcmc import MCMCClock
+    from .mcmc_clock import MCMCClock
     from .route import Ladder, MCMCRoute
 
 # Live progress is offered at most this often (seconds), over the median of

@@ -11,17 +11,15 @@ The run never asks which compiler made a route.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..policy.books import Tier
 
 if TYPE_CHECKING:
     from ..patch import PatchSet
-    from ..records.cache import CachedFunction
-    from .context import RunContext
-    from .mcmc import MCMCClock
+    from .mcmc_clock import MCMCClock
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,7 @@ class MCMCRoute:
 
     ``prepare`` runs before ``MCMC.run``: it may patch the kernel for the run
     (through ``patches``, restored after it) and set the clock's hooks around
-    each sample (:class:`~..mcmc.MCMCClock`). ``finish`` runs after it, whatever
+    each sample (:class:`~.mcmc_clock.MCMCClock`). ``finish`` runs after it, whatever
     ended it. ``runner`` is what the run compiled with (the kernel), or None.
     """
 
@@ -210,42 +208,3 @@ class MCMCRoute:
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         """After the run, whatever ended it."""
-
-
-class Compiler(Protocol):
-    """A backend that compiles Pyro inference, behind the one seam.
-
-    A compiler is made per run (and per cache inspection) with the session it
-    keeps its objects in: ``compiler = COMPILERS[name](session)``.
-    """
-
-    #: Its name, as ``RunOptions.backend`` spells it.
-    name: str
-    #: False for the eager compiler: its runs compile nothing (no start-up paid, "eager" progress).
-    compiles: bool
-
-    def install(self, ctx: RunContext, patches: PatchSet) -> None:
-        """While the run is active: the process-wide wrappers and settings it needs, through ``patches``."""
-
-    def plan_svi(self, svi: Any, elbo: Any, target: str, as_written: Callable[..., Any]) -> Ladder:
-        """How this SVI's steps run (``elbo`` is its ELBO, None for a custom loss);
-        ``as_written`` is ``SVI.step`` itself."""
-
-    def plan_loss(self, method: str, elbo: Any, model: Any, guide: Any, target: str,
-                  as_written: Callable[..., Any], args: tuple[Any, ...]) -> Ladder:
-        """How direct calls of ``elbo.method`` for this model and guide run; ``as_written`` is
-        Pyro's method bound to ``elbo``, ``args`` the first call's positional arguments."""
-
-    def plan_mcmc(self, mcmc: Any, target: str) -> MCMCRoute:
-        """How this ``MCMC.run`` runs."""
-
-    def cached(self, namespace: Mapping[str, Any], objects: list[Any] | None) -> list[CachedFunction]:
-        """The compiled functions alive in the process (or those of ``objects``), for the inspector."""
-
-    def clear(self, ident: int | None) -> int:
-        """Drop the traces of the function ``ident`` from the last :meth:`cached` (None: all of
-        them); how many were dropped."""
-
-    @staticmethod
-    def wrapped() -> list[tuple[Any, str]]:
-        """Everything ``install`` wraps at class or module level, for healing a cut-off run."""

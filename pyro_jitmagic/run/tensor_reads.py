@@ -15,13 +15,16 @@ import threading
 import weakref
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..compat import jit as compat
 from ..patch import ORIGINAL_ATTR, PatchSet
 
-if TYPE_CHECKING:
-    from .jit_warnings import WarningCapture
+
+class ReadWatcher(Protocol):
+    """Who is told of each integer read while a trace runs (the run's warning capture)."""
+
+    def integer_read(self, frame: FrameType) -> None: ...
 
 
 # The read in progress on this thread: (the frame that asked, whether the tensor held a size).
@@ -56,7 +59,7 @@ class _Sizes:
 
 
 def _conversion(original: Any, name: str, sizes: _Sizes, tracing: Callable[[], Any],
-                capture: WarningCapture) -> Callable[..., Any]:
+                capture: ReadWatcher) -> Callable[..., Any]:
     holds = sizes.holds
 
     def read(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -123,7 +126,7 @@ _OPERATORS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
               "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
 
 
-def watch_reads(capture: WarningCapture, trace: Callable[..., Any]) -> Callable[..., Any]:
+def watch_reads(capture: ReadWatcher, trace: Callable[..., Any]) -> Callable[..., Any]:
     """``trace`` (``torch.jit.trace``), run with every tensor read as a Python value watched.
 
     While ``trace`` runs, ``torch.Tensor``'s conversions to Python values

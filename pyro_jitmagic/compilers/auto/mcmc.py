@@ -26,7 +26,7 @@ from ..step.mcmc import POTENTIAL_KEY, install_potential, sentinel_said
 if TYPE_CHECKING:
     from ...patch import PatchSet
     from ...run.context import RunContext
-    from ...run.mcmc import MCMCClock
+    from ...run.mcmc_clock import MCMCClock
 
 
 class TieredMCMCRoute(PyroMCMCRoute):

@@ -25,7 +25,7 @@ from .executor import ExecutorTrial, optimize_setter
 if TYPE_CHECKING:
     from ...patch import PatchSet
     from ...run.context import RunContext
-    from ...run.mcmc import MCMCClock
+    from ...run.mcmc_clock import MCMCClock
 
 
 def potential_maker(potential: Any) -> Any:

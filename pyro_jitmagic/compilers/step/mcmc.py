@@ -25,7 +25,7 @@ from ..pyro.mcmc import potential_maker
 if TYPE_CHECKING:
     from ...patch import PatchSet
     from ...run.context import RunContext
-    from ...run.mcmc import MCMCClock
+    from ...run.mcmc_clock import MCMCClock
 
 POTENTIAL_KEY = "potential and gradient"
 
