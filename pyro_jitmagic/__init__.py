@@ -1,4 +1,4 @@
-"""pyro_jitmagic: Pyro's JIT compiler as one line in Jupyter.
+"""pyro_jitmagic: Pyro's inference compiled, as one line in Jupyter.
 
 In IPython or Jupyter::
 
@@ -8,15 +8,9 @@ In IPython or Jupyter::
     for step in range(1000):
         svi.step(data)
 
-In scripts, the same as a context manager::
-
-    with pyro_jitmagic.compiled() as run:
-        for step in range(1000):
-            svi.step(data)
-    print(run.report)
-
-Importing this package, or loading the extension, imports neither torch nor
-pyro; they are imported when a magic first runs.
+In a script, ``with pyro_jitmagic.compiled() as run:`` does the same, and ``run.report`` says
+what it did. Importing the package, or loading the extension, imports neither torch nor Pyro:
+they are imported when a cell first runs.
 """
 
 from __future__ import annotations

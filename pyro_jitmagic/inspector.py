@@ -1,9 +1,8 @@
 """The cache inspector: every live compiled function in the session, and clearing them.
 
-``%pyrojit_cache`` and its twins, :func:`cache_snapshot` and :func:`clear_cache`,
-read what each compiler keeps compiled (``Compiler.cached``) beside what the
-runs recorded of it (the session's :class:`~.cache.CacheStats`), without
-knowing which compiler made what.
+``%pyrojit_cache`` and its twins, :func:`cache_snapshot` and :func:`clear_cache`, read what each
+compiler keeps compiled beside what the runs recorded of it (the session's
+:class:`~.run.cache_stats.CacheStats`), without knowing which compiler made what.
 """
 
 from __future__ import annotations

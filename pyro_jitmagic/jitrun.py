@@ -1,17 +1,11 @@
 """The core of ``%%pyrojit``: while a :class:`JitRun` is active, Pyro inference runs compiled.
 
-Interception happens where inference runs, not in the cell's text: for the
-duration of the run, ``SVI.step`` (:mod:`.svi`), the ELBOs' loss methods
-(:mod:`.direct`) and ``MCMC.run`` (:mod:`.mcmc`) are wrapped at class level, so
-every object is caught wherever it was built and however its class was
-imported. Each SVI, each loss and each MCMC run is planned once per run by the
-run's compiler (:mod:`.compilers`: Pyro's JIT, or nothing for the eager half
-of ``--compare``), and every step is timed and recorded (:mod:`.recorder`).
-
-A run is entered and left here: torch's one-off start-up is paid first, what
-an earlier, cut-off run left patched is healed, warnings are captured, and
-every patch goes through one :class:`~.patch.PatchSet`, undone in ``__exit__``
-whatever ended the run.
+Inference is caught where it runs, not in the cell's text: ``SVI.step``, the ELBOs' loss methods
+and ``MCMC.run`` are wrapped at class level for the run (:mod:`.run.svi`, :mod:`.run.direct`,
+:mod:`.run.mcmc`), so every object is caught wherever it was built. The run's compiler
+(:mod:`.compilers`) plans each one, and every step is timed and recorded (:mod:`.run.recorder`).
+Every patch goes through one :class:`~.patch.PatchSet`, undone in ``__exit__`` whatever ended the
+run; what an earlier run, cut off, left patched is healed when the next one starts.
 """
 
 from __future__ import annotations
@@ -63,7 +57,7 @@ class JitRun:
         times a second, and after every step.
     source : str, optional
         The code the block runs (the magic passes the cell): with ``auto``, its loops tell how
-        many steps each SVI will take (see :mod:`.loops`).
+        many steps each SVI will take (see :mod:`.policy.loops`).
     """
 
     def __init__(
@@ -205,16 +199,17 @@ def compiled(
     """Run the Pyro inference inside a ``with`` block compiled, as ``%%pyrojit`` does.
 
     Every ``SVI.step`` whose ELBO has a Jit* counterpart runs compiled (warmed
-    up first), and so does every call of such an ELBO's ``differentiable_loss``,
-    ``loss`` or ``loss_and_grads`` made in the block (a custom objective, a
-    ``PyroModule`` trained with a torch optimizer), and every ``MCMC.run`` with an
-    HMC/NUTS kernel: by default each call signature climbs from eager through
-    Pyro's JIT and the whole step to inductor's kernels as far as pays, as the
-    magic does; ``backend="pyro"`` (``"step"``, ``"inductor"``) compiles with that
-    backend from the first step instead. JIT warnings are captured,
-    and each risky one is warned once, as a :class:`RiskyTraceWarning` at the
-    user's line, when the block ends. After the block, objects behave as
-    written again and ``run.report`` says what happened.
+    up first), and so does every ``MCMC.run`` with an HMC/NUTS kernel. So does
+    every call of such an ELBO's ``differentiable_loss``, ``loss`` or
+    ``loss_and_grads`` made in the block (a custom objective, a ``PyroModule``
+    trained with a torch optimizer). By default each call signature climbs from
+    eager through Pyro's JIT and the whole step to inductor's kernels as far as
+    pays, as the magic does; ``backend="pyro"`` (``"step"``, ``"inductor"``)
+    compiles with that backend from the first step instead. JIT warnings are
+    captured, and each risky one is warned once, as a
+    :class:`~.run.jit_warnings.RiskyTraceWarning` at the user's line, when the
+    block ends. After the block, objects behave as written again and
+    ``run.report`` says what happened.
 
     Parameters
     ----------

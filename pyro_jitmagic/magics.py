@@ -1,10 +1,9 @@
 """The IPython face of pyro_jitmagic: parse the magic line, run the core, display.
 
-Nothing here knows about Pyro: :mod:`pyro_jitmagic.jitrun` does the work, the
-result is one of :mod:`pyro_jitmagic.records`, and :mod:`pyro_jitmagic.display`
-shows it. The magics' arguments are built from :class:`~pyro_jitmagic.options.RunOptions`;
-``%pyrojit_cache`` calls the same twins a script does
-(:func:`~pyro_jitmagic.cache_snapshot`, :func:`~pyro_jitmagic.clear_cache`).
+Nothing here knows about Pyro: :mod:`pyro_jitmagic.jitrun` does the work, the result is one of
+:mod:`pyro_jitmagic.records`, and :mod:`pyro_jitmagic.display` shows it. The magics' arguments
+are built from :class:`~pyro_jitmagic.options.RunOptions`, and ``%pyrojit_cache`` calls the same
+twins a script does.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ def _option(name: str) -> Any:
 
 @magics_class
 class PyroJitMagics(Magics):
-    """``%%pyrojit``: run a cell's Pyro inference compiled by the JIT; ``%pyrojit_cache``."""
+    """``%%pyrojit``: run a cell's Pyro inference compiled; ``%pyrojit_cache``: what is compiled."""
 
     def __init__(self, shell: Any) -> None:
         from .run.process import PROCESS
@@ -81,12 +80,12 @@ class PyroJitMagics(Magics):
 
         On Pyro's JIT every ``SVI.step`` whose loss is ``Trace_ELBO``,
         ``TraceGraph_ELBO``, ``TraceEnum_ELBO`` or ``TraceMeanField_ELBO`` runs
-        as its ``Jit*`` counterpart, and so does every ``differentiable_loss``,
-        ``loss`` and ``loss_and_grads`` of those ELBOs that the cell calls
-        itself (a custom objective trained with a torch optimizer), also
-        through a method bound in an earlier cell; every ``MCMC.run`` with an
-        ``HMC``/``NUTS`` kernel runs with ``jit_compile=True``, wherever those
-        objects were built. Before the first compiled step, AutoGuides build
+        as its ``Jit*`` counterpart, wherever the SVI was built. So does every
+        ``differentiable_loss``, ``loss`` and ``loss_and_grads`` of those ELBOs
+        that the cell calls itself (a custom objective trained with a torch
+        optimizer), also through a method bound in an earlier cell. Every
+        ``MCMC.run`` with an ``HMC``/``NUTS`` kernel runs with
+        ``jit_compile=True``. Before the first compiled step, AutoGuides build
         their prototype and ``max_plate_nesting`` is found eagerly. JIT
         warnings are captured; risky ones (a tensor turned into a Python value
         while tracing, by the cell's code or by a torch or Pyro function not
@@ -183,15 +182,15 @@ class PyroJitMagics(Magics):
     def pyrojit_cache(self, line: str) -> None:
         """Show every compiled function in the session and the traces it holds.
 
-        For each compiled function (of a ``Jit*`` ELBO, whether ``%%pyrojit``
-        switched it or it was built by hand, or an HMC/NUTS kernel's compiled
-        potential): its owner, the model and guide it serves, and one row per
-        cache entry: the call signature it was traced for, compile time, hits,
-        last hit, input shapes, and the size of the traced graph (its code in
-        an expandable section). Hits and compile times are counted in
-        ``%%pyrojit`` cells; for entries compiled elsewhere they are unknown.
-        The table refreshes after each ``%%pyrojit`` cell, and its buttons
-        clear one function's traces or all of them.
+        A compiled function is a ``Jit*`` ELBO (switched by ``%%pyrojit`` or
+        built by hand), an HMC/NUTS kernel's compiled potential, or the whole
+        steps of an SVI or kernel. Each shows its owner, the model and guide it
+        serves, and one row per cache entry: the call signature it was compiled
+        for, compile time, hits, last hit, input shapes, and the size of its
+        graph (its code in an expandable section). Hits and compile times are
+        counted in ``%%pyrojit`` cells; for entries compiled elsewhere they are
+        unknown. The table refreshes after each ``%%pyrojit`` cell, and its
+        buttons clear one function's traces or all of them.
 
         Examples
         --------

@@ -1,10 +1,9 @@
 """What a compiled run can be asked to do: one frozen :class:`RunOptions`, and its choice lists.
 
-The magic's arguments, the twins (:func:`~pyro_jitmagic.compiled`,
-:func:`~pyro_jitmagic.compare`, :class:`~pyro_jitmagic.JitRun`) and validation all
-read this one definition: each field carries its flag and help text, so
-``%%pyrojit?`` is built from it, and a bad value is refused here with one line
-saying what to do. Nothing here imports anything of ours, torch or Pyro.
+The magic's arguments, the twins (:func:`~pyro_jitmagic.compiled`, :func:`~pyro_jitmagic.compare`,
+:class:`~pyro_jitmagic.JitRun`) and validation all read this one definition. Each field carries its
+flag and help text, so ``%%pyrojit?`` is built from it, and a bad value is refused here with one
+line saying what to do. Nothing here imports anything of ours, torch or Pyro.
 """
 
 from __future__ import annotations

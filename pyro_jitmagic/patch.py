@@ -1,12 +1,9 @@
 """Attribute patches taken and restored by one mechanism.
 
-Every object that ``%%pyrojit`` changes while a cell runs (``SVI.step``,
-``MCMC.run``, ``torch.jit.trace``, a kernel's ``jit_compile`` flag, an SVI's
-``loss_and_grads``, the code of Pyro's ELBO loss methods) is changed through a
-:class:`PatchSet`, and only through it.
-Patches are undone in reverse order in ``finally`` blocks, so nested runs,
-exceptions and interrupts all restore exactly what was there before, including
-the *absence* of an instance attribute.
+Everything ``%%pyrojit`` changes while a cell runs (``SVI.step``, ``MCMC.run``, ``torch.jit.trace``,
+a kernel's ``jit_compile``, an SVI's ``loss_and_grads``, the code of Pyro's ELBO loss methods) goes
+through a :class:`PatchSet`. Patches are undone in reverse order in ``finally`` blocks, so nested
+runs, exceptions and interrupts restore exactly what was there, even a missing instance attribute.
 """
 
 from __future__ import annotations

@@ -1,28 +1,12 @@
 """Save what a cell can change, so ``--compare`` can run it twice from the same start.
 
-Values go back *into the same objects*: every reference the user holds (a
-network, a param taken out of the store, an optimizer) sees the restored state.
-Restored in place:
-
-* the Pyro param store: its params' values, which tensors it holds, their
-  constraints and gradients;
-* the weights and buffers (a BatchNorm's running statistics) of every
-  ``nn.Module`` the namespace reaches, ``PyroModule`` and AutoGuides included;
-* every param that enters the store during the first run (``pyro.module``,
-  ``PyroModule`` and ``pyro.param``), with the value it entered with, then it is
-  taken out of the store again, so the second run registers it as the first did;
-* every torch optimizer stepped during the first run (its ``state_dict`` and
-  its params, saved just before its first step: optimizers reachable only
-  through closures are covered too), and the learning-rate schedulers the
-  namespace holds;
-* every Pyro optimizer an SVI steps with, and AutoGuide prototypes built by the
-  first run;
-* the random states (torch, CUDA, numpy, Python) and the names the first run
-  bound in the user's namespace.
-
-What cannot be restored, objects mutated in place that were not found before
-the run, is found by fingerprinting the namespace's containers and tensors, and
-reported.
+Values go back *into the same objects*, so every reference the user holds (a network, a param
+taken out of the store, an optimizer) sees the restored state. What is restored: the param store,
+every network the namespace reaches, the params and optimizers the first run touches, the
+namespace's learning-rate schedulers, each SVI's Pyro optimizer, AutoGuide prototypes and the
+random states. A param the first run registers leaves the store again, so the second run registers
+it as the first did, and the names the first run binds are discarded. An object changed in place
+that was not found before the run cannot be put back: fingerprints find it, and the panel names it.
 """
 
 from __future__ import annotations

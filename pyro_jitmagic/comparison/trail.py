@@ -1,12 +1,9 @@
 """Where the params went during a run: what ``--compare`` judges final params against.
 
-Two runs whose random draws part (a NUTS path, an unused draw, a discrete draw
-that flips) end with different params even when both are right. How far
-apart is too far depends on how much the params still move from step to step
-at the end of a run, so each run keeps snapshots of the param store, evenly
-spaced over the whole run and thinned as it grows (at most ``2 * keep`` of
-them, and within a memory budget), and the last quarter of them measures the
-spread.
+Two right runs whose random draws part (a NUTS path, a discrete draw that flips) end with
+different params. How far apart is too far depends on how much the params still move at the end
+of a run. So each run keeps evenly spaced snapshots of the param store, thinned as it grows and
+within a memory budget, and the last quarter of them measures the spread.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Eager against compiled: the figures and the verdict ``--compare`` derives from two runs.
 
-Everything here is a pure function of the two runs' records (step times,
-losses, samples), so it is tested with made-up clocks; the records themselves
-(:class:`~pyro_jitmagic.records.comparison.Comparison` and its parts) are plain data.
-
-The verdict has three outcomes, each with a one-line reason: *agree*, *agree
-within noise* and *disagree*, as :mod:`pyro_jitmagic.records.comparison` defines
-them; the tolerances are there too
-(:data:`~pyro_jitmagic.records.comparison.RELATIVE_TOLERANCE`).
+Everything here is a pure function of the two runs' records (step times, losses, samples), so it
+is tested with made-up clocks. The outcomes and their tolerances are defined beside the records,
+in :mod:`pyro_jitmagic.records.comparison`.
 """
 
 from __future__ import annotations

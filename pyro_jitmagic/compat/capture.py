@@ -1,9 +1,10 @@
-"""The whole step's private names: how make_fx tracks tensors, how inductor finds its C++ compiler
-and counts its kernels and cache hits, which of Pyro's ELBO helpers compute a particle's loss, where
-the param store and ``PyroOptim`` keep their tensors.
+"""The private names the whole step uses: in make_fx, inductor, Pyro's ELBOs and its param store.
 
-Each is listed in :data:`pyro_jitmagic.compat.PRIVATE_NAMES`; :func:`resolve` names the attribute
-an upgrade moved instead of letting a capture fail somewhere deep.
+They say how make_fx tracks tensors, how inductor finds its C++ compiler and counts its kernels
+and cache hits, which of Pyro's helpers compute a particle's loss, and where the param store and
+``PyroOptim`` keep their tensors. Each is listed in :data:`pyro_jitmagic.compat.PRIVATE_NAMES`,
+so an upgrade that moves one fails ``tests/test_compat.py`` naming it, not a capture somewhere
+deep.
 """
 
 from __future__ import annotations
@@ -38,10 +39,9 @@ def _one_fake_mode() -> Iterator[None]:
     In "real" mode, make_fx records each node's shape, strides and dtype as a fake tensor
     (``node.meta["val"]``). With no fake mode active, it builds a new ``FakeTensorMode`` for
     every node, each taking a snapshot of the Python stack, then dispatches an ``empty_strided``
-    through it. On the tutorial's HMM that was two thirds of a capture (``bench/bench_capture.py``:
-    4.2 s against 1.4 s at length 24, the same graph and the same recorded values): here one mode
-    serves the whole capture, and each value is a meta tensor of the same layout wrapped as a fake
-    one.
+    through it. On the tutorial's HMM that was most of a capture (docs/benchmarks.md, Captures).
+    Here one mode serves the whole capture, and each value is a meta tensor of the same layout
+    wrapped as a fake one: the same graph and the same recorded values.
     """
     import torch
     from torch._guards import detect_fake_mode

@@ -1,10 +1,10 @@
-"""The compilers behind ``%%pyrojit``, by the name ``RunOptions.backend`` gives them.
+"""The compilers behind ``%%pyrojit``, made by name (``RunOptions.backend``) for each run.
 
-:mod:`.base` is the seam every compiler implements; :mod:`.pyro_jit` is Pyro's
-JIT, :mod:`.whole_step` the compiler of whole SVI steps and HMC/NUTS potentials
-with their gradients (``step`` and ``inductor``), :mod:`.eager` the compiler
-that compiles nothing (the first run of ``--compare``). A compiler is made per
-run, and per cache inspection, with the session it keeps its objects in.
+:mod:`.pyro` is Pyro's JIT, :mod:`.step` the whole step (``step`` and ``inductor``), and
+:mod:`.auto` the climb through both that plain ``%%pyrojit`` runs; :mod:`.eager` compiles
+nothing (the first run of ``--compare``). Each meets the run at the seam of
+:mod:`pyro_jitmagic.run.route`. A compiler is made per run, and per look at the caches, with the
+session it keeps its objects in.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """A :class:`~pyro_jitmagic.records.report.JitReport` as text and as HTML.
 
-Both forms say the same things in the same order: what was switched (and what
-ran eager, and why), warm-up, compilations, SVI steps, losses called directly,
-MCMC runs, warnings with the risky ones spelled out, notes, and the error that
-ended the cell. Every string that came from user code is escaped in the HTML.
+Both forms say the same things in the same order, section by section, with the
+risky warnings spelled out. Every string that came from user code is escaped in
+the HTML.
 """
 
 from __future__ import annotations

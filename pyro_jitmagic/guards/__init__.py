@@ -1,10 +1,9 @@
 """Guards: a compiled graph is used only while the world it was traced in still holds.
 
-:mod:`.world` finds what a model and guide read from outside their arguments,
-:mod:`.checks` turns those reads and the modes a trace ran under into one fast check
-per compiled artifact (and says what changed when it fails), and :mod:`.sentinel`
-checks a compiled loss against eager's now and then, for what the guards cannot see.
-Nothing here imports torch or Pyro until called.
+:mod:`.world` finds what a model and guide read from outside their arguments. :mod:`.checks` turns
+those reads, and the modes a trace ran under, into one fast check per compiled artifact that says
+what changed when it fails. :mod:`.sentinel` checks a compiled loss against eager's now and then,
+for what the guards cannot see. Nothing here imports torch or Pyro until called.
 """
 
 from __future__ import annotations

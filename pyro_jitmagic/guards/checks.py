@@ -1,16 +1,11 @@
 """Guards: what a compiled graph assumed about the world, checked before every call.
 
-A :class:`Guards` holds one compiled artifact's assumptions (the values its trace read
-from globals and closures, the modes of the modules it ran, torch's default dtype,
-Pyro's validation flags, the ELBO's settings) as one generated Python function, as
-``torch.compile`` keeps its guards: on the hot path, one call that returns True while
-everything holds. When it returns False, :meth:`Guards.changes` says what changed,
-in the user's words (``global prior_scale 10.0 -> 0.05``), for the report and for the
-caller's decision: compile again for the new world, or run eager.
-
-:func:`call_site` is the part of the world that belongs to one call rather than to a
-graph (grad mode, a Pyro handler around the step): a step made under it runs eager and
-nothing is compiled for it.
+A :class:`Guards` holds one artifact's assumptions (values read from globals and closures, module
+modes, torch's default dtype, Pyro's validation flags, the ELBO's settings) as one generated
+function, as ``torch.compile`` keeps its guards: one call on the hot path. When it fails,
+:meth:`Guards.changes` says what changed in the user's words (``global prior_scale 10.0 -> 0.05``),
+and the caller compiles again or runs eager. :class:`CallSite` is the state of one call (grad mode,
+a Pyro handler) that no graph holds: a step made under it runs eager.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The sentinel: a compiled step's loss checked against eager's while the cell runs.
 
-Guards catch the changes they can name. What they cannot (a value reached through
-``getattr``, a draw hidden in a library), the sentinel catches by its effect: at the
-first compiled call of each artifact, then at doubling gaps (:data:`FIRST_GAP` calls,
-then twice that...), the same call is computed eagerly from the same params and random
-state, and the two losses must agree to float rounding (:func:`agree`). A 10,000-step
-run is checked eight times, which costs eight eager losses (docs/benchmarks.md).
+Guards catch the changes they can name; the sentinel catches the rest (a value reached through
+``getattr``, a draw hidden in a library) by its effect. At an artifact's first compiled call, then
+at doubling gaps (:data:`FIRST_GAP`), the same call is computed eagerly from the same params and
+random state, and the two losses must agree to float rounding (:func:`agree`). What the checks
+cost: docs/benchmarks.md, Guards and the sentinel.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """What a model and guide read from outside their arguments: the world a compiled graph freezes.
 
-Eager Pyro reads a global, a closure variable or an attribute afresh at every step;
-a graph built from one trace holds whatever it read then as a constant. This module
-finds those reads before a trace, from the code itself (as ``torch.compile``'s
-capture finds its guards): the bytecode of the model, the guide and every function,
-method and module of the user's that they reach, read for the chains that start at a
-global, a closure variable or ``self`` (``prior_scale``, ``cfg.scale``, ``self.alpha``,
-``data["x"]``). Each read has a :class:`Source` that can fetch its value again, and
-:func:`read_world` returns them with the values they hold now.
-
-What no source can fetch is found too: random draws outside torch (numpy's or
-Python's streams, a ``torch.Generator`` of the user's), which a graph cannot repeat.
-Reads that the code makes through ``getattr`` or ``globals()`` are not seen here; the
-sentinel (:mod:`.sentinel`) is there for what the guards miss.
+Eager Pyro reads a global, a closure variable or an attribute afresh at every step; a graph holds
+what its trace read as a constant. So the reads are found before a trace, in the bytecode of the
+model, the guide and the user's code they reach, as ``torch.compile`` finds its guards. Each read
+has a :class:`Source` that fetches its value again. Random draws outside torch, which no graph can
+repeat, are found too. Reads through ``getattr`` or ``globals()`` are not seen: the sentinel
+(:mod:`.sentinel`) is there for what the guards miss.
 """
 
 from __future__ import annotations

@@ -2,19 +2,12 @@
 inductor's kernels.
 
 Compiling is a bet: a price up front (a trace, a capture, a codegen) against a saving on every
-later step. :class:`AutoPolicy` bets from what it measures: each key's or signature's step time
-on its tier; what compiles have cost so far in the session, in steps of the tier below (tracing,
-like running, costs per operation, so the ratio carries from one model to the next); and how
-many steps are expected to follow: what the cell's loops say (:mod:`.loops`), else what the same
-cell ran last time, else as many again as so far, scaled up to :data:`HORIZON` while the run is
-young. It climbs when the steps expected to follow would save more than the next tier costs
-(look ahead) or, when nothing says how long the run will be, once the time spent below reaches
-that cost (rent or buy: it never loses more than that cost against climbing at once). Priors
-stand in until the session has measured, and count as one measurement after. The runs behind the
-priors are in docs/benchmarks.md ("The default climb").
-
-Switching tiers mid-run is safe: every tier computes the same loss, gradients and draws from the
-same params and random state, which the tests check step by step.
+later step. :class:`AutoPolicy` bets from step times on each tier, and from what compiles cost in
+the session in steps of the tier below (a ratio that carries across models). It expects the steps
+the cell's loops say, else its last run's, else as many again. It climbs when those would repay the
+next tier; with no count, once the time spent below reaches that cost (rent or buy). Priors stand
+in until the session has measured (docs/benchmarks.md, The default climb). Switching tiers mid-run
+is safe: every tier computes the same loss from the same params and random state.
 """
 
 from __future__ import annotations
@@ -35,7 +28,7 @@ CodegenStart = Literal["now", "after the cell"] | None
 #: to thousands).
 HORIZON = 200
 #: Before a compile is measured: its cost in eager steps of the key compiled, and the speedup of
-#: its compiled steps (the tutorial's SVI, its HMM and NUTS; docs/benchmarks.md).
+#: its compiled steps (the tutorial's SVI, its HMM and NUTS: docs/benchmarks.md, The default climb).
 PRIOR_COMPILE_STEPS = {"svi": 12.0, "potential": 15.0}
 PRIOR_SPEEDUP = {"svi": 2.0, "potential": 1.5}
 #: Below this measured speedup a new key is not worth compiling.
@@ -52,7 +45,7 @@ LEARN_AFTER = 8
 #: Capturing the whole step, in steps of Pyro's JIT; a whole step's speedup over Pyro's JIT, and
 #: inductor's over the whole step on TorchScript; cold codegen seconds ~ a + b * capture seconds;
 #: a whole potential evaluation's speedup over eager's and Pyro's; its capture in eager
-#: evaluations. All from bench_auto.py, bench_backends.py and bench_capture.py (docs/benchmarks.md).
+#: evaluations. From docs/benchmarks.md: The default climb, The whole step, Captures.
 PRIOR_CAPTURE_STEPS = 250.0
 PRIOR_STEP_SPEEDUP = 1.7
 PRIOR_INDUCTOR_SPEEDUP = 6.0
@@ -291,10 +284,10 @@ class AutoPolicy:
         ``book.codegen_why``: a start says why; a put-off, unless an earlier look put it off.
 
         From inductor's disk cache it starts at once. Cold, it runs in a worker process, on a core
-        the steps leave idle, but handing the graph over costs this process about a second the
-        first time (inductor's import): it starts at once when its kernels can serve this run
-        (the steps expected to follow take longer on the whole step than the codegen is expected
-        to), else when the cell ends, for the next run.
+        the steps leave idle, but handing the graph over costs this process inductor's import the
+        first time. So it starts at once when its kernels can serve this run (the steps expected to
+        follow take longer on the whole step than the codegen is expected to), else when the cell
+        ends, for the next run.
         """
         if warm:
             book.codegen_why = "its kernels came from inductor's disk cache"

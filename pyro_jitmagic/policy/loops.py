@@ -1,24 +1,13 @@
 """How many steps a cell will run, read from its loops before it runs.
 
-``--auto`` decides whether a tier pays from the steps expected to follow. A cell
-usually says how many there will be::
+The climb decides whether a tier pays from the steps expected to follow. A cell usually says::
 
     for step in range(num_steps):
         svi.step(data)
 
-    for epoch in range(10):
-        for sequence in sequences[:75]:
-            svi.step(sequence)
-
-:func:`step_counts` reads the cell's ``for`` loops around each ``X.step(...)``
-call and works out how many times each runs: ``range(...)`` of numbers, names
-bound to ints (in the user's namespace, or assigned earlier in the cell), ``len``
-of a list, tuple or tensor, and such a sequence (or a constant slice of it)
-iterated directly, also through ``enumerate``, ``tqdm`` or ``trange``. Nothing is
-called or evaluated beyond that: a count it cannot read safely (a generator, a
-``while`` loop, a ``break``, a call under an ``if``) leaves that name out, and
-``--auto`` falls back on what it knows otherwise. The figure is a hint, never a
-promise: a cell that stops early only makes the decisions taken from it late.
+:func:`step_counts` reads the ``for`` loops around each ``X.step(...)`` call without running
+anything; a count it cannot read safely (a generator, a ``while``, a ``break``) is left out. The
+figure is a hint, never a promise: a cell that stops early only makes its decisions late.
 """
 
 from __future__ import annotations

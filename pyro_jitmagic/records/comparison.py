@@ -1,24 +1,13 @@
 """Eager against compiled: what ``%%pyrojit --compare`` found, as records.
 
-:class:`Comparison` is what ``%%pyrojit --compare -o NAME`` stores; its figures
-are derived from the two runs' records by :mod:`pyro_jitmagic.comparison.verdict`, a
-pure function of step times, losses and samples tested with made-up clocks.
+:class:`Comparison` is what ``--compare -o NAME`` stores; :mod:`pyro_jitmagic.comparison.verdict`
+derives its figures. Its verdict is one of three, each with a one-line reason:
 
-The verdict has three outcomes, each with a one-line reason:
-
-* **agree**: the runs drew the same random numbers, and their losses (and the
-  final params) are equal step by step, up to float rounding.
-* **agree within noise**: the runs cannot be compared step by step (their
-  draws part: a NUTS path, a random value the trace never draws, a discrete
-  draw that flips once float rounding has grown), so what can be compared is
-  judged against its own noise: the loss level over the last part of the run
-  against its step-to-step noise, posterior means in Monte Carlo standard
-  errors. Final params are compared against how much they still move at the
-  end of the runs, and said, but they do not decide: a network's weights may
-  end in another, equally good, place.
-* **disagree**: only on evidence beyond noise: a step that computed another
-  loss from the same params and random draws, or a loss level (a posterior
-  mean) further apart than noise explains.
+* **agree**: the same random draws, and losses equal step by step up to float rounding;
+* **agree within noise**: the draws part (a NUTS path, a discrete draw that flips), so loss levels
+  and posterior means are judged against their own noise. Final params are said, not judged: a
+  network's weights may end elsewhere, equally good;
+* **disagree**: only on evidence beyond noise.
 """
 
 from __future__ import annotations
@@ -59,7 +48,7 @@ class SVIComparison:
         Eager median step over compiled median step after compiling.
     compile_cost : float
         Seconds the compiled run spent above its steady step time on the steps
-        that traced and the steps after each (:attr:`SVIRun.compile_seconds`).
+        that traced and the steps after each (:attr:`~.report.SVIRun.compile_seconds`).
     break_even_step : int or None
         The step from which the compiled run is ahead in total time, for good;
         None when it never is in this run.

@@ -1,11 +1,9 @@
 """What a ``%%pyrojit`` cell did, as immutable records.
 
-:class:`JitReport` is what ``%%pyrojit -o NAME`` stores and what
-``with pyro_jitmagic.compiled() as run`` leaves in ``run.report``. Everything in
-it is plain data (strings, floats, tuples), so it can be kept, compared and
-pickled after the objects it describes are gone. It prints as text and renders
-as HTML in Jupyter (the views are :mod:`pyro_jitmagic.display`'s), and its ``repr``
-summarises: a 5,000-step run is a line, not every step.
+:class:`JitReport` is what ``%%pyrojit -o NAME`` stores, and what ``with pyro_jitmagic.compiled()
+as run`` leaves in ``run.report``. It is plain data, so it can be kept, compared and pickled after
+the objects it describes are gone. Its views are :mod:`pyro_jitmagic.display`'s; its ``repr`` is
+a summary, not every step.
 """
 
 from __future__ import annotations
@@ -338,7 +336,8 @@ class Compilation:
 
 @dataclass(frozen=True)
 class AutoDecision:
-    """What ``--auto`` did with one cache key in one cell, and what that saved or lost.
+    """What the climb did with one cache key, or one call signature, in one cell, and what that
+    saved or lost.
 
     Attributes
     ----------
@@ -347,8 +346,10 @@ class AutoDecision:
         potential energy (one per MCMC run).
     owner, key : str
         The SVI or MCMC object, and the call signature (``"potential energy"``).
-    state : {"eager", "compiled"}
-        How the key ran at the end of the cell.
+    state : str
+        How the key ran at the end of the cell: ``"eager"`` or ``"compiled"``; for a call
+        signature that climbed above Pyro's JIT, its tier (``"eager"``, ``"pyro"``, ``"step"``
+        or ``"inductor"``).
     why : str
         The decision, in one sentence, with the figures it rested on.
     eager_steps, compiled_steps : int
@@ -356,7 +357,8 @@ class AutoDecision:
         the compiling one counts as compiled.
     compiled_at : int or None
         The cell's step (evaluation) number, from 1, that compiled; None when the
-        key did not compile in this cell.
+        key did not compile in this cell, and for a call signature's tiers (``path``
+        says where each began).
     seconds : float
         What those steps took.
     eager_step_seconds, compiled_step_seconds, compile_seconds : float or None
@@ -541,7 +543,8 @@ class JitReport(Shown):
     executor_choices : tuple of ExecutorChoice
         With ``adaptive``: the keys whose executor changed in the cell.
     auto : tuple of AutoDecision
-        With ``--auto``: per cache key, what ran eager, when it compiled and why.
+        With the climb (plain ``%%pyrojit``, ``--auto``): per cache key, or per call signature
+        that climbed above Pyro's JIT, what ran on which tier, from when, and why.
     guards : tuple of str
         What a compiled graph assumed that changed while the cell ran (``global prior_scale
         10.0 -> 0.05``), and what was done: compiled again, or run eager, with the step.

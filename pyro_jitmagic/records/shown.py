@@ -1,15 +1,10 @@
 """How a record shows, without the record importing a view.
 
-A record that shows itself (a report, a comparison, a cache snapshot) derives
-from :class:`Shown`: its ``str()``, its HTML and its IPython display bundle are
-looked up, by the record's type, in a registry of views that
-:mod:`pyro_jitmagic.display` fills when it is imported (and
-``import pyro_jitmagic`` imports it). So the arrows point one way: views import
-records, records import no view, and any use of a record finds its views.
-
-What a view builds at some cost (a comparison's plots and widget) it may keep on
-the record it showed (:func:`kept`), once per record; a copy or a pickle of the
-record does not carry it.
+A record that shows itself derives from :class:`Shown`: its ``str()``, HTML and IPython display
+bundle are looked up by type in a registry that :mod:`pyro_jitmagic.display` fills when imported
+(``import pyro_jitmagic`` imports it). So views import records and no record imports a view. What
+a view builds at some cost (plots, a widget) it may keep on the record (:func:`kept`); a copy or a
+pickle of the record does not carry it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """What the compile caches cost, as runs record it: per compiled function and cache key.
 
-A session's :class:`CacheStats` holds, per compiled function (whichever compiler
-made it) and cache key, the compile time and every call served, and watches
-for a function that keeps compiling (:class:`RecompilationWarning`). All of it
-is held weakly: a dropped ELBO takes its traces and its figures with it. The
-inspector (:mod:`.inspector`) reads it beside what the compilers find alive.
+A session's :class:`CacheStats` holds each key's compile time and every call served, whichever
+compiler made the function, and warns of one that keeps compiling (:class:`RecompilationWarning`).
+It holds all of it weakly: a dropped ELBO takes its traces and its figures with it. The inspector
+(:mod:`..inspector`) reads it beside what the compilers find alive.
 """
 
 from __future__ import annotations

@@ -1,32 +1,12 @@
 """ELBO losses called directly in a cell, not through ``SVI.step``: caught, planned and timed.
 
-Much Pyro code trains without SVI: ``loss = elbo.differentiable_loss(model,
-guide, data)`` then ``loss.backward()`` and a torch optimizer (Pyro's "custom
-objectives"), a ``PyroModule`` trained with a plain ``torch.optim`` loop
-through ``Trace_ELBO()(model, guide)``, or ``elbo.loss_and_grads`` and
-``elbo.loss`` called by hand. While a run is active, every call of
-``differentiable_loss``, ``loss`` and ``loss_and_grads`` of Pyro's ELBO classes
-comes to the run (:data:`calls`), which asks its compiler once per ELBO,
-method, model and guide how it runs (Pyro's JIT runs it on the same compiled
-companion that ``SVI.step`` would use), and times it as an SVI step is timed
-(:func:`.steps.timed`).
-
-How calls are caught
---------------------
-``SVI.step`` is caught by replacing the class attribute, but a method taken
-before the cell (``loss_fn = Trace_ELBO().differentiable_loss`` in a setup
-cell) is a bound method that holds Pyro's function object itself and never
-looks the class attribute up again. Bound methods cannot be changed
-(``__func__`` is read-only) and can sit anywhere (a closure, a list, another
-module), so rebinding the user's names would miss them, and would undo a
-rebinding that the cell itself makes. What every bound method shares is the
-function object, and its code is the one part of a function that Python lets
-us replace: for the cell, each of those functions gets the code of a
-*trampoline* that hands the call to :data:`calls`, and the original code runs
-from a clone of the function. The swap goes through :class:`~.patch.PatchSet`
-like every other patch, so it is undone in ``finally``, stack-safe. Tracing
-every call instead (``sys.setprofile``) would slow every Python call in the
-cell and clash with debuggers and coverage tools.
+Much Pyro code trains without SVI: ``elbo.differentiable_loss(model, guide, data)`` and a torch
+optimizer, or a ``PyroModule`` trained through ``Trace_ELBO()(model, guide)``. So each call of an
+ELBO's ``differentiable_loss``, ``loss`` or ``loss_and_grads`` comes to the run (:data:`calls`),
+planned per ELBO, method, model and guide, and timed as a step is. A method bound before the cell
+holds Pyro's function itself, and a bound method cannot be changed. So for the run each function's
+*code* becomes a trampoline (through a :class:`~..patch.PatchSet`), and the original runs from a
+clone. ``sys.setprofile`` would slow every Python call and clash with debuggers.
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
 """Capture the JIT's warnings instead of printing them, and tell the risky ones apart.
 
-Tracing a Pyro model raises dozens of ``TracerWarning``s. One family means the
-compiled loss may be wrong: a tensor read as a Python value (``if x > 0:``,
-``int(n)``, ``.item()``), which the trace then holds as a constant for every
-later call. Each read is judged by what was read and who read it:
-
-* a tensor's **size** (``len(x)``, iterating a tensor, ``range(x.size(0))``, a
-  shape check anywhere): **benign**. A trace assumes the shapes it was traced
-  with whatever reads them (Pyro keys its traces on keyword values, not shapes);
-  :func:`.reads.watch_reads` follows which tensors hold sizes while a trace runs;
-* a **value**, read by the user's code: **risky**, at that line;
-* a value read by a torch or Pyro function in :data:`REVIEWED_READS`: **benign**.
-  Each was found by tracing realistic models and read in torch's and Pyro's
-  source: validation (the value only decides whether to raise) or text;
-* a value read by any other library function: **risky**, at the user's line
-  that called into it, naming the function: an unreviewed read is not assumed
-  harmless.
-
-Reads torch does not warn about are looked for too: a tensor value used as a
-Python integer (``range(n.max())``, ``[x] * n``, ``items[n]``) is reported as a
-risky ``TracerWarning`` of our own.
-
-Warnings that are not the JIT's pass through to the previous handler untouched.
+Tracing a Pyro model raises dozens of ``TracerWarning``s. One family means the compiled loss may be
+wrong: a tensor read as a Python value, which the trace then holds as a constant. A size read is
+benign (a trace assumes its shapes, whoever reads them), and so is a value read by a torch or Pyro
+function in :data:`REVIEWED_READS`. Any other value read is risky, named at the user's line: an
+unreviewed read is not assumed harmless. A tensor used as a Python integer, which torch does not
+warn of, is reported too (:mod:`.tensor_reads`). Other warnings pass through untouched.
 """
 
 from __future__ import annotations
@@ -354,7 +338,7 @@ class WarningCapture:
 
     def integer_read(self, frame: FrameType) -> None:
         """``frame`` used a tensor that holds no size as a Python integer while tracing (see
-        :func:`watch_reads`): torch does not warn, so warn as torch would."""
+        :func:`~.tensor_reads.watch_reads`): torch does not warn, so warn as torch would."""
         import torch
 
         module = frame.f_globals.get("__name__", "")

@@ -1,10 +1,8 @@
 """``MCMC.run`` while a run is active: each run asks the compiler how it runs, and is timed.
 
 ``MCMC.run`` is wrapped at class level; each call asks the compiler for an
-:class:`~.compilers.base.MCMCRoute` (Pyro's JIT sets ``jit_compile=True`` for the
-run), and :class:`MCMCClock` times it through its kernel's ``setup`` and
-``sample``, counts potential evaluations, and summarises the samples (means,
-sds, ESS, r-hat) for comparing runs.
+:class:`~.route.MCMCRoute`, and :class:`MCMCClock` times it through its kernel's ``setup`` and
+``sample``, counts potential evaluations, and summarises the samples for comparing runs.
 """
 
 from __future__ import annotations

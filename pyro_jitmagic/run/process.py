@@ -1,20 +1,11 @@
 """What is process-wide by nature, in one object: :data:`PROCESS`.
 
-A run patches classes and functions (``SVI.step``, ``torch.jit.trace``, the
-code of Pyro's ELBO loss methods) and torch's executor flags, which every
-shell, thread and script in the process shares. So what a run must find of
-the others is process-wide too, and it is all here rather than in module
-globals: the runs active now (a wrapper found installed while none is active
-is a leftover, healed by the next run), the executor settings applied and not
-yet restored, whether torch's one-off start-up has been paid, what was learned
-of this torch and this Pyro, and the default :class:`~.session.Session`, which
-the magic and the plain-Python twins share (compiled traces belong to ELBO
-objects, which are process-wide themselves).
-
-Two things stay per thread, each beside its reason: the frame that called a
-trace moved to a shallow stack (:mod:`.stack`), and the read a traced tensor is
-making (:mod:`.reads`); and the trampolines' target (:data:`.direct.calls`) is a
-constant in their code.
+A run patches classes and torch's executor flags, which every shell, thread and script in the
+process shares. So what runs must know of each other lives here, not in module globals: the runs
+active now (a wrapper found with none active is a leftover), the executor settings not yet
+restored, and whether torch's start-up is paid. It also holds the default :class:`~.session.Session`,
+which the magic and the twins share. What is per thread stays beside its reason (:mod:`.stack`,
+:mod:`.tensor_reads`).
 """
 
 from __future__ import annotations

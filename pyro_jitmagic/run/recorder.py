@@ -1,11 +1,9 @@
 """What one run records for its report, whichever compiler ran it.
 
-The interception plans each SVI object, each ELBO loss the cell calls itself
-and each MCMC run once (:class:`StepPlan`, :class:`MCMCPlan`) and appends every
-step's time and loss to its plan; compilers report the traces they build, the
-notes they have, a step whose random draws part from eager's and, with
-``--auto``, what each key did. The :class:`Recorder` keeps all of it, offers
-the live progress line, and makes the :class:`~pyro_jitmagic.records.report.JitReport`.
+Each SVI, each ELBO loss the cell calls itself and each MCMC run is planned once (:class:`StepPlan`,
+:class:`MCMCPlan`) and keeps every step's time and loss; compilers add their traces, notes and the
+climb's books. The :class:`Recorder` keeps all of it, feeds the progress line, and makes the
+:class:`~pyro_jitmagic.records.report.JitReport`.
 """
 
 from __future__ import annotations

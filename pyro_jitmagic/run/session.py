@@ -1,23 +1,11 @@
-"""Compiled companions that outlive a cell.
+"""What a session keeps between cells: compiled companions, whole-step graphs, and what compiling cost.
 
-A :class:`Session` keeps, for each user ELBO and each (model, guide) pair it
-is stepped with, the Jit* companion that runs it compiled. The companion, and
-the traces it compiled, live exactly as long as the user's ELBO object (weak
-keys), so the next ``%%pyrojit`` cell reuses its traces and nothing is held
-once the user drops the ELBO.
-
-Keying on (model, guide) as well is what fixes Pyro's reused-ELBO bug: a Jit*
-ELBO keeps the model of its first call in its compiled closure, so one ELBO
-object shared by two models would silently return the first model's loss.
-
-The process has a default session (``PROCESS.session``, see :mod:`.process`):
-compiled traces belong to ELBO objects, which are themselves process-wide, so
-the magic and its plain-Python twin share it; the magic holds it as
-``PyroJitMagics.session``, and a twin takes another as ``session=``.
-
-It also keeps each SVI's (and each HMC/NUTS kernel's) whole-step graphs, one
-per call signature and world, for as long as the user keeps the object
-(:class:`WholeStepStore`).
+A :class:`Session` keeps, per user ELBO and per (model, guide) it steps, the ``Jit*`` companion
+that runs it compiled; per SVI or kernel, its whole-step graphs (:class:`WholeStepStore`); and what
+the climb has learned. All are keyed weakly on the user's objects: the next cell reuses them, and
+they go when the user's objects go. Keying companions on (model, guide) fixes Pyro's reused-ELBO
+bug: a ``Jit*`` ELBO shared by two models silently returns the first model's loss. The magic and
+the twins share the process's default session (:mod:`.process`); a twin may be given another.
 """
 
 from __future__ import annotations
@@ -76,7 +64,8 @@ class WholeStepStore:
 
 
 class Session:
-    """Registry of the compiled companions of user ELBOs, and of what the caches cost.
+    """What compiled runs keep between cells: the companions of user ELBOs, the whole-step graphs,
+    what the caches cost and what the climb has learned.
 
     Attributes
     ----------
@@ -84,9 +73,10 @@ class Session:
         Per compiled function and cache key: compile time, hits, last hit (what
         ``%pyrojit_cache`` shows beside the traces).
     auto : AutoPolicy
-        What ``--auto`` has learned of compile costs and speedups in this session.
+        What the climb has learned of compile costs and speedups in this session.
     whole_steps : WholeStepStore
-        The whole steps and potentials ``--backend step`` and ``inductor`` compiled.
+        The whole steps and potentials compiled by the climb or by ``--backend step`` and
+        ``inductor``.
     """
 
     def __init__(self) -> None:
@@ -98,7 +88,7 @@ class Session:
         self._eager: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         # what --auto has learned of compile costs and speedups in this session
         self.auto = AutoPolicy()
-        # whole steps and potentials compiled by --backend step or inductor, per SVI or kernel
+        # whole steps and potentials compiled by the climb, --backend step or inductor, per SVI or kernel
         self.whole_steps = WholeStepStore()
 
     def companion(self, elbo: Any, model: Any, guide: Any,

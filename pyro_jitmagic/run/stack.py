@@ -1,21 +1,11 @@
 """Run a trace on a fresh, shallow Python stack.
 
-torch's tracer records the Python stack for every operation it traces, to give
-each graph node a source range (``getPythonInterpreterSourceRange`` in
-torch/csrc/jit/python/python_tracer.cpp walks and formats every frame). Its
-cost grows with the depth of the stack: measured here, tracing 4000 operations
-took 0.10 s at the top of a script, 0.24 s thirty frames down and 0.36 s sixty
-frames down. A ``%%pyrojit`` cell runs sixty-odd frames deep (IPython's cell
-machinery, the user's loop, ``SVI.step``, Pyro's ELBO), so :func:`call_shallow`
-runs ``torch.jit.trace`` on a new thread, whose stack starts empty, while the
-calling thread waits. The traced graph is the same; its source ranges keep the
-model's frames and drop the frames above the trace call.
-
-What the trace needs from the calling thread goes with it: torch's grad and
-inference modes are per thread. Pyro's state (param store, poutine stack) and
-torch's random generator are per process. An interrupt that arrives while the
-trace runs is raised once the trace is done, so that nothing keeps changing the
-param store after the cell has stopped.
+torch's tracer records the Python stack for every operation it traces, so tracing costs more the
+deeper the stack (docs/benchmarks.md, SVI), and a ``%%pyrojit`` cell runs deep in IPython's
+machinery. So :func:`call_shallow` runs ``torch.jit.trace`` on a new thread, whose stack starts
+empty, while the caller waits; the graph is the same. torch's grad and inference modes are per
+thread, so they go with it. An interrupt during the trace is raised once it is done, so that nothing
+changes the param store after the cell has stopped.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """One SVI step, or one ELBO loss call the cell makes itself, on its ladder: timed and recorded.
 
-What :mod:`.svi` and :mod:`.direct` share: the eager warm-up before a compiled
-route's first step, and :func:`timed`, which runs each step on its ladder,
-records its time and loss, hands the time to the route that ran it, runs the
-step again eager when a compiled step meets a limit of its compiler, and gives
-a failure one line of advice.
+What :mod:`.svi` and :mod:`.direct` share: the eager warm-up before a compiled route's first step,
+and :func:`timed`, which runs each step on its ladder and records its time and loss. A compiled
+step that meets a limit of its compiler runs again eager; other failures get one line of advice.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """``SVI.step`` while a run is active: each SVI planned once, warmed up, and every step timed.
 
-``SVI.step`` is wrapped at class level, so every SVI object is caught wherever
-it was built and however its class was imported. The first step of each SVI
-in a run asks the compiler how it runs (a :class:`~.compilers.base.Route`) and
-warms it up; every step then runs through :func:`.steps.timed`, as the ELBO losses the
-cell calls itself (:mod:`.direct`) do.
-
-``SVI.evaluate_loss`` and ``Predictive`` run as written, and the report says so
-once; ELBO losses they call run as written too.
+``SVI.step`` is wrapped at class level, so every SVI object is caught wherever it was built. An
+SVI's first step in a run asks the compiler for its :class:`~.route.Ladder` and warms it up;
+every step then runs through :func:`.steps.timed`. ``SVI.evaluate_loss`` and ``Predictive`` run
+as written, and the report says so once.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Who reads what while a trace runs: every tensor read as a Python value, watched.
 
-torch warns (``TracerWarning``) when a traced tensor becomes a Python value,
-naming its own frame. To judge each read (:mod:`.jit_warnings`) the frame that
-asked is needed, and whether the tensor held a size: :func:`watch_reads` wraps
-``torch.Tensor``'s conversions, size methods and operators for the length of a
-trace to note both, and reports the reads torch says nothing about (a tensor
-used as a Python integer).
+torch's ``TracerWarning`` names its own frame, but judging a read (:mod:`.jit_warnings`) needs the
+frame that asked, and whether the tensor held a size. :func:`watch_reads` wraps ``torch.Tensor``'s
+conversions, size methods and operators for a trace to note both, and reports the reads torch
+says nothing about (a tensor used as a Python integer).
 """
 
 from __future__ import annotations
@@ -132,7 +130,7 @@ def watch_reads(capture: ReadWatcher, trace: Callable[..., Any]) -> Callable[...
     While ``trace`` runs, ``torch.Tensor``'s conversions to Python values
     (``bool``, ``int``, ``float``, ``.item()``, ``.tolist()``, ``__index__``), its
     size methods and its arithmetic and comparison operators are wrapped (by a
-    :class:`~.patch.PatchSet`, restored when ``trace`` returns or raises). The
+    :class:`~..patch.PatchSet`, restored when ``trace`` returns or raises). The
     wrappers follow which tensors hold sizes (under tracing ``x.size(0)`` is a
     tensor, and so is ``x.size(1) + 1``), and when a tensor is read as a Python
     value they note the frame that asked and whether the tensor held a size, for

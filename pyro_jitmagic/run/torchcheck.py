@@ -1,16 +1,10 @@
-"""What pyro_jitmagic needs from torch, checked where a run first uses torch.
+"""What pyro_jitmagic needs from torch, checked when a compiled run first uses torch.
 
-The package admits any torch from 2.1 on (pyproject.toml), so that installing
-it never replaces the user's torch. What it truly needs is checked here instead,
-when a compiled run starts:
-
-* ``torch.jit.trace``, tried once per process on a one-line function: missing,
-  or failing (a torch that turns TorchScript's deprecation into an error), the
-  cell runs eager and the report says why in one line;
-* the TorchScript executor settings of :mod:`.executor`, private torch
-  functions (checked against torch 2.1 to 2.13): missing, the default
-  ``--executor adaptive`` leaves the executor as torch has it and says so; an
-  executor asked for by name stops the cell with one line saying what to do.
+The package admits any torch from 2.1 on, so that installing it never replaces the user's torch;
+what it truly needs is checked here instead. Without a working ``torch.jit.trace`` the cell runs
+eager, and the report says why. Without the executor settings (private torch functions, see
+:mod:`..compilers.pyro.executor`), the default ``adaptive`` leaves torch's executor as it is, and
+a named executor stops the cell with one line saying what to do.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """The eager work that compiling needs done first (see the Pyro JIT tutorial).
 
-* An AutoGuide builds a prototype trace on its first call, by running the model.
-  Done inside the trace, that work would be compiled too; done here, once,
-  eagerly, it is not. Only the prototype is built, not a
-  guide sample, so the param store gets nothing beyond what the guide creates
-  and the random stream advances exactly as in an eager first step.
-* ``TraceEnum_ELBO`` (and ``vectorize_particles``) guess ``max_plate_nesting``
-  by running model and guide once when it was not given; done here, the guess
-  is not repeated inside the trace.
+An AutoGuide builds a prototype trace on its first call, by running the model; done here, once
+and eagerly, that work is not compiled into the trace. Only the prototype is built, so the param
+store gets only what the guide creates and the random stream moves as in an eager first step.
+``TraceEnum_ELBO`` guesses ``max_plate_nesting`` by running model and guide once; done here, the
+guess is not repeated inside the trace.
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
-"""The whole-step compiler: an SVI step (loss, gradients, optimizer update) or an HMC/NUTS
-potential and its gradient, captured as one graph and run by TorchScript or inductor.
+"""The whole-step compiler: an SVI step (loss, gradients, optimizer update) or an HMC/NUTS potential
+and its gradient, captured as one graph and run by TorchScript or inductor.
 
-Pyro's ``Jit*`` ELBOs trace the forward loss only; autograd and one torch
-optimizer per parameter then run op by op in Python. Here the whole step is
-captured (:mod:`.capture`) and compiled (:mod:`.backends`):
-
-``step``
-    the captured graph run by TorchScript: cheap to build, no C++ toolchain;
-``inductor``
-    the captured graph compiled into C++ kernels by inductor (needs a C++ compiler;
-    without one, ``step`` runs and :attr:`CompiledStep.fallback` says why).
-
-The interface the ``%%pyrojit`` seam calls::
-
-    compiled = compile_svi_step(svi, args, kwargs, backend="inductor")   # or CannotCompile
-    loss = compiled(*args, **kwargs)                                     # one svi.step
-
-    potential = compile_potential(kernel, example_params, backend="step")
-    potential.install(patches, kernel)    # HMC/NUTS now take potential and gradient from it
-
-Nothing here imports torch or Pyro until called.
+Pyro's ``Jit*`` ELBOs trace the forward loss only; autograd and the optimizers then run op by op.
+Here the whole step is captured (:mod:`.capture`, :mod:`.potential`) and compiled
+(:mod:`.backends`): ``step`` runs the graph on TorchScript, cheap to build; ``inductor`` compiles
+it into C++ kernels, or runs ``step`` where there is no C++ compiler. :mod:`.reads` turns value
+reads into guards; :mod:`.elbos` and :mod:`.optim` write Pyro's losses and torch's optimizers as
+tensor math; :mod:`.memory` remembers what inductor's disk cache holds, and :mod:`.worker` runs a
+cold codegen in another process. The seam calls :func:`compile_svi_step` and
+:func:`compile_potential`. Nothing here imports torch or Pyro until called.
 """
 
 from __future__ import annotations
@@ -123,9 +112,9 @@ def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | N
         capture (CannotCompile naming the line), or be baked in and reported as risky.
         Boolean and integer reads are always guarded.
     background : bool
-        With ``inductor``, compile on a thread while the step runs on ``step`` (a large graph
-        whose kernels inductor's disk cache holds runs as captured meanwhile: no TorchScript to
-        build for the second it takes them to load).
+        With ``inductor``, compile in the background while the step runs on ``step`` (a large
+        graph whose kernels inductor's disk cache holds runs as captured meanwhile: no TorchScript
+        to build while they load).
     elbo : pyro.infer.ELBO, optional
         The ELBO whose loss the step computes, and whose eager ``loss`` the sentinel checks it
         against (by default the SVI's own; pass the user's ELBO when the SVI runs on a companion).

@@ -1,18 +1,10 @@
 """Turn a captured graph into something fast to call: TorchScript ("step") or inductor.
 
-``step`` traces the captured aten graph with ``torch.jit.trace`` (tracing the
-graph, not the Python step: the graph has no Python left and no tensor that
-requires grad as a constant) and runs it with the TorchScript interpreter:
-cheap to build, no C++ toolchain. ``inductor`` compiles it into C++ kernels
-with ``torch._inductor.compile``, with ``fallback_random=True`` so that random
-draws go through ATen's generator as eager ones do (without it ``rand``,
-``randn`` and ``_standard_gamma`` draw other numbers). Inductor keeps what it
-compiled in its on-disk cache; :class:`Codegen` says whether this compile was
-served from it ("warm") or not ("cold").
-
-While inductor loads a large graph's kernels from that cache (about a second for
-the HMM's), the steps run the captured graph as it is (:func:`as_captured`): no
-TorchScript build to pay first.
+``step`` traces the captured aten graph, which has no Python left, with ``torch.jit.trace`` and
+runs it on TorchScript's interpreter: cheap to build, no C++ toolchain. ``inductor`` compiles it
+into C++ kernels with ``fallback_random=True``, so random draws go through ATen's generator as
+eager's do. :class:`Codegen` says whether inductor's disk cache served it. While a large graph's
+kernels load from that cache, the steps run the graph as captured (:func:`as_captured`).
 """
 
 from __future__ import annotations
@@ -51,12 +43,9 @@ class Codegen:
 
 
 #: Graphs of at least this many nodes run as captured while inductor loads their kernels from its
-#: disk cache, instead of on TorchScript. Measured (one-off timings, one thread): the HMM's step at
-#: length 24 (4470 nodes) takes 1.3-1.7 s to build on TorchScript and 0.15 s more in its first
-#: call, then runs in 10 ms, against 29 ms as captured, and its kernels load in about a second:
-#: by estimate (a second at 29 ms against 10 ms a step) about 0.6 s lost waiting as captured
-#: against 1.5-1.9 s of build. The simple SVI's step (285 nodes) builds in 0.03 s and runs in
-#: 0.6 ms against 2 ms: there TorchScript is cheaper.
+#: disk cache, instead of on TorchScript: for a large graph (the HMM's) the steps lose less waiting
+#: as captured than building TorchScript costs; for a small one (the simple SVI's) TorchScript is
+#: cheaper (docs/benchmarks.md, The default climb).
 AS_CAPTURED_NODES = 1000
 #: Steps a graph may run as captured before its TorchScript build is paid after all (kernels the
 #: disk cache was expected to hold but did not: a cold codegen takes minutes).

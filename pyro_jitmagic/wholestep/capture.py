@@ -1,20 +1,12 @@
 """Capture one whole SVI step, ``(params, optimizer state, scalars, *args) -> loss terms``, as an aten graph.
 
-The step is traced by torch's ``make_fx`` in "real" mode with **the param
-store's own unconstrained tensors, the torch optimizers' own state tensors and
-the step's tensor arguments as inputs**, as ``pyro/ops/jit.py`` traces with the
-store's tensors: every module, AutoGuide or ``pyro.param`` that reads a param
-reads the very tensor the graph takes as an input, so ``PyroModule`` and
-``pyro.module`` params need no plumbing. The graph computes the ELBO's
-surrogates (:mod:`.elbos`), their gradients (``torch.autograd.grad``, traced
-down to aten ops), and each param's optimizer update (:mod:`.optim`), and writes
-the new values into its inputs in place. It returns one float64 vector: the
-numbers Pyro's float loss is computed from, then 1.0 or 0.0 for "every guard
-held" (see :mod:`.reads`); when a guard fails, the graph writes back the old
-values, so the step changes nothing and can be run eagerly instead.
-
-Tracing runs the model for real, so everything it changes is put back: the
-random number generator's state, each input tensor's values.
+``make_fx`` traces the step with the param store's own tensors, the optimizers' state tensors and
+the step's tensor arguments as inputs, so every module, AutoGuide or ``pyro.param`` reads the very
+tensor the graph takes. The graph computes the ELBO's surrogates (:mod:`.elbos`), their gradients
+and each param's update (:mod:`.optim`), and writes the new values into its inputs. It returns the
+numbers Pyro's float loss is computed from, and whether every guard held (:mod:`.reads`); if one
+failed it writes the old values back, so the step can run eagerly instead. Tracing runs the model
+for real, so the random state and the inputs' values are put back after it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Each supported ELBO's loss and surrogates, computed as its ``loss_and_grads`` does.
 
-Pyro's ``loss_and_grads`` calls ``backward()`` on a surrogate loss (per particle
-for ``Trace_ELBO``, ``TraceMeanField_ELBO`` and ``TraceEnum_ELBO``, once for
-``TraceGraph_ELBO``) and returns a Python float. Here the same helpers build the
-same surrogates, which the capture differentiates with ``torch.autograd.grad``
-in the same order (so gradients accumulate as ``backward()`` accumulates them),
-and the float is the recorder's expression (see :class:`~.reads.LossRecorder`).
+Pyro's ``loss_and_grads`` calls ``backward()`` on a surrogate loss (per particle, or once for
+``TraceGraph_ELBO``) and returns a float. Here the same helpers build the same surrogates, and the
+capture differentiates them in the same order, so gradients accumulate as ``backward()``
+accumulates them. The float is the recorder's expression (:class:`~.reads.LossRecorder`).
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""What earlier runs left on disk: which captured graphs inductor's cache holds, and how long
-each SVI run lasted.
+"""What earlier runs left on disk: which graphs inductor's cache holds, and how long each SVI run lasted.
 
-``--auto`` decides better when it knows the future. Two facts outlive a process
-and tell it much of it:
-
-* inductor keeps what it compiled in its on-disk cache, and a graph served from
-  it costs a fraction of a second instead of seconds to minutes; so a graph's
-  *digest* (its code, its inputs' layouts, the torch release) is written down
-  once inductor has compiled it;
-* a cell run again usually runs as many steps as last time; so each call
-  signature's step count is written down at the end of a run, under a key made of
-  the model, the guide, the ELBO, the optimizer and the signature (never the
-  data's values).
-
-Both live in one small JSON file beside inductor's cache (so clearing that cache
-forgets them too). A file that cannot be read or written is ignored: this is a
-hint, never a source of truth, and every graph is checked against inductor's own
-cache counters when it is compiled.
+The climb decides better when it knows the future, and two facts outlive a process. A graph that
+inductor's disk cache holds compiles in a fraction of the time, so each graph's digest is written
+down once compiled. A cell run again usually runs as many steps as last time, so each signature's
+step count is written down, keyed on model, guide, ELBO, optimizer and signature (never the data).
+Both live in one small JSON file beside inductor's cache. A file that cannot be read or written is
+ignored: it is a hint, never a source of truth.
 """
 
 from __future__ import annotations

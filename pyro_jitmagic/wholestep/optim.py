@@ -1,29 +1,12 @@
 """The torch optimizers of ``pyro.optim``, written as tensor math for the captured step.
 
-``PyroOptim`` keeps one torch optimizer per parameter. Each :class:`ParamUpdate`
-reads that optimizer (its class, its param group, its state) and computes the
-same update as torch's single-tensor code on CPU (``torch/optim/adam.py``,
-``_single_tensor_adam`` and siblings; Pyro's ``ClippedAdam.step``), op for op:
-
-* the **per-step numbers** torch computes in Python (bias corrections, the step
-  size, Adagrad's decayed rate, AdamW's decay factor, the learning rate itself)
-  are computed here the same way, in Python, from the optimizer's own step count
-  and learning rate, and enter the graph as a tensor of scalars: a scheduler
-  changing the learning rate never recompiles;
-* hyperparameters that fix the arithmetic (betas, eps, momentum, weight decay,
-  flags) are constants of the graph; a step finding them changed is run eagerly
-  and the compiled step is marked stale;
-* the state tensors (``exp_avg``, ``step``...) are graph inputs that the graph
-  writes in place, so ``svi.optim.get_state()`` holds what eager would.
-
-Where torch passes a per-step number as a ``Scalar`` argument (``addcdiv_(...,
-value=-step_size)``), the graph multiplies by the 0-d tensor first and then
-divides and adds, the order in which ATen's CPU kernel evaluates it, so the
-``step`` backend reproduces eager's values. One exception: ``add_(grad,
-alpha=-lr)`` (SGD, RMSprop with momentum) is a fused multiply-add in ATen's
-vectorised loop; it is kept exact by making ``lr`` a constant of the graph,
-unless a scheduler owns the optimizer, in which case ``lr`` is an input and
-tensors of 16 elements or more may differ from eager in the last bit.
+Each :class:`ParamUpdate` reads one param's torch optimizer and computes the update of torch's
+single-tensor CPU code (``_single_tensor_adam`` and siblings), op for op. Per-step numbers (bias
+corrections, the learning rate) are computed in Python as torch does and enter the graph as
+tensors, so a scheduler never recompiles. Hyperparameters are constants; state tensors are inputs
+written in place, so ``svi.optim.get_state()`` holds what eager would. Ops follow ATen's order, so
+``step`` reproduces eager's values; only ``add_(grad, alpha=-lr)`` under a scheduler may differ in
+the last bit, on tensors of 16 elements or more.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """An HMC/NUTS potential and its gradient as one compiled graph.
 
-HMC and NUTS spend their time in ``pyro.ops.integrator.potential_grad``: the
-potential energy of the unconstrained latent values ``z``, then
-``torch.autograd.grad`` of it. With ``jit_compile=True`` Pyro traces the
-potential only, and the gradient still runs through autograd op by op. Here
-both are captured together (``z -> (potential, gradients)``) and compiled by
-the same backends as a whole SVI step.
-
-How HMC/NUTS use it: :meth:`CompiledPotential.install` replaces
-``potential_grad`` where Pyro calls it by name (``pyro.ops.integrator``, which
-``velocity_verlet`` uses, and ``pyro.infer.mcmc.hmc``, ``nuts``, ``util``), for
-the kernel's potential only, through a :class:`~pyro_jitmagic.patch.PatchSet`
-that the caller restores. A call whose latent shapes differ from the captured
-ones, whose guards fail, or that raises (a singular Cholesky factor, which Pyro's
-exception handlers turn into a NaN energy) runs Pyro's own ``potential_grad``.
+HMC and NUTS spend their time in ``pyro.ops.integrator.potential_grad``. With ``jit_compile=True``
+Pyro traces the potential only, and its gradient still runs op by op. Here both are captured
+together (``z -> (potential, gradients)``) and compiled by the same backends as a whole SVI step.
+:meth:`CompiledPotential.install` replaces ``potential_grad`` where Pyro binds it by name, for the
+kernel's potential only. A call whose shapes or guards changed, or that raises (a singular
+Cholesky factor), runs Pyro's own ``potential_grad``.
 """
 
 from __future__ import annotations

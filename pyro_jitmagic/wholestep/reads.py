@@ -1,27 +1,11 @@
 """Value reads while capturing: every one is seen, none is silent.
 
-A captured graph holds tensor operations only. When Python reads a traced
-tensor's value (``if loc > 0:``, ``int(n)``, ``x.tolist()``), the value at
-capture time would be baked into the graph. :class:`ReadWatch` sees each such
-read and decides:
-
-* a **boolean or integer** read becomes a **guard**: the graph computes the same
-  read and checks that it still gives the captured answer; a step whose guards
-  fail is undone inside the graph and run eagerly instead, so the result is
-  always eager's. This covers Pyro's own checks (``warn_if_nan``,
-  ``warn_if_inf``, distribution validation), whose failing step then warns or
-  raises exactly as eager does, and a user's ``if loc > 0:``;
-* Dice's mask (``pyro/infer/util.py``, ``if not mask.all()``) is answered "all
-  true", and Dice's ``_fulldot`` is given the mask instead (``where(prob > 0,
-  cost, 0)``): the same sum with a static shape, exact with or without zeros;
-* a **floating-point** read cannot be guarded (it changes every step): in
-  Pyro's or torch's code it stops the capture; in the user's code it stops the
-  capture too (``value_reads="error"``) or is baked in and reported as risky
-  (``value_reads="bake"``);
-* the float loss Pyro computes with ``torch_item`` is not read at all: a
-  :class:`LossRecorder` keeps Pyro's arithmetic on those numbers as an
-  expression, and the step evaluates it on the graph's outputs, so the loss is
-  eager's float to the last bit.
+When Python reads a traced tensor's value (``if loc > 0:``, ``int(n)``), the graph would bake that
+value in. :class:`ReadWatch` sees each read. A boolean or integer read becomes a guard the graph
+computes; a step whose guards fail is undone inside the graph and run eagerly, so Pyro's own checks
+warn or raise as eager does. A floating-point read cannot be guarded: it stops the capture, or in
+the user's code may be baked in and reported as risky. Pyro's float loss is never read: a
+:class:`LossRecorder` replays its arithmetic on the graph's outputs, exact to the last bit.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """A compiled SVI step: what it holds, and one call of it.
 
-A :class:`CompiledStep` owns nothing the user cannot see. On each call it checks
-that the world it was captured in still holds (:mod:`pyro_jitmagic.guards`: the
-globals and closure values the model read, the ELBO's settings, the modes...),
-reads the param store's tensors, each torch optimizer's state tensors and
-learning rate, the step's tensor arguments and keywords and the tensors the
-model reads from outside (a global minibatch), computes the optimizer's per-step
-numbers in Python as torch does, runs the graph (which writes the new values into
-those very tensors) and evaluates Pyro's float loss from the graph's outputs.
-
-What it cannot run as captured it declines (:meth:`CompiledStep.run` returns a
-:class:`Declined` saying why), for the caller to run eagerly or compile again: a
-guard that failed, a value read whose answer changed (see :mod:`.reads`), a
-gradient waiting in ``.grad``, a sentinel check that parted from eager's loss,
-or any call after the SVI itself changed (a param replaced: :attr:`CompiledStep.stale`).
-Called as a function it runs a declined step with Pyro's own ``SVI.step``.
+A :class:`CompiledStep` owns nothing the user cannot see. Each call checks that the world it was
+captured in still holds (:mod:`pyro_jitmagic.guards`), then runs the graph on the param store's
+tensors, the optimizers' state and the step's arguments. The graph writes the new values into
+those very tensors, and Pyro's float loss is evaluated from its outputs. A call it cannot run as
+captured (a failed guard, a changed read, a gradient waiting in ``.grad``, a changed SVI) it
+declines with a :class:`Declined` saying why, for the caller to run eagerly or compile again.
 """
 
 from __future__ import annotations
@@ -42,11 +33,13 @@ def layout(tensor: Any) -> tuple[Any, ...]:
 
 
 def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """What a compiled step is keyed on: the number of positional arguments; each tensor's (a
-    positional argument's or a keyword's) shape, dtype, strides and device, which its graph is built
-    for; every other value itself, which the graph holds as a constant (Pyro's key: lists, dicts and
-    ``argparse.Namespace`` by value, other unhashable objects by identity); a numpy array by its shape
-    (no graph takes one). Cheap, as it runs on every step."""
+    """What a compiled step is keyed on; cheap, as it runs on every step.
+
+    The key holds the number of positional arguments, and each tensor's shape, dtype, strides and
+    device (a positional argument's or a keyword's), which its graph is built for. Every other value
+    is keyed by itself, as the graph holds it as a constant; as in Pyro's key, lists, dicts and
+    ``argparse.Namespace`` go by value, other unhashable objects by identity. A numpy array goes by
+    its shape (no graph takes one)."""
     tensor = _tensor_class()
     described = tuple((a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
                       for a in args)

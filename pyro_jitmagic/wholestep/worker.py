@@ -1,19 +1,11 @@
 """Inductor's cold codegen in a worker process, so that the cell's steps keep their interpreter.
 
-Most of a cold inductor compile is Python (lowering, scheduling, writing C++), seconds to
-minutes of it. On a thread of the cell's process it holds the GIL most of that time, and the
-steps it was meant to run beside slow to a crawl. A worker process compiles the captured graph
-instead, into inductor's on-disk cache; the cell's process then compiles the same graph again,
-served from that cache in seconds (most of them inductor's own import, paid once).
-
-The worker gets the graph node by node (torch's graph pickler) and its inputs' layouts, never
-their values: inductor compiles against fake tensors. It runs the same
-:func:`~pyro_jitmagic.compat.capture.inductor_compile` as the cell's process, with the same
-thread count, so both compute the same cache key. A worker that cannot start, fails or is
-killed costs nothing but its time: the cell's process compiles as it would have without it.
-
-Run as ``python -m pyro_jitmagic.wholestep.worker JOB``: it reads ``JOB`` (written by
-:func:`compile_ahead`) and prints one line of JSON.
+A cold inductor compile is mostly Python, seconds to minutes of it; on a thread it would hold the
+GIL and slow the steps beside it to a crawl. So a worker process compiles the captured graph into
+inductor's disk cache, and the cell's process compiles it again from there. The worker gets the
+graph and its inputs' layouts, never their values, and the same thread count, so both compute the
+same cache key. A worker that fails costs only its time. It runs as ``python -m
+pyro_jitmagic.wholestep.worker JOB`` (see :func:`compile_ahead`).
 """
 
 from __future__ import annotations

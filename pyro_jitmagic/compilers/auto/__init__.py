@@ -1,16 +1,12 @@
-"""``--auto`` across every tier: each SVI call signature climbs eager -> Pyro's JIT -> whole step ->
-inductor's kernels, each step only as far as is expected to pay (:class:`~...policy.auto.AutoPolicy`).
+"""The climb of plain ``%%pyrojit``: each SVI call signature goes eager -> Pyro's JIT -> whole step ->
+inductor's kernels, only as far as :class:`~...policy.auto.AutoPolicy` expects it to pay.
 
-The low tiers are Pyro's route under ``--auto`` (each Pyro key runs eager until
-compiling it pays). A signature that should climb higher captures its whole
-step at a step boundary, on the cell's thread (the capture runs the model's
-Python), and runs it on TorchScript from the next step. Inductor's codegen then
-runs on a background thread while the steps go on, and its kernels take over at
-the first step after it is done. Every tier reads and writes the very param and
-optimizer-state tensors the user holds, so a switch carries params and optimizer
-state over exactly: the losses are those of one uninterrupted run. A compile
-still running when the cell ends goes on in the background, and the next cell
-that steps this SVI uses its kernels.
+Pyro's route runs the low tiers. A signature that climbs higher captures its whole step between
+two steps, on the cell's thread (the capture runs the model's Python), and runs it on TorchScript.
+Inductor then builds its kernels in the background, and they take over at the first step after;
+a cold codegen that could not finish in time to serve this cell starts when it ends, for the next
+run. Every tier reads and writes the very param and optimizer tensors the user holds, so a switch
+loses nothing: the losses are those of one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -350,8 +346,9 @@ def _memory_key(svi: Any, sig: Any) -> str:
 
 
 class Tiered:
-    """``--auto`` with the whole step above Pyro's JIT: :class:`TieredRoute` for each SVI; MCMC runs
-    and ELBO losses the cell calls itself go as ``--auto`` runs them on Pyro's JIT."""
+    """The climb with the whole step above Pyro's JIT: a :class:`TieredRoute` for each SVI, a
+    :class:`~.mcmc.TieredMCMCRoute` for each MCMC run; ELBO losses the cell calls itself climb
+    only as far as Pyro's JIT."""
 
     compiles = True
 

@@ -1,16 +1,11 @@
-"""``--auto``'s tiers for HMC/NUTS: the potential runs eager, then on Pyro's JIT when that pays,
-then as one compiled graph with its gradient when the evaluations still to come repay the capture.
+"""The climb for HMC/NUTS: the potential runs eager, then on Pyro's JIT, then captured with its
+gradient as one graph, then on inductor's kernels, each once it pays.
 
-An MCMC run knows how many samples remain, so it looks ahead instead of guessing:
-every few evaluations it measures what an evaluation costs on the tier it is on
-(a sample's time over its evaluations, NUTS's own Python included) and asks
-:meth:`~...policy.auto.AutoPolicy.climb_potential` whether capturing the potential and
-its gradient now nets more than staying, or than compiling on Pyro's JIT
-(:class:`~..pyro_jit.mcmc.PyroMCMCRoute` decides that one, as ``--auto`` always
-has). The capture runs on the cell's thread between two evaluations, from the
-current latent values; from then on HMC/NUTS take the potential and its
-gradient from the graph. The draws follow the same path up to float rounding,
-as with ``--backend step``.
+An MCMC run knows how many samples remain, so it looks ahead instead of guessing. Every few
+evaluations it measures what one costs and asks :meth:`~...policy.auto.AutoPolicy.climb_potential`
+whether to capture now (Pyro's JIT is decided below, by :class:`~..pyro.mcmc.PyroMCMCRoute`). The
+capture runs on the cell's thread between two evaluations; the draws then follow eager's path up
+to float rounding, as with ``--backend step``.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class TieredMCMCRoute(PyroMCMCRoute):
-    """An ``MCMC.run`` under ``--auto`` whose potential may climb to the whole step."""
+    """An ``MCMC.run`` under ``--auto`` whose potential may climb to the whole step and inductor."""
 
     def __init__(self, ctx: RunContext, mcmc: Any, target: str, can_trace: bool, adaptive: bool,
                  top: str = "inductor") -> None:

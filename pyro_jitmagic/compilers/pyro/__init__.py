@@ -1,11 +1,10 @@
 """Pyro's JIT behind the seam: ``Jit*`` ELBOs for SVI and ELBO losses, ``jit_compile=True`` for HMC/NUTS.
 
-Its parts: :mod:`.elbos` (which ELBO has which ``Jit*`` counterpart, and its
-companions), :mod:`.routes` (how each SVI and loss runs, and falls back),
-:mod:`.calls` (every call of a compiled function: keys, compiles, hits,
-``--auto`` and the executor trials), :mod:`.traces` (every ``torch.jit.trace``),
-:mod:`.mcmc` (HMC/NUTS) and :mod:`.caches` (what it keeps compiled, for the
-inspector).
+It is ``--backend pyro``, and the low tiers of the climb. :mod:`.elbos` says which ELBO has a
+``Jit*`` counterpart, :mod:`.routes` how each SVI and loss runs and falls back, and :mod:`.calls`
+what each call of a compiled function does (keys, compiles, hits). :mod:`.guarded` keeps what each
+trace assumed, :mod:`.traces` watches every ``torch.jit.trace``, :mod:`.executor` picks
+TorchScript's executor, :mod:`.mcmc` serves HMC/NUTS and :mod:`.caches` the inspector.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """What Pyro's JIT keeps compiled, for the cache inspector: live ``Jit*`` ELBOs and HMC/NUTS potentials.
 
-The functions are found by walking the garbage collector's objects, so
-hand-built ``Jit*`` ELBOs and compiled potentials appear whether or not a
-``%%pyrojit`` cell ever ran them; what runs recorded of them (compile time,
-hits) comes from the session's :class:`~...cache.CacheStats`, and is unknown
-for the rest. Pyro keys a function's traces by the number of positional
-arguments and the keyword values: :func:`describe_key` says a key in words,
-:func:`changing_keyword` why a function keeps making new ones.
+They are found by walking the garbage collector's objects, so hand-built ``Jit*`` ELBOs appear
+too. What runs recorded of them (compile time, hits) comes from the session's
+:class:`~...run.cache_stats.CacheStats`, and is unknown for the rest.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Every call of one of Pyro's compiled functions while a run is active (``CompiledFunction.__call__``).
 
-Pyro's ``CompiledFunction`` keeps one trace per cache key (the number of
-positional arguments and the keyword values). Its calls come here, where:
-
-* a call with a new key is the compile: timed, recorded with its key and
-  input shapes, started from the random state of the step it replaces (Pyro
-  runs the step once eagerly to find its params, drawing random numbers), and
-  watched for a key that keeps changing (:class:`~...cache.RecompilationWarning`);
-* a key past ``--max-entries`` runs eager, uncached;
-* a call with a known key is a hit: counted, and run as Pyro runs it, less the
-  param-finding handlers a trace never needs;
-* with ``--auto`` each key runs eager until compiling it pays (the decision is
-  :class:`~...auto.AutoPolicy`'s, which knows no compiler);
-* with the adaptive executor each key runs under its own executor trial.
+Pyro keeps one trace per cache key: the number of positional arguments and the keyword values. A
+call with a new key is the compile: timed, recorded, and started from the random state of the step
+it replaces, since Pyro first runs that step eagerly to find its params. A call with a known key is
+a hit, run without the param-finding handlers a trace never needs. When climbing, a key runs eager
+until compiling it pays (:class:`~...policy.auto.AutoPolicy`); a key past ``--max-entries`` runs
+eager; a key that keeps changing is warned of (:class:`~...run.cache_stats.RecompilationWarning`).
 """
 
 from __future__ import annotations
@@ -118,7 +111,8 @@ class KeyCalls:
         return outer
 
     def end(self, outer: PyroRoute | None) -> KeyStep:
-        """The step ends: what its call of a compiled function did, for the route's :class:`Ran`."""
+        """The step ends: what its call of a compiled function did, for the route's
+        :class:`~...run.route.Ran`."""
         took = KeyStep(self.auto_step, self.trial_step)
         self.route, self.auto_step, self.trial_step = outer, None, None
         return took
@@ -280,7 +274,7 @@ class KeyCalls:
 
     def _cell_left(self, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
         """(steps this key is expected to take in the rest of the cell, the cell's total) when
-        the cell's loops say how many steps its SVI takes (:mod:`...loops`): the share of the
+        the cell's loops say how many steps its SVI takes (:mod:`...policy.loops`): the share of the
         steps left that this key has had of the run's so far."""
         total = self.ctx.step_counts.get(owner)
         if not total:

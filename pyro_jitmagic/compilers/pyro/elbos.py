@@ -1,10 +1,9 @@
 """Which ELBO has a compiled counterpart in Pyro, and how to build it.
 
-The switch is made on a *companion* object: a ``JitTrace_ELBO`` built with the
-settings of the user's ``Trace_ELBO``. The user's ELBO is never modified, so it
-behaves as written outside ``%%pyrojit``, while the companion (and the traces it
-compiled) is kept by the :class:`~pyro_jitmagic.run.session.Session` for the next
-compiled cell.
+The switch is made on a *companion*: a ``JitTrace_ELBO`` built with the settings of the user's
+``Trace_ELBO``. The user's ELBO is never modified, so it behaves as written outside ``%%pyrojit``;
+the companion and its traces are kept by the :class:`~pyro_jitmagic.run.session.Session` for the
+next compiled cell.
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
 """Which TorchScript executor runs the traces a cell compiles.
 
-Pyro hands its traces to TorchScript's graph executor, and how that executor
-treats a trace is a process-wide torch setting that changes both what
-compiling costs and how fast compiled steps are. Measured on the tutorial's
-workloads (bench/bench_executor.py, figures in docs/benchmarks.md), torch's
-default (the profiling executor, optimising) spends its first calls of every
-trace profiling and re-optimising it: seconds per trace on the HMM, for steady
-steps no faster than the trace run as recorded. ``no-opt``
-(``torch.jit.optimized_execution(False)``) compiles 3 to 8 times cheaper on all
-three workloads and runs the HMM's steady steps as fast, but over thousands
-of steps the optimised trace of a small graph is 10-20% faster (the simple
-SVI at 5000 steps, NUTS at 1000 samples).
-
-So the default, ``adaptive``, chooses per cache key: every trace starts
-no-opt, and a key that keeps being called moves to the optimizing executor
-once that is worth its price (see :class:`Tier`), and back (compiling again)
-if its optimised steps turn out slower. torch reads the flag when a trace
-runs and has no optimised plan yet, so keys can differ.
-
-A setting applies while a cell runs and is restored after it, by
-:class:`ExecutorSetting`; a trace keeps the executor kind (legacy or
-profiling) it first ran under.
+How TorchScript treats a trace is a process-wide torch setting, and it changes both what compiling
+costs and how fast compiled steps are. torch's default re-optimises each trace over its first
+calls; ``no-opt`` compiles several times cheaper, but over thousands of steps a small graph runs
+faster optimised (docs/benchmarks.md, Executor settings). So the default, ``adaptive``, starts
+every key no-opt and tries a key that keeps being called under the optimizing executor once that
+is worth its price (:class:`ExecutorTrial`), keeping the faster. :class:`ExecutorSetting` applies
+a setting for one run and restores torch's flags after it.
 """
 
 from __future__ import annotations
@@ -39,9 +25,8 @@ from ...run.process import PROCESS
 #: this many times what optimizing it is expected to cost, so that a trial that
 #: gains nothing costs at most a tenth of the time the key has taken.
 TRY_FACTOR = 10.0
-#: Optimizing a trace costs about this many no-opt compiles of it (from
-#: bench/bench_executor.py's figures in docs/benchmarks.md: (121 - 15) / 15 ms = 7
-#: on the simple SVI; on the HMM's first epoch (9.19 - 2.76) / (2.76 - 0.95) s = 3.6).
+#: Optimizing a trace costs about this many no-opt compiles of it (between the simple
+#: SVI's ratio and the HMM's: docs/benchmarks.md, Executor settings).
 OPTIMIZE_COST = 6.0
 #: adaptive, MCMC: a run knows how long it has left; the potential is tried
 #: when this share of the time left would repay twice the expected cost.

@@ -1,13 +1,11 @@
-"""What each of Pyro's traces assumed of the world, and what a call does when it no longer holds.
+"""What each of Pyro's traces assumed of the world, and what a call does when that no longer holds.
 
-Pyro keys a trace on the number of positional arguments and the keyword values; the trace
-also froze whatever the model and guide read from outside them (a global, a closure
-variable, Pyro's validation flag) and its arguments' shapes. :class:`TraceWatch` keeps
-those assumptions per trace (:mod:`pyro_jitmagic.guards`) and decides, for the calls of one
-run: a key whose guards failed traces again, and one that keeps doing so runs eager for
-the rest of the run, as does a key whose trace froze a draw outside torch or, under
-``--auto``, a value the user's code read; the sentinel checks a trace's loss against
-eager's now and then. Every such decision is one line of the report's guards.
+A trace freezes what the model and guide read from outside their arguments (a global, a closure
+variable, Pyro's validation flag) and its arguments' shapes, though Pyro keys it only on their
+number and the keyword values. :class:`TraceWatch` guards those assumptions per trace
+(:mod:`pyro_jitmagic.guards`). A key whose guards fail traces again. One that keeps doing so, or
+whose trace froze a draw outside torch (or, when climbing, a value the user's code read), runs
+eager for the rest of the run, and the report says why.
 """
 
 from __future__ import annotations
@@ -102,12 +100,13 @@ class TraceWatch:
 
     def limit_met(self, exc: Exception, fn: Any, key: Any, args: tuple[Any, ...], rng: Any, outside: Any,
                   world: World | None, warned: Any) -> bool:
-        """Tracing failed on a limit of Pyro's JIT (its Jit* ELBOs fail on it by hand too), after Pyro's
-        eager first run of the step (which left the random states ``rng`` and ``outside``): that run is
-        the step (its params made as eager makes them, its draws eager's), and the route (a limit of
-        the ELBO) or the key (an argument no trace takes: a float, a numpy array) runs eager from now
-        on. False for any other failure, and where the step cannot run eager instead (a Jit* ELBO the
-        user built keeps Pyro's behaviour)."""
+        """True when tracing failed on a limit of Pyro's JIT (its Jit* ELBOs fail on it by hand too).
+
+        Pyro's eager first run of the step, which left the random states ``rng`` and ``outside``,
+        then stands as the step: its params are made as eager makes them, its draws are eager's. The
+        route (a limit of the ELBO) or the key (an argument no trace takes: a float, a numpy array)
+        runs eager from now on. False for any other failure, and where the step cannot run eager
+        instead (a Jit* ELBO the user built keeps Pyro's behaviour)."""
         import pyro
         import torch
 

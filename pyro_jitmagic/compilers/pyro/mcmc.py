@@ -1,13 +1,10 @@
 """HMC/NUTS under Pyro's JIT: whether a run compiles its potential, and how.
 
-Pyro compiles an HMC/NUTS potential when the kernel has ``jit_compile=True``
-and builds it afresh in each run's ``setup`` (pyro/infer/mcmc/util.py). For one
-``MCMC.run`` the kernel gets ``jit_compile=True`` (:class:`PyroMCMCRoute`); with
-``--auto`` the potential runs eager until the samples still to come would repay
-compiling it (:func:`potential_until_it_pays`); with the adaptive executor the
-potential runs under its own executor trial. A potential that ``initialize_model``
-built in the cell (``NUTS(potential_fn=...)``) runs compiled while a compiling
-run is active and as written outside it (:class:`CellPotential`).
+Pyro compiles a potential when the kernel has ``jit_compile=True``, and builds it afresh in each
+run's ``setup``; so :class:`PyroMCMCRoute` sets the flag for one ``MCMC.run``. In the climb the
+potential runs eager until the samples still to come would repay compiling it
+(:func:`potential_until_it_pays`). A potential built in the cell by ``initialize_model`` runs
+compiled inside a compiling run and as written outside it (:class:`CellPotential`).
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ if TYPE_CHECKING:
 
 def potential_maker(potential: Any) -> Any:
     """The Pyro object behind a kernel's ``potential_fn`` that builds it and holds its compiled
-    potential (see :func:`...compat.potential_maker`). None for anything else."""
+    potential (see :func:`...compat.jit.potential_maker`). None for anything else."""
     if isinstance(potential, CellPotential):
         return potential.maker
     return compat.potential_maker(potential)
@@ -113,9 +110,9 @@ def _potential_decision(potential: Any) -> tuple[bool, str]:
 def potential_until_it_pays(policy: AutoPolicy, kernel: Any, clock: Any, target: str,
                             tallies: dict[tuple[int, Any], Tally]) -> Callable[[Callable[..., Any]], Any]:
     """For one MCMC run: wrap each chain's eager potential (built by ``kernel.setup``) so that it
-    runs eager until :meth:`AutoPolicy.decide_potential` says compiling pays, then compiled.
+    runs eager until :meth:`~...policy.auto.AutoPolicy.decide_potential` says compiling pays, then compiled.
 
-    ``clock`` (an :class:`~...mcmc.MCMCClock`) counts the samples; each chain's :class:`Tally` is put in
+    ``clock`` (an :class:`~...run.mcmc.MCMCClock`) counts the samples; each chain's :class:`Tally` is put in
     ``tallies`` for the run's report.
     """
 

@@ -1,19 +1,11 @@
 """How Pyro's JIT runs each SVI and each ELBO loss the cell calls itself: its routes.
 
-An SVI whose ELBO has a Jit* counterpart gets its ``loss_and_grads`` pointed at
-a compiled *companion* for the run (the user's ELBO is never modified; see
-:mod:`.elbos`); an ELBO loss called directly runs on the same companion, per
-model and guide, and returns what eager returns. A ``Jit*`` ELBO the user built
-is left as written, except that a model other than the one it first compiled
-runs on its own compiled copy (Pyro would silently return the first model's
-loss). Anything else runs eager, with the reason.
-
-A first compiled step that fails on a limit of Pyro's JIT (one it fails on by
-hand too) is put back and runs eager from then on (:meth:`PyroRoute.recover`).
-A step that should run eager (``--auto`` has not compiled its key yet, a guard
-failed, the step runs under ``torch.no_grad()`` or a Pyro handler) runs on the
-user's own ELBO, as eager Pyro runs it: a companion would compute its loss in
-float32, and call backward where eager does not (:class:`EagerInstead`).
+An SVI whose ELBO has a ``Jit*`` counterpart runs on a compiled companion (:mod:`.elbos`), and so
+does a loss called directly, per model and guide. A ``Jit*`` ELBO the user built runs as written,
+except that a second model gets its own copy: Pyro would silently return the first model's loss.
+A step that should run eager runs on the user's own ELBO (:class:`EagerInstead`), since a companion
+computes its loss in float32 and calls backward where eager does not. A first compiled step that
+meets a limit of Pyro's JIT is put back and runs eager (:meth:`PyroRoute.recover`).
 """
 
 from __future__ import annotations

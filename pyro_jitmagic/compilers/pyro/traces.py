@@ -1,11 +1,9 @@
 """Every ``torch.jit.trace`` while a run is active: timed, watched, and checked before its trace is used.
 
-A trace runs on a shallow stack (:mod:`...stack`: torch's tracer costs more the
-deeper the stack) with every tensor read as a Python value watched
-(:mod:`...reads`), so that a risky read is named with the user's line. A new
-trace is then checked before anything uses it: a param created while tracing
-(the compiled step would hold it as a constant) is an error, and so, with
-``--warnings error``, is a risky read.
+A trace runs on a shallow stack (:mod:`...run.stack`), with every tensor read as a Python value
+watched (:mod:`...run.tensor_reads`), so that a risky read is named at the user's line. A new trace
+is checked before anything uses it: a param created while tracing, which the compiled step would
+hold as a constant, is an error, and so is a risky read under ``--warnings error``.
 """
 
 from __future__ import annotations

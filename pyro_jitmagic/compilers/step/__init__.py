@@ -1,15 +1,11 @@
 """The whole step behind the seam: an SVI step (loss, gradients, optimizer update) or an HMC/NUTS
-potential and its gradient, compiled as one graph by :mod:`pyro_jitmagic.wholestep`.
+potential and its gradient, captured as one graph by :mod:`pyro_jitmagic.wholestep`.
 
-``--backend step`` runs the captured graph with TorchScript (cheap to build, no C++
-toolchain); ``--backend inductor`` compiles it into C++ kernels (without a C++
-compiler it runs ``step`` and says so). What the whole step cannot capture runs on
-Pyro's JIT (:class:`~..pyro_jit.PyroJit`, installed beside it), with the reason in
-the report: ELBO losses the cell calls itself, an ELBO or optimizer the capture does
-not write, a value read in the model, Pyro's own limits.
-
-Its parts: :mod:`.routes` (each SVI's steps), :mod:`.mcmc` (HMC/NUTS) and
-:mod:`.caches` (what it keeps compiled, for the inspector).
+``--backend step`` runs the graph on TorchScript (cheap to build, no C++ toolchain); ``--backend
+inductor`` compiles it into C++ kernels, and runs ``step`` where there is no C++ compiler. What the
+capture cannot write, and ELBO losses the cell calls itself, run on Pyro's JIT
+(:class:`~..pyro.PyroJit`), with the reason in the report. :mod:`.routes` runs each SVI's steps,
+:mod:`.mcmc` HMC/NUTS, and :mod:`.caches` shows what it keeps compiled.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """What the whole-step compiler keeps compiled, for the cache inspector.
 
-Each SVI and HMC/NUTS kernel that ran with ``--backend step`` or ``inductor``
-holds its graphs in the session (:class:`~...whole_steps.WholeStepStore`); an
-entry shows its backend, graph size, inductor's kernels, capture and codegen
-time, and whether inductor's on-disk cache was cold or warm.
+Each SVI and HMC/NUTS kernel that ran a whole step holds its graphs in the session
+(:class:`~...run.session.WholeStepStore`). An entry shows its backend, graph size, inductor's
+kernels, capture and codegen time, and whether inductor's disk cache was cold or warm.
 """
 
 from __future__ import annotations

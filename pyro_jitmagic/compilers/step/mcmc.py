@@ -1,13 +1,10 @@
 """HMC/NUTS under the whole-step compiler: the potential and its gradient as one compiled graph.
 
-Pyro's JIT traces the potential; its gradient then runs through autograd op by
-op on every leapfrog step. Here, once the kernel's ``setup`` has built the run's
-potential (and found its initial values, eagerly), the potential *and its
-gradient* are captured together and compiled, and HMC/NUTS take both from the
-graph (``potential_grad``, for this kernel's potential only) for the rest of the
-run. The potential closes over the run's data, so each run compiles its own
-graph (inductor's on-disk cache makes a repeat cheap). A potential the capture
-cannot write runs on Pyro's JIT, with the reason.
+Pyro's JIT traces the potential only, and its gradient runs op by op through autograd on every
+leapfrog step. Here, once the kernel's ``setup`` has built the run's potential, the potential and
+its gradient are captured together, and HMC/NUTS take both from the graph. The potential closes
+over the run's data, so each run compiles its own graph (inductor's disk cache makes a repeat
+cheap). A potential the capture cannot write runs on Pyro's JIT, with the reason.
 """
 
 from __future__ import annotations

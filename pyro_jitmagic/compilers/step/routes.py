@@ -1,22 +1,12 @@
-"""How each SVI's steps run under the whole-step compiler: compiled graphs per call signature, each
-used only while the world it was captured in holds.
+"""How each SVI's steps run as compiled whole steps: a graph per call signature, used only while the
+world it was captured in holds.
 
-An SVI's first step runs eagerly when Pyro still creates something on it (an
-AutoGuide's prototype, a guessed ``max_plate_nesting``, the torch optimizers
-and their state): that step is exactly eager's, and the capture needs what it
-made. The next step captures the whole step and compiles it; every later call
-with the same signature runs the graph, which writes the new params and
-optimizer state into the very tensors the user holds.
-
-A call the graph declines (:class:`~pyro_jitmagic.wholestep.step.Declined`) runs
-as eager Pyro runs it, on the user's own ELBO: never on a lower compiled tier,
-which would have frozen the same value. A guard that failed compiles the
-signature again for the new world (the report says what changed); a signature
-that keeps compiling again, or that the sentinel found wrong, or that reads what
-no graph can hold, runs eager for the rest of the run. A call made under
-``torch.no_grad()`` or a Pyro handler runs eager too. An SVI the whole step
-cannot capture runs on Pyro's JIT from then on (or eager, where Pyro cannot
-compile it either), and the report says why.
+An SVI's first step runs eagerly while Pyro still creates things on it (an AutoGuide's prototype,
+the optimizers' state): the capture needs them. Later calls of the signature run the graph, which
+writes params and optimizer state into the tensors the user holds. A call the graph declines runs
+as eager Pyro runs it, never on a lower compiled tier, which would have frozen the same value. A
+failed guard compiles the signature again for the new world; one that keeps doing so, or that the
+sentinel found wrong, runs eager for the rest of the run.
 """
 
 from __future__ import annotations
