@@ -364,13 +364,16 @@ class AutoDecision:
     eager_step_seconds, compiled_step_seconds, compile_seconds : float or None
         Median eager step, median steady compiled step, and the compile's cost
         (its step and the slow steps after it, over the steady step), measured
-        in this session, or estimated when ``estimated``.
+        in this session, or estimated when ``estimated``. For a call signature's
+        tiers: its step time on the tier it ended on, and its capture.
     always_eager_seconds, always_compiled_seconds : float or None
         What the same steps would have taken all eager, or all compiled
         (compiling on the first, unless compiled in an earlier cell): ``seconds``
         plus what each compiled step saved (the step times' difference) less
         the compile cost, or less what each eager step lost. So the savings
-        follow from the step times and compile cost shown beside them.
+        follow from the step times and compile cost shown beside them. For a
+        call signature's tiers, all compiled means all on Pyro's JIT (``versus``
+        has every tier).
     estimated : bool
         True when a figure above was estimated from the session's other keys
         (a key that never ran compiled, or never eager).
