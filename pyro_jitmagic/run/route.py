@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..policy.books import Tier
 
@@ -22,13 +22,13 @@ if TYPE_CHECKING:
     from .mcmc_clock import MCMCClock
 
 
-@dataclass(frozen=True)
-class Ran:
+class Ran(NamedTuple):
     """What one step ran: its result (what the eager step returns), on which tier, and what then.
 
     ``timed`` is False when its time says nothing of the tier's step time (it traced or captured,
     or ran a graph as captured while kernels load). ``book`` is how the route that ran it books the
-    step's time once the run has measured it (``book(seconds, step)``), or None.
+    step's time once the run has measured it (``book(seconds, step)``), or None. (A named tuple: it
+    is made on every step.)
     """
 
     result: Any
@@ -107,6 +107,7 @@ class Ladder:
 
     def __init__(self, top: Route, *below: Route | Callable[[], Route]) -> None:
         self.routes = [top]  # made so far; the last runs the steps
+        self.level = 0  # how many routes fell so far
         self._below = list(below)
         self.why = ""  # why the route above the last fell, once one did
         self._started: set[int] = set()
@@ -115,11 +116,6 @@ class Ladder:
     def route(self) -> Route:
         """The route that runs the steps now."""
         return self.routes[-1]
-
-    @property
-    def level(self) -> int:
-        """How many routes fell so far."""
-        return len(self.routes) - 1
 
     # -- what the report shows ----------------------------------------------------------
     @property
@@ -169,7 +165,7 @@ class Ladder:
             raise RuntimeError(f"the last route of the ladder gave up: {why}")
         below = self._below.pop(0)
         self.routes.append(below if isinstance(below, Route) else below())
-        self.why = why
+        self.level, self.why = self.level + 1, why
 
     def recover(self, exc: BaseException) -> bool:
         """A compiled step failed: True when its route put back what it changed and runs eager now."""

@@ -12,7 +12,7 @@ loses nothing: the losses are those of one uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -121,7 +121,7 @@ class TieredRoute(WholeStepRoute):
         if was and not self.low.compiled:  # Pyro's JIT met one of its limits: eager below, from now on
             self.sync_low()
             self.ctx.recorder.restate()
-        return replace(ran, book=partial(self._book_low, tally, ran))
+        return ran._replace(book=partial(self._book_low, tally, ran))
 
     def _declined(self, svi: Any, run: SignatureRun, tally: TierTally, result: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Ran:
@@ -297,7 +297,7 @@ class TieredRoute(WholeStepRoute):
 
     def _booked(self, tally: TierTally, ran: Ran) -> Ran:
         """A step this route ran itself (eager, or a whole step), to book on its tier."""
-        return replace(ran, book=partial(self._book_own, tally, ran))
+        return ran._replace(book=partial(self._book_own, tally, ran))
 
     def _book_own(self, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
         if self.cell is not None:

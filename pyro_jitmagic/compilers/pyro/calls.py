@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...compat import jit as compat
 from ...guards import Sentinel, World, outside_states
@@ -45,17 +45,21 @@ class PendingCompile:
     layout: Any = None  # the positional arguments' layouts (see arg_layout)
 
 
-@dataclass(frozen=True)
-class KeyStep:
+class KeyStep(NamedTuple):
     """What one step's call of a compiled function did: --auto's (tally, "eager", "compile" or
-    "compiled"), and (executor trial, function, key) under the adaptive executor; None where none."""
+    "compiled"), and (executor trial, function, key) under the adaptive executor; None where none.
+    ``book`` gives them the step's time once it is measured."""
 
+    calls: KeyCalls
     auto: tuple[Tally, str] | None
     trial: tuple[ExecutorTrial, Any, Any] | None
 
     @property
     def mode(self) -> str | None:
         return self.auto[1] if self.auto is not None else None
+
+    def book(self, seconds: float, step: int) -> None:
+        self.calls.book(self, seconds, step)
 
 
 class _FirstCall:
@@ -113,7 +117,7 @@ class KeyCalls:
     def end(self, outer: PyroRoute | None) -> KeyStep:
         """The step ends: what its call of a compiled function did, for the route's
         :class:`~...run.route.Ran`."""
-        took = KeyStep(self.auto_step, self.trial_step)
+        took = KeyStep(self, self.auto_step, self.trial_step)
         self.route, self.auto_step, self.trial_step = outer, None, None
         return took
 

@@ -71,13 +71,13 @@ class PyroRoute(Route):
                 result = self.call(*args, **kwargs)
         finally:
             took = calls.end(outer)
-        mode = took.mode
+        mode = took.auto[1] if took.auto is not None else None
         if mode is not None:
             tier: Tier = "eager" if mode == "eager" else "pyro"
         else:  # no --auto: the route's, unless --auto left its compiled function uncalled
             tier = "pyro" if self.compiled and self.ctx is not None and self.ctx.auto is None else "eager"
-        book = partial(calls.book, took) if took.auto is not None or took.trial is not None else None
-        return Ran(result, tier, timed=mode != "compile", book=book)
+        booked = took.auto is not None or took.trial is not None
+        return Ran(result, tier, mode != "compile", took.book if booked else None)
 
     def svi_step(self, svi: Any, *args: Any, **kwargs: Any) -> Any:
         """One ``svi.step`` on the companion, or on the user's ELBO where it should run eager."""

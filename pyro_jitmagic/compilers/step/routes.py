@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -193,7 +193,7 @@ class WholeStepRoute(Route):
         """The first call of a new compiled step."""
         result = entry.compiled.run(*args, **kwargs)
         if type(result) is float:
-            return replace(self.ran(entry, result), timed=False)  # (its time holds the capture's)
+            return self.ran(entry, result)._replace(timed=False)  # (its time holds the capture's)
         return self.declined(svi, run, result, args, kwargs)
 
     def _compile_again(self, svi: Any, run: SignatureRun, changes: list[Change], args: tuple[Any, ...],
