@@ -277,7 +277,7 @@ def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
             yield const
 
 
-class _Reader:
+class _CodeReader:
     """Reads the code reachable from some roots, once each."""
 
     def __init__(self, locate: Callable[[str, int], str]) -> None:
@@ -484,7 +484,7 @@ def short_location(filename: str, line: int) -> str:
 def read_world(roots: Iterable[Any], locate: Callable[[str, int], str] | None = None) -> World:
     """The world the callables ``roots`` (a model, a guide) read, as it is now; ``locate(filename,
     line)`` names a line as the user knows it (IPython names cells: "cell In[3], line 5")."""
-    reader = _Reader(locate or short_location)
+    reader = _CodeReader(locate or short_location)
     for root in roots:
         if root is not None:
             reader.value(root, None)

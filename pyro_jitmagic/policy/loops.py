@@ -30,12 +30,12 @@ def step_counts(source: str, namespace: Mapping[str, Any] | None = None) -> dict
         tree = ast.parse(source)
     except SyntaxError:  # IPython syntax the magic did not transform: no hint
         return {}
-    reader = _Reader(dict(namespace or {}))
+    reader = _LoopReader(dict(namespace or {}))
     reader.body(tree.body, 1)
     return {name: n for name, n in reader.counts.items() if name not in reader.unknown and n > 0}
 
 
-class _Reader:
+class _LoopReader:
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
         self.local: dict[str, int] = {}  # ints assigned earlier in the cell
