@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,29 @@ def patched_targets():
     from patches import current_targets
 
     return current_targets()
+
+
+@pytest.fixture
+def ctrl_c():
+    """``ctrl_c(seconds)`` sends this process a real SIGINT from another thread, as a user's Ctrl-C.
+
+    A test run started in the background of a shell inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt: the handler an interactive Python has is put in place for the test.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timers: list[threading.Timer] = []
+
+    def after(seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+        timers.append(timer)
+        timer.start()
+        return timer
+
+    yield after
+    for timer in timers:
+        timer.cancel()
+        timer.join()
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

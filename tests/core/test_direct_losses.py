@@ -6,9 +6,6 @@ and where values matter, against the same code run eager from the same seed.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 
 import models
@@ -329,21 +326,18 @@ def test_nothing_stays_patched_when_the_loss_raises(runner, failure, patched_tar
     assert torch.is_tensor(loss_fn(failing_model, failing_guide, models.data()))  # as written again
 
 
-def test_nothing_stays_patched_after_ctrl_c_in_a_loss_loop(runner, patched_targets):
+def test_nothing_stays_patched_after_ctrl_c_in_a_loss_loop(runner, patched_targets, ctrl_c):
     runner.ns.update(loss_fn=infer.Trace_ELBO().differentiable_loss, model=models.gaussian,
                      guide=models.gaussian_guide, data=models.data(), time=time)
-    # a real SIGINT from another thread, as tests/faults sends it, while the losses run. Python
-    # drops one that lands in a weakref callback during garbage collection ("Exception ignored"),
-    # as it would a user's Ctrl-C: the loop then ends by itself, and the user presses it again.
+    # Python drops a SIGINT that lands in a weakref callback during garbage collection ("Exception
+    # ignored"), as it would a user's Ctrl-C: the loop then ends by itself, and the user presses
+    # it again.
     for _ in range(3):
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        try:
-            report, error = runner.run("end = time.perf_counter() + 5.0\n"
-                                       "while time.perf_counter() < end:\n"
-                                       "    loss_fn(model, guide, data).backward()")
-        finally:
-            timer.cancel()
+        timer = ctrl_c(1.0)
+        report, error = runner.run("end = time.perf_counter() + 5.0\n"
+                                   "while time.perf_counter() < end:\n"
+                                   "    loss_fn(model, guide, data).backward()")
+        timer.cancel()
         if error is not None:
             break
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 
@@ -27,26 +26,17 @@ svi.step(data)  # an earlier cell trained it: params exist
 LOOP = "for _ in range(200_000):\n    svi.step(data)\n"
 
 
-def interrupt_after(seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    return timer
-
-
 @pytest.fixture
 def ip(shell, shell_with):
     return shell_with(shell, SETUP)
 
 
 @pytest.mark.parametrize("flags", ["", "--compare", "--backend step"])
-def test_sigint_during_steps_restores_everything(ip, flags, patched_targets):
+def test_sigint_during_steps_restores_everything(ip, flags, patched_targets, ctrl_c):
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    timer = interrupt_after(1.0)
-    try:
-        with capture_output() as captured:
-            result = ip.run_cell(f"%%pyrojit {flags} -o interrupted\nmarker = 1\n{LOOP}")
-    finally:
-        timer.cancel()
+    ctrl_c(1.0)
+    with capture_output() as captured:
+        result = ip.run_cell(f"%%pyrojit {flags} -o interrupted\nmarker = 1\n{LOOP}")
 
     assert isinstance(result.error_in_exec, KeyboardInterrupt)  # what makes Jupyter stop queued cells
     # shown to the user: in IPython's traceback (stdout), or, when IPython's own formatting fails
@@ -107,7 +97,7 @@ def test_an_interrupt_stops_the_cells_queued_after_it(tmp_path):
         km.shutdown_kernel(now=True)
 
 
-def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_targets):
+def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_targets, ctrl_c):
     # torch.jit.trace runs on a thread of its own (a shallow stack traces faster); Ctrl-C lands in
     # the cell's thread, which waits for the trace to finish, then stops with nothing left running
     ip.run_cell(
@@ -129,7 +119,7 @@ def test_sigint_while_a_trace_is_built_stops_once_the_trace_is_done(ip, patched_
             names = [t.name for t in threading.enumerate()]
             if "pyrojit-trace" in names:
                 seen.append(names)
-                os.kill(os.getpid(), signal.SIGINT)
+                ctrl_c(0.0)
                 return
             time.sleep(0.005)
 
