@@ -5,9 +5,13 @@ The climb decides whether a tier pays from the steps expected to follow. A cell 
     for step in range(num_steps):
         svi.step(data)
 
-:func:`step_counts` reads the ``for`` loops around each ``X.step(...)`` call without running
-anything; a count it cannot read safely (a generator, a ``while``, a ``break``) is left out. The
-figure is a hint, never a promise: a cell that stops early only makes its decisions late.
+    losses = [svi.step(data) for _ in range(num_steps)]
+
+:func:`step_counts` reads the ``for`` loops and comprehensions around each ``X.step(...)`` call
+without running anything. A count it cannot read safely (a ``while``, a ``break``, a filter, a
+branch, a name the cell rebinds, a generator not consumed at once) leaves that name out: the climb
+then falls back on its rent-or-buy rule, never on a wrong count. The figure is a hint, never a
+promise: a cell that stops early only makes its decisions late.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 _SAME_LENGTH = {"enumerate", "tqdm", "reversed"}
 #: ``range``'s spellings
 _RANGES = {"range", "trange"}
+#: calls that consume a generator argument to its end (``any``, ``next`` or ``zip`` may stop early)
+_CONSUMING = {"list", "tuple", "set", "frozenset", "dict", "sum", "sorted", "min", "max"}
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def step_counts(source: str, namespace: Mapping[str, Any] | None = None) -> dict[str, int]:
@@ -30,15 +37,18 @@ def step_counts(source: str, namespace: Mapping[str, Any] | None = None) -> dict
         tree = ast.parse(source)
     except SyntaxError:  # IPython syntax the magic did not transform: no hint
         return {}
-    reader = _LoopReader(dict(namespace or {}))
+    once = _run_once_assignments(tree.body)
+    reader = _LoopReader(dict(namespace or {}), once, _rebound(tree, once))
     reader.body(tree.body, 1)
     return {name: n for name, n in reader.counts.items() if name not in reader.unknown and n > 0}
 
 
 class _LoopReader:
-    def __init__(self, namespace: dict[str, Any]) -> None:
+    def __init__(self, namespace: dict[str, Any], once: set[ast.Assign], rebound: set[str]) -> None:
         self.namespace = namespace
-        self.local: dict[str, int] = {}  # ints assigned earlier in the cell
+        self.once = once  # ``name = value`` statements the cell runs once, in order
+        self.rebound = rebound  # names bound elsewhere (a loop's target, inside a loop): no value
+        self.local: dict[str, int | None] = {}  # what the cell has assigned so far (None: not an int)
         self.counts: dict[str, int] = {}
         self.unknown: set[str] = set()
 
@@ -48,43 +58,89 @@ class _LoopReader:
 
     def statement(self, node: ast.stmt, times: int | None) -> None:
         if isinstance(node, ast.For):
+            self.calls(node.iter, times)
             n = self.length(node.iter)
             inner = None if n is None or times is None or _breaks(node) else times * n
             self.body(node.body, inner)
             self.body(node.orelse, times)
-        elif isinstance(node, ast.Assign) and times == 1 and len(node.targets) == 1 \
-                and isinstance(node.targets[0], ast.Name):
-            value = self.integer(node.value)
-            if value is None:
-                self.local.pop(node.targets[0].id, None)
+        elif isinstance(node, ast.Assign) and node in self.once:
+            name = node.targets[0].id  # type: ignore[attr-defined]
+            self.local[name] = self.integer(node.value)
+            self.calls(node.value, times)
+        elif isinstance(node, (ast.If, ast.With, ast.Try)):
+            # a branch may not run at all; the body of a with or a try runs once (a try around a
+            # training loop catches Ctrl-C: a hint still)
+            if isinstance(node, ast.If):
+                self.calls(node.test, times)
             else:
-                self.local[node.targets[0].id] = value
-            self.calls(node, times)
-        elif isinstance(node, (ast.While, ast.If, ast.Try, ast.With)):
-            # a while runs an unknown count and a branch may not run at all; the body of a with
-            # or a try runs once (a try around a training loop catches Ctrl-C: a hint still)
-            once = times if isinstance(node, (ast.With, ast.Try)) else None
+                for item in getattr(node, "items", []):
+                    self.calls(item, times)
+            once = None if isinstance(node, ast.If) else times
             for field in ("body", "orelse", "finalbody"):
                 self.body(getattr(node, field, []), once)
             for handler in getattr(node, "handlers", []):
                 self.body(handler.body, None)
-            if isinstance(node, (ast.While, ast.If)):
-                self.calls(node.test, times)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            self.body(node.body, None)  # runs when called, which the text does not say
+        elif isinstance(node, ast.Match):  # one case runs, or none
+            self.calls(node.subject, times)
+            for case in node.cases:
+                self.calls(case, None)
+        elif any(isinstance(body, list) and body and isinstance(body[0], ast.stmt)
+                 for _, body in ast.iter_fields(node)):
+            # a while, a def, a match, an async loop: how often its body runs, the text does not say
+            self.calls(node, None)
         else:
             self.calls(node, times)
 
     def calls(self, node: ast.AST, times: int | None) -> None:
-        """Count every ``name.step(...)`` in ``node`` (an expression statement, an assignment)."""
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) \
-                    and sub.func.attr == "step" and isinstance(sub.func.value, ast.Name):
-                name = sub.func.value.id
+        """Count every ``name.step(...)`` in ``node``, which runs ``times`` times (None: unknown)."""
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "step" and isinstance(func.value, ast.Name):
+                name = func.value.id
                 if times is None:
                     self.unknown.add(name)
                 else:
                     self.counts[name] = self.counts.get(name, 0) + times
+            consumes = isinstance(func, ast.Name) and func.id in _CONSUMING
+            self.calls(func, times)
+            for arg in node.args:
+                if consumes and isinstance(arg, ast.GeneratorExp):
+                    self.comprehension(arg, times)
+                else:
+                    self.calls(arg, times)
+            for keyword in node.keywords:
+                self.calls(keyword.value, times)
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp)):
+            self.comprehension(node, times)
+        elif isinstance(node, (ast.GeneratorExp, ast.Lambda)):
+            # runs later, as far as it is consumed: no count (a consumed one is read above)
+            for child in ast.iter_child_nodes(node):
+                self.calls(child, None)
+        elif isinstance(node, ast.IfExp):
+            self.calls(node.test, times)
+            self.calls(node.body, None)
+            self.calls(node.orelse, None)
+        elif isinstance(node, ast.BoolOp):  # ``a and b``: b may not run
+            self.calls(node.values[0], times)
+            for value in node.values[1:]:
+                self.calls(value, None)
+        else:
+            for child in ast.iter_child_nodes(node):
+                self.calls(child, times)
+
+    def comprehension(self, node: ast.expr, times: int | None) -> None:
+        """A comprehension runs its element once per item of its iterables (their product)."""
+        generators: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
+        inner = times
+        for generator in generators:
+            self.calls(generator.iter, inner)  # the first runs once, the next once per item
+            n = None if generator.ifs or generator.is_async else self.length(generator.iter)
+            inner = None if n is None or inner is None else inner * n
+            for condition in generator.ifs:
+                self.calls(condition, inner)
+        elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]  # type: ignore[attr-defined]
+        for element in elements:
+            self.calls(element, inner)
 
     # -- values ---------------------------------------------------------------------------
     def length(self, node: ast.expr) -> int | None:
@@ -108,6 +164,8 @@ class _LoopReader:
     def sized(self, node: ast.expr) -> int | None:
         """The length of a list, tuple, range or tensor named by ``node`` (or a constant slice)."""
         if isinstance(node, ast.Name):
+            if node.id in self.rebound or node.id in self.local:
+                return None
             return _length_of(self.namespace.get(node.id))
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
             whole = self.sized(node.value)
@@ -131,6 +189,8 @@ class _LoopReader:
         if isinstance(node, ast.Name):
             if node.id in self.local:
                 return self.local[node.id]
+            if node.id in self.rebound:
+                return None
             return _integer_of(self.namespace.get(node.id))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             value = self.integer(node.operand)
@@ -181,3 +241,34 @@ def _breaks(loop: ast.For) -> bool:
             continue  # a break there ends that inner loop only
         stack.extend(ast.iter_child_nodes(node))
     return False
+
+
+def _run_once_assignments(statements: list[ast.stmt]) -> set[ast.Assign]:
+    """The ``name = value`` statements of the cell's own body (and of the with and try blocks
+    there), which run once and in order: the ones whose ints the reader follows."""
+    found: set[ast.Assign] = set()
+    for node in statements:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            found.add(node)
+        elif isinstance(node, (ast.With, ast.Try)):
+            for field in ("body", "orelse", "finalbody"):
+                found |= _run_once_assignments(getattr(node, field, []))
+    return found
+
+
+def _rebound(tree: ast.Module, once: set[ast.Assign]) -> set[str]:
+    """Names the cell binds anywhere but in a run-once ``name = value``: a loop's or a
+    comprehension's target, an assignment inside a loop or a branch, ``+=``, ``:=``, an import,
+    a def. Their value at any point is not one the text gives."""
+    trusted = {id(node.targets[0]) for node in once}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and id(node) not in trusted:
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names

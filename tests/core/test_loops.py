@@ -26,6 +26,16 @@ NAMESPACE = {"num_steps": 500, "epochs": np.int64(4), "sequences": torch.zeros(7
     ("try:\n    for i in range(300):\n        svi.step(data)\nexcept KeyboardInterrupt:\n    pass\n",
      {"svi": 300}),
     ("for i in range(100):\n    svi.step(data)\n    guide_svi.step(data)\n", {"svi": 100, "guide_svi": 100}),
+    # comprehensions and consumed generators, counted by their iterables
+    ("losses = [svi.step(data) for _ in range(800)]\n", {"svi": 800}),
+    ("losses = [svi.step(s) for epoch in range(epochs) for s in sequences[:20]]\n", {"svi": 80}),
+    ("total = sum(svi.step(data) for _ in range(num_steps))\n", {"svi": 500}),
+    ("history = {i: svi.step(data) for i in range(10)}\n", {"svi": 10}),
+    ("for epoch in range(3):\n    losses = [svi.step(s) for s in sequences]\n", {"svi": 225}),
+    ("plt.plot([svi.step(data) for _ in range(40)])\n", {"svi": 40}),
+    # a count assigned in the cell, then the name rebound later: each read sees its value then
+    ("n = 10\nfor _ in range(n):\n    svi.step(data)\nn = 20\nfor _ in range(n):\n    svi.step(data)\n",
+     {"svi": 30}),
 ])
 def test_the_loops_around_each_step_give_its_count(cell, counts):
     assert step_counts(cell, NAMESPACE) == counts
@@ -40,6 +50,22 @@ def test_the_loops_around_each_step_give_its_count(cell, counts):
     "for i in range(steps()):\n    svi.step(data)\n",  # nothing is called
     "def train():\n    for i in range(10):\n        svi.step(data)\ntrain()\n",  # runs when called
     "for i in range(10)\n    svi.step(data)\n",  # not Python: no hint, and no error
+    "losses = [svi.step(data) for i in range(100) if i % 2]\n",  # a filter
+    "steps = (svi.step(data) for _ in range(100))\nfor loss in steps:\n    print(loss)\n",  # later
+    "any(svi.step(data) < 1.0 for _ in range(100))\n",  # stops at the first true
+    "losses = list(map(lambda _: svi.step(data), range(100)))\n",  # a lambda runs when called
+    "loss = svi.step(data) if flag else None\n",  # one branch of two
+    "ok = warm and svi.step(data)\n",
+    "for i in range(3):\n    for j in range(i):\n        svi.step(data)\n",  # the inner bound changes
+    "[svi.step(data) for i in range(3) for j in range(i)]\n",
+    # a name the namespace holds but the cell rebinds first: its old value is not the count
+    "num_steps = int(input())\nfor _ in range(num_steps):\n    svi.step(data)\n",
+    "data = load()\nfor x in data:\n    svi.step(x)\n",
+    "for epoch in range(3):\n    num_steps = 7\n    for _ in range(num_steps):\n        svi.step(data)\n",
+    "num_steps += 1\nfor _ in range(num_steps):\n    svi.step(data)\n",
+    "if (num_steps := 3):\n    pass\nfor _ in range(num_steps):\n    svi.step(data)\n",
+    "while svi.step(data) > 1.0:\n    pass\n",  # a while's test runs an unknown count
+    "match mode:\n    case 'fit':\n        svi.step(data)\n",  # a case may not run
 ])
 def test_a_count_it_cannot_read_safely_is_left_out(cell):
     assert step_counts(cell, NAMESPACE) == {}

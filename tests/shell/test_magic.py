@@ -297,7 +297,11 @@ def test_auto_reads_how_long_the_cell_runs_from_its_loop(ip, auto_policy):
     assert any(d.path for d in twin.report.auto)
 
 
-def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_policy):
+@pytest.mark.parametrize("loop", [
+    "for _ in range({n}):\n    svi.step(data)",
+    "losses = [svi.step(data) for _ in range({n})]",  # read alike: the comprehension's range
+])
+def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_policy, loop):
     # a trace costs 20 eager steps and compiled steps take half as long: the 57 steps left after
     # three measured ones repay it, the 27 of a 30-step loop do not, and knowing the cell's
     # length, rent or buy (which would compile once 20 eager steps were spent) is off
@@ -305,7 +309,7 @@ def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_p
         return auto_policy(prior_compile_steps={"svi": 20.0}, prior_speedup={"svi": 2.0})
 
     policy()
-    result, _ = run(ip, "%%pyrojit --auto --backend pyro -q -o r\nfor _ in range(60):\n    svi.step(data)")
+    result, _ = run(ip, "%%pyrojit --auto --backend pyro -q -o r\n" + loop.format(n=60))
     assert result.success
     (row,) = ip.user_ns["r"].auto
     assert (row.state, row.eager_steps, row.compiled_steps) == ("compiled", 3, 57)
@@ -313,7 +317,7 @@ def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_p
 
     policy()
     ip.run_cell(SETUP)  # a new SVI
-    result, _ = run(ip, "%%pyrojit --auto --backend pyro -q -o r\nfor _ in range(30):\n    svi.step(data)")
+    result, _ = run(ip, "%%pyrojit --auto --backend pyro -q -o r\n" + loop.format(n=30))
     assert result.success
     (row,) = ip.user_ns["r"].auto
     assert (row.state, row.eager_steps, row.compiled_steps) == ("eager", 30, 0)
