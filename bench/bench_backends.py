@@ -27,7 +27,10 @@ Ways:
   run filled;
 * inductor unguarded (simple SVI only): inductor warm with the guards, the call-site check and
   the sentinel made no-ops, so that what they cost a step is the difference of the two medians
-  (they must cost at most 5 us a step).
+  (they must cost at most 5 us a step);
+* numpyro update, numpyro run, numpyro: NumPyro's jitted ``svi.update`` loop, its ``svi.run``
+  and its NUTS on the same models and data, where NumPyro is installed (``pip install -e
+  ".[bench]"``; see ``bench/numpyro_ways.py``).
 
 Rounds are interleaved: each round runs every way once, in an order rotated from round to
 round, so drift in the machine's speed falls on all alike; figures are medians over rounds.
@@ -62,7 +65,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded")
+import numpyro_ways  # a sibling script, found through the path above
+
+WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded", *numpyro_ways.WAYS)
 #: What guards and the sentinel may cost a step of the simple SVI on inductor's kernels, and what
 #: share of a run the sentinel's checks may take.
 GUARD_BUDGET = 5e-6
@@ -72,6 +77,9 @@ TARGETS = {  # (workload prefix, way, figure, at least)
     "HMM": [("inductor warm", "step", 15.0), ("step", "step", 3.0)],
     "NUTS": [("inductor warm", "step", 5.0), ("inductor warm", "total", 1.5)],
 }
+#: Against NumPyro: (workload prefix, NumPyro's way, at least): how many times NumPyro's time a
+#: step of inductor warm is (SVI), or its whole run's time per gradient (NUTS); 1/3: within 3x.
+NUMPYRO_TARGETS = {"simple SVI": ("numpyro update", 3.0), "NUTS": ("numpyro", 1 / 3)}
 
 
 @dataclass
@@ -161,6 +169,24 @@ def svi_steps(workload: str, sizes: dict[str, int]) -> tuple[Callable[..., Any],
     return hmm_model, guide, steps
 
 
+def nuts_workload(workload: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """(model, args) of a NUTS workload."""
+    import torch
+
+    if workload.endswith("eight schools"):
+        return eight_schools, (torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]),
+                               torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]))
+    return simple_model, (simple_data(),)
+
+
+def run_numpyro(workload: str, way: str, sizes: dict[str, int]) -> Run:
+    import gc
+
+    gc.collect()
+    args = nuts_workload(workload)[1] if workload.startswith("NUTS") else (simple_data(),)
+    return Run(**numpyro_ways.run(workload, way, sizes, args))
+
+
 def describe(compiled: Any) -> str:
     """Graph nodes, kernels, inductor's cache, and any fallback of a compiled step or potential."""
     return (f"{compiled.graph_nodes} nodes" + (f", {compiled.kernels} kernels" if compiled.kernels else "")
@@ -240,19 +266,13 @@ def unguarded() -> Any:
 
 def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     import pyro
-    import torch
     from pyro.infer.mcmc import MCMC, NUTS
 
     from pyro_jitmagic.compat import capture as compat
     from pyro_jitmagic.patch import PatchSet
     from pyro_jitmagic.wholestep import compile_potential
 
-    if workload.endswith("eight schools"):
-        model: Callable[..., Any] = eight_schools
-        args: tuple[Any, ...] = (torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]),
-                                 torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]))
-    else:
-        model, args = simple_model, (simple_data(),)
+    model, args = nuts_workload(workload)
     pyro.set_rng_seed(1)
     jit = way == "pyro"
     kernel = NUTS(model, jit_compile=jit, ignore_jit_warnings=jit)
@@ -395,6 +415,27 @@ def guard_lines(table: Table) -> list[str]:
     return lines
 
 
+def numpyro_lines(table: Table) -> list[str]:
+    """inductor warm against NumPyro: a step (SVI), the whole run's time per gradient (NUTS)."""
+    lines = []
+    for workload, ways in table.runs.items():
+        for prefix, (way, least) in NUMPYRO_TARGETS.items():
+            ours, theirs = ways.get("inductor warm"), ways.get(way)
+            if not workload.startswith(prefix) or not ours or not theirs:
+                continue
+            if prefix == "NUTS":
+                mine = statistics.median(r.total / r.evals for r in ours)
+                what = "the whole run's time per gradient"
+            else:
+                mine, what = _median(ours, "step"), "per step"
+            ratio = _median(theirs, "step") / mine
+            verdict = "PASS" if ratio >= least else "MISS"
+            target = f">= {least:g}x" if least >= 1 else f"within {1 / least:g}x"
+            lines.append(f"{verdict}  {workload}: inductor warm, {what}, {_duration(mine)} against {way}'s "
+                         f"{_duration(_median(theirs, 'step'))}: {ratio:.2f}x (target {target})")
+    return lines
+
+
 def target_lines(table: Table) -> list[str]:
     lines = []
     for workload, ways in table.runs.items():
@@ -450,6 +491,12 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     import pyro_jitmagic.wholestep as wholestep
 
     print(f"C++ compiler for inductor: {wholestep.cxx_compiler() or 'none'}")
+    numpyro = numpyro_ways.available()
+    print(f"NumPyro: {numpyro or 'not installed (its ways are left out)'}")
+    if numpyro:
+        ways += list(numpyro_ways.WAYS) if options.quick else []
+    else:
+        ways = [w for w in ways if w not in numpyro_ways.WAYS]
     print(f"{rounds} rounds, interleaved; figures are medians over rounds")
     table = Table()
     warm_cache = tempfile.mkdtemp(prefix="pyrojit-bench-inductor-")
@@ -471,6 +518,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
                     elif way == "inductor unguarded":
                         if workload.startswith("simple SVI"):
                             table.add(workload, way, run_way(workload, way, sizes))
+                    elif way in numpyro_ways.WAYS:
+                        if numpyro_ways.applies(workload, way):
+                            table.add(workload, way, run_numpyro(workload, way, sizes))
                     else:
                         table.add(workload, way, run_way(workload, way, sizes))
             print(f"({workload}: {rounds} rounds in {time.perf_counter() - started:.0f} s, load "
@@ -480,6 +530,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     print()
     print("\n".join(table_lines(table)))
     print("\n".join(target_lines(table)))
+    print("\n".join(numpyro_lines(table)))
     print("\n".join(guard_lines(table)))
     return 0
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def test_bench_backends_prints_its_table_and_targets(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     script = importlib.import_module("bench_backends")
+    monkeypatch.setattr(script.numpyro_ways, "available", lambda: None)  # as where it is not installed
     assert script.main(["--quick", "--only", "svi", "--only", "nuts"]) == 0
     out = capsys.readouterr().out
     rows = [line.split()[:4] for line in out.splitlines()]
@@ -19,3 +22,16 @@ def test_bench_backends_prints_its_table_and_targets(capsys, monkeypatch):
     assert any(line.startswith("simple SVI 1,000 steps   step") for line in out.splitlines())
     assert "simple SVI 1,000 steps: step backend, per step," in out
     assert "faster than Pyro's JIT (target >= 2x)" in out
+    assert "NumPyro: not installed (its ways are left out)" in out
+    assert "numpyro" not in out.lower().replace("numpyro: not installed", "")
+
+
+@pytest.mark.slow
+def test_bench_backends_runs_numpyros_ways_where_it_is_installed(capsys, monkeypatch):
+    pytest.importorskip("numpyro")
+    monkeypatch.syspath_prepend(str(BENCH))
+    script = importlib.import_module("bench_backends")
+    assert script.main(["--quick", "--only", "svi", "--only", "nuts"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [r for r in rows if r[:5] == ["simple", "SVI", "1,000", "steps", "numpyro"]]
+    assert ["NUTS", "eight", "schools", "numpyro"] in [r[:4] for r in rows]
