@@ -3,6 +3,8 @@
 The grid (a case is a workload at one length):
 
 * simple SVI: the tutorial's Gaussian model, 100, 1,000 and 10,000 steps;
+* simple SVI comprehension: the same, its loop written ``losses = [svi.step(data) for i in
+  range(n)]``, 800 steps (the climb must read it as it reads the ``for`` loop);
 * NUTS: the tutorial's model, 100 and 1,000 samples (after as many warm-up steps);
 * HMM: the tutorial's HMM (``TraceEnum_ELBO``), 1, 3 and 10 epochs over 75 sequences.
 
@@ -99,6 +101,8 @@ guide = AutoDiagonalNormal(model)
 for i in range({n}):
     svi.step(data)
 """
+_SVI_COMPREHENSION = _SVI.replace("for i in range({n}):\n    svi.step(data)\n",
+                                  "losses = [svi.step(data) for i in range({n})]\n")
 _NUTS = """\
 pyro.set_rng_seed(1)
 mcmc = MCMC(NUTS(model{jit}), num_samples={n}, disable_progbar=True)
@@ -118,12 +122,16 @@ for epoch in range({n}):
 WORKLOADS = [
     ("simple SVI", "steps", _SVI, {"warm": "", "elbo": "Trace_ELBO"},
      {"warm": "guide(data)\n", "elbo": "JitTrace_ELBO"}),
+    ("simple SVI comprehension", "steps", _SVI_COMPREHENSION, {"warm": "", "elbo": "Trace_ELBO"},
+     {"warm": "guide(data)\n", "elbo": "JitTrace_ELBO"}),
     ("NUTS", "samples", _NUTS, {"jit": ""}, {"jit": ", jit_compile=True, ignore_jit_warnings=True"}),
     ("HMM", "epochs", _HMM, {"elbo": "TraceEnum_ELBO", "jit": ""},
      {"elbo": "JitTraceEnum_ELBO", "jit": ", ignore_jit_warnings=True"}),
 ]
-SIZES: dict[str, tuple[int, ...]] = {"simple SVI": (100, 1000, 10000), "NUTS": (100, 1000), "HMM": (1, 3, 10)}
-QUICK_SIZES: dict[str, tuple[int, ...]] = {"simple SVI": (20,), "NUTS": (5,), "HMM": (1,)}
+SIZES: dict[str, tuple[int, ...]] = {"simple SVI": (100, 1000, 10000), "simple SVI comprehension": (800,),
+                                     "NUTS": (100, 1000), "HMM": (1, 3, 10)}
+QUICK_SIZES: dict[str, tuple[int, ...]] = {"simple SVI": (20,), "simple SVI comprehension": (20,),
+                                           "NUTS": (5,), "HMM": (1,)}
 WAYS = ("eager", "pyro", "step", "inductor", "--auto", "Pyro JIT")
 #: the ways whose cells inductor compiles: each gets an on-disk cache of its own
 INDUCTOR_WAYS = ("inductor", "--auto")

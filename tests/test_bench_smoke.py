@@ -66,7 +66,8 @@ def test_bench_auto_prints_its_table_and_verdicts(run_script):
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("case "))
     assert header.split()[1:8] == ["eager", "pyro", "step", "inductor", "--auto", "Pyro", "JIT"], header
-    for case in ("simple SVI 20 steps", "NUTS 5 samples", "HMM 1 epochs"):
+    cases = ("simple SVI 20 steps", "simple SVI comprehension 20 steps", "NUTS 5 samples", "HMM 1 epochs")
+    for case in cases:
         row = next(line for line in lines if line.startswith(case) and ("PASS" in line or "MISS" in line))
         assert len(row.split()) >= 13, row
     assert "cold: worst --auto / best: " in out
