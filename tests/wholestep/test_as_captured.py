@@ -9,12 +9,11 @@ are the graph on TorchScript, which computes what inductor's would.
 from __future__ import annotations
 
 import functools
-import threading
-from typing import ClassVar
 
 import pyro
 import pytest
 from cases import gaussian_svi, train
+from standins import Holds, Loading
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
@@ -22,57 +21,6 @@ from pyro_jitmagic.wholestep import backends, compile_svi_step
 
 MAKE = functools.partial(gaussian_svi, "AutoNormal", "Adam")
 TORCHSCRIPT = backends.torchscript  # (the tests count the builds the step makes)
-
-
-class Loading:
-    """Stands in for inductor's background load: done when the test says, with what it says."""
-
-    started: ClassVar[list[Loading]] = []
-
-    def __init__(self, graph, example_inputs, on_done=None, delay=0.0, start=True):
-        self.graph, self.example_inputs = graph, example_inputs
-        self.result = self.error = None
-        self.done = threading.Event()
-        self.busy = threading.Event()  # (never: the test decides when the kernels arrive)
-        Loading.started.append(self)
-
-    def start(self):
-        pass
-
-    def arrive(self):
-        kernels = TORCHSCRIPT(self.graph, self.example_inputs)
-        self.result = backends.Codegen(run=kernels.run, backend="inductor", seconds=0.4, kernels=3,
-                                       cache="warm")
-        self.done.set()
-
-    def fail(self):
-        self.error = RuntimeError("no kernels")
-        self.done.set()
-
-    def wait(self, timeout=None):
-        return self.done.wait(timeout)
-
-
-class Holds:
-    """A memory of earlier runs whose inductor cache holds every graph (or none)."""
-
-    def __init__(self, holds=True):
-        self.holds = holds
-
-    def inductor_holds(self, digest):
-        return self.holds and digest is not None
-
-    def steps(self, key):
-        return None
-
-    def graph(self, key):
-        return "a graph" if self.holds else None
-
-    def compiled(self, digest):
-        pass
-
-    def ran(self, counts):
-        pass
 
 
 @pytest.fixture

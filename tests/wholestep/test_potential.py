@@ -12,6 +12,7 @@ import torch
 from pyro.infer.mcmc import MCMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
+from standins import Holds, Loading
 
 from pyro_jitmagic.patch import PatchSet
 from pyro_jitmagic.wholestep import CannotCompile, compile_potential
@@ -121,3 +122,50 @@ def test_a_failing_potential_is_left_to_pyros_handlers():
     grads, energy = compiled({"a": torch.tensor([1.0, 3.0])})  # not positive definite
     assert torch.isnan(energy) and torch.equal(grads["a"], torch.zeros(2))
     assert compiled.eager_calls == 1
+
+
+@pytest.mark.parametrize("cache", ["warm", "cold"])
+def test_backend_inductor_runs_nuts_on_torchscript_while_the_kernels_come(monkeypatch, cache):
+    """``--backend inductor``: the potential's kernels load (warm) or build (cold) in the background;
+    the evaluations run on TorchScript meanwhile, then on the kernels, drawing what the step
+    backend draws. (Inductor is stood in for: the "kernels" are the graph on TorchScript.)"""
+    import pyro_jitmagic
+    from pyro_jitmagic.compilers.step.mcmc import POTENTIAL_KEY
+    from pyro_jitmagic.run.process import PROCESS
+    from pyro_jitmagic.wholestep import backends, memory
+    from pyro_jitmagic.wholestep.potential import CompiledPotential
+
+    def run(backend):
+        pyro.set_rng_seed(1)
+        kernel = NUTS(models.gaussian)
+        mcmc = MCMC(kernel, num_samples=40, warmup_steps=40, disable_progbar=True)
+        with pyro_jitmagic.compiled(backend=backend, names={}) as twin:
+            mcmc.run(models.data(100))
+        return twin.report, kernel, mcmc.get_samples()
+
+    _, _, expected = run("step")
+    Loading.started = []
+    monkeypatch.setattr(backends, "Background", Loading)
+    monkeypatch.setattr(backends, "no_cxx_reason", lambda: None)
+    monkeypatch.setattr(memory, "shared", lambda: Holds(cache == "warm"))
+    calls = []
+    real_call = CompiledPotential.__call__
+
+    def counted(self, z):
+        calls.append(self.backend)
+        if len(calls) == 50:
+            Loading.started[0].arrive()  # the kernels come after fifty evaluations
+        return real_call(self, z)
+
+    monkeypatch.setattr(CompiledPotential, "__call__", counted)
+    report, kernel, samples = run("inductor")
+
+    compiled = PROCESS.session.whole_steps.of(kernel)[POTENTIAL_KEY].compiled
+    assert calls[:50] == ["step"] * 50 and set(calls[51:]) == {"inductor"}
+    assert compiled.backend == "inductor" and compiled.eager_calls == 0
+    where = "from inductor's disk cache" if cache == "warm" else "in a worker process"
+    assert (f"inductor builds the potential's kernels in the background ({where}); the evaluations run "
+            "on the step backend until they are ready") in " ".join(report.notes)
+    assert "inductor's kernels took over the potential" in " ".join(report.notes)
+    for name in expected:
+        torch.testing.assert_close(samples[name], expected[name], rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ...policy.auto import AFTER_CELL_DELAY, MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES, PRIOR_POTENTIAL_SPEEDUP
 from ...run.session import WholeStepEntry
 from ..pyro.mcmc import PyroMCMCRoute
-from ..step.mcmc import POTENTIAL_KEY, install_potential, sentinel_said
+from ..step.mcmc import POTENTIAL_KEY, inductor_said, inductor_started, install_potential, sentinel_said
 
 if TYPE_CHECKING:
     from ...patch import PatchSet
@@ -160,13 +160,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
                 f"run ends, for the next run: the evaluations left take about {self._left_seconds:.1f} s "
                 f"on the step backend, less than its expected {expected:.0f} s")
             return
-        missing = compiled.build_inductor()
-        if missing is None:
-            cache = ("from inductor's disk cache" if warm
-                     else f"in a worker process, expected {expected:.0f} s")
-            self.ctx.recorder.note(f"{self.target}: inductor builds the potential's kernels in the "
-                                   f"background ({cache}); the evaluations run on the step backend "
-                                   "until they are ready")
+        inductor_started(self.ctx, self.target, compiled, expected=expected)
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         super().finish(clock, compile_seconds)
@@ -181,10 +175,4 @@ class TieredMCMCRoute(PyroMCMCRoute):
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
         sentinel_said(self.ctx, self.target, self.compiled_potential)
-        compiled = self.compiled_potential
-        if compiled is not None and compiled.backend == "inductor":
-            self.ctx.recorder.note(f"{self.target}: inductor's kernels took over the potential "
-                                   f"({compiled.codegen_summary()})")
-        elif compiled is not None and compiled.compiling:
-            self.ctx.recorder.note(f"{self.target}: inductor's codegen of the potential goes on in the "
-                                   "background; its disk cache serves the next run")
+        inductor_said(self.ctx, self.target, self.compiled_potential)

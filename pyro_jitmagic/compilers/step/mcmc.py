@@ -70,19 +70,22 @@ class WholeMCMCRoute(MCMCRoute):
         recorder.compiling()
         start = recorder.clock()
         try:
-            compiled = compile_potential(kernel, kernel.initial_params, backend=self.backend)  # type: ignore[arg-type]
+            # inductor's kernels load (warm) or build (cold, in a worker process) in the background
+            # while the evaluations run on TorchScript: loading alone costs a fresh process over a
+            # second (inductor's import), several hundred evaluations of the tutorial's model
+            compiled = compile_potential(kernel, kernel.initial_params, backend="step")
         except CannotCompile as exc:
             return self._fall_back(potential, exc.reason)
         seconds = recorder.clock() - start
         shapes = tuple(str(tuple(v.shape)) for v in kernel.initial_params.values())
         recorder.record_compile(POTENTIAL_KEY, seconds, compiled.capture_seconds, shapes)
-        if compiled.fallback:
-            recorder.note(f"{self.target}: {compiled.fallback}")
         self.compiled_potential = compiled
         recorder.watch_sentinel(compiled.sentinel)
         entries = self.ctx.session.whole_steps.of(kernel)
         entries[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY, seconds)
         self._install(compiled)
+        if self.backend == "inductor":
+            inductor_started(self.ctx, self.target, compiled)
         return potential
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
@@ -90,6 +93,7 @@ class WholeMCMCRoute(MCMCRoute):
         if entry is not None and entry.compiled is self.compiled_potential and entry.hits:
             entry.last_hit = time.time()
         sentinel_said(self.ctx, self.target, self.compiled_potential)
+        inductor_said(self.ctx, self.target, self.compiled_potential)
 
     def _install(self, compiled: Any) -> None:
         assert self._patches is not None and self._clock is not None
@@ -111,6 +115,38 @@ class WholeMCMCRoute(MCMCRoute):
             self.after = self.before
         self.ctx.recorder.switch(self.key, self.target, self)
         return potential
+
+
+def inductor_started(ctx: RunContext, target: str, compiled: Any, expected: float | None = None) -> None:
+    """Start inductor's kernels for a potential running on TorchScript, and say where they come from."""
+    from ...wholestep.memory import graph_digest, shared
+
+    missing = compiled.build_inductor()
+    if missing is not None:
+        compiled.fallback = f"{missing}; running the step backend"
+        ctx.recorder.note(f"{target}: {compiled.fallback}")
+        return
+    memory = shared()
+    warm = memory is not None and memory.inductor_holds(
+        graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
+    where = ("from inductor's disk cache" if warm else "in a worker process"
+             + (f", expected {expected:.0f} s" if expected is not None else ""))
+    ctx.recorder.note(f"{target}: inductor builds the potential's kernels in the background ({where}); "
+                      "the evaluations run on the step backend until they are ready")
+
+
+def inductor_said(ctx: RunContext, target: str, compiled: Any) -> None:
+    """After a run: whether inductor's kernels took over the potential, or are still on their way."""
+    if compiled is None:
+        return
+    if compiled.backend == "inductor":
+        ctx.recorder.note(f"{target}: inductor's kernels took over the potential "
+                          f"({compiled.codegen_summary()})")
+    elif compiled.compiling:
+        ctx.recorder.note(f"{target}: inductor's codegen of the potential goes on in the background; "
+                          "its disk cache serves the next run")
+    elif compiled.fallback:
+        ctx.recorder.note(f"{target}: {compiled.fallback}")
 
 
 def sentinel_said(ctx: RunContext, target: str, compiled: Any) -> None:
