@@ -75,9 +75,9 @@ class _LoopReader:
             else:
                 for item in getattr(node, "items", []):
                     self.calls(item, times)
-            once = None if isinstance(node, ast.If) else times
+            runs = None if isinstance(node, ast.If) else times
             for field in ("body", "orelse", "finalbody"):
-                self.body(getattr(node, field, []), once)
+                self.body(getattr(node, field, []), runs)
             for handler in getattr(node, "handlers", []):
                 self.body(handler.body, None)
         elif isinstance(node, ast.Match):  # one case runs, or none
@@ -86,7 +86,7 @@ class _LoopReader:
                 self.calls(case, None)
         elif any(isinstance(body, list) and body and isinstance(body[0], ast.stmt)
                  for _, body in ast.iter_fields(node)):
-            # a while, a def, a match, an async loop: how often its body runs, the text does not say
+            # a while, a def, a class, an async loop: how often its body runs, the text does not say
             self.calls(node, None)
         else:
             self.calls(node, times)
