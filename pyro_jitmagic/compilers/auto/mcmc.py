@@ -160,7 +160,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
                 f"run ends, for the next run: the evaluations left take about {self._left_seconds:.1f} s "
                 f"on the step backend, less than its expected {expected:.0f} s")
             return
-        inductor_started(self.ctx, self.target, compiled, expected=expected)
+        inductor_started(self.ctx, self.target, compiled, warm=warm, expected=expected)
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         super().finish(clock, compile_seconds)

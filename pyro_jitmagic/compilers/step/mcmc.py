@@ -71,8 +71,9 @@ class WholeMCMCRoute(MCMCRoute):
         start = recorder.clock()
         try:
             # inductor's kernels load (warm) or build (cold, in a worker process) in the background
-            # while the evaluations run on TorchScript: loading alone costs a fresh process over a
-            # second (inductor's import), several hundred evaluations of the tutorial's model
+            # while the evaluations run on TorchScript: in a fresh process loading alone takes over a
+            # second (inductor's import), as long as a whole 300+300 run of the tutorial's model on
+            # TorchScript (docs/benchmarks.md)
             compiled = compile_potential(kernel, kernel.initial_params, backend="step")
         except CannotCompile as exc:
             return self._fall_back(potential, exc.reason)
@@ -117,8 +118,10 @@ class WholeMCMCRoute(MCMCRoute):
         return potential
 
 
-def inductor_started(ctx: RunContext, target: str, compiled: Any, expected: float | None = None) -> None:
-    """Start inductor's kernels for a potential running on TorchScript, and say where they come from."""
+def inductor_started(ctx: RunContext, target: str, compiled: Any, warm: bool | None = None,
+                     expected: float | None = None) -> None:
+    """Start inductor's kernels for a potential running on TorchScript, and say where they come from
+    (``warm``: whether inductor's disk cache holds them, when the caller knows)."""
     from ...wholestep.memory import graph_digest, shared
 
     missing = compiled.build_inductor()
@@ -126,9 +129,10 @@ def inductor_started(ctx: RunContext, target: str, compiled: Any, expected: floa
         compiled.fallback = f"{missing}; running the step backend"
         ctx.recorder.note(f"{target}: {compiled.fallback}")
         return
-    memory = shared()
-    warm = memory is not None and memory.inductor_holds(
-        graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
+    if warm is None:
+        memory = shared()
+        warm = memory is not None and memory.inductor_holds(
+            graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
     where = ("from inductor's disk cache" if warm else "in a worker process"
              + (f", expected {expected:.0f} s" if expected is not None else ""))
     ctx.recorder.note(f"{target}: inductor builds the potential's kernels in the background ({where}); "
