@@ -98,6 +98,11 @@ CHECKS = {
     ("pyro.infer.mcmc.HMC", "_ignore_jit_warnings"): lambda: HMC(models.gaussian),
     ("pyro.infer.mcmc.HMC", "_jit_options"): lambda: HMC(models.gaussian),
     ("pyro.infer.mcmc.api", "_MultiSampler"): lambda: pyro.infer.mcmc.api,
+    **{("pyro.infer.mcmc.HMC", name): lambda: _nuts_setup(jit_compile=False)[0]
+       for name in ("_t", "_warmup_steps", "_accept_cnt", "_mean_accept_prob", "_divergences",
+                    "_adapter")},
+    ("pyro.infer.mcmc.NUTS", "_max_tree_depth"): lambda: NUTS(models.gaussian),
+    ("pyro.infer.mcmc.NUTS", "_max_sliced_energy"): lambda: NUTS(models.gaussian),
     ("pyro.infer.autoguide.AutoGuide", "_setup_prototype"): lambda: AutoNormal(models.gaussian),
     ("pyro.infer.ELBO", "_guess_max_plate_nesting"): lambda: infer.TraceEnum_ELBO(),
     ("pyro.optim.PyroOptim", "_state_waiting_to_be_consumed"): lambda: Adam({"lr": 0.01}),

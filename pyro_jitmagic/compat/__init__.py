@@ -1,8 +1,9 @@
 """Every private name of Pyro and torch the package uses, and nowhere else.
 
 Each sits behind a small function or constant in :mod:`.jit` (Pyro's JIT,
-TorchScript, Pyro's state) or :mod:`.capture` (the whole step: make_fx,
-inductor, the ELBOs' internals), beside the release it was checked against.
+TorchScript, Pyro's state), :mod:`.capture` (the whole step: make_fx,
+inductor, the ELBOs' internals) or :mod:`.nuts` (a NUTS kernel's state), beside
+the release it was checked against.
 :data:`PRIVATE_NAMES` lists them all; ``tests/test_compat.py`` checks each, so an
 upgrade that moves one fails naming it, and this folder is the one to change.
 
@@ -37,6 +38,17 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("pyro.infer.mcmc.HMC", "_ignore_jit_warnings", "a kernel's JIT settings"),
     ("pyro.infer.mcmc.HMC", "_jit_options", "a kernel's JIT settings"),
     ("pyro.infer.mcmc.api", "_MultiSampler", "chains run in worker processes, beyond a run's reach"),
+    # Pyro's NUTS state, kept as NUTS.sample keeps it by a compiled trajectory (nuts.py)
+    ("pyro.infer.mcmc.hmc", "HMC._fetch_from_cache", "the kernel's last state"),
+    ("pyro.infer.mcmc.hmc", "HMC._cache", "makes a state the kernel's last"),
+    ("pyro.infer.mcmc.NUTS", "_max_tree_depth", "when NUTS stops doubling"),
+    ("pyro.infer.mcmc.NUTS", "_max_sliced_energy", "when a leaf diverges"),
+    ("pyro.infer.mcmc.HMC", "_t", "the iteration, warm-up included"),
+    ("pyro.infer.mcmc.HMC", "_warmup_steps", "how many iterations warm up"),
+    ("pyro.infer.mcmc.HMC", "_accept_cnt", "accepted iterations after warm-up"),
+    ("pyro.infer.mcmc.HMC", "_mean_accept_prob", "the progress bar's acceptance probability"),
+    ("pyro.infer.mcmc.HMC", "_divergences", "the run's divergent iterations"),
+    ("pyro.infer.mcmc.HMC", "_adapter", "the step-size and mass-matrix adaptation"),
     ("pyro.infer.autoguide.AutoGuide", "_setup_prototype", "the warm-up builds an AutoGuide's prototype"),
     ("pyro.infer.ELBO", "_guess_max_plate_nesting", "the warm-up guesses max_plate_nesting"),
     ("pyro.optim.PyroOptim", "_state_waiting_to_be_consumed", "optimizer state loaded and not yet used"),

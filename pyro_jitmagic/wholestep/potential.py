@@ -94,6 +94,9 @@ class CompiledPotential(SwitchesToInductor):
         Evaluations run by the graph; evaluations run by Pyro's ``potential_grad`` instead.
     """
 
+    #: what the report calls it
+    what = "potential"
+
     def __init__(self, captured: CapturedPotential, codegen: Codegen, fallback: str | None) -> None:
         self.backend = codegen.backend
         self.graph_nodes = len(captured.graph.graph.nodes)

@@ -279,8 +279,8 @@ def test_a_long_nuts_run_climbs_to_the_whole_potential_and_draws_eagers_samples(
         assert torch.allclose(tiered[name], eager[name], rtol=1e-3, atol=1e-4), name
 
 
-def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_it_ends(monkeypatch,
-                                                                                       fake_clock):
+def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_trajectory_over_when_it_ends(monkeypatch,
+                                                                                        fake_clock):
     from pyro.infer.mcmc import MCMC, NUTS
 
     from pyro_jitmagic.policy.auto import AFTER_CELL_DELAY
@@ -295,8 +295,11 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_potential_over_when_i
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         mcmc.run(DATA)
     assert [delay for _, delay in started] == [AFTER_CELL_DELAY]  # once, as the run ended
-    assert any("inductor builds the potential's kernels in a worker process when the run ends, for the "
-               "next run" in n for n in run.report.notes)
+    assert started[0][0].what == "NUTS trajectory"  # (its graph holds the potential's)
+    assert any("inductor builds the NUTS trajectory's kernels in a worker process when the run ends, for "
+               "the next run" in n for n in run.report.notes)
+    assert any("the compiled NUTS trajectory built no iteration of this run: Pyro's kernel ran the" in n
+               for n in run.report.notes)
 
 
 def test_an_interrupted_nuts_run_starts_no_codegen_it_had_put_off(monkeypatch, fake_clock):

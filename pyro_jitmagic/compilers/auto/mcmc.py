@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from ...policy.auto import AFTER_CELL_DELAY, MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES, PRIOR_POTENTIAL_SPEEDUP
 from ...run.session import WholeStepEntry
 from ..pyro.mcmc import PyroMCMCRoute
-from ..step.mcmc import POTENTIAL_KEY, inductor_said, inductor_started, install_potential, sentinel_said
+from ..step.mcmc import (
+    POTENTIAL_KEY,
+    inductor_said,
+    inductor_started,
+    install_potential,
+    sentinel_said,
+    trajectory_said,
+    trajectory_started,
+)
 
 if TYPE_CHECKING:
     from ...patch import PatchSet
@@ -36,6 +44,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
             self.after = f"{self.before}(jit_compile=True, then the whole potential, once each pays: --auto)"
         self.climbed = False
         self.compiled_potential: Any = None
+        self.trajectory: Any = None
         self._patches: PatchSet | None = None
         self._clock: MCMCClock | None = None
         self._why = ""
@@ -137,11 +146,14 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self.compiled_potential = compiled
         recorder.watch_sentinel(compiled.sentinel)
         if self.top == "inductor":
-            self._maybe_codegen(compiled)
+            self.trajectory = trajectory_started(self.ctx, self.target, self.kernel, compiled, self._patches,
+                                                 codegen=False)
+            self._maybe_codegen(self.trajectory or compiled, compiled.capture_seconds)
 
-    def _maybe_codegen(self, compiled: Any) -> None:
-        """Start inductor's codegen in the background while evaluations remain (a cold one in a
-        worker process: see AutoPolicy.start_codegen)."""
+    def _maybe_codegen(self, compiled: Any, capture_seconds: float) -> None:
+        """Start inductor's codegen of ``compiled`` (the trajectory, or the potential) in the
+        background while evaluations remain (a cold one in a worker process: see
+        AutoPolicy.start_codegen); ``capture_seconds``, the potential's capture, sizes it."""
         from ...wholestep.memory import graph_digest
 
         assert self.ctx.auto is not None and self._clock is not None
@@ -151,12 +163,12 @@ class TieredMCMCRoute(PyroMCMCRoute):
             graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
         if len(clock.sample_seconds) >= clock.samples_total:
             return  # nothing left to run
-        expected = tiers.codegen_seconds(compiled.capture_seconds)
-        if not warm and not tiers.potential_codegen_now(compiled.capture_seconds, self._left_seconds):
+        expected = tiers.codegen_seconds(capture_seconds)
+        if not warm and not tiers.potential_codegen_now(capture_seconds, self._left_seconds):
             # its kernels could not serve this run: hand the graph over when the run ends
             self._codegen_after = compiled
             self.ctx.recorder.note(
-                f"{self.target}: inductor builds the potential's kernels in a worker process when the "
+                f"{self.target}: inductor builds the {compiled.what}'s kernels in a worker process when the "
                 f"run ends, for the next run: the evaluations left take about {self._left_seconds:.1f} s "
                 f"on the step backend, less than its expected {expected:.0f} s")
             return
@@ -175,4 +187,5 @@ class TieredMCMCRoute(PyroMCMCRoute):
         if self.climbed and entry is not None and entry.hits:
             entry.last_hit = time.time()
         sentinel_said(self.ctx, self.target, self.compiled_potential)
-        inductor_said(self.ctx, self.target, self.compiled_potential)
+        inductor_said(self.ctx, self.target, self.trajectory or self.compiled_potential)
+        trajectory_said(self.ctx, self.target, self.trajectory)

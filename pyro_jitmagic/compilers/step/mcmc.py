@@ -55,6 +55,7 @@ class WholeMCMCRoute(MCMCRoute):
         self.ctx, self.pyro, self.backend, self.kernel, self.target = ctx, pyro, backend, kernel, target
         self.key = id(mcmc)  # what the run's record of switches knows it by
         self.compiled_potential: Any = None
+        self.trajectory: Any = None
         self._patches: PatchSet | None = None
         self._clock: MCMCClock | None = None
 
@@ -86,7 +87,13 @@ class WholeMCMCRoute(MCMCRoute):
         entries[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY, seconds)
         self._install(compiled)
         if self.backend == "inductor":
-            inductor_started(self.ctx, self.target, compiled)
+            assert self._patches is not None
+            self.trajectory = trajectory_started(self.ctx, self.target, kernel, compiled, self._patches)
+            if self.trajectory is None:
+                inductor_started(self.ctx, self.target, compiled)
+        else:
+            self.ctx.recorder.note(f"{self.target}: the trajectories run in Pyro's kernel: --backend step "
+                                   "compiles the potential (NUTS's trajectories compile with inductor)")
         return potential
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
@@ -94,7 +101,8 @@ class WholeMCMCRoute(MCMCRoute):
         if entry is not None and entry.compiled is self.compiled_potential and entry.hits:
             entry.last_hit = time.time()
         sentinel_said(self.ctx, self.target, self.compiled_potential)
-        inductor_said(self.ctx, self.target, self.compiled_potential)
+        inductor_said(self.ctx, self.target, self.trajectory or self.compiled_potential)
+        trajectory_said(self.ctx, self.target, self.trajectory)
 
     def _install(self, compiled: Any) -> None:
         assert self._patches is not None and self._clock is not None
@@ -120,8 +128,8 @@ class WholeMCMCRoute(MCMCRoute):
 
 def inductor_started(ctx: RunContext, target: str, compiled: Any, warm: bool | None = None,
                      expected: float | None = None) -> None:
-    """Start inductor's kernels for a potential running on TorchScript, and say where they come from
-    (``warm``: whether inductor's disk cache holds them, when the caller knows)."""
+    """Start inductor's kernels for a compiled potential or trajectory, and say where they come
+    from (``warm``: whether inductor's disk cache holds them, when the caller knows)."""
     from ...wholestep.memory import graph_digest, shared
 
     missing = compiled.build_inductor()
@@ -135,22 +143,69 @@ def inductor_started(ctx: RunContext, target: str, compiled: Any, warm: bool | N
             graph_digest(compiled.captured.graph, compiled.captured.example_inputs))
     where = ("from inductor's disk cache" if warm else "in a worker process"
              + (f", expected {expected:.0f} s" if expected is not None else ""))
-    ctx.recorder.note(f"{target}: inductor builds the potential's kernels in the background ({where}); "
-                      "the evaluations run on the step backend until they are ready")
+    meanwhile = ("the iterations run Pyro's kernel on the step backend's potential"
+                 if compiled.what == "NUTS trajectory" else "the evaluations run on the step backend")
+    ctx.recorder.note(f"{target}: inductor builds the {compiled.what}'s kernels in the background ({where}); "
+                      f"{meanwhile} until they are ready")
 
 
 def inductor_said(ctx: RunContext, target: str, compiled: Any) -> None:
-    """After a run: whether inductor's kernels took over the potential, or are still on their way."""
+    """After a run: whether inductor's kernels took over, or are still on their way."""
     if compiled is None:
         return
     if compiled.backend == "inductor":
-        ctx.recorder.note(f"{target}: inductor's kernels took over the potential "
+        ctx.recorder.note(f"{target}: inductor's kernels took over the {compiled.what} "
                           f"({compiled.codegen_summary()})")
     elif compiled.compiling:
-        ctx.recorder.note(f"{target}: inductor's codegen of the potential goes on in the background; "
+        ctx.recorder.note(f"{target}: inductor's codegen of the {compiled.what} goes on in the background; "
                           "its disk cache serves the next run")
     elif compiled.fallback:
         ctx.recorder.note(f"{target}: {compiled.fallback}")
+
+
+def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any, patches: PatchSet,
+                       warm: bool | None = None, expected: float | None = None,
+                       codegen: bool = True) -> Any:
+    """Capture ``kernel``'s NUTS trajectories around the compiled ``potential`` and install them,
+    starting inductor's kernels in the background (``codegen``): Pyro's kernel runs each iteration
+    until they are ready. None, with the reason said, where the trajectories stay in Pyro's kernel."""
+    from ...wholestep import CannotCompile
+    from ...wholestep.backends import no_cxx_reason
+    from ...wholestep.trajectory import compile_trajectory, refusal
+
+    why = refusal(kernel) or no_cxx_reason()
+    trajectory = None
+    if why is None:
+        try:
+            trajectory = compile_trajectory(kernel, potential, background=True)
+        except CannotCompile as exc:
+            why = exc.reason
+    if trajectory is None:
+        ctx.recorder.note(f"{target}: the trajectories run in Pyro's kernel on the compiled potential: {why}")
+        return None
+    trajectory.install(patches)
+    ctx.recorder.watch_sentinel(trajectory.sentinel)
+    if codegen:
+        inductor_started(ctx, target, trajectory, warm, expected)
+    return trajectory
+
+
+def trajectory_said(ctx: RunContext, target: str, trajectory: Any) -> None:
+    """After a run: how many iterations the compiled trajectory built, and why the rest did not."""
+    if trajectory is None:
+        return
+    built, pyro = trajectory.iterations, trajectory.pyro_iterations
+    if not built:
+        ctx.recorder.note(f"{target}: the compiled NUTS trajectory built no iteration of this run: Pyro's "
+                          f"kernel ran the {pyro:,} after its capture ({trajectory.declined})")
+        return
+    eager = f", {trajectory.eager_leaves:,} of them eager" if trajectory.eager_leaves else ""
+    text = (f"{target}: NUTS trajectories compiled: {built:,} of {built + pyro:,} iterations built by the "
+            f"compiled leapfrog ({trajectory.leaves + trajectory.eager_leaves:,} leapfrog steps{eager}; "
+            f"its capture took {trajectory.capture_seconds * 1e3:.0f} ms)")
+    if pyro:
+        text += f"; {pyro:,} ran Pyro's kernel ({trajectory.declined})"
+    ctx.recorder.note(text)
 
 
 def sentinel_said(ctx: RunContext, target: str, compiled: Any) -> None:

@@ -1,0 +1,174 @@
+"""One leaf of a NUTS trajectory as tensor math: what :mod:`.trajectory` captures into one graph.
+
+Pyro's ``NUTS`` builds each iteration's tree recursively over dicts of tensors, about ten small
+tensor operations per leapfrog step besides the potential. Here a leaf is one function of flat
+tensors, written after NumPyro's iterative NUTS: the leapfrog step, the leaf's energy, weight
+and divergence, the multinomial choice of the subtree's proposal (progressive, leaf by leaf,
+which picks each leaf with the same probability as Pyro's merges of halves), the U-turn check of
+every subtree that ends at this leaf (from checkpoints of momenta and their sums), and, at a
+subtree's last leaf, Pyro's merge into the whole trajectory (its biased choice and its U-turn
+check). Every branch is a ``where``, so the function has no Python control flow on values and
+traces into one graph.
+
+The site values lie in one flat vector, in the order of the mass matrix's blocks: the inverse
+mass matrix is then one diagonal vector, or one block-diagonal matrix for dense blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: the inputs of a leaf, in order (see :func:`leaf_function`)
+INPUTS = ("z", "r", "grad", "step", "inverse_mass", "sqrt_inverse", "energy0",
+          "proposal_z", "proposal_pe", "proposal_grad", "weight", "r_sum", "checkpoint_r",
+          "checkpoint_r_sum", "sum_accept", "tree_z", "tree_pe", "tree_grad", "tree_weight",
+          "tree_r_sum", "accepted", "far_r", "write", "check", "first", "last", "uniforms")
+#: its outputs, in order
+OUTPUTS = ("z", "r", "grad", "r_unscaled", "pe", "proposal_z", "proposal_pe", "proposal_grad",
+           "weight", "r_sum", "checkpoint_r", "checkpoint_r_sum", "sum_accept", "tree_z", "tree_pe",
+           "tree_grad", "tree_weight", "tree_r_sum", "accepted", "stop", "diverging", "ok")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each latent site lies in the flat vector.
+
+    ``names`` and ``slices`` (offset, size, shape) follow the potential's inputs; the offsets
+    follow ``blocks``, the mass matrix's blocks of site names."""
+
+    names: tuple[str, ...]
+    slices: tuple[tuple[int, int, tuple[int, ...]], ...]
+    blocks: tuple[tuple[str, ...], ...]
+    size: int
+    diagonal: bool
+
+    @classmethod
+    def of(cls, names: tuple[str, ...], shapes: dict[str, tuple[int, ...]],
+           inverse_mass: dict[tuple[str, ...], Any]) -> Layout:
+        import math
+
+        blocks = tuple(inverse_mass)
+        flat = [name for block in blocks for name in block]
+        if sorted(flat) != sorted(names):
+            raise ValueError(f"the mass matrix's blocks {blocks} are not the potential's sites {names}")
+        offsets, at = {}, 0
+        for name in flat:
+            offsets[name] = at
+            at += math.prod(shapes[name])
+        slices = tuple((offsets[n], math.prod(shapes[n]), tuple(shapes[n])) for n in names)
+        diagonal = all(m.dim() == 1 for m in inverse_mass.values())
+        return cls(names, slices, blocks, at, diagonal)
+
+    def flatten(self, values: dict[str, Any]) -> Any:
+        import torch
+
+        return torch.cat([values[name].reshape(-1) for block in self.blocks for name in block])
+
+    def sites(self, flat: Any) -> list[Any]:
+        """Views of ``flat``, one per site, in the potential's order."""
+        return [flat[o:o + n].view(shape) for o, n, shape in self.slices]
+
+    def unflatten(self, flat: Any) -> dict[str, Any]:
+        return dict(zip(self.names, self.sites(flat), strict=True))
+
+    def mass_terms(self, inverse_mass: dict[tuple[str, ...], Any]) -> tuple[Any, Any, Any]:
+        """``(inverse mass, M^1/2, M^-1/2)`` over the flat vector, computed as Pyro's
+        ``BlockMassMatrix`` computes each block's (pyro/infer/mcmc/adaptation.py)."""
+        import torch
+
+        if self.diagonal:
+            inverse = torch.cat([inverse_mass[b] for b in self.blocks])
+            sqrt_inverse = inverse.sqrt()
+            return inverse, sqrt_inverse.reciprocal(), sqrt_inverse
+        inverses, sqrts, sqrt_inverses = [], [], []
+        for block in self.blocks:
+            matrix = inverse_mass[block]
+            matrix = matrix if matrix.dim() == 2 else torch.diag(matrix)
+            upper = torch.linalg.cholesky(matrix).t()
+            identity = torch.eye(matrix.size(-1), dtype=matrix.dtype, device=matrix.device)
+            inverses.append(matrix)
+            sqrt_inverses.append(upper)
+            sqrts.append(torch.linalg.solve_triangular(upper, identity, upper=True))
+        return torch.block_diag(*inverses), torch.block_diag(*sqrts), torch.block_diag(*sqrt_inverses)
+
+
+Potential = Callable[[Any], tuple[Any, Any, Any]]  # flat z -> (energy, ok, flat gradient)
+
+
+def leaf_function(potential: Potential, diagonal: bool, max_sliced_energy: float) -> Callable[..., Any]:
+    """The function of :data:`INPUTS` returning :data:`OUTPUTS`: one leapfrog step from the
+    trajectory's end ``(z, r, grad)`` and its place in the tree.
+
+    ``step`` is signed by the direction; ``write`` and ``check`` say which checkpoint this leaf
+    writes and which ones end a subtree here (NumPyro's ``_leaf_idx_to_ckpt_idxs``); ``first`` and
+    ``last`` whether it starts or ends its subtree; ``far_r`` is the unscaled momentum at the
+    trajectory's other end; ``uniforms`` two draws on [0, 1): the subtree's choice, the trajectory's.
+    """
+    import torch
+
+    def times(matrix: Any, vector: Any) -> Any:
+        return matrix * vector if diagonal else matrix @ vector
+
+    def leaf(z: Any, r: Any, grad: Any, step: Any, inverse_mass: Any, sqrt_inverse: Any, energy0: Any,
+             proposal_z: Any, proposal_pe: Any, proposal_grad: Any, weight: Any, r_sum: Any,
+             checkpoint_r: Any, checkpoint_r_sum: Any, sum_accept: Any, tree_z: Any, tree_pe: Any,
+             tree_grad: Any, tree_weight: Any, tree_r_sum: Any, accepted: Any, far_r: Any, write: Any,
+             check: Any, first: Any, last: Any, uniforms: Any) -> tuple[Any, ...]:
+        # the leapfrog step (pyro.ops.integrator.velocity_verlet)
+        r = r - 0.5 * step * grad
+        z = z + step * times(inverse_mass, r)
+        pe, ok, grad = potential(z)
+        r = r - 0.5 * step * grad
+        r_unscaled = times(sqrt_inverse, r)
+        energy = pe + 0.5 * r_unscaled.dot(r_unscaled)
+        energy = torch.where(torch.isnan(energy), torch.full_like(energy, float("inf")), energy)
+        delta = energy - energy0
+        diverging = delta > max_sliced_energy
+        leaf_weight = -delta  # multinomial sampling: the log weight of a leaf
+        sum_accept = sum_accept + torch.exp(-delta).clamp(max=1.0)
+        # the subtree: its proposal, its weight and its momentum sum
+        weight = torch.where(first, leaf_weight, torch.logaddexp(weight, leaf_weight))
+        take = first | (uniforms[0] < torch.exp(leaf_weight - weight))
+        proposal_z = torch.where(take, z, proposal_z)
+        proposal_pe = torch.where(take, pe, proposal_pe)
+        proposal_grad = torch.where(take, grad, proposal_grad)
+        r_sum = torch.where(first, r_unscaled, r_sum + r_unscaled)
+        # the U-turns of the subtrees ending here, each from the checkpoint at its first leaf
+        writes = write.unsqueeze(-1)
+        checkpoint_r = torch.where(writes, r_unscaled, checkpoint_r)
+        checkpoint_r_sum = torch.where(writes, r_sum, checkpoint_r_sum)
+        rho = r_sum - checkpoint_r_sum + checkpoint_r - (checkpoint_r + r_unscaled) / 2
+        turns = ((checkpoint_r * rho).sum(-1) <= 0) | ((rho * r_unscaled).sum(-1) <= 0)
+        turning = (check & turns).any()
+        # the whole trajectory, at the subtree's last leaf: Pyro's biased choice and U-turn check
+        merge = last & ~turning & ~diverging
+        chosen = merge & (uniforms[1] < torch.exp(weight - tree_weight))
+        tree_z = torch.where(chosen, proposal_z, tree_z)
+        tree_pe = torch.where(chosen, proposal_pe, tree_pe)
+        tree_grad = torch.where(chosen, proposal_grad, tree_grad)
+        accepted = accepted | chosen
+        tree_r_sum = torch.where(merge, tree_r_sum + r_sum, tree_r_sum)
+        rho = tree_r_sum - (far_r + r_unscaled) / 2
+        whole_turning = merge & ((far_r.dot(rho) <= 0) | (r_unscaled.dot(rho) <= 0))
+        tree_weight = torch.where(merge, torch.logaddexp(tree_weight, weight), tree_weight)
+        stop = turning | diverging | whole_turning | ~ok
+        return (z, r, grad, r_unscaled, pe, proposal_z, proposal_pe, proposal_grad, weight, r_sum,
+                checkpoint_r, checkpoint_r_sum, sum_accept, tree_z, tree_pe, tree_grad, tree_weight,
+                tree_r_sum, accepted, stop, diverging, ok)
+
+    return leaf
+
+
+def checkpoint_masks(leaf: int, depth: int) -> tuple[list[bool], list[bool]]:
+    """Which checkpoint leaf ``leaf`` of a subtree writes (at an even leaf), and which checkpoints
+    start the subtrees that end at it (at an odd one), as NumPyro's ``_leaf_idx_to_ckpt_idxs``:
+    ``depth`` checkpoints serve a subtree of ``2**depth`` leaves."""
+    top = bin(leaf >> 1).count("1")
+    ending = 0
+    while leaf >> ending & 1:
+        ending += 1
+    write = [i == top and leaf % 2 == 0 for i in range(depth)]
+    check = [top - ending < i <= top and leaf % 2 == 1 for i in range(depth)]
+    return write, check
