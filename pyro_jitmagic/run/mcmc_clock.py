@@ -36,6 +36,8 @@ class MCMCClock:
         self.wrap_potential: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
         self.before_sample: Callable[[], None] | None = None
         self.after_sample: Callable[[float, int], None] | None = None
+        #: what makes each sample instead of the kernel's own ``sample`` (a compiled trajectory)
+        self.inner_sample: Callable[[Any], Any] | None = None
 
     def instrument(self, patches: PatchSet, kernel: Any) -> None:
         """Time ``kernel``'s setup and samples and count its potential evaluations, through
@@ -70,7 +72,7 @@ class MCMCClock:
             if before is not None:
                 before()
             start = time.perf_counter()
-            result = sample(params)
+            result = (self.inner_sample or sample)(params)
             seconds = time.perf_counter() - start
             self.sample_seconds.append(seconds)
             if after is not None and self.potential_evals > evals:

@@ -169,7 +169,7 @@ class CompiledTrajectory(SwitchesToInductor):
         layout = self._layout = captured.layout
         self._eager_leaf = leaf_function(eager_potential(potential.captured.potential_fn, layout),
                                          layout.diagonal, captured.max_sliced_energy)
-        self._pyro_sample = kernel.sample
+        self._pyro_sample = type(kernel).sample.__get__(kernel)  # (NUTS's own: refusal() saw the type)
         self._masks: dict[int, list[tuple[Any, Any]]] = {}
         self._mass: tuple[tuple[Any, ...], tuple[Any, Any, Any]] | None = None
         self._yes, self._no = torch.ones((), dtype=torch.bool), torch.zeros((), dtype=torch.bool)

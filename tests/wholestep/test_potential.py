@@ -166,4 +166,6 @@ def test_backend_inductor_runs_nuts_on_torchscript_while_the_kernels_come(monkey
                       r"\(inductor's kernels of the trajectory were not ready yet\)", notes)
     assert built is not None, notes
     assert int(built[1]) + int(built[2]) == 80 and 0 < int(built[2]) < 80
+    timed = twin.report.mcmc_runs[0]  # the run's clock times the samples the trajectory makes too
+    assert (timed.warmup_steps, timed.num_samples) == (40, 40)
     assert torch.isfinite(mcmc.get_samples()["loc"]).all() and len(mcmc.get_samples()["loc"]) == 40

@@ -146,7 +146,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self.compiled_potential = compiled
         recorder.watch_sentinel(compiled.sentinel)
         if self.top == "inductor":
-            self.trajectory = trajectory_started(self.ctx, self.target, self.kernel, compiled, self._patches,
+            self.trajectory = trajectory_started(self.ctx, self.target, self.kernel, compiled, self._clock,
                                                  codegen=False)
             self._maybe_codegen(self.trajectory or compiled, compiled.capture_seconds)
 

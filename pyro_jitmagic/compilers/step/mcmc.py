@@ -87,8 +87,8 @@ class WholeMCMCRoute(MCMCRoute):
         entries[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY, seconds)
         self._install(compiled)
         if self.backend == "inductor":
-            assert self._patches is not None
-            self.trajectory = trajectory_started(self.ctx, self.target, kernel, compiled, self._patches)
+            assert self._clock is not None
+            self.trajectory = trajectory_started(self.ctx, self.target, kernel, compiled, self._clock)
             if self.trajectory is None:
                 inductor_started(self.ctx, self.target, compiled)
         else:
@@ -163,12 +163,13 @@ def inductor_said(ctx: RunContext, target: str, compiled: Any) -> None:
         ctx.recorder.note(f"{target}: {compiled.fallback}")
 
 
-def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any, patches: PatchSet,
+def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any, clock: MCMCClock,
                        warm: bool | None = None, expected: float | None = None,
                        codegen: bool = True) -> Any:
-    """Capture ``kernel``'s NUTS trajectories around the compiled ``potential`` and install them,
-    starting inductor's kernels in the background (``codegen``): Pyro's kernel runs each iteration
-    until they are ready. None, with the reason said, where the trajectories stay in Pyro's kernel."""
+    """Capture ``kernel``'s NUTS trajectories around the compiled ``potential`` and make them the
+    run's samples (within its clock), starting inductor's kernels in the background (``codegen``):
+    Pyro's kernel runs each iteration until they are ready. None, with the reason said, where the
+    trajectories stay in Pyro's kernel."""
     from ...wholestep import CannotCompile
     from ...wholestep.backends import no_cxx_reason
     from ...wholestep.trajectory import compile_trajectory, refusal
@@ -183,7 +184,7 @@ def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any
     if trajectory is None:
         ctx.recorder.note(f"{target}: the trajectories run in Pyro's kernel on the compiled potential: {why}")
         return None
-    trajectory.install(patches)
+    clock.inner_sample = trajectory.sample
     ctx.recorder.watch_sentinel(trajectory.sentinel)
     if codegen:
         inductor_started(ctx, target, trajectory, warm, expected)
