@@ -1,10 +1,10 @@
-"""Pyro's NUTS kernel state, as a compiled trajectory reads and writes it.
+"""Pyro's HMC and NUTS kernel state, as a compiled trajectory reads and writes it.
 
-``NUTS.sample`` (pyro/infer/mcmc/nuts.py) keeps its last state in a cache, its tree limits and its
-run's tallies (iteration, acceptances, divergences) in private attributes, and hands each warm-up
-iteration to its adapter. A compiled trajectory does exactly what that method does around the
-trajectory, through these functions, so that ``MCMC``'s progress bar, diagnostics and a later
-``MCMC.run`` find the kernel as Pyro's own ``sample`` would leave it.
+``HMC.sample`` and ``NUTS.sample`` (pyro/infer/mcmc/hmc.py, nuts.py) keep the kernel's last state
+in a cache, its tree limits and its run's tallies (iteration, acceptances, divergences) in private
+attributes, and hand each warm-up iteration to its adapter. A compiled trajectory does exactly
+what those methods do around the trajectory, through these functions, so that ``MCMC``'s progress
+bar, diagnostics and a later ``MCMC.run`` find the kernel as Pyro's own ``sample`` leaves it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def remember(kernel: Any, z: dict[str, Any], potential_energy: Any, z_grads: dic
 
 
 def tree_limits(kernel: Any) -> tuple[int, float]:
-    """``(max_tree_depth, max_sliced_energy)``: when NUTS stops doubling, when a leaf diverges."""
-    return kernel._max_tree_depth, float(kernel._max_sliced_energy)
+    """``(max_tree_depth, max_sliced_energy)``: when NUTS stops doubling (1 for HMC, which does not
+    double), when a leaf diverges."""
+    return getattr(kernel, "_max_tree_depth", 1), float(kernel._max_sliced_energy)
 
 
 def in_warmup(kernel: Any) -> bool:
@@ -34,8 +35,8 @@ def in_warmup(kernel: Any) -> bool:
 
 def iteration_ends(kernel: Any, z: dict[str, Any], z_grads: dict[str, Any], accept_prob: Any,
                    accepted: bool, diverging: bool) -> None:
-    """The end of ``NUTS.sample``: the divergence, the iteration and acceptance tallies, and the
-    adapter's step (step size, mass matrix) during warm-up."""
+    """The end of ``HMC.sample`` and ``NUTS.sample``: the divergence, the iteration and acceptance
+    tallies, and the adapter's step (step size, mass matrix) during warm-up."""
     if diverging and kernel._t >= kernel._warmup_steps:
         kernel._divergences.append(kernel._t - kernel._warmup_steps)
     kernel._t += 1

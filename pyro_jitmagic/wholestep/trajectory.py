@@ -1,4 +1,4 @@
-"""NUTS trajectories built by a compiled graph, one call per leapfrog step.
+"""HMC and NUTS trajectories built by a compiled graph, one call per leapfrog step.
 
 With the potential and its gradient compiled (:mod:`.potential`), most of a NUTS run is Pyro's
 tree building in Python (docs/benchmarks.md, The whole step). Here each leaf of the tree
@@ -11,7 +11,9 @@ The algorithm is Pyro's: multinomial sampling with its biased choice between tre
 criterion and divergence threshold. Its random draws are taken in another order, so a run follows
 the distribution of Pyro's kernel, not its draws. A leaf the graph cannot run (a failed guard, an
 error such as a singular Cholesky factor) runs the same function eagerly on Pyro's potential and
-gradient; a kernel the graph does not cover runs Pyro's own ``sample`` (:func:`refusal`).
+gradient; a kernel the graph does not cover runs Pyro's own ``sample`` (:func:`refusal`). HMC's
+trajectories are the same leaves without the tree: ``num_steps`` of them, then Pyro's Metropolis
+correction.
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ _OUT = {name: i for i, name in enumerate(OUTPUTS)}
 
 def refusal(kernel: Any) -> str | None:
     """Why this kernel's trajectories stay in Pyro's ``sample``, or None when they compile."""
-    from pyro.infer.mcmc import NUTS
+    from pyro.infer.mcmc import HMC, NUTS
     from pyro.infer.mcmc.adaptation import BlockMassMatrix
 
-    if type(kernel) is not NUTS:
+    if type(kernel) not in (HMC, NUTS):
         return (f"{type(kernel).__name__}'s trajectories run in Pyro's kernel (compiled trajectories "
-                "are NUTS's)")
-    if not kernel.use_multinomial_sampling:
+                "are HMC's and NUTS's own)")
+    if type(kernel) is NUTS and not kernel.use_multinomial_sampling:
         return "NUTS(use_multinomial_sampling=False) samples slices: its trajectories run in Pyro's kernel"
     if type(kernel.mass_matrix_adapter) is not BlockMassMatrix:
         return (f"the {type(kernel.mass_matrix_adapter).__name__} mass matrix runs in Pyro's kernel "
@@ -144,14 +146,15 @@ class CompiledTrajectory(SwitchesToInductor):
         Iterations run by Pyro's own ``sample`` instead, the last one because of ``declined``.
     """
 
-    #: what the report calls it
-    what = "NUTS trajectory"
 
     def __init__(self, kernel: Any, potential: Any, captured: CapturedTrajectory, codegen: Codegen,
                  fallback: str | None, waits: bool = False) -> None:
         import torch
 
         self.kernel, self.potential, self.captured = kernel, potential, captured
+        #: what the report calls it
+        self.what = f"{type(kernel).__name__} trajectory"
+        self._fixed = self.what == "HMC trajectory"  # a fixed number of leapfrog steps, no tree
         self.backend = codegen.backend
         self.graph_nodes = len(captured.graph.graph.nodes)
         self.kernels = codegen.kernels
@@ -197,8 +200,9 @@ class CompiledTrajectory(SwitchesToInductor):
             z = params
             grads, energy = compat.potential_grad_owners()[0].potential_grad(kernel.potential_fn, z)
             kernel_state.remember(kernel, z, energy, grads)
+        build = self._fixed_length if self._fixed else self._trajectory
         with torch.no_grad(), optional(pyro.validation_enabled(False), kernel_state.in_warmup(kernel)):
-            accepted, diverging, tree, accept_prob = self._trajectory(z, energy, grads)
+            accepted, diverging, tree, accept_prob = build(z, energy, grads)
         if accepted:
             z, grads = layout.unflatten(tree[0]), layout.unflatten(tree[2])
             kernel_state.remember(kernel, z, tree[1], grads)
@@ -236,7 +240,39 @@ class CompiledTrajectory(SwitchesToInductor):
             if out[19]:
                 diverging = bool(out[20])
                 break
-        return bool(tree[5]), diverging, tree, sum_accept / leaves
+        return bool(tree[5]), diverging, tree, sum_accept / leaves  # (an iteration's mean, as Pyro's)
+
+    def _fixed_length(self, z: dict[str, Any], energy: Any,
+                      grads: dict[str, Any]) -> tuple[bool, bool, Any, Any]:
+        """HMC's trajectory: ``num_steps`` leapfrog steps, then Pyro's Metropolis correction (the
+        leaf's tree outputs go unused)."""
+        import torch
+
+        layout, kernel = self._layout, self.kernel
+        inverse, sqrt, sqrt_inverse = self._mass_terms()
+        flat_z, flat_grad = layout.flatten(z), layout.flatten(grads)
+        r_unscaled = torch.randn(layout.size, dtype=flat_z.dtype)
+        r = sqrt * r_unscaled if layout.diagonal else sqrt @ r_unscaled
+        energy0 = energy + 0.5 * r_unscaled.dot(r_unscaled)
+        step = torch.tensor(kernel.step_size, dtype=flat_z.dtype)
+        no = torch.zeros(self.captured.depth, dtype=torch.bool)
+        zero, half = torch.zeros_like(energy), torch.full((2,), 0.5, dtype=flat_z.dtype)
+        tree = (flat_z, energy, flat_grad, zero, r_unscaled, self._no)
+        out: tuple[Any, ...] = ()
+        run = self._run_now()
+        for _ in range(kernel.num_steps):
+            out = self._leaf(run, (flat_z, r, flat_grad, step, inverse, sqrt_inverse, energy0, *tree[:3],
+                                   zero, r_unscaled, self._tables, self._tables, zero, *tree, r_unscaled,
+                                   no, no, self._yes, self._no, half))
+            flat_z, r, flat_grad = out[0], out[1], out[2]
+        r_unscaled = out[_OUT["r_unscaled"]]
+        delta = out[_OUT["pe"]] + 0.5 * r_unscaled.dot(r_unscaled) - energy0
+        if torch.isnan(delta):
+            delta = torch.full_like(delta, float("inf"))
+        accept_prob = (-delta).exp().clamp(max=1.0)
+        accepted = bool(torch.rand(()) < accept_prob)
+        diverging = bool(delta > self.captured.max_sliced_energy)
+        return accepted, diverging, (flat_z, out[_OUT["pe"]], flat_grad), accept_prob
 
     def _subtree(self, level: int, start: tuple[Any, ...], far_r: Any, step: Any, fixed: tuple[Any, Any, Any],
                  tree: tuple[Any, ...], sum_accept: Any) -> tuple[tuple[Any, ...], int]:

@@ -144,7 +144,7 @@ def inductor_started(ctx: RunContext, target: str, compiled: Any, warm: bool | N
     where = ("from inductor's disk cache" if warm else "in a worker process"
              + (f", expected {expected:.0f} s" if expected is not None else ""))
     meanwhile = ("the iterations run Pyro's kernel on the step backend's potential"
-                 if compiled.what == "NUTS trajectory" else "the evaluations run on the step backend")
+                 if compiled.what.endswith("trajectory") else "the evaluations run on the step backend")
     ctx.recorder.note(f"{target}: inductor builds the {compiled.what}'s kernels in the background ({where}); "
                       f"{meanwhile} until they are ready")
 
@@ -197,12 +197,13 @@ def trajectory_said(ctx: RunContext, target: str, trajectory: Any) -> None:
         return
     built, pyro = trajectory.iterations, trajectory.pyro_iterations
     if not built:
-        ctx.recorder.note(f"{target}: the compiled NUTS trajectory built no iteration of this run: Pyro's "
+        ctx.recorder.note(f"{target}: the compiled {trajectory.what} built no iteration of this run: Pyro's "
                           f"kernel ran the {pyro:,} after its capture ({trajectory.declined})")
         return
     eager = f", {trajectory.eager_leaves:,} of them eager" if trajectory.eager_leaves else ""
-    text = (f"{target}: NUTS trajectories compiled: {built:,} of {built + pyro:,} iterations built by the "
-            f"compiled leapfrog ({trajectory.leaves + trajectory.eager_leaves:,} leapfrog steps{eager}; "
+    kind = trajectory.what.split()[0]
+    text = (f"{target}: {kind} trajectories compiled: {built:,} of {built + pyro:,} iterations built by "
+            f"the compiled leapfrog ({trajectory.leaves + trajectory.eager_leaves:,} leapfrog steps{eager}; "
             f"its capture took {trajectory.capture_seconds * 1e3:.0f} ms)")
     if pyro:
         text += f"; {pyro:,} ran Pyro's kernel ({trajectory.declined})"
