@@ -24,7 +24,13 @@ Ways:
   process (inductor also keeps compiled kernels in memory, so a cold compile in a process
   that compiled the same graph before would not be cold);
 * inductor warm: the same in this process, served from the on-disk cache that the cold
-  run filled;
+  run filled. For NUTS, inductor compiles the trajectory (each leapfrog step with the tree's
+  bookkeeping, the potential inlined: ``wholestep/trajectory.py``) and the potential runs on
+  TorchScript for the set-up and step-size search; "step" is then the whole run's time per
+  gradient after compiling, the trajectory's Python included;
+* %%pyrojit, %%pyrojit --backend inductor (NUTS only): the run inside
+  ``pyro_jitmagic.compiled()`` as a cell runs it, plain (the climb) or with inductor, in this
+  process (inductor's disk cache warm after the first round): whole runs, set-up included;
 * inductor unguarded (simple SVI only): inductor warm with the guards, the call-site check and
   the sentinel made no-ops, so that what they cost a step is the difference of the two medians
   (they must cost at most 5 us a step);
@@ -67,7 +73,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpyro_ways  # a sibling script, found through the path above
 
-WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded", *numpyro_ways.WAYS)
+#: ways of NUTS workloads only: whole runs as a cell runs them
+MAGIC_WAYS = ("%%pyrojit", "%%pyrojit --backend inductor")
+WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded", *MAGIC_WAYS,
+        *numpyro_ways.WAYS)
 #: What guards and the sentinel may cost a step of the simple SVI on inductor's kernels, and what
 #: share of a run the sentinel's checks may take.
 GUARD_BUDGET = 5e-6
@@ -76,6 +85,8 @@ TARGETS = {  # (workload prefix, way, figure, at least)
     "simple SVI": [("inductor warm", "step", 15.0), ("step", "step", 2.0)],
     "HMM": [("inductor warm", "step", 15.0), ("step", "step", 3.0)],
     "NUTS": [("inductor warm", "step", 5.0), ("inductor warm", "total", 1.5)],
+    "NUTS tutorial": [("%%pyrojit", "total", 3.0), ("%%pyrojit --backend inductor", "total", 3.0)],
+    "NUTS eight schools": [("%%pyrojit", "total", 5.0), ("%%pyrojit --backend inductor", "total", 5.0)],
 }
 #: Against NumPyro: (workload prefix, NumPyro's way, at least): how many times NumPyro's time a
 #: step of inductor warm is (SVI), or its whole run's time per gradient (NUTS); 1/3: within 3x.
@@ -271,6 +282,7 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     from pyro_jitmagic.compat import capture as compat
     from pyro_jitmagic.patch import PatchSet
     from pyro_jitmagic.wholestep import compile_potential
+    from pyro_jitmagic.wholestep.trajectory import compile_trajectory
 
     model, args = nuts_workload(workload)
     pyro.set_rng_seed(1)
@@ -298,12 +310,16 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     def compiling_setup(warmup_steps: int, *a: Any, **k: Any) -> Any:
         result = setup(warmup_steps, *a, **k)
         t = time.perf_counter()
-        compiled = compile_potential(kernel, kernel.initial_params, backend=way.split()[0])  # type: ignore[arg-type]
+        # the potential on TorchScript (set-up and step-size search), the trajectories on inductor
+        compiled = compile_potential(kernel, kernel.initial_params, backend="step")
+        trajectory = compile_trajectory(kernel, compiled, backend="inductor") if way == "inductor" else None
         info["compile"] = time.perf_counter() - t
-        info["note"] = describe(compiled)
-        info["compiled"] = compiled
+        info["note"] = describe(trajectory or compiled)
+        info["compiled"], info["trajectory"] = compiled, trajectory
         patches.restore()
         compiled.install(patches, kernel)
+        if trajectory is not None:
+            trajectory.install(patches)
         time_potentials()
         return result
 
@@ -318,12 +334,37 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
     finally:
         patches.restore()
     total = time.perf_counter() - start
-    note = f"{len(evals)} gradients" + (f", {info['note']}" if info["note"] else "")
+    trajectory = info.get("trajectory")
+    leaves = trajectory.leaves + trajectory.eager_leaves if trajectory is not None else 0
+    note = f"{len(evals) + leaves} gradients" + (f", {info['note']}" if info["note"] else "")
     compiled = info.get("compiled")
     if compiled is not None and compiled.eager_calls:
         note += f", {compiled.eager_calls} evaluations ran eagerly"
-    return Run(total=total, step=statistics.median(evals), compile=info["compile"], evals=len(evals),
-               note=note)
+    # with a compiled trajectory a gradient is a leaf (its leapfrog step inlines the potential):
+    # "step" is then the run's time per gradient, the trajectory's Python included
+    step = (total - info["compile"]) / (len(evals) + leaves) if leaves else statistics.median(evals)
+    return Run(total=total, step=step, compile=info["compile"], evals=len(evals) + leaves, note=note)
+
+
+def run_magic(workload: str, way: str, sizes: dict[str, int]) -> Run:
+    """A NUTS run as a ``%%pyrojit`` cell runs it (``pyro_jitmagic.compiled``): plain (the
+    climb), or ``--backend inductor``; in this process, so inductor's disk cache is warm."""
+    import pyro
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    import pyro_jitmagic
+
+    model, args = nuts_workload(workload)
+    pyro.set_rng_seed(1)
+    mcmc = MCMC(NUTS(model), num_samples=sizes["NUTS samples"], warmup_steps=sizes["NUTS samples"],
+                disable_progbar=True)
+    options = {"backend": "inductor"} if way == "%%pyrojit --backend inductor" else {}
+    start = time.perf_counter()
+    with pyro_jitmagic.compiled(names={}, **options) as run:
+        mcmc.run(*args)
+    total = time.perf_counter() - start
+    built = [n.split(": ", 1)[1] for n in run.report.notes if "NUTS trajectories compiled" in n]
+    return Run(total=total, step=float("nan"), note=built[0] if built else "no compiled trajectory")
 
 
 def run_way(workload: str, way: str, sizes: dict[str, int]) -> Run:
@@ -375,7 +416,7 @@ def _duration(seconds: float) -> str:
 
 
 def table_lines(table: Table) -> list[str]:
-    lines = [f"{'workload':<24} {'way':<14} {'step':>10} {'total':>10} {'compile':>10} "
+    lines = [f"{'workload':<24} {'way':<28} {'step':>10} {'total':>10} {'compile':>10} "
              f"{'step vs pyro':>12} {'total vs pyro':>13}  notes"]
     for workload, ways in table.runs.items():
         pyro = ways.get("pyro")
@@ -384,10 +425,11 @@ def table_lines(table: Table) -> list[str]:
             if not runs:
                 continue
             step, total = _median(runs, "step"), _median(runs, "total")
-            ratio_step = f"{_median(pyro, 'step') / step:.1f}x" if pyro else "-"
+            ratio_step = f"{_median(pyro, 'step') / step:.1f}x" if pyro and step == step else "-"
             ratio_total = f"{_median(pyro, 'total') / total:.2f}x" if pyro else "-"
             compile_seconds = _median(runs, "compile")
-            lines.append(f"{workload:<24} {way:<14} {_duration(step):>10} {_duration(total):>10} "
+            shown = _duration(step) if step == step else "-"  # (a cell's run has no time per step)
+            lines.append(f"{workload:<24} {way:<28} {shown:>10} {_duration(total):>10} "
                          f"{_duration(compile_seconds) if compile_seconds else '-':>10} {ratio_step:>12} "
                          f"{ratio_total:>13}  {runs[-1].note}")
         lines.append("")
@@ -518,6 +560,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
                     elif way == "inductor unguarded":
                         if workload.startswith("simple SVI"):
                             table.add(workload, way, run_way(workload, way, sizes))
+                    elif way in MAGIC_WAYS:
+                        if workload.startswith("NUTS"):
+                            table.add(workload, way, run_magic(workload, way, sizes))
                     elif way in numpyro_ways.WAYS:
                         if numpyro_ways.applies(workload, way):
                             table.add(workload, way, run_numpyro(workload, way, sizes))
