@@ -12,6 +12,8 @@ under ``%%pyrojit --backend pyro``; under ``%%pyrojit --backend pyro --compare -
 * eager / compiled and by hand / compiled: wall time of the run cell, eager or
   with Pyro's JIT by hand, over its time under ``%%pyrojit`` (compiling
   included; one run each, on toy sizes: a sign, not a benchmark);
+* plain / best: plain ``%%pyrojit`` (the climb, run as ``--auto``) over the better of eager and
+  Pyro's JIT by hand, medians over ``--rounds``; the promise is at most 1.15 on every model;
 * risky: the risky JIT warnings ``%%pyrojit`` reported (groups of identical ones).
 
 Usage::
@@ -40,7 +42,9 @@ from five_ways import WAYS, ModelRun, run_model  # noqa: E402
 from zoo import BY_NAME, MODELS  # noqa: E402
 
 QUICK_MODELS = ("net_empty_guide", "control_branch")
-COLUMNS = ("model", "compiled", "verdict", "eager / compiled", "by hand / compiled", "risky")
+COLUMNS = ("model", "compiled", "verdict", "eager / compiled", "by hand / compiled", "plain / best", "risky")
+#: plain %%pyrojit (the climb: ``--auto``) at most this many times the better of eager and Pyro's JIT
+PLAIN_PROMISE = 1.15
 
 
 def _cell(text: str) -> str:
@@ -93,17 +97,51 @@ def ratio_column(run: ModelRun, way: str) -> str:
     return f"{numerator.seconds / magic.seconds:.2f}"
 
 
+def plain_over_best(rounds: Sequence[ModelRun]) -> float | None:
+    """Plain ``%%pyrojit``'s run time over the better of eager's and Pyro's JIT by hand, each the
+    median over rounds; None where a way failed."""
+    import statistics
+
+    def median(way: str) -> float | None:
+        seconds = [r[way].seconds for r in rounds if way in r.ways and r[way].ok]
+        return statistics.median(seconds) if len(seconds) == len(rounds) else None
+
+    plain, eager, by_hand = median("auto"), median("eager"), median("by hand")
+    if plain is None or eager is None:
+        return None
+    return plain / min(eager, by_hand if by_hand is not None else eager)
+
+
 def risky_column(run: ModelRun) -> str:
     report = run["magic"].result
     return "-" if report is None else str(len(report.risky_warnings))
 
 
-def table(runs: Sequence[ModelRun]) -> list[str]:
+def table(runs: Sequence[Sequence[ModelRun]]) -> list[str]:
+    """One row per model, from its rounds (the first round's report; ratios of medians)."""
     rows = [COLUMNS, tuple("---" for _ in COLUMNS)]
-    for run in runs:
+    for rounds in runs:
+        run, plain = rounds[0], plain_over_best(rounds)
         rows.append((run.model.name, compiled_column(run), verdict_column(run),
-                     ratio_column(run, "eager"), ratio_column(run, "by hand"), risky_column(run)))
+                     ratio_column(run, "eager"), ratio_column(run, "by hand"),
+                     "-" if plain is None else f"{plain:.2f}", risky_column(run)))
     return ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+
+
+def promise_lines(runs: Sequence[Sequence[ModelRun]]) -> list[str]:
+    """Whether plain ``%%pyrojit`` kept within :data:`PLAIN_PROMISE` of the better way, per model."""
+    ratios = {rounds[0].model.name: plain_over_best(rounds) for rounds in runs}
+    measured = {name: r for name, r in ratios.items() if r is not None}
+    if not measured:
+        return []
+    over = sorted((r, name) for name, r in measured.items() if r > PLAIN_PROMISE)
+    worst = max((r, name) for name, r in measured.items())
+    verdict = "PASS" if not over else "MISS"
+    lines = [f"{verdict}  plain %%pyrojit within {PLAIN_PROMISE}x of the better of eager and Pyro's JIT "
+             f"by hand on {len(measured) - len(over)} of {len(measured)} models (worst {worst[0]:.2f}, "
+             f"{worst[1]})"]
+    lines += [f"      over: {name} {r:.2f}" for r, name in over]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
@@ -117,6 +155,8 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     parser.add_argument("--backend", choices=("pyro", "step", "inductor"), default="pyro",
                         help="the magic's --backend (with step or inductor, --auto is left out: it "
                              "decides for Pyro's JIT only)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each model's ways this many times: the ratios are of medians (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"only {' and '.join(QUICK_MODELS)}: checks the script runs, measures nothing")
     args = parser.parse_args(argv)
@@ -139,13 +179,17 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
         start = time.perf_counter()
         for model in models:
             began = time.perf_counter()
-            runs.append(run_model(shell, model, ways, args.backend))
-            print(f"  {model.name}: five ways in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+            runs.append([run_model(shell, model, ways, args.backend) for _ in range(args.rounds)])
+            print(f"  {model.name}: five ways, {args.rounds} rounds, in {time.perf_counter() - began:.1f} s",
+                  file=sys.stderr)
     finally:
         torch.set_num_threads(threads_before)
     print(f"load:     {load_average()}")
     print(f"{len(models)} models, five ways each, in {time.perf_counter() - start:.0f} s\n")
     for line in table(runs):
+        print(line)
+    print()
+    for line in promise_lines(runs):
         print(line)
     return 0
 

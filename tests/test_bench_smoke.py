@@ -90,12 +90,14 @@ def test_bench_executor_prints_each_setting_and_the_switching_check(capsys, monk
 def test_bench_real_models_prints_a_table_row_per_model(run_script):
     out = run_script("bench_real_models")
     lines = out.splitlines()
-    header = "| model | compiled | verdict | eager / compiled | by hand / compiled | risky |"
+    header = "| model | compiled | verdict | eager / compiled | by hand / compiled | plain / best | risky |"
     assert header in lines
     rows = [line for line in lines if line.startswith("| ") and not line.startswith(("| model", "| ---"))]
     assert [row.split(" | ")[0] for row in rows] == ["| net_empty_guide", "| control_branch"]
     control = rows[1].split(" | ")
-    assert control[1] == "yes" and control[5] == "1 |"  # compiled, with the branch named as risky
+    assert control[1] == "yes" and control[6] == "1 |"  # compiled, with the branch named as risky
+    assert float(control[5]) > 0  # plain %%pyrojit over the better of eager and by hand
+    assert "plain %%pyrojit within 1.15x of the better of eager and Pyro's JIT by hand on" in out
 
 
 def test_bench_capture_prints_both_ways_for_each_capture(capsys, monkeypatch):
