@@ -20,15 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: the inputs of a leaf, in order (see :func:`leaf_function`)
-INPUTS = ("z", "r", "grad", "step", "inverse_mass", "sqrt_inverse", "energy0",
-          "proposal_z", "proposal_pe", "proposal_grad", "weight", "r_sum", "checkpoint_r",
-          "checkpoint_r_sum", "sum_accept", "tree_z", "tree_pe", "tree_grad", "tree_weight",
-          "tree_r_sum", "accepted", "far_r", "write", "check", "first", "last", "uniforms")
-#: its outputs, in order
-OUTPUTS = ("z", "r", "grad", "r_unscaled", "pe", "proposal_z", "proposal_pe", "proposal_grad",
-           "weight", "r_sum", "checkpoint_r", "checkpoint_r_sum", "sum_accept", "tree_z", "tree_pe",
-           "tree_grad", "tree_weight", "tree_r_sum", "accepted", "stop", "diverging", "ok")
+#: the rows of a packed leaf's state of vectors (see :func:`packed_leaf`)
+ROWS = ("z", "r", "grad", "r_unscaled", "proposal_z", "proposal_grad", "r_sum", "tree_z", "tree_grad",
+        "tree_r_sum")
+#: the entries of its state of scalars (flags as 0 or 1)
+SCALARS = ("pe", "proposal_pe", "weight", "sum_accept", "tree_pe", "tree_weight", "accepted", "diverging",
+           "ok")
+ROW = {name: i for i, name in enumerate(ROWS)}
+SCALAR = {name: i for i, name in enumerate(SCALARS)}
 
 
 @dataclass(frozen=True)
@@ -172,3 +171,48 @@ def checkpoint_masks(leaf: int, depth: int) -> tuple[list[bool], list[bool]]:
     write = [i == top and leaf % 2 == 0 for i in range(depth)]
     check = [top - ending < i <= top and leaf % 2 == 1 for i in range(depth)]
     return write, check
+
+
+def packed_leaf(leaf: Callable[..., Any]) -> Callable[..., Any]:
+    """``leaf`` (:func:`leaf_function`) with its state packed into a few tensors: ``(vectors,
+    scalars, checkpoints, inverse_mass, sqrt_inverse, fixed, far_r, place, uniforms) -> (vectors,
+    scalars, checkpoints, stop)``.
+
+    ``vectors`` holds :data:`ROWS`, ``scalars`` :data:`SCALARS` (rows and entries a leaf does not
+    read are outputs only), ``checkpoints`` the momenta and sums, ``fixed`` the signed step size and
+    the starting energy, ``place`` the leaf's write and check masks, then whether it is its
+    subtree's first and last. Four outputs instead of twenty-two: inductor's Python allocates each
+    output on every call, which cost more than the leaf's arithmetic (docs/benchmarks.md)."""
+
+    def packed(vectors: Any, scalars: Any, checkpoints: Any, inverse_mass: Any, sqrt_inverse: Any,
+               fixed: Any, far_r: Any, place: Any, uniforms: Any) -> tuple[Any, Any, Any, Any]:
+        z, r, grad, _, proposal_z, proposal_grad, r_sum, tree_z, tree_grad, tree_r_sum = vectors.unbind()
+        _, proposal_pe, weight, sum_accept, tree_pe, tree_weight, accepted, _, _ = scalars.unbind()
+        depth = checkpoints.shape[1]
+        (z, r, grad, r_unscaled, pe, proposal_z, proposal_pe, proposal_grad, weight, r_sum, checkpoint_r,
+         checkpoint_r_sum, sum_accept, tree_z, tree_pe, tree_grad, tree_weight, tree_r_sum, accepted, stop,
+         diverging, ok) = leaf(
+            z, r, grad, fixed[0], inverse_mass, sqrt_inverse, fixed[1], proposal_z, proposal_pe,
+            proposal_grad, weight, r_sum, checkpoints[0], checkpoints[1], sum_accept, tree_z, tree_pe,
+            tree_grad, tree_weight, tree_r_sum, accepted > 0.5, far_r, place[:depth], place[depth:2 * depth],
+            place[2 * depth], place[2 * depth + 1], uniforms)
+        vectors = _rows(z, r, grad, r_unscaled, proposal_z, proposal_grad, r_sum, tree_z, tree_grad,
+                        tree_r_sum)
+        flags = [flag.to(pe.dtype) for flag in (accepted, diverging, ok)]
+        scalars = _rows(pe, proposal_pe, weight, sum_accept, tree_pe, tree_weight, *flags)
+        return vectors, scalars, _rows(checkpoint_r, checkpoint_r_sum), stop
+
+    return packed
+
+
+def _rows(*values: Any) -> Any:
+    """``torch.stack(values)`` written pointwise (a chain of ``where`` on the row index): inductor
+    fuses it into the kernel that computes the values, where a stack is lowered into one view of
+    the output per value, each rebuilt by its Python on every call."""
+    import torch
+
+    index = torch.arange(len(values)).view(-1, *([1] * values[0].dim()))
+    out = values[-1].expand(len(values), *values[-1].shape)
+    for i in range(len(values) - 2, -1, -1):
+        out = torch.where(index == i, values[i], out)
+    return out

@@ -29,9 +29,7 @@ from ..guards import Finding, Sentinel, agree
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import prune, simplify, trace_restoring
 from .errors import CannotCompile
-from .leapfrog import OUTPUTS, Layout, checkpoint_masks, leaf_function
-
-_OUT = {name: i for i, name in enumerate(OUTPUTS)}
+from .leapfrog import ROW, SCALAR, Layout, checkpoint_masks, leaf_function, packed_leaf
 
 
 def refusal(kernel: Any) -> str | None:
@@ -79,7 +77,7 @@ def capture_trajectory(kernel: Any, potential: Any) -> CapturedTrajectory:
     except ValueError as exc:
         raise CannotCompile(str(exc)) from None
     depth, max_sliced = kernel_state.tree_limits(kernel)
-    leaf = leaf_function(_graph_potential(captured.graph, layout), layout.diagonal, max_sliced)
+    leaf = packed_leaf(leaf_function(_graph_potential(captured.graph, layout), layout.diagonal, max_sliced))
     inputs = _example_inputs(layout, params, kernel.inverse_mass_matrix, depth)
     graph = trace_restoring(leaf, inputs, lambda patches: None, "the NUTS trajectory")
     for node in graph.graph.nodes:
@@ -118,19 +116,19 @@ def eager_potential(potential_fn: Any, layout: Layout) -> Any:
 
 
 def _example_inputs(layout: Layout, params: dict[str, Any], inverse_mass: Any, depth: int) -> list[Any]:
+    """Inputs of a packed leaf (:func:`~.leapfrog.packed_leaf`) to trace it on."""
     import torch
 
+    from .leapfrog import ROWS, SCALARS
+
     z = layout.flatten(params).detach().clone()
-    scalar = torch.zeros((), dtype=z.dtype)
     inverse, _, sqrt_inverse = layout.mass_terms(inverse_mass)
-    vector = torch.zeros_like(z)
-    table = torch.zeros((depth, layout.size), dtype=z.dtype)
-    no = torch.zeros((), dtype=torch.bool)
-    mask = torch.zeros(depth, dtype=torch.bool)
-    return [z, vector.clone(), vector.clone(), scalar + 0.1, inverse, sqrt_inverse, scalar.clone(),
-            z.clone(), scalar.clone(), vector.clone(), scalar.clone(), vector.clone(), table, table.clone(),
-            scalar.clone(), z.clone(), scalar.clone(), vector.clone(), scalar.clone(), vector.clone(), no,
-            vector.clone(), mask, mask.clone(), no.clone(), no.clone(), torch.full((2,), 0.5, dtype=z.dtype)]
+    vectors = torch.zeros((len(ROWS), layout.size), dtype=z.dtype)
+    vectors[ROW["z"]] = vectors[ROW["proposal_z"]] = vectors[ROW["tree_z"]] = z
+    checkpoints = torch.zeros((2, depth, layout.size), dtype=z.dtype)
+    return [vectors, torch.zeros(len(SCALARS), dtype=z.dtype), checkpoints, inverse, sqrt_inverse,
+            torch.tensor([0.1, 0.0], dtype=z.dtype), torch.zeros_like(z),
+            torch.zeros(2 * depth + 2, dtype=torch.bool), torch.full((2,), 0.5, dtype=z.dtype)]
 
 
 class CompiledTrajectory(SwitchesToInductor):
@@ -170,14 +168,12 @@ class CompiledTrajectory(SwitchesToInductor):
         self._pending: Background | None = None
         self._waits = waits  # for inductor's kernels, running Pyro's kernel meanwhile
         layout = self._layout = captured.layout
-        self._eager_leaf = leaf_function(eager_potential(potential.captured.potential_fn, layout),
-                                         layout.diagonal, captured.max_sliced_energy)
+        self._eager_leaf = packed_leaf(leaf_function(eager_potential(potential.captured.potential_fn, layout),
+                                                     layout.diagonal, captured.max_sliced_energy))
         self._pyro_sample = type(kernel).sample.__get__(kernel)  # (NUTS's own: refusal() saw the type)
-        self._masks: dict[int, list[tuple[Any, Any]]] = {}
+        self._places: dict[int, list[Any]] = {}
         self._mass: tuple[tuple[Any, ...], tuple[Any, Any, Any]] | None = None
-        self._yes, self._no = torch.ones((), dtype=torch.bool), torch.zeros((), dtype=torch.bool)
-        dtype = captured.example_inputs[0].dtype
-        self._tables = torch.zeros((captured.depth, layout.size), dtype=dtype)
+        self._checkpoints = torch.zeros_like(captured.example_inputs[2])
 
     def install(self, patches: patch.PatchSet) -> None:
         """The kernel's ``sample`` is this one until ``patches.restore()``."""
@@ -210,37 +206,50 @@ class CompiledTrajectory(SwitchesToInductor):
         kernel_state.iteration_ends(kernel, z, grads, accept_prob, accepted, diverging)
         return z.copy()
 
+    def _start(self, z: dict[str, Any], energy: Any, grads: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """An iteration's start, packed: (vectors, scalars, M^-1, M^-1/2) with a fresh momentum."""
+        import torch
+
+        layout = self._layout
+        inverse, sqrt, sqrt_inverse = self._mass_terms()
+        flat_z, flat_grad = layout.flatten(z), layout.flatten(grads)
+        r_unscaled = torch.randn(layout.size, dtype=flat_z.dtype)
+        r = sqrt * r_unscaled if layout.diagonal else sqrt @ r_unscaled
+        vectors = torch.stack((flat_z, r, flat_grad, r_unscaled, flat_z, flat_grad, r_unscaled, flat_z,
+                               flat_grad, r_unscaled))
+        zero, one = torch.zeros_like(energy), torch.ones_like(energy)
+        # the whole trajectory so far is its first point: log weight 0, nothing accepted
+        scalars = torch.stack((energy, energy, zero, zero, energy, zero, zero, zero, one))
+        return vectors, scalars, inverse, sqrt_inverse
+
     def _trajectory(self, z: dict[str, Any], energy: Any,
                     grads: dict[str, Any]) -> tuple[bool, bool, Any, Any]:
         """Double the tree until it turns, diverges or is as deep as allowed: (accepted, diverging,
         (proposal, its energy, its gradient), mean acceptance probability of its leaves)."""
         import torch
 
-        layout, kernel = self._layout, self.kernel
-        inverse, sqrt, sqrt_inverse = self._mass_terms()
-        flat_z, flat_grad = layout.flatten(z), layout.flatten(grads)
-        r_unscaled = torch.randn(layout.size, dtype=flat_z.dtype)
-        r = sqrt * r_unscaled if layout.diagonal else sqrt @ r_unscaled
+        vectors, scalars, inverse, sqrt_inverse = self._start(z, energy, grads)
+        r_unscaled = vectors[ROW["r_unscaled"]]
         energy0 = energy + 0.5 * r_unscaled.dot(r_unscaled)
-        steps = torch.tensor([kernel.step_size, -kernel.step_size], dtype=flat_z.dtype).unbind()
-        ends = {1: (flat_z, r, flat_grad, r_unscaled), -1: (flat_z, r, flat_grad, r_unscaled)}
-        # (tree's proposal z, energy, gradient, log weight, momentum sum, accepted), the leaves' sum
-        # of acceptance probabilities
-        tree = (flat_z, energy, flat_grad, torch.zeros_like(energy), r_unscaled, self._no)
-        sum_accept, leaves, diverging = torch.zeros_like(energy), 0, False
-        depth = self.captured.depth
+        step = torch.tensor(self.kernel.step_size, dtype=energy0.dtype)
+        fixed = {1: torch.stack((step, energy0)), -1: torch.stack((-step, energy0))}
+        ends = {1: vectors, -1: vectors}  # rows z, r, grad and r_unscaled: the trajectory's two ends
+        leaves, diverging, depth = 0, False, self.captured.depth
         directions = (torch.rand(depth) < 0.5).tolist()
         for level in range(depth):
             direction = 1 if directions[level] else -1
-            out, built = self._subtree(level, ends[direction], ends[-direction][3], steps[direction < 0],
-                                       (inverse, sqrt_inverse, energy0), tree, sum_accept)
+            start = torch.cat((ends[direction][:4], vectors[4:]))
+            far_r = ends[-direction][ROW["r_unscaled"]]
+            vectors, scalars, built, stop = self._subtree(level, start, scalars, (inverse, sqrt_inverse),
+                                                          fixed[direction], far_r)
             leaves += built
-            ends[direction] = (out[0], out[1], out[2], out[3])
-            tree, sum_accept = out[13:19], out[12]
-            if out[19]:
-                diverging = bool(out[20])
+            ends[direction] = vectors
+            if stop:
+                diverging = bool(scalars[SCALAR["diverging"]] > 0.5)
                 break
-        return bool(tree[5]), diverging, tree, sum_accept / leaves  # (an iteration's mean, as Pyro's)
+        tree = (vectors[ROW["tree_z"]], scalars[SCALAR["tree_pe"]], vectors[ROW["tree_grad"]])
+        accept_prob = scalars[SCALAR["sum_accept"]] / leaves  # (the mean over its leaves, as Pyro's)
+        return bool(scalars[SCALAR["accepted"]] > 0.5), diverging, tree, accept_prob
 
     def _fixed_length(self, z: dict[str, Any], energy: Any,
                       grads: dict[str, Any]) -> tuple[bool, bool, Any, Any]:
@@ -248,60 +257,42 @@ class CompiledTrajectory(SwitchesToInductor):
         leaf's tree outputs go unused)."""
         import torch
 
-        layout, kernel = self._layout, self.kernel
-        inverse, sqrt, sqrt_inverse = self._mass_terms()
-        flat_z, flat_grad = layout.flatten(z), layout.flatten(grads)
-        r_unscaled = torch.randn(layout.size, dtype=flat_z.dtype)
-        r = sqrt * r_unscaled if layout.diagonal else sqrt @ r_unscaled
+        vectors, scalars, inverse, sqrt_inverse = self._start(z, energy, grads)
+        r_unscaled = vectors[ROW["r_unscaled"]]
         energy0 = energy + 0.5 * r_unscaled.dot(r_unscaled)
-        step = torch.tensor(kernel.step_size, dtype=flat_z.dtype)
-        no = torch.zeros(self.captured.depth, dtype=torch.bool)
-        zero, half = torch.zeros_like(energy), torch.full((2,), 0.5, dtype=flat_z.dtype)
-        tree = (flat_z, energy, flat_grad, zero, r_unscaled, self._no)
-        out: tuple[Any, ...] = ()
+        fixed = torch.stack((torch.tensor(self.kernel.step_size, dtype=energy0.dtype), energy0))
+        place, half = self._places_for(0)[0], torch.full((2,), 0.5, dtype=energy0.dtype)
         run = self._run_now()
-        for _ in range(kernel.num_steps):
-            out = self._leaf(run, (flat_z, r, flat_grad, step, inverse, sqrt_inverse, energy0, *tree[:3],
-                                   zero, r_unscaled, self._tables, self._tables, zero, *tree, r_unscaled,
-                                   no, no, self._yes, self._no, half))
-            flat_z, r, flat_grad = out[0], out[1], out[2]
-        r_unscaled = out[_OUT["r_unscaled"]]
-        delta = out[_OUT["pe"]] + 0.5 * r_unscaled.dot(r_unscaled) - energy0
+        for _ in range(self.kernel.num_steps):
+            vectors, scalars, _, _ = self._leaf(run, (vectors, scalars, self._checkpoints, inverse,
+                                                      sqrt_inverse, fixed, r_unscaled, place, half))
+        r_unscaled, energy = vectors[ROW["r_unscaled"]], scalars[SCALAR["pe"]]
+        delta = energy + 0.5 * r_unscaled.dot(r_unscaled) - energy0
         if torch.isnan(delta):
             delta = torch.full_like(delta, float("inf"))
         accept_prob = (-delta).exp().clamp(max=1.0)
         accepted = bool(torch.rand(()) < accept_prob)
         diverging = bool(delta > self.captured.max_sliced_energy)
-        return accepted, diverging, (flat_z, out[_OUT["pe"]], flat_grad), accept_prob
+        return accepted, diverging, (vectors[ROW["z"]], energy, vectors[ROW["grad"]]), accept_prob
 
-    def _subtree(self, level: int, start: tuple[Any, ...], far_r: Any, step: Any, fixed: tuple[Any, Any, Any],
-                 tree: tuple[Any, ...], sum_accept: Any) -> tuple[tuple[Any, ...], int]:
-        """Build the ``2**level`` leaves of one doubling from ``start``, the trajectory's end; stop at
-        a U-turn, a divergence or a failed leaf. (the last leaf's outputs, leaves built)"""
+    def _subtree(self, level: int, vectors: Any, scalars: Any, mass: tuple[Any, Any], fixed: Any,
+                 far_r: Any) -> tuple[Any, Any, int, bool]:
+        """Build the ``2**level`` leaves of one doubling from the trajectory's end in ``vectors``;
+        stop at a U-turn, a divergence or a failed leaf. (vectors, scalars, leaves built, stopped)"""
         import torch
 
         count = 1 << level
-        masks = self._masks_for(level)
-        uniforms = torch.rand((count, 2), dtype=start[0].dtype).unbind()
-        z, r, grad, r_unscaled = start
-        inverse, sqrt_inverse, energy0 = fixed
-        proposal, weight, r_sum = (z, tree[1], grad), tree[3], r_unscaled
-        tables = (self._tables, self._tables)
-        tree_z, tree_pe, tree_grad, tree_weight, tree_r_sum, accepted = tree
+        places = self._places_for(level)
+        uniforms = torch.rand((count, 2), dtype=scalars.dtype).unbind()
+        inverse, sqrt_inverse = mass
+        checkpoints = self._checkpoints
         run = self._run_now()
         for i in range(count):
-            write, check = masks[i]
-            args = (z, r, grad, step, inverse, sqrt_inverse, energy0, *proposal, weight, r_sum, *tables,
-                    sum_accept, tree_z, tree_pe, tree_grad, tree_weight, tree_r_sum, accepted, far_r, write,
-                    check, self._yes if i == 0 else self._no, self._yes if i == count - 1 else self._no,
-                    uniforms[i])
-            out = self._leaf(run, args)
-            (z, r, grad, r_unscaled, _, *proposal_, weight, r_sum, table_r, table_sum, sum_accept, tree_z,
-             tree_pe, tree_grad, tree_weight, tree_r_sum, accepted, stop, _, _) = out
-            proposal, tables = tuple(proposal_), (table_r, table_sum)
+            vectors, scalars, checkpoints, stop = self._leaf(run, (
+                vectors, scalars, checkpoints, inverse, sqrt_inverse, fixed, far_r, places[i], uniforms[i]))
             if stop:
-                return out, i + 1
-        return out, count
+                return vectors, scalars, i + 1, True
+        return vectors, scalars, count, False
 
     def _leaf(self, run: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """One leaf on the graph; eagerly where the graph cannot run it or the sentinel disagrees."""
@@ -309,7 +300,7 @@ class CompiledTrajectory(SwitchesToInductor):
             out = run(*args)
         except RuntimeError:
             return self._eager(args)
-        if out[_OUT["stop"]] and not out[_OUT["ok"]]:
+        if out[3] and out[1][SCALAR["ok"]] < 0.5:
             return self._eager(args)
         if self.sentinel.due() and not self._agrees(args, out):
             return self._eager(args)
@@ -332,8 +323,8 @@ class CompiledTrajectory(SwitchesToInductor):
         start = time.perf_counter()
         eager = self._eager(args)
         self.eager_leaves -= 1
-        compiled, expected = float(out[_OUT["pe"]]), float(eager[_OUT["pe"]])
-        eps = float(torch.finfo(out[_OUT["pe"]].dtype).eps)
+        compiled, expected = float(out[1][SCALAR["pe"]]), float(eager[1][SCALAR["pe"]])
+        eps = float(torch.finfo(out[1].dtype).eps)
         self.sentinel.seconds += time.perf_counter() - start
         if agree(compiled, expected, max(abs(compiled), abs(expected), 1.0), eps):
             return True
@@ -366,15 +357,17 @@ class CompiledTrajectory(SwitchesToInductor):
             self._mass = blocks, self._layout.mass_terms(self.kernel.inverse_mass_matrix)
         return self._mass[1]
 
-    def _masks_for(self, level: int) -> list[tuple[Any, Any]]:
+    def _places_for(self, level: int) -> list[Any]:
+        """Each leaf's ``place`` in a subtree of ``2**level`` leaves (see :func:`~.leapfrog.packed_leaf`)."""
         import torch
 
-        masks = self._masks.get(level)
-        if masks is None:
-            pairs = (checkpoint_masks(i, self.captured.depth) for i in range(1 << level))
-            masks = self._masks[level] = [(torch.tensor(write), torch.tensor(check))
-                                          for write, check in pairs]
-        return masks
+        places = self._places.get(level)
+        if places is None:
+            count, depth = 1 << level, self.captured.depth
+            places = self._places[level] = [
+                torch.tensor([*write, *check, i == 0, i == count - 1])
+                for i, (write, check) in enumerate(checkpoint_masks(i, depth) for i in range(count))]
+        return places
 
     def __repr__(self) -> str:
         return (f"<CompiledTrajectory {self.backend}: {self.graph_nodes} nodes, "
