@@ -16,8 +16,10 @@ promise: a cell that stops early only makes its decisions late.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import numbers
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -192,6 +194,15 @@ class _LoopReader:
             if node.id in self.rebound:
                 return None
             return _integer_of(self.namespace.get(node.id))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            # ``args.num_epochs``: Pyro's examples keep their settings in an argparse Namespace,
+            # whose attributes are plain values (no property of the user's runs when read)
+            if node.value.id in self.rebound or node.value.id in self.local:
+                return None
+            holder = self.namespace.get(node.value.id)
+            if type(holder) not in (argparse.Namespace, types.SimpleNamespace):
+                return None
+            return _integer_of(vars(holder).get(node.attr))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             value = self.integer(node.operand)
             return None if value is None else -value

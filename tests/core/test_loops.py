@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
 
 from pyro_jitmagic.policy.loops import step_counts
 
+
+class Settings:
+    @property
+    def num_epochs(self):  # user code: not run to read a count
+        raise AssertionError("the loop reader ran a property")
+
+
 NAMESPACE = {"num_steps": 500, "epochs": np.int64(4), "sequences": torch.zeros(75, 10, 3),
-             "data": [1.0, 2.0, 3.0], "flag": True}
+             "data": [1.0, 2.0, 3.0], "flag": True, "args": argparse.Namespace(num_epochs=4, batches=3),
+             "settings": Settings()}
 
 
 @pytest.mark.parametrize(("cell", "counts"), [
@@ -33,6 +43,9 @@ NAMESPACE = {"num_steps": 500, "epochs": np.int64(4), "sequences": torch.zeros(7
     ("history = {i: svi.step(data) for i in range(10)}\n", {"svi": 10}),
     ("for epoch in range(3):\n    losses = [svi.step(s) for s in sequences]\n", {"svi": 225}),
     ("plt.plot([svi.step(data) for _ in range(40)])\n", {"svi": 40}),
+    # settings held in an argparse Namespace, as Pyro's examples keep them
+    ("for epoch in range(args.num_epochs):\n    for b in range(args.batches):\n        svi.step(data)\n",
+     {"svi": 12}),
     # a count assigned in the cell, then the name rebound later: each read sees its value then
     ("n = 10\nfor _ in range(n):\n    svi.step(data)\nn = 20\nfor _ in range(n):\n    svi.step(data)\n",
      {"svi": 30}),
@@ -65,6 +78,8 @@ def test_the_loops_around_each_step_give_its_count(cell, counts):
     "num_steps += 1\nfor _ in range(num_steps):\n    svi.step(data)\n",
     "if (num_steps := 3):\n    pass\nfor _ in range(num_steps):\n    svi.step(data)\n",
     "while svi.step(data) > 1.0:\n    pass\n",  # a while's test runs an unknown count
+    "for e in range(settings.num_epochs):\n    svi.step(data)\n",  # an attribute of any other object
+    "args = parse()\nfor e in range(args.num_epochs):\n    svi.step(data)\n",  # rebound first
     "match mode:\n    case 'fit':\n        svi.step(data)\n",  # a case may not run
 ])
 def test_a_count_it_cannot_read_safely_is_left_out(cell):
