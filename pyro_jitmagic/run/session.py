@@ -24,7 +24,7 @@ from .cache_stats import CacheStats
 class WholeStepEntry:
     """One compiled graph: what it was compiled for, what it cost, how often it served."""
 
-    compiled: Any  # a wholestep CompiledStep or CompiledPotential
+    compiled: Any  # a wholestep CompiledStep, CompiledPotential or CompiledTrajectory
     key: str  # the call signature in words
     compile_seconds: float
     last_hit: float | None = None

@@ -175,6 +175,11 @@ class CompiledTrajectory(SwitchesToInductor):
         self._mass: tuple[tuple[Any, ...], tuple[Any, Any, Any]] | None = None
         self._checkpoints = torch.zeros_like(captured.example_inputs[2])
 
+    @property
+    def calls(self) -> int:
+        """Iterations built (what the cache inspector counts as hits)."""
+        return self.iterations
+
     def install(self, patches: patch.PatchSet) -> None:
         """The kernel's ``sample`` is this one until ``patches.restore()``."""
         patches.set(self.kernel, "sample", self.sample)

@@ -166,6 +166,11 @@ def test_backend_inductor_runs_nuts_on_torchscript_while_the_kernels_come(monkey
                       r"\(inductor's kernels of the trajectory were not ready yet\)", notes)
     assert built is not None, notes
     assert int(built[1]) + int(built[2]) == 80 and 0 < int(built[2]) < 80
+    from pyro_jitmagic.compilers.step.mcmc import TRAJECTORY_KEY
+    from pyro_jitmagic.run.process import PROCESS
+
+    entry = PROCESS.session.whole_steps.of(mcmc.kernel)[TRAJECTORY_KEY]  # what %pyrojit_cache lists
+    assert entry.hits == int(built[1]) and entry.last_hit is not None
     timed = twin.report.mcmc_runs[0]  # the run's clock times the samples the trajectory makes too
     assert (timed.warmup_steps, timed.num_samples) == (40, 40)
     assert torch.isfinite(mcmc.get_samples()["loc"]).all() and len(mcmc.get_samples()["loc"]) == 40

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ...run.mcmc_clock import MCMCClock
 
 POTENTIAL_KEY = "potential and gradient"
+TRAJECTORY_KEY = "trajectory: each leapfrog step with the tree's bookkeeping"
 
 
 class WholeMCMCRoute(MCMCRoute):
@@ -186,6 +187,8 @@ def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any
         return None
     clock.inner_sample = trajectory.sample
     ctx.recorder.watch_sentinel(trajectory.sentinel)
+    ctx.session.whole_steps.of(kernel)[TRAJECTORY_KEY] = WholeStepEntry(trajectory, TRAJECTORY_KEY,
+                                                                        trajectory.capture_seconds)
     if codegen:
         inductor_started(ctx, target, trajectory, warm, expected)
     return trajectory
@@ -196,6 +199,9 @@ def trajectory_said(ctx: RunContext, target: str, trajectory: Any) -> None:
     if trajectory is None:
         return
     built, pyro = trajectory.iterations, trajectory.pyro_iterations
+    entry = ctx.session.whole_steps.of(trajectory.kernel).get(TRAJECTORY_KEY)
+    if built and entry is not None and entry.compiled is trajectory:
+        entry.last_hit = time.time()
     if not built:
         ctx.recorder.note(f"{target}: the compiled {trajectory.what} built no iteration of this run: Pyro's "
                           f"kernel ran the {pyro:,} after its capture ({trajectory.declined})")
