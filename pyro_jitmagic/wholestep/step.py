@@ -247,6 +247,14 @@ class CompiledStep(SwitchesToInductor):
             warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
         return loss
 
+    def bare_call(self) -> Callable[[], Any]:
+        """The graph's call alone, as :meth:`run` makes it, on the inputs bound for the last call
+        (grad mode off around it is the caller's): what a step costs without the work around it
+        (``bench/bench_backends.py`` times it beside the step). It writes params and optimizer
+        state as a step does."""
+        run, inputs = self._run, list(self._inputs)
+        return lambda: run(*inputs)
+
     def eager_ran(self) -> None:
         """The caller ran a step of this SVI eagerly: eager's ``zero_grads`` left fresh zeros in each
         param's ``.grad``, which the next compiled step takes as no gradient waiting."""
