@@ -261,7 +261,9 @@ def bare_graph(compiled: Any, calls: int) -> float:
     """The median time of the compiled step's graph called alone, ``calls`` times in a loop."""
     import torch
 
-    call = compiled.bare_call()
+    from pyro_jitmagic.wholestep.step import bare_call
+
+    call = bare_call(compiled)
     times = []
     with torch.no_grad():
         for _ in range(calls):

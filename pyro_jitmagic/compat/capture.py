@@ -107,6 +107,13 @@ def set_grad_enabled(enabled: bool) -> None:
     torch._C._set_grad_enabled(enabled)
 
 
+def grad_mode_setter() -> Any:
+    """torch's function that switches grad mode, held by a caller that switches it on every step."""
+    import torch
+
+    return torch._C._set_grad_enabled
+
+
 def outside_capture() -> Any:
     """A context in which torch ops run plainly, untraced."""
     from torch.utils._python_dispatch import _disable_current_modes
