@@ -389,6 +389,62 @@ def generated_kernels(compiled: Any) -> int | None:
     return sum(1 for name in vars(module) if name.startswith("cpp_fused"))
 
 
+#: Every global AOTAutograd's generated runtime wrapper names (torch 2.13) when all it does around
+#: inductor's call is bump the written inputs' version counters and turn grad mode off: no
+#: mutation applied after the call, no output alias replayed, no input detached, no autocast.
+_PLAIN_WRAPPER_NAMES = frozenset({
+    "_increment_version_", "torch", "is_grad_enabled", "_C", "_set_grad_enabled", "isinstance", "tuple",
+    "list", "len", "AssertionError"})
+
+
+def direct_call(compiled: Any, written: list[int]) -> Any:
+    """``compiled`` (what :func:`inductor_compile` returned) called without the wrappers around
+    inductor's generated code, or None where they may do more than this does.
+
+    A call of ``compiled`` passes through torch's dynamo-disabling wrapper, AOTAutograd's
+    ``forward`` (which prepends the graph's lifted constants), its runtime wrapper and
+    ``CompiledFxGraph.__call__`` (profiler and cache bookkeeping): for a small graph, a quarter of
+    its call (docs/benchmarks.md). For a graph with no autograd whose runtime wrapper only bumps
+    the version counters of the inputs it writes (``written``, which must be the inputs inductor
+    writes), the call here does that and calls the generated code itself. Call it only after
+    ``compiled`` ran once: its first call may analyse the graph's ops.
+    """
+    import operator
+
+    import torch
+
+    if not torch.__version__.startswith("2.13."):  # the wrappers' shapes were read in 2.13
+        return None
+    try:
+        forward = _closure(getattr(compiled, "__wrapped__", None))
+        serializable = forward["compiled_fn"]  # a SerializableCompiledFunction around the wrapper
+        wrapper = _closure(getattr(serializable, "compiled_fn", serializable))
+        graph, lifted = wrapper["_inner_compiled_fn"], tuple(forward["params_buffers_flat"])
+        plain = set(wrapper["_codegen_runtime_wrapper"].__code__.co_names) <= _PLAIN_WRAPPER_NAMES
+        runner = graph.current_callable
+        writes = {i - len(lifted) for i in graph.mutated_input_idxs}
+        boxed, cudagraphs = graph._boxed_call, graph.cudagraph_info
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if not plain or not boxed or cudagraphs is not None or runner is None or writes != set(written):
+        return None
+    bump = torch.autograd.graph.increment_version
+    pick = operator.itemgetter(*written) if written else None
+
+    def call(*inputs: Any) -> Any:
+        if pick is not None:
+            bump(pick(inputs))  # (as the wrapper does: autograd must see these tensors written)
+        return runner([*lifted, *inputs])  # (it empties the list it is given)
+
+    return call
+
+
+def _closure(fn: Any) -> dict[str, Any]:
+    """The variables a function closes over, by name."""
+    cells = fn.__closure__ or ()
+    return {name: cell.cell_contents for name, cell in zip(fn.__code__.co_freevars, cells, strict=True)}
+
+
 def fx_cache_counts() -> tuple[int, int]:
     """(hits, misses) of inductor's FX graph cache, the on-disk one, in this process."""
     from torch._dynamo.utils import counters

@@ -192,6 +192,7 @@ class CompiledStep(SwitchesToInductor):
         self._rng_state, self._grad_mode = torch.get_rng_state, torch.is_grad_enabled
         self._set_grad = compat.grad_mode_setter()
         self._bound_now = _binder(self)
+        self._direct_due = True  # inductor's kernels are called directly after their first call
 
     # -- one step ---------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> float:
@@ -246,6 +247,9 @@ class CompiledStep(SwitchesToInductor):
             rule.after_step(rule.state() if stepped else None)
         if self.steps == 0 and self._pending is not None:
             self._pending.start()  # inductor's codegen, after the first call and its check
+        elif self._direct_due and self.backend == "inductor":
+            self._direct_due = False
+            self._run = compat.direct_call(run, self._written) or run
         self.steps += 1
         if loss != loss:  # pyro/infer/*_elbo.py: warn_if_nan(loss, "loss")
             warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
