@@ -114,6 +114,24 @@ def grad_mode_setter() -> Any:
     return torch._C._set_grad_enabled
 
 
+def tensor_check(examples: list[Any]) -> Any:
+    """One call that says whether the tensors it is given, in order, each have the class, dtype,
+    device, shape, strides and ``requires_grad`` of ``examples`` (dynamo's ``TensorGuards``, which
+    checks a compiled frame's tensors in C++); None where torch has no such check."""
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+
+        # (per tensor, its sizes and strides, each fixed: torch's stub types them per dimension)
+        sizes: Any = [list(t.shape) for t in examples]
+        strides: Any = [list(t.stride()) for t in examples]
+        guards = TensorGuards(*examples, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
+        if guards.check(*examples) is not True:
+            return None
+    except Exception:  # (another torch: the caller checks each tensor itself)
+        return None
+    return guards.check
+
+
 def outside_capture() -> Any:
     """A context in which torch ops run plainly, untraced."""
     from torch.utils._python_dispatch import _disable_current_modes

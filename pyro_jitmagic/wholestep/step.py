@@ -405,10 +405,13 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     """One function of a call's arguments that binds the graph's inputs as
     :meth:`CompiledStep._bind` does and returns True where every check of ``_bind`` holds; else
     False, the inputs half bound, for ``_bind`` to run and say which failed. It checks the same
-    things or more (identity where ``_bind`` compares), as straight-line code over bound
-    constants: ``_bind``'s loops, unpacking and lookups were a fifth of a small step
-    (docs/benchmarks.md)."""
+    things or more (identity where ``_bind`` compares; a tensor's class, device and
+    ``requires_grad`` besides its layout), as straight-line code over bound constants, every
+    tensor's layout in one call where torch has it (:func:`~..compat.capture.tensor_check`):
+    ``_bind``'s loops, unpacking and lookups were a fifth of a small SVI step (docs/benchmarks.md).
+    """
     constants: dict[str, Any] = {}
+    checked: list[tuple[str, Any, tuple[Any, ...]]] = []  # (name in the code, example, its layout)
 
     def bind(obj: Any) -> str:
         name = f"K{len(constants)}"
@@ -418,51 +421,67 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     def holds(test: str) -> None:
         lines.append(f"        if not ({test}): return False")
 
+    def take(expression: str, slot: int, expected: tuple[Any, ...]) -> None:
+        name = f"v{len(checked)}"
+        lines.extend([f"        {name} = {expression}", f"        {inputs}[{slot}] = {name}"])
+        checked.append((name, step.captured.example_inputs[slot], expected))
+
     svi, inputs = bind(step.svi), bind(step._inputs)
     lines = [f"        S = {svi}"]
     holds(" and ".join(f"S.{attr} is {bind(obj)}"
                        for attr, obj in zip(("model", "guide", "loss", "optim"), step._bound, strict=True)))
     lines.append(f"        p = {bind(compat.store_tensors)}({bind(step._store)})")
-    for name, tensor, (shape, _, stride, _) in step._param_layouts:
-        t = bind(tensor)
-        holds(f"{t}.shape == {bind(shape)} and {t}.stride() == {bind(stride)} and p.get({bind(name)}) is {t}")
+    for name, tensor, expected in step._param_layouts:
+        holds(f"p.get({bind(name)}) is {bind(tensor)}")
+        checked.append((bind(tensor), tensor, expected))
     lines.append("        objs = S.optim.optim_objs")
     for param, rule, positions, view, offset in step._updates:
         r, t = bind(rule), bind(param)
         holds(f"objs.get({t}) is {bind(rule.owner)} and {r}.unchanged() is None")
         lines.append(f"        st = {r}.optimizer.state.get({t})")
         for key, position in zip(rule.state_keys, positions, strict=True):
-            lines.append(f"        v = st[{bind(key)}]")
-            holds(_layout_test("v", step._layouts[position], bind))
-            lines.append(f"        {inputs}[{position}] = v")
+            take(f"st[{bind(key)}]", position, step._layouts[position])
         lines.append(f"        for k, x in enumerate({r}.scalars(st)): {bind(view)}[{offset} + k] = x")
     for param, no_grad in step._untouched:
         holds(f"{bind(param)}.grad is {'' if no_grad else 'not '}None")
     holds(f"{bind(step)}._grads_hold()")
     for position, slot, expected in step._args:
-        lines.append(f"        v = args[{position}]")
-        holds(_layout_test("v", expected, bind))
-        lines.append(f"        {inputs}[{slot}] = v")
+        take(f"args[{position}]", slot, expected)
     for key, slot, expected in step._keywords:
-        lines.append(f"        v = kwargs[{bind(key)}]")
-        holds(f"(v.shape, v.dtype, v.stride(), v.device) == {bind(expected)}")
-        lines.append(f"        {inputs}[{slot}] = v")
+        take(f"kwargs[{bind(key)}]", slot, expected)
     for _, fetch, slot, expected in step._outside:
-        lines.append(f"        v = {bind(fetch)}()")
-        holds(f"isinstance(v, {bind(_tensor_class())}) and (v.shape, v.dtype, v.stride(), v.device) "
-              f"== {bind(expected)}")
-        lines.append(f"        {inputs}[{slot}] = v")
+        take(f"{bind(fetch)}()", slot, expected)
+    _check_layouts(checked, holds, bind, outside=len(checked) - len(step._outside))
     source = "\n".join(["def bound(args, kwargs):", "    try:", *lines, "    except Exception:",
                         "        return False", "    return True"])
     exec(compile(source, "<pyro_jitmagic binding>", "exec"), constants)  # our own code over bound constants
     return constants["bound"]
 
 
+def _check_layouts(checked: list[tuple[str, Any, tuple[Any, ...]]], holds: Callable[[str], None],
+                   bind: Callable[[Any], str], outside: int) -> None:
+    """The tests that the tensors ``checked`` (those from ``outside`` on: fetched from globals, maybe
+    not tensors) have the layouts ``_bind`` expects: one call of torch's check made from examples of
+    exactly those layouts, else one test each."""
+    examples = [example for _, example, _ in checked]
+    check = None
+    if all(isinstance(e, _tensor_class()) and layout(e) == expected for _, e, expected in checked):
+        check = compat.tensor_check(examples)
+    if check is not None:
+        holds(f"{bind(check)}({', '.join(name for name, _, _ in checked)})")
+        return
+    for i, (name, _, expected) in enumerate(checked):
+        if i >= outside:
+            holds(f"isinstance({name}, {bind(_tensor_class())})")
+        holds(_layout_test(name, expected, bind))
+
+
 def _layout_test(name: str, expected: tuple[Any, ...], bind: Callable[[Any], str]) -> str:
-    """An expression: the tensor ``name`` has the shape, dtype and strides of ``expected``."""
-    shape, dtype, stride, _ = expected
+    """An expression: the tensor ``name`` has the shape, dtype and strides of ``expected`` (its device
+    too, where the layout expected has one; ``_bind`` checks the device of keywords and globals)."""
+    shape, dtype, stride, device = expected
     return (f"{name}.shape == {bind(shape)} and {name}.dtype is {bind(dtype)} "
-            f"and {name}.stride() == {bind(stride)}")
+            f"and {name}.stride() == {bind(stride)} and {name}.device == {bind(device)}")
 
 
 def _set_rng_state(state: Any) -> None:
