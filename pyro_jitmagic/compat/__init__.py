@@ -62,6 +62,7 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch.utils._python_dispatch", "_get_current_dispatch_mode_stack", "finds the read watch of a capture"),
     ("torch._ops", "OpOverload", "an aten operator of the captured graph, and its schema"),
     ("torch._C", "_set_grad_enabled", "grad mode off around the compiled step, cheaply"),
+    ("torch._C", "_increment_version", "marks the tensors inductor's kernels wrote as written"),
     ("torch._C._dynamo.guards", "TensorGuards", "checks every tensor a compiled step binds, in one call"),
     ("torch", "Tensor._backward_hooks", "a param's gradient hooks, which a graph would run once"),
     ("torch", "Tensor._post_accumulate_grad_hooks", "hooks run after a param's gradient is stored"),

@@ -446,7 +446,8 @@ def direct_call(compiled: Any, written: list[int]) -> Any:
         return None
     if not plain or not boxed or cudagraphs is not None or runner is None or writes != set(written):
         return None
-    bump = torch.autograd.graph.increment_version
+    # (torch's C function, which increment_version calls after a check the tuple does not need)
+    bump = getattr(torch._C, "_increment_version", torch.autograd.graph.increment_version)
     pick = operator.itemgetter(*written) if written else None
 
     def call(*inputs: Any) -> Any:

@@ -41,8 +41,8 @@ def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     ``argparse.Namespace`` go by value, other unhashable objects by identity. A numpy array goes by
     its shape (no graph takes one)."""
     tensor = _tensor_class()
-    described = tuple((a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
-                      for a in args)
+    described = tuple([(a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
+                       for a in args])  # (a list first: a generator costs more on every step)
     if not kwargs:
         return len(args), (), described
     laid = {k: ("tensor", v.shape, v.dtype, v.stride(), v.device) if isinstance(v, tensor) else v
@@ -189,7 +189,7 @@ class CompiledStep(SwitchesToInductor):
         self._after = [(rule, i in stepped) for i, rule in captured.rules.items()
                        if type(rule).after_step is not ParamUpdate.after_step]
         # (torch's functions held, not looked up on every step)
-        self._rng_state, self._grad_mode = torch.get_rng_state, torch.is_grad_enabled
+        self._rng_state, self._grad_mode = torch.default_generator.get_state, torch.is_grad_enabled
         self._set_grad = compat.grad_mode_setter()
         self._bound_now = _binder(self)
         self._direct_due = True  # inductor's kernels are called directly after their first call
