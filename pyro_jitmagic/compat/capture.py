@@ -422,7 +422,8 @@ def direct_call(compiled: Any, written: list[int]) -> Any:
     A call of ``compiled`` passes through torch's dynamo-disabling wrapper, AOTAutograd's
     ``forward`` (which prepends the graph's lifted constants), its runtime wrapper and
     ``CompiledFxGraph.__call__`` (profiler and cache bookkeeping): for a small graph, a quarter of
-    its call (docs/benchmarks.md). For a graph with no autograd whose runtime wrapper only bumps
+    its call (docs/benchmarks.md, The step around the graph). The profiler's label of the call is
+    lost with them. For a graph with no autograd whose runtime wrapper only bumps
     the version counters of the inputs it writes (``written``, which must be the inputs inductor
     writes), the call here does that and calls the generated code itself. Call it only after
     ``compiled`` ran once: its first call may analyse the graph's ops.

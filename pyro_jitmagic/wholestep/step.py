@@ -408,7 +408,8 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     things or more (identity where ``_bind`` compares; a tensor's class, device and
     ``requires_grad`` besides its layout), as straight-line code over bound constants, every
     tensor's layout in one call where torch has it (:func:`~..compat.capture.tensor_check`):
-    ``_bind``'s loops, unpacking and lookups were a fifth of a small SVI step (docs/benchmarks.md).
+    ``_bind``'s loops, unpacking and lookups were a fifth of a small SVI step (docs/benchmarks.md,
+    The step around the graph).
     """
     constants: dict[str, Any] = {}
     checked: list[tuple[str, Any, tuple[Any, ...]]] = []  # (name in the code, example, its layout)
