@@ -223,3 +223,14 @@ def test_the_cxx_compiler_is_found_as_inductor_finds_it_without_importing_induct
     assert capture.cxx_compiler() == inductors
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     assert capture.cxx_compiler() == (None, "no-such-compiler-here")
+
+
+def test_the_one_call_tensor_check_tells_apart_what_a_compiled_step_binds():
+    examples = [torch.nn.Parameter(torch.zeros(2)), torch.tensor(1.0), torch.zeros(4, 3).t()]
+    check = capture.tensor_check(examples)
+    assert check is not None and check(*examples)
+    assert check(torch.nn.Parameter(torch.ones(2)), torch.tensor(5.0), torch.ones(4, 3).t())
+    for i, other in enumerate([torch.nn.Parameter(torch.zeros(3)), torch.tensor(1.0, dtype=torch.float64),
+                               torch.zeros(3, 4)]):
+        assert not check(*examples[:i], other, *examples[i + 1:]), f"argument {i}"
+    assert not check(examples[0], 1.0, examples[2])  # not a tensor

@@ -107,6 +107,31 @@ def set_grad_enabled(enabled: bool) -> None:
     torch._C._set_grad_enabled(enabled)
 
 
+def grad_mode_setter() -> Any:
+    """torch's function that switches grad mode, held by a caller that switches it on every step."""
+    import torch
+
+    return torch._C._set_grad_enabled
+
+
+def tensor_check(examples: list[Any]) -> Any:
+    """One call that says whether the tensors it is given, in order, each have the class, dtype,
+    device, shape, strides and ``requires_grad`` of ``examples`` (dynamo's ``TensorGuards``, which
+    checks a compiled frame's tensors in C++); None where torch has no such check."""
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+
+        # (per tensor, its sizes and strides, each fixed: torch's stub types them per dimension)
+        sizes: Any = [list(t.shape) for t in examples]
+        strides: Any = [list(t.stride()) for t in examples]
+        guards = TensorGuards(*examples, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
+        if guards.check(*examples) is not True:
+            return None
+    except Exception:  # (another torch: the caller checks each tensor itself)
+        return None
+    return guards.check
+
+
 def outside_capture() -> Any:
     """A context in which torch ops run plainly, untraced."""
     from torch.utils._python_dispatch import _disable_current_modes
@@ -380,6 +405,64 @@ def generated_kernels(compiled: Any) -> int | None:
     if module is None:
         return None
     return sum(1 for name in vars(module) if name.startswith("cpp_fused"))
+
+
+#: Every global AOTAutograd's generated runtime wrapper names (torch 2.13) when all it does around
+#: inductor's call is bump the written inputs' version counters and turn grad mode off: no
+#: mutation applied after the call, no output alias replayed, no input detached, no autocast.
+_PLAIN_WRAPPER_NAMES = frozenset({
+    "_increment_version_", "torch", "is_grad_enabled", "_C", "_set_grad_enabled", "isinstance", "tuple",
+    "list", "len", "AssertionError"})
+
+
+def direct_call(compiled: Any, written: list[int]) -> Any:
+    """``compiled`` (what :func:`inductor_compile` returned) called without the wrappers around
+    inductor's generated code, or None where they may do more than this does.
+
+    A call of ``compiled`` passes through torch's dynamo-disabling wrapper, AOTAutograd's
+    ``forward`` (which prepends the graph's lifted constants), its runtime wrapper and
+    ``CompiledFxGraph.__call__`` (profiler and cache bookkeeping): for a small graph, a quarter of
+    its call (docs/benchmarks.md, The step around the graph). The profiler's label of the call is
+    lost with them. For a graph with no autograd whose runtime wrapper only bumps
+    the version counters of the inputs it writes (``written``, which must be the inputs inductor
+    writes), the call here does that and calls the generated code itself. Call it only after
+    ``compiled`` ran once: its first call may analyse the graph's ops.
+    """
+    import operator
+
+    import torch
+
+    if not torch.__version__.startswith("2.13."):  # the wrappers' shapes were read in 2.13
+        return None
+    try:
+        forward = _closure(getattr(compiled, "__wrapped__", None))
+        serializable = forward["compiled_fn"]  # a SerializableCompiledFunction around the wrapper
+        wrapper = _closure(getattr(serializable, "compiled_fn", serializable))
+        graph, lifted = wrapper["_inner_compiled_fn"], tuple(forward["params_buffers_flat"])
+        plain = set(wrapper["_codegen_runtime_wrapper"].__code__.co_names) <= _PLAIN_WRAPPER_NAMES
+        runner = graph.current_callable
+        writes = {i - len(lifted) for i in graph.mutated_input_idxs}
+        boxed, cudagraphs = graph._boxed_call, graph.cudagraph_info
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if not plain or not boxed or cudagraphs is not None or runner is None or writes != set(written):
+        return None
+    # (torch's C function, which increment_version calls after a check the tuple does not need)
+    bump = getattr(torch._C, "_increment_version", torch.autograd.graph.increment_version)
+    pick = operator.itemgetter(*written) if written else None
+
+    def call(*inputs: Any) -> Any:
+        if pick is not None:
+            bump(pick(inputs))  # (as the wrapper does: autograd must see these tensors written)
+        return runner([*lifted, *inputs])  # (it empties the list it is given)
+
+    return call
+
+
+def _closure(fn: Any) -> dict[str, Any]:
+    """The variables a function closes over, by name."""
+    cells = fn.__closure__ or ()
+    return {name: cell.cell_contents for name, cell in zip(fn.__code__.co_freevars, cells, strict=True)}
 
 
 def fx_cache_counts() -> tuple[int, int]:

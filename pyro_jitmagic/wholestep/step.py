@@ -41,8 +41,8 @@ def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     ``argparse.Namespace`` go by value, other unhashable objects by identity. A numpy array goes by
     its shape (no graph takes one)."""
     tensor = _tensor_class()
-    described = tuple((a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
-                      for a in args)
+    described = tuple([(a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
+                       for a in args])  # (a list first: a generator costs more on every step)
     if not kwargs:
         return len(args), (), described
     laid = {k: ("tensor", v.shape, v.dtype, v.stride(), v.device) if isinstance(v, tensor) else v
@@ -188,6 +188,11 @@ class CompiledStep(SwitchesToInductor):
         # torch does some bookkeeping in Python (ClippedAdam: its int step, its decayed lr)
         self._after = [(rule, i in stepped) for i, rule in captured.rules.items()
                        if type(rule).after_step is not ParamUpdate.after_step]
+        # (torch's functions held, not looked up on every step)
+        self._rng_state, self._grad_mode = torch.default_generator.get_state, torch.is_grad_enabled
+        self._set_grad = compat.grad_mode_setter()
+        self._bound_now = _binder(self)
+        self._direct_due = True  # inductor's kernels are called directly after their first call
 
     # -- one step ---------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> float:
@@ -203,33 +208,33 @@ class CompiledStep(SwitchesToInductor):
 
     def run(self, *args: Any, **kwargs: Any) -> float | Declined:
         """One step on the graph: eager's float loss, or :class:`Declined` (nothing changed)."""
-        import torch
-
         if self.stale is not None:
             return Declined(self.stale, stale=True)
         if not self.world.holds():
             changes = tuple(self.world.changes())
             return Declined("; ".join(map(str, changes)) or "a guard failed", changes=changes)
-        inputs = self._bind(args, kwargs)
-        if isinstance(inputs, Declined):
-            return inputs
+        inputs = self._inputs
+        if not self._bound_now(args, kwargs):  # (then the checks one by one, saying what failed)
+            bound = self._bind(args, kwargs)
+            if isinstance(bound, Declined):
+                return bound
         run = self._run_now()
         check = self.sentinel.due()
         if check and self._pending is not None and self._pending.busy.is_set():
             check = False  # inductor's Python runs in this process now
             self.sentinel.postpone()
-        rng = torch.get_rng_state() if self._save_rng or check else None
+        rng = self._rng_state() if self._save_rng or check else None
         eager = self._eager_check(args, kwargs, rng) if check else None
         checked = time.perf_counter() if check else 0.0
-        grad = torch.is_grad_enabled()
-        compat.set_grad_enabled(False)
+        grad = self._grad_mode()
+        self._set_grad(False)
         try:
             values = run(*inputs)[0].tolist()
         finally:
-            compat.set_grad_enabled(grad)
+            self._set_grad(grad)
         if values[-1] != 1.0:  # a guard failed: the graph wrote nothing back
             if rng is not None:
-                torch.set_rng_state(rng)
+                _set_rng_state(rng)
             self.guard_failures += 1
             return Declined("a value the step reads changed from the one it was compiled for", transient=True)
         loss = self._loss(values)
@@ -242,6 +247,9 @@ class CompiledStep(SwitchesToInductor):
             rule.after_step(rule.state() if stepped else None)
         if self.steps == 0 and self._pending is not None:
             self._pending.start()  # inductor's codegen, after the first call and its check
+        elif self._direct_due and self.backend == "inductor":
+            self._direct_due = False
+            self._run = compat.direct_call(run, self._written) or run
         self.steps += 1
         if loss != loss:  # pyro/infer/*_elbo.py: warn_if_nan(loss, "loss")
             warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
@@ -362,26 +370,7 @@ class CompiledStep(SwitchesToInductor):
                 raise ValueError(f"this step was compiled for the keyword '{key}' laid out as {expected}: "
                                  "look compiled steps up by step_key(args, kwargs)")
             inputs[slot] = value
-        return self._bind_outside(inputs)
-
-    def _bind_outside(self, inputs: list[Any]) -> list[Any] | Declined:
-        """The tensors the model reads from globals and closures, fetched afresh: a minibatch held in a
-        global runs compiled with this step's data."""
-        import torch
-
-        for source, fetch, slot, expected in self._outside:
-            try:
-                value = fetch()
-            except Exception:
-                value = None
-            if not isinstance(value, torch.Tensor) or layout(value) != expected:
-                after = "gone" if value is None else (
-                    f"a tensor of shape {tuple(value.shape)}, strides {value.stride()}"
-                    if isinstance(value, torch.Tensor) else type(value).__name__)
-                change = Change(source.describe(), f"a tensor of shape {tuple(expected[0])}", after)
-                return Declined(str(change), changes=(change,))
-            inputs[slot] = value
-        return inputs
+        return _bind_outside(self._outside, inputs)
 
     def _went_stale(self, reason: str) -> Declined:
         self.stale = reason
@@ -390,6 +379,125 @@ class CompiledStep(SwitchesToInductor):
     def __repr__(self) -> str:
         return (f"<CompiledStep {self.backend}: {self.graph_nodes} nodes, {self.steps} steps"
                 + (f", stale: {self.stale}" if self.stale else "") + ">")
+
+
+def _bind_outside(outside: list[Any], inputs: list[Any]) -> list[Any] | Declined:
+    """The tensors the model reads from globals and closures, fetched afresh: a minibatch held in a
+    global runs compiled with this step's data."""
+    import torch
+
+    for source, fetch, slot, expected in outside:
+        try:
+            value = fetch()
+        except Exception:
+            value = None
+        if not isinstance(value, torch.Tensor) or layout(value) != expected:
+            after = "gone" if value is None else (
+                f"a tensor of shape {tuple(value.shape)}, strides {value.stride()}"
+                if isinstance(value, torch.Tensor) else type(value).__name__)
+            change = Change(source.describe(), f"a tensor of shape {tuple(expected[0])}", after)
+            return Declined(str(change), changes=(change,))
+        inputs[slot] = value
+    return inputs
+
+
+def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
+    """One function of a call's arguments that binds the graph's inputs as
+    :meth:`CompiledStep._bind` does and returns True where every check of ``_bind`` holds; else
+    False, the inputs half bound, for ``_bind`` to run and say which failed. It checks the same
+    things or more (identity where ``_bind`` compares; a tensor's class, device and
+    ``requires_grad`` besides its layout), as straight-line code over bound constants, every
+    tensor's layout in one call where torch has it (:func:`~..compat.capture.tensor_check`):
+    ``_bind``'s loops, unpacking and lookups were a fifth of a small SVI step (docs/benchmarks.md,
+    The step around the graph).
+    """
+    constants: dict[str, Any] = {}
+    checked: list[tuple[str, Any, tuple[Any, ...]]] = []  # (name in the code, example, its layout)
+
+    def bind(obj: Any) -> str:
+        name = f"K{len(constants)}"
+        constants[name] = obj
+        return name
+
+    def holds(test: str) -> None:
+        lines.append(f"        if not ({test}): return False")
+
+    def take(expression: str, slot: int, expected: tuple[Any, ...]) -> None:
+        name = f"v{len(checked)}"
+        lines.extend([f"        {name} = {expression}", f"        {inputs}[{slot}] = {name}"])
+        checked.append((name, step.captured.example_inputs[slot], expected))
+
+    svi, inputs = bind(step.svi), bind(step._inputs)
+    lines = [f"        S = {svi}"]
+    holds(" and ".join(f"S.{attr} is {bind(obj)}"
+                       for attr, obj in zip(("model", "guide", "loss", "optim"), step._bound, strict=True)))
+    lines.append(f"        p = {bind(compat.store_tensors)}({bind(step._store)})")
+    for name, tensor, expected in step._param_layouts:
+        holds(f"p.get({bind(name)}) is {bind(tensor)}")
+        checked.append((bind(tensor), tensor, expected))
+    lines.append("        objs = S.optim.optim_objs")
+    for param, rule, positions, view, offset in step._updates:
+        r, t = bind(rule), bind(param)
+        holds(f"objs.get({t}) is {bind(rule.owner)} and {r}.unchanged() is None")
+        lines.append(f"        st = {r}.optimizer.state.get({t})")
+        for key, position in zip(rule.state_keys, positions, strict=True):
+            take(f"st[{bind(key)}]", position, step._layouts[position])
+        lines.append(f"        for k, x in enumerate({r}.scalars(st)): {bind(view)}[{offset} + k] = x")
+    for param, no_grad in step._untouched:
+        holds(f"{bind(param)}.grad is {'' if no_grad else 'not '}None")
+    holds(f"{bind(step)}._grads_hold()")
+    for position, slot, expected in step._args:
+        take(f"args[{position}]", slot, expected)
+    for key, slot, expected in step._keywords:
+        take(f"kwargs[{bind(key)}]", slot, expected)
+    for _, fetch, slot, expected in step._outside:
+        take(f"{bind(fetch)}()", slot, expected)
+    _check_layouts(checked, holds, bind, outside=len(checked) - len(step._outside))
+    source = "\n".join(["def bound(args, kwargs):", "    try:", *lines, "    except Exception:",
+                        "        return False", "    return True"])
+    exec(compile(source, "<pyro_jitmagic binding>", "exec"), constants)  # our own code over bound constants
+    return constants["bound"]
+
+
+def _check_layouts(checked: list[tuple[str, Any, tuple[Any, ...]]], holds: Callable[[str], None],
+                   bind: Callable[[Any], str], outside: int) -> None:
+    """The tests that the tensors ``checked`` (those from ``outside`` on: fetched from globals, maybe
+    not tensors) have the layouts ``_bind`` expects: one call of torch's check made from examples of
+    exactly those layouts, else one test each."""
+    examples = [example for _, example, _ in checked]
+    check = None
+    if all(isinstance(e, _tensor_class()) and layout(e) == expected for _, e, expected in checked):
+        check = compat.tensor_check(examples)
+    if check is not None:
+        holds(f"{bind(check)}({', '.join(name for name, _, _ in checked)})")
+        return
+    for i, (name, _, expected) in enumerate(checked):
+        if i >= outside:
+            holds(f"isinstance({name}, {bind(_tensor_class())})")
+        holds(_layout_test(name, expected, bind))
+
+
+def _layout_test(name: str, expected: tuple[Any, ...], bind: Callable[[Any], str]) -> str:
+    """An expression: the tensor ``name`` has the shape, dtype and strides of ``expected`` (its device
+    too, where the layout expected has one; ``_bind`` checks the device of keywords and globals)."""
+    shape, dtype, stride, device = expected
+    return (f"{name}.shape == {bind(shape)} and {name}.dtype is {bind(dtype)} "
+            f"and {name}.stride() == {bind(stride)} and {name}.device == {bind(device)}")
+
+
+def _set_rng_state(state: Any) -> None:
+    import torch
+
+    torch.set_rng_state(state)
+
+
+def bare_call(step: CompiledStep) -> Callable[[], Any]:
+    """``step``'s graph called alone, as its :meth:`~CompiledStep.run` calls it, on the inputs bound
+    for its last call (grad mode off around it is the caller's): a step without the work around
+    its graph (``bench/bench_backends.py`` times it beside the step). It writes params and
+    optimizer state as a step does."""
+    run, inputs = step._run, list(step._inputs)
+    return lambda: run(*inputs)
 
 
 def _put_back(inputs: list[Any], saved: list[tuple[int, Any]]) -> None:

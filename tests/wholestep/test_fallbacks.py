@@ -236,3 +236,17 @@ def test_arguments_of_another_shape_are_another_key():
     assert step_key(other, {}) != compiled.key == step_key(args, {})
     with pytest.raises(ValueError, match=r"compiled for argument 0 of shape \(100,\)"):
         compiled(*other)
+
+
+def test_a_step_binds_in_one_call_and_leaves_what_failed_to_the_checks_one_by_one():
+    svi, args, _ = gaussian_svi("AutoDiagonalNormal", "Adam")
+    stepped(svi, args)
+    compiled = compile_svi_step(svi, args)
+    compiled(*args)
+    assert compiled._bound_now(args, {})  # nothing changed: every check in one call
+    optimizer = next(iter(svi.optim.optim_objs.values()))
+    (state,) = optimizer.state.values()
+    state["exp_avg"] = state["exp_avg"].double()
+    assert not compiled._bound_now(args, {})
+    declined = compiled.run(*args)
+    assert declined.stale and declined.why == "the optimizer's 'exp_avg' changed its shape or type"

@@ -47,6 +47,30 @@ def test_hand_guide_with_clipped_adam():
     agree(functools.partial(gaussian_svi, "hand guide", "ClippedAdam"))
 
 
+def test_after_its_first_call_a_step_calls_inductors_code_directly():
+    # torch's wrappers around the generated code are skipped; the tensors the graph writes still
+    # count as written for autograd, once a call, as the wrappers count them
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi, args, kwargs = gaussian_svi("AutoDiagonalNormal", "Adam")
+    svi.step(*args, **kwargs)
+    step = compile_svi_step(svi, args, kwargs, backend="inductor")
+    wrapped = step._run
+    written = [step._inputs[i] for i in step._written]
+    assert written  # params and optimizer state
+
+    def bumps(call):
+        before = [t._version for t in written]
+        call()
+        return [t._version - v for t, v in zip(written, before, strict=True)]
+
+    step(*args, **kwargs)  # through torch's wrappers (and the sentinel's first check)
+    assert step._run is not wrapped  # the direct call from now on
+    with torch.no_grad():
+        by_wrappers = bumps(lambda: wrapped(*step._inputs))
+    assert bumps(lambda: step(*args, **kwargs)) == by_wrappers == [1] * len(written)
+
+
 def dirichlet_model(data):
     probs = pyro.sample("probs", dist.Dirichlet(torch.ones(3)))
     with pyro.plate("data", data.size(0)):
