@@ -167,6 +167,7 @@ class CompiledTrajectory(SwitchesToInductor):
         self._run = codegen.run
         self._pending: Background | None = None
         self._waits = waits  # for inductor's kernels, running Pyro's kernel meanwhile
+        self._direct_due = True  # inductor's kernels are called directly after their first call
         layout = self._layout = captured.layout
         self._eager_leaf = packed_leaf(leaf_function(eager_potential(potential.captured.potential_fn, layout),
                                                      layout.diagonal, captured.max_sliced_energy))
@@ -195,6 +196,9 @@ class CompiledTrajectory(SwitchesToInductor):
             self.pyro_iterations += 1
             self.declined = why
             return self._pyro_sample(params)
+        if self._direct_due and self.backend == "inductor" and self.leaves:
+            self._direct_due = False  # (the leaf writes none of its inputs)
+            self._run = compat.direct_call(self._run, []) or self._run
         kernel, layout = self.kernel, self._layout
         z, energy, grads = kernel_state.last_state(kernel)
         if z is None:  # the cache was cleared: the potential at the given values
