@@ -15,7 +15,7 @@ from pyro import poutine
 
 from pyro_jitmagic.guards import CallSite, Change, GuardBuilder, Recompiles, Sentinel, agree, read_world
 from pyro_jitmagic.guards.checks import STORM_ANY, STORM_SAME
-from pyro_jitmagic.guards.sentinel import FIRST_GAP, ROUNDING_EPS
+from pyro_jitmagic.guards.sentinel import FIRST_GAP, GROWTH, ROUNDING_EPS
 
 SCALE = 1.0
 NAN = math.nan
@@ -125,13 +125,13 @@ def test_many_changes_of_different_values_are_a_storm_too():
     assert said[-1] is not None and said[-1].startswith(f"it compiled again {STORM_ANY} times")
 
 
-def test_the_sentinel_checks_the_first_call_then_at_doubling_gaps():
+def test_the_sentinel_checks_the_first_call_then_at_growing_gaps():
     sentinel = Sentinel()
     checked = [call for call in range(1, 10_001) if sentinel.due()]
     gaps = [b - a for a, b in itertools.pairwise(checked)]
     assert checked[0] == 1 and gaps[0] == FIRST_GAP
-    assert all(b == 2 * a for a, b in itertools.pairwise(gaps))
-    assert len(checked) == sentinel.checks <= 8  # a 10,000-step run is checked eight times
+    assert all(b == GROWTH * a for a, b in itertools.pairwise(gaps))
+    assert len(checked) == sentinel.checks <= 6  # a 10,000-step run is checked six times
 
 
 def test_a_postponed_check_happens_at_the_next_call_and_the_gaps_go_on():
@@ -143,7 +143,8 @@ def test_a_postponed_check_happens_at_the_next_call_and_the_gaps_go_on():
                 sentinel.postpone()
                 continue
             checked.append(call)
-    assert checked == [1, FIRST_GAP + 2, 3 * FIRST_GAP + 2]  # the schedule moved by one call
+    # the schedule moved by one call
+    assert checked == [1, FIRST_GAP + 2, FIRST_GAP + 2 + GROWTH * FIRST_GAP]
     assert sentinel.checks == len(checked)
 
 
