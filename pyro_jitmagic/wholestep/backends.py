@@ -237,8 +237,10 @@ class SwitchesToInductor:
     background while it runs on TorchScript, and switches to them at the first call after."""
 
     backend: Backend
+    graph_nodes: int
     kernels: int | None
     cache: Literal["cold", "warm"] | None
+    capture_seconds: float
     codegen_seconds: float
     fallback: str | None
     captured: Any
@@ -252,6 +254,19 @@ class SwitchesToInductor:
     #: the calls run the captured graph as it is until inductor's kernels load (see :func:`as_captured`)
     as_captured: bool = False
     _as_captured_calls: int = 0
+
+    def _built(self, captured: Any, codegen: Codegen, fallback: str | None) -> None:
+        """What every compiled graph says of itself: its backend, size, kernels, what capturing
+        and building it cost, inductor's disk cache, and why it fell back (if it did)."""
+        self.captured = captured
+        self.backend = codegen.backend
+        self.graph_nodes = len(captured.graph.graph.nodes)
+        self.kernels = codegen.kernels
+        self.capture_seconds = captured.capture_seconds
+        self.codegen_seconds = codegen.seconds
+        self.cache = codegen.cache
+        self.fallback = fallback
+        self._run = codegen.run
 
     def build_inductor(self, on_done: Callable[[Codegen], None] | None = None,
                        delay: float = 0.0) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from .. import patch
 from ..compat import capture as compat
@@ -98,13 +98,7 @@ class CompiledPotential(SwitchesToInductor):
     what = "potential"
 
     def __init__(self, captured: CapturedPotential, codegen: Codegen, fallback: str | None) -> None:
-        self.backend = codegen.backend
-        self.graph_nodes = len(captured.graph.graph.nodes)
-        self.kernels = codegen.kernels
-        self.capture_seconds = captured.capture_seconds
-        self.codegen_seconds = codegen.seconds
-        self.cache: Literal["cold", "warm"] | None = codegen.cache
-        self.fallback = fallback
+        self._built(captured, codegen, fallback)
         self.value_reads = captured.reads
         self.guards = captured.guards
         self.calls = 0
@@ -112,8 +106,6 @@ class CompiledPotential(SwitchesToInductor):
         self.sentinel = Sentinel()
         #: the sentinel's check that found the graph's energy is not eager's (then every call runs eager)
         self.finding: Finding | None = None
-        self.captured = captured
-        self._run = codegen.run
         self._pending: Background | None = None
         self._names = captured.names
         self._signature = captured.signature

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from .. import patch
 from ..compat import capture as compat
@@ -133,13 +133,7 @@ class CompiledStep(SwitchesToInductor):
 
         self.svi = svi
         self.key = key
-        self.backend = codegen.backend
-        self.graph_nodes = len(captured.graph.graph.nodes)
-        self.kernels = codegen.kernels
-        self.capture_seconds = captured.capture_seconds
-        self.codegen_seconds = codegen.seconds
-        self.cache: Literal["cold", "warm"] | None = codegen.cache
-        self.fallback = fallback
+        self._built(captured, codegen, fallback)
         self.value_reads: tuple[ValueRead, ...] = tuple(
             sorted(captured.reads, key=lambda r: r.origin != "user"))
         self.guards = captured.guards
@@ -151,8 +145,6 @@ class CompiledStep(SwitchesToInductor):
         self.guard_failures = 0
         self.stale: str | None = None
         self.sentinel = Sentinel()
-        self.captured = captured
-        self._run = codegen.run
         self.as_captured = codegen.as_captured
         self._pending = pending
         self._store = pyro.get_param_store()

@@ -149,22 +149,15 @@ class CompiledTrajectory(SwitchesToInductor):
                  fallback: str | None, waits: bool = False) -> None:
         import torch
 
-        self.kernel, self.potential, self.captured = kernel, potential, captured
+        self.kernel, self.potential = kernel, potential
         #: what the report calls it
         self.what = f"{type(kernel).__name__} trajectory"
         self._fixed = self.what == "HMC trajectory"  # a fixed number of leapfrog steps, no tree
-        self.backend = codegen.backend
-        self.graph_nodes = len(captured.graph.graph.nodes)
-        self.kernels = codegen.kernels
-        self.capture_seconds = captured.capture_seconds
-        self.codegen_seconds = codegen.seconds
-        self.cache: Literal["cold", "warm"] | None = codegen.cache
-        self.fallback = fallback
+        self._built(captured, codegen, fallback)
         self.iterations = self.leaves = self.eager_leaves = self.pyro_iterations = 0
         self.declined: str | None = None
         self.sentinel = Sentinel()
         self.finding: Finding | None = None
-        self._run = codegen.run
         self._pending: Background | None = None
         self._waits = waits  # for inductor's kernels, running Pyro's kernel meanwhile
         self._direct_due = True  # inductor's kernels are called directly after their first call
