@@ -132,7 +132,7 @@ def _example_inputs(layout: Layout, params: dict[str, Any], inverse_mass: Any, d
 
 
 class CompiledTrajectory(SwitchesToInductor):
-    """A NUTS kernel's ``sample``, each iteration's trajectory built by the compiled leaf.
+    """An HMC or NUTS kernel's ``sample``, each iteration's trajectory built by the compiled leaf.
 
     Attributes
     ----------
@@ -143,7 +143,6 @@ class CompiledTrajectory(SwitchesToInductor):
     pyro_iterations : int
         Iterations run by Pyro's own ``sample`` instead, the last one because of ``declined``.
     """
-
 
     def __init__(self, kernel: Any, potential: Any, captured: CapturedTrajectory, codegen: Codegen,
                  fallback: str | None, waits: bool = False) -> None:
@@ -164,7 +163,7 @@ class CompiledTrajectory(SwitchesToInductor):
         layout = self._layout = captured.layout
         self._eager_leaf = packed_leaf(leaf_function(eager_potential(potential.captured.potential_fn, layout),
                                                      layout.diagonal, captured.max_sliced_energy))
-        self._pyro_sample = type(kernel).sample.__get__(kernel)  # (NUTS's own: refusal() saw the type)
+        self._pyro_sample = type(kernel).sample.__get__(kernel)  # (Pyro's own: refusal() saw the type)
         self._places: dict[int, list[Any]] = {}
         self._mass: tuple[tuple[Any, ...], tuple[Any, Any, Any]] | None = None
         self._checkpoints = torch.zeros_like(captured.example_inputs[2])
@@ -179,7 +178,7 @@ class CompiledTrajectory(SwitchesToInductor):
         patches.set(self.kernel, "sample", self.sample)
 
     def sample(self, params: dict[str, Any]) -> dict[str, Any]:
-        """One NUTS iteration, as ``NUTS.sample`` (pyro/infer/mcmc/nuts.py) makes it."""
+        """One iteration, as the kernel's own ``sample`` (pyro/infer/mcmc/hmc.py, nuts.py) makes it."""
         import pyro
         import torch
         from pyro.util import optional
