@@ -296,7 +296,10 @@ class CompiledTrajectory(SwitchesToInductor):
         return vectors, scalars, count, False
 
     def _leaf(self, run: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """One leaf on the graph; eagerly where the graph cannot run it or the sentinel disagrees."""
+        """One leaf on the graph; eagerly where the graph cannot run it or the sentinel disagrees
+        (then also every leaf after it, to the end of the iteration)."""
+        if self.finding is not None:
+            return self._eager(args)
         try:
             out = run(*args)
         except RuntimeError:

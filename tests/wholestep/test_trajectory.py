@@ -266,3 +266,45 @@ def test_hmc_trajectories_draw_the_target_and_accept_as_pyros():
     # HMC of 5 steps mixes slower than NUTS here: 4 standard errors of 200 effective draws
     assert torch.all(x.mean(0).abs() <= 4 / math.sqrt(200))
     torch.testing.assert_close(torch.cov(x.T), COVARIANCE, atol=0.25, rtol=0)
+
+
+def test_a_leaf_the_sentinel_finds_wrong_sends_the_run_to_pyros_kernel():
+    """A compiled leaf whose energy is not eager's (stood in for by shifting the graph's output)
+    is caught at the sentinel's first check: that leaf runs eagerly, every later iteration runs
+    Pyro's kernel, and the potential runs eager too."""
+    from pyro_jitmagic.wholestep.leapfrog import SCALAR
+
+    kernel = NUTS(models.gaussian)
+    pyro.set_rng_seed(0)
+    patches = PatchSet()
+    made = {}
+    setup = kernel.setup
+
+    def compiling_setup(warmup, *a, **k):
+        setup(warmup, *a, **k)
+        potential = compile_potential(kernel, kernel.initial_params, backend="step")
+        potential.install(patches, kernel)
+        trajectory = made["trajectory"] = compile_trajectory(kernel, potential, backend="step")
+        right = trajectory._run
+
+        def wrong(*args):
+            vectors, scalars, checkpoints, stop = right(*args)
+            return vectors, scalars + torch.eye(len(scalars))[SCALAR["pe"]], checkpoints, stop
+
+        trajectory._run = wrong
+        trajectory.install(patches)
+
+    kernel.setup = compiling_setup
+    mcmc = MCMC(kernel, num_samples=10, warmup_steps=10, disable_progbar=True)
+    try:
+        mcmc.run(models.data(50))
+    finally:
+        patches.restore()
+        del kernel.setup
+    trajectory = made["trajectory"]
+    assert trajectory.finding is not None and trajectory.finding.call == 1
+    assert trajectory.potential.finding is trajectory.finding  # the potential runs eager from now on
+    assert trajectory.iterations == 1 and trajectory.pyro_iterations == 19
+    assert trajectory.leaves == 0  # the first leaf, and the rest of its iteration, ran eagerly
+    assert "the sentinel found the compiled trajectory wrong" in trajectory.declined
+    assert torch.isfinite(mcmc.get_samples()["loc"]).all()
