@@ -97,8 +97,8 @@ Potential = Callable[[Any], tuple[Any, Any, Any]]  # flat z -> (energy, ok, flat
 
 
 def leaf_function(potential: Potential, diagonal: bool, max_sliced_energy: float) -> Callable[..., Any]:
-    """The function of :data:`INPUTS` returning :data:`OUTPUTS`: one leapfrog step from the
-    trajectory's end ``(z, r, grad)`` and its place in the tree.
+    """One leapfrog step from the trajectory's end ``(z, r, grad)`` and its place in the tree, as a
+    function of its named inputs returning its named outputs (:func:`packed_leaf` packs both).
 
     ``step`` is signed by the direction; ``write`` and ``check`` say which checkpoint this leaf
     writes and which ones end a subtree here (NumPyro's ``_leaf_idx_to_ckpt_idxs``); ``first`` and
