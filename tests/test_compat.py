@@ -234,3 +234,63 @@ def test_the_one_call_tensor_check_tells_apart_what_a_compiled_step_binds():
                                torch.zeros(3, 4)]):
         assert not check(*examples[:i], other, *examples[i + 1:]), f"argument {i}"
     assert not check(examples[0], 1.0, examples[2])  # not a tensor
+
+
+GENERATED = '''
+import torch
+from torch import empty_strided as _empty
+
+def empty_strided_cpu(size, stride, dtype):
+    ALLOCATED.append(size)
+    return _empty(size, stride, dtype=dtype)
+
+ALLOCATED = []
+
+def cpp_fused_add_0(out, a, scratch):
+    scratch.fill_(2.0)  # (what a kernel writes before it reads)
+    out.copy_(a + scratch)
+
+def cpp_fused_mul_1(scratch, out):
+    scratch.copy_(out * 3.0)
+
+class Runner:
+    def call(self, args):
+        arg0_1, = args
+        args.clear()
+        buf0 = empty_strided_cpu((3, ), (1, ), torch.float32)
+        buf1 = empty_strided_cpu((3, ), (1, ), torch.float32)
+        cpp_fused_add_0(buf0, arg0_1, buf1)
+        buf2 = buf1; del buf1  # reuse
+        cpp_fused_mul_1(buf2, buf0)
+        buf3 = empty_strided_cpu((3, ), (1, ), torch.float32)
+        cpp_fused_add_0(buf3, arg0_1, buf2)
+        buf4 = torch.ops.aten.neg.default(buf3)
+        del buf2
+        return (buf0, buf3, buf4)
+'''
+
+
+def test_pooled_holds_over_only_the_buffers_that_the_kernels_alone_use(tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "generated_call.py").write_text(GENERATED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("generated_call")
+    runner = module.Runner()
+    pooled = capture.pooled(runner.call)
+    assert pooled is not None
+    x = torch.tensor([1.0, 2.0, 3.0])
+    expected = runner.call([x])
+    module.ALLOCATED.clear()
+    first, second = pooled([x]), pooled([x])
+    # buf1 (and its alias buf2) only the kernels see: allocated once, when pooled; buf0 is returned,
+    # buf3 is returned and passed to an op that may alias it: both allocated on every call
+    assert len(module.ALLOCATED) == 4
+    for got in (first, second):
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert first[0] is not second[0]  # what a call returns is its own
+
+
+def test_pooled_declines_what_it_cannot_read():
+    assert capture.pooled(len) is None  # no Python source

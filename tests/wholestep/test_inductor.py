@@ -69,6 +69,15 @@ def test_after_its_first_call_a_step_calls_inductors_code_directly():
     with torch.no_grad():
         by_wrappers = bumps(lambda: wrapped(*step._inputs))
     assert bumps(lambda: step(*args, **kwargs)) == by_wrappers == [1] * len(written)
+    # the direct call holds over the buffers only its kernels use: the same numbers as torch's call
+    # (compat.pooled), call after call
+    for _ in range(3):
+        state, inputs = torch.get_rng_state(), [t.clone() for t in step._inputs]
+        with torch.no_grad():
+            expected = wrapped(*inputs)[0]
+            torch.set_rng_state(state)
+            inputs = [t.clone() for t in step._inputs]
+            assert torch.equal(step._run(*inputs)[0], expected)
 
 
 def dirichlet_model(data):
