@@ -34,7 +34,7 @@ from ..records.report import (
 
 if TYPE_CHECKING:
     from .mcmc_clock import MCMCClock
-    from .route import Ladder, MCMCRoute
+    from .route import Express, Ladder, MCMCRoute
 
 # Live progress is offered at most this often (seconds), over the median of
 # the last PROGRESS_WINDOW steps: a few updates a second cost nothing measurable.
@@ -61,6 +61,7 @@ class StepPlan:
     # (seconds, loss, compile seconds) per step: tuples on the hot path, Step records in the report
     raw: list[tuple[float, float, float]] = field(default_factory=list)
     compile_seconds: float = 0.0  # of the step in progress
+    express: Express | None = None  # the short way of the route's settled steps, while it offers one
     # why this run's random draws part from an eager run's ("" while they do not)
     diverges: str = ""
 

@@ -41,6 +41,19 @@ class Ran(NamedTuple):
         return self.tier != "eager"
 
 
+class Express(NamedTuple):
+    """The short way of a route's settled steps, which the run takes while it can.
+
+    ``run(args, kwargs)`` runs one step and returns its float result, or None, having changed
+    nothing, when the route's own :meth:`Route.step` must run this call (after which the run asks the
+    route again). ``book(seconds)`` books a step it ran, or is None. A route offers one only while
+    no step of its needs more than the run's timing: nothing to compile, announce or decide.
+    """
+
+    run: Callable[[tuple[Any, ...], dict[str, Any]], float | None]
+    book: Callable[[float], None] | None = None
+
+
 class CannotRun(Exception):
     """Raised by a route that cannot run this step, nor any later one, having changed nothing: the
     ladder runs it on the route below. ``args[0]`` says why."""
@@ -88,6 +101,10 @@ class Route:
 
     def first_done(self) -> str | None:
         """After its first step: anything the compiler does then; a note for the report, or None."""
+        return None
+
+    def express(self) -> Express | None:
+        """After a step: the short way of the steps from now on, or None (see :class:`Express`)."""
         return None
 
     def fallen(self, why: str, below: Route) -> str:
@@ -173,6 +190,10 @@ class Ladder:
 
     def advice(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         return self.route.advice(exc, args, kwargs)
+
+    def express(self) -> Express | None:
+        """The short way of the route that runs the steps now, once it has started."""
+        return self.route.express() if self.level in self._started else None
 
     def started(self) -> str | None:
         """After every step: the first-step work of a route that has just run its first step

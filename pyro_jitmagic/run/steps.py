@@ -8,7 +8,7 @@ step that meets a limit of its compiler runs again eager; other failures get one
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import advice, warmup
 from .context import RunContext
@@ -26,9 +26,31 @@ def warm(ctx: RunContext, plan: StepPlan, model: Any, guide: Any, args: tuple[An
 
 
 def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """One step of an SVI, or one direct call of a loss, by its route: timed and recorded."""
+    """One step of an SVI, or one direct call of a loss, by its route: timed and recorded.
+
+    While the route offers a short way for its settled steps (:class:`~.route.Express`), a step
+    takes it: the ladder, the route and the signature's lookup were a third of a small compiled
+    step (docs/benchmarks.md, The step around the graph)."""
     __tracebackhide__ = True
     recorder, ladder = ctx.recorder, plan.route
+    express = plan.express
+    if express is not None:
+        start = recorder.clock()
+        try:
+            result = express.run(args, kwargs)
+        except BaseException as exc:
+            plan.express = None
+            if not (ladder.compiled and ladder.recover(exc)):
+                _fail(ctx, ladder, exc, args, kwargs)
+            result = None  # (its route put back what the step changed: the long way runs it, eager)
+        if result is not None:
+            end = recorder.clock()
+            plan.raw.append((end - start, result, 0.0))
+            if express.book is not None:
+                express.book(end - start)
+            recorder.step_done(plan, end)
+            return result
+        plan.express = None  # (the route's own step runs this call, and says what comes next)
     outer, recorder.current = recorder.current, plan
     plan.compile_seconds = 0.0
     level = ladder.level
@@ -39,11 +61,7 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
             recorder.switch(plan.key, plan.target, ladder)
     except BaseException as exc:
         if not (ladder.compiled and ladder.recover(exc)):
-            if ladder.compiled:
-                _advise(ctx, ladder, exc, args, kwargs)
-            if advice.ends_at_users_line(exc):
-                raise exc.with_traceback(None) from exc.__cause__
-            raise
+            _fail(ctx, ladder, exc, args, kwargs)
         recorder.switch(plan.key, plan.target, ladder)
         ran = ladder.call(*plan.head, *args, **kwargs)  # the same step, eager
     finally:
@@ -62,7 +80,20 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     note = ladder.started()
     if note is not None:
         recorder.note(note)
+    if not recorder.cuda_initialized():  # (GPU steps are timed to their kernels' end: the long way)
+        plan.express = ladder.express()
     return result
+
+
+def _fail(ctx: RunContext, ladder: Ladder, exc: BaseException, args: tuple[Any, ...],
+          kwargs: dict[str, Any]) -> NoReturn:
+    """A step failed for a reason its route cannot mend: raise it, with advice where some is known."""
+    __tracebackhide__ = True
+    if ladder.compiled:
+        _advise(ctx, ladder, exc, args, kwargs)
+    if advice.ends_at_users_line(exc):
+        raise exc.with_traceback(None) from exc.__cause__
+    raise exc
 
 
 def _advise(ctx: RunContext, route: Ladder, exc: BaseException, args: tuple[Any, ...],

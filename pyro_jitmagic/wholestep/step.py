@@ -184,6 +184,7 @@ class CompiledStep(SwitchesToInductor):
         self._rng_state, self._grad_mode = torch.default_generator.get_state, torch.is_grad_enabled
         self._set_grad = compat.grad_mode_setter()
         self._bound_now = _binder(self)
+        self._same_call = _call_check(self)
         self._direct_due = True  # inductor's kernels are called directly after their first call
 
     # -- one step ---------------------------------------------------------------
@@ -205,7 +206,6 @@ class CompiledStep(SwitchesToInductor):
         if not self.world.holds():
             changes = tuple(self.world.changes())
             return Declined("; ".join(map(str, changes)) or "a guard failed", changes=changes)
-        inputs = self._inputs
         if not self._bound_now(args, kwargs):  # (then the checks one by one, saying what failed)
             bound = self._bind(args, kwargs)
             if isinstance(bound, Declined):
@@ -215,6 +215,39 @@ class CompiledStep(SwitchesToInductor):
         if check and self._pending is not None and self._pending.busy.is_set():
             check = False  # inductor's Python runs in this process now
             self.sentinel.postpone()
+        loss = self._graph_step(run, args, kwargs, check)
+        if type(loss) is not float:
+            return loss
+        if self.steps == 1 and self._pending is not None:
+            self._pending.start()  # inductor's codegen, after the first call and its check
+        elif self._direct_due and self.backend == "inductor":
+            self._direct_due = False
+            self._run = compat.direct_call(run, self._written) or run
+        return loss
+
+    def express(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+        """One step the short way, once the step is settled (:attr:`settled`): its float loss, or
+        None, having changed nothing, when :meth:`run` must take this call (a guard that fails,
+        another signature, the sentinel's check due, an in-graph guard that failed)."""
+        if not (self._same_call is not None and self.world.holds() and self._same_call(args, kwargs)
+                and self._bound_now(args, kwargs) and self.sentinel.unchecked()):
+            return None
+        loss = self._graph_step(self._run, args, kwargs, False)
+        return loss if type(loss) is float else None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the step runs the way it will from now on (its backend built and switched to, its
+        graph called directly): :meth:`express` may run it."""
+        return (self._same_call is not None and self.steps > 0 and self._pending is None
+                and not self.as_captured and self.stale is None
+                and not (self._direct_due and self.backend == "inductor"))
+
+    def _graph_step(self, run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                    check: bool) -> float | Declined:
+        """The graph's call on the bound inputs, checked against eager when ``check``: the float loss,
+        or why not (it then wrote nothing back, and the random state is as it was)."""
+        inputs = self._inputs
         rng = self._rng_state() if self._save_rng or check else None
         eager = self._eager_check(args, kwargs, rng) if check else None
         checked = time.perf_counter() if check else 0.0
@@ -237,11 +270,6 @@ class CompiledStep(SwitchesToInductor):
                 return declined
         for rule, stepped in self._after:
             rule.after_step(rule.state() if stepped else None)
-        if self.steps == 0 and self._pending is not None:
-            self._pending.start()  # inductor's codegen, after the first call and its check
-        elif self._direct_due and self.backend == "inductor":
-            self._direct_due = False
-            self._run = compat.direct_call(run, self._written) or run
         self.steps += 1
         if loss != loss:  # pyro/infer/*_elbo.py: warn_if_nan(loss, "loss")
             warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
@@ -434,7 +462,7 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
         lines.append(f"        st = {r}.optimizer.state.get({t})")
         for key, position in zip(rule.state_keys, positions, strict=True):
             take(f"st[{bind(key)}]", position, step._layouts[position])
-        lines.append(f"        for k, x in enumerate({r}.scalars(st)): {bind(view)}[{offset} + k] = x")
+        lines.extend(f"        {line}" for line in rule.scalar_lines("st", bind(view), offset, bind))
     for param, no_grad in step._untouched:
         holds(f"{bind(param)}.grad is {'' if no_grad else 'not '}None")
     holds(f"{bind(step)}._grads_hold()")
@@ -449,6 +477,59 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
                         "        return False", "    return True"])
     exec(compile(source, "<pyro_jitmagic binding>", "exec"), constants)  # our own code over bound constants
     return constants["bound"]
+
+
+#: The values a call may pass beside its tensors for :meth:`CompiledStep.express` to run it: its
+#: check compares them by type and value (others run the long way, looked up by their key).
+_PLAIN_VALUES = (int, float, bool, str, type(None))
+
+
+def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
+    """One function of a call's arguments: True where the call has the signature ``step`` was
+    compiled for (:func:`step_key` finds the same key), by checks the binding does not make: the
+    number of arguments, the keywords' names, and the plain values (ints, floats, strings) the graph
+    holds as constants. The binding checks the tensors it takes; a tensor the graph does not take,
+    its layout here. None where the key holds other values (``express`` then never runs)."""
+    import torch
+
+    constants: dict[str, Any] = {}
+    tests: list[str] = []
+
+    def bind(obj: Any) -> str:
+        name = f"K{len(constants)}"
+        constants[name] = obj
+        return name
+
+    def plain(expression: str, value: Any) -> bool:
+        if type(value) not in _PLAIN_VALUES:
+            return False
+        tests.append(f"type({expression}) is {bind(type(value))} and {expression} == {bind(value)}")
+        return True
+
+    count, keywords, described = step.key
+    bound = {position for position, _, _ in step._args}
+    tests.append(f"len(args) == {int(count)}")
+    for position, kind in enumerate(described):
+        if position in bound:
+            continue  # (the binding checks its layout)
+        if isinstance(kind, tuple) and len(kind) == 4 and isinstance(kind[0], torch.Size):
+            tests.append(f"isinstance(args[{position}], {bind(_tensor_class())})")
+            tests.append(_layout_test(f"args[{position}]", kind, bind))
+        elif not (isinstance(kind, tuple) and len(kind) == 2 and kind[0] == "value"
+                  and plain(f"args[{position}]", kind[1])):
+            return None
+    taken = {key for key, _, _ in step._keywords}
+    tests.append(f"len(kwargs) == {len(keywords)}")
+    try:
+        for name, value in keywords:
+            tensor = isinstance(value, tuple) and len(value) == 5 and value[0] == "tensor"
+            if not isinstance(name, str) or (tensor and name not in taken):
+                return None
+            if not tensor and not plain(f"kwargs.get({bind(name)})", value):
+                return None
+    except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
+        return None
+    return eval(f"lambda args, kwargs: {' and '.join(tests)}", constants)  # our own expression
 
 
 def _check_layouts(checked: list[tuple[str, Any, tuple[Any, ...]]], holds: Callable[[str], None],

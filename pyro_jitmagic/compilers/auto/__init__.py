@@ -12,6 +12,7 @@ loses nothing: the losses are those of one uninterrupted run.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,7 +21,7 @@ from ...guards import CallSite, Change
 from ...policy.auto import AFTER_CELL_DELAY, AutoPolicy
 from ...policy.books import CellSteps, Tier, TierBook, TierTally
 from ...run.context import RunContext
-from ...run.route import CannotRun, Ladder, Ran, Route
+from ...run.route import CannotRun, Express, Ladder, Ran, Route
 from ...run.session import WholeStepEntry
 from ...wholestep.step import step_key
 from ..pyro import PyroJit
@@ -94,6 +95,7 @@ class TieredRoute(WholeStepRoute):
         if run.entries:
             entry, result = run.serve(args, kwargs)
             if type(result) is float:
+                self.served = (run, entry)  # type: ignore[assignment]
                 return self._whole(entry, tally, result)  # type: ignore[arg-type]
             return self._declined(svi, run, tally, result, args, kwargs)
         book, calls = tally.book, self._function_calls()
@@ -156,6 +158,27 @@ class TieredRoute(WholeStepRoute):
         if capturing:
             return self._booked(tally, Ran(loss, "step", timed=False))
         return self._booked(tally, Ran(loss, tier, timed=not compiled.as_captured))
+
+    def express(self, book: Callable[[float], None] | None = None) -> Express | None:
+        """The short way once the signature has climbed as high as it will in this run (inductor's
+        kernels, or the whole step where inductor is not to come): no step has more to decide."""
+        served = self.served
+        if served is None:
+            return None
+        run, entry = served
+        compiled, tally = entry.compiled, self.tallies.get(run.base[1])
+        tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
+        if tally is None or tally.book.tier != tier or (
+                tier == "step" and self.top == "inductor" and not compiled.fallback):
+            self.served = None
+            return None
+        return super().express(partial(self._book_express, tally, tier))
+
+    def _book_express(self, tally: TierTally, tier: Tier, seconds: float) -> None:
+        """A timed step on ``tier``, run by this route (the short way, or its own step)."""
+        if self.cell is not None:
+            self.cell.done += 1
+        tally.add(tier, seconds)
 
     # -- climbing ------------------------------------------------------------------------
     def _capture(self, svi: Any, run: SignatureRun, args: tuple[Any, ...],
@@ -300,11 +323,11 @@ class TieredRoute(WholeStepRoute):
         return ran._replace(book=partial(self._book_own, tally, ran))
 
     def _book_own(self, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
+        if ran.timed:
+            self._book_express(tally, ran.tier, seconds)
+            return
         if self.cell is not None:
             self.cell.done += 1
-        if ran.timed:
-            tally.add(ran.tier, seconds)
-            return
         book = tally.book  # its time says nothing of the tier's step time (a capture; as captured)
         tally.seconds += seconds
         tally.steps["step"] += 1

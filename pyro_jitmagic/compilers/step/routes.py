@@ -21,7 +21,7 @@ from ...guards import CallSite, Change, Recompiles
 from ...run.context import RunContext
 from ...run.naming import label
 from ...run.recorder import StepPlan
-from ...run.route import CannotRun, Ladder, Ran, Route
+from ...run.route import CannotRun, Express, Ladder, Ran, Route
 from ...run.session import WholeStepEntry
 from ...wholestep.step import step_key
 from ..eager import eager_step
@@ -111,6 +111,7 @@ class WholeStepRoute(Route):
     signatures: dict[Any, SignatureRun] = field(default_factory=dict)
     call_site: CallSite | None = None
     compiled_after: str = ""  # what ``after`` says while a step runs compiled
+    served: tuple[SignatureRun, WholeStepEntry] | None = None  # what ran the last step, compiled
 
     name = "the whole step"
 
@@ -151,8 +152,33 @@ class WholeStepRoute(Route):
         if type(result) is float:
             if self.waiting is entry:
                 self._announce(entry)  # type: ignore[arg-type]
+            self.served = (run, entry)  # type: ignore[assignment]
             return self.ran(entry, result)  # type: ignore[arg-type]
         return self.declined(svi, run, result, args, kwargs)
+
+    def express(self, book: Callable[[float], None] | None = None) -> Express | None:
+        """The short way while the last step's compiled step is settled and its signature's first:
+        the call site's check, then the compiled step's own (:meth:`~...wholestep.step.CompiledStep.express`),
+        which checks the signature, guards, binding and sentinel as its ``run`` does."""
+        served, self.served = self.served, None
+        if served is None or self.waiting is not None:
+            return None
+        run, entry = served
+        compiled = entry.compiled
+        if run.eager_why or not run.entries or run.entries[0] is not entry or not compiled.settled:
+            return None
+        assert self.call_site is not None
+        problem, step, clock = self.call_site.problem, compiled.express, time.time
+
+        def express(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+            if problem() is not None:
+                return None
+            loss = step(args, kwargs)
+            if loss is not None:
+                entry.last_hit = clock()
+            return loss
+
+        return Express(express, book)
 
     @staticmethod
     def ran(entry: WholeStepEntry, loss: float) -> Ran:

@@ -1,0 +1,152 @@
+"""The short way of settled whole steps (``Express``): once a compiled step runs the way it will from
+then on, a step skips the ladder, the route and the signature's lookup. Whatever the long way would
+see (another signature, a changed global, a step under ``no_grad``, the sentinel's check falling
+due) it must still see: each test counts the steps the short way ran, so that it is exercised."""
+
+from __future__ import annotations
+
+import models
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal
+from pyro.optim import Adam
+
+import pyro_jitmagic
+from pyro_jitmagic import AutoPolicy
+from pyro_jitmagic.wholestep.step import CompiledStep
+
+DATA = models.data(40)
+
+
+@pytest.fixture
+def short_way(monkeypatch):
+    """How many steps the short way ran (a list, to be read after the run)."""
+    ran = []
+    express = CompiledStep.express
+
+    def counted(self, args, kwargs):
+        loss = express(self, args, kwargs)
+        if loss is not None:
+            ran.append(loss)
+        return loss
+
+    monkeypatch.setattr(CompiledStep, "express", counted)
+    return ran
+
+
+def shifted(data, shift):
+    loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(loc + shift, 1.0), obs=data)
+
+
+PRIOR_SCALE = 1.0
+
+
+def global_prior(data):
+    loc = pyro.sample("loc", dist.Normal(0.0, PRIOR_SCALE))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(loc, 1.0), obs=data)
+
+
+def _run(model, body, **options):
+    """``body(svi)`` from a fresh param store and seed: eager when no options, else compiled."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    svi = SVI(model, AutoDiagonalNormal(model), Adam({"lr": 0.02}), Trace_ELBO())
+    if not options:
+        return body(svi), None
+    with pyro_jitmagic.compiled(**options) as run:
+        losses = body(svi)
+    return losses, run.report
+
+
+def _params():
+    return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+
+
+def test_settled_steps_take_the_short_way_with_eagers_losses_and_every_step_in_the_report(short_way):
+    def body(svi):
+        return [svi.step(DATA) for _ in range(80)]
+
+    eager, _ = _run(models.gaussian, body)
+    params = _params()
+    losses, report = _run(models.gaussian, body, backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    for name, value in _params().items():
+        torch.testing.assert_close(value, params[name], rtol=1e-4, atol=1e-6)
+    assert len(short_way) >= 70  # all but the first few (eager, capture, first compiled calls)
+    (svi_run,) = report.svi_runs
+    assert len(svi_run.steps) == 80  # the short way's steps are timed and recorded too
+
+
+def test_another_signature_leaves_the_short_way_and_compiles_its_own_step(short_way):
+    def body(svi):
+        return [svi.step(DATA, 0.5 if i % 10 < 5 else 1.5) for i in range(60)]
+
+    eager, _ = _run(shifted, body)
+    losses, report = _run(shifted, body, backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    assert len(report.compilations) == 2  # one graph per shift, each holding its shift as a constant
+    assert short_way  # the runs of five between the switches
+
+
+def test_a_global_changed_in_the_loop_is_seen_on_the_short_way(short_way):
+    def body(svi):
+        global PRIOR_SCALE
+        losses = []
+        try:
+            for i in range(60):
+                PRIOR_SCALE = 1.0 if i < 30 else 10.0
+                losses.append(svi.step(DATA))
+        finally:
+            PRIOR_SCALE = 1.0
+        return losses
+
+    eager, _ = _run(global_prior, body)
+    before = len(short_way)
+    losses, report = _run(global_prior, body, backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    assert len(short_way) > before
+    assert any("PRIOR_SCALE" in line for line in report.guards)  # compiled again for the new value
+
+
+def test_a_step_under_no_grad_runs_eager_while_the_short_way_is_open(short_way):
+    def body(svi):
+        losses = [svi.step(DATA) for _ in range(30)]
+        with torch.no_grad():
+            losses.append(svi.step(DATA))  # eager Pyro trains nothing here
+        return losses + [svi.step(DATA) for _ in range(10)]
+
+    eager, _ = _run(models.gaussian, body)
+    losses, report = _run(models.gaussian, body, backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    assert any("torch.no_grad() was active" in line for line in report.guards)
+    assert len(short_way) >= 30
+
+
+def test_the_sentinel_checks_fall_due_on_the_short_way_as_on_the_long_one(short_way):
+    def body(svi):
+        return [svi.step(DATA) for _ in range(300)]
+
+    _, report = _run(models.gaussian, body, backend="step")
+    # checked at its compiled calls 1, 65 and 257 (the gaps tripling: guards/sentinel.py)
+    assert report.sentinel_checks == 3 and report.sentinel_findings == 0
+    assert len(short_way) >= 280
+
+
+def test_the_climb_books_the_short_ways_steps_on_their_tier(short_way):
+    def body(svi):
+        return [svi.step(DATA) for _ in range(60)]
+
+    eager, _ = _run(models.gaussian, body)
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
+    losses, report = _run(models.gaussian, body, auto=policy, backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    (row,) = [d for d in report.auto if d.path]
+    assert row.state == "step"
+    assert row.eager_steps + row.compiled_steps == 60  # the short way's steps counted in the books
+    assert len(short_way) >= 40
