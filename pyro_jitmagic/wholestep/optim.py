@@ -12,6 +12,7 @@ the last bit, on tensors of 16 elements or more.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,14 @@ class ParamUpdate:
         """This step's numbers, computed as torch computes them (in Python, in double)."""
         return []
 
+    def scalar_lines(self, state: str, view: str, offset: int, bind: Callable[[Any], str]) -> list[str]:
+        """Python lines that write :meth:`scalars` into ``view`` from ``offset``, for the compiled
+        step's binding (:func:`~.step._binder`): ``state`` names the state dict, ``bind`` makes a
+        constant's name. A subclass may write them without the call and the list."""
+        if not self.n_scalars:
+            return []
+        return [f"for k, x in enumerate({bind(self)}.scalars({state})): {view}[{offset} + k] = x"]
+
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
         """New values of ``param`` and of each state tensor (traced)."""
         raise NotImplementedError
@@ -111,6 +120,18 @@ class AdamUpdate(ParamUpdate):
         if self.n_scalars == 3:
             numbers.append(1 - lr * group["weight_decay"])
         return numbers
+
+    def scalar_lines(self, state: str, view: str, offset: int, bind: Callable[[Any], str]) -> list[str]:
+        # scalars(), the same operations in the same order, without its call and list: on every step
+        group = bind(self.group)
+        lines = [f"n = float({state}['step'])",
+                 f"n = n + 1.0 if n < 16777216.0 else {bind(_f32_increment)}(n)",
+                 f"lr = {group}['lr']",
+                 f"{view}[{offset}] = -(lr / (1 - {bind(self.beta1)} ** n))",
+                 f"{view}[{offset + 1}] = (1 - {bind(self.beta2)} ** n) ** 0.5"]
+        if self.n_scalars == 3:
+            lines.append(f"{view}[{offset + 2}] = 1 - lr * {group}['weight_decay']")
+        return lines
 
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
         import torch

@@ -171,3 +171,31 @@ def test_loss_is_eager_float_to_the_last_bit():
 def test_every_elbo_optimizer_and_guide(loss, optimizer, guide):
     # the fast tier covers every pair of these; this is every triple
     agree(functools.partial(gaussian_svi, guide, optimizer, loss, **ELBOS[loss]))
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW"])
+def test_the_bindings_numbers_of_a_step_are_the_rules_own(optimizer):
+    # the binding writes a rule's per-step numbers with lines of its own (ParamUpdate.scalar_lines);
+    # they must be scalars(), bit for bit, past float32's exact integers too
+    import numpy as np
+
+    from pyro_jitmagic.wholestep.optim import AdamUpdate
+
+    param = torch.zeros(3, requires_grad=True)
+    optim = OPTIMIZERS[optimizer]()
+    torch_optim = optim.pt_optim_constructor([param], **optim.pt_optim_args)
+    rule = AdamUpdate(torch_optim, torch_optim, param, dynamic_lr=True)
+    assert rule.n_scalars == (3 if optimizer == "AdamW" else 2)
+    constants: dict = {}
+
+    def bind(obj):
+        constants[f"K{len(constants)}"] = obj
+        return f"K{len(constants) - 1}"
+
+    view = np.zeros(rule.n_scalars + 1)
+    body = "\n".join(f"    {line}" for line in rule.scalar_lines("st", bind(view), 1, bind))
+    exec(f"def write(st):\n{body}\n", constants)
+    for step in (0.0, 1.0, 41.0, 2.0**24 - 1, 2.0**24, 2.0**25 + 2):
+        state = {"step": torch.tensor(step)}
+        constants["write"](state)
+        assert view[1:].tolist() == rule.scalars(state)
