@@ -40,6 +40,12 @@ MCMC_MEASURE_SAMPLES = 3
 MCMC_CHECK_EVERY = 8
 #: A key's compile is learned once it has run this many compiled steps (the first may be slow).
 LEARN_AFTER = 8
+#: A compiled key whose steady steps take longer than its eager ones by this factor runs eager for
+#: the rest of the session; looked at once its compiled steps number one of :data:`STEP_DOWN_AT`
+#: (the settling ones past: a trace can be slower than the Python it replaced, as the tutorial's
+#: enumerated HMM's is on Pyro's JIT, docs/benchmarks.md, The default climb).
+STEP_DOWN_RATIO = 1.1
+STEP_DOWN_AT = (8, 32, 128)
 
 # -- the whole step and inductor's kernels ----------------------------------------------------
 #: Capturing the whole step, in steps of Pyro's JIT; a whole step's speedup over Pyro's JIT, and
@@ -179,6 +185,22 @@ class AutoPolicy:
                     f"and its eager steps took {seconds(spent)}, both under its expected compile cost "
                     f"({seconds(expected)})")
         return False
+
+    def step_down(self, book: KeyBook) -> bool:
+        """Whether a compiled key runs eager from now on: its steady compiled steps, measured, took
+        longer than its eager ones (:data:`STEP_DOWN_RATIO`). Sets ``book.why`` when it steps down."""
+        if book.stepped_down:
+            return True
+        if book.compiled_calls not in STEP_DOWN_AT or not book.compiled:
+            return False
+        eager, compiled = book.eager_step(), book.compiled_step()
+        if eager is None or compiled is None or compiled <= eager * STEP_DOWN_RATIO:
+            return False
+        book.stepped_down = True
+        self.learn(book)  # (the next keys' decisions weigh this speedup too)
+        book.why = (f"back to eager after {plural(book.compiled_calls, 'compiled step')}: they took "
+                    f"{seconds(compiled)} each, eager's {seconds(eager)}")
+        return True
 
     def decide_potential(self, book: KeyBook, samples_done: int, samples_total: int,
                          evaluations: int) -> bool:

@@ -66,6 +66,7 @@ class KeyBook:
     why: str = ""
     function: FunctionCalls = field(default_factory=FunctionCalls)  # shared by its function's keys
     learned: bool = False  # its compile has been added to the session's ratios
+    stepped_down: bool = False  # its compiled steps were slower than eager's: eager for the session
 
     def eager_step(self) -> float | None:
         """Median of the latest eager steps."""

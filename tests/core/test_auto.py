@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import models
 import pyro
 import pytest
@@ -50,6 +52,26 @@ def test_a_key_compiles_when_the_calls_expected_to_follow_would_repay_it():
     # ...until 20 calls expect 20 more
     book, _ = _book(eager=[1.0] * 20)
     assert policy.decide_svi(book, function_calls=400)
+
+
+def test_a_key_whose_compiled_steps_are_slower_than_eagers_goes_back_to_eager_for_good():
+    # the tutorial's enumerated HMM on Pyro's JIT: traced steps four times as slow as eager's
+    policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
+    book, _ = _book(eager=[0.035] * 3, compile_step=1.0, compiled=[0.16] * 7)
+    assert not policy.step_down(book)  # looked at once 8 compiled steps are measured, no sooner
+    book, _ = _book(eager=[0.035] * 3, compile_step=1.0, compiled=[0.16] * 8)
+    assert policy.step_down(book)
+    assert book.why == "back to eager after 8 compiled steps: they took 160 ms each, eager's 35 ms"
+    assert policy.step_down(book)  # for the rest of the session
+    assert policy.speedup("svi") == (pytest.approx(statistics.median([2.0, 0.035 / 0.16])), True)
+    # within the margin, or faster: it stays compiled
+    book, _ = _book(eager=[0.035] * 3, compile_step=1.0, compiled=[0.037] * 8)
+    assert not policy.step_down(book)
+    book, _ = _book(eager=[0.035] * 3, compile_step=1.0, compiled=[0.02] * 32)
+    assert not policy.step_down(book)
+    # its settling steps (an optimising executor's) do not count against it
+    book, _ = _book(eager=[0.035] * 3, compile_step=1.0, compiled=[0.5] * 5 + [0.02] * 3)
+    assert not policy.step_down(book)
 
 
 def test_a_rare_key_compiles_once_running_it_eager_has_cost_what_compiling_would():
@@ -240,6 +262,41 @@ def _run_auto_svi(steps, model=models.gaussian):
         for _ in range(steps):
             svi.step(data)
     return run.report, svi
+
+
+def test_a_key_stepped_down_runs_eager_from_its_next_step_and_in_later_cells(auto_policy, monkeypatch):
+    # the decision is the policy's (tested from given figures above); here, what the run does with it
+    policy = auto_policy(prior_compile_steps={"svi": 0.0})  # compiles at step 4
+    asked = []
+
+    def step_down(book):
+        asked.append(book.compiled_calls)
+        book.stepped_down = book.stepped_down or book.compiled_calls >= 10
+        book.why = "back to eager (as the test says)" if book.stepped_down else book.why
+        return book.stepped_down
+
+    monkeypatch.setattr(policy, "step_down", step_down)
+
+    def train(steps):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())
+        data = models.data()
+        return svi, data, [svi.step(data) for _ in range(steps)]
+
+    _, _, expected = train(30)
+    with JitRun(auto=True, backend="pyro") as run:
+        svi, data, losses = train(30)
+    assert losses == pytest.approx(expected, rel=1e-5)  # one run, whichever way each step ran
+    (decision,) = run.report.auto
+    assert decision.state == "eager" and decision.why == "back to eager (as the test says)"
+    assert decision.compiled_at == 4 and decision.compiled_steps == 11  # its compile, then 10 steps
+    assert decision.eager_steps == 3 + 16
+    with JitRun(auto=True, backend="pyro") as later:  # its trace is still cached: it stays eager
+        for _ in range(5):
+            svi.step(data)
+    (decision,) = later.report.auto
+    assert decision.state == "eager" and decision.compiled_steps == 0
 
 
 def test_a_key_compiled_in_an_earlier_cell_runs_compiled_from_its_first_step(auto_policy):

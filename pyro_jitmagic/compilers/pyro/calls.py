@@ -265,10 +265,11 @@ class KeyCalls:
         book.function.calls += 1
         done = self._run_calls.get(id(fn), 0)
         self._run_calls[id(fn)] = done + 1
-        if traced is not None:
+        if traced is not None and not policy.step_down(book):
             self.auto_step = (tally, "compiled")
             return True
-        if policy.decide_svi(book, book.function.calls, self._cell_left(book.owner, tally, done)):
+        if traced is None and not book.stepped_down and policy.decide_svi(
+                book, book.function.calls, self._cell_left(book.owner, tally, done)):
             book.state = "compiled"
             self.auto_step = (tally, "compile")
             return True
