@@ -35,6 +35,12 @@ PRIOR_SPEEDUP = {"svi": 2.0, "potential": 1.5}
 MIN_SPEEDUP = 1.1
 #: Eager steps a key runs before its median step time is trusted (its first pays one-off costs).
 MIN_EAGER_STEPS = 3
+#: A key compiles on the steps expected to follow only when they save this many times its expected
+#: compile cost. The figures are priors and the medians of a few steps, and a trace can turn out
+#: unusable (it froze a read, it dropped a draw: the key runs eager and its cost is lost), as two
+#: 30-step cells of the real-model suite did on a bet of 1.12x (docs/real-models.md). With the figures
+#: right, a key that stays eager under the margin takes at most 1.13x the time it would compiled.
+BET_MARGIN = 1.3
 #: MCMC: samples measured eager before looking ahead; how often to look.
 MCMC_MEASURE_SAMPLES = 3
 MCMC_CHECK_EVERY = 8
@@ -168,14 +174,17 @@ class AutoPolicy:
         else:
             future, whence = calls * max(1.0, self.horizon / max(function_calls, 1)), ""
         saving = future * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
-        if saving >= expected:
+        if saving >= BET_MARGIN * expected:
             book.why = (f"compiled after {plural(calls, 'eager step')}: the ~{future:.0f} calls expected "
                         f"to follow{whence} would save {seconds(saving)}, more than its expected compile "
                         f"cost ({seconds(expected)})")
             return True
         if cell is not None:
+            cost = f"its expected compile cost ({seconds(expected)})"
+            short = f"under {cost}" if saving < expected else \
+                f"too close to {cost} to bet on (it takes {BET_MARGIN:g}x)"
             book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow{whence} would save "
-                        f"{seconds(saving)}, under its expected compile cost ({seconds(expected)})")
+                        f"{seconds(saving)}, {short}")
             return False
         if spent >= expected:
             book.why = (f"compiled after {plural(calls, 'eager step')}, which took {seconds(spent)}: "

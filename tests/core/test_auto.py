@@ -54,6 +54,21 @@ def test_a_key_compiles_when_the_calls_expected_to_follow_would_repay_it():
     assert policy.decide_svi(book, function_calls=400)
 
 
+def test_a_bet_too_close_to_call_stays_eager():
+    # the cell's loops say 27 more calls: at 1 s a step and a 2x speedup they save 13.5 s
+    policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 12.0}, prior_speedup={"svi": 2.0})
+    book, _ = _book(eager=[1.0] * 3)
+    assert not policy.decide_svi(book, function_calls=3, cell=(27.0, 30))  # against 12 s: 1.12x
+    assert book.why == ("stayed eager: the ~27 calls expected to follow (the cell's loops run 30 steps) "
+                        "would save 13.5 s, too close to its expected compile cost (12 s) to bet on (it "
+                        "takes 1.3x)")
+    book, _ = _book(eager=[1.0] * 3)
+    assert policy.decide_svi(book, function_calls=3, cell=(32.0, 35))  # 16 s against 12 s: 1.33x
+    book, _ = _book(eager=[1.0] * 3)
+    assert not policy.decide_svi(book, function_calls=3, cell=(20.0, 23))  # 10 s: under the cost itself
+    assert book.why.endswith("would save 10 s, under its expected compile cost (12 s)")
+
+
 def test_a_key_whose_compiled_steps_are_slower_than_eagers_goes_back_to_eager_for_good():
     # the tutorial's enumerated HMM on Pyro's JIT: traced steps four times as slow as eager's
     policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
