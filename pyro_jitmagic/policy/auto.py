@@ -114,6 +114,8 @@ class AutoPolicy:
         self._inductor_speedup: list[float] = []
         self._codegen: list[float] = []
         self._potential_capture: list[float] = []
+        #: traces found unusable for what the code does, by :attr:`KeyBook.code`: why
+        self.unusable: dict[str, str] = {}
 
     def book(self, fn: Any, key: Any, kind: Kind, owner: str, describe: str) -> KeyBook:
         """The book of ``key`` of compiled function ``fn`` (made on first use)."""

@@ -67,6 +67,7 @@ class KeyBook:
     function: FunctionCalls = field(default_factory=FunctionCalls)  # shared by its function's keys
     learned: bool = False  # its compile has been added to the session's ratios
     stepped_down: bool = False  # its compiled steps were slower than eager's: eager for the session
+    code: str = ""  # what its trace is a trace of, across runs (the model's and guide's code, the key)
 
     def eager_step(self) -> float | None:
         """Median of the latest eager steps."""

@@ -314,6 +314,33 @@ def test_a_key_stepped_down_runs_eager_from_its_next_step_and_in_later_cells(aut
     assert decision.state == "eager" and decision.compiled_steps == 0
 
 
+def branching(data):
+    loc = pyro.sample("loc", pyro.distributions.Normal(0.0, 1.0))
+    scale = 1.0 if loc > 0 else 2.0  # a value read: a trace would freeze the branch
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", pyro.distributions.Normal(loc, scale), obs=data)
+
+
+def test_a_trace_found_unusable_is_not_built_again_for_the_same_code(auto_policy):
+    auto_policy(prior_compile_steps={"svi": 0.0})  # compiles at step 4, whatever the speed
+
+    def cell():
+        svi = SVI(branching, AutoDiagonalNormal(branching), Adam({"lr": 0.05}), Trace_ELBO())
+        data = models.data()
+        with JitRun(auto=True, backend="pyro") as run:
+            for _ in range(10):
+                svi.step(data)
+        (decision,) = run.report.auto
+        return run.report, decision
+
+    first, decision = cell()
+    assert first.compile_count == 1 and decision.state == "eager"  # traced at step 4, then found unusable
+    again, decision = cell()  # the cell run again: a new SVI, the same code
+    assert again.compile_count == 0 and decision.eager_steps == 10
+    assert decision.why.startswith("stayed eager: a trace of the same code in an earlier run was unusable "
+                                   "(its trace reads a value at ")
+
+
 def test_a_key_compiled_in_an_earlier_cell_runs_compiled_from_its_first_step(auto_policy):
     auto_policy(prior_compile_steps={"svi": 6.0})
     svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())

@@ -216,6 +216,7 @@ class KeyCalls:
             fn.compiled.pop(key, None)
             torch.set_rng_state(first.rng)
             self.watch.eager_from_now(fn, key, frozen)
+            self._unusable(frozen)
             return first.result
         if first.rng is not None and not torch.equal(torch.get_rng_state(), first.rng):
             # The trace drew other random numbers than Pyro's eager first run of the step.
@@ -226,8 +227,17 @@ class KeyCalls:
             if self.watch.draws_part(fn, key):  # --auto keeps eager's stream: the step is eager's
                 fn.compiled.pop(key, None)
                 torch.set_rng_state(first.rng)
+                self._unusable(self.watch.eager_keys[(id(fn), key)])
                 return first.result
         return result
+
+    def _unusable(self, why: str) -> None:
+        """Under --auto, a trace just built cannot be used, for what the code does (a read it would
+        freeze, a draw outside torch, a draw it drops): a later run of the same code does not build it."""
+        if self.auto_step is not None and self.ctx.auto is not None and self.auto_step[0].book.code:
+            book = self.auto_step[0].book
+            book.state = "eager"
+            self.ctx.auto.unusable[book.code] = why
 
     def _guard_failed(self, original: Callable[..., Any], fn: Any, key: Any, entry: EntryStats,
                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -260,6 +270,7 @@ class KeyCalls:
             book = policy.book(fn, key, "svi", owner, describe_key(key))
             if traced is not None and book.state == "eager":  # compiled in an earlier, plain cell
                 book.state = "compiled"
+            book.code = book.code or self._code(book.key)
             tally = tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
         book = tally.book
         book.function.calls += 1
@@ -268,7 +279,10 @@ class KeyCalls:
         if traced is not None and not policy.step_down(book):
             self.auto_step = (tally, "compiled")
             return True
-        if traced is None and not book.stepped_down and policy.decide_svi(
+        unusable = policy.unusable.get(book.code) if traced is None and book.code else None
+        if unusable is not None:
+            book.why = f"stayed eager: a trace of the same code in an earlier run was unusable ({unusable})"
+        elif traced is None and not book.stepped_down and policy.decide_svi(
                 book, book.function.calls, self._cell_left(book.owner, tally, done)):
             book.state = "compiled"
             self.auto_step = (tally, "compile")
@@ -276,6 +290,22 @@ class KeyCalls:
         book.state = "eager"  # (also when its traces were cleared: it earns them again)
         self.auto_step = (tally, "eager")
         return False
+
+    def _code(self, described: str) -> str:
+        """What a key's trace is a trace of, across runs: the model's and guide's code (of the SVI or
+        the loss call in progress), the ELBO's class and the key in words."""
+        import hashlib
+
+        from ...wholestep.memory import code_digest
+
+        head: tuple[Any, ...] = getattr(self.ctx.recorder.current, "head", ())
+        if not head:
+            return ""  # (called outside an SVI step or a loss call: nothing to know it by)
+        if len(head) == 1:  # an SVI
+            svi = head[0]
+            head = (svi.model, svi.guide, type(getattr(svi.loss_and_grads, "__self__", svi.loss)).__name__)
+        parts = [code_digest(part) if callable(part) else str(part) for part in head]
+        return hashlib.sha256("|".join([*parts, described]).encode()).hexdigest()[:32]
 
     def _cell_left(self, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
         """(steps this key is expected to take in the rest of the cell, the cell's total) when
