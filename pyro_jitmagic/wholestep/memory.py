@@ -55,9 +55,17 @@ def code_digest(fn: Any) -> str:
         code = getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)
         parts.append(f"{type(fn).__module__}.{getattr(fn, '__qualname__', type(fn).__qualname__)}")
         if code is not None:
-            parts.append(code.co_code.hex() + repr(code.co_consts)[:2000])
+            parts.append(_code_text(code)[:4000])
         fn = getattr(fn, "model", None)  # an AutoGuide's model, a block handler's function
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _code_text(code: Any) -> str:
+    """A code object's bytecode, the names and constants it uses, nested functions' by their own (a
+    code object's repr holds its address and the cell's file name, which change each time the cell
+    runs; the names tell ``dist.Normal`` from ``dist.Cauchy``)."""
+    consts = [_code_text(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+    return code.co_code.hex() + repr(code.co_names) + "(" + ",".join(consts) + ")"
 
 
 _SHARED: dict[Path, RunMemory] = {}

@@ -341,6 +341,23 @@ def test_a_trace_found_unusable_is_not_built_again_for_the_same_code(auto_policy
                                    "(its trace reads a value at ")
 
 
+def test_the_same_code_run_again_in_another_cell_is_known_as_the_same():
+    from pyro_jitmagic.wholestep.memory import code_digest
+
+    source = ("def guide(data):\n"
+              "    def init(site):\n"  # a nested function: its code object is a constant of guide's
+              "        return torch.zeros(())\n"
+              "    return init\n")
+
+    def cell(number, text=source):
+        namespace = {}
+        exec(compile(text, f"<ipython-input-{number}-0>", "exec"), namespace)
+        return namespace["guide"]
+
+    assert code_digest(cell(3)) == code_digest(cell(7))
+    assert code_digest(cell(3)) != code_digest(cell(4, source.replace("zeros", "ones")))
+
+
 def test_a_key_compiled_in_an_earlier_cell_runs_compiled_from_its_first_step(auto_policy):
     auto_policy(prior_compile_steps={"svi": 6.0})
     svi = SVI(models.gaussian, AutoDiagonalNormal(models.gaussian), Adam({"lr": 0.05}), Trace_ELBO())

@@ -106,6 +106,7 @@ class KeyCalls:
         self.trial_step: tuple[ExecutorTrial, Any, Any] | None = None
         self._run_calls: dict[int, int] = {}  # --auto: calls of each compiled function in this run
         self.watch = TraceWatch(ctx, lambda: self.route)  # what each trace assumed, keys sent eager
+        self.watch.unusable = self._unusable
 
     def begin(self, route: PyroRoute) -> PyroRoute | None:
         """A step of ``route`` begins: what an earlier call noted is forgotten. Returns the route of
@@ -216,7 +217,6 @@ class KeyCalls:
             fn.compiled.pop(key, None)
             torch.set_rng_state(first.rng)
             self.watch.eager_from_now(fn, key, frozen)
-            self._unusable(frozen)
             return first.result
         if first.rng is not None and not torch.equal(torch.get_rng_state(), first.rng):
             # The trace drew other random numbers than Pyro's eager first run of the step.
@@ -227,7 +227,6 @@ class KeyCalls:
             if self.watch.draws_part(fn, key):  # --auto keeps eager's stream: the step is eager's
                 fn.compiled.pop(key, None)
                 torch.set_rng_state(first.rng)
-                self._unusable(self.watch.eager_keys[(id(fn), key)])
                 return first.result
         return result
 

@@ -55,6 +55,9 @@ class TraceWatch:
         # keys that run eager for the rest of the run, and why; what made each key trace again
         self.eager_keys: dict[tuple[int, Any], str] = {}
         self._recompiles: dict[tuple[int, Any], Recompiles] = {}
+        #: told why, when a key's trace cannot be used for what the code does (not for what the
+        #: data or the world did): --auto then builds no trace of the same code again
+        self.unusable: Callable[[str], None] = lambda why: None
 
     # -- what a new trace assumes ------------------------------------------------------
     def world(self) -> World | None:
@@ -146,9 +149,12 @@ class TraceWatch:
             raise EagerInstead()
         return fn.fn(*args, **kwargs)
 
-    def eager_from_now(self, fn: Any, key: Any, why: str) -> None:
-        """The key runs eager for the rest of the run; the report says why, once."""
+    def eager_from_now(self, fn: Any, key: Any, why: str, code: bool = True) -> None:
+        """The key runs eager for the rest of the run; the report says why, once. ``code``: because of
+        what the code does (told to :attr:`unusable`)."""
         self.eager_keys[(id(fn), key)] = why
+        if code:
+            self.unusable(why)
         recorder = self.ctx.recorder
         recorder.guard(recorder.target("a compiled function"),
                        f"{describe_key(key)}: ran eager from {position(recorder)}: {why}")
@@ -199,7 +205,7 @@ class TraceWatch:
         fn.compiled.pop(key, None)
         entry.guards = entry.sentinel = entry.layout = None
         if storm is not None:
-            self.eager_from_now(fn, key, f"it kept tracing again: {storm}")
+            self.eager_from_now(fn, key, f"it kept tracing again: {storm}", code=False)
             return storm
         recorder = self.ctx.recorder
         recorder.guard(recorder.target("a compiled function"), f"{describe_key(key)}: traced again at "
