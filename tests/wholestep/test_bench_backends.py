@@ -35,3 +35,16 @@ def test_bench_backends_runs_numpyros_ways_where_it_is_installed(capsys, monkeyp
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [r for r in rows if r[:5] == ["simple", "SVI", "1,000", "steps", "numpyro"]]
     assert ["NUTS", "eight", "schools", "numpyro"] in [r[:4] for r in rows]
+
+
+@pytest.mark.slow
+def test_step_pieces_prints_each_piece_of_a_settled_step(capsys, monkeypatch):
+    pytest.importorskip("torch._inductor")
+    monkeypatch.syspath_prepend(str(BENCH))
+    script = importlib.import_module("step_pieces")
+    assert script.main(["--rounds", "1", "--calls", "3"]) == 0
+    out = capsys.readouterr().out
+    for piece in ("graph's call", "binding", "random state kept", "short way (CompiledStep.express)",
+                  "svi.step"):
+        lines = [line.strip() for line in out.splitlines()]
+        assert any(line.startswith(piece) and line.endswith(")") for line in lines), piece
