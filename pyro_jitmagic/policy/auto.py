@@ -48,8 +48,8 @@ MCMC_CHECK_EVERY = 8
 LEARN_AFTER = 8
 #: A compiled key whose steady steps take longer than its eager ones by this factor runs eager for
 #: the rest of the session; looked at once its compiled steps number one of :data:`STEP_DOWN_AT`
-#: (the settling ones past: a trace can be slower than the Python it replaced, as the tutorial's
-#: enumerated HMM's is on Pyro's JIT, docs/benchmarks.md, The default climb).
+#: (the settling ones past). The climb bets on a speedup it has not measured for the key, and a
+#: trace can be slower than the Python it replaced.
 STEP_DOWN_RATIO = 1.1
 STEP_DOWN_AT = (8, 32, 128)
 

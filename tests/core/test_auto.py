@@ -70,7 +70,7 @@ def test_a_bet_too_close_to_call_stays_eager():
 
 
 def test_a_key_whose_compiled_steps_are_slower_than_eagers_goes_back_to_eager_for_good():
-    # the tutorial's enumerated HMM on Pyro's JIT: traced steps four times as slow as eager's
+    # a key whose traced steps take four times as long as its eager ones
     policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
     book, _ = _book(eager=[0.035] * 3, compile_step=1.0, compiled=[0.16] * 7)
     assert not policy.step_down(book)  # looked at once 8 compiled steps are measured, no sooner
