@@ -274,17 +274,6 @@ class AutoPolicy:
             self._codegen.append(book.codegen_seconds / book.capture_seconds)
 
     # -- decisions: climbing above Pyro's JIT --------------------------------------------
-    def future(self, book: TierBook, function_calls: int) -> tuple[float, str]:
-        """Steps expected to follow for this signature, and where the figure comes from."""
-        mine = book.calls - book.run_start
-        if book.cell is not None:  # the cell's own loops: this signature's share of what is left
-            left = book.cell.left_for(mine)
-            return left, f"the cell's loops run {plural(book.cell.total, 'step')}"
-        if book.expected_steps is not None:
-            left = max(book.expected_steps - mine, 0)
-            return float(left), f"its last run took {book.expected_steps} steps"
-        return book.calls * max(1.0, self.horizon / max(function_calls, 1)), "as many again as so far"
-
     def climb_to_step(self, book: TierBook, function_calls: int, warm: bool) -> bool:
         """Whether this signature should capture its whole step now (``warm``: inductor's cache
         is known to hold its graph); sets ``book.why``."""
@@ -293,7 +282,7 @@ class AutoPolicy:
             return False  # (a step that takes no measurable time has nothing to save)
         cost = low * self.capture_steps()
         speedup = self.step_speedup() * (self.inductor_speedup() if warm else 1.0)
-        future, whence = self.future(book, function_calls)
+        future, whence = steps_to_follow(book, function_calls, self.horizon)
         saving = future * low * (1 - 1 / speedup)
         faster = "inductor's kernels (cached)" if warm else "the whole step"
         if saving >= cost:
@@ -329,7 +318,7 @@ class AutoPolicy:
         if step is None or book.steps["step"] < MIN_STEP_STEPS or book.capture_seconds is None:
             return None
         expected = self.codegen_seconds(book.capture_seconds)
-        future, whence = self.future(book, function_calls)
+        future, whence = steps_to_follow(book, function_calls, self.horizon)
         left = future * step
         if left >= expected:
             book.codegen_why = (f"inductor's codegen started at step {book.calls} in a worker process "
@@ -382,6 +371,19 @@ class AutoPolicy:
         counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest)
                   for t in tallies if t.book.memory_key and sum(t.steps.values())}
         self.memory.ran(counts)
+
+
+def steps_to_follow(book: TierBook, function_calls: int, horizon: int = HORIZON) -> tuple[float, str]:
+    """Steps expected to follow for this signature, and where the figure comes from (``horizon``: see
+    :data:`HORIZON`)."""
+    mine = book.calls - book.run_start
+    if book.cell is not None:  # the cell's own loops: this signature's share of what is left
+        left = book.cell.left_for(mine)
+        return left, f"the cell's loops run {plural(book.cell.total, 'step')}"
+    if book.expected_steps is not None:
+        left = max(book.expected_steps - mine, 0)
+        return float(left), f"its last run took {book.expected_steps} steps"
+    return book.calls * max(1.0, horizon / max(function_calls, 1)), "as many again as so far"
 
 
 def _key_decision(policy: AutoPolicy, tally: Tally) -> AutoDecision:

@@ -207,7 +207,7 @@ class CompiledStep(SwitchesToInductor):
             changes = tuple(self.world.changes())
             return Declined("; ".join(map(str, changes)) or "a guard failed", changes=changes)
         if not self._bound_now(args, kwargs):  # (then the checks one by one, saying what failed)
-            bound = self._bind(args, kwargs)
+            bound = _bind(self, args, kwargs)
             if isinstance(bound, Declined):
                 return bound
         run = self._run_now()
@@ -338,67 +338,70 @@ class CompiledStep(SwitchesToInductor):
                           draws=not same_draws and not isinstance(eager, Exception))
         return Declined(str(finding), finding=finding)
 
-    # -- binding ---------------------------------------------------------------------
-    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | Declined:
-        """The graph's inputs for this call, or why it cannot run (stale: :attr:`stale` set)."""
-        svi = self.svi
-        if (svi.model, svi.guide, svi.loss, svi.optim) != self._bound:
-            return self._went_stale("the SVI's model, guide, loss or optimizer was replaced")
-        store = compat.store_tensors(self._store)
-        for name, tensor, (shape, _, stride, _) in self._param_layouts:
-            if tensor.shape != shape or tensor.stride() != stride or store.get(name) is not tensor:
-                return self._went_stale(f"the param '{name}' was replaced, reshaped or removed")
-        inputs = self._inputs
-        layouts = self._layouts
-        objs = svi.optim.optim_objs
-        for param, rule, positions, view, offset in self._updates:
-            if objs.get(param) is not rule.owner:
-                return self._went_stale("the optimizer was replaced for a param")
-            changed = rule.unchanged()
-            if changed is not None:
-                return self._went_stale(changed)
-            state = rule.optimizer.state.get(param)
-            try:
-                for key, position in zip(rule.state_keys, positions, strict=True):
-                    value = state[key]
-                    shape, dtype, stride, _ = layouts[position]
-                    if value.shape != shape or value.dtype != dtype or value.stride() != stride:
-                        return self._went_stale(f"the optimizer's '{key}' changed its shape or type")
-                    inputs[position] = value
-            except (KeyError, TypeError, AttributeError):
-                return self._went_stale("an optimizer lost its state")
-            for k, number in enumerate(rule.scalars(state)):
-                view[offset + k] = number
-        for param, no_grad in self._untouched:
-            if (param.grad is None) != no_grad:
-                return self._went_stale("a param the step does not differentiate gained a gradient")
-        if not self._grads_hold() and not self._no_gradient_waiting():
-            return Declined("a gradient was waiting in .grad (a backward() before the step), which "
-                            "eager's step adds to its own", transient=True)
-        for position, slot, (shape, dtype, stride, _) in self._args:
-            arg = args[position]
-            # (its device is in the key it was looked up by: only what a caller's own key may miss)
-            if arg.shape != shape or arg.dtype != dtype or arg.stride() != stride:
-                raise ValueError(f"this step was compiled for argument {position} of shape "
-                                 f"{tuple(shape)} and {dtype}, strides {stride}, not "
-                                 f"{tuple(arg.shape)} and {arg.dtype}, strides {arg.stride()}: look "
-                                 "compiled steps up by step_key(args, kwargs)")
-            inputs[slot] = arg
-        for key, slot, expected in self._keywords:
-            value = kwargs[key]
-            if layout(value) != expected:
-                raise ValueError(f"this step was compiled for the keyword '{key}' laid out as {expected}: "
-                                 "look compiled steps up by step_key(args, kwargs)")
-            inputs[slot] = value
-        return _bind_outside(self._outside, inputs)
-
+    # -- binding (the checks one by one: :func:`_bind`) --------------------------------
     def _went_stale(self, reason: str) -> Declined:
+        """This step can never run again (its SVI changed): why, declined."""
         self.stale = reason
         return Declined(reason, stale=True)
 
     def __repr__(self) -> str:
         return (f"<CompiledStep {self.backend}: {self.graph_nodes} nodes, {self.steps} steps"
                 + (f", stale: {self.stale}" if self.stale else "") + ">")
+
+
+def _bind(step: CompiledStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | Declined:
+    """``step``'s graph inputs for this call, or why it cannot run (stale: its ``stale`` set): the checks
+    of the generated binding (:func:`_binder`) one by one, run when it fails, to say which."""
+    svi = step.svi
+    if (svi.model, svi.guide, svi.loss, svi.optim) != step._bound:
+        return step._went_stale("the SVI's model, guide, loss or optimizer was replaced")
+    store = compat.store_tensors(step._store)
+    for name, tensor, (shape, _, stride, _) in step._param_layouts:
+        if tensor.shape != shape or tensor.stride() != stride or store.get(name) is not tensor:
+            return step._went_stale(f"the param '{name}' was replaced, reshaped or removed")
+    inputs = step._inputs
+    layouts = step._layouts
+    objs = svi.optim.optim_objs
+    for param, rule, positions, view, offset in step._updates:
+        if objs.get(param) is not rule.owner:
+            return step._went_stale("the optimizer was replaced for a param")
+        changed = rule.unchanged()
+        if changed is not None:
+            return step._went_stale(changed)
+        state = rule.optimizer.state.get(param)
+        try:
+            for key, position in zip(rule.state_keys, positions, strict=True):
+                value = state[key]
+                shape, dtype, stride, _ = layouts[position]
+                if value.shape != shape or value.dtype != dtype or value.stride() != stride:
+                    return step._went_stale(f"the optimizer's '{key}' changed its shape or type")
+                inputs[position] = value
+        except (KeyError, TypeError, AttributeError):
+            return step._went_stale("an optimizer lost its state")
+        for k, number in enumerate(rule.scalars(state)):
+            view[offset + k] = number
+    for param, no_grad in step._untouched:
+        if (param.grad is None) != no_grad:
+            return step._went_stale("a param the step does not differentiate gained a gradient")
+    if not step._grads_hold() and not step._no_gradient_waiting():
+        return Declined("a gradient was waiting in .grad (a backward() before the step), which "
+                        "eager's step adds to its own", transient=True)
+    for position, slot, (shape, dtype, stride, _) in step._args:
+        arg = args[position]
+        # (its device is in the key it was looked up by: only what a caller's own key may miss)
+        if arg.shape != shape or arg.dtype != dtype or arg.stride() != stride:
+            raise ValueError(f"this step was compiled for argument {position} of shape "
+                             f"{tuple(shape)} and {dtype}, strides {stride}, not "
+                             f"{tuple(arg.shape)} and {arg.dtype}, strides {arg.stride()}: look "
+                             "compiled steps up by step_key(args, kwargs)")
+        inputs[slot] = arg
+    for key, slot, expected in step._keywords:
+        value = kwargs[key]
+        if layout(value) != expected:
+            raise ValueError(f"this step was compiled for the keyword '{key}' laid out as {expected}: "
+                             "look compiled steps up by step_key(args, kwargs)")
+        inputs[slot] = value
+    return _bind_outside(step._outside, inputs)
 
 
 def _bind_outside(outside: list[Any], inputs: list[Any]) -> list[Any] | Declined:

@@ -13,6 +13,7 @@ from pyro.optim import Adam
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
+from pyro_jitmagic.policy.auto import steps_to_follow
 from pyro_jitmagic.policy.books import CellSteps, TierBook, TierTally
 from pyro_jitmagic.wholestep.memory import RunMemory
 
@@ -70,7 +71,8 @@ def test_the_cells_loops_say_how_long_the_run_is_and_rent_or_buy_then_waits_for_
     # two signatures share the cell's steps as they have shared them so far
     book, _ = _book(low=[1.0] * 10)
     book.cell = CellSteps(1000, done=40)
-    assert policy.future(book, function_calls=40) == (240.0, "the cell's loops run 1000 steps")
+    assert steps_to_follow(book, function_calls=40, horizon=policy.horizon) == (
+        240.0, "the cell's loops run 1000 steps")
 
 
 def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():

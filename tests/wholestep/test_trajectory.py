@@ -242,7 +242,7 @@ def test_inductors_kernels_draw_pyros_posterior(model, args, sites):
     pyros, _ = run(NUTS(model), 500, 300, *args, compiled=False, seed=1)
     ours, trajectory = inductor_run(2)
     assert trajectory.backend == "inductor" and trajectory.iterations == 800 and trajectory.eager_leaves == 0
-    assert trajectory.finding is None and trajectory.sentinel.checks >= 5
+    assert trajectory.finding is None and trajectory.sentinel.checks >= 4  # (calls 1, 129, 641, 2689...)
     expected, got = pyros.get_samples(), ours.get_samples()
     for name in sites:
         sd = float(expected[name].std())

@@ -123,7 +123,7 @@ class TieredRoute(WholeStepRoute):
         if was and not self.low.compiled:  # Pyro's JIT met one of its limits: eager below, from now on
             self.sync_low()
             self.ctx.recorder.restate()
-        return ran._replace(book=partial(self._book_low, tally, ran))
+        return ran._replace(book=partial(_book_low, self, tally, ran))
 
     def _declined(self, svi: Any, run: SignatureRun, tally: TierTally, result: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Ran:
@@ -160,8 +160,7 @@ class TieredRoute(WholeStepRoute):
         return self._booked(tally, Ran(loss, tier, timed=not compiled.as_captured))
 
     def express(self, book: Callable[[float], None] | None = None) -> Express | None:
-        """The short way once the signature has climbed as high as it will in this run (inductor's
-        kernels, or the whole step where inductor is not to come): no step has more to decide."""
+        """The short way once the signature is as high as it will climb: no step has more to decide."""
         served = self.served
         if served is None:
             return None
@@ -334,26 +333,28 @@ class TieredRoute(WholeStepRoute):
         book.steps["step"] += 1
         book.calls += 1
 
-    def _book_low(self, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
-        """A step on the low tiers: Pyro's route books its key's figures, and the signature its tier."""
-        if self.cell is not None:
-            self.cell.done += 1
-        book, tier = tally.book, ran.tier
-        if not book.path:
-            book.path.append(tier)
-        elif book.tier in ("eager", "pyro") and tier != book.tier:  # (Pyro's traces may be dropped)
-            book.path.append(f"{tier} at step {book.calls + 1}")
-        book.tier = tier if book.tier in ("eager", "pyro") else book.tier
-        if not ran.timed:  # Pyro's trace: not a step time
-            tally.seconds += seconds
-            tally.steps["pyro"] += 1
-            book.steps["pyro"] += 1
-            book.calls += 1
-            book.low_seconds += seconds
-        else:
-            tally.add(tier, seconds)
-        if ran.book is not None:
-            ran.book(seconds, step)
+
+def _book_low(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
+    """A step of ``route``'s on the low tiers: Pyro's route books its key's figures, and the signature
+    its tier."""
+    if route.cell is not None:
+        route.cell.done += 1
+    book, tier = tally.book, ran.tier
+    if not book.path:
+        book.path.append(tier)
+    elif book.tier in ("eager", "pyro") and tier != book.tier:  # (Pyro's traces may be dropped)
+        book.path.append(f"{tier} at step {book.calls + 1}")
+    book.tier = tier if book.tier in ("eager", "pyro") else book.tier
+    if not ran.timed:  # Pyro's trace: not a step time
+        tally.seconds += seconds
+        tally.steps["pyro"] += 1
+        book.steps["pyro"] += 1
+        book.calls += 1
+        book.low_seconds += seconds
+    else:
+        tally.add(tier, seconds)
+    if ran.book is not None:
+        ran.book(seconds, step)
 
 
 def _memory_key(svi: Any, sig: Any) -> str:

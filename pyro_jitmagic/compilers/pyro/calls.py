@@ -269,7 +269,7 @@ class KeyCalls:
             book = policy.book(fn, key, "svi", owner, describe_key(key))
             if traced is not None and book.state == "eager":  # compiled in an earlier, plain cell
                 book.state = "compiled"
-            book.code = book.code or self._code(book.key)
+            book.code = book.code or _trace_code(self.ctx.recorder.current, book.key)
             tally = tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
         book = tally.book
         book.function.calls += 1
@@ -282,38 +282,13 @@ class KeyCalls:
         if unusable is not None:
             book.why = f"stayed eager: a trace of the same code in an earlier run was unusable ({unusable})"
         elif traced is None and not book.stepped_down and policy.decide_svi(
-                book, book.function.calls, self._cell_left(book.owner, tally, done)):
+                book, book.function.calls, _cell_left(self.ctx, book.owner, tally, done)):
             book.state = "compiled"
             self.auto_step = (tally, "compile")
             return True
         book.state = "eager"  # (also when its traces were cleared: it earns them again)
         self.auto_step = (tally, "eager")
         return False
-
-    def _code(self, described: str) -> str:
-        """What a key's trace is a trace of, across runs: the model's and guide's code (of the SVI or
-        the loss call in progress), the ELBO's class and the key in words."""
-        import hashlib
-
-        from ...wholestep.memory import code_digest
-
-        head: tuple[Any, ...] = getattr(self.ctx.recorder.current, "head", ())
-        if not head:
-            return ""  # (called outside an SVI step or a loss call: nothing to know it by)
-        if len(head) == 1:  # an SVI
-            svi = head[0]
-            head = (svi.model, svi.guide, type(getattr(svi.loss_and_grads, "__self__", svi.loss)).__name__)
-        parts = [code_digest(part) if callable(part) else str(part) for part in head]
-        return hashlib.sha256("|".join([*parts, described]).encode()).hexdigest()[:32]
-
-    def _cell_left(self, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
-        """(steps this key is expected to take in the rest of the cell, the cell's total) when
-        the cell's loops say how many steps its SVI takes (:mod:`...policy.loops`): the share of the
-        steps left that this key has had of the run's so far."""
-        total = self.ctx.step_counts.get(owner)
-        if not total:
-            return None
-        return CellSteps(total, done).left_for(tally.eager_steps + tally.compiled_steps), total
 
     def book(self, took: KeyStep, seconds: float, step: int) -> None:
         """A step's time, once measured, to its key's --auto tally and executor trial."""
@@ -414,6 +389,33 @@ class KeyCalls:
             entry.layout = pending.layout
             if self.adaptive and entry.trial is None:
                 entry.trial = ExecutorTrial(recorder.target(), pending.key, seconds)
+
+
+def _trace_code(plan: Any, described: str) -> str:
+    """What a key's trace is a trace of, across runs: the model's and guide's code of ``plan`` (the SVI
+    or the loss call in progress), the ELBO's class and the key in words."""
+    import hashlib
+
+    from ...wholestep.memory import code_digest
+
+    head: tuple[Any, ...] = getattr(plan, "head", ())
+    if not head:
+        return ""  # (called outside an SVI step or a loss call: nothing to know it by)
+    if len(head) == 1:  # an SVI
+        svi = head[0]
+        head = (svi.model, svi.guide, type(getattr(svi.loss_and_grads, "__self__", svi.loss)).__name__)
+    parts = [code_digest(part) if callable(part) else str(part) for part in head]
+    return hashlib.sha256("|".join([*parts, described]).encode()).hexdigest()[:32]
+
+
+def _cell_left(ctx: RunContext, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
+    """(steps this key is expected to take in the rest of the cell, the cell's total) when
+    the cell's loops say how many steps its SVI takes (:mod:`...policy.loops`): the share of the
+    steps left that this key has had of the run's so far."""
+    total = ctx.step_counts.get(owner)
+    if not total:
+        return None
+    return CellSteps(total, done).left_for(tally.eager_steps + tally.compiled_steps), total
 
 
 def _warn_recompiling(ctx: RunContext, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:
