@@ -88,24 +88,40 @@ def _copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+class Constants:
+    """The objects that generated code refers to, by the names :meth:`bind` gives them; ``namespace``
+    holds them by name, for the code's globals."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {}
+        self._names: dict[int, str] = {}
+
+    def bind(self, obj: Any) -> str:
+        """A name for ``obj`` in the generated code (the same object, the same name)."""
+        name = self._names.get(id(obj))
+        if name is None or self.namespace[name] is not obj:
+            name = f"K{len(self.namespace)}"
+            self.namespace[name] = obj
+            self._names[id(obj)] = name
+        return name
+
+
 @dataclass
 class GuardBuilder:
     """Collects guards, then :meth:`build` makes them one function."""
 
     guards: list[Guard] = field(default_factory=list)
-    constants: dict[str, Any] = field(default_factory=dict)
     #: expressions that check several guards at once, on every call (those guards are not ``fast``)
     combined: list[str] = field(default_factory=list)
-    _names: dict[int, str] = field(default_factory=dict)
+    _bound: Constants = field(default_factory=Constants)
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        return self._bound.namespace
 
     def bind(self, obj: Any) -> str:
         """A name for ``obj`` in the generated function (the same object, the same name)."""
-        name = self._names.get(id(obj))
-        if name is None or self.constants[name] is not obj:
-            name = f"K{len(self.constants)}"
-            self.constants[name] = obj
-            self._names[id(obj)] = name
-        return name
+        return self._bound.bind(obj)
 
     def add(self, what: str, expression: str, before: str, now: Callable[[], str], fast: bool = True) -> None:
         self.guards.append(Guard(what, expression, before, now, fast))

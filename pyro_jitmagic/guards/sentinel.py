@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 
 #: Calls between the first check and the second; each later gap is :data:`GROWTH` times the one
-#: before. A 10,000-step run is checked four times: each check is an eager loss, 1.5-2 ms against
-#: a compiled step's 16 us, and the checks must stay under 3% of the run (six checks, the gaps
-#: tripling from 64, took 3.4% of it once the step came down to 16 us; docs/benchmarks.md, Guards
-#: and the sentinel).
+#: before. A 10,000-step run is checked four times: each check is an eager loss, about 2.6 ms
+#: against a compiled step's 16 us, and the checks must stay under 3% of the run (six checks, the
+#: gaps tripling from 64, took 3.4% of it once the step came down to 16 us; docs/benchmarks.md,
+#: Guards and the sentinel).
 FIRST_GAP = 128
 GROWTH = 4
 #: How far two computations of the same loss may drift by float rounding, in units of the

@@ -38,8 +38,9 @@ MIN_EAGER_STEPS = 3
 #: A key compiles on the steps expected to follow only when they save this many times its expected
 #: compile cost. The figures are priors and the medians of a few steps, and a trace can turn out
 #: unusable (it froze a read, it dropped a draw: the key runs eager and its cost is lost), as two
-#: 30-step cells of the real-model suite did on a bet of 1.12x (docs/real-models.md). With the figures
-#: right, a key that stays eager under the margin takes at most 1.13x the time it would compiled.
+#: 30-step cells of the real-model suite did on bets of 1.12-1.13x (docs/real-models.md). With the
+#: figures right, a key that stays eager under the margin takes at most 1.13x the time it would
+#: compiled at the prior 2x speedup (1.3x as the speedup grows without bound).
 BET_MARGIN = 1.3
 #: MCMC: samples measured eager before looking ahead; how often to look.
 MCMC_MEASURE_SAMPLES = 3

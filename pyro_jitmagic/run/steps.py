@@ -66,7 +66,8 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
         ran = ladder.call(*plan.head, *args, **kwargs)  # the same step, eager
     finally:
         recorder.current = outer
-    if recorder.cuda_initialized():
+    cuda = recorder.cuda_initialized()
+    if cuda:
         # a step returns once its kernels are queued; wait for them, so
         # the wall time is the GPU's time and not the launch time
         recorder.synchronize()
@@ -80,7 +81,7 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     note = ladder.started()
     if note is not None:
         recorder.note(note)
-    if not recorder.cuda_initialized():  # (GPU steps are timed to their kernels' end: the long way)
+    if not cuda:  # (GPU steps are timed to their kernels' end: the long way)
         plan.express = ladder.express()
     return result
 

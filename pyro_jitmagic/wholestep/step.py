@@ -21,6 +21,7 @@ from .. import patch
 from ..compat import capture as compat
 from ..compat import jit as jit_compat
 from ..guards import Change, Finding, Sentinel, agree
+from ..guards.checks import Constants
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import CapturedStep
 from .optim import ParamUpdate
@@ -434,13 +435,9 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     ``_bind``'s loops, unpacking and lookups were a fifth of a small SVI step (docs/benchmarks.md,
     The step around the graph).
     """
-    constants: dict[str, Any] = {}
+    constants = Constants()
+    bind = constants.bind
     checked: list[tuple[str, Any, tuple[Any, ...]]] = []  # (name in the code, example, its layout)
-
-    def bind(obj: Any) -> str:
-        name = f"K{len(constants)}"
-        constants[name] = obj
-        return name
 
     def holds(test: str) -> None:
         lines.append(f"        if not ({test}): return False")
@@ -478,8 +475,9 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     _check_layouts(checked, holds, bind, outside=len(checked) - len(step._outside))
     source = "\n".join(["def bound(args, kwargs):", "    try:", *lines, "    except Exception:",
                         "        return False", "    return True"])
-    exec(compile(source, "<pyro_jitmagic binding>", "exec"), constants)  # our own code over bound constants
-    return constants["bound"]
+    namespace = constants.namespace
+    exec(compile(source, "<pyro_jitmagic binding>", "exec"), namespace)  # our own code over bound constants
+    return namespace["bound"]
 
 
 #: The values a call may pass beside its tensors for :meth:`CompiledStep.express` to run it: its
@@ -495,13 +493,9 @@ def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]
     its layout here. None where the key holds other values (``express`` then never runs)."""
     import torch
 
-    constants: dict[str, Any] = {}
+    constants = Constants()
+    bind = constants.bind
     tests: list[str] = []
-
-    def bind(obj: Any) -> str:
-        name = f"K{len(constants)}"
-        constants[name] = obj
-        return name
 
     def plain(expression: str, value: Any) -> bool:
         if type(value) not in _PLAIN_VALUES:
@@ -532,7 +526,7 @@ def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]
                 return None
     except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
         return None
-    return eval(f"lambda args, kwargs: {' and '.join(tests)}", constants)  # our own expression
+    return eval(f"lambda args, kwargs: {' and '.join(tests)}", constants.namespace)  # our own expression
 
 
 def _check_layouts(checked: list[tuple[str, Any, tuple[Any, ...]]], holds: Callable[[str], None],
@@ -609,15 +603,9 @@ def _raised(eager: Any) -> str:
 
 def _getter(source: Any) -> Callable[[], Any]:
     """A fast function that fetches ``source``'s value (one expression over bound constants)."""
-    constants: dict[str, Any] = {}
-
-    def bind(obj: Any) -> str:
-        name = f"K{len(constants)}"
-        constants[name] = obj
-        return name
-
-    expression = source.expression(bind)
-    return eval(f"lambda: {expression}", constants)  # our own expression over bound constants
+    constants = Constants()
+    expression = source.expression(constants.bind)
+    return eval(f"lambda: {expression}", constants.namespace)  # our own expression over bound constants
 
 
 def _written_inputs(graph: Any) -> list[int]:
