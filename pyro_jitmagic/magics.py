@@ -156,7 +156,8 @@ class PyroJitMagics(Magics):
             raise UsageError(str(exc)) from None
         shell = self.shell
         assert shell is not None
-        if not _parses(shell, cell):
+        python = self._python(cell)  # (transformed once: the parse and the loop reader read it)
+        if not _parses(python):
             # Let IPython report the SyntaxError with the user's line; nothing is patched.
             result = shell.run_cell(cell, store_history=False)
             _reraise_quietly(shell, result.error_before_exec or result.error_in_exec)
@@ -164,7 +165,7 @@ class PyroJitMagics(Magics):
         if args.compare:
             result, error = self._compare(cell, options, args.quiet)
         else:
-            result, error = self._compile(cell, options, args.quiet)
+            result, error = self._compile(cell, options, args.quiet, python)
         if args.output:
             shell.user_ns[args.output] = result
         self._refresh_cache_views()
@@ -263,13 +264,14 @@ class PyroJitMagics(Magics):
 
         return None if quiet else LiveProgress(self.shell)
 
-    def _compile(self, cell: str, options: RunOptions, quiet: bool) -> tuple[Any, BaseException | None]:
+    def _compile(self, cell: str, options: RunOptions, quiet: bool,
+                 python: str) -> tuple[Any, BaseException | None]:
         from .jitrun import JitRun
 
         assert self.shell is not None
         progress = self._progress(quiet)
         run = JitRun(options, names=self.shell.user_ns, name_location=self._name_location,
-                     session=self.session, on_progress=progress, source=self._python(cell))
+                     session=self.session, on_progress=progress, source=python)
         with run:
             error = self._execute(cell)
             run.failed(error)
@@ -317,9 +319,9 @@ class PyroJitMagics(Magics):
         return default_location_name(filename, lineno)
 
 
-def _parses(shell: Any, cell: str) -> bool:
+def _parses(python: str) -> bool:
     try:
-        ast.parse(shell.transform_cell(cell))
+        ast.parse(python)
     except (SyntaxError, ValueError):
         return False
     return True

@@ -9,6 +9,7 @@ deep.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -242,20 +243,28 @@ def inductor_cache_dir() -> str:
     which takes seconds, and sets TORCHINDUCTOR_CACHE_DIR as it goes; this follows the same
     rule (``default_cache_dir``, checked against torch 2.13 by a test) without either.
     """
-    import getpass
     import os
     import re
     import tempfile
 
     folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if folder is None:
-        try:
-            user = getpass.getuser()
-        except (KeyError, ModuleNotFoundError, OSError):
-            getuid = getattr(os, "getuid", None)
-            user = f"uid_{getuid()}" if callable(getuid) else "unknown_user"
-        folder = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+        folder = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", _user()))
     return os.path.abspath(folder)
+
+
+@functools.lru_cache(maxsize=1)
+def _user() -> str:
+    """The user's name as inductor names its folder (read once: without $USER, ``getuser`` reads the
+    password file, and the climb asks every cell)."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        getuid = getattr(os, "getuid", None)
+        return f"uid_{getuid()}" if callable(getuid) else "unknown_user"
 
 
 def cxx_compiler() -> tuple[str | None, str]:

@@ -74,177 +74,25 @@ MIN_STEP_STEPS = 3
 AFTER_CELL_DELAY = 1.0
 
 
-class AutoPolicy:
-    """The session's measurements of what compiling costs and gains on each tier, and every decision
-    of the climb made from them (see the module's text).
+class TiersAbove:
+    """What the session has measured of the tiers above Pyro's JIT (the whole step, inductor's kernels,
+    whole potentials), and the climb's decisions from it; :class:`AutoPolicy` adds Pyro's keys."""
 
-    Parameters
-    ----------
-    horizon : int
-        See :data:`HORIZON`.
-    prior_compile_steps, prior_speedup : dict, optional
-        See :data:`PRIOR_COMPILE_STEPS` and :data:`PRIOR_SPEEDUP`.
-    memory : optional
-        What earlier runs left (steps run, graphs in inductor's cache); by default the one beside
-        inductor's cache, which the climbing compiler finds (:meth:`find_memory`); None for none.
-    prior_capture_steps, prior_potential_capture_evals : float, optional
-        See :data:`PRIOR_CAPTURE_STEPS` and :data:`PRIOR_POTENTIAL_CAPTURE_EVALS`.
-    """
-
-    def __init__(self, horizon: int = HORIZON, prior_compile_steps: dict[str, float] | None = None,
-                 prior_speedup: dict[str, float] | None = None, memory: Memory | str | None = "default",
-                 prior_capture_steps: float = PRIOR_CAPTURE_STEPS,
-                 prior_potential_capture_evals: float = PRIOR_POTENTIAL_CAPTURE_EVALS) -> None:
+    def __init__(self, horizon: int, prior_capture_steps: float,
+                 prior_potential_capture_evals: float) -> None:
         self.horizon = horizon
-        self.prior_compile_steps = {**PRIOR_COMPILE_STEPS, **(prior_compile_steps or {})}
-        self.prior_speedup = {**PRIOR_SPEEDUP, **(prior_speedup or {})}
         self.prior_capture_steps = prior_capture_steps
         self.prior_potential_capture_evals = prior_potential_capture_evals
-        self._memory = memory
-        self._find_memory: Callable[[], Memory | None] = lambda: None
-        # the books: per compiled function, its keys'; per SVI, its signatures' (both held weakly)
-        self._books: weakref.WeakKeyDictionary[Any, tuple[FunctionCalls, dict[Any, KeyBook]]] = (
-            weakref.WeakKeyDictionary())
-        self.books: weakref.WeakKeyDictionary[Any, dict[Any, TierBook]] = weakref.WeakKeyDictionary()
-        # what was measured: compiles in eager steps and speedups (per kind of key); captures in low
-        # steps, the tiers' speedups, cold codegens over captures, potential captures in evaluations
-        self._compile_steps: dict[str, list[float]] = {"svi": [], "potential": []}
-        self._speedups: dict[str, list[float]] = {"svi": [], "potential": []}
+        # captures in low steps, the tiers' speedups, cold codegens over captures, potential captures in
+        # evaluations
         self._capture: list[float] = []
         self._step_speedup: list[float] = []
         self._inductor_speedup: list[float] = []
         self._codegen: list[float] = []
         self._potential_capture: list[float] = []
-        #: traces found unusable for what the code does, by :attr:`KeyBook.code`: why
-        self.unusable: dict[str, str] = {}
-
-    def book(self, fn: Any, key: Any, kind: Kind, owner: str, describe: str) -> KeyBook:
-        """The book of ``key`` of compiled function ``fn`` (made on first use)."""
-        function, books = self._books.setdefault(fn, (FunctionCalls(), {}))
-        book = books.get(key)
-        if book is None:
-            book = books[key] = KeyBook(kind, owner, describe, function=function)
-        return book
-
-    # -- what the session has learned -----------------------------------------
-    def compile_steps(self, kind: Kind) -> tuple[float, bool]:
-        """Expected compile cost in eager steps of the key compiled; True when measured."""
-        measured = self._compile_steps[kind]
-        return statistics.median([*measured, self.prior_compile_steps[kind]]), bool(measured)
-
-    def speedup(self, kind: Kind) -> tuple[float, bool]:
-        """Expected eager step time over compiled step time; True when measured."""
-        measured = self._speedups[kind]
-        return statistics.median([*measured, self.prior_speedup[kind]]), bool(measured)
-
-    def learn(self, book: KeyBook | TierBook) -> None:
-        """Add a key's or signature's costs and speedups to what the session expects of the next."""
-        if isinstance(book, TierBook):
-            return self._learn_tiers(book)
-        eager, compiled, cost = book.eager_step(), book.compiled_step(), book.compile_seconds()
-        if book.learned or eager is None or compiled is None or cost is None or eager <= 0:
-            return
-        book.learned = True
-        self._compile_steps[book.kind].append(cost / eager)
-        if compiled > 0:
-            self._speedups[book.kind].append(eager / compiled)
-
-    def expected_compile_seconds(self, book: KeyBook) -> float | None:
-        eager = book.eager_step()
-        return None if eager is None else eager * self.compile_steps(book.kind)[0]
-
-    # -- decisions: Pyro's keys and potentials ------------------------------------------
-    def decide_svi(self, book: KeyBook, function_calls: int,
-                   cell: tuple[float, int] | None = None) -> bool:
-        """Whether this key should compile now, its function having been called
-        ``function_calls`` times so far (all keys); ``cell``: the calls this key is expected
-        to take in the rest of the cell and the cell's total, when its loops say (then the
-        look-ahead uses them, and rent-or-buy, a guard against not knowing, is off). Sets
-        ``book.why``."""
-        eager = book.eager_step()
-        if eager is None or book.eager_calls < MIN_EAGER_STEPS:
-            book.why = f"ran eager: it takes {MIN_EAGER_STEPS} eager steps to measure a key's step time"
-            return False
-        speedup, measured = self.speedup("svi")
-        if measured and speedup < MIN_SPEEDUP:
-            book.why = (f"stayed eager: compiled steps were only {speedup:.2f}x as fast as eager "
-                        "in this session")
-            return False
-        expected = eager * self.compile_steps("svi")[0]
-        calls, spent = book.eager_calls, book.eager_seconds
-        if cell is not None:
-            future, whence = cell[0], f" (the cell's loops run {plural(cell[1], 'step')})"
-        else:
-            future, whence = calls * max(1.0, self.horizon / max(function_calls, 1)), ""
-        saving = future * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
-        if saving >= BET_MARGIN * expected:
-            book.why = (f"compiled after {plural(calls, 'eager step')}: the ~{future:.0f} calls expected "
-                        f"to follow{whence} would save {seconds(saving)}, more than its expected compile "
-                        f"cost ({seconds(expected)})")
-            return True
-        if cell is not None:
-            cost = f"its expected compile cost ({seconds(expected)})"
-            short = f"under {cost}" if saving < expected else \
-                f"too close to {cost} to bet on (it takes {BET_MARGIN:g}x)"
-            book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow{whence} would save "
-                        f"{seconds(saving)}, {short}")
-            return False
-        if spent >= expected:
-            book.why = (f"compiled after {plural(calls, 'eager step')}, which took {seconds(spent)}: "
-                        f"its expected compile cost ({seconds(expected)})")
-            return True
-        book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow would save {seconds(saving)} "
-                    f"and its eager steps took {seconds(spent)}, both under its expected compile cost "
-                    f"({seconds(expected)})")
-        return False
-
-    def step_down(self, book: KeyBook) -> bool:
-        """Whether a compiled key runs eager from now on: its steady compiled steps, measured, took
-        longer than its eager ones (:data:`STEP_DOWN_RATIO`). Sets ``book.why`` when it steps down."""
-        if book.stepped_down:
-            return True
-        if book.compiled_calls not in STEP_DOWN_AT or not book.compiled:
-            return False
-        eager, compiled = book.eager_step(), book.compiled_step()
-        if eager is None or compiled is None or compiled <= eager * STEP_DOWN_RATIO:
-            return False
-        book.stepped_down = True
-        self.learn(book)  # (the next keys' decisions weigh this speedup too)
-        book.why = (f"back to eager after {plural(book.compiled_calls, 'compiled step')}: they took "
-                    f"{seconds(compiled)} each, eager's {seconds(eager)}")
-        return True
-
-    def decide_potential(self, book: KeyBook, samples_done: int, samples_total: int,
-                         evaluations: int) -> bool:
-        """Whether the potential should compile now, from the evaluations still to come."""
-        eager = book.eager_step()
-        if eager is None or samples_done < MCMC_MEASURE_SAMPLES:
-            book.why = "runs eager first, to measure its evaluations"
-            return False
-        speedup, _ = self.speedup("potential")
-        remaining = evaluations / samples_done * max(samples_total - samples_done, 0)
-        saving = remaining * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
-        expected = eager * self.compile_steps("potential")[0]
-        if saving > expected:
-            book.why = (f"compiled after {samples_done} samples: the ~{remaining:.0f} evaluations "
-                        f"still to come were expected to save {seconds(saving)}, more than compiling's "
-                        f"{seconds(expected)}")
-            return True
-        book.why = (f"stayed eager: the ~{remaining:.0f} evaluations still to come were expected to save "
-                    f"{seconds(saving)}, less than compiling's {seconds(expected)}")
-        return False
-
-    @property
-    def memory(self) -> Memory | None:
-        """What earlier runs left: the one given, else the one the climbing compiler found."""
-        if self._memory == "default":
-            return self._find_memory()
-        return self._memory  # type: ignore[return-value]
-
-    def find_memory(self, find: Callable[[], Memory | None]) -> None:
-        """Where the memory lives when none was given: beside inductor's cache of the moment (tests
-        move it), which the compiler that climbs knows and this module, importing no torch, does not."""
-        self._find_memory = find
+        #: how many times the session's figures changed: a decision that no later step of a cell can
+        #: change holds while this stays (see :meth:`climb_to_step`)
+        self.learned = 0
 
     # -- what the session has learned of the tiers above Pyro's JIT -----------------------
     def capture_steps(self) -> float:
@@ -266,6 +114,7 @@ class AutoPolicy:
         if book.learned or low is None or book.capture_seconds is None:
             return
         book.learned = True
+        self.learned += 1
         self._capture.append(book.capture_seconds / low)
         if step:
             self._step_speedup.append(low / step)
@@ -278,6 +127,8 @@ class AutoPolicy:
     def climb_to_step(self, book: TierBook, function_calls: int, warm: bool) -> bool:
         """Whether this signature should capture its whole step now (``warm``: inductor's cache
         is known to hold its graph); sets ``book.why``."""
+        if book.stays == (self.learned, warm):
+            return False  # (its last look said so for the rest of the cell)
         low = book.low_step()
         if not low or book.steps["eager"] + book.steps["pyro"] < MIN_LOW_STEPS:
             return False  # (a step that takes no measurable time has nothing to save)
@@ -286,6 +137,13 @@ class AutoPolicy:
         future, whence = steps_to_follow(book, function_calls, self.horizon)
         saving = future * low * (1 - 1 / speedup)
         faster = "inductor's kernels (cached)" if warm else "the whole step"
+        cell = book.cell
+        if cell is not None and max(cell.total - cell.done, 0) * low * (1 - 1 / speedup) < cost:
+            # Saving and cost both scale with the step time, and no signature has more steps to
+            # follow than the cell has left, which only shrinks: no later step of this cell captures,
+            # unless the session learns other figures. (A look takes ~20 us between the steps'
+            # torch work, a tenth of a small model's step.)
+            book.stays = (self.learned, warm)
         if saving >= cost:
             book.why = (f"captured after {plural(book.calls, 'step')}: the ~{future:.0f} steps expected "
                         f"({whence}) would save {seconds(saving)} on {faster}, more than the capture's "
@@ -356,6 +214,177 @@ class AutoPolicy:
     def learn_potential(self, capture_seconds: float, eager_per_eval: float) -> None:
         if eager_per_eval > 0:
             self._potential_capture.append(capture_seconds / eager_per_eval)
+
+
+class AutoPolicy(TiersAbove):
+    """The session's measurements of what compiling costs and gains on each tier, and every decision
+    of the climb made from them (see the module's text).
+
+    Parameters
+    ----------
+    horizon : int
+        See :data:`HORIZON`.
+    prior_compile_steps, prior_speedup : dict, optional
+        See :data:`PRIOR_COMPILE_STEPS` and :data:`PRIOR_SPEEDUP`.
+    memory : optional
+        What earlier runs left (steps run, graphs in inductor's cache); by default the one beside
+        inductor's cache, which the climbing compiler finds (:meth:`find_memory`); None for none.
+    prior_capture_steps, prior_potential_capture_evals : float, optional
+        See :data:`PRIOR_CAPTURE_STEPS` and :data:`PRIOR_POTENTIAL_CAPTURE_EVALS`.
+    """
+
+    def __init__(self, horizon: int = HORIZON, prior_compile_steps: dict[str, float] | None = None,
+                 prior_speedup: dict[str, float] | None = None, memory: Memory | str | None = "default",
+                 prior_capture_steps: float = PRIOR_CAPTURE_STEPS,
+                 prior_potential_capture_evals: float = PRIOR_POTENTIAL_CAPTURE_EVALS) -> None:
+        self.prior_compile_steps = {**PRIOR_COMPILE_STEPS, **(prior_compile_steps or {})}
+        self.prior_speedup = {**PRIOR_SPEEDUP, **(prior_speedup or {})}
+        super().__init__(horizon, prior_capture_steps, prior_potential_capture_evals)
+        self._memory = memory
+        self._find_memory: Callable[[], Memory | None] = lambda: None
+        # the books: per compiled function, its keys'; per SVI, its signatures' (both held weakly)
+        self._books: weakref.WeakKeyDictionary[Any, tuple[FunctionCalls, dict[Any, KeyBook]]] = (
+            weakref.WeakKeyDictionary())
+        self.books: weakref.WeakKeyDictionary[Any, dict[Any, TierBook]] = weakref.WeakKeyDictionary()
+        # what was measured: compiles in eager steps and speedups (per kind of key)
+        self._compile_steps: dict[str, list[float]] = {"svi": [], "potential": []}
+        self._speedups: dict[str, list[float]] = {"svi": [], "potential": []}
+        #: traces found unusable for what the code does, by :attr:`KeyBook.code`: why
+        self.unusable: dict[str, str] = {}
+
+    def book(self, fn: Any, key: Any, kind: Kind, owner: str, describe: str) -> KeyBook:
+        """The book of ``key`` of compiled function ``fn`` (made on first use)."""
+        function, books = self._books.setdefault(fn, (FunctionCalls(), {}))
+        book = books.get(key)
+        if book is None:
+            book = books[key] = KeyBook(kind, owner, describe, function=function)
+        return book
+
+    # -- what the session has learned -----------------------------------------
+    def compile_steps(self, kind: Kind) -> tuple[float, bool]:
+        """Expected compile cost in eager steps of the key compiled; True when measured."""
+        measured = self._compile_steps[kind]
+        return statistics.median([*measured, self.prior_compile_steps[kind]]), bool(measured)
+
+    def speedup(self, kind: Kind) -> tuple[float, bool]:
+        """Expected eager step time over compiled step time; True when measured."""
+        measured = self._speedups[kind]
+        return statistics.median([*measured, self.prior_speedup[kind]]), bool(measured)
+
+    def learn(self, book: KeyBook | TierBook) -> None:
+        """Add a key's or signature's costs and speedups to what the session expects of the next."""
+        if isinstance(book, TierBook):
+            return self._learn_tiers(book)
+        eager, compiled, cost = book.eager_step(), book.compiled_step(), book.compile_seconds()
+        if book.learned or eager is None or compiled is None or cost is None or eager <= 0:
+            return
+        book.learned = True
+        self.learned += 1
+        self._compile_steps[book.kind].append(cost / eager)
+        if compiled > 0:
+            self._speedups[book.kind].append(eager / compiled)
+
+    def expected_compile_seconds(self, book: KeyBook) -> float | None:
+        eager = book.eager_step()
+        return None if eager is None else eager * self.compile_steps(book.kind)[0]
+
+    # -- decisions: Pyro's keys and potentials ------------------------------------------
+    def decide_svi(self, book: KeyBook, function_calls: int,
+                   cell: tuple[float, int] | None = None, left: int | None = None) -> bool:
+        """Whether this key should compile now, its function having been called
+        ``function_calls`` times so far (all keys); ``cell``: the calls this key is expected
+        to take in the rest of the cell and the cell's total, when its loops say (then the
+        look-ahead uses them, and rent-or-buy, a guard against not knowing, is off); ``left``: the
+        cell's steps left in all, which no key has more of. Sets ``book.why``, and ``book.stays``
+        when no later step of the cell can decide otherwise."""
+        eager = book.eager_step()
+        if eager is None or book.eager_calls < MIN_EAGER_STEPS:
+            book.why = f"ran eager: it takes {MIN_EAGER_STEPS} eager steps to measure a key's step time"
+            return False
+        speedup, measured = self.speedup("svi")
+        if measured and speedup < MIN_SPEEDUP:
+            book.why = (f"stayed eager: compiled steps were only {speedup:.2f}x as fast as eager "
+                        "in this session")
+            book.stays = self.learned
+            return False
+        expected = eager * self.compile_steps("svi")[0]
+        calls, spent = book.eager_calls, book.eager_seconds
+        if cell is not None:
+            future, whence = cell[0], f" (the cell's loops run {plural(cell[1], 'step')})"
+        else:
+            future, whence = calls * max(1.0, self.horizon / max(function_calls, 1)), ""
+        saving = future * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
+        if saving >= BET_MARGIN * expected:
+            book.why = (f"compiled after {plural(calls, 'eager step')}: the ~{future:.0f} calls expected "
+                        f"to follow{whence} would save {seconds(saving)}, more than its expected compile "
+                        f"cost ({seconds(expected)})")
+            return True
+        if cell is not None:
+            if left is not None and left * (1 - 1 / speedup) < BET_MARGIN * self.compile_steps("svi")[0]:
+                # (saving and cost both scale with the eager step; the steps left only shrink)
+                book.stays = self.learned
+            cost = f"its expected compile cost ({seconds(expected)})"
+            short = f"under {cost}" if saving < expected else \
+                f"too close to {cost} to bet on (it takes {BET_MARGIN:g}x)"
+            book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow{whence} would save "
+                        f"{seconds(saving)}, {short}")
+            return False
+        if spent >= expected:
+            book.why = (f"compiled after {plural(calls, 'eager step')}, which took {seconds(spent)}: "
+                        f"its expected compile cost ({seconds(expected)})")
+            return True
+        book.why = (f"stayed eager: the ~{future:.0f} calls expected to follow would save {seconds(saving)} "
+                    f"and its eager steps took {seconds(spent)}, both under its expected compile cost "
+                    f"({seconds(expected)})")
+        return False
+
+    def step_down(self, book: KeyBook) -> bool:
+        """Whether a compiled key runs eager from now on: its steady compiled steps, measured, took
+        longer than its eager ones (:data:`STEP_DOWN_RATIO`). Sets ``book.why`` when it steps down."""
+        if book.stepped_down:
+            return True
+        if book.compiled_calls not in STEP_DOWN_AT or not book.compiled:
+            return False
+        eager, compiled = book.eager_step(), book.compiled_step()
+        if eager is None or compiled is None or compiled <= eager * STEP_DOWN_RATIO:
+            return False
+        book.stepped_down = True
+        self.learn(book)  # (the next keys' decisions weigh this speedup too)
+        book.why = (f"back to eager after {plural(book.compiled_calls, 'compiled step')}: they took "
+                    f"{seconds(compiled)} each, eager's {seconds(eager)}")
+        return True
+
+    def decide_potential(self, book: KeyBook, samples_done: int, samples_total: int,
+                         evaluations: int) -> bool:
+        """Whether the potential should compile now, from the evaluations still to come."""
+        eager = book.eager_step()
+        if eager is None or samples_done < MCMC_MEASURE_SAMPLES:
+            book.why = "runs eager first, to measure its evaluations"
+            return False
+        speedup, _ = self.speedup("potential")
+        remaining = evaluations / samples_done * max(samples_total - samples_done, 0)
+        saving = remaining * eager * (1 - 1 / speedup) if speedup > 1 else 0.0
+        expected = eager * self.compile_steps("potential")[0]
+        if saving > expected:
+            book.why = (f"compiled after {samples_done} samples: the ~{remaining:.0f} evaluations "
+                        f"still to come were expected to save {seconds(saving)}, more than compiling's "
+                        f"{seconds(expected)}")
+            return True
+        book.why = (f"stayed eager: the ~{remaining:.0f} evaluations still to come were expected to save "
+                    f"{seconds(saving)}, less than compiling's {seconds(expected)}")
+        return False
+
+    @property
+    def memory(self) -> Memory | None:
+        """What earlier runs left: the one given, else the one the climbing compiler found."""
+        if self._memory == "default":
+            return self._find_memory()
+        return self._memory  # type: ignore[return-value]
+
+    def find_memory(self, find: Callable[[], Memory | None]) -> None:
+        """Where the memory lives when none was given: beside inductor's cache of the moment (tests
+        move it), which the compiler that climbs knows and this module, importing no torch, does not."""
+        self._find_memory = find
 
     # -- the report ----------------------------------------------------------------------
     def decision(self, tally: Tally | TierTally) -> AutoDecision:

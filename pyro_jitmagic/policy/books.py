@@ -68,6 +68,8 @@ class KeyBook:
     learned: bool = False  # its compile has been added to the session's ratios
     stepped_down: bool = False  # its compiled steps were slower than eager's: eager for the session
     code: str = ""  # what its trace is a trace of, across runs (the model's and guide's code, the key)
+    #: set when a decision to stay eager holds for the rest of the cell: the policy's ``learned`` then
+    stays: int | None = None
 
     def eager_step(self) -> float | None:
         """Median of the latest eager steps."""
@@ -156,6 +158,8 @@ class TierBook:
     why: str = ""  # why it is on its tier
     codegen_why: str = ""  # when inductor's codegen starts in this run, and why
     learned: bool = False
+    #: set when a look at climbing said no for the rest of the cell: (the policy's ``learned``, warm)
+    stays: tuple[int, bool] | None = None
 
     def explained(self) -> str:
         """Why it is on its tier, and what of inductor's codegen."""

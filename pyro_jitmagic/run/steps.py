@@ -35,6 +35,7 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     recorder, ladder = ctx.recorder, plan.route
     express = plan.express
     if express is not None:
+        outer, recorder.current = recorder.current, plan
         start = recorder.clock()
         try:
             result = express.run(args, kwargs)
@@ -43,9 +44,11 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
             if not (ladder.compiled and ladder.recover(exc)):
                 _fail(ctx, ladder, exc, args, kwargs)
             result = None  # (its route put back what the step changed: the long way runs it, eager)
+        finally:
+            recorder.current = outer
         if result is not None:
             end = recorder.clock()
-            plan.raw.append((end - start, result, 0.0))
+            plan.raw.append((end - start, result if type(result) is float else loss_value(result), 0.0))
             if express.book is not None:
                 express.book(end - start)
             recorder.step_done(plan, end)

@@ -154,9 +154,13 @@ class RunMemory:
         if not counts:
             return
         with _LOCK:
+            changed = False
             for key, (steps, graph) in counts.items():
                 old = self._runs.pop(key, {})
-                self._runs[key] = {"steps": steps, "graph": graph or old.get("graph")}
+                new = {"steps": steps, "graph": graph or old.get("graph")}
+                changed = changed or new != old
+                self._runs[key] = new  # (the latest last: the oldest go first past MAX_RUNS)
             while len(self._runs) > MAX_RUNS:
                 self._runs.pop(next(iter(self._runs)))
-            self._write()
+            if changed:  # (a cell run again as long as before: the file says it already, and a
+                self._write()  # write was a third of the climb's cost on a 30 ms cell)

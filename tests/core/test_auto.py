@@ -54,6 +54,22 @@ def test_a_key_compiles_when_the_calls_expected_to_follow_would_repay_it():
     assert policy.decide_svi(book, function_calls=400)
 
 
+def test_a_key_that_cannot_repay_its_compile_in_the_cells_steps_left_stays_eager_for_the_cell():
+    policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
+    book, _ = _book(eager=[1.0] * 3)
+    # 20 steps left in the whole cell save at most 10 steps, under 1.3 x 10: settled for the cell
+    assert not policy.decide_svi(book, function_calls=3, cell=(20.0, 23), left=20)
+    assert book.stays == policy.learned
+    # 30 steps left could, were this key to take them all: looked at again next step
+    book, _ = _book(eager=[1.0] * 3)
+    assert not policy.decide_svi(book, function_calls=3, cell=(5.0, 33), left=30)
+    assert book.stays is None
+    # what a key learns moves the mark: the settled decision is one of figures now out of date
+    done, _ = _book(eager=[1.0] * 3, compile_step=2.0, compiled=[0.1] * 8)
+    policy.learn(done)
+    assert policy.learned == 1
+
+
 def test_a_bet_too_close_to_call_stays_eager():
     # the cell's loops say 27 more calls: at 1 s a step and a 2x speedup they save 13.5 s
     policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 12.0}, prior_speedup={"svi": 2.0})

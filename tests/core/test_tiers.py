@@ -75,6 +75,27 @@ def test_the_cells_loops_say_how_long_the_run_is_and_rent_or_buy_then_waits_for_
         240.0, "the cell's loops run 1000 steps")
 
 
+def test_a_cell_too_short_to_repay_a_capture_is_not_looked_at_again_until_the_session_learns():
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, tally = _book(low=[1.0] * 3)
+    book.cell = CellSteps(200, done=3)
+    # the 197 steps left would save 81 s, under the capture's 100 s, and the steps left only shrink
+    assert not policy.climb_to_step(book, function_calls=3, warm=False)
+    why = book.why
+    tally.add("pyro", 1.0)
+    book.cell.done += 1
+    book.cell.total = 10_000  # (not what a cell does: shows the look was not taken again)
+    assert not policy.climb_to_step(book, function_calls=4, warm=False) and book.why == why
+    assert policy.climb_to_step(book, function_calls=4, warm=True)  # warm kernels: another bet
+    book.stays = None
+    book.cell.total = 200
+    assert not policy.climb_to_step(book, function_calls=4, warm=False)
+    learned, _ = _book(low=[1.0] * 5, step=[0.1] * 5, capture=1.0)
+    policy.learn(learned)  # the session learns: captures are cheap, the whole step 10x faster
+    book.cell.total = 10_000
+    assert policy.climb_to_step(book, function_calls=5, warm=False)
+
+
 def test_a_graph_in_inductors_cache_makes_climbing_pay_sooner():
     policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
     book, _ = _book(low=[1.0] * 5, expected=200)
@@ -143,6 +164,17 @@ def test_the_memory_of_runs_survives_the_process_and_an_unreadable_file_is_ignor
     assert RunMemory(path).steps("a") is None  # a hint, never an error
     RunMemory(tmp_path / "new" / "runs.json").ran({"a": (5, None)})
     assert RunMemory(tmp_path / "new" / "runs.json").steps("a") == 5
+
+
+def test_a_run_as_long_as_the_last_leaves_the_file_alone(tmp_path):
+    path = tmp_path / "runs.json"
+    memory = RunMemory(path)
+    memory.ran({"a": (30, None)})
+    written = path.stat().st_ino  # (each write puts a new file in its place)
+    memory.ran({"a": (30, None)})  # the same count: nothing new to say
+    assert path.stat().st_ino == written
+    memory.ran({"a": (31, None)})
+    assert path.stat().st_ino != written and RunMemory(path).steps("a") == 31
 
 
 # -- runs that climb ------------------------------------------------------------------------------

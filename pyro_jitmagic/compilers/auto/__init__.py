@@ -24,7 +24,9 @@ from ...run.context import RunContext
 from ...run.route import CannotRun, Express, Ladder, Ran, Route
 from ...run.session import WholeStepEntry
 from ...wholestep.step import step_key
+from ..eager import eager_step
 from ..pyro import PyroJit
+from ..pyro.routes import PyroRoute
 from ..step.routes import SignatureRun, WholeStepRoute, said
 
 #: Steps on ``step`` between two looks at a codegen put off until the cell ends.
@@ -42,6 +44,7 @@ class TieredRoute(WholeStepRoute):
     in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
     #: codegens put off until the cell ends (its run is expected to end before they would)
     after_cell: dict[int, tuple[WholeStepEntry, TierBook]] = field(default_factory=dict)
+    low_last: tuple[Any, TierTally] | None = None  # (signature, tally) of a last step eager on the low tiers
 
     @classmethod
     def plan_tiered(cls, ctx: RunContext, pyro: PyroJit, top: str, svi: Any, elbo: Any, target: str,
@@ -105,7 +108,10 @@ class TieredRoute(WholeStepRoute):
                 return self._first_call(svi, run, tally, entry, args, kwargs)
             if run.eager_why:
                 return self._booked(tally, self.eager(svi, args, kwargs))
-        return self._low_step(svi, tally, args, kwargs)
+        ran = self._low_step(svi, tally, args, kwargs)
+        if ran.tier == "eager":
+            self.low_last = (sig, tally)
+        return ran
 
     def _first_call(self, svi: Any, run: SignatureRun, tally: TierTally, entry: WholeStepEntry,
                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ran:
@@ -163,7 +169,7 @@ class TieredRoute(WholeStepRoute):
         """The short way once the signature is as high as it will climb: no step has more to decide."""
         served = self.served
         if served is None:
-            return None
+            return _eager_express(self)
         run, entry = served
         compiled, tally = entry.compiled, self.tallies.get(run.base[1])
         tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
@@ -300,7 +306,7 @@ class TieredRoute(WholeStepRoute):
         if memory is not None:  # a cell run again usually runs as long as last time
             book.expected_steps = memory.steps(book.memory_key)
         book.cell = self._cell_steps()
-        book.run_start = book.calls
+        book.run_start, book.stays = book.calls, None
         book.codegen_why = ""  # (what the last run said of inductor's codegen is not this run's)
         tally = self.tallies[sig] = TierTally(book, start_calls=book.calls)
         self.ctx.recorder.tier_tallies[(id(svi), sig)] = tally
@@ -319,19 +325,57 @@ class TieredRoute(WholeStepRoute):
 
     def _booked(self, tally: TierTally, ran: Ran) -> Ran:
         """A step this route ran itself (eager, or a whole step), to book on its tier."""
-        return ran._replace(book=partial(self._book_own, tally, ran))
+        return ran._replace(book=partial(_book_own, self, tally, ran))
 
-    def _book_own(self, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
-        if ran.timed:
-            self._book_express(tally, ran.tier, seconds)
-            return
-        if self.cell is not None:
-            self.cell.done += 1
-        book = tally.book  # its time says nothing of the tier's step time (a capture; as captured)
-        tally.seconds += seconds
-        tally.steps["step"] += 1
-        book.steps["step"] += 1
-        book.calls += 1
+
+
+def _eager_express(route: TieredRoute) -> Express | None:
+    """The short way of a signature whose steps run eager on the low tiers for the rest of the cell
+    whatever they take: neither its climb nor its Pyro key can decide otherwise until the session
+    learns new figures. The long way's decisions and bookkeeping cost a small model's eager step
+    about a tenth of its time (docs/real-models.md)."""
+    last, route.low_last = route.low_last, None
+    low, policy = route.low, route.policy
+    if last is None or not isinstance(low, PyroRoute) or route.waiting is not None or not (
+            low.compiled and low.eager_instead):
+        return None
+    sig, tally = last
+    run = route.signatures.get(sig)
+    learned = policy.learned
+    if run is None or run.eager_why or run.entries or (
+            route.top != "pyro" and tally.book.stays != (learned, route._warm(tally.book))):
+        return None
+    key = low.calls.auto.eager_for_the_cell(low)
+    if key is None:
+        return None
+    fn, key_tally = key
+    assert route.call_site is not None and low.step_as_written is not None
+    problem, as_written, svi, elbo = route.call_site.problem, low.step_as_written, route.svi, low.elbo
+
+    def express(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+        if policy.learned != learned or problem() is not None or step_key(args, kwargs) != sig:
+            return None
+        return eager_step(as_written, svi, elbo, args, kwargs)
+
+    def book(seconds: float) -> None:
+        route._book_express(tally, "eager", seconds)
+        low.calls.auto.eager_booked(fn, key_tally, seconds)
+
+    return Express(express, book)
+
+
+def _book_own(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
+    """A step ``route`` ran itself (eager, or a whole step), on its tier."""
+    if ran.timed:
+        route._book_express(tally, ran.tier, seconds)
+        return
+    if route.cell is not None:
+        route.cell.done += 1
+    book = tally.book  # its time says nothing of the tier's step time (a capture; as captured)
+    tally.seconds += seconds
+    tally.steps["step"] += 1
+    book.steps["step"] += 1
+    book.calls += 1
 
 
 def _book_low(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:

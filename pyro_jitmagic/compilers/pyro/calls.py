@@ -20,10 +20,11 @@ from ...compat import jit as compat
 from ...guards import Sentinel, World, outside_states
 from ...patch import PatchSet
 from ...policy.auto import LEARN_AFTER
-from ...policy.books import CellSteps, Tally
+from ...policy.books import Tally
 from ...run import advice
 from ...run.cache_stats import EntryStats, RecompilationWarning
 from ...run.context import RunContext
+from .auto_keys import AutoKeys
 from .caches import changing_keyword, describe_key
 from .executor import ExecutorTrial, optimize_setter
 from .guarded import TraceWatch, arg_layout
@@ -104,7 +105,7 @@ class KeyCalls:
         self.route: PyroRoute | None = None
         self.auto_step: tuple[Tally, str] | None = None
         self.trial_step: tuple[ExecutorTrial, Any, Any] | None = None
-        self._run_calls: dict[int, int] = {}  # --auto: calls of each compiled function in this run
+        self.auto = AutoKeys(ctx, self)  # --auto: each key's decision, call by call
         self.watch = TraceWatch(ctx, lambda: self.route)  # what each trace assumed, keys sent eager
         self.watch.unusable = self._unusable
 
@@ -119,14 +120,14 @@ class KeyCalls:
         """The step ends: what its call of a compiled function did, for the route's
         :class:`~...run.route.Ran`."""
         took = KeyStep(self, self.auto_step, self.trial_step)
-        self.route, self.auto_step, self.trial_step = outer, None, None
+        self.route, self.auto_step, self.trial_step, self.auto.ahead = outer, None, None, None
         return took
 
     def wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         """The stand-in for ``CompiledFunction.__call__``."""
         import pyro
 
-        calls, ctx, cache, watch = self, self.ctx, self.ctx.session.cache, self.watch
+        calls, ctx, cache, watch, auto = self, self.ctx, self.ctx.session.cache, self.watch, self.auto
         param: Any = pyro.param
         set_optimize = optimize_setter()
         fast_key, hashed_key, param_names = compat.fast_key, compat.hashed_key, compat.param_names
@@ -150,7 +151,7 @@ class KeyCalls:
                 traced = fn.compiled.get(key)
             if watch.runs_eager(fn, key) or watch.tensor_keyword(kwargs):
                 return watch.eager(fn, args, kwargs)
-            if ctx.auto is not None and not calls._auto_route(fn, key, traced):
+            if ctx.auto is not None and not auto.called(fn, key, traced):
                 return watch.eager(fn, args, kwargs)  # --auto: eager while that is cheaper
             if traced is None:
                 return calls._compile(original, fn, key, args, kwargs)
@@ -258,38 +259,7 @@ class KeyCalls:
             advice.at_users_line(exc)
             self.ctx.recorder.advice = text
 
-    # -- --auto and the executor trials, step by step -------------------------------
-    def _auto_route(self, fn: Any, key: Any, traced: Any) -> bool:
-        """--auto: whether this call of ``key`` runs compiled (True) or eager, noted for the step."""
-        policy, tallies = self.ctx.auto, self.ctx.recorder.tallies
-        assert policy is not None
-        tally = tallies.get((id(fn), key))
-        if tally is None:
-            owner = self.ctx.recorder.target("(outside SVI and MCMC)")
-            book = policy.book(fn, key, "svi", owner, describe_key(key))
-            if traced is not None and book.state == "eager":  # compiled in an earlier, plain cell
-                book.state = "compiled"
-            book.code = book.code or _trace_code(self.ctx.recorder.current, book.key)
-            tally = tallies[(id(fn), key)] = Tally(book, compiled_before=traced is not None)
-        book = tally.book
-        book.function.calls += 1
-        done = self._run_calls.get(id(fn), 0)
-        self._run_calls[id(fn)] = done + 1
-        if traced is not None and not policy.step_down(book):
-            self.auto_step = (tally, "compiled")
-            return True
-        unusable = policy.unusable.get(book.code) if traced is None and book.code else None
-        if unusable is not None:
-            book.why = f"stayed eager: a trace of the same code in an earlier run was unusable ({unusable})"
-        elif traced is None and not book.stepped_down and policy.decide_svi(
-                book, book.function.calls, _cell_left(self.ctx, book.owner, tally, done)):
-            book.state = "compiled"
-            self.auto_step = (tally, "compile")
-            return True
-        book.state = "eager"  # (also when its traces were cleared: it earns them again)
-        self.auto_step = (tally, "eager")
-        return False
-
+    # -- the executor trials, step by step -----------------------------------------
     def book(self, took: KeyStep, seconds: float, step: int) -> None:
         """A step's time, once measured, to its key's --auto tally and executor trial."""
         if took.auto is not None:
@@ -389,33 +359,6 @@ class KeyCalls:
             entry.layout = pending.layout
             if self.adaptive and entry.trial is None:
                 entry.trial = ExecutorTrial(recorder.target(), pending.key, seconds)
-
-
-def _trace_code(plan: Any, described: str) -> str:
-    """What a key's trace is a trace of, across runs: the model's and guide's code of ``plan`` (the SVI
-    or the loss call in progress), the ELBO's class and the key in words."""
-    import hashlib
-
-    from ...wholestep.memory import code_digest
-
-    head: tuple[Any, ...] = getattr(plan, "head", ())
-    if not head:
-        return ""  # (called outside an SVI step or a loss call: nothing to know it by)
-    if len(head) == 1:  # an SVI
-        svi = head[0]
-        head = (svi.model, svi.guide, type(getattr(svi.loss_and_grads, "__self__", svi.loss)).__name__)
-    parts = [code_digest(part) if callable(part) else str(part) for part in head]
-    return hashlib.sha256("|".join([*parts, described]).encode()).hexdigest()[:32]
-
-
-def _cell_left(ctx: RunContext, owner: str, tally: Tally, done: int) -> tuple[float, int] | None:
-    """(steps this key is expected to take in the rest of the cell, the cell's total) when
-    the cell's loops say how many steps its SVI takes (:mod:`...policy.loops`): the share of the
-    steps left that this key has had of the run's so far."""
-    total = ctx.step_counts.get(owner)
-    if not total:
-        return None
-    return CellSteps(total, done).left_for(tally.eager_steps + tally.compiled_steps), total
 
 
 def _warn_recompiling(ctx: RunContext, stats: Any, key: Any, kwargs: dict[str, Any], entries: int) -> None:

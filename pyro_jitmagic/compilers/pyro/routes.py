@@ -53,6 +53,10 @@ class PyroRoute(Route):
     #: it runs on a companion of the user's eager ELBO: a call that should run eager runs on that ELBO
     eager_instead: bool = False
     calls: Any = None  # the run's calls of compiled functions (a KeyCalls), which tell what a step did
+    #: --auto: the compiled function and key its last step called, and that step's own key, to decide
+    #: the next step's ahead (AutoKeys.ahead_of)
+    last_call: tuple[Any, Any] | None = None
+    last_args: Any = None
 
     name = "Pyro's JIT"
 
@@ -86,7 +90,7 @@ class PyroRoute(Route):
         if not (self.eager_instead and self.compiled):
             return self.step_as_written(svi, *args, **kwargs)
         problem = self._eager_why()
-        if problem is None:
+        if problem is None and not self.calls.auto.ahead_of(self, args, kwargs):
             try:
                 return self.step_as_written(svi, *args, **kwargs)
             except EagerInstead:
