@@ -79,8 +79,15 @@ class PatchSet:
 
 
 def _is_data_descriptor(cls: type, name: str) -> bool:
-    attr = inspect.getattr_static(cls, name, None)
-    return attr is not None and hasattr(type(attr), "__set__")
+    # (a type's own descriptors do not change; a run sets thirty-odd attributes, each looked up here)
+    known = _DESCRIPTORS.get((cls, name))
+    if known is None:
+        attr = inspect.getattr_static(cls, name, None)
+        known = _DESCRIPTORS[(cls, name)] = attr is not None and hasattr(type(attr), "__set__")
+    return known
+
+
+_DESCRIPTORS: dict[tuple[type, str], bool] = {}
 
 
 def heal(owner: Any, name: str) -> bool:

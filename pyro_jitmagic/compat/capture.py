@@ -244,27 +244,27 @@ def inductor_cache_dir() -> str:
     rule (``default_cache_dir``, checked against torch 2.13 by a test) without either.
     """
     import os
-    import re
-    import tempfile
 
     folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if folder is None:
-        folder = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", _user()))
-    return os.path.abspath(folder)
+    return os.path.abspath(folder) if folder is not None else _default_cache_dir()
 
 
 @functools.lru_cache(maxsize=1)
-def _user() -> str:
-    """The user's name as inductor names its folder (read once: without $USER, ``getuser`` reads the
-    password file, and the climb asks every cell)."""
+def _default_cache_dir() -> str:
+    """Inductor's default folder, found once (the climb asks every cell, and without $USER
+    ``getuser`` reads the password file)."""
     import getpass
     import os
+    import re
+    import tempfile
 
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except (KeyError, ModuleNotFoundError, OSError):
         getuid = getattr(os, "getuid", None)
-        return f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+        user = f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+    return os.path.abspath(os.path.join(tempfile.gettempdir(),
+                                        "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user)))
 
 
 def cxx_compiler() -> tuple[str | None, str]:

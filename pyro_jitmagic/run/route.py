@@ -44,14 +44,15 @@ class Ran(NamedTuple):
 class Express(NamedTuple):
     """The short way of a route's settled steps, which the run takes while it can.
 
-    ``run(args, kwargs)`` runs one step and returns its float result, or None, having changed
-    nothing, when the route's own :meth:`Route.step` must run this call (after which the run asks the
-    route again). ``book(seconds)`` books a step it ran, or is None. A route offers one only while
-    no step of its needs more than the run's timing: nothing to compile, announce or decide.
+    ``run(args, kwargs)`` runs one step and returns its result, or None, having changed nothing,
+    when the route's own :meth:`Route.step` must run this call (after which the run asks the route
+    again). ``book(seconds, step)`` books a step it ran (``step``: the run's count), or is None. A
+    route offers one only while no step of its needs more than the run's timing: nothing to
+    compile, announce or decide that the short way does not.
     """
 
     run: Callable[[tuple[Any, ...], dict[str, Any]], float | None]
-    book: Callable[[float], None] | None = None
+    book: Callable[[float, int], None] | None = None
 
 
 class CannotRun(Exception):

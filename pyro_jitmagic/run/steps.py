@@ -36,6 +36,7 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     express = plan.express
     if express is not None:
         outer, recorder.current = recorder.current, plan
+        plan.compile_seconds = 0.0  # (a short way on Pyro's route may trace a key again)
         start = recorder.clock()
         try:
             result = express.run(args, kwargs)
@@ -48,9 +49,10 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
             recorder.current = outer
         if result is not None:
             end = recorder.clock()
-            plan.raw.append((end - start, result if type(result) is float else loss_value(result), 0.0))
+            plan.raw.append((end - start, result if type(result) is float else loss_value(result),
+                             plan.compile_seconds))
             if express.book is not None:
-                express.book(end - start)
+                express.book(end - start, len(plan.raw))
             recorder.step_done(plan, end)
             return result
         plan.express = None  # (the route's own step runs this call, and says what comes next)

@@ -1,15 +1,20 @@
-"""The short way of eager steps under the climb: once neither the climb nor Pyro's key can decide
-otherwise before the cell ends, an eager step skips the ladder, the routes and the decisions. What
-the long way would see (a step under ``no_grad``, another signature, figures the session learns
-mid-cell) it must still see. Each test records which way every step took, so that both run.
+"""The short way of the climb's low steps: once the climb cannot capture before the cell ends, a step
+skips its look and the signature's lookup and runs on Pyro's route; once its Pyro key cannot compile
+either, an eager step skips Pyro's route too. What the long way would see (a step under
+``no_grad``, another signature, figures the session learns mid-cell) it must still see. Each test
+records which way every step took, so that both run.
 
-The priors make compiling hopeless whatever a step takes on this machine (compiling a key costs a
-million eager steps, capturing the whole step as many): the decisions never read the clock."""
+The priors make capturing hopeless whatever a step takes on this machine (a million steps), and
+compiling a key hopeless or free: the decisions never read the clock."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from agreement import rounding_atol
 from cells import run
+
+from pyro_jitmagic.policy.auto import LEARN_AFTER
 
 SETUP = """
 import pyro, torch
@@ -118,3 +123,29 @@ def test_figures_learned_mid_cell_send_the_next_step_the_long_way(shell, ways, a
     assert len(losses) == 40
     # steps 5-20 short; step 21 sees new figures and decides again (the long way); then short again
     assert ways[4:20] == ["short"] * 16 and ways[20] == "long" and ways[21:] == ["short"] * 19
+
+
+def test_steps_on_pyros_jit_skip_the_climbs_look_with_every_check_of_pyros_route(shell, auto_policy,
+                                                                                  monkeypatch):
+    import pyro_jitmagic.compilers.auto as tiers
+
+    long_way = []
+    step = tiers.TieredRoute._step
+
+    def counted(self, *args):
+        long_way.append(len(shell.user_ns.get("losses", ())) + 1)  # (the step's number)
+        return step(self, *args)
+
+    monkeypatch.setattr(tiers.TieredRoute, "_step", counted)
+    eager = _eager_losses(shell, LOOP)
+    auto_policy(prior_compile_steps={"svi": 0.0}, prior_capture_steps=1e6, memory=None)  # compiles at once
+    losses, report = _climbed(shell, LOOP)
+
+    expected = torch.tensor(eager)
+    torch.testing.assert_close(torch.tensor(losses), expected, rtol=0, atol=rounding_atol(expected, 40))
+    # three eager steps measure the key, the fourth compiles it, then the short way; once the key's
+    # compile is learned (LEARN_AFTER compiled steps), the session's figures are new: one long look
+    assert long_way == [1, 2, 3, 4, 4 + LEARN_AFTER + 1], long_way
+    (row,) = report.auto
+    assert (row.eager_steps, row.compiled_at, row.compiled_steps) == (3, 4, 37)
+    assert report.sentinel_checks >= 1  # the sentinel's checks are Pyro's route's: still made

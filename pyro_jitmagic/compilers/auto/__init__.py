@@ -108,10 +108,8 @@ class TieredRoute(WholeStepRoute):
                 return self._first_call(svi, run, tally, entry, args, kwargs)
             if run.eager_why:
                 return self._booked(tally, self.eager(svi, args, kwargs))
-        ran = self._low_step(svi, tally, args, kwargs)
-        if ran.tier == "eager":
-            self.low_last = (sig, tally)
-        return ran
+        self.low_last = (sig, tally)
+        return self._low_step(svi, tally, args, kwargs)
 
     def _first_call(self, svi: Any, run: SignatureRun, tally: TierTally, entry: WholeStepEntry,
                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ran:
@@ -165,11 +163,11 @@ class TieredRoute(WholeStepRoute):
             return self._booked(tally, Ran(loss, "step", timed=False))
         return self._booked(tally, Ran(loss, tier, timed=not compiled.as_captured))
 
-    def express(self, book: Callable[[float], None] | None = None) -> Express | None:
+    def express(self, book: Callable[[float, int], None] | None = None) -> Express | None:
         """The short way once the signature is as high as it will climb: no step has more to decide."""
         served = self.served
         if served is None:
-            return _eager_express(self)
+            return _low_express(self)
         run, entry = served
         compiled, tally = entry.compiled, self.tallies.get(run.base[1])
         tier: Tier = "inductor" if compiled.backend == "inductor" else "step"
@@ -179,7 +177,7 @@ class TieredRoute(WholeStepRoute):
             return None
         return super().express(partial(self._book_express, tally, tier))
 
-    def _book_express(self, tally: TierTally, tier: Tier, seconds: float) -> None:
+    def _book_express(self, tally: TierTally, tier: Tier, seconds: float, step: int = 0) -> None:
         """A timed step on ``tier``, run by this route (the short way, or its own step)."""
         if self.cell is not None:
             self.cell.done += 1
@@ -329,15 +327,16 @@ class TieredRoute(WholeStepRoute):
 
 
 
-def _eager_express(route: TieredRoute) -> Express | None:
-    """The short way of a signature whose steps run eager on the low tiers for the rest of the cell
-    whatever they take: neither its climb nor its Pyro key can decide otherwise until the session
-    learns new figures. The long way's decisions and bookkeeping cost a small model's eager step
-    about a tenth of its time (docs/real-models.md)."""
+def _low_express(route: TieredRoute) -> Express | None:
+    """The short way of a signature on the low tiers that will not climb before the cell ends (the
+    steps left cannot repay a capture, whatever a step takes, until the session learns new figures).
+    Its steps skip the climb's look and the signature's lookup, and run on Pyro's route as they
+    would; a step whose key runs eager for the rest of the cell skips Pyro's route too. Between two
+    eager steps of a small model the long way's decisions and bookkeeping took about a tenth of the
+    step (docs/real-models.md)."""
     last, route.low_last = route.low_last, None
     low, policy = route.low, route.policy
-    if last is None or not isinstance(low, PyroRoute) or route.waiting is not None or not (
-            low.compiled and low.eager_instead):
+    if last is None or not isinstance(low, PyroRoute) or route.waiting is not None:
         return None
     sig, tally = last
     run = route.signatures.get(sig)
@@ -345,29 +344,46 @@ def _eager_express(route: TieredRoute) -> Express | None:
     if run is None or run.eager_why or run.entries or (
             route.top != "pyro" and tally.book.stays != (learned, route._warm(tally.book))):
         return None
-    key = low.calls.auto.eager_for_the_cell(low)
-    if key is None:
-        return None
+    assert route.call_site is not None
+    problem, svi = route.call_site.problem, route.svi
+
+    def same(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        return policy.learned == learned and problem() is None and step_key(args, kwargs) == sig
+
+    key = low.calls.auto.eager_for_the_cell(low) if low.compiled and low.eager_instead else None
+    if key is None:  # Pyro's route runs the step, deciding what it decides
+        ran: list[Ran] = []
+
+        def on_pyros_route(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if not same(args, kwargs):
+                return None
+            ran[:] = [route._low_step(svi, tally, args, kwargs)]
+            return ran[0].result
+
+        def book_low(seconds: float, step: int) -> None:
+            booked = ran[0].book
+            if booked is not None:
+                booked(seconds, step)
+
+        return Express(on_pyros_route, book_low)
     fn, key_tally = key
-    assert route.call_site is not None and low.step_as_written is not None
-    problem, as_written, svi, elbo = route.call_site.problem, low.step_as_written, route.svi, low.elbo
+    assert low.step_as_written is not None
+    as_written, elbo = low.step_as_written, low.elbo
 
-    def express(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
-        if policy.learned != learned or problem() is not None or step_key(args, kwargs) != sig:
-            return None
-        return eager_step(as_written, svi, elbo, args, kwargs)
+    def eager(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return eager_step(as_written, svi, elbo, args, kwargs) if same(args, kwargs) else None
 
-    def book(seconds: float) -> None:
+    def book_eager(seconds: float, step: int) -> None:
         route._book_express(tally, "eager", seconds)
         low.calls.auto.eager_booked(fn, key_tally, seconds)
 
-    return Express(express, book)
+    return Express(eager, book_eager)
 
 
 def _book_own(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
     """A step ``route`` ran itself (eager, or a whole step), on its tier."""
     if ran.timed:
-        route._book_express(tally, ran.tier, seconds)
+        route._book_express(tally, ran.tier, seconds, step)
         return
     if route.cell is not None:
         route.cell.done += 1

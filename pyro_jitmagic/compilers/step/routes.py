@@ -156,7 +156,7 @@ class WholeStepRoute(Route):
             return self.ran(entry, result)  # type: ignore[arg-type]
         return self.declined(svi, run, result, args, kwargs)
 
-    def express(self, book: Callable[[float], None] | None = None) -> Express | None:
+    def express(self, book: Callable[[float, int], None] | None = None) -> Express | None:
         """The short way while the last step's compiled step is settled and its signature's first:
         the call site's check, then the compiled step's own (:meth:`~...wholestep.step.CompiledStep.express`),
         which checks the signature, guards, binding and sentinel as its ``run`` does."""
