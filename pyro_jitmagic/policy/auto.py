@@ -251,6 +251,10 @@ class AutoPolicy(TiersAbove):
         self._speedups: dict[str, list[float]] = {"svi": [], "potential": []}
         #: traces found unusable for what the code does, by :attr:`KeyBook.code`: why
         self.unusable: dict[str, str] = {}
+        #: a trace of the same code costs and gains the same in eager steps, and the session's
+        #: median is a poor guide to it: an enumerated HMM's compile costs twenty steps, a small
+        #: model's a few (docs/real-models.md). By :attr:`KeyBook.code`: (compile steps, speedup)
+        self._by_code: dict[str, tuple[float, float]] = {}
 
     def book(self, fn: Any, key: Any, kind: Kind, owner: str, describe: str) -> KeyBook:
         """The book of ``key`` of compiled function ``fn`` (made on first use)."""
@@ -261,13 +265,21 @@ class AutoPolicy(TiersAbove):
         return book
 
     # -- what the session has learned -----------------------------------------
-    def compile_steps(self, kind: Kind) -> tuple[float, bool]:
-        """Expected compile cost in eager steps of the key compiled; True when measured."""
+    def compile_steps(self, kind: Kind, code: str = "") -> tuple[float, bool]:
+        """Expected compile cost in eager steps of the key compiled (of ``code``: its own, once a
+        trace of it was measured); True when measured."""
+        known = self._by_code.get(code) if code else None
+        if known is not None:
+            return known[0], True
         measured = self._compile_steps[kind]
         return statistics.median([*measured, self.prior_compile_steps[kind]]), bool(measured)
 
-    def speedup(self, kind: Kind) -> tuple[float, bool]:
-        """Expected eager step time over compiled step time; True when measured."""
+    def speedup(self, kind: Kind, code: str = "") -> tuple[float, bool]:
+        """Expected eager step time over compiled step time (of ``code``, as :meth:`compile_steps`);
+        True when measured."""
+        known = self._by_code.get(code) if code else None
+        if known is not None:
+            return known[1], True
         measured = self._speedups[kind]
         return statistics.median([*measured, self.prior_speedup[kind]]), bool(measured)
 
@@ -283,10 +295,12 @@ class AutoPolicy(TiersAbove):
         self._compile_steps[book.kind].append(cost / eager)
         if compiled > 0:
             self._speedups[book.kind].append(eager / compiled)
+            if book.code:
+                self._by_code[book.code] = (cost / eager, eager / compiled)
 
     def expected_compile_seconds(self, book: KeyBook) -> float | None:
         eager = book.eager_step()
-        return None if eager is None else eager * self.compile_steps(book.kind)[0]
+        return None if eager is None else eager * self.compile_steps(book.kind, book.code)[0]
 
     # -- decisions: Pyro's keys and potentials ------------------------------------------
     def decide_svi(self, book: KeyBook, function_calls: int,
@@ -301,13 +315,14 @@ class AutoPolicy(TiersAbove):
         if eager is None or book.eager_calls < MIN_EAGER_STEPS:
             book.why = f"ran eager: it takes {MIN_EAGER_STEPS} eager steps to measure a key's step time"
             return False
-        speedup, measured = self.speedup("svi")
+        speedup, measured = self.speedup("svi", book.code)
         if measured and speedup < MIN_SPEEDUP:
-            book.why = (f"stayed eager: compiled steps were only {speedup:.2f}x as fast as eager "
-                        "in this session")
+            where = "for the same code before" if book.code in self._by_code else "in this session"
+            book.why = f"stayed eager: compiled steps were only {speedup:.2f}x as fast as eager {where}"
             book.stays = self.learned
             return False
-        expected = eager * self.compile_steps("svi")[0]
+        steps = self.compile_steps("svi", book.code)[0]
+        expected = eager * steps
         calls, spent = book.eager_calls, book.eager_seconds
         if cell is not None:
             future, whence = cell[0], f" (the cell's loops run {plural(cell[1], 'step')})"
@@ -320,7 +335,7 @@ class AutoPolicy(TiersAbove):
                         f"cost ({seconds(expected)})")
             return True
         if cell is not None:
-            if left is not None and left * (1 - 1 / speedup) < BET_MARGIN * self.compile_steps("svi")[0]:
+            if left is not None and left * (1 - 1 / speedup) < BET_MARGIN * steps:
                 # (saving and cost both scale with the eager step; the steps left only shrink)
                 book.stays = self.learned
             cost = f"its expected compile cost ({seconds(expected)})"
@@ -428,7 +443,7 @@ def _key_decision(policy: AutoPolicy, tally: Tally) -> AutoDecision:
     so that a step's hiccup counts the same on both sides.
     """
     book = tally.book
-    speedup, _ = policy.speedup(book.kind)
+    speedup, _ = policy.speedup(book.kind, book.code)
     eager, compiled = book.eager_step(), book.compiled_step()
     estimated = eager is None or compiled is None
     if eager is None and compiled is not None:

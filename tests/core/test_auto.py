@@ -70,6 +70,23 @@ def test_a_key_that_cannot_repay_its_compile_in_the_cells_steps_left_stays_eager
     assert policy.learned == 1
 
 
+def test_a_key_of_code_compiled_before_is_expected_to_cost_and_gain_what_it_did():
+    # the session's figures say compiling costs 10 steps and halves a step; this code's trace cost
+    # 40 steps and sped its steps 1.25x when a key of it compiled before
+    policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 10.0}, prior_speedup={"svi": 2.0})
+    slow, _ = _book(eager=[1.0] * 3, compile_step=40.8, compiled=[0.8] * 8)
+    slow.code = "an enumerated HMM"
+    policy.learn(slow)
+    assert policy.compile_steps("svi", "an enumerated HMM") == (40.0, True)
+    again, _ = _book(eager=[1.0] * 3)
+    again.code = "an enumerated HMM"
+    # 100 steps to follow save 20 s at 1.25x: not 1.3 x 40 s, though the session's median would bet
+    assert not policy.decide_svi(again, function_calls=3, cell=(100.0, 103), left=100)
+    other, _ = _book(eager=[1.0] * 3)
+    other.code = "another model"
+    assert policy.decide_svi(other, function_calls=3, cell=(100.0, 103), left=100)
+
+
 def test_a_bet_too_close_to_call_stays_eager():
     # the cell's loops say 27 more calls: at 1 s a step and a 2x speedup they save 13.5 s
     policy = AutoPolicy(horizon=200, prior_compile_steps={"svi": 12.0}, prior_speedup={"svi": 2.0})
