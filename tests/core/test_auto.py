@@ -638,3 +638,37 @@ def test_auto_decides_for_a_kernel_written_with_jit_compile_too(auto_policy, pat
     assert decision.eager_steps > 0  # its setup did not trace at once, as jit_compile=True would
     assert mcmc.kernel._jit_compile  # as written again
     assert_nothing_patched(patched_targets)
+
+
+def flip(data):
+    z = pyro.sample("z", pyro.distributions.Bernoulli(0.5))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", pyro.distributions.Normal(z, 1.0), obs=data)
+
+
+def flip_guide(data):
+    q = pyro.param("q", torch.tensor(0.5), constraint=pyro.distributions.constraints.unit_interval)
+    baseline = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
+    pyro.sample("z", pyro.distributions.Bernoulli(q), infer={"baseline": baseline})
+
+
+def test_a_limit_of_pyros_jit_is_not_met_again_by_the_same_code_with_a_new_elbo(auto_policy):
+    from pyro.infer import TraceGraph_ELBO
+
+    auto_policy(prior_compile_steps={"svi": 0.0}, memory=None)  # compiles at step 4, whatever the speed
+
+    def cell():
+        pyro.clear_param_store()
+        svi = SVI(flip, flip_guide, Adam({"lr": 0.05}), TraceGraph_ELBO())  # a new ELBO each run
+        with JitRun(auto=True, backend="pyro") as run:
+            for _ in range(10):
+                svi.step(models.data())
+        (decision,) = run.report.auto
+        return decision
+
+    first = cell()
+    assert first.compiled_at == 4  # its trace met the limit (the baseline's average, written inside)
+    again = cell()
+    assert again.eager_steps == 10 and again.compiled_at is None
+    assert again.why.startswith("stayed eager: a trace of the same code in an earlier run was unusable "
+                                "(TraceGraph_ELBO with a decaying-average baseline")

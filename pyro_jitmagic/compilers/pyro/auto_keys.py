@@ -123,6 +123,14 @@ class AutoKeys:
                 return None
         return fn, tally
 
+    def unusable(self, route: PyroRoute, why: str) -> None:
+        """The trace of the key ``route``'s last step called met a limit of Pyro's JIT: a later run of
+        the same code does not build it (the ELBO a cell makes anew each run is not the same object)."""
+        policy, last = self.ctx.auto, route.last_call
+        tally = self.ctx.recorder.tallies.get((id(last[0]), last[1])) if last is not None else None
+        if policy is not None and tally is not None and tally.book.code:
+            policy.unusable[tally.book.code] = why
+
     def eager_booked(self, fn: Any, tally: Tally, seconds: float) -> None:
         """An eager step of a key taken the short way (:meth:`eager_for_the_cell`), counted as the
         long way counts it."""

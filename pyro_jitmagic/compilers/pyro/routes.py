@@ -147,6 +147,8 @@ class PyroRoute(Route):
         """Compiling met a limit of Pyro's JIT: this route, and its ELBO in later cells, run eager."""
         assert self.ctx is not None
         self.ctx.session.never_compile(self.elbo, why)
+        if self.calls is not None:  # (--auto: a later run of the same code, with a new ELBO, stays eager)
+            self.calls.auto.unusable(self, why)
         self.runner, self.compiled, self.after, self.reason = self.elbo, False, self.before, why
         if self.svi is not None:
             self.ctx.patches.set(self.svi, "loss_and_grads", self.elbo.loss_and_grads)
