@@ -112,3 +112,10 @@ def test_bench_capture_prints_both_ways_for_each_capture(capsys, monkeypatch):
     for case in ("simple SVI step", "HMM step, length 6", "NUTS potential"):
         row = next(line for line in lines if line.startswith(case))
         assert re.search(r" \d+\.\d{3} s +\d+\.\d{3} s +\d+\.\d\d$", row), row
+
+
+def test_climb_overhead_prints_each_way_and_what_the_climb_adds(run_script):
+    out = run_script("climb_overhead")
+    assert "control_branch: 1 rounds; medians; the cell takes " in out
+    assert re.search(r"^  eager +\d", out, re.M) and re.search(r"^  plain %%pyrojit +\d", out, re.M)
+    assert re.search(r"the climb adds -?\d+\.\d us a step", out)
