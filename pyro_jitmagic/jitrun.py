@@ -118,6 +118,7 @@ class JitRun:
         for name in heal_leftovers():
             recorder.notes.append(f"restored {name}, left patched by an earlier run that was cut off")
         PROCESS.runs.append(self)
+        PROCESS.unrestored += 1
         ctx.active = True
         try:
             ctx.capture.__enter__()
@@ -144,6 +145,7 @@ class JitRun:
         self._ctx.active = False
         try:
             self._ctx.patches.restore()
+            PROCESS.unrestored = max(PROCESS.unrestored - 1, 0)
             self._ctx.recorder.learn()
         finally:
             try:
@@ -179,8 +181,9 @@ class JitRun:
 
 def heal_leftovers() -> list[str]:
     """Undo wrappers left by a run whose cleanup never ran; the names healed."""
-    if PROCESS.runs:  # a wrapper of an active run is no leftover
+    if PROCESS.runs or not PROCESS.unrestored:  # a wrapper of an active run is no leftover
         return []
+    PROCESS.unrestored = 0
     targets = [*svi.wrapped(), *mcmc.wrapped(), *compilers.wrapped()]
     healed = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in targets if heal(owner, name)]
     healed += direct.heal()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import numbers
 import types
 from collections.abc import Mapping
@@ -35,14 +36,23 @@ _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 def step_counts(source: str, namespace: Mapping[str, Any] | None = None) -> dict[str, int]:
     """``{name: calls}``: how many times each ``name.step(...)`` in ``source`` will run, for the
     names whose loops can be counted from the text (and the ints in ``namespace``)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:  # IPython syntax the magic did not transform: no hint
+    tree = _parsed(source)
+    if tree is None:  # IPython syntax the magic did not transform: no hint
         return {}
     once = _run_once_assignments(tree.body)
     reader = _LoopReader(dict(namespace or {}), once, _rebound(tree, once))
     reader.body(tree.body, 1)
     return {name: n for name, n in reader.counts.items() if name not in reader.unknown and n > 0}
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(source: str) -> ast.Module | None:
+    """The cell's syntax tree, which the reader only reads: parsed once per text (a cell is run again
+    and again, and its parse was half the reader's time)."""
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
 
 
 class _LoopReader:

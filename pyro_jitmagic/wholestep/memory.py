@@ -74,6 +74,12 @@ _SHARED: dict[Path, RunMemory] = {}
 def shared() -> RunMemory | None:
     """The memory beside inductor's cache now (one per cache directory in a process); None without
     inductor."""
+    setting = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # (by the setting itself while it names a folder absolutely: making the path took ~40 us, and
+    # the climb asks twice a cell)
+    known = _BY_SETTING.get(setting)
+    if known is not None and (setting is None or os.path.isabs(setting)):
+        return known
     path = default_path()
     if path is None:
         return None
@@ -81,7 +87,11 @@ def shared() -> RunMemory | None:
         memory = _SHARED.get(path)
         if memory is None:
             memory = _SHARED[path] = RunMemory(path)
+        _BY_SETTING[setting] = memory
         return memory
+
+
+_BY_SETTING: dict[str | None, RunMemory] = {}
 
 
 class RunMemory:
