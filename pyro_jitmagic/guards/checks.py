@@ -342,7 +342,7 @@ def _generate(expressions: list[str], constants: dict[str, Any]) -> Callable[[],
 @functools.lru_cache(maxsize=256)
 def _compiled(source: str) -> types.CodeType:
     """The code of a guard function: the same expressions each cell, on their constants' names (a
-    compile took ~0.1 ms of a cell's set-up)."""
+    compile was part of every cell's set-up)."""
     return compile(source, "<pyro_jitmagic guards>", "exec")
 
 

@@ -141,8 +141,8 @@ class TiersAbove:
         if cell is not None and max(cell.total - cell.done, 0) * low * (1 - 1 / speedup) < cost:
             # Saving and cost both scale with the step time, and no signature has more steps to
             # follow than the cell has left, which only shrinks: no later step of this cell captures,
-            # unless the session learns other figures. (A look takes ~20 us between the steps'
-            # torch work, a tenth of a small model's step.)
+            # unless the session learns other figures: the steps that follow take the short way
+            # (docs/real-models.md, What the climb adds to a short cell).
             book.stays = (self.learned, warm)
         if saving >= cost:
             book.why = (f"captured after {plural(book.calls, 'step')}: the ~{future:.0f} steps expected "

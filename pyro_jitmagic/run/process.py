@@ -22,7 +22,7 @@ class Process:
         # runs active now, innermost last (a JitRun each)
         self.runs: list[Any] = []
         # runs that patched and have not restored their patches (active, or cut off before their
-        # cleanup): none, and there is nothing to heal (looking cost ~80 us a cell)
+        # cleanup): none, and there is nothing to heal (looking was part of every cell's set-up)
         self.unrestored = 0
         # executor settings applied and not yet restored, newest last (an ExecutorSetting each)
         self.executor_settings: list[Any] = []

@@ -75,8 +75,8 @@ def shared() -> RunMemory | None:
     """The memory beside inductor's cache now (one per cache directory in a process); None without
     inductor."""
     setting = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    # (by the setting itself while it names a folder absolutely: making the path took ~40 us, and
-    # the climb asks twice a cell)
+    # (by the setting itself while it names a folder absolutely: the climb asks twice a cell, and
+    # making the path each time was part of every cell's cost)
     known = _BY_SETTING.get(setting)
     if known is not None and (setting is None or os.path.isabs(setting)):
         return known
@@ -173,4 +173,4 @@ class RunMemory:
             while len(self._runs) > MAX_RUNS:
                 self._runs.pop(next(iter(self._runs)))
             if changed:  # (a cell run again as long as before: the file says it already, and a
-                self._write()  # write was a third of the climb's cost on a 30 ms cell)
+                self._write()  # write was part of every cell's cost: docs/real-models.md)

@@ -48,9 +48,10 @@ class AutoKeys:
     def ahead_of(self, route: PyroRoute, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether a step of ``route`` runs eager, decided before it starts from the key its last
         step called with the same arguments; the step then runs on the user's ELBO at once.
-        Starting it on Pyro's JIT only to be sent eager from inside cost ~25 us a step (an exception
-        through Pyro's frames). False when it cannot tell or the key runs compiled: the compiled
-        call then takes this decision, not one of its own."""
+        Starting it on Pyro's JIT only to be sent eager from inside raised an exception through
+        Pyro's frames on every such step (docs/real-models.md, What the climb adds to a short cell).
+        False when it cannot tell or the key runs compiled: the compiled call then takes this
+        decision, not one of its own."""
         last, before = route.last_call, route.last_args
         route.last_call = route.last_args = None
         if self.ctx.auto is None or not self.ctx.active:
