@@ -30,7 +30,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent / "tests"
 from bench_svi import load_average, machine_lines, process_shell  # noqa: E402
 from zoo import BY_NAME  # noqa: E402
 
-TIMED_STEP = ("_t = _clock(); svi.step({args}); _steps.append(_clock() - _t)")
+TIMED_STEP = "_t = _clock(); svi.step({args}); _steps.append(_clock() - _t)"
 
 
 def timed_cell(run: str) -> str:

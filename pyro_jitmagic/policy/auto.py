@@ -252,8 +252,8 @@ class AutoPolicy(TiersAbove):
         #: traces found unusable for what the code does, by :attr:`KeyBook.code`: why
         self.unusable: dict[str, str] = {}
         #: a trace of the same code costs and gains the same in eager steps, and the session's
-        #: median is a poor guide to it: an enumerated HMM's compile costs twenty steps, a small
-        #: model's a few (docs/real-models.md). By :attr:`KeyBook.code`: (compile steps, speedup)
+        #: median is a poor guide to it: an enumerated HMM's trace costs many more of its steps than
+        #: a small model's (docs/real-models.md). By :attr:`KeyBook.code`: (compile steps, speedup)
         self._by_code: dict[str, tuple[float, float]] = {}
 
     def book(self, fn: Any, key: Any, kind: Kind, owner: str, describe: str) -> KeyBook:

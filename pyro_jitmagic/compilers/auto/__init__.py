@@ -44,7 +44,7 @@ class TieredRoute(WholeStepRoute):
     in_cache: dict[Any, bool] = field(default_factory=dict)  # per signature: inductor's cache holds its graph
     #: codegens put off until the cell ends (its run is expected to end before they would)
     after_cell: dict[int, tuple[WholeStepEntry, TierBook]] = field(default_factory=dict)
-    low_last: tuple[Any, TierTally] | None = None  # (signature, tally) of a last step eager on the low tiers
+    low_last: tuple[Any, TierTally] | None = None  # (signature, tally) of the last step on the low tiers
 
     @classmethod
     def plan_tiered(cls, ctx: RunContext, pyro: PyroJit, top: str, svi: Any, elbo: Any, target: str,
@@ -177,8 +177,9 @@ class TieredRoute(WholeStepRoute):
             return None
         return super().express(partial(self._book_express, tally, tier))
 
-    def _book_express(self, tally: TierTally, tier: Tier, seconds: float, step: int = 0) -> None:
-        """A timed step on ``tier``, run by this route (the short way, or its own step)."""
+    def _book_express(self, tally: TierTally, tier: Tier, seconds: float, step: int) -> None:
+        """A timed step on ``tier``, run by this route (the short way, or its own step); ``step``, the
+        run's count, as :class:`~...run.route.Express` gives it (the books count their own)."""
         if self.cell is not None:
             self.cell.done += 1
         tally.add(tier, seconds)
@@ -326,7 +327,6 @@ class TieredRoute(WholeStepRoute):
         return ran._replace(book=partial(_book_own, self, tally, ran))
 
 
-
 def _low_express(route: TieredRoute) -> Express | None:
     """The short way of a signature on the low tiers that will not climb before the cell ends (the
     steps left cannot repay a capture, whatever a step takes, until the session learns new figures).
@@ -358,7 +358,7 @@ def _low_express(route: TieredRoute) -> Express | None:
             if not same(args, kwargs):
                 return None
             ran[:] = [route._low_step(svi, tally, args, kwargs)]
-            return ran[0].result
+            return ran[0].result  # (SVI.step returns a number, never None: None means declined)
 
         def book_low(seconds: float, step: int) -> None:
             booked = ran[0].book
@@ -374,7 +374,7 @@ def _low_express(route: TieredRoute) -> Express | None:
         return eager_step(as_written, svi, elbo, args, kwargs) if same(args, kwargs) else None
 
     def book_eager(seconds: float, step: int) -> None:
-        route._book_express(tally, "eager", seconds)
+        route._book_express(tally, "eager", seconds, step)
         low.calls.auto.eager_booked(fn, key_tally, seconds)
 
     return Express(eager, book_eager)
