@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..run.direct import unhooked
 from ..run.naming import label
 from ..run.route import Ladder, MCMCRoute, Route
 
@@ -33,7 +34,7 @@ def eager_step(as_written: Callable[..., Any], svi: Any, elbo: Any, args: tuple[
     patched = svi.__dict__.get("loss_and_grads")
     if user is None or patched is None or patched == user:
         return as_written(svi, *args, **kwargs)
-    svi.loss_and_grads = user
+    svi.loss_and_grads = unhooked(user)
     try:
         return as_written(svi, *args, **kwargs)
     finally:

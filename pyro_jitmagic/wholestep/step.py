@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -486,11 +486,20 @@ _PLAIN_VALUES = (int, float, bool, str, type(None))
 
 
 def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
-    """One function of a call's arguments: True where the call has the signature ``step`` was
-    compiled for (:func:`step_key` finds the same key), by checks the binding does not make: the
-    number of arguments, the keywords' names, and the plain values (ints, floats, strings) the graph
-    holds as constants. The binding checks the tensors it takes; a tensor the graph does not take,
-    its layout here. None where the key holds other values (``express`` then never runs)."""
+    """:func:`signature_check` of ``step``'s key, less the tensors its binding checks."""
+    return signature_check(step.key, bound={position for position, _, _ in step._args},
+                           taken={key for key, _, _ in step._keywords})
+
+
+def signature_check(key: Any, bound: Collection[int] = (), taken: Collection[str] = ()
+                    ) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
+    """One function of a call's arguments: True where :func:`step_key` would find ``key`` for the
+    call, as straight-line checks over bound constants: the number of arguments, the keywords'
+    names, each tensor's class and layout, and the plain values (ints, floats, strings) a graph
+    holds as constants; a step's key read afresh was a third of the work around an eager step
+    (docs/real-models.md, What the climb adds to a short cell). The tensors of positions ``bound``
+    and keywords ``taken`` are left out (a compiled step's binding checks them). None where the
+    key holds other values (the caller then reads the key)."""
     import torch
 
     constants = Constants()
@@ -503,26 +512,30 @@ def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]
         tests.append(f"type({expression}) is {bind(type(value))} and {expression} == {bind(value)}")
         return True
 
-    count, keywords, described = step.key
-    bound = {position for position, _, _ in step._args}
+    def tensor(expression: str, expected: tuple[Any, ...]) -> None:
+        tests.append(f"isinstance({expression}, {bind(_tensor_class())})")
+        tests.append(_layout_test(expression, expected, bind))
+
+    count, keywords, described = key
     tests.append(f"len(args) == {int(count)}")
     for position, kind in enumerate(described):
         if position in bound:
-            continue  # (the binding checks its layout)
+            continue
         if isinstance(kind, tuple) and len(kind) == 4 and isinstance(kind[0], torch.Size):
-            tests.append(f"isinstance(args[{position}], {bind(_tensor_class())})")
-            tests.append(_layout_test(f"args[{position}]", kind, bind))
+            tensor(f"args[{position}]", kind)
         elif not (isinstance(kind, tuple) and len(kind) == 2 and kind[0] == "value"
                   and plain(f"args[{position}]", kind[1])):
             return None
-    taken = {key for key, _, _ in step._keywords}
     tests.append(f"len(kwargs) == {len(keywords)}")
     try:
         for name, value in keywords:
-            tensor = isinstance(value, tuple) and len(value) == 5 and value[0] == "tensor"
-            if not isinstance(name, str) or (tensor and name not in taken):
+            is_tensor = isinstance(value, tuple) and len(value) == 5 and value[0] == "tensor"
+            if not isinstance(name, str):
                 return None
-            if not tensor and not plain(f"kwargs.get({bind(name)})", value):
+            if is_tensor:
+                if name not in taken:
+                    tensor(f"kwargs.get({bind(name)})", value[1:])
+            elif not plain(f"kwargs.get({bind(name)})", value):
                 return None
     except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
         return None

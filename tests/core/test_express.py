@@ -158,3 +158,39 @@ def test_the_climb_books_the_short_ways_steps_on_their_tier(short_way):
     assert row.state == "step"
     assert row.eager_steps + row.compiled_steps == 60  # the short way's steps counted in the books
     assert len(short_way) >= 40
+
+
+def _calls():
+    """Calls of many signatures: tensors of other shapes, dtypes and strides, plain values, keywords."""
+    x = torch.zeros(4, 3)
+    return [
+        ((x,), {}), ((torch.zeros(4, 3),), {}), ((x.t(),), {}), ((x.double(),), {}), ((torch.zeros(5, 3),), {}),
+        ((x, 3), {}), ((x, 4), {}), ((x, 3.0), {}), ((x, True), {}), ((x, "a"), {}), ((x, None), {}),
+        ((x,), {"n": 3}), ((x,), {"n": 4}), ((x,), {"m": 3}), ((x,), {"n": 3, "m": 1}),
+        ((x,), {"mask": torch.ones(4, dtype=torch.bool)}), ((x,), {"mask": torch.ones(5, dtype=torch.bool)}),
+        ((x,), {"mask": 1}), ((), {}), ((x, x), {}),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_calls())))
+def test_a_signatures_check_says_what_its_key_says_for_every_call(index):
+    """The short way checks a call's signature by generated code instead of reading its key: it must
+    accept exactly the calls whose key is the same (or, where the key holds other values, say so)."""
+    from pyro_jitmagic.wholestep.step import signature_check, step_key
+
+    args, kwargs = _calls()[index]
+    check = signature_check(step_key(args, kwargs))
+    assert check is not None
+    for other_args, other_kwargs in _calls():
+        same = step_key(other_args, other_kwargs) == step_key(args, kwargs)
+        # (stricter only where the key's equality mixes types: 3 == 3.0 == True)
+        assert check(other_args, other_kwargs) == (same and all(
+            type(a) is type(b) for a, b in zip(other_args, args, strict=False)))
+
+
+def test_a_key_with_values_the_check_cannot_hold_has_no_check():
+    from pyro_jitmagic.wholestep.step import signature_check, step_key
+
+    import numpy as np
+
+    assert signature_check(step_key((torch.zeros(2), np.zeros(3)), {})) is None  # keyed by its shape

@@ -23,7 +23,7 @@ from ...policy.books import CellSteps, Tier, TierBook, TierTally
 from ...run.context import RunContext
 from ...run.route import CannotRun, Express, Ladder, Ran, Route
 from ...run.session import WholeStepEntry
-from ...wholestep.step import step_key
+from ...wholestep.step import signature_check, step_key
 from ..eager import eager_step
 from ..pyro import PyroJit
 from ..pyro.routes import PyroRoute
@@ -346,9 +346,10 @@ def _low_express(route: TieredRoute) -> Express | None:
         return None
     assert route.call_site is not None
     problem, svi = route.call_site.problem, route.svi
+    of_sig = signature_check(sig) or (lambda args, kwargs: step_key(args, kwargs) == sig)
 
     def same(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        return policy.learned == learned and problem() is None and step_key(args, kwargs) == sig
+        return policy.learned == learned and problem() is None and of_sig(args, kwargs)
 
     key = low.calls.auto.eager_for_the_cell(low) if low.compiled and low.eager_instead else None
     if key is None:  # Pyro's route runs the step, deciding what it decides
