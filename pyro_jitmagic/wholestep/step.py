@@ -458,7 +458,7 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     lines.append("        objs = S.optim.optim_objs")
     for param, rule, positions, view, offset in step._updates:
         r, t = bind(rule), bind(param)
-        holds(f"objs.get({t}) is {bind(rule.owner)} and {r}.unchanged() is None")
+        holds(f"objs.get({t}) is {bind(rule.owner)} and {rule.unchanged_test(bind)}")
         lines.append(f"        st = {r}.optimizer.state.get({t})")
         for key, position in zip(rule.state_keys, positions, strict=True):
             take(f"st[{bind(key)}]", position, step._layouts[position])
