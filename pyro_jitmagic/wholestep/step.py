@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -487,11 +487,11 @@ _PLAIN_VALUES = (int, float, bool, str, type(None))
 
 def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
     """:func:`signature_check` of ``step``'s key, less the tensors its binding checks."""
-    return signature_check(step.key, bound={position for position, _, _ in step._args},
-                           taken={key for key, _, _ in step._keywords})
+    return signature_check(step.key, bound=frozenset(position for position, _, _ in step._args),
+                           taken=frozenset(key for key, _, _ in step._keywords))
 
 
-def signature_check(key: Any, bound: Collection[int] = (), taken: Collection[str] = ()
+def signature_check(key: Any, bound: frozenset[int] = frozenset(), taken: frozenset[str] = frozenset()
                     ) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
     """One function of a call's arguments: True where :func:`step_key` would find ``key`` for the
     call, as straight-line checks over bound constants: the number of arguments, the keywords'
@@ -500,6 +500,20 @@ def signature_check(key: Any, bound: Collection[int] = (), taken: Collection[str
     (docs/real-models.md, What the climb adds to a short cell). The tensors of positions ``bound``
     and keywords ``taken`` are left out (a compiled step's binding checks them). None where the
     key holds other values (the caller then reads the key)."""
+    # (made once a signature: the climb asks again after every long-way step; by the values' types
+    # too, as keys that hold 3 and 3.0 are equal and the check tells them apart)
+    try:
+        _, keywords, described = key
+        types = (tuple(type(kind[1]) for kind in described if isinstance(kind, tuple) and len(kind) == 2),
+                 tuple(type(value) for _, value in keywords))
+        return _signature_check(key, types, bound, taken)
+    except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_check(key: Any, types: Any, bound: frozenset[int], taken: frozenset[str]
+                     ) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
     import torch
 
     constants = Constants()
