@@ -164,7 +164,8 @@ def _calls():
     """Calls of many signatures: tensors of other shapes, dtypes and strides, plain values, keywords."""
     x = torch.zeros(4, 3)
     return [
-        ((x,), {}), ((torch.zeros(4, 3),), {}), ((x.t(),), {}), ((x.double(),), {}), ((torch.zeros(5, 3),), {}),
+        ((x,), {}), ((torch.zeros(4, 3),), {}), ((x.t(),), {}), ((x.double(),), {}),
+        ((torch.zeros(5, 3),), {}),
         ((x, 3), {}), ((x, 4), {}), ((x, 3.0), {}), ((x, True), {}), ((x, "a"), {}), ((x, None), {}),
         ((x,), {"n": 3}), ((x,), {"n": 4}), ((x,), {"m": 3}), ((x,), {"n": 3, "m": 1}),
         ((x,), {"mask": torch.ones(4, dtype=torch.bool)}), ((x,), {"mask": torch.ones(5, dtype=torch.bool)}),
@@ -189,8 +190,8 @@ def test_a_signatures_check_says_what_its_key_says_for_every_call(index):
 
 
 def test_a_key_with_values_the_check_cannot_hold_has_no_check():
-    from pyro_jitmagic.wholestep.step import signature_check, step_key
-
     import numpy as np
+
+    from pyro_jitmagic.wholestep.step import signature_check, step_key
 
     assert signature_check(step_key((torch.zeros(2), np.zeros(3)), {})) is None  # keyed by its shape
