@@ -314,8 +314,8 @@ def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
     mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True, allow_non_fake_inputs=True)
     fakes = [mode.from_tensor(t, static_shapes=True) if isinstance(t, torch.Tensor) else t
              for t in example_inputs]
-    # size and alignment asserts cost a fifth of a small step: the compiled step checks each
-    # input's shape, dtype and contiguity itself before every call
+    # no size and alignment asserts in the generated code: the compiled step checks each input's
+    # shape, dtype and contiguity itself before every call, and they would check it again
     options = {"fallback_random": True, "size_asserts": False, "alignment_asserts": False}
     # one compile at a time: the patches below are process-wide (and two compiles would only
     # share the same cores)

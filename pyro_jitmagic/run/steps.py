@@ -29,8 +29,8 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     """One step of an SVI, or one direct call of a loss, by its route: timed and recorded.
 
     While the route offers a short way for its settled steps (:class:`~.route.Express`), a step
-    takes it: the ladder, the route and the signature's lookup were a third of a small compiled
-    step (docs/benchmarks.md, The step around the graph)."""
+    takes it, past the ladder, the route and the signature's lookup (docs/benchmarks.md, The step
+    around the graph)."""
     __tracebackhide__ = True
     recorder, ladder = ctx.recorder, plan.route
     express = plan.express

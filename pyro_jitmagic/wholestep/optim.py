@@ -70,8 +70,8 @@ class ParamUpdate:
 
     def unchanged_test(self, bind: Callable[[Any], str]) -> str:
         """An expression that holds where :meth:`unchanged` finds nothing changed (a key gone raises),
-        for the compiled step's binding (:func:`~.step._binder`): straight-line lookups cost a
-        third of the call on every step."""
+        for the compiled step's binding (:func:`~.step._binder`), which runs it on every step
+        without a method call (docs/benchmarks.md, The step around the graph)."""
         group = bind(self.group)
         values = "".join(f"{group}[{bind(key)}], " for key in self._keys)
         return f"{bind(self.optimizer)}.param_groups[0] is {group} and ({values}) == {bind(self.constants)}"

@@ -432,8 +432,8 @@ def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], b
     things or more (identity where ``_bind`` compares; a tensor's class, device and
     ``requires_grad`` besides its layout), as straight-line code over bound constants, every
     tensor's layout in one call where torch has it (:func:`~..compat.capture.tensor_check`):
-    ``_bind``'s loops, unpacking and lookups were a fifth of a small SVI step (docs/benchmarks.md,
-    The step around the graph).
+    ``_bind``'s loops, unpacking and lookups were most of the binding's time (docs/benchmarks.md,
+    The step around the graph, has what is left).
     """
     constants = Constants()
     bind = constants.bind
@@ -496,8 +496,9 @@ def signature_check(key: Any, bound: frozenset[int] = frozenset(), taken: frozen
     """One function of a call's arguments: True where :func:`step_key` would find ``key`` for the
     call, as straight-line checks over bound constants: the number of arguments, the keywords'
     names, each tensor's class and layout, and the plain values (ints, floats, strings) a graph
-    holds as constants; a step's key read afresh was a third of the work around an eager step
-    (docs/real-models.md, What the climb adds to a short cell). The tensors of positions ``bound``
+    holds as constants, without building the key's tuples on every step (the climb's eager short
+    way checks every step's signature: docs/real-models.md, What the climb adds to a short cell).
+    The tensors of positions ``bound``
     and keywords ``taken`` are left out (a compiled step's binding checks them). None where the
     key holds other values (the caller then reads the key)."""
     # (made once a signature: the climb asks again after every long-way step; by the values' types
