@@ -65,6 +65,7 @@ def pieces(svi: Any, data: Any, step: Any) -> dict[str, tuple[Callable[[], Any],
     args: tuple[Any, ...] = (data,)
     kwargs: dict[str, Any] = {}
     graph, inputs = step._run, step._inputs
+    short = step.short_way()
 
     def grad_mode() -> None:
         was = step._grad_mode()
@@ -79,7 +80,7 @@ def pieces(svi: Any, data: Any, step: Any) -> dict[str, tuple[Callable[[], Any],
         "binding": (lambda: step._bound_now(args, kwargs), False),
         "random state kept": (step._rng_state, False),
         "grad mode off and on": (grad_mode, False),
-        "short way (CompiledStep.express)": (lambda: step.express(args, kwargs), False),
+        "short way (CompiledStep.short_way)": (lambda: short(args, kwargs), False),
         "svi.step": (lambda: svi.step(data), False),
     }
 

@@ -39,10 +39,14 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # the classes live with torch-importing code; reach them lazily
-    if name in ("CompiledStep", "Declined", "step_key"):
+    if name in ("CompiledStep", "Declined"):
         from . import step
 
         return getattr(step, name)
+    if name == "step_key":
+        from .keys import step_key
+
+        return step_key
     if name == "CompiledPotential":
         from . import potential
 
@@ -137,7 +141,8 @@ def compile_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | N
     """
     from .backends import BACKENDS
     from .capture import capture_svi_step
-    from .step import CompiledStep, step_key
+    from .keys import step_key
+    from .step import CompiledStep
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")

@@ -70,7 +70,7 @@ class ParamUpdate:
 
     def unchanged_test(self, bind: Callable[[Any], str]) -> str:
         """An expression that holds where :meth:`unchanged` finds nothing changed (a key gone raises),
-        for the compiled step's binding (:func:`~.step._binder`), which runs it on every step
+        for the compiled step's binding (:func:`~.short_way.binder`), which runs it on every step
         without a method call (docs/benchmarks.md, The step around the graph)."""
         group = bind(self.group)
         values = "".join(f"{group}[{bind(key)}], " for key in self._keys)
@@ -89,7 +89,7 @@ class ParamUpdate:
 
     def scalar_lines(self, state: str, view: str, offset: int, bind: Callable[[Any], str]) -> list[str]:
         """Python lines that write :meth:`scalars` into ``view`` from ``offset``, for the compiled
-        step's binding (:func:`~.step._binder`): ``state`` names the state dict, ``bind`` makes a
+        step's binding (:func:`~.short_way.binder`): ``state`` names the state dict, ``bind`` makes a
         constant's name. A subclass may write them without the call and the list."""
         if not self.n_scalars:
             return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -328,11 +329,25 @@ class LossRecorder:
         self.constants.append(value)
         return f"c[{len(self.constants) - 1}]"
 
-    def evaluator(self, loss: Any) -> Callable[[list[float]], float]:
+    def evaluator(self, loss: Any) -> LossExpression:
         """A function of the recorded tensors' values (as ``item()`` gives them) to the loss."""
         if not isinstance(loss, LossFloat):
-            value = float(loss)
-            return lambda values: value
-        fn = eval(f"lambda v, c: {loss.code}")  # the expression is built from our own tokens only
-        constants = list(self.constants)
-        return lambda values: fn(values, constants)
+            return LossExpression("c[0]", [float(loss)])
+        return LossExpression(loss.code, list(self.constants))
+
+
+class LossExpression:
+    """Pyro's float loss as an expression of the graph's output values ``v`` and constants ``c``:
+    called on the values, or written into a compiled step's generated code (:meth:`source`)."""
+
+    def __init__(self, code: str, constants: list[Any]) -> None:
+        self.code = code
+        self.constants = constants
+        self._fn = eval(f"lambda v, c: {code}")  # built from our own tokens only
+
+    def __call__(self, values: list[float]) -> float:
+        return self._fn(values, self.constants)
+
+    def source(self, bind: Callable[[Any], str]) -> str:
+        """The expression over values named ``v``, its constants named by ``bind``."""
+        return re.sub(r"\bc\[(\d+)\]", lambda m: bind(self.constants[int(m.group(1))]), self.code)

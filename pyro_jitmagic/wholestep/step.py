@@ -10,7 +10,6 @@ declines with a :class:`Declined` saying why, for the caller to run eagerly or c
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -21,57 +20,12 @@ from .. import patch
 from ..compat import capture as compat
 from ..compat import jit as jit_compat
 from ..guards import Change, Finding, Sentinel, agree
-from ..guards.checks import Constants
 from .backends import Background, Codegen, SwitchesToInductor
 from .capture import CapturedStep
+from .keys import layout
 from .optim import ParamUpdate
 from .reads import ValueRead
-
-
-def layout(tensor: Any) -> tuple[Any, ...]:
-    """What a compiled step assumes of an input tensor: its shape, dtype, strides and device."""
-    return tensor.shape, tensor.dtype, tensor.stride(), tensor.device
-
-
-def step_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """What a compiled step is keyed on; cheap, as it runs on every step.
-
-    The key holds the number of positional arguments, and each tensor's shape, dtype, strides and
-    device (a positional argument's or a keyword's), which its graph is built for. Every other value
-    is keyed by itself, as the graph holds it as a constant; as in Pyro's key, lists, dicts and
-    ``argparse.Namespace`` go by value, other unhashable objects by identity. A numpy array goes by
-    its shape (no graph takes one)."""
-    tensor = _tensor_class()
-    described = tuple([(a.shape, a.dtype, a.stride(), a.device) if isinstance(a, tensor) else _value(a)
-                       for a in args])  # (a list first: a generator costs more on every step)
-    if not kwargs:
-        return len(args), (), described
-    laid = {k: ("tensor", v.shape, v.dtype, v.stride(), v.device) if isinstance(v, tensor) else v
-            for k, v in kwargs.items()}
-    try:
-        key = jit_compat.fast_key((), laid)
-        hash(key)
-    except TypeError:
-        key = jit_compat.hashed_key((), laid)
-    return len(args), key[1], described
-
-
-@functools.cache
-def _tensor_class() -> Any:
-    import torch  # (once: the key is read on every step)
-
-    return torch.Tensor
-
-
-def _value(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        shape = getattr(value, "shape", None)
-        if shape is not None:  # a numpy array: it runs eager, whatever its values
-            return "array", tuple(shape), str(getattr(value, "dtype", ""))
-        return "value", id(value)  # by identity, as Pyro keys other objects
-    return "value", value
+from .short_way import ShortWay, binder, call_check, getter, grads_check, short_way
 
 
 @dataclass(frozen=True)
@@ -167,12 +121,12 @@ class CompiledStep(SwitchesToInductor):
         self._param_layouts = [(name, tensor, self._layouts[i])
                                for i, (name, tensor) in enumerate(captured.params)]
         self._grads = [(tensor, tensor.grad, _version(tensor.grad)) for _, tensor in captured.params]
-        self._grads_hold = _grads_check(self._grads)
+        self._grads_hold = grads_check(self._grads)
         first = captured.first_arg_input
         self._args = [(position, first + k, self._layouts[first + k])
                       for k, position in enumerate(captured.arg_positions)]
         self._keywords = [(key, slot, self._layouts[slot]) for key, slot in captured.keyword_inputs]
-        self._outside = [(source, _getter(source), slot, self._layouts[slot])
+        self._outside = [(source, getter(source), slot, self._layouts[slot])
                          for source, slot in captured.world_inputs]
         self._written = _written_inputs(captured.graph)
         self._eps = float(torch.finfo(inputs[0].dtype).eps) if inputs and inputs[0].is_floating_point() \
@@ -184,9 +138,10 @@ class CompiledStep(SwitchesToInductor):
         # (torch's functions held, not looked up on every step)
         self._rng_state, self._grad_mode = torch.default_generator.get_state, torch.is_grad_enabled
         self._set_grad = compat.grad_mode_setter()
-        self._bound_now = _binder(self)
-        self._same_call = _call_check(self)
+        self._bound_now = binder(self)
+        self._same_call = call_check(self)
         self._direct_due = True  # inductor's kernels are called directly after their first call
+        self._short_way: tuple[Callable[..., Any], ShortWay] | None = None  # (its graph call, short way)
 
     # -- one step ---------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> float:
@@ -226,20 +181,21 @@ class CompiledStep(SwitchesToInductor):
             self._run = compat.direct_call(run, self._written) or run
         return loss
 
-    def express(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
-        """One step the short way, once the step is settled (:attr:`settled`): its float loss, or
-        None, having changed nothing, when :meth:`run` must take this call (a guard that fails,
-        another signature, the sentinel's check due, an in-graph guard that failed)."""
-        if not (self._same_call is not None and self.world.holds() and self._same_call(args, kwargs)
-                and self._bound_now(args, kwargs) and self.sentinel.unchecked()):
+    def short_way(self) -> ShortWay | None:
+        """The short way of this step's calls while it is settled (:attr:`settled`), else None: one
+        generated function (:func:`~.short_way.short_way`) that returns a call's float loss as
+        :meth:`run` would, or None, having changed nothing, when ``run`` must take the call (a guard
+        that fails, another signature, the sentinel's check due, an in-graph guard that failed)."""
+        if not self.settled:
             return None
-        loss = self._graph_step(self._run, args, kwargs, False)
-        return loss if type(loss) is float else None
+        if self._short_way is None or self._short_way[0] is not self._run:
+            self._short_way = (self._run, short_way(self))
+        return self._short_way[1]
 
     @property
     def settled(self) -> bool:
         """Whether the step runs the way it will from now on (its backend built and switched to, its
-        graph called directly): :meth:`express` may run it."""
+        graph called directly): :meth:`short_way` may run it."""
         return (self._same_call is not None and self.steps > 0 and self._pending is None
                 and not self.as_captured and self.stale is None
                 and not (self._direct_due and self.backend == "inductor"))
@@ -258,11 +214,8 @@ class CompiledStep(SwitchesToInductor):
             values = run(*inputs)[0].tolist()
         finally:
             self._set_grad(grad)
-        if values[-1] != 1.0:  # a guard failed: the graph wrote nothing back
-            if rng is not None:
-                _set_rng_state(rng)
-            self.guard_failures += 1
-            return Declined("a value the step reads changed from the one it was compiled for", transient=True)
+        if values[-1] != 1.0:
+            return self._guard_failed(rng)
         loss = self._loss(values)
         if eager is not None:
             declined = self._compare(loss, values, eager, rng)
@@ -272,9 +225,21 @@ class CompiledStep(SwitchesToInductor):
         for rule, stepped in self._after:
             rule.after_step(rule.state() if stepped else None)
         self.steps += 1
-        if loss != loss:  # pyro/infer/*_elbo.py: warn_if_nan(loss, "loss")
-            warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
+        if loss != loss:
+            self._warn_nan()
         return loss
+
+    def _guard_failed(self, rng: Any) -> Declined:
+        """An in-graph guard failed: the graph wrote nothing back; the random state goes back to
+        ``rng`` (where it was kept), and the call is declined for this time."""
+        if rng is not None:
+            _set_rng_state(rng)
+        self.guard_failures += 1
+        return Declined("a value the step reads changed from the one it was compiled for", transient=True)
+
+    def _warn_nan(self) -> None:
+        """Eager's warning for a NaN loss, where eager's points (pyro/infer/*_elbo.py: warn_if_nan)."""
+        warnings.warn_explicit("Encountered NaN: loss", UserWarning, *self._nan_site)
 
     def eager_ran(self) -> None:
         """The caller ran a step of this SVI eagerly: eager's ``zero_grads`` left fresh zeros in each
@@ -294,7 +259,7 @@ class CompiledStep(SwitchesToInductor):
                 else:
                     clear = False
             fresh.append((tensor, grad, version))
-        self._grads, self._grads_hold = fresh, _grads_check(fresh)
+        self._grads, self._grads_hold = fresh, grads_check(fresh)
         return clear
 
     # -- the sentinel -------------------------------------------------------------
@@ -425,162 +390,6 @@ def _bind_outside(outside: list[Any], inputs: list[Any]) -> list[Any] | Declined
     return inputs
 
 
-def _binder(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
-    """One function of a call's arguments that binds the graph's inputs as
-    :meth:`CompiledStep._bind` does and returns True where every check of ``_bind`` holds; else
-    False, the inputs half bound, for ``_bind`` to run and say which failed. It checks the same
-    things or more (identity where ``_bind`` compares; a tensor's class, device and
-    ``requires_grad`` besides its layout), as straight-line code over bound constants, every
-    tensor's layout in one call where torch has it (:func:`~..compat.capture.tensor_check`):
-    ``_bind``'s loops, unpacking and lookups were most of the binding's time (docs/benchmarks.md,
-    The step around the graph, has what is left).
-    """
-    constants = Constants()
-    bind = constants.bind
-    checked: list[tuple[str, Any, tuple[Any, ...]]] = []  # (name in the code, example, its layout)
-
-    def holds(test: str) -> None:
-        lines.append(f"        if not ({test}): return False")
-
-    def take(expression: str, slot: int, expected: tuple[Any, ...]) -> None:
-        name = f"v{len(checked)}"
-        lines.extend([f"        {name} = {expression}", f"        {inputs}[{slot}] = {name}"])
-        checked.append((name, step.captured.example_inputs[slot], expected))
-
-    svi, inputs = bind(step.svi), bind(step._inputs)
-    lines = [f"        S = {svi}"]
-    holds(" and ".join(f"S.{attr} is {bind(obj)}"
-                       for attr, obj in zip(("model", "guide", "loss", "optim"), step._bound, strict=True)))
-    lines.append(f"        p = {bind(compat.store_tensors)}({bind(step._store)})")
-    for name, tensor, expected in step._param_layouts:
-        holds(f"p.get({bind(name)}) is {bind(tensor)}")
-        checked.append((bind(tensor), tensor, expected))
-    lines.append("        objs = S.optim.optim_objs")
-    for param, rule, positions, view, offset in step._updates:
-        r, t = bind(rule), bind(param)
-        holds(f"objs.get({t}) is {bind(rule.owner)} and {rule.unchanged_test(bind)}")
-        lines.append(f"        st = {r}.optimizer.state.get({t})")
-        for key, position in zip(rule.state_keys, positions, strict=True):
-            take(f"st[{bind(key)}]", position, step._layouts[position])
-        lines.extend(f"        {line}" for line in rule.scalar_lines("st", bind(view), offset, bind))
-    for param, no_grad in step._untouched:
-        holds(f"{bind(param)}.grad is {'' if no_grad else 'not '}None")
-    holds(f"{bind(step)}._grads_hold()")
-    for position, slot, expected in step._args:
-        take(f"args[{position}]", slot, expected)
-    for key, slot, expected in step._keywords:
-        take(f"kwargs[{bind(key)}]", slot, expected)
-    for _, fetch, slot, expected in step._outside:
-        take(f"{bind(fetch)}()", slot, expected)
-    _check_layouts(checked, holds, bind, outside=len(checked) - len(step._outside))
-    source = "\n".join(["def bound(args, kwargs):", "    try:", *lines, "    except Exception:",
-                        "        return False", "    return True"])
-    namespace = constants.namespace
-    exec(compile(source, "<pyro_jitmagic binding>", "exec"), namespace)  # our own code over bound constants
-    return namespace["bound"]
-
-
-#: The values a call may pass beside its tensors for :meth:`CompiledStep.express` to run it: its
-#: check compares them by type and value (others run the long way, looked up by their key).
-_PLAIN_VALUES = (int, float, bool, str, type(None))
-
-
-def _call_check(step: CompiledStep) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
-    """:func:`signature_check` of ``step``'s key, less the tensors its binding checks."""
-    return signature_check(step.key, bound=frozenset(position for position, _, _ in step._args),
-                           taken=frozenset(key for key, _, _ in step._keywords))
-
-
-def signature_check(key: Any, bound: frozenset[int] = frozenset(), taken: frozenset[str] = frozenset()
-                    ) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
-    """One function of a call's arguments: True where :func:`step_key` would find ``key`` for the
-    call, as straight-line checks over bound constants: the number of arguments, the keywords'
-    names, each tensor's class and layout, and the plain values (ints, floats, strings) a graph
-    holds as constants, without building the key's tuples on every step (the climb's eager short
-    way checks every step's signature: docs/real-models.md, What the climb adds to a short cell).
-    The tensors of positions ``bound``
-    and keywords ``taken`` are left out (a compiled step's binding checks them). None where the
-    key holds other values (the caller then reads the key)."""
-    # (made once a signature: the climb asks again after every long-way step; by the values' types
-    # too, as keys that hold 3 and 3.0 are equal and the check tells them apart)
-    try:
-        _, keywords, described = key
-        types = (tuple(type(kind[1]) for kind in described if isinstance(kind, tuple) and len(kind) == 2),
-                 tuple(type(value) for _, value in keywords))
-        return _signature_check(key, types, bound, taken)
-    except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
-        return None
-
-
-@functools.lru_cache(maxsize=256)
-def _signature_check(key: Any, types: Any, bound: frozenset[int], taken: frozenset[str]
-                     ) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
-    import torch
-
-    constants = Constants()
-    bind = constants.bind
-    tests: list[str] = []
-
-    def plain(expression: str, value: Any) -> bool:
-        if type(value) not in _PLAIN_VALUES:
-            return False
-        tests.append(f"type({expression}) is {bind(type(value))} and {expression} == {bind(value)}")
-        return True
-
-    def tensor(expression: str, expected: tuple[Any, ...]) -> None:
-        tests.append(f"isinstance({expression}, {bind(_tensor_class())})")
-        tests.append(_layout_test(expression, expected, bind))
-
-    count, keywords, described = key
-    tests.append(f"len(args) == {int(count)}")
-    for position, kind in enumerate(described):
-        if position in bound:
-            continue
-        if isinstance(kind, tuple) and len(kind) == 4 and isinstance(kind[0], torch.Size):
-            tensor(f"args[{position}]", kind)
-        elif not (isinstance(kind, tuple) and len(kind) == 2 and kind[0] == "value"
-                  and plain(f"args[{position}]", kind[1])):
-            return None
-    tests.append(f"len(kwargs) == {len(keywords)}")
-    try:
-        for name, value in keywords:
-            is_tensor = isinstance(value, tuple) and len(value) == 5 and value[0] == "tensor"
-            if not isinstance(name, str):
-                return None
-            if is_tensor:
-                if name not in taken:
-                    tensor(f"kwargs.get({bind(name)})", value[1:])
-            elif not plain(f"kwargs.get({bind(name)})", value):
-                return None
-    except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
-        return None
-    return eval(f"lambda args, kwargs: {' and '.join(tests)}", constants.namespace)  # our own expression
-
-
-def _check_layouts(checked: list[tuple[str, Any, tuple[Any, ...]]], holds: Callable[[str], None],
-                   bind: Callable[[Any], str], outside: int) -> None:
-    """The tests that the tensors ``checked`` (those from ``outside`` on: fetched from globals, maybe
-    not tensors) have the layouts ``_bind`` expects: one call of torch's check made from examples of
-    exactly those layouts, else one test each."""
-    examples = [example for _, example, _ in checked]
-    check = None
-    if all(isinstance(e, _tensor_class()) and layout(e) == expected for _, e, expected in checked):
-        check = compat.tensor_check(examples)
-    if check is not None:
-        holds(f"{bind(check)}({', '.join(name for name, _, _ in checked)})")
-        return
-    for i, (name, _, expected) in enumerate(checked):
-        if i >= outside:
-            holds(f"isinstance({name}, {bind(_tensor_class())})")
-        holds(_layout_test(name, expected, bind))
-
-
-def _layout_test(name: str, expected: tuple[Any, ...], bind: Callable[[Any], str]) -> str:
-    """An expression: the tensor ``name`` has the shape, dtype and strides of ``expected`` (its device
-    too, where the layout expected has one; ``_bind`` checks the device of keywords and globals)."""
-    shape, dtype, stride, device = expected
-    return (f"{name}.shape == {bind(shape)} and {name}.dtype is {bind(dtype)} "
-            f"and {name}.stride() == {bind(stride)} and {name}.device == {bind(device)}")
 
 
 def _set_rng_state(state: Any) -> None:
@@ -610,30 +419,11 @@ def _version(tensor: Any) -> int:
     return -1 if tensor is None else jit_compat.tensor_version(tensor)
 
 
-def _grads_check(grads: list[tuple[Any, Any, int]]) -> Callable[[], bool]:
-    """One function that says whether every param's ``.grad`` is the tensor it held when last looked
-    at, unchanged (a backward() changes it in place, or replaces it)."""
-    constants: dict[str, Any] = {}
-    checks = []
-    for i, (tensor, grad, version) in enumerate(grads):
-        constants[f"P{i}"], constants[f"G{i}"] = tensor, grad
-        checks.append(f"P{i}.grad is G{i}" if grad is None
-                      else f"(P{i}.grad is G{i} and G{i}.{jit_compat.VERSION_ATTR} == {version})")
-    return eval(f"lambda: {' and '.join(checks) or 'True'}", constants)  # our own expression
-
-
 def _raised(eager: Any) -> str:
     if not isinstance(eager, Exception):
         return ""
     first = str(eager).splitlines()[0] if str(eager) else ""
     return f"{type(eager).__name__}: {first}" if first else type(eager).__name__
-
-
-def _getter(source: Any) -> Callable[[], Any]:
-    """A fast function that fetches ``source``'s value (one expression over bound constants)."""
-    constants = Constants()
-    expression = source.expression(constants.bind)
-    return eval(f"lambda: {expression}", constants.namespace)  # our own expression over bound constants
 
 
 def _written_inputs(graph: Any) -> list[int]:

@@ -5,6 +5,9 @@ due) it must still see: each test counts the steps the short way ran, so that it
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import models
 import pyro
 import pyro.distributions as dist
@@ -22,19 +25,36 @@ from pyro_jitmagic.wholestep.step import CompiledStep
 DATA = models.data(40)
 
 
+class Ran(list):
+    """The losses of the steps the short way ran, and how many calls it handed on for an in-graph
+    guard that failed."""
+
+    guard_failures = 0
+
+
 @pytest.fixture
 def short_way(monkeypatch):
-    """How many steps the short way ran (a list, to be read after the run)."""
-    ran = []
-    express = CompiledStep.express
+    """What the short way ran (a :class:`Ran`, to be read after the run)."""
+    ran = Ran()
+    made = CompiledStep.short_way
 
-    def counted(self, args, kwargs):
-        loss = express(self, args, kwargs)
-        if loss is not None:
-            ran.append(loss)
-        return loss
+    def counted(self):
+        way = made(self)
+        if way is None:
+            return None
 
-    monkeypatch.setattr(CompiledStep, "express", counted)
+        def counting(args, kwargs):
+            failures = self.guard_failures
+            loss = way(args, kwargs)
+            if loss is not None:
+                ran.append(loss)
+            elif self.guard_failures > failures:
+                ran.guard_failures += 1
+            return loss
+
+        return counting
+
+    monkeypatch.setattr(CompiledStep, "short_way", counted)
     return ran
 
 
@@ -53,11 +73,11 @@ def global_prior(data):
         pyro.sample("obs", dist.Normal(loc, 1.0), obs=data)
 
 
-def _run(model, body, **options):
+def _run(model, body, guide=None, **options):
     """``body(svi)`` from a fresh param store and seed: eager when no options, else compiled."""
     pyro.clear_param_store()
     pyro.set_rng_seed(3)
-    svi = SVI(model, AutoDiagonalNormal(model), Adam({"lr": 0.02}), Trace_ELBO())
+    svi = SVI(model, guide or AutoDiagonalNormal(model), Adam({"lr": 0.02}), Trace_ELBO())
     if not options:
         return body(svi), None
     with pyro_jitmagic.compiled(**options) as run:
@@ -146,6 +166,44 @@ def test_the_sentinel_checks_fall_due_on_the_short_way_as_on_the_long_one(short_
     assert len(short_way) >= 680
 
 
+def test_a_branch_that_flips_on_the_short_way_runs_that_step_eager_from_the_same_draws(short_way):
+    # models.branchy reads the sign of a draw: a step where it differs from the capture's fails the
+    # graph's guard, and runs eager from the random state the short way found
+    def body(svi):
+        return [svi.step(DATA) for _ in range(80)]
+
+    eager, _ = _run(models.branchy, body, guide=models.branchy_guide)
+    losses, _ = _run(models.branchy, body, guide=models.branchy_guide, backend="step")
+    assert_losses_agree(losses, eager)
+    assert short_way.guard_failures >= 3 and len(short_way) >= 10
+
+
+def sqrt_model(data):
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(torch.sqrt(x), 1.0), obs=data)  # NaN where x < 0
+
+
+def sqrt_guide(data):
+    pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(2.0)), 0.8))
+
+
+def test_a_nan_loss_on_the_short_way_warns_as_eager_warns(short_way):
+    def body(svi):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [svi.step(torch.ones(5)) for _ in range(60)]
+        return losses, [(str(w.message), Path(w.filename).name) for w in caught if "NaN" in str(w.message)]
+
+    with pyro.validation_enabled(False):  # (no in-graph checks: the loss itself comes out NaN)
+        (eager, eager_warnings), _ = _run(sqrt_model, body, guide=sqrt_guide)
+        (losses, warned), _ = _run(sqrt_model, body, guide=sqrt_guide, backend="step")
+    assert ("Encountered NaN: loss", "trace_elbo.py") in eager_warnings
+    assert warned == eager_warnings
+    assert any(loss != loss for loss in short_way) and len(short_way) >= 30
+    assert [x if x == x else 0.0 for x in losses] == pytest.approx([x if x == x else 0.0 for x in eager])
+
+
 def test_the_climb_books_the_short_ways_steps_on_their_tier(short_way):
     def body(svi):
         return [svi.step(DATA) for _ in range(60)]
@@ -177,7 +235,7 @@ def _calls():
 def test_a_signatures_check_says_what_its_key_says_for_every_call(index):
     """The short way checks a call's signature by generated code instead of reading its key: it must
     accept exactly the calls whose key is the same (or, where the key holds other values, say so)."""
-    from pyro_jitmagic.wholestep.step import signature_check, step_key
+    from pyro_jitmagic.wholestep.keys import signature_check, step_key
 
     args, kwargs = _calls()[index]
     check = signature_check(step_key(args, kwargs))
@@ -192,6 +250,6 @@ def test_a_signatures_check_says_what_its_key_says_for_every_call(index):
 def test_a_key_with_values_the_check_cannot_hold_has_no_check():
     import numpy as np
 
-    from pyro_jitmagic.wholestep.step import signature_check, step_key
+    from pyro_jitmagic.wholestep.keys import signature_check, step_key
 
     assert signature_check(step_key((torch.zeros(2), np.zeros(3)), {})) is None  # keyed by its shape

@@ -23,7 +23,7 @@ from ...policy.books import CellSteps, Tier, TierBook, TierTally
 from ...run.context import RunContext
 from ...run.route import CannotRun, Express, Ladder, Ran, Route
 from ...run.session import WholeStepEntry
-from ...wholestep.step import signature_check, step_key
+from ...wholestep.keys import signature_check, step_key
 from ..eager import eager_step
 from ..pyro import PyroJit
 from ..pyro.routes import PyroRoute

@@ -23,7 +23,7 @@ from ...run.naming import label
 from ...run.recorder import StepPlan
 from ...run.route import CannotRun, Express, Ladder, Ran, Route
 from ...run.session import WholeStepEntry
-from ...wholestep.step import step_key
+from ...wholestep.keys import step_key
 from ..eager import eager_step
 from ..pyro import PyroJit
 from ..pyro.caches import describe_key
@@ -158,17 +158,18 @@ class WholeStepRoute(Route):
 
     def express(self, book: Callable[[float, int], None] | None = None) -> Express | None:
         """The short way while the last step's compiled step is settled and its signature's first:
-        the call site's check, then the compiled step's own (:meth:`~...wholestep.step.CompiledStep.express`),
-        which checks the signature, guards, binding and sentinel as its ``run`` does."""
+        the call site's check, then the compiled step's short way
+        (:meth:`~...wholestep.step.CompiledStep.short_way`), which checks the signature, guards,
+        binding and sentinel as its ``run`` does."""
         served, self.served = self.served, None
         if served is None or self.waiting is not None:
             return None
         run, entry = served
-        compiled = entry.compiled
-        if run.eager_why or not run.entries or run.entries[0] is not entry or not compiled.settled:
+        step = entry.compiled.short_way()
+        if run.eager_why or not run.entries or run.entries[0] is not entry or step is None:
             return None
         assert self.call_site is not None
-        problem, step, clock = self.call_site.problem, compiled.express, time.time
+        problem, clock = self.call_site.problem, time.time
 
         def express(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
             if problem() is not None:
