@@ -373,6 +373,16 @@ class CallSite:
         """None while the call may run compiled (the common case costs four cheap calls), else why not."""
         if self._grad() and not self._stack and not self._inference() and not self._anomaly():
             return None
+        return self.why()
+
+    def test(self, bind: Callable[[Any], str]) -> str:
+        """An expression that holds where :meth:`problem` finds none, over constants named by ``bind``,
+        for generated code that checks it on every step."""
+        return (f"{bind(self._grad)}() and not {bind(self._stack)} and not {bind(self._inference)}() "
+                f"and not {bind(self._anomaly)}()")
+
+    def why(self) -> str:
+        """Why a call may not run compiled, where :meth:`problem` finds a problem."""
         if self._stack:
             names = ", ".join(dict.fromkeys(type(m).__name__ for m in self._stack))
             return f"a Pyro handler was active around it ({names})"

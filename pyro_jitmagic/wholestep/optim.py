@@ -119,7 +119,7 @@ class AdamUpdate(ParamUpdate):
 
     def scalars(self, state: Any) -> list[float]:
         group = self.group
-        step = _f32_increment(float(state["step"]))
+        step = _f32_increment(state["step"].item())
         lr = group["lr"]
         bias_correction1 = 1 - self.beta1 ** step
         bias_correction2 = 1 - self.beta2 ** step
@@ -132,7 +132,7 @@ class AdamUpdate(ParamUpdate):
     def scalar_lines(self, state: str, view: str, offset: int, bind: Callable[[Any], str]) -> list[str]:
         # scalars(), the same operations in the same order, without its call and list: on every step
         group = bind(self.group)
-        lines = [f"n = float({state}['step'])",
+        lines = [f"n = {state}['step'].item()",
                  f"n = n + 1.0 if n < 16777216.0 else {bind(_f32_increment)}(n)",
                  f"lr = {group}['lr']",
                  f"{view}[{offset}] = -(lr / (1 - {bind(self.beta1)} ** n))",
@@ -269,7 +269,7 @@ class AdagradUpdate(ParamUpdate):
         super().__init__(owner, optimizer, param, dynamic_lr=True)
 
     def scalars(self, state: Any) -> list[float]:
-        step = _f32_increment(float(state["step"]))
+        step = _f32_increment(state["step"].item())
         clr = self.group["lr"] / (1 + (step - 1) * self.group["lr_decay"])
         return [-clr]
 

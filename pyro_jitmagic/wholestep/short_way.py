@@ -68,18 +68,20 @@ def binder(step: Any) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
     return source.function("bound", [], ["return True"], "<pyro_jitmagic binding>")
 
 
-def short_way(step: Any) -> ShortWay:
+def short_way(step: Any, call_site: Any = None) -> ShortWay:
     """One function that runs a settled step (:attr:`~.step.CompiledStep.settled`) as its ``run``
-    would, with the sentinel's check not due: the world's guards, the call's signature, the binding
-    (:func:`binder`'s lines, inline), then the graph's call with grad mode off, the in-graph
+    would, with the sentinel's check not due: the call site's check (a
+    :class:`~..guards.checks.CallSite`, where given), the world's guards, the call's signature, the
+    binding (:func:`binder`'s lines, inline), then the graph's call with grad mode off, the in-graph
     guards' flag, the float loss, torch's bookkeeping after a step and the NaN warning. None,
-    having changed nothing, where ``run`` must take the call: a guard, the signature or a binding
-    check fails, the sentinel's check falls due, or an in-graph guard failed (the random state is
-    then put back)."""
+    having changed nothing, where ``run`` must take the call: a check fails, the sentinel's check
+    falls due, or an in-graph guard failed (the random state is then put back)."""
     source = _Source("None")
     bind = source.bind
     same_call = call_check(step)
     assert same_call is not None, "a settled step has a signature check"
+    if call_site is not None:
+        source.holds(call_site.test(bind))
     source.holds(f"{bind(step.world.holds)}() and {bind(same_call)}(args, kwargs)")
     _binding(step, source)
     source.holds(f"{bind(step.sentinel.unchecked)}()")
@@ -123,10 +125,10 @@ def _binding(step: Any, source: _Source) -> None:
         holds(f"p.get({bind(name)}) is {bind(tensor)}")
         source.checked.append((bind(tensor), tensor, expected))
     line("objs = S.optim.optim_objs")
+    _optimizers(step, source)
     for param, rule, positions, view, offset in step._updates:
-        r, t = bind(rule), bind(param)
-        holds(f"objs.get({t}) is {bind(rule.owner)} and {rule.unchanged_test(bind)}")
-        line(f"st = {r}.optimizer.state.get({t})")
+        holds(rule.unchanged_test(bind))
+        line(f"st = {bind(rule.optimizer)}.state.get({bind(param)})")
         for key, position in zip(rule.state_keys, positions, strict=True):
             take(f"st[{bind(key)}]", position, step._layouts[position])
         for scalar in rule.scalar_lines("st", bind(view), offset, bind):
@@ -141,6 +143,24 @@ def _binding(step: Any, source: _Source) -> None:
     for _, fetch, slot, expected in step._outside:
         take(f"{bind(fetch)}()", slot, expected)
     _check_layouts(source, outside=len(source.checked) - len(step._outside))
+
+
+def _optimizers(step: Any, source: _Source) -> None:
+    """The test that each stepped param's optimizer is the one captured: Pyro's dict of them compared
+    whole with a copy, which hashes no tensor (a tensor's hash is a Python call), else param by
+    param (another param's optimizer came or went)."""
+    bind = source.bind
+    one_by_one = " and ".join(f"objs.get({bind(param)}) is {bind(rule.owner)}"
+                              for param, rule, _, _, _ in step._updates)
+    if not one_by_one:
+        return
+    # (a dict's == finds each key by its stored hash and identity, and compares the optimizers,
+    # which have no == of their own, by identity)
+    copy = dict(step.svi.optim.optim_objs)
+    if all(copy.get(param) is rule.owner for param, rule, _, _, _ in step._updates):
+        source.holds(f"objs == {bind(copy)} or ({one_by_one})")
+    else:
+        source.holds(one_by_one)
 
 
 def call_check(step: Any) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:

@@ -141,7 +141,7 @@ class CompiledStep(SwitchesToInductor):
         self._bound_now = binder(self)
         self._same_call = call_check(self)
         self._direct_due = True  # inductor's kernels are called directly after their first call
-        self._short_way: tuple[Callable[..., Any], ShortWay] | None = None  # (its graph call, short way)
+        self._short_way: tuple[Callable[..., Any], Any, ShortWay] | None = None  # (graph, call site, way)
 
     # -- one step ---------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> float:
@@ -181,16 +181,18 @@ class CompiledStep(SwitchesToInductor):
             self._run = compat.direct_call(run, self._written) or run
         return loss
 
-    def short_way(self) -> ShortWay | None:
+    def short_way(self, call_site: Any = None) -> ShortWay | None:
         """The short way of this step's calls while it is settled (:attr:`settled`), else None: one
         generated function (:func:`~.short_way.short_way`) that returns a call's float loss as
-        :meth:`run` would, or None, having changed nothing, when ``run`` must take the call (a guard
-        that fails, another signature, the sentinel's check due, an in-graph guard that failed)."""
+        :meth:`run` would, or None, having changed nothing, when ``run`` must take the call (the
+        ``call_site``'s check or a guard that fails, another signature, the sentinel's check due,
+        an in-graph guard that failed)."""
         if not self.settled:
             return None
-        if self._short_way is None or self._short_way[0] is not self._run:
-            self._short_way = (self._run, short_way(self))
-        return self._short_way[1]
+        made = self._short_way
+        if made is None or made[0] is not self._run or made[1] is not call_site:
+            made = self._short_way = (self._run, call_site, short_way(self, call_site))
+        return made[2]
 
     @property
     def settled(self) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import models
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import pytest
 import torch
 from agreement import rounding_atol
@@ -38,8 +39,8 @@ def short_way(monkeypatch):
     ran = Ran()
     made = CompiledStep.short_way
 
-    def counted(self):
-        way = made(self)
+    def counted(self, call_site=None):
+        way = made(self, call_site)
         if way is None:
             return None
 
@@ -142,18 +143,22 @@ def test_a_global_changed_in_the_loop_is_seen_on_the_short_way(short_way):
     assert any("PRIOR_SCALE" in line for line in report.guards)  # compiled again for the new value
 
 
-def test_a_step_under_no_grad_runs_eager_while_the_short_way_is_open(short_way):
+def test_a_step_under_no_grad_or_a_handler_runs_eager_while_the_short_way_is_open(short_way):
     def body(svi):
         losses = [svi.step(DATA) for _ in range(30)]
         with torch.no_grad():
             losses.append(svi.step(DATA))  # eager Pyro trains nothing here
+        losses += [svi.step(DATA) for _ in range(10)]
+        with poutine.scale(scale=0.25):
+            losses.append(svi.step(DATA))  # every site of this step scaled
         return losses + [svi.step(DATA) for _ in range(10)]
 
     eager, _ = _run(models.gaussian, body)
     losses, report = _run(models.gaussian, body, backend="step")
     assert_losses_agree(losses, eager)
     assert any("torch.no_grad() was active" in line for line in report.guards)
-    assert len(short_way) >= 30
+    assert any("a Pyro handler was active around it (ScaleMessenger)" in line for line in report.guards)
+    assert len(short_way) >= 40
 
 
 def test_the_sentinel_checks_fall_due_on_the_short_way_as_on_the_long_one(short_way):

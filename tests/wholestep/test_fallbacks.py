@@ -238,6 +238,23 @@ def test_arguments_of_another_shape_are_another_key():
         compiled(*other)
 
 
+def test_the_binding_sees_a_params_optimizer_replaced_but_not_another_params_added():
+    svi, args, _ = gaussian_svi("AutoDiagonalNormal", "Adam")
+    stepped(svi, args)
+    compiled = compile_svi_step(svi, args)
+    compiled(*args)
+    objs = svi.optim.optim_objs
+    other = torch.zeros(2, requires_grad=True)
+    objs[other] = torch.optim.Adam([other])  # (another SVI's param, trained by the same optimizer)
+    assert compiled._bound_now(args, {})
+    assert type(compiled(*args)) is float and compiled.stale is None
+    param = next(p for p in objs if p is not other)
+    objs[param] = torch.optim.Adam([param])
+    assert not compiled._bound_now(args, {})
+    declined = compiled.run(*args)
+    assert declined.stale and declined.why == "the optimizer was replaced for a param"
+
+
 def test_a_step_binds_in_one_call_and_leaves_what_failed_to_the_checks_one_by_one():
     svi, args, _ = gaussian_svi("AutoDiagonalNormal", "Adam")
     stepped(svi, args)

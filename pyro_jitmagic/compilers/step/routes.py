@@ -158,22 +158,18 @@ class WholeStepRoute(Route):
 
     def express(self, book: Callable[[float, int], None] | None = None) -> Express | None:
         """The short way while the last step's compiled step is settled and its signature's first:
-        the call site's check, then the compiled step's short way
-        (:meth:`~...wholestep.step.CompiledStep.short_way`), which checks the signature, guards,
-        binding and sentinel as its ``run`` does."""
+        the compiled step's short way (:meth:`~...wholestep.step.CompiledStep.short_way`), which
+        checks the call site, signature, guards, binding and sentinel as the long way does."""
         served, self.served = self.served, None
         if served is None or self.waiting is not None:
             return None
         run, entry = served
-        step = entry.compiled.short_way()
+        step = entry.compiled.short_way(self.call_site)
         if run.eager_why or not run.entries or run.entries[0] is not entry or step is None:
             return None
-        assert self.call_site is not None
-        problem, clock = self.call_site.problem, time.time
+        clock = time.time
 
         def express(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
-            if problem() is not None:
-                return None
             loss = step(args, kwargs)
             if loss is not None:
                 entry.last_hit = clock()
