@@ -208,6 +208,53 @@ def eager_potential(potential_fn: Any) -> Any:
     return potential_fn
 
 
+def potential_parts(potential_fn: Any) -> tuple[Any, Any, Any, Any, Any, Any] | None:
+    """What Pyro built the potential behind ``potential_fn`` from (its ``_PEMaker``): the user's
+    model, the handlers ``initialize_model`` put around it (``poutine.enum(config_enumerate(model))``)
+    as plain settings, the model's args and kwargs, the transforms and the trace's log-density
+    evaluator; None for a potential of the user's own, or handlers other than those."""
+    bound = getattr(potential_fn, "func", potential_fn)  # partial(maker._potential_fn_jit, ...)
+    maker = getattr(bound, "__self__", None)
+    if maker is None or not hasattr(maker, "get_potential_fn") or not hasattr(maker, "trace_prob_evaluator"):
+        return None
+    unwrapped = _inside_handlers(maker.model)
+    if unwrapped is None:
+        return None
+    model, handlers = unwrapped
+    return model, handlers, maker.model_args, maker.model_kwargs, maker.transforms, maker.trace_prob_evaluator
+
+
+def _inside_handlers(fn: Any) -> tuple[Any, tuple[Any, ...]] | None:
+    """The callable inside ``poutine.enum`` and ``poutine.infer_config`` handlers, and each one's
+    settings (the enum's first dimension; the config function, a partial, and its plain values);
+    None for another handler, or a config function that holds more."""
+    import functools
+
+    from pyro.poutine.enum_messenger import EnumMessenger
+    from pyro.poutine.infer_config_messenger import InferConfigMessenger
+    from pyro.poutine.messenger import _context_wrap
+
+    handlers: list[Any] = []
+    while True:
+        inner = getattr(fn, "func", None) if type(fn).__name__ == "_bound_partial" else fn
+        if not (isinstance(inner, functools.partial) and inner.func is _context_wrap) or len(inner.args) != 2:
+            return fn, tuple(handlers)
+        messenger, fn = inner.args
+        if type(messenger) is EnumMessenger:
+            handlers.append(("enum", messenger.first_available_dim))
+        elif type(messenger) is InferConfigMessenger:
+            config = messenger.config_fn  # config_enumerate's: a partial of plain values
+            if not isinstance(config, functools.partial):
+                return None
+            values = (*config.args, *config.keywords.values())
+            if not all(type(v) in (int, float, bool, str, type(None)) for v in values):
+                return None
+            keywords = tuple(sorted(config.keywords.items()))
+            handlers.append(("infer_config", config.func, config.args, keywords))
+        else:
+            return None
+
+
 def potential_grad_owners() -> tuple[Any, ...]:
     """Modules that call ``potential_grad`` by a name of their own."""
     import pyro.infer.mcmc.hmc

@@ -38,12 +38,24 @@ class WholeStepEntry:
         return getattr(compiled, "steps", getattr(compiled, "calls", 0))
 
 
+#: How many earlier MCMC runs' graphs a session keeps for a later run of the same model.
+KEPT_RUNS = 8
+
+
 class WholeStepStore:
-    """Per SVI or kernel, its compiled graphs by call signature."""
+    """Per SVI or kernel, its compiled graphs by call signature; and the graphs of the last
+    :data:`KEPT_RUNS` MCMC runs, kept for a later run of the same model on the same data (``kept``:
+    the whole-step compiler's ``Kept``, opaque here but for its ``graphs()``), newest last."""
 
     def __init__(self) -> None:
         self._by_owner: weakref.WeakKeyDictionary[Any, dict[Any, WholeStepEntry]] = (
             weakref.WeakKeyDictionary())
+        self.kept: list[Any] = []
+
+    def keep(self, kept: Any) -> None:
+        """Keep ``kept`` (the newest), forgetting the oldest beyond :data:`KEPT_RUNS`."""
+        self.kept = [k for k in self.kept if k is not kept] + [kept]
+        del self.kept[:-KEPT_RUNS]
 
     def of(self, owner: Any) -> dict[Any, WholeStepEntry]:
         """The graphs of ``owner`` (made empty on first use)."""
@@ -54,12 +66,15 @@ class WholeStepStore:
         return [(owner, entries) for owner, entries in list(self._by_owner.items()) if entries]
 
     def clear(self, ident: int | None = None) -> int:
-        """Drop the graphs of the owner ``id(owner) == ident`` (None: of all); how many were dropped."""
-        dropped = 0
+        """Drop the graphs of the owner ``id(owner) == ident`` (None: of all), and the kept runs that
+        hold them; how many were dropped."""
+        dropped, graphs = 0, set[int]()
         for owner, entries in list(self._by_owner.items()):
             if ident is None or id(owner) == ident:
                 dropped += len(entries)
+                graphs.update(id(e.compiled.captured.graph) for e in entries.values())
                 entries.clear()
+        self.kept = [k for k in self.kept if ident is not None and not graphs & set(map(id, k.graphs()))]
         return dropped
 
 

@@ -254,6 +254,8 @@ class SwitchesToInductor:
     #: the calls run the captured graph as it is until inductor's kernels load (see :func:`as_captured`)
     as_captured: bool = False
     _as_captured_calls: int = 0
+    #: its graph is one an earlier run captured (:mod:`.reuse`): nothing was captured for it
+    reused: bool = False
 
     def _built(self, captured: Any, codegen: Codegen, fallback: str | None) -> None:
         """What every compiled graph says of itself: its backend, size, kernels, what capturing

@@ -21,6 +21,8 @@ from ..step.mcmc import (
     inductor_said,
     inductor_started,
     install_potential,
+    potential_compiled,
+    reused_said,
     sentinel_said,
     trajectory_said,
     trajectory_started,
@@ -45,6 +47,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self.climbed = False
         self.compiled_potential: Any = None
         self.trajectory: Any = None
+        self.kept: Any = None  # the graphs kept for a later run (wholestep.reuse.Kept)
         self._patches: PatchSet | None = None
         self._clock: MCMCClock | None = None
         self._why = ""
@@ -118,14 +121,15 @@ class TieredMCMCRoute(PyroMCMCRoute):
 
     def _climb(self, eager: Any, params: dict[str, Any]) -> None:
         """Capture the potential and its gradient now, from the current latent values, and install it."""
-        from ...wholestep import CannotCompile, compile_potential
+        from ...wholestep import CannotCompile
 
         assert self._patches is not None and self._clock is not None
         recorder = self.ctx.recorder
         self.climbed = True  # (tried once: a potential the capture cannot write stays below)
         start = recorder.clock()
         try:
-            compiled = compile_potential(eager, {k: v.detach() for k, v in params.items()}, backend="step")
+            values = {k: v.detach() for k, v in params.items()}
+            compiled, self.kept = potential_compiled(self.ctx, eager, values)
         except CannotCompile as exc:
             self.climbed = False
             self.auto = False
@@ -137,18 +141,23 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self.ctx.session.whole_steps.of(self.kernel)[POTENTIAL_KEY] = WholeStepEntry(compiled, POTENTIAL_KEY,
                                                                                   seconds)
         assert self.ctx.auto is not None
-        self.ctx.auto.learn_potential(compiled.capture_seconds, self._eager_per_eval)
+        if not compiled.reused:  # (what a capture costs: a reused graph cost none)
+            self.ctx.auto.learn_potential(compiled.capture_seconds, self._eager_per_eval)
         install_potential(self._patches, self._clock, self.kernel, compiled)
         self.after = f"{self.before}, potential and gradient compiled whole (step) once it paid (--auto)"
         recorder.switch(self.key, self.target, self)
-        recorder.note(f"{self.target}: the potential and its gradient {self._why}; "
-                      f"captured in {seconds:.2f} s")
+        how = ("an earlier run's graph, nothing captured" if compiled.reused
+               else f"captured in {seconds:.2f} s")
+        recorder.note(f"{self.target}: the potential and its gradient {self._why}; {how}")
         self.compiled_potential = compiled
         recorder.watch_sentinel(compiled.sentinel)
         if self.top == "inductor":
             self.trajectory = trajectory_started(self.ctx, self.target, self.kernel, compiled, self._clock,
-                                                 codegen=False)
-            self._maybe_codegen(self.trajectory or compiled, compiled.capture_seconds)
+                                                 codegen=False, kept=self.kept)
+            running = self.trajectory or compiled
+            if running.backend != "inductor":
+                self._maybe_codegen(running, compiled.capture_seconds)
+            reused_said(self.ctx, self.target, compiled, self.trajectory, recorder.clock() - start)
 
     def _maybe_codegen(self, compiled: Any, capture_seconds: float) -> None:
         """Start inductor's codegen of ``compiled`` (the trajectory, or the potential) in the
@@ -176,6 +185,8 @@ class TieredMCMCRoute(PyroMCMCRoute):
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         super().finish(clock, compile_seconds)
+        if self.kept is not None:
+            self.kept.ran(self.compiled_potential, self.trajectory)
         after, self._codegen_after = self._codegen_after, None
         if after is not None and self.top == "inductor":
             if isinstance(clock.ended_by, KeyboardInterrupt):  # Ctrl-C means stop: start nothing new

@@ -57,6 +57,7 @@ class WholeMCMCRoute(MCMCRoute):
         self.key = id(mcmc)  # what the run's record of switches knows it by
         self.compiled_potential: Any = None
         self.trajectory: Any = None
+        self.kept: Any = None  # the graphs kept for a later run (wholestep.reuse.Kept)
         self._patches: PatchSet | None = None
         self._clock: MCMCClock | None = None
 
@@ -66,7 +67,7 @@ class WholeMCMCRoute(MCMCRoute):
 
     def _after_setup(self, potential: Any) -> Any:
         """The kernel's setup built ``potential`` and its initial values: compile the two as one."""
-        from ...wholestep import CannotCompile, compile_potential
+        from ...wholestep import CannotCompile
 
         recorder, kernel = self.ctx.recorder, self.kernel
         recorder.compiling()
@@ -76,7 +77,7 @@ class WholeMCMCRoute(MCMCRoute):
             # while the evaluations run on TorchScript: in a fresh process loading alone takes over a
             # second (inductor's import), as long as a whole 300+300 run of the tutorial's model on
             # TorchScript (docs/benchmarks.md)
-            compiled = compile_potential(kernel, kernel.initial_params, backend="step")
+            compiled, self.kept = potential_compiled(self.ctx, kernel, kernel.initial_params)
         except CannotCompile as exc:
             return self._fall_back(potential, exc.reason)
         seconds = recorder.clock() - start
@@ -89,15 +90,19 @@ class WholeMCMCRoute(MCMCRoute):
         self._install(compiled)
         if self.backend == "inductor":
             assert self._clock is not None
-            self.trajectory = trajectory_started(self.ctx, self.target, kernel, compiled, self._clock)
-            if self.trajectory is None:
+            self.trajectory = trajectory_started(self.ctx, self.target, kernel, compiled, self._clock,
+                                                 kept=self.kept)
+            if self.trajectory is None and compiled.backend != "inductor":
                 inductor_started(self.ctx, self.target, compiled)
         else:
             self.ctx.recorder.note(f"{self.target}: the trajectories run in Pyro's kernel: --backend step "
                                    "compiles the potential (NUTS's trajectories compile with inductor)")
+        reused_said(self.ctx, self.target, compiled, self.trajectory, recorder.clock() - start)
         return potential
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
+        if self.kept is not None:
+            self.kept.ran(self.compiled_potential, self.trajectory)
         entry = self.ctx.session.whole_steps.of(self.kernel).get(POTENTIAL_KEY)
         if entry is not None and entry.compiled is self.compiled_potential and entry.hits:
             entry.last_hit = time.time()
@@ -127,6 +132,42 @@ class WholeMCMCRoute(MCMCRoute):
         return potential
 
 
+def potential_compiled(ctx: RunContext, target: Any, params: dict[str, Any]) -> tuple[Any, Any]:
+    """``target``'s potential and gradient compiled on the step backend (``target``: a kernel after
+    its setup, or its potential function), and the graphs kept for a later run, or None: the
+    graphs an earlier run of the same model on the same data left, where they serve (nothing is
+    captured), else a capture now (``CannotCompile`` says why not), kept for the next run."""
+    from ...wholestep import compile_potential
+    from ...wholestep.reuse import Kept, freeze, world_guards
+
+    potential_fn = getattr(target, "potential_fn", target)
+    frozen = freeze(potential_fn, params)
+    store = ctx.session.whole_steps
+    if frozen is not None:
+        for kept in reversed(store.kept):
+            if kept.serves(frozen):
+                store.keep(kept)
+                compiled = kept.potential_for(potential_fn)
+                compiled.reused = True
+                return compiled, kept
+    compiled = compile_potential(target, params, backend="step")
+    world = world_guards(frozen) if frozen is not None else None
+    if frozen is None or world is None:
+        return compiled, None
+    kept = Kept.of(frozen, world, compiled)
+    store.keep(kept)
+    return compiled, kept
+
+
+def reused_said(ctx: RunContext, target: str, potential: Any, trajectory: Any, seconds: float) -> None:
+    """Where the run's graphs came from an earlier run: say so, and what the set-up took."""
+    if not potential.reused:
+        return
+    which = "potential and its trajectory" if trajectory is not None and trajectory.reused else "potential"
+    ctx.recorder.note(f"{target}: the {which} ran on the graphs an earlier run of this model on the same "
+                      f"data captured (its guards held): nothing captured, set-up {seconds * 1e3:.0f} ms")
+
+
 def inductor_started(ctx: RunContext, target: str, compiled: Any, warm: bool | None = None,
                      expected: float | None = None) -> None:
     """Start inductor's kernels for a compiled potential or trajectory, and say where they come
@@ -154,7 +195,10 @@ def inductor_said(ctx: RunContext, target: str, compiled: Any) -> None:
     """After a run: whether inductor's kernels took over, or are still on their way."""
     if compiled is None:
         return
-    if compiled.backend == "inductor":
+    if compiled.backend == "inductor" and compiled.reused and not compiled.codegen_seconds:
+        ctx.recorder.note(f"{target}: inductor's kernels ran the {compiled.what} from the start "
+                          "(the kept graph's, built for an earlier run)")
+    elif compiled.backend == "inductor":
         ctx.recorder.note(f"{target}: inductor's kernels took over the {compiled.what} "
                           f"({compiled.codegen_summary()})")
     elif compiled.compiling:
@@ -166,18 +210,23 @@ def inductor_said(ctx: RunContext, target: str, compiled: Any) -> None:
 
 def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any, clock: MCMCClock,
                        warm: bool | None = None, expected: float | None = None,
-                       codegen: bool = True) -> Any:
-    """Capture ``kernel``'s NUTS trajectories around the compiled ``potential`` and make them the
-    run's samples (within its clock), starting inductor's kernels in the background (``codegen``):
-    Pyro's kernel runs each iteration until they are ready. None, with the reason said, where the
-    trajectories stay in Pyro's kernel."""
+                       codegen: bool = True, kept: Any = None) -> Any:
+    """Capture ``kernel``'s NUTS trajectories around the compiled ``potential`` (or take the graph
+    ``kept`` from an earlier run holds, when the potential came from it) and make them the run's
+    samples (within its clock), starting inductor's kernels in the background (``codegen``) unless
+    they run already: Pyro's kernel runs each iteration until they are ready. None, with the reason
+    said, where the trajectories stay in Pyro's kernel."""
     from ...wholestep import CannotCompile
     from ...wholestep.backends import no_cxx_reason
     from ...wholestep.trajectory import compile_trajectory, refusal
 
     why = refusal(kernel) or no_cxx_reason()
     trajectory = None
-    if why is None:
+    if why is None and kept is not None and potential.reused:
+        trajectory = kept.trajectory_for(kernel, potential)
+        if trajectory is not None:
+            trajectory.reused = True
+    if why is None and trajectory is None:
         try:
             trajectory = compile_trajectory(kernel, potential, background=True)
         except CannotCompile as exc:
@@ -189,7 +238,9 @@ def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any
     ctx.recorder.watch_sentinel(trajectory.sentinel)
     ctx.session.whole_steps.of(kernel)[TRAJECTORY_KEY] = WholeStepEntry(trajectory, TRAJECTORY_KEY,
                                                                         trajectory.capture_seconds)
-    if codegen:
+    if kept is not None:
+        kept.ran(potential, trajectory)
+    if codegen and trajectory.backend != "inductor":
         inductor_started(ctx, target, trajectory, warm, expected)
     return trajectory
 
@@ -208,9 +259,11 @@ def trajectory_said(ctx: RunContext, target: str, trajectory: Any) -> None:
         return
     eager = f", {trajectory.eager_leaves:,} of them eager" if trajectory.eager_leaves else ""
     kind = trajectory.what.split()[0]
+    captured = ("its graph an earlier run's" if trajectory.reused
+                else f"its capture took {trajectory.capture_seconds * 1e3:.0f} ms")
     text = (f"{target}: {kind} trajectories compiled: {built:,} of {built + pyro:,} iterations built by "
             f"the compiled leapfrog ({trajectory.leaves + trajectory.eager_leaves:,} leapfrog steps{eager}; "
-            f"its capture took {trajectory.capture_seconds * 1e3:.0f} ms)")
+            f"{captured})")
     if pyro:
         text += f"; {pyro:,} ran Pyro's kernel ({trajectory.declined})"
     ctx.recorder.note(text)
