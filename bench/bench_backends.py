@@ -31,6 +31,9 @@ Ways:
 * %%pyrojit, %%pyrojit --backend inductor (NUTS only): the run inside
   ``pyro_jitmagic.compiled()`` as a cell runs it, plain (the climb) or with inductor, in this
   process (inductor's disk cache warm after the first round): whole runs, set-up included;
+* %%pyrojit again (NUTS only): the plain cell run a second time on the same model and data
+  objects, the first run untimed, as a notebook runs a cell again: it runs on the graphs the
+  first run captured (``wholestep/reuse.py``);
 * bare graph (simple SVI only): inductor warm's compiled graph alone, after its run, called as
   many times as the run had steps in a tight loop, on the inputs its step bound last (the same
   callable, called as the step calls it); the step less it is the work around the graph (binding
@@ -78,7 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpyro_ways  # a sibling script, found through the path above
 
 #: ways of NUTS workloads only: whole runs as a cell runs them
-MAGIC_WAYS = ("%%pyrojit", "%%pyrojit --backend inductor")
+MAGIC_WAYS = ("%%pyrojit", "%%pyrojit --backend inductor", "%%pyrojit again")
 WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded", *MAGIC_WAYS,
         *numpyro_ways.WAYS)
 #: What guards and the sentinel may cost a step of the simple SVI on inductor's kernels, and what
@@ -375,23 +378,32 @@ def run_nuts(workload: str, way: str, sizes: dict[str, int]) -> Run:
 
 def run_magic(workload: str, way: str, sizes: dict[str, int]) -> Run:
     """A NUTS run as a ``%%pyrojit`` cell runs it (``pyro_jitmagic.compiled``): plain (the
-    climb), or ``--backend inductor``; in this process, so inductor's disk cache is warm."""
+    climb), or ``--backend inductor``; in this process, so inductor's disk cache is warm.
+    ``%%pyrojit again``: the plain cell's second run on the same model and data."""
     import pyro
     from pyro.infer.mcmc import MCMC, NUTS
 
     import pyro_jitmagic
 
     model, args = nuts_workload(workload)
-    pyro.set_rng_seed(1)
-    mcmc = MCMC(NUTS(model), num_samples=sizes["NUTS samples"], warmup_steps=sizes["NUTS samples"],
-                disable_progbar=True)
     options = {"backend": "inductor"} if way == "%%pyrojit --backend inductor" else {}
-    start = time.perf_counter()
-    with pyro_jitmagic.compiled(names={}, **options) as run:
-        mcmc.run(*args)
-    total = time.perf_counter() - start
-    built = [n.split(": ", 1)[1] for n in run.report.notes if "NUTS trajectories compiled" in n]
-    return Run(total=total, step=float("nan"), note=built[0] if built else "no compiled trajectory")
+
+    def cell() -> tuple[float, Any]:
+        pyro.set_rng_seed(1)
+        mcmc = MCMC(NUTS(model), num_samples=sizes["NUTS samples"], warmup_steps=sizes["NUTS samples"],
+                    disable_progbar=True)
+        start = time.perf_counter()
+        with pyro_jitmagic.compiled(names={}, **options) as run:
+            mcmc.run(*args)
+        return time.perf_counter() - start, run.report
+
+    if way == "%%pyrojit again":
+        cell()  # the cell's first run, untimed
+    total, report = cell()
+    built = [n.split(": ", 1)[1] for n in report.notes if "NUTS trajectories compiled" in n]
+    kept = [n.split("nothing captured, ", 1)[1] for n in report.notes if "nothing captured" in n]
+    note = (built[0] if built else "no compiled trajectory") + (f"; {kept[0]}" if kept else "")
+    return Run(total=total, step=float("nan"), note=note)
 
 
 def run_way(workload: str, way: str, sizes: dict[str, int]) -> Run:
