@@ -173,6 +173,22 @@ def test_a_potential_is_found_behind_its_compiled_and_eager_forms():
         assert isinstance(compat.potential_maker(kernel.potential_fn), compat.potential_maker_class())
 
 
+def test_the_model_is_found_inside_the_handlers_pyro_puts_around_it():
+    from pyro_jitmagic.compat import capture
+
+    for jit_compile in (True, False):
+        kernel, _ = _nuts_setup(jit_compile=jit_compile)
+        parts = capture.potential_parts(kernel.potential_fn)
+        model, handlers, model_args, model_kwargs, transforms, _ = parts
+        assert model is models.gaussian, (
+            "initialize_model no longer wraps the model in poutine.enum(config_enumerate(model)) as "
+            "compat reads it: update compat.capture.potential_parts")
+        assert [h[0] for h in handlers] == ["enum", "infer_config"]
+        assert len(model_args) == 1 and torch.equal(model_args[0], models.data())
+        assert model_kwargs == {} and set(transforms) == {"loc", "scale"}
+    assert capture.potential_parts(lambda params: 0.0) is None  # a potential of the user's own
+
+
 def test_a_capture_records_the_same_graph_and_values_as_make_fx_alone(monkeypatch):
     """Captures make each node's fake value directly (one fake mode per capture, for speed): the
     graph and every node's recorded shape, strides, dtype and device are make_fx's own."""

@@ -34,6 +34,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("pyro.infer.mcmc.util._PEMaker", "_potential_fn", "its eager potential"),
     ("pyro.infer.mcmc.util._PEMaker", "_potential_fn_jit", "its potential, compiled on its first call"),
     ("pyro.infer.mcmc.util", "_pe_jit", "the name a potential's trace is made under"),
+    ("pyro.poutine.messenger", "_context_wrap", "a handler's wrapper of a function: the model inside"),
+    ("pyro.poutine.messenger", "_bound_partial", "the partial a handler's wrapper is made as"),
     ("pyro.infer.mcmc.HMC", "_jit_compile", "whether a kernel compiles its potential"),
     ("pyro.infer.mcmc.HMC", "_ignore_jit_warnings", "a kernel's JIT settings"),
     ("pyro.infer.mcmc.HMC", "_jit_options", "a kernel's JIT settings"),

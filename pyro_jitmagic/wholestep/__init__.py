@@ -7,8 +7,11 @@ Here the whole step is captured (:mod:`.capture`, :mod:`.potential`) and compile
 it into C++ kernels, or runs ``step`` where there is no C++ compiler. :mod:`.reads` turns value
 reads into guards; :mod:`.elbos` and :mod:`.optim` write Pyro's losses and torch's optimizers as
 tensor math; :mod:`.memory` remembers what inductor's disk cache holds, and :mod:`.worker` runs a
-cold codegen in another process. The seam calls :func:`compile_svi_step` and
-:func:`compile_potential`. Nothing here imports torch or Pyro until called.
+cold codegen in another process. :mod:`.short_way` writes a settled step's work around its graph as
+generated code (:mod:`.keys`: what a step is keyed on), and :mod:`.reuse` keeps a run's HMC/NUTS
+graphs for the next run of the same model on the same data. The seam calls
+:func:`compile_svi_step` and :func:`compile_potential`. Nothing here imports torch or Pyro until
+called.
 """
 
 from __future__ import annotations
