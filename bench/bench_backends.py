@@ -401,7 +401,7 @@ def run_magic(workload: str, way: str, sizes: dict[str, int]) -> Run:
         cell()  # the cell's first run, untimed
     total, report = cell()
     built = [n.split(": ", 1)[1] for n in report.notes if "NUTS trajectories compiled" in n]
-    kept = [n.split("nothing captured, ", 1)[1] for n in report.notes if "nothing captured" in n]
+    kept = [n.split("nothing captured, ", 1)[1] for n in report.notes if "nothing captured, " in n]
     note = (built[0] if built else "no compiled trajectory") + (f"; {kept[0]}" if kept else "")
     return Run(total=total, step=float("nan"), note=note)
 
