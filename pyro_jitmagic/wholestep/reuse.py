@@ -94,8 +94,8 @@ def world_guards(frozen: Frozen) -> Guards | None:
 class Kept:
     """A run's captured potential, and its trajectory once captured, with what runs each, for later
     runs that froze the same. It holds the graphs and their runners, never the run's kernel nor its
-    potential function (the model goes when the user's code lets it go: :attr:`Frozen.model` is
-    weak)."""
+    potential function, and the model weakly (:attr:`Frozen.model`; its guards may hold a module
+    model's attributes): a session keeps the last few runs' (``run.session.KEPT_RUNS``)."""
 
     frozen: Frozen
     world: Guards
