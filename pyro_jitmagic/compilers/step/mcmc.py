@@ -3,8 +3,9 @@
 Pyro's JIT traces the potential only, and its gradient runs op by op through autograd on every
 leapfrog step. Here, once the kernel's ``setup`` has built the run's potential, the potential and
 its gradient are captured together, and HMC/NUTS take both from the graph. The potential closes
-over the run's data, so each run compiles its own graph (inductor's disk cache makes a repeat
-cheap). A potential the capture cannot write runs on Pyro's JIT, with the reason.
+over the run's data, so a run captures its own graph, unless an earlier run of the same model on
+the same data left one whose guards hold (:func:`potential_compiled`, :mod:`...wholestep.reuse`).
+A potential the capture cannot write runs on Pyro's JIT, with the reason.
 """
 
 from __future__ import annotations
