@@ -319,7 +319,7 @@ class CompiledStep(SwitchesToInductor):
 
 def _bind(step: CompiledStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | Declined:
     """``step``'s graph inputs for this call, or why it cannot run (stale: its ``stale`` set): the checks
-    of the generated binding (:func:`_binder`) one by one, run when it fails, to say which."""
+    of the generated binding (:func:`~.short_way.binder`) one by one, run when it fails, to say which."""
     svi = step.svi
     if (svi.model, svi.guide, svi.loss, svi.optim) != step._bound:
         return step._went_stale("the SVI's model, guide, loss or optimizer was replaced")

@@ -44,7 +44,7 @@ def test_step_pieces_prints_each_piece_of_a_settled_step(capsys, monkeypatch):
     script = importlib.import_module("step_pieces")
     assert script.main(["--rounds", "1", "--calls", "3"]) == 0
     out = capsys.readouterr().out
-    for piece in ("graph's call", "binding", "random state kept", "short way (CompiledStep.express)",
+    for piece in ("graph's call", "binding", "random state kept", "short way (CompiledStep.short_way)",
                   "svi.step"):
         lines = [line.strip() for line in out.splitlines()]
         assert any(line.startswith(piece) and line.endswith(")") for line in lines), piece
