@@ -104,6 +104,7 @@ class Kept:
     potential_fallback: str | None = None
     trajectory: Any = None          # a CapturedTrajectory
     trajectory_runs: Codegen | None = None  # None: inductor's kernels load in the background again
+    trajectory_loading: Any = None  # inductor's codegen still going when the last run ended (Background)
     trajectory_kernel: Any = None     # the kernel's class (HMC or NUTS)
     trajectory_direct_due: bool = True
 
@@ -122,7 +123,8 @@ class Kept:
             self.trajectory, self.trajectory_kernel = trajectory.captured, type(trajectory.kernel)
         settled = trajectory.backend == "inductor" and not trajectory.compiling
         self.trajectory_runs = _running(trajectory) if settled else None
-        self.trajectory_direct_due = trajectory._direct_due
+        self.trajectory_loading = trajectory._pending if trajectory.compiling else None
+        self.trajectory_direct_due = trajectory._direct_due if settled else True
 
     def serves(self, frozen: Frozen) -> bool:
         """Whether a run whose potential froze ``frozen`` may take these graphs now."""
@@ -145,8 +147,8 @@ class Kept:
         """A compiled trajectory for a new run's ``kernel`` (around ``potential``, from
         :meth:`potential_for`), or None where its kernel asks for another graph (another mass
         matrix's layout, tree depth or divergence threshold). It runs on inductor's kernels at
-        once where they had taken over; else they load in the background as after a capture (the
-        caller starts them)."""
+        once where they had taken over, or were built since; else they load in the background as
+        after a capture (the caller starts them)."""
         from .backends import as_captured
         from .leapfrog import Layout
         from .trajectory import CompiledTrajectory, refusal
@@ -164,12 +166,26 @@ class Kept:
         if layout != captured.layout or kernel_state.tree_limits(kernel) != limits:
             return None
         captured = dataclasses.replace(captured, capture_seconds=0.0)
-        if self.trajectory_runs is None:
+        runs = self.trajectory_runs or self._loaded()
+        if runs is None:
             loading = as_captured(captured.graph)
             return CompiledTrajectory(kernel, potential, captured, loading, None, waits=True)
-        new = CompiledTrajectory(kernel, potential, captured, self.trajectory_runs, None)
+        new = CompiledTrajectory(kernel, potential, captured, runs, None)
         new._direct_due = self.trajectory_direct_due
         return new
+
+    def _loaded(self) -> Codegen | None:
+        """Inductor's kernels of the trajectory, where a codegen that outlived its run has since
+        finished (a cold one, in a worker process, takes longer than a short run)."""
+        loading = self.trajectory_loading
+        if loading is None or not loading.done.is_set() or loading.result is None:
+            return None
+        result = loading.result
+        self.trajectory_loading = None
+        # (built for an earlier run: none of this one's time)
+        self.trajectory_runs = Codegen(run=result.run, backend="inductor", seconds=0.0,
+                                       kernels=result.kernels, cache=result.cache)
+        return self.trajectory_runs
 
 
 def _running(compiled: Any) -> Codegen:

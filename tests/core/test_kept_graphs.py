@@ -148,3 +148,35 @@ def test_clearing_the_cache_forgets_the_kept_graphs():
     assert pyro_jitmagic.clear_cache() >= 1
     _, note, potential = _run(models.gaussian, data)
     assert note is None and not potential.reused
+
+
+@pytest.mark.slow
+def test_inductors_kernels_of_a_kept_trajectory_run_a_later_run_from_its_first_iteration():
+    # a cold codegen in a worker process takes seconds: the first run ends before it does; the
+    # second takes the kernels it built since, the third those the second ran on
+    from pyro_jitmagic.compilers.step.mcmc import TRAJECTORY_KEY
+
+    def run(samples):
+        pyro.set_rng_seed(2)
+        mcmc = MCMC(NUTS(models.gaussian), num_samples=samples, warmup_steps=samples, disable_progbar=True)
+        with pyro_jitmagic.compiled(backend="inductor", names={}) as twin:
+            mcmc.run(data)
+        trajectory = PROCESS.session.whole_steps.of(mcmc.kernel)[TRAJECTORY_KEY].compiled
+        return mcmc, trajectory, " ".join(twin.report.notes)
+
+    data = models.data(30)
+    _, first, _ = run(SAMPLES)
+    assert first.wait(timeout=600) and first.backend == "inductor"
+    for samples in (SAMPLES, 100):
+        mcmc, trajectory, notes = run(samples)
+        assert "inductor's kernels ran the NUTS trajectory from the start" in notes
+        iterations = 2 * samples
+        assert f"compiled: {iterations} of {iterations} iterations built by the compiled leapfrog" in notes
+        assert trajectory.reused and trajectory.backend == "inductor"
+    # Pyro's posterior: the means within Monte Carlo error of a long eager run's
+    pyro.set_rng_seed(3)
+    eager = MCMC(NUTS(models.gaussian), num_samples=300, warmup_steps=100, disable_progbar=True)
+    eager.run(data)
+    for name, expected in eager.get_samples().items():
+        error = 4 * expected.std() / 100 ** 0.5
+        assert abs(mcmc.get_samples()[name].mean() - expected.mean()) < error, name
