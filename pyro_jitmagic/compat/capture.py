@@ -232,11 +232,11 @@ def _inside_handlers(fn: Any) -> tuple[Any, tuple[Any, ...]] | None:
 
     from pyro.poutine.enum_messenger import EnumMessenger
     from pyro.poutine.infer_config_messenger import InferConfigMessenger
-    from pyro.poutine.messenger import _context_wrap
+    from pyro.poutine.messenger import _bound_partial, _context_wrap
 
     handlers: list[Any] = []
     while True:
-        inner = getattr(fn, "func", None) if type(fn).__name__ == "_bound_partial" else fn
+        inner = fn.func if isinstance(fn, _bound_partial) else fn
         if not (isinstance(inner, functools.partial) and inner.func is _context_wrap) or len(inner.args) != 2:
             return fn, tuple(handlers)
         messenger, fn = inner.args

@@ -21,7 +21,6 @@ from typing import Any
 
 from ..compat import capture as compat
 from ..compat import jit as jit_compat
-from ..compat import nuts as kernel_state
 from ..guards import GuardBuilder, Guards, read_world
 from .backends import Codegen
 
@@ -141,7 +140,9 @@ class Kept:
 
         captured = dataclasses.replace(self.potential, potential_fn=compat.eager_potential(potential_fn),
                                        capture_seconds=0.0)
-        return CompiledPotential(captured, self.potential_runs, self.potential_fallback)
+        compiled = CompiledPotential(captured, self.potential_runs, self.potential_fallback)
+        compiled.reused = True
+        return compiled
 
     def trajectory_for(self, kernel: Any, potential: Any) -> Any:
         """A compiled trajectory for a new run's ``kernel`` (around ``potential``, from
@@ -150,28 +151,27 @@ class Kept:
         once where they had taken over, or were built since; else they load in the background as
         after a capture (the caller starts them)."""
         from .backends import as_captured
-        from .leapfrog import Layout
-        from .trajectory import CompiledTrajectory, refusal
+        from .errors import CannotCompile
+        from .trajectory import CompiledTrajectory, refusal, tree_shape
 
         captured = self.trajectory
         if captured is None or type(kernel) is not self.trajectory_kernel or refusal(kernel) is not None:
             return None
-        params = kernel.initial_params
         try:
-            names = captured.layout.names
-            layout = Layout.of(names, {n: tuple(params[n].shape) for n in names}, kernel.inverse_mass_matrix)
-        except (KeyError, ValueError):
+            shape = tree_shape(kernel, captured.layout.names)
+        except (CannotCompile, KeyError):
             return None
-        limits = (captured.depth, captured.max_sliced_energy)
-        if layout != captured.layout or kernel_state.tree_limits(kernel) != limits:
+        if shape != (captured.layout, captured.depth, captured.max_sliced_energy):
             return None
         captured = dataclasses.replace(captured, capture_seconds=0.0)
         runs = self.trajectory_runs or self._loaded()
-        if runs is None:
-            loading = as_captured(captured.graph)
-            return CompiledTrajectory(kernel, potential, captured, loading, None, waits=True)
-        new = CompiledTrajectory(kernel, potential, captured, runs, None)
-        new._direct_due = self.trajectory_direct_due
+        if runs is None:  # (inductor's kernels load in the background, as after a capture)
+            new = CompiledTrajectory(kernel, potential, captured, as_captured(captured.graph), None,
+                                     waits=True)
+        else:
+            new = CompiledTrajectory(kernel, potential, captured, runs, None)
+            new._direct_due = self.trajectory_direct_due
+        new.reused = True
         return new
 
     def _loaded(self) -> Codegen | None:

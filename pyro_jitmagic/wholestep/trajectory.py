@@ -68,15 +68,7 @@ def capture_trajectory(kernel: Any, potential: Any) -> CapturedTrajectory:
         raise CannotCompile(why)
     captured = potential.captured
     params = kernel.initial_params
-    shapes = {name: tuple(params[name].shape) for name in captured.names}
-    dtypes = {params[name].dtype for name in captured.names}
-    if len(dtypes) != 1:
-        raise CannotCompile(f"the latent sites mix dtypes ({sorted(map(str, dtypes))})")
-    try:
-        layout = Layout.of(captured.names, shapes, kernel.inverse_mass_matrix)
-    except ValueError as exc:
-        raise CannotCompile(str(exc)) from None
-    depth, max_sliced = kernel_state.tree_limits(kernel)
+    layout, depth, max_sliced = tree_shape(kernel, captured.names)
     leaf = packed_leaf(leaf_function(_graph_potential(captured.graph, layout), layout.diagonal, max_sliced))
     inputs = _example_inputs(layout, params, kernel.inverse_mass_matrix, depth)
     graph = trace_restoring(leaf, inputs, lambda patches: None, "the NUTS trajectory")
@@ -85,6 +77,23 @@ def capture_trajectory(kernel: Any, potential: Any) -> CapturedTrajectory:
     simplify(graph)
     prune(graph)
     return CapturedTrajectory(graph, inputs, layout, depth, max_sliced, time.perf_counter() - start)
+
+
+def tree_shape(kernel: Any, names: tuple[str, ...]) -> tuple[Layout, int, float]:
+    """What a trajectory's graph is built for, of ``kernel`` after its setup: the latent sites'
+    layout in the flat vector (their shapes, the mass matrix's blocks), the tree's depth and the
+    divergence threshold (``CannotCompile`` where no graph can be)."""
+    params = kernel.initial_params
+    dtypes = {params[name].dtype for name in names}
+    if len(dtypes) != 1:
+        raise CannotCompile(f"the latent sites mix dtypes ({sorted(map(str, dtypes))})")
+    try:
+        layout = Layout.of(names, {name: tuple(params[name].shape) for name in names},
+                           kernel.inverse_mass_matrix)
+    except ValueError as exc:
+        raise CannotCompile(str(exc)) from None
+    depth, max_sliced = kernel_state.tree_limits(kernel)
+    return layout, depth, max_sliced
 
 
 def _graph_potential(graph: Any, layout: Layout) -> Any:

@@ -148,11 +148,9 @@ def potential_compiled(ctx: RunContext, target: Any, params: dict[str, Any]) -> 
         for kept in reversed(store.kept):
             if kept.serves(frozen):
                 store.keep(kept)
-                compiled = kept.potential_for(potential_fn)
-                compiled.reused = True
-                return compiled, kept
+                return kept.potential_for(potential_fn), kept
     compiled = compile_potential(target, params, backend="step")
-    world = world_guards(frozen) if frozen is not None else None
+    world = None if frozen is None else world_guards(frozen)
     if frozen is None or world is None:
         return compiled, None
     kept = Kept.of(frozen, world, compiled)
@@ -225,8 +223,6 @@ def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any
     trajectory = None
     if why is None and kept is not None and potential.reused:
         trajectory = kept.trajectory_for(kernel, potential)
-        if trajectory is not None:
-            trajectory.reused = True
     if why is None and trajectory is None:
         try:
             trajectory = compile_trajectory(kernel, potential, background=True)
