@@ -22,11 +22,18 @@ Usage::
     python bench/bench_real_models.py --skip-slow      # without the NUTS and HMC models
     python bench/bench_real_models.py --models hmm vae
     python bench/bench_real_models.py --quick          # a smoke test of the script, not a measurement
+    python bench/bench_real_models.py --long 10        # long runs: each run's steps and samples x10
+
+``--long K`` runs each model's run cell K times as long (its loops' counts, the epochs and steps of its
+``args``, its MCMC samples and warm-up: :func:`longer`), the ways the promise compares only (eager, by
+hand, plain ``%%pyrojit``), and prints a table of their times and of how far plain ``%%pyrojit`` climbed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +54,34 @@ COLUMNS = ("model", "compiled", "verdict", "eager / compiled", "by hand / compil
 PLAIN_PROMISE = 1.15
 
 
+#: the ways a long run takes: those the promise compares
+LONG_WAYS = ("eager", "by hand", "auto")
+LONG_COLUMNS = ("model", "made longer", "plain %%pyrojit ran", "eager", "by hand", "plain", "plain / best")
+#: counts a run cell's length is made of: a loop at the cell's top level or a comprehension over
+#: ``range(N)``, and the samples, warm-up, steps and epochs set in a setup's ``args`` or an ``MCMC(...)``
+_TOP_LOOP = re.compile(r"^(for .+ in range\()(\d+)(\):)", re.MULTILINE)
+_COMPREHENSION = re.compile(r"(for \w+ in range\()(\d+)(\)\])")
+_COUNTS = re.compile(r"\b(num_samples=|warmup_steps=)(\d+)")
+_SETUP_COUNTS = re.compile(r"\b(num_steps=|num_epochs=)(\d+)")
+
+
+def longer(model: Any, factor: int) -> tuple[Any, list[str]]:
+    """``model`` with its run ``factor`` times as long, and what was scaled (``"range(100) x10"``). A
+    leapfrog's ``num_steps`` (in a run cell's ``HMC(...)``) is not a length: only a setup's counts are."""
+    said: set[str] = set()
+
+    def scaled(match: re.Match[str]) -> str:
+        head, count = match.group(1), int(match.group(2))
+        tail = match.group(3) if match.re.groups == 3 else ""
+        said.add(f"{'range(' if head.startswith('for') else head}{count}{')' if tail else ''} x{factor}")
+        return f"{head}{count * factor}{tail}"
+
+    run = _COUNTS.sub(scaled, _COMPREHENSION.sub(scaled, _TOP_LOOP.sub(scaled, model.run)))
+    setup, by_hand = (_SETUP_COUNTS.sub(scaled, _COUNTS.sub(scaled, text))
+                      for text in (model.setup, model.by_hand))
+    return dataclasses.replace(model, setup=setup, by_hand=by_hand, run=run), sorted(said)
+
+
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -56,8 +91,8 @@ def _first_line(text: str, limit: int = 110) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def compiled_column(run: ModelRun) -> str:
-    magic = run["magic"]
+def compiled_column(run: ModelRun, way: str = "magic") -> str:
+    magic = run[way]
     report = magic.result
     if not magic.ok:
         return f"error: {_first_line(magic.error)}"
@@ -99,7 +134,8 @@ def ratio_column(run: ModelRun, way: str) -> str:
 
 def plain_over_best(rounds: Sequence[ModelRun]) -> float | None:
     """Plain ``%%pyrojit``'s run time over the better of eager's and Pyro's JIT by hand, each the
-    median over rounds; None where a way failed."""
+    median over rounds; None where a way failed. Where Pyro's JIT by hand computes something else
+    (``Expect.by_hand_wrong``: a branch frozen), its speed is no bar to meet: eager's alone."""
     import statistics
 
     def median(way: str) -> float | None:
@@ -107,9 +143,47 @@ def plain_over_best(rounds: Sequence[ModelRun]) -> float | None:
         return statistics.median(seconds) if len(seconds) == len(rounds) else None
 
     plain, eager, by_hand = median("auto"), median("eager"), median("by hand")
+    if rounds[0].model.expect.by_hand_wrong:
+        by_hand = None
     if plain is None or eager is None:
         return None
     return plain / min(eager, by_hand if by_hand is not None else eager)
+
+
+def climb_column(run: ModelRun) -> str:
+    """Where plain ``%%pyrojit`` ran each key: its tiers in order (the climb's path), else its state."""
+    auto = run["auto"]
+    if not auto.ok:
+        return f"error: {_first_line(auto.error)}"
+    report = auto.result
+    if report is None or not report.auto:
+        return compiled_column(run, "auto")
+    said = []
+    for decision in report.auto:
+        path = " -> ".join(p.split(" at step")[0] for p in decision.path) if decision.path else decision.state
+        said.append(f"{decision.kind} {path}")
+    return "; ".join(dict.fromkeys(said))
+
+
+def seconds_column(run: Sequence[ModelRun], way: str) -> str:
+    import statistics
+
+    seconds = [r[way].seconds for r in run if r[way].ok]
+    return f"{statistics.median(seconds):.2f} s" if len(seconds) == len(run) else "-"
+
+
+def long_table(runs: Sequence[tuple[Sequence[ModelRun], list[str]]]) -> list[str]:
+    """One row per model run long: what was scaled, the climb's path, each way's median time."""
+    rows = [LONG_COLUMNS, tuple("---" for _ in LONG_COLUMNS)]
+    for rounds, said in runs:
+        plain, model = plain_over_best(rounds), rounds[0].model
+        why = model.expect.by_hand_wrong
+        wrong = f" (computes something else: {why})" if why else ""
+        rows.append((model.name, ", ".join(said), climb_column(rounds[0]),
+                     seconds_column(rounds, "eager"), seconds_column(rounds, "by hand") + wrong,
+                     seconds_column(rounds, "auto"),
+                     "-" if plain is None else f"{plain:.2f}"))
+    return ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
 
 
 def risky_column(run: ModelRun) -> str:
@@ -157,6 +231,8 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
                              "decides for Pyro's JIT only)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run each model's ways this many times: the ratios are of medians (default 1)")
+    parser.add_argument("--long", type=int, metavar="K", default=0,
+                        help="long runs: each run cell K times as long, run eager, by hand and plain only")
     parser.add_argument("--quick", action="store_true",
                         help=f"only {' and '.join(QUICK_MODELS)}: checks the script runs, measures nothing")
     args = parser.parse_args(argv)
@@ -166,6 +242,10 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     ways = WAYS if args.backend == "pyro" else tuple(w for w in WAYS if w != "auto")
+    if args.long < 0 or (args.long and args.backend != "pyro"):
+        parser.error("--long takes a positive factor, and compares plain %%pyrojit (no --backend)")
+    scaled = [longer(m, args.long) if args.long else (m, []) for m in models]
+    ways = LONG_WAYS if args.long else ways
     shell = shell if shell is not None else process_shell()
     shell.run_line_magic("load_ext", "pyro_jitmagic")
     import torch
@@ -177,19 +257,20 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
             print(line)
         runs = []
         start = time.perf_counter()
-        for model in models:
+        for model, said in scaled:
             began = time.perf_counter()
-            runs.append([run_model(shell, model, ways, args.backend) for _ in range(args.rounds)])
-            print(f"  {model.name}: five ways, {args.rounds} rounds, in {time.perf_counter() - began:.1f} s",
-                  file=sys.stderr)
+            runs.append(([run_model(shell, model, ways, args.backend) for _ in range(args.rounds)], said))
+            print(f"  {model.name}: {len(ways)} ways, {args.rounds} rounds, "
+                  f"in {time.perf_counter() - began:.1f} s", file=sys.stderr)
     finally:
         torch.set_num_threads(threads_before)
     print(f"load:     {load_average()}")
-    print(f"{len(models)} models, five ways each, in {time.perf_counter() - start:.0f} s\n")
-    for line in table(runs):
+    length = f", runs x{args.long}" if args.long else ""
+    print(f"{len(models)} models, {len(ways)} ways each{length}, in {time.perf_counter() - start:.0f} s\n")
+    for line in long_table(runs) if args.long else table([rounds for rounds, _ in runs]):
         print(line)
     print()
-    for line in promise_lines(runs):
+    for line in promise_lines([rounds for rounds, _ in runs]):
         print(line)
     return 0
 

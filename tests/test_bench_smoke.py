@@ -100,6 +100,32 @@ def test_bench_real_models_prints_a_table_row_per_model(run_script):
     assert "plain %%pyrojit within 1.15x of the better of eager and Pyro's JIT by hand on" in out
 
 
+def test_bench_real_models_long_runs_scale_each_run_and_print_their_times(shell, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    script = importlib.import_module("bench_real_models")
+    zoo = importlib.import_module("zoo")
+    # the run's length scales; a leapfrog's step count (HMC(num_steps=8), in the run cell) does not
+    sir, said = script.longer(zoo.BY_NAME["sir_hmc"], 10)
+    assert said == ["num_samples=30 x10", "warmup_steps=30 x10"]
+    assert "num_samples=300, warmup_steps=300" in sir.run and "num_steps=8," in sir.run
+    hmm, said = script.longer(zoo.BY_NAME["hmm"], 10)
+    assert said == ["num_steps=25 x10"] and "num_steps=250" in hmm.setup and "num_steps=250" in hmm.by_hand
+    before = set(shell.user_ns)
+    try:
+        assert script.main(["--quick", "--long", "2"], shell=shell) == 0
+    finally:
+        for variable in set(shell.user_ns) - before:
+            del shell.user_ns[variable]
+    lines = capsys.readouterr().out.splitlines()
+    assert "| model | made longer | plain %%pyrojit ran | eager | by hand | plain | plain / best |" in lines
+    rows = [line.split(" | ") for line in lines if line.startswith(("| net_empty_guide", "| control_branch"))]
+    assert [(row[0], row[1]) for row in rows] == [("| net_empty_guide", "range(100) x2"),
+                                                  ("| control_branch", "range(30) x2")]
+    # control_branch's Pyro JIT by hand keeps one side of its branch: no bar for plain %%pyrojit
+    assert "computes something else" in rows[1][4] and "computes something else" not in rows[0][4]
+    assert all(row[6].rstrip(" |").replace(".", "").isdigit() for row in rows)
+
+
 def test_bench_capture_prints_both_ways_for_each_capture(capsys, monkeypatch):
     from pyro_jitmagic.compat import capture as compat
 

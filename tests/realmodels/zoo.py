@@ -54,6 +54,9 @@ class Expect:
         Whether Pyro's own JIT runs the model by hand (a fact about Pyro 1.9).
     by_hand_error : str
         When it does not: text of the error it raises.
+    by_hand_wrong : str
+        When it runs but computes something else than the model as written: why (the promise of
+        plain ``%%pyrojit`` is then measured against eager alone).
     outcome : str
         The ``--compare`` verdict: ``"agree"`` (step by step), ``"agree within
         noise"`` (judged statistically) or ``"disagree"``. HMC/NUTS runs expect
@@ -71,6 +74,7 @@ class Expect:
 
     pyro_jit: bool = True
     by_hand_error: str = ""
+    by_hand_wrong: str = ""
     outcome: str = AGREE
     reason_mentions: tuple[str, ...] = ()
     risky_line: str = ""
@@ -1029,7 +1033,8 @@ for step in range(30):
     # Pyro's trace keeps the branch taken while tracing, wrong for loc <= 0: the sentinel's check of the
     # first compiled step finds its loss is not eager's, and the steps run eager from there
     expect=Expect(outcome=AGREE, reason_mentions=("the sentinel found a compiled step wrong",),
-                  risky_line=CONTROL_LINE),
+                  risky_line=CONTROL_LINE,
+                  by_hand_wrong="its trace keeps the side of the branch taken while tracing"),
 )
 
 MODELS: tuple[RealModel, ...] = (
