@@ -604,11 +604,14 @@ def _closure(fn: Any) -> dict[str, Any]:
     return {name: cell.cell_contents for name, cell in zip(fn.__code__.co_freevars, cells, strict=True)}
 
 
-def fx_cache_counts() -> tuple[int, int]:
-    """(hits, misses) of inductor's FX graph cache, the on-disk one, in this process."""
+def fx_cache_counts() -> tuple[int, int, int]:
+    """(hits, misses, bypasses) of inductor's FX graph cache, the on-disk one, in this process. A
+    bypass is a graph the cache refused to hold (an op with effects, say): it compiles every time."""
     from torch._dynamo.utils import counters
 
-    return int(counters["inductor"]["fxgraph_cache_hit"]), int(counters["inductor"]["fxgraph_cache_miss"])
+    inductor = counters["inductor"]
+    return (int(inductor["fxgraph_cache_hit"]), int(inductor["fxgraph_cache_miss"]),
+            int(inductor["fxgraph_cache_bypass"]))
 
 
 def gradient_hooks(tensor: Any) -> bool:

@@ -155,11 +155,12 @@ def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False,
             ahead = compile_ahead(fused, list(example_inputs))
         if busy is not None:
             busy.set()
-    hits, misses = compat.fx_cache_counts()
+    hits, misses, bypasses = compat.fx_cache_counts()
     with torch.no_grad():
         compiled = compat.inductor_compile(fused, list(example_inputs))
-    new_hits, new_misses = compat.fx_cache_counts()
-    remember(graph, example_inputs)
+    new_hits, new_misses, new_bypasses = compat.fx_cache_counts()
+    # (a graph the disk cache refused compiles in full every time: never taken as cached)
+    remember(graph, example_inputs, held=new_bypasses == bypasses)
     cache: Literal["cold", "warm"] | None = None
     if new_misses > misses:
         cache = "cold"
@@ -175,13 +176,18 @@ def inductor(graph: Any, example_inputs: list[Any], in_worker: bool = False,
 _ONE_WORKER = threading.Lock()
 
 
-def remember(graph: Any, example_inputs: list[Any]) -> None:
-    """Write down that inductor's disk cache holds this graph now (``--auto`` counts it as cheap)."""
+def remember(graph: Any, example_inputs: list[Any], held: bool = True) -> None:
+    """Write down that inductor's disk cache holds this graph now (``--auto`` counts it as cheap),
+    or, where the cache refused it, that it does not."""
     from .memory import graph_digest, shared
 
     memory = shared()
     if memory is not None:
-        memory.compiled(graph_digest(graph, example_inputs))
+        digest = graph_digest(graph, example_inputs)
+        if held:
+            memory.compiled(digest)
+        else:
+            memory.forget_graph(digest)
 
 
 class Background:

@@ -143,7 +143,7 @@ class RunMemory:
                 self._write()
 
     def forget_graph(self, digest: str) -> None:
-        """The graph was not served from the cache after all (the cache was cleared)."""
+        """The graph was not served from the cache after all (the cache was cleared, or refused it)."""
         with _LOCK:
             if digest in self._graphs:
                 self._graphs.discard(digest)

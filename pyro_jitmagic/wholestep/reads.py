@@ -233,9 +233,11 @@ def _make_mode(watch: ReadWatch) -> Any:
             kwargs = kwargs or {}
             if func is check_errors:
                 # linalg's error check (a Cholesky factor of a matrix that is not positive definite)
-                # raises and returns nothing; backends may drop such an op, so it is a guard too
+                # raises and returns nothing: a guard instead, and the step that fails it runs eager,
+                # which raises. Left in the graph, it would be an op with effects, which inductor's
+                # disk cache refuses: every run's codegen would start again (docs/real-models.md)
                 watch._guard((args[0] == 0).all(), "linalg error check", library=True)
-                return func(*args, **kwargs)
+                return None
             tags = func.tags
             if func in reads or dependent in tags or (dynamic in tags and not _static_index(func, args)):
                 traced = any(isinstance(a, torch.Tensor) and compat.is_traced(a) for a in args)

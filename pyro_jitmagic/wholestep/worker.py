@@ -128,10 +128,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(job["threads"])  # inductor's kernels, and so its cache key, depend on it
     inputs = [x.empty() if isinstance(x, Layout) else x for x in job["inputs"]]
     try:
-        hits, misses = compat.fx_cache_counts()
+        hits, misses, _ = compat.fx_cache_counts()
         with torch.no_grad():
             compat.inductor_compile(graph, inputs)
-        new_hits, new_misses = compat.fx_cache_counts()
+        new_hits, new_misses, _ = compat.fx_cache_counts()
     except Exception as exc:
         print(json.dumps({"error": f"inductor failed: {type(exc).__name__}: {exc}"}))
         return 1

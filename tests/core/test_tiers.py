@@ -166,6 +166,34 @@ def test_the_memory_of_runs_survives_the_process_and_an_unreadable_file_is_ignor
     assert RunMemory(tmp_path / "new" / "runs.json").steps("a") == 5
 
 
+def test_a_graph_inductors_disk_cache_refuses_is_never_taken_as_cached(monkeypatch):
+    """A graph the FX graph cache bypasses (an op with effects) compiles in full every time: the memory
+    must not promise the next run cached kernels (it would load them beside the steps, not in a worker)."""
+    from pyro_jitmagic.compat import capture as compat
+    from pyro_jitmagic.wholestep import backends, memory
+
+    runs = RunMemory(None)
+    monkeypatch.setattr(memory, "shared", lambda: runs)
+    counts = {"hit": 0, "miss": 0, "bypass": 0}
+    monkeypatch.setattr(compat, "fx_cache_counts", lambda: (counts["hit"], counts["miss"], counts["bypass"]))
+    monkeypatch.setattr(compat, "generated_kernels", lambda compiled: 1)
+    graph = torch.fx.symbolic_trace(lambda x: x * 2.0)
+    inputs = [torch.ones(3)]
+    digest = memory.graph_digest(graph, inputs)
+
+    def compiles(outcome):
+        def compile_(graph, inputs):
+            counts[outcome] += 1
+            return graph
+        monkeypatch.setattr(compat, "inductor_compile", compile_)
+        return backends.inductor(graph, inputs)
+
+    assert compiles("miss").cache == "cold" and runs.inductor_holds(digest)
+    assert compiles("hit").cache == "warm" and runs.inductor_holds(digest)
+    compiles("bypass")
+    assert not runs.inductor_holds(digest)  # (and forgotten where an earlier compile had written it)
+
+
 def test_a_run_as_long_as_the_last_leaves_the_file_alone(tmp_path):
     path = tmp_path / "runs.json"
     memory = RunMemory(path)
