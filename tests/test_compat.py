@@ -310,3 +310,26 @@ def test_pooled_holds_over_only_the_buffers_that_the_kernels_alone_use(tmp_path,
 
 def test_pooled_declines_what_it_cannot_read():
     assert capture.pooled(len) is None  # no Python source
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+def test_a_compile_in_the_background_leaves_anomaly_detection_to_the_other_threads():
+    """AOTAutograd traces under ``detect_anomaly()``, a switch of the whole process: on the compiling
+    thread it is inert, so the cell's steps on the other threads never see it switched on."""
+    import threading
+
+    original = torch.autograd.detect_anomaly
+    seen = {}
+
+    def elsewhere():
+        with torch.autograd.detect_anomaly(check_nan=False):
+            seen["other thread"] = torch.is_anomaly_enabled()
+
+    with capture._anomaly_left_alone():
+        with torch.autograd.detect_anomaly(check_nan=False):
+            seen["compiling thread"] = torch.is_anomaly_enabled()
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+    assert seen == {"compiling thread": False, "other thread": True}
+    assert torch.autograd.detect_anomaly is original and not torch.is_anomaly_enabled()

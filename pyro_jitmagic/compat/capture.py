@@ -366,7 +366,7 @@ def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
     options = {"fallback_random": True, "size_asserts": False, "alignment_asserts": False}
     # one compile at a time: the patches below are process-wide (and two compiles would only
     # share the same cores)
-    with _ONE_COMPILE, _one_d_tiles(), _global_rng_left_alone():
+    with _ONE_COMPILE, _one_d_tiles(), _global_rng_left_alone(), _anomaly_left_alone():
         return torch._inductor.compile(gm, fakes, options=options)
 
 
@@ -400,6 +400,33 @@ def _global_rng_left_alone() -> Iterator[None]:
         patches.set(dynamo_utils, "preserve_rng_state", preserve_rng_state)
         if getattr(aot_autograd, "preserve_rng_state", None) is original:
             patches.set(aot_autograd, "preserve_rng_state", preserve_rng_state)
+        yield
+    finally:
+        patches.restore()
+
+
+@contextmanager
+def _anomaly_left_alone() -> Iterator[None]:
+    """Keep a compile from switching on torch's anomaly detection, on this thread only.
+
+    AOTAutograd traces a graph module under ``torch.autograd.detect_anomaly()``, a switch of the
+    whole process, not of the tracing thread. From a compile in the background, the cell's steps
+    meanwhile saw anomaly detection on: they ran eager under it, slowly, and the report blamed the
+    user for it (docs/real-models.md, Long runs). Our graphs compile with no autograd to trace, so on
+    the compiling thread it is skipped; any other thread gets torch's own.
+    """
+    import torch
+
+    original = torch.autograd.detect_anomaly
+    compiling = threading.get_ident()
+
+    def detect_anomaly(*args: Any, **kwargs: Any) -> Any:
+        return nullcontext() if threading.get_ident() == compiling else original(*args, **kwargs)
+
+    setattr(detect_anomaly, ORIGINAL_ATTR, original)
+    patches = PatchSet()
+    try:
+        patches.set(torch.autograd, "detect_anomaly", detect_anomaly)
         yield
     finally:
         patches.restore()

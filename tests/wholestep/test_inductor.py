@@ -4,6 +4,7 @@ stream, its on-disk cache, and codegen off the calling thread. Cold compiles tak
 from __future__ import annotations
 
 import functools
+import threading
 import time
 
 import pyro
@@ -154,6 +155,26 @@ def test_a_cached_graph_runs_as_captured_until_its_kernels_load(tmp_path, monkey
     assert (compiled.backend, compiled.cache, compiled.as_captured) == ("inductor", "warm", False)
     assert compiled.steps == len(losses) - 1
     assert losses == pytest.approx(train(make, steps=len(losses)).losses, rel=1e-4)
+
+
+def test_a_compile_on_its_own_thread_never_switches_anomaly_detection_on(tmp_path, monkeypatch):
+    # AOTAutograd traces a graph under detect_anomaly, a switch of the whole process: from a compile
+    # in the background, the cell's steps meanwhile ran eager under it (slowly, blamed on the user)
+    from pyro_jitmagic.compat import capture as compat
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # cold: AOTAutograd traces the graph
+    switched = []
+    set_anomaly = torch.set_anomaly_enabled
+    monkeypatch.setattr(torch, "set_anomaly_enabled", lambda on, *args: (
+        switched.append((threading.current_thread().name, on)), set_anomaly(on, *args))[1])
+    graph = torch.fx.symbolic_trace(lambda x: (x * 2.0).sin() + 1.0)
+    compiled = []
+    thread = threading.Thread(target=lambda: compiled.append(compat.inductor_compile(graph, [torch.ones(3)])),
+                              name="compiling")
+    thread.start()
+    thread.join()
+    assert compiled and switched == []
+    assert torch.autograd.detect_anomaly.__module__ == "torch.autograd.anomaly_mode"  # torch's own again
 
 
 def test_nuts_potential():
