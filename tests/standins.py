@@ -52,6 +52,9 @@ class Holds:
     def steps(self, key):
         return None
 
+    def checks_failed(self, key):
+        return None
+
     def graph(self, key):
         return "a graph" if self.holds else None
 

@@ -19,7 +19,18 @@ from typing import Any, Literal
 
 from ..records.report import AutoDecision
 from ..records.units import plural, seconds
-from .books import TIERS, FunctionCalls, KeyBook, Kind, Memory, Tally, TierBook, TierTally
+from .books import (
+    SHARE_AFTER,
+    TIERS,
+    FunctionCalls,
+    KeyBook,
+    Kind,
+    Memory,
+    Tally,
+    TierBook,
+    TierTally,
+    median,
+)
 
 CodegenStart = Literal["now", "after the cell"] | None
 
@@ -127,18 +138,24 @@ class TiersAbove:
     def climb_to_step(self, book: TierBook, function_calls: int, warm: bool) -> bool:
         """Whether this signature should capture its whole step now (``warm``: inductor's cache
         is known to hold its graph); sets ``book.why``."""
-        if book.stays == (self.learned, warm):
-            return False  # (its last look said so for the rest of the cell)
+        if book.stays == (self.learned, warm) or book.stepped_down:
+            return False  # (its last look said so for the rest of the cell; its graph did not pay)
         low = book.low_step()
         if not low or book.steps["eager"] + book.steps["pyro"] < MIN_LOW_STEPS:
             return False  # (a step that takes no measurable time has nothing to save)
         cost = low * self.capture_steps()
         speedup = self.step_speedup() * (self.inductor_speedup() if warm else 1.0)
         future, whence = steps_to_follow(book, function_calls, self.horizon)
-        saving = future * low * (1 - 1 / speedup)
+        # a call whose check of a value fails runs the graph and then eager's step: each costs a
+        # low step more than its graph alone (a branch on a random draw: docs/real-models.md)
+        failing = book.failed_share()
+        gain = max(1 - 1 / speedup - failing, 0.0)
+        saving = future * low * gain
         faster = "inductor's kernels (cached)" if warm else "the whole step"
+        if failing:
+            faster += f", its checks of values failing on {failing:.0%} of its graph's calls"
         cell = book.cell
-        if cell is not None and max(cell.total - cell.done, 0) * low * (1 - 1 / speedup) < cost:
+        if cell is not None and max(cell.total - cell.done, 0) * low * gain < cost:
             # Saving and cost both scale with the step time, and no signature has more steps to
             # follow than the cell has left, which only shrinks: no later step of this cell captures,
             # unless the session learns other figures: the steps that follow take the short way
@@ -157,6 +174,31 @@ class TiersAbove:
             return True
         book.why = (f"stayed on {book.tier}: the ~{future:.0f} steps expected ({whence}) would save "
                     f"{seconds(saving)} on {faster}, under the capture's expected {seconds(cost)}")
+        return False
+
+    def graph_pays(self, book: TierBook) -> bool:
+        """Whether a signature's graph still beats the low tiers, its calls whose checks of values
+        failed counted at their cost (the graph's call and eager's step): looked at once they number
+        one of :data:`STEP_DOWN_AT`. When it does not, sets ``book.stepped_down`` (the low tiers for
+        the session) and says why."""
+        if book.stepped_down:
+            return False
+        if book.checks_failed not in STEP_DOWN_AT:
+            return True
+        low = book.low_step()
+        passed = book.step_time("inductor" if book.steps["inductor"] else "step")
+        failed = median(book.failed_times)
+        if low is None or passed is None or failed is None:
+            return True
+        share = book.failed_share()
+        expected = (1 - share) * passed + share * failed
+        if expected <= low * STEP_DOWN_RATIO:
+            return True
+        calls = plural(book.graph_calls(), "call")
+        book.stepped_down = (f"back to the low tiers after {calls} of its graph: its checks of values "
+                             f"failed on {share:.0%} of them, each then run again eager ({seconds(failed)}; "
+                             f"the others {seconds(passed)}), {seconds(expected)} a step against "
+                             f"{seconds(low)} below")
         return False
 
     def start_codegen(self, book: TierBook, function_calls: int, warm: bool) -> CodegenStart:
@@ -413,7 +455,8 @@ class AutoPolicy(TiersAbove):
         """The run ended: each signature's step count, for the next run of the same cell."""
         if self.memory is None:
             return
-        counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest)
+        counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest,
+                                      t.book.failed_share() if t.book.graph_calls() >= SHARE_AFTER else None)
                   for t in tallies if t.book.memory_key and sum(t.steps.values())}
         self.memory.ran(counts)
 

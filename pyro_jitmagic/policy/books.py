@@ -20,6 +20,8 @@ TIERS: tuple[Tier, ...] = ("eager", "pyro", "step", "inductor")
 
 #: Medians are taken over at most this many of the latest steps.
 RECENT = 50
+#: A graph's calls before the share of them whose checks failed is its own (not its last run's).
+SHARE_AFTER = 16
 #: Steps after a key's compiling one that may still run slow (an optimising executor
 #: re-optimises on them): their excess counts toward the compile.
 SETTLE = 5
@@ -37,7 +39,8 @@ class Memory(Protocol):
     def steps(self, key: str) -> int | None: ...
     def graph(self, key: str) -> str | None: ...
     def compiled(self, digest: str) -> None: ...
-    def ran(self, counts: dict[str, tuple[int, str | None]]) -> None: ...
+    def checks_failed(self, key: str) -> float | None: ...
+    def ran(self, counts: dict[str, tuple[int, str | None, float | None]]) -> None: ...
 
 
 @dataclass
@@ -160,6 +163,14 @@ class TierBook:
     learned: bool = False
     #: set when a look at climbing said no for the rest of the cell: (the policy's ``learned``, warm)
     stays: tuple[int, bool] | None = None
+    #: its graph's calls whose check of a value it read failed (each then ran again eager), and
+    #: their times (the graph's call and eager's step together)
+    checks_failed: int = 0
+    failed_times: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    #: the share of its graph's calls whose checks failed in the last run of the same code (memory)
+    remembered_share: float | None = None
+    #: why it left its graph for the low tiers for the session (empty while it has not)
+    stepped_down: str = ""
 
     def explained(self) -> str:
         """Why it is on its tier, and what of inductor's codegen."""
@@ -171,6 +182,18 @@ class TierBook:
 
     def step_time(self, tier: Tier) -> float | None:
         return median(self.times[tier])
+
+    def graph_calls(self) -> int:
+        """Calls of its graph: those that ran compiled and those whose checks failed."""
+        return self.steps["step"] + self.steps["inductor"] + self.checks_failed
+
+    def failed_share(self) -> float:
+        """The share of its graph's calls whose checks of values fail: measured once it has made
+        :data:`SHARE_AFTER` calls, else its last run's (memory), else none."""
+        calls = self.graph_calls()
+        if calls >= SHARE_AFTER:
+            return self.checks_failed / calls
+        return self.remembered_share or 0.0
 
     def moved(self, tier: Tier, text: str) -> None:
         self.tier = tier

@@ -115,7 +115,8 @@ class RunMemory:
         try:
             data = json.loads(self.path.read_text())
             self._graphs = {str(g) for g in data.get("graphs", [])}
-            self._runs = {str(k): {"steps": int(v["steps"]), "graph": v.get("graph")}
+            self._runs = {str(k): {"steps": int(v["steps"]), "graph": v.get("graph"),
+                                   "checks_failed": _share(v.get("checks_failed"))}
                           for k, v in data.get("runs", {}).items()}
         except (OSError, ValueError, TypeError, AttributeError):
             self._graphs, self._runs = set(), {}  # unreadable: start afresh
@@ -159,18 +160,31 @@ class RunMemory:
         run = self._runs.get(key)
         return None if run is None else run.get("graph")
 
-    def ran(self, counts: dict[str, tuple[int, str | None]]) -> None:
-        """Runs ended: each key's step count, and the digest of the graph it captured (or None)."""
+    def checks_failed(self, key: str) -> float | None:
+        """The share of the graph's calls whose checks of values failed in the last run of ``key``
+        (each ran again eager: a branch on a random draw fails half of them), or None."""
+        run = self._runs.get(key)
+        return None if run is None else run.get("checks_failed")
+
+    def ran(self, counts: dict[str, tuple[int, str | None, float | None]]) -> None:
+        """Runs ended: each key's step count, the digest of the graph it captured (or None), and the
+        share of that graph's calls whose checks failed (None where too few to say)."""
         if not counts:
             return
         with _LOCK:
             changed = False
-            for key, (steps, graph) in counts.items():
+            for key, (steps, graph, failed) in counts.items():
                 old = self._runs.pop(key, {})
-                new = {"steps": steps, "graph": graph or old.get("graph")}
+                new = {"steps": steps, "graph": graph or old.get("graph"),
+                       "checks_failed": failed if failed is not None else old.get("checks_failed")}
                 changed = changed or new != old
                 self._runs[key] = new  # (the latest last: the oldest go first past MAX_RUNS)
             while len(self._runs) > MAX_RUNS:
                 self._runs.pop(next(iter(self._runs)))
             if changed:  # (a cell run again as long as before: the file says it already, and a
                 self._write()  # write was part of every cell's cost: docs/real-models.md)
+
+
+def _share(value: Any) -> float | None:
+    """A share read from the file: a number from 0 to 1, else None (a hint, never an error)."""
+    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None

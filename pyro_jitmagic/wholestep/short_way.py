@@ -94,7 +94,7 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
             "finally:",
             f"    {set_grad}(grad)",
             "if v[-1] != 1.0:",
-            f"    {this}._guard_failed(rng)",
+            f"    {this}.failed_check = (args, kwargs, {this}._guard_failed(rng))",
             "    return None",
             f"loss = {step._loss.source(bind)}"]
     for rule, stepped in step._after:

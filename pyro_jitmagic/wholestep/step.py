@@ -40,6 +40,7 @@ class Declined:
 
     why: str
     transient: bool = False
+    value_check: bool = False  # transient: a check of a value the graph read failed (it ran, for nothing)
     changes: tuple[Change, ...] = ()
     finding: Finding | None = None
     stale: bool = False
@@ -98,6 +99,9 @@ class CompiledStep(SwitchesToInductor):
         self.steps = 0
         self.eager_steps = 0
         self.guard_failures = 0
+        #: the short way's call whose check of a value failed: ``(args, kwargs, Declined)``. The long
+        #: way takes the same call next, and declines it as such without running the graph again
+        self.failed_check: tuple[tuple[Any, ...], dict[str, Any], Declined] | None = None
         self.stale: str | None = None
         self.sentinel = Sentinel()
         self.as_captured = codegen.as_captured
@@ -157,6 +161,9 @@ class CompiledStep(SwitchesToInductor):
 
     def run(self, *args: Any, **kwargs: Any) -> float | Declined:
         """One step on the graph: eager's float loss, or :class:`Declined` (nothing changed)."""
+        failed, self.failed_check = self.failed_check, None
+        if failed is not None and _same_arguments(failed, args, kwargs):
+            return failed[2]  # (its graph, the same inputs and random state, would fail again)
         if self.stale is not None:
             return Declined(self.stale, stale=True)
         if not self.world.holds():
@@ -237,7 +244,8 @@ class CompiledStep(SwitchesToInductor):
         if rng is not None:
             _set_rng_state(rng)
         self.guard_failures += 1
-        return Declined("a value the step reads changed from the one it was compiled for", transient=True)
+        return Declined("a value the step reads changed from the one it was compiled for", transient=True,
+                        value_check=True)
 
     def _warn_nan(self) -> None:
         """Eager's warning for a NaN loss, where eager's points (pyro/infer/*_elbo.py: warn_if_nan)."""
@@ -444,3 +452,11 @@ def _written_inputs(graph: Any) -> list[int]:
                     and isinstance(value, torch.fx.Node) and value in index:
                 written.add(index[value])
     return sorted(written)
+
+
+def _same_arguments(failed: tuple[tuple[Any, ...], dict[str, Any], Declined], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> bool:
+    """Whether a call's arguments are the very objects of the short way's call that failed."""
+    before, before_kwargs, _ = failed
+    return (len(before) == len(args) and all(a is b for a, b in zip(before, args, strict=True))
+            and before_kwargs.keys() == kwargs.keys() and all(before_kwargs[k] is kwargs[k] for k in kwargs))

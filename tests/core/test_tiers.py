@@ -13,7 +13,7 @@ from pyro.optim import Adam
 
 import pyro_jitmagic
 from pyro_jitmagic import AutoPolicy
-from pyro_jitmagic.policy.auto import steps_to_follow
+from pyro_jitmagic.policy.auto import STEP_DOWN_AT, steps_to_follow
 from pyro_jitmagic.policy.books import CellSteps, TierBook, TierTally
 from pyro_jitmagic.wholestep.memory import RunMemory
 
@@ -125,6 +125,35 @@ def test_a_cold_codegen_starts_now_when_the_run_outlasts_it_else_when_the_cell_e
     assert policy.start_codegen(book, function_calls=6, warm=True) == "now"  # cached: at once, however short
 
 
+def test_a_graph_whose_checks_of_values_fail_often_is_not_worth_its_capture():
+    # a call whose check fails runs the graph and then eager: a branch on a random draw fails half
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, _ = _book(low=[1.0] * 3, expected=10_000)
+    book.remembered_share = 0.5  # its last run's graph (the whole step: 1.7x) saves nothing
+    assert not policy.climb_to_step(book, function_calls=3, warm=False)
+    assert "its checks of values failing on 50% of its graph's calls" in book.why
+    book, _ = _book(low=[1.0] * 3, expected=10_000)
+    book.remembered_share = 0.1  # rarely: still well worth it
+    assert policy.climb_to_step(book, function_calls=3, warm=False)
+
+
+def test_a_graph_leaves_for_the_low_tiers_once_its_failing_checks_cost_more_than_it_saves():
+    policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
+    book, _ = _book(low=[1.0] * 5, tier="eager", step=[0.1] * 10)
+    book.failed_times.extend([3.0] * 8)
+    book.checks_failed = 7
+    assert policy.graph_pays(book)  # (looked at when the failures number 8, 32, 128)
+    book.checks_failed = 8  # 8 of 18 calls at 3 s, the others at 0.1 s: 1.4 s a call against 1 s
+    assert not policy.graph_pays(book)
+    assert book.stepped_down.startswith("back to the low tiers after 18 calls of its graph: its checks "
+                                        "of values failed on 44% of them")
+    assert not policy.climb_to_step(book, function_calls=20, warm=False)  # for the session
+    book, _ = _book(low=[1.0] * 5, tier="eager", step=[0.1] * 10)
+    book.failed_times.extend([1.1] * 8)
+    book.checks_failed = 8  # failures that cost about an eager step: the graph still pays
+    assert policy.graph_pays(book) and not book.stepped_down
+
+
 def test_what_the_session_measures_replaces_the_priors():
     policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=400.0)
     for capture in (10.0, 12.0):  # two signatures whose captures cost 10 and 12 low steps
@@ -155,15 +184,22 @@ def test_the_report_row_shows_the_path_and_what_each_single_tier_would_have_take
 def test_the_memory_of_runs_survives_the_process_and_an_unreadable_file_is_ignored(tmp_path):
     path = tmp_path / "runs.json"
     memory = RunMemory(path)
-    memory.ran({"a": (1000, "g1")})
+    memory.ran({"a": (1000, "g1", None)})
     memory.compiled("g1")
     again = RunMemory(path)
     assert again.steps("a") == 1000 and again.graph("a") == "g1" and again.inductor_holds("g1")
     assert again.steps("b") is None and not again.inductor_holds(None)
     path.write_text("{not json")
     assert RunMemory(path).steps("a") is None  # a hint, never an error
-    RunMemory(tmp_path / "new" / "runs.json").ran({"a": (5, None)})
+    RunMemory(tmp_path / "new" / "runs.json").ran({"a": (5, None, None)})
     assert RunMemory(tmp_path / "new" / "runs.json").steps("a") == 5
+    # the share of a graph's calls whose checks failed: kept until a run measures it again
+    memory = RunMemory(tmp_path / "shares.json")
+    memory.ran({"a": (300, "g", 0.5)})
+    memory.ran({"a": (10, None, None)})
+    assert RunMemory(tmp_path / "shares.json").checks_failed("a") == 0.5
+    (tmp_path / "shares.json").write_text('{"runs": {"a": {"steps": 3, "checks_failed": "half"}}}')
+    assert RunMemory(tmp_path / "shares.json").checks_failed("a") is None
 
 
 def test_a_graph_inductors_disk_cache_refuses_is_never_taken_as_cached(monkeypatch):
@@ -197,11 +233,11 @@ def test_a_graph_inductors_disk_cache_refuses_is_never_taken_as_cached(monkeypat
 def test_a_run_as_long_as_the_last_leaves_the_file_alone(tmp_path):
     path = tmp_path / "runs.json"
     memory = RunMemory(path)
-    memory.ran({"a": (30, None)})
+    memory.ran({"a": (30, None, None)})
     written = path.stat().st_ino  # (each write puts a new file in its place)
-    memory.ran({"a": (30, None)})  # the same count: nothing new to say
+    memory.ran({"a": (30, None, None)})  # the same count: nothing new to say
     assert path.stat().st_ino == written
-    memory.ran({"a": (31, None)})
+    memory.ran({"a": (31, None, None)})
     assert path.stat().st_ino != written and RunMemory(path).steps("a") == 31
 
 
@@ -242,6 +278,67 @@ def test_a_climb_to_the_whole_step_keeps_every_loss_eagers():
     for name, value in pyro.get_param_store().items():
         assert torch.allclose(value.detach(), eager_params[name], rtol=1e-4, atol=1e-6), name
     assert "whole step when it pays (--auto)" in report.switches[0].after
+
+
+def test_a_branch_on_a_draw_sends_its_graph_back_down_and_the_next_run_never_captures(fake_clock,
+                                                                                     monkeypatch):
+    """A branch on a draw of the guide fails the whole step's check on about half of its calls, and
+    each of those runs the graph for nothing, then eager: once that costs more than the steps below,
+    the signature leaves its graph for the session, and the memory keeps the next run from capturing."""
+    import pyro.distributions as dist
+
+    from pyro_jitmagic.wholestep.step import CompiledStep
+
+    def coin_flip(data):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        fake_clock.advance(1e-3)  # the model's Python: an eager step takes a millisecond
+        scale = 1.0 if loc > 0 else 2.0
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+    def guide(data):
+        pyro.sample("loc", dist.Normal(pyro.param("flip_loc", torch.tensor(0.0)), 1.0))
+
+    failed = CompiledStep._guard_failed
+
+    def costly(self, rng):
+        fake_clock.advance(2e-3)  # the graph's call whose check failed
+        return failed(self, rng)
+
+    monkeypatch.setattr(CompiledStep, "_guard_failed", costly)
+    data, memory = torch.linspace(-1.0, 1.0, 20), RunMemory(None)
+
+    def run(**options):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        svi = SVI(coin_flip, guide, Adam({"lr": 0.01}), Trace_ELBO())
+        if not options:
+            return [svi.step(data) for _ in range(150)], None, svi
+        with pyro_jitmagic.compiled(**options) as compiled_run:
+            losses = [svi.step(data) for _ in range(150)]
+        return losses, compiled_run.report, svi
+
+    eager, _, _ = run()
+    losses, report, svi = run(auto=AutoPolicy(memory=memory, prior_capture_steps=3.0), backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    (row,) = [d for d in report.auto if d.path]
+    assert row.path[1].startswith("step at step 4 ")
+    (down,) = [p for p in row.path if "checks of values kept failing" in p]
+    assert down.startswith("eager at step ")  # (then Pyro's JIT, whose trace would freeze the branch)
+    assert row.why.startswith("back to the low tiers after ")
+    (entry,) = pyro_jitmagic.run.process.PROCESS.session.whole_steps.of(svi).values()
+    # looked at as the failures number 8, 32, ...: the graph was not called again after the one that
+    # showed it losing
+    assert entry.compiled.guard_failures in STEP_DOWN_AT
+    (key,) = memory._runs
+    share = memory.checks_failed(key)
+    failures = entry.compiled.guard_failures
+    assert share == pytest.approx(failures / (failures + entry.compiled.steps), abs=0.05)
+
+    losses, report, _ = run(auto=AutoPolicy(memory=memory, prior_capture_steps=3.0), backend="step")
+    assert losses == pytest.approx(eager, rel=1e-5)
+    assert not any(d.path and any(p.startswith("step") for p in d.path) for d in report.auto)
+    assert memory.checks_failed(key) == share  # (a run with no graph keeps what the last one measured)
 
 
 def test_auto_capped_at_pyro_never_captures_the_whole_step():

@@ -95,7 +95,7 @@ class TieredRoute(WholeStepRoute):
         run = self.signature_run(sig, args, kwargs, base=("auto", sig))
         if run.eager_why:
             return self._booked(tally, self.eager(svi, args, kwargs))
-        if run.entries:
+        if run.entries and not tally.book.stepped_down:
             entry, result = run.serve(args, kwargs)
             if type(result) is float:
                 self.served = (run, entry)  # type: ignore[assignment]
@@ -133,6 +133,9 @@ class TieredRoute(WholeStepRoute):
                   kwargs: dict[str, Any]) -> Ran:
         """No compiled step of the signature ran this call: eager (this step, or the rest of the run
         when the sentinel found it wrong or it keeps compiling again), or a capture for the new world."""
+        if result is not None and result.value_check:
+            ran = self.declined(svi, run, result, args, kwargs)
+            return ran._replace(book=partial(_book_failed, self, tally))
         if result is None or result.finding is not None or result.transient:
             return self._booked(tally, self.declined(svi, run, result, args, kwargs))
         changes = list(result.changes) or [Change("the SVI", "as compiled", result.why)]
@@ -304,6 +307,7 @@ class TieredRoute(WholeStepRoute):
         memory = self.policy.memory
         if memory is not None:  # a cell run again usually runs as long as last time
             book.expected_steps = memory.steps(book.memory_key)
+            book.remembered_share = memory.checks_failed(book.memory_key)
         book.cell = self._cell_steps()
         book.run_start, book.stays = book.calls, None
         book.codegen_why = ""  # (what the last run said of inductor's codegen is not this run's)
@@ -393,6 +397,24 @@ def _book_own(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, st
     tally.steps["step"] += 1
     book.steps["step"] += 1
     book.calls += 1
+
+
+def _book_failed(route: TieredRoute, tally: TierTally, seconds: float, step: int) -> None:
+    """A call of the signature's graph whose check of a value failed, then run eager: booked at its
+    whole cost against the graph, which leaves for the low tiers when it no longer pays."""
+    if route.cell is not None:
+        route.cell.done += 1
+    book = tally.book
+    tally.seconds += seconds
+    tally.steps["eager"] += 1
+    book.steps["eager"] += 1
+    book.calls += 1
+    book.checks_failed += 1
+    book.failed_times.append(seconds)
+    if not route.policy.graph_pays(book):
+        book.moved("eager", f"eager at step {book.calls + 1} (its graph's checks of values kept failing)")
+        book.why = book.stepped_down
+        route.served = None
 
 
 def _book_low(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, step: int) -> None:
