@@ -104,6 +104,9 @@ class TiersAbove:
         #: how many times the session's figures changed: a decision that no later step of a cell can
         #: change holds while this stays (see :meth:`climb_to_step`)
         self.learned = 0
+        #: why the whole step of this code cannot be captured, by memory key: a cell run again builds
+        #: a new SVI of the same code, which would meet the same limit after the same capture's cost
+        self._uncapturable: dict[str, str] = {}
 
     # -- what the session has learned of the tiers above Pyro's JIT -----------------------
     def capture_steps(self) -> float:
@@ -138,8 +141,13 @@ class TiersAbove:
     def climb_to_step(self, book: TierBook, function_calls: int, warm: bool) -> bool:
         """Whether this signature should capture its whole step now (``warm``: inductor's cache
         is known to hold its graph); sets ``book.why``."""
-        if book.stays == (self.learned, warm) or book.stepped_down:
-            return False  # (its last look said so for the rest of the cell; its graph did not pay)
+        if book.stays == (self.learned, warm):
+            return False  # (its last look said so for the rest of the cell)
+        if book.stepped_down or book.cannot_capture:  # for the session: its steps take the short way
+            if book.cannot_capture:
+                book.why = f"stayed on {book.tier}: the whole step cannot be captured ({book.cannot_capture})"
+            book.stays = (self.learned, warm)
+            return False
         low = book.low_step()
         if not low or book.steps["eager"] + book.steps["pyro"] < MIN_LOW_STEPS:
             return False  # (a step that takes no measurable time has nothing to save)
@@ -175,6 +183,16 @@ class TiersAbove:
         book.why = (f"stayed on {book.tier}: the ~{future:.0f} steps expected ({whence}) would save "
                     f"{seconds(saving)} on {faster}, under the capture's expected {seconds(cost)}")
         return False
+
+    def cannot_capture(self, book: TierBook, why: str) -> None:
+        """The signature's whole step cannot be captured: for it, and for the same code, in the session."""
+        book.cannot_capture = why
+        if book.memory_key:
+            self._uncapturable[book.memory_key] = why
+
+    def capture_refused(self, key: str) -> str:
+        """Why the whole step of this code could not be captured in the session ("" if it could)."""
+        return self._uncapturable.get(key, "") if key else ""
 
     def graph_pays(self, book: TierBook) -> bool:
         """Whether a signature's graph still beats the low tiers, its calls whose checks of values

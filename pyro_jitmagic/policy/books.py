@@ -171,6 +171,8 @@ class TierBook:
     remembered_share: float | None = None
     #: why it left its graph for the low tiers for the session (empty while it has not)
     stepped_down: str = ""
+    #: why its whole step cannot be captured, met by it or by the same code in the session ("": none)
+    cannot_capture: str = ""
 
     def explained(self) -> str:
         """Why it is on its tier, and what of inductor's codegen."""

@@ -341,6 +341,44 @@ def test_a_branch_on_a_draw_sends_its_graph_back_down_and_the_next_run_never_cap
     assert memory.checks_failed(key) == share  # (a run with no graph keeps what the last one measured)
 
 
+def test_a_whole_step_the_capture_cannot_hold_is_not_captured_again_for_the_same_code(monkeypatch):
+    """A cell run again builds a new SVI of the same code: it meets the same limit of the capture
+    (a BatchNorm's running statistics, changed in place, neither params nor arguments), so the session
+    does not pay for that capture again."""
+    import pyro.distributions as dist
+
+    from pyro_jitmagic import wholestep
+
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(1), torch.nn.Linear(1, 1))
+    x = torch.linspace(-1.0, 1.0, 20).unsqueeze(-1)
+    y = 3 * x[:, 0] + 1
+
+    def model(x, y):
+        pyro.module("net", net)
+        with pyro.plate("n", len(x)):
+            pyro.sample("obs", dist.Normal(net(x)[:, 0], 0.5), obs=y)
+
+    def guide(x, y):
+        pass
+
+    captures = []
+    real = wholestep.compile_svi_step
+    monkeypatch.setattr(wholestep, "compile_svi_step", lambda *a, **k: (captures.append(1), real(*a, **k))[1])
+    policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
+    reports = []
+    for _ in range(2):  # the cell, then the cell run again: a new SVI, the same code
+        pyro.clear_param_store()
+        svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
+        with pyro_jitmagic.compiled(auto=policy, backend="step") as run:
+            for _ in range(20):
+                svi.step(x, y)
+        reports.append(run.report)
+    assert len(captures) == 1
+    limit = "the whole step cannot be compiled (the step changes in place a tensor"
+    assert limit in " ".join(reports[0].notes)
+    assert limit in " ".join(reports[1].notes) and "met by the same code before" in " ".join(reports[1].notes)
+
+
 def test_auto_capped_at_pyro_never_captures_the_whole_step():
     policy = AutoPolicy(memory=None, prior_capture_steps=3.0)
     _, report, _ = _losses(40, policy, backend="pyro")

@@ -202,7 +202,8 @@ class TieredRoute(WholeStepRoute):
         warm = self.top == "inductor" and self._warm(book)
         try:
             entry = self.compile(svi, run, args, kwargs, backend="inductor" if warm else None)
-        except CannotRun:
+        except CannotRun as exc:  # (a limit of the capture: the same code meets it again)
+            self.policy.cannot_capture(book, str(exc))
             raise
         except Exception as exc:  # a tier that cannot be built never stops the cell: it stays below
             raise CannotRun(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -308,6 +309,11 @@ class TieredRoute(WholeStepRoute):
         if memory is not None:  # a cell run again usually runs as long as last time
             book.expected_steps = memory.steps(book.memory_key)
             book.remembered_share = memory.checks_failed(book.memory_key)
+        book.cannot_capture = book.cannot_capture or self.policy.capture_refused(book.memory_key)
+        if book.cannot_capture:  # (said as the run that met it said it)
+            where = "Pyro's JIT" if self.low is not None and self.low.compiled else "eager"
+            self.ctx.recorder.note(f"{self.target}: --auto stays on {where}: the whole step cannot be "
+                                   f"compiled ({book.cannot_capture}; met by the same code before)")
         book.cell = self._cell_steps()
         book.run_start, book.stays = book.calls, None
         book.codegen_why = ""  # (what the last run said of inductor's codegen is not this run's)
@@ -345,7 +351,7 @@ def _low_express(route: TieredRoute) -> Express | None:
     sig, tally = last
     run = route.signatures.get(sig)
     learned = policy.learned
-    if run is None or run.eager_why or run.entries or (
+    if run is None or run.eager_why or (run.entries and not tally.book.stepped_down) or (
             route.top != "pyro" and tally.book.stays != (learned, route._warm(tally.book))):
         return None
     assert route.call_site is not None
