@@ -52,7 +52,7 @@ class Holds:
     def steps(self, key):
         return None
 
-    def checks_failed(self, key):
+    def failed_checks(self, key):
         return None
 
     def graph(self, key):

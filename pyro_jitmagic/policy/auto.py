@@ -156,12 +156,14 @@ class TiersAbove:
         future, whence = steps_to_follow(book, function_calls, self.horizon)
         # a call whose check of a value fails runs the graph and then eager's step: each costs a
         # low step more than its graph alone (a branch on a random draw: docs/real-models.md)
-        failing = book.failed_share()
-        gain = max(1 - 1 / speedup - failing, 0.0)
+        failing, cost_each = book.failed_share(), book.graph_cost()
+        gain = max(1 - (cost_each if cost_each is not None else 1 / speedup + failing), 0.0)
         saving = future * low * gain
         faster = "inductor's kernels (cached)" if warm else "the whole step"
         if failing:
             faster += f", its checks of values failing on {failing:.0%} of its graph's calls"
+            if cost_each is not None:
+                faster += f" (a call took {cost_each:.2f} of a step below)"
         cell = book.cell
         if cell is not None and max(cell.total - cell.done, 0) * low * gain < cost:
             # Saving and cost both scale with the step time, and no signature has more steps to
@@ -201,21 +203,18 @@ class TiersAbove:
         the session) and says why."""
         if book.stepped_down:
             return False
-        if book.checks_failed not in STEP_DOWN_AT:
+        if book.checks_failed not in STEP_DOWN_AT or book.graph_calls() < SHARE_AFTER:
             return True
-        low = book.low_step()
+        cost_each, low = book.graph_cost(), book.low_step()  # (measured: its calls number SHARE_AFTER)
+        if cost_each is None or low is None or cost_each <= STEP_DOWN_RATIO:
+            return True
         passed = book.step_time("inductor" if book.steps["inductor"] else "step")
         failed = median(book.failed_times)
-        if low is None or passed is None or failed is None:
-            return True
-        share = book.failed_share()
-        expected = (1 - share) * passed + share * failed
-        if expected <= low * STEP_DOWN_RATIO:
-            return True
-        calls = plural(book.graph_calls(), "call")
+        assert passed is not None and failed is not None  # (graph_cost measured them)
+        calls, share = plural(book.graph_calls(), "call"), book.failed_share()
         book.stepped_down = (f"back to the low tiers after {calls} of its graph: its checks of values "
                              f"failed on {share:.0%} of them, each then run again eager ({seconds(failed)}; "
-                             f"the others {seconds(passed)}), {seconds(expected)} a step against "
+                             f"the others {seconds(passed)}), {seconds(cost_each * low)} a step against "
                              f"{seconds(low)} below")
         return False
 
@@ -473,8 +472,7 @@ class AutoPolicy(TiersAbove):
         """The run ended: each signature's step count, for the next run of the same cell."""
         if self.memory is None:
             return
-        counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest,
-                                      t.book.failed_share() if t.book.graph_calls() >= SHARE_AFTER else None)
+        counts = {t.book.memory_key: (sum(t.steps.values()), t.book.digest, t.book.measured_checks())
                   for t in tallies if t.book.memory_key and sum(t.steps.values())}
         self.memory.ran(counts)
 

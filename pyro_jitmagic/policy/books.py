@@ -39,8 +39,8 @@ class Memory(Protocol):
     def steps(self, key: str) -> int | None: ...
     def graph(self, key: str) -> str | None: ...
     def compiled(self, digest: str) -> None: ...
-    def checks_failed(self, key: str) -> float | None: ...
-    def ran(self, counts: dict[str, tuple[int, str | None, float | None]]) -> None: ...
+    def failed_checks(self, key: str) -> tuple[float, float | None] | None: ...
+    def ran(self, counts: dict[str, tuple[int, str | None, tuple[float, float | None] | None]]) -> None: ...
 
 
 @dataclass
@@ -167,8 +167,9 @@ class TierBook:
     #: their times (the graph's call and eager's step together)
     checks_failed: int = 0
     failed_times: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
-    #: the share of its graph's calls whose checks failed in the last run of the same code (memory)
-    remembered_share: float | None = None
+    #: its graph's failed checks in the last run of the same code: their share of its calls, and a
+    #: call's cost over a step below (memory: ``RunMemory.failed_checks``)
+    remembered_checks: tuple[float, float | None] | None = None
     #: why it left its graph for the low tiers for the session (empty while it has not)
     stepped_down: str = ""
     #: why its whole step cannot be captured, met by it or by the same code in the session ("": none)
@@ -195,7 +196,25 @@ class TierBook:
         calls = self.graph_calls()
         if calls >= SHARE_AFTER:
             return self.checks_failed / calls
-        return self.remembered_share or 0.0
+        return self.remembered_checks[0] if self.remembered_checks else 0.0
+
+    def graph_cost(self) -> float | None:
+        """What a call of its graph costs on average, its failed checks at their cost (the graph's call
+        and then eager's step), over a step on the tiers below: measured once it has made
+        :data:`SHARE_AFTER` calls and a check failed, else its last run's, else None."""
+        calls, low = self.graph_calls(), self.low_step()
+        passed = self.step_time("inductor" if self.steps["inductor"] else "step")
+        failed = median(self.failed_times)
+        if calls >= SHARE_AFTER and self.checks_failed and low and passed is not None and failed is not None:
+            share = self.checks_failed / calls
+            return ((1 - share) * passed + share * failed) / low
+        return self.remembered_checks[1] if self.remembered_checks else None
+
+    def measured_checks(self) -> tuple[float, float | None] | None:
+        """Its graph's failed checks as measured in this session, for the memory (None: too few calls)."""
+        if self.graph_calls() < SHARE_AFTER:
+            return None
+        return self.failed_share(), self.graph_cost() if self.checks_failed else None
 
     def moved(self, tier: Tier, text: str) -> None:
         self.tier = tier

@@ -116,7 +116,7 @@ class RunMemory:
             data = json.loads(self.path.read_text())
             self._graphs = {str(g) for g in data.get("graphs", [])}
             self._runs = {str(k): {"steps": int(v["steps"]), "graph": v.get("graph"),
-                                   "checks_failed": _share(v.get("checks_failed"))}
+                                   "checks": _checks(v.get("checks"))}
                           for k, v in data.get("runs", {}).items()}
         except (OSError, ValueError, TypeError, AttributeError):
             self._graphs, self._runs = set(), {}  # unreadable: start afresh
@@ -160,23 +160,24 @@ class RunMemory:
         run = self._runs.get(key)
         return None if run is None else run.get("graph")
 
-    def checks_failed(self, key: str) -> float | None:
-        """The share of the graph's calls whose checks of values failed in the last run of ``key``
-        (each ran again eager: a branch on a random draw fails half of them), or None."""
+    def failed_checks(self, key: str) -> tuple[float, float | None] | None:
+        """In the last run of ``key`` whose graph's checks of values failed: the share of its calls
+        that failed (each ran again eager: a branch on a random draw fails half of them), and what a
+        call of the graph cost on average, over a step on the tiers below (None where unmeasured)."""
         run = self._runs.get(key)
-        return None if run is None else run.get("checks_failed")
+        return None if run is None else run.get("checks")
 
-    def ran(self, counts: dict[str, tuple[int, str | None, float | None]]) -> None:
-        """Runs ended: each key's step count, the digest of the graph it captured (or None), and the
-        share of that graph's calls whose checks failed (None where too few to say)."""
+    def ran(self, counts: dict[str, tuple[int, str | None, tuple[float, float | None] | None]]) -> None:
+        """Runs ended: each key's step count, the digest of the graph it captured (or None), and its
+        graph's failed checks (:meth:`failed_checks`; None where there were too few calls to say)."""
         if not counts:
             return
         with _LOCK:
             changed = False
-            for key, (steps, graph, failed) in counts.items():
+            for key, (steps, graph, checks) in counts.items():
                 old = self._runs.pop(key, {})
                 new = {"steps": steps, "graph": graph or old.get("graph"),
-                       "checks_failed": failed if failed is not None else old.get("checks_failed")}
+                       "checks": tuple(checks) if checks is not None else old.get("checks")}
                 changed = changed or new != old
                 self._runs[key] = new  # (the latest last: the oldest go first past MAX_RUNS)
             while len(self._runs) > MAX_RUNS:
@@ -185,6 +186,14 @@ class RunMemory:
                 self._write()  # write was part of every cell's cost: docs/real-models.md)
 
 
-def _share(value: Any) -> float | None:
-    """A share read from the file: a number from 0 to 1, else None (a hint, never an error)."""
-    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None
+def _checks(value: Any) -> tuple[float, float | None] | None:
+    """Failed checks as read from the file: a share from 0 to 1 and a positive cost or null, else None
+    (a hint, never an error)."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    share, cost = value
+    if not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+        return None
+    if cost is not None and (not isinstance(cost, (int, float)) or cost <= 0.0):
+        return None
+    return float(share), None if cost is None else float(cost)

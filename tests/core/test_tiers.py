@@ -129,11 +129,15 @@ def test_a_graph_whose_checks_of_values_fail_often_is_not_worth_its_capture():
     # a call whose check fails runs the graph and then eager: a branch on a random draw fails half
     policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
     book, _ = _book(low=[1.0] * 3, expected=10_000)
-    book.remembered_share = 0.5  # its last run's graph (the whole step: 1.7x) saves nothing
+    book.remembered_checks = (0.5, None)  # at the whole step's prior speed (1.7x), its graph saves nothing
     assert not policy.climb_to_step(book, function_calls=3, warm=False)
     assert "its checks of values failing on 50% of its graph's calls" in book.why
     book, _ = _book(low=[1.0] * 3, expected=10_000)
-    book.remembered_share = 0.1  # rarely: still well worth it
+    book.remembered_checks = (0.5, 0.995)  # its calls, measured, cost all but what a step below does
+    assert not policy.climb_to_step(book, function_calls=3, warm=False)
+    assert "(a call took 0.99 of a step below)" in book.why
+    book, _ = _book(low=[1.0] * 3, expected=10_000)
+    book.remembered_checks = (0.1, None)  # rarely: still well worth it
     assert policy.climb_to_step(book, function_calls=3, warm=False)
 
 
@@ -193,13 +197,13 @@ def test_the_memory_of_runs_survives_the_process_and_an_unreadable_file_is_ignor
     assert RunMemory(path).steps("a") is None  # a hint, never an error
     RunMemory(tmp_path / "new" / "runs.json").ran({"a": (5, None, None)})
     assert RunMemory(tmp_path / "new" / "runs.json").steps("a") == 5
-    # the share of a graph's calls whose checks failed: kept until a run measures it again
-    memory = RunMemory(tmp_path / "shares.json")
-    memory.ran({"a": (300, "g", 0.5)})
+    # a graph's failed checks (their share, a call's cost): kept until a run measures them again
+    memory = RunMemory(tmp_path / "checks.json")
+    memory.ran({"a": (300, "g", (0.5, 0.8))})
     memory.ran({"a": (10, None, None)})
-    assert RunMemory(tmp_path / "shares.json").checks_failed("a") == 0.5
-    (tmp_path / "shares.json").write_text('{"runs": {"a": {"steps": 3, "checks_failed": "half"}}}')
-    assert RunMemory(tmp_path / "shares.json").checks_failed("a") is None
+    assert RunMemory(tmp_path / "checks.json").failed_checks("a") == (0.5, 0.8)
+    (tmp_path / "checks.json").write_text('{"runs": {"a": {"steps": 3, "checks": ["half", null]}}}')
+    assert RunMemory(tmp_path / "checks.json").failed_checks("a") is None
 
 
 def test_a_graph_inductors_disk_cache_refuses_is_never_taken_as_cached(monkeypatch):
@@ -331,14 +335,15 @@ def test_a_branch_on_a_draw_sends_its_graph_back_down_and_the_next_run_never_cap
     # showed it losing
     assert entry.compiled.guard_failures in STEP_DOWN_AT
     (key,) = memory._runs
-    share = memory.checks_failed(key)
+    share, cost = memory.failed_checks(key)
     failures = entry.compiled.guard_failures
     assert share == pytest.approx(failures / (failures + entry.compiled.steps), abs=0.05)
+    assert cost > 1.1  # (each failed call: 3 ms, the others next to nothing, a step below 1 ms)
 
     losses, report, _ = run(auto=AutoPolicy(memory=memory, prior_capture_steps=3.0), backend="step")
     assert losses == pytest.approx(eager, rel=1e-5)
     assert not any(d.path and any(p.startswith("step") for p in d.path) for d in report.auto)
-    assert memory.checks_failed(key) == share  # (a run with no graph keeps what the last one measured)
+    assert memory.failed_checks(key) == (share, cost)  # (a run with no graph keeps the last one's)
 
 
 def test_a_whole_step_the_capture_cannot_hold_is_not_captured_again_for_the_same_code(monkeypatch):

@@ -305,15 +305,7 @@ class TieredRoute(WholeStepRoute):
         if book is None:
             described, _ = said(args, kwargs)
             book = books[sig] = TierBook(self.target, described, memory_key=_memory_key(svi, sig))
-        memory = self.policy.memory
-        if memory is not None:  # a cell run again usually runs as long as last time
-            book.expected_steps = memory.steps(book.memory_key)
-            book.remembered_share = memory.checks_failed(book.memory_key)
-        book.cannot_capture = book.cannot_capture or self.policy.capture_refused(book.memory_key)
-        if book.cannot_capture:  # (said as the run that met it said it)
-            where = "Pyro's JIT" if self.low is not None and self.low.compiled else "eager"
-            self.ctx.recorder.note(f"{self.target}: --auto stays on {where}: the whole step cannot be "
-                                   f"compiled ({book.cannot_capture}; met by the same code before)")
+        _recall(self, book)
         book.cell = self._cell_steps()
         book.run_start, book.stays = book.calls, None
         book.codegen_why = ""  # (what the last run said of inductor's codegen is not this run's)
@@ -335,6 +327,22 @@ class TieredRoute(WholeStepRoute):
     def _booked(self, tally: TierTally, ran: Ran) -> Ran:
         """A step this route ran itself (eager, or a whole step), to book on its tier."""
         return ran._replace(book=partial(_book_own, self, tally, ran))
+
+
+def _recall(route: TieredRoute, book: TierBook) -> None:
+    """What earlier runs of the same code say of a signature at the start of a run: how long it ran
+    (a cell run again usually runs as long as last time), how its graph's checks of values fared, and
+    a limit of the capture it met in the session (said as the run that met it said it)."""
+    assert route.ctx is not None
+    memory, policy = route.policy.memory, route.policy
+    if memory is not None:
+        book.expected_steps = memory.steps(book.memory_key)
+        book.remembered_checks = memory.failed_checks(book.memory_key)
+    book.cannot_capture = book.cannot_capture or policy.capture_refused(book.memory_key)
+    if book.cannot_capture:
+        where = "Pyro's JIT" if route.low is not None and route.low.compiled else "eager"
+        route.ctx.recorder.note(f"{route.target}: --auto stays on {where}: the whole step cannot be "
+                                f"compiled ({book.cannot_capture}; met by the same code before)")
 
 
 def _low_express(route: TieredRoute) -> Express | None:
