@@ -394,15 +394,10 @@ def _global_rng_left_alone() -> Iterator[None]:
     def preserve_rng_state() -> Any:
         return nullcontext() if threading.get_ident() == compiling else original()
 
-    setattr(preserve_rng_state, ORIGINAL_ATTR, original)
-    patches = PatchSet()
-    try:
-        patches.set(dynamo_utils, "preserve_rng_state", preserve_rng_state)
-        if getattr(aot_autograd, "preserve_rng_state", None) is original:
-            patches.set(aot_autograd, "preserve_rng_state", preserve_rng_state)
+    owners = [dynamo_utils] + ([aot_autograd] if getattr(aot_autograd, "preserve_rng_state", None) is original
+                               else [])
+    with _patching(*((owner, "preserve_rng_state", preserve_rng_state) for owner in owners)):
         yield
-    finally:
-        patches.restore()
 
 
 @contextmanager
@@ -423,13 +418,8 @@ def _anomaly_left_alone() -> Iterator[None]:
     def detect_anomaly(*args: Any, **kwargs: Any) -> Any:
         return nullcontext() if threading.get_ident() == compiling else original(*args, **kwargs)
 
-    setattr(detect_anomaly, ORIGINAL_ATTR, original)
-    patches = PatchSet()
-    try:
-        patches.set(torch.autograd, "detect_anomaly", detect_anomaly)
+    with _patching((torch.autograd, "detect_anomaly", detect_anomaly)):
         yield
-    finally:
-        patches.restore()
 
 
 @contextmanager
@@ -448,10 +438,19 @@ def _one_d_tiles() -> Iterator[None]:
     def one_loop(self: Any, *args: Any, **kwargs: Any) -> Any:
         return select(self, *args, **kwargs)[-1:]
 
-    setattr(one_loop, ORIGINAL_ATTR, select)
+    with _patching((cpp.TilingSelect, "_select_tiling_indices", one_loop)):
+        yield
+
+
+@contextmanager
+def _patching(*changes: tuple[Any, str, Any]) -> Iterator[None]:
+    """Each ``(owner, name, replacement)`` for the length of a compile, through the run's one patch
+    mechanism; a replacement names what it replaced, as every patch does."""
     patches = PatchSet()
     try:
-        patches.set(cpp.TilingSelect, "_select_tiling_indices", one_loop)
+        for owner, name, replacement in changes:
+            setattr(replacement, ORIGINAL_ATTR, getattr(owner, name))
+            patches.set(owner, name, replacement)
         yield
     finally:
         patches.restore()
