@@ -19,18 +19,7 @@ from typing import Any, Literal
 
 from ..records.report import AutoDecision
 from ..records.units import plural, seconds
-from .books import (
-    SHARE_AFTER,
-    TIERS,
-    FunctionCalls,
-    KeyBook,
-    Kind,
-    Memory,
-    Tally,
-    TierBook,
-    TierTally,
-    median,
-)
+from .books import TIERS, FunctionCalls, KeyBook, Kind, Memory, Tally, TierBook, TierTally
 
 CodegenStart = Literal["now", "after the cell"] | None
 
@@ -203,15 +192,12 @@ class TiersAbove:
         the session) and says why."""
         if book.stepped_down:
             return False
-        if book.checks_failed not in STEP_DOWN_AT or book.graph_calls() < SHARE_AFTER:
+        measured = book.graph_times() if book.checks_failed in STEP_DOWN_AT else None
+        cost_each = book.graph_cost()
+        if measured is None or cost_each is None or cost_each <= STEP_DOWN_RATIO:
             return True
-        cost_each, low = book.graph_cost(), book.low_step()  # (measured: its calls number SHARE_AFTER)
-        if cost_each is None or low is None or cost_each <= STEP_DOWN_RATIO:
-            return True
-        passed = book.step_time("inductor" if book.steps["inductor"] else "step")
-        failed = median(book.failed_times)
-        assert passed is not None and failed is not None  # (graph_cost measured them)
-        calls, share = plural(book.graph_calls(), "call"), book.failed_share()
+        share, passed, failed, low = measured
+        calls = plural(book.graph_calls(), "call")
         book.stepped_down = (f"back to the low tiers after {calls} of its graph: its checks of values "
                              f"failed on {share:.0%} of them, each then run again eager ({seconds(failed)}; "
                              f"the others {seconds(passed)}), {seconds(cost_each * low)} a step against "

@@ -202,13 +202,21 @@ class TierBook:
         """What a call of its graph costs on average, its failed checks at their cost (the graph's call
         and then eager's step), over a step on the tiers below: measured once it has made
         :data:`SHARE_AFTER` calls and a check failed, else its last run's, else None."""
+        measured = self.graph_times()
+        if measured is not None:
+            share, passed, failed, low = measured
+            return ((1 - share) * passed + share * failed) / low
+        return self.remembered_checks[1] if self.remembered_checks else None
+
+    def graph_times(self) -> tuple[float, float, float, float] | None:
+        """(the share of its graph's calls whose checks failed, a passing call's time, a failing one's,
+        a step's below) once it has made :data:`SHARE_AFTER` calls and a check failed, else None."""
         calls, low = self.graph_calls(), self.low_step()
         passed = self.step_time("inductor" if self.steps["inductor"] else "step")
         failed = median(self.failed_times)
-        if calls >= SHARE_AFTER and self.checks_failed and low and passed is not None and failed is not None:
-            share = self.checks_failed / calls
-            return ((1 - share) * passed + share * failed) / low
-        return self.remembered_checks[1] if self.remembered_checks else None
+        if calls < SHARE_AFTER or not self.checks_failed or not low or passed is None or failed is None:
+            return None
+        return self.checks_failed / calls, passed, failed, low
 
     def measured_checks(self) -> tuple[float, float | None] | None:
         """Its graph's failed checks as measured in this session, for the memory (None: too few calls)."""
@@ -237,11 +245,17 @@ class TierTally:
         return bool(self.steps["step"] or self.steps["inductor"])
 
     def add(self, tier: Tier, seconds_: float) -> None:
+        """A step on ``tier`` that took ``seconds_``, a step time of the tier's."""
+        self.count(tier, seconds_)
+        self.book.times[tier].append(seconds_)
+
+    def count(self, tier: Tier, seconds_: float) -> None:
+        """A step on ``tier`` whose time says nothing of the tier's step time (a trace or capture in
+        it; a graph's call that ran again eager): counted, and its time in the run's."""
         book = self.book
         self.seconds += seconds_
         self.steps[tier] += 1
         book.steps[tier] += 1
-        book.times[tier].append(seconds_)
         book.calls += 1
         if tier in ("eager", "pyro"):
             book.low_seconds += seconds_

@@ -406,11 +406,7 @@ def _book_own(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, st
         return
     if route.cell is not None:
         route.cell.done += 1
-    book = tally.book  # its time says nothing of the tier's step time (a capture; as captured)
-    tally.seconds += seconds
-    tally.steps["step"] += 1
-    book.steps["step"] += 1
-    book.calls += 1
+    tally.count("step", seconds)  # (a capture, or the graph as captured)
 
 
 def _book_failed(route: TieredRoute, tally: TierTally, seconds: float, step: int) -> None:
@@ -419,10 +415,7 @@ def _book_failed(route: TieredRoute, tally: TierTally, seconds: float, step: int
     if route.cell is not None:
         route.cell.done += 1
     book = tally.book
-    tally.seconds += seconds
-    tally.steps["eager"] += 1
-    book.steps["eager"] += 1
-    book.calls += 1
+    tally.count("eager", seconds)
     book.checks_failed += 1
     book.failed_times.append(seconds)
     if not route.policy.graph_pays(book):
@@ -443,11 +436,7 @@ def _book_low(route: TieredRoute, tally: TierTally, ran: Ran, seconds: float, st
         book.path.append(f"{tier} at step {book.calls + 1}")
     book.tier = tier if book.tier in ("eager", "pyro") else book.tier
     if not ran.timed:  # Pyro's trace: not a step time
-        tally.seconds += seconds
-        tally.steps["pyro"] += 1
-        book.steps["pyro"] += 1
-        book.calls += 1
-        book.low_seconds += seconds
+        tally.count("pyro", seconds)
     else:
         tally.add(tier, seconds)
     if ran.book is not None:
