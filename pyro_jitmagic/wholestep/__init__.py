@@ -67,6 +67,14 @@ def cxx_compiler() -> str | None:
 def _codegen(graph: Any, example_inputs: list[Any], backend: Backend,
              background: bool) -> tuple[Any, str | None, Any]:
     """(codegen, fallback reason, background codegen or None) for ``backend``."""
+    codegen, fallback, pending = _backend(graph, example_inputs, backend, background)
+    if codegen.note is not None and pending is None:
+        fallback = f"{fallback}; {codegen.note}" if fallback else codegen.note
+    return codegen, fallback, pending
+
+
+def _backend(graph: Any, example_inputs: list[Any], backend: Backend,
+             background: bool) -> tuple[Any, str | None, Any]:
     from . import backends
 
     if backend == "inductor":

@@ -38,6 +38,8 @@ class Codegen:
     ahead: Ahead | None = None
     #: this process's compile was served from inductor's disk cache
     served_from_disk: bool = False
+    #: why the graph runs otherwise than the backend named (TorchScript could not trace an op)
+    note: str | None = None
     #: the captured graph run as it is, while inductor's kernels load (see :func:`as_captured`)
     as_captured: bool = False
 
@@ -62,7 +64,12 @@ def no_cxx_reason() -> str | None:
 
 
 def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
-    """Trace the captured graph with TorchScript; neither the inputs nor the random stream change."""
+    """Trace the captured graph with TorchScript; neither the inputs nor the random stream change.
+
+    TorchScript's tracer cannot record every aten op: the gradients of a convolution or a
+    BatchNorm take a ``bool[3]`` it has no type for. Such a graph runs as captured (its aten ops
+    called one by one from Python: the same ops, so the same numbers), and :attr:`Codegen.note`
+    says so."""
     import torch
 
     start = time.perf_counter()
@@ -72,9 +79,26 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
         with torch.no_grad():
             # torch's own trace, not a running cell's wrapper of it: this is no trace of Pyro's JIT
             traced = patch.unwrap(torch.jit.trace)(graph, tuple(scratch), check_trace=False)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        untraceable = _untraceable_op(graph)
+        what = f"{untraceable} " if untraceable else ""
+        return Codegen(run=graph, backend="step", seconds=time.perf_counter() - start,
+                       note=f"TorchScript cannot trace the graph's {what}({first}): it runs as captured, "
+                            "its aten ops called one by one")
     finally:
         torch.set_rng_state(rng)
     return Codegen(run=traced.forward, backend="step", seconds=time.perf_counter() - start)
+
+
+def _untraceable_op(graph: Any) -> str | None:
+    """The first op of ``graph`` that takes a fixed-size list of bools (``output_mask``), which
+    TorchScript's tracer has no type for; None when there is none."""
+    for node in graph.graph.nodes:
+        schema = compat.aten_op(node.target) if node.op == "call_function" else None
+        if schema is not None and any(a.N and "bool" in str(a.type) for a in schema.arguments):
+            return schema.name.replace("aten::", "")
+    return None
 
 
 def as_captured(graph: Any) -> Codegen:
