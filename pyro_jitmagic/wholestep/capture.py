@@ -20,10 +20,11 @@ from typing import Any
 
 from .. import patch
 from ..compat import capture as compat
-from ..guards import GuardBuilder, Guards, World, outside_states, read_world, states_equal
+from ..guards import GuardBuilder, Guards, Source, World, outside_states, read_world, states_equal
 from . import elbos, optim
 from .errors import CannotCompile, NeedsEagerStep, Unguardable
 from .reads import LossRecorder, ReadWatch, ValueRead, ValueReadPolicy
+from .writes import WriteWatch, buffer_sources, written_arguments
 
 
 @dataclass
@@ -101,18 +102,18 @@ def check_svi(svi: Any) -> tuple[Any, elbos.LossFn]:
 
 
 def _discover(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
-              kwargs: dict[str, Any], world: World) -> list[Any]:
-    """The params one step touches, as SVI.step finds them (an eager run, undone); Unguardable when
-    the run drew from a random stream outside torch."""
+              kwargs: dict[str, Any], world: World, writes: WriteWatch) -> list[Any]:
+    """The params one step touches, as SVI.step finds them (an eager run, undone: what it wrote in
+    place, ``writes`` keeps and has put back); Unguardable when the run drew from a random stream
+    outside torch."""
     import torch
     from pyro import poutine
 
     rng, outside = torch.get_rng_state(), outside_states(world)
-    held = [(read.value, read.value.detach().clone()) for read in world.tensors()]
     patches = patch.PatchSet()
     try:
         _forbid_store_writes(patches)
-        with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad():
+        with poutine.block(), poutine.trace(param_only=True) as capture, torch.no_grad(), writes:
             loss_fn(elbo, svi.model, svi.guide, args, kwargs, LossRecorder())
     except CannotCompile:
         raise
@@ -121,15 +122,20 @@ def _discover(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...],
     finally:
         patches.restore()
         torch.set_rng_state(rng)
-        with torch.no_grad():  # a global the model changes in place: only eager's steps change it
-            for tensor, value in held:
-                tensor.copy_(value)
+        writes.put_back()  # (a global or a BatchNorm's statistics: only eager's steps change them)
         drew = not states_equal(outside, outside_states(world))
         restore_outside_states(outside, world)
     if drew:
         raise Unguardable(_outside_draw_reason(world))
     found = {_unconstrained(site["value"]): name for name, site in capture.trace.nodes.items()}
     return sorted(((name, p) for p, name in found.items()), key=lambda item: item[0])
+
+
+def _written_buffers(writes: WriteWatch, world: World) -> list[tuple[Source, Any]]:
+    """The buffers of the model's and guide's modules that the step writes in place (a BatchNorm's
+    running statistics), with where each is fetched from: inputs of the graph."""
+    sources = buffer_sources(world.modules)
+    return [(sources[id(t)], t) for t in writes.written if id(t) in sources]
 
 
 def _unconstrained(value: Any) -> Any:
@@ -209,12 +215,13 @@ class _Inputs:
     keywords: list[tuple[str, int]] = field(default_factory=list)
     world: list[tuple[Any, int]] = field(default_factory=list)
     aliases: list[Any] = field(default_factory=list)  # reads of tensors that are inputs already
+    written: list[int] = field(default_factory=list)  # inputs the model writes (a module's buffers)
 
 
 def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
-             world: World) -> _Inputs:
-    """Where each param, optimizer state tensor, per-step number, tensor argument and tensor read
-    from outside enters the graph."""
+             world: World, buffers: list[tuple[Source, Any]]) -> _Inputs:
+    """Where each param, optimizer state tensor, per-step number, tensor argument, tensor read
+    from outside and module buffer the step writes enters the graph."""
     import torch
 
     tensors: list[Any] = [p for _, p in params]
@@ -260,8 +267,15 @@ def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwa
         taken.add(id(read.value))
         outside.append((read.source, len(tensors)))
         tensors.append(read.value)
+    for source, buffer in buffers:
+        if id(buffer) not in taken:  # (fetched afresh from its module on each step, as a global is)
+            taken.add(id(buffer))
+            outside.append((source, len(tensors)))
+            tensors.append(buffer)
+    slots = {id(t): i for i, t in enumerate(tensors)}
+    written = [slots[id(buffer)] for _, buffer in buffers if id(buffer) in slots]
     return _Inputs(tensors, rules, updates, scalar_vectors, first_scalars, arg_positions, first_arg,
-                   keywords, outside, aliases)
+                   keywords, outside, aliases, written)
 
 
 def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -270,8 +284,6 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     """Capture ``svi.step(*args, **kwargs)`` whole, computing ``elbo``'s loss (by default the SVI's
     own: the user's ELBO when the SVI runs on a companion of Pyro's JIT); ``locate`` names the
     user's lines. Raises CannotCompile, NeedsEagerStep or Unguardable."""
-    import pyro
-
     start = time.perf_counter()
     own, _ = check_svi(svi)
     elbo = own if elbo is None else elbo
@@ -281,7 +293,18 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         raise NeedsEagerStep(cold)
     _refuse_arrays(args, kwargs)
     world = read_world([svi.model, svi.guide], locate)
-    params = _discover(svi, elbo, loss_fn, args, kwargs, world)
+    writes = WriteWatch()
+    try:
+        return _capture(svi, elbo, loss_fn, args, kwargs, world, writes, value_reads, start)
+    finally:
+        writes.put_back()  # (what the trace wrote, outside the graph's inputs, too)
+
+
+def _capture(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...], kwargs: dict[str, Any],
+             world: World, writes: WriteWatch, value_reads: ValueReadPolicy, start: float) -> CapturedStep:
+    import pyro
+
+    params = _discover(svi, elbo, loss_fn, args, kwargs, world, writes)
     if not params:
         raise CannotCompile("the step has no params to optimize")
     hooked = [name for name, p in params if compat.gradient_hooks(p)]
@@ -292,7 +315,7 @@ def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     if waiting:
         raise NeedsEagerStep(f"a gradient is waiting in .grad of '{waiting[0]}' (a backward() before the "
                              "step), which eager's step adds to its own")
-    layout = _lay_out(svi, params, args, kwargs, world)
+    layout = _lay_out(svi, params, args, kwargs, world, _written_buffers(writes, world))
     recorder = LossRecorder()
     step = _WholeStep(svi, elbo, loss_fn, args, kwargs, params, layout, recorder, value_reads)
     store_keys = set(pyro.get_param_store().keys())
@@ -401,12 +424,17 @@ class _WholeStep:
     def __call__(self, *flat: Any) -> Any:
         import torch
 
+        # a buffer the model writes (a BatchNorm's statistics) as it was: a failed guard puts it back
+        kept = [(i, flat[i].clone()) for i in self.layout.written]
         ok, grads = self._loss_and_grads(flat)
         terms = [t.reshape(()).to(torch.float64) for t in self.recorder.tensors]
         terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
         with torch.no_grad():
             for i, grad in enumerate(grads):
                 self._update(flat, i, grad, ok)
+            if ok is not None:
+                for i, old in kept:
+                    flat[i].copy_(torch.where(ok, flat[i], old))
         return (torch.stack(terms),)
 
     def _loss_and_grads(self, flat: tuple[Any, ...]) -> tuple[Any, list[Any]]:
@@ -606,12 +634,10 @@ def _check_constants(graph: Any) -> None:
 
     for node in graph.graph.nodes:
         target = node.target
-        schema = compat.aten_op(target) if node.op == "call_function" else None
-        if schema is None or not schema.is_mutable:
+        if node.op != "call_function":
             continue
-        for argument, value in zip(schema.arguments, node.args, strict=False):
-            if argument.alias_info is not None and argument.alias_info.is_write \
-                    and isinstance(value, torch.fx.Node) and value.op == "get_attr":
+        for value in written_arguments(target, node.args, node.kwargs):
+            if isinstance(value, torch.fx.Node) and value.op == "get_attr":
                 raise CannotCompile(
                     f"the step changes in place a tensor that is neither a param nor an argument "
                     f"({target}), e.g. a BatchNorm's running statistics; those changes would be lost")

@@ -26,6 +26,7 @@ from .keys import layout
 from .optim import ParamUpdate
 from .reads import ValueRead
 from .short_way import ShortWay, binder, call_check, getter, grads_check, short_way
+from .writes import written_arguments
 
 
 @dataclass(frozen=True)
@@ -444,12 +445,10 @@ def _written_inputs(graph: Any) -> list[int]:
     index = {node: i for i, node in enumerate(placeholders)}
     written = set()
     for node in graph.graph.nodes:
-        schema = compat.aten_op(node.target) if node.op == "call_function" else None
-        if schema is None or not schema.is_mutable:
+        if node.op != "call_function":
             continue
-        for argument, value in zip(schema.arguments, node.args, strict=False):
-            if argument.alias_info is not None and argument.alias_info.is_write \
-                    and isinstance(value, torch.fx.Node) and value in index:
+        for value in written_arguments(node.target, node.args, node.kwargs):
+            if isinstance(value, torch.fx.Node) and value in index:
                 written.add(index[value])
     return sorted(written)
 

@@ -388,6 +388,22 @@ def model(data):
 
 svi = SVI(model, AutoNormal(model), Adam({"lr": 0.05}), Trace_ELBO())
 """, (loop(STEP),), named=(("plain", "rng"), ("pyro", "rng"), ("step", "rng"))),
+    Case("a BatchNorm net, its running statistics moved in place on every step", PRELUDE + """
+x = torch.randn(64, 3, generator=generator)
+y = x.sum(-1) + 0.1 * torch.randn(64, generator=generator)
+net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+
+def model(x, y):
+    pyro.module("net", net)
+    with pyro.plate("data", len(x)):
+        pyro.sample("obs", dist.Normal(net(x).squeeze(-1), 1.0), obs=y)
+
+def guide(x, y):
+    pass
+
+svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
+""", (loop("losses.append(svi.step(x[step % 4::4], y[step % 4::4]))", "{half}")
+      + "statistics = [v.clone() for v in net[1].buffers()]\n",), kept=("statistics",)),
 )
 
 BY_NAME = {case.name: case for case in CASES}

@@ -19,7 +19,6 @@ WAYS = ("magic", "compare")
 FALLS_BACK = {
     "sparse_gamma_def": "AdagradRMSProp",  # an optimizer the capture does not write
     "gmm": "gradient hook",  # a hook on each param reads the gradient's norm on every step
-    "net_batchnorm": "changes in place a tensor",  # BatchNorm's running statistics
     "tracegraph_baseline": "writes the param store",  # the decaying-average baseline
 }
 

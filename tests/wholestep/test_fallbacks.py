@@ -159,21 +159,6 @@ def test_a_model_changing_a_global_tensor_in_place_does_so_on_every_compiled_ste
     assert counter.item() == 4 and step.steps == 3  # the closure's tensor is an input the graph writes
 
 
-def test_a_module_buffer_changed_in_place_is_refused():
-    net = torch.nn.BatchNorm1d(1)
-
-    def model(data):
-        pyro.module("net", net)
-        pyro.sample("loc", dist.Normal(net(data.unsqueeze(-1)).sum(), 1.0))
-
-    def guide(data):
-        pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
-
-    svi = stepped(SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO()), (torch.randn(4),))
-    assert "changes in place a tensor that is neither a param nor an argument" in reason(
-        svi, (torch.randn(4),))
-
-
 def test_bad_backend_is_a_value_error():
     svi, args, _ = gaussian_svi()
     stepped(svi, args)

@@ -24,6 +24,7 @@ from ...policy.books import Tally
 from ...run import advice
 from ...run.cache_stats import EntryStats, RecompilationWarning
 from ...run.context import RunContext
+from ...wholestep.writes import KeptBuffers
 from .auto_keys import AutoKeys
 from .caches import changing_keyword, describe_key
 from .executor import ExecutorTrial, optimize_setter
@@ -77,6 +78,10 @@ class _FirstCall:
         self.rng: Any = None
         self.outside: Any = None  # numpy's and Python's random states after it
         self.created_params = False
+        #: the buffers of the modules it ran (a BatchNorm's running statistics), as it left them:
+        #: the trace and the traced call write them again, and the step is this one run
+        self.wrote = KeptBuffers(None)
+        self.moved: str | None = None  # those it changed, in words
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -84,7 +89,10 @@ class _FirstCall:
             return self.fn(*args, **kwargs)
         import torch
 
+        before = KeptBuffers(self._world)
         self.result = self.fn(*args, **kwargs)
+        self.moved = before.moved()
+        self.wrote = KeptBuffers(self._world)
         self.rng = torch.get_rng_state()
         self.outside = outside_states(self._world)
         self.created_params = not self._known.issuperset(self._store.keys())
@@ -210,8 +218,14 @@ class KeyCalls:
             return first.result
         finally:
             local.restore()
+            first.wrote.restore()
             self._after_compile(fn, key, pending)
         frozen = self.watch.frozen(pending.world, first.outside, risky)
+        if frozen is None and first.moved:
+            # a trace holds a module's buffers as constants: an integer one (a BatchNorm's count of
+            # batches) as a copy, which its calls never change, and a buffer replaced as the one it saw
+            frozen = (f"it changes {first.moved} in place on every step, which a trace of Pyro's JIT "
+                      "stops doing; the whole step (--backend step) compiles it")
         if frozen is not None and first.rng is not None:
             # the trace holds what eager reads afresh: the step is its eager first run, and the key
             # runs eager from now on
@@ -300,9 +314,11 @@ class KeyCalls:
 
         param: Any = pyro.param
         start = torch.get_rng_state()
+        buffers = KeptBuffers(self.watch.world())
         eager_result = fn.fn(*args, **kwargs)
         eager = torch.get_rng_state()
         torch.set_rng_state(start)
+        buffers.restore()  # (a module's buffers: the traced call writes them, once)
         result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
         if not torch.equal(torch.get_rng_state(), eager) and self.watch.draws_part(fn, key):
             fn.compiled.pop(key, None)

@@ -30,6 +30,7 @@ from ...guards import (
 from ...run import advice
 from ...run.context import RunContext
 from ...run.recorder import StepPlan
+from ...wholestep.writes import KeptBuffers
 from . import elbos
 from .caches import describe_key
 from .routes import EagerInstead, PyroRoute
@@ -223,6 +224,7 @@ class TraceWatch:
         param: Any = pyro.param
         began = time.perf_counter()
         start = torch.get_rng_state()
+        buffers = KeptBuffers(self.world())  # (a BatchNorm's statistics: eager's run writes them)
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -231,6 +233,7 @@ class TraceWatch:
             eager = exc
         after = torch.get_rng_state()
         torch.set_rng_state(start)
+        buffers.restore()
         self.ctx.recorder.sentinel_checks += 1
         self.ctx.recorder.sentinel_seconds += time.perf_counter() - began
         result = traced(*[param(name).unconstrained() for name in compat.param_names(fn)], *args)
@@ -240,6 +243,7 @@ class TraceWatch:
             if not self.draws_part(fn, key):
                 return result
             torch.set_rng_state(start)
+            buffers.restore()
             return self.eager(fn, args, kwargs)
         if value is None or (not isinstance(eager, Exception) and eager is not None
                              and agree(value, eager, max(abs(value), abs(eager)), _eps(result))):
@@ -250,6 +254,7 @@ class TraceWatch:
                      "random draws")
         self.eager_from_now(fn, key, f"the sentinel found its trace wrong: {told}")
         torch.set_rng_state(start)
+        buffers.restore()
         return self.eager(fn, args, kwargs)
 
 
