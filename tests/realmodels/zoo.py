@@ -974,8 +974,8 @@ losses = [svi.step(x, y) for step in range(60)]
     jit=(("Trace_ELBO()", "JitTrace_ELBO()"),),
     # in training mode BatchNorm normalises with the batch's statistics: the running ones do not
     # enter the loss; Pyro's trace holds the count of batches as a constant copy, which it never moves
-    expect=Expect(same_losses=True,
-                  by_hand_wrong="its trace leaves the BatchNorm's count of batches as its first step left it"),
+    expect=Expect(same_losses=True, by_hand_wrong="its trace leaves the BatchNorm's count of batches "
+                                                  "where its first step left it"),
 )
 
 RANDOM_INIT = _model(
