@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .. import patch
 from ..compat import capture as compat
+from .errors import CannotCompile
 
 if TYPE_CHECKING:
     from .worker import Ahead
@@ -80,15 +81,34 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
             # torch's own trace, not a running cell's wrapper of it: this is no trace of Pyro's JIT
             traced = patch.unwrap(torch.jit.trace)(graph, tuple(scratch), check_trace=False)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _runs_as_captured(graph, example_inputs)
         untraceable = _untraceable_op(graph)
         what = f"{untraceable} " if untraceable else ""
         return Codegen(run=graph, backend="step", seconds=time.perf_counter() - start,
-                       note=f"TorchScript cannot trace the graph's {what}({first}): it runs as captured, "
-                            "its aten ops called one by one")
+                       note=f"TorchScript cannot trace the graph's {what}({_first_line(exc)}): it runs as "
+                            "captured, its aten ops called one by one")
     finally:
         torch.set_rng_state(rng)
     return Codegen(run=traced.forward, backend="step", seconds=time.perf_counter() - start)
+
+
+def _runs_as_captured(graph: Any, example_inputs: list[Any]) -> None:
+    """CannotCompile unless the captured graph runs (on copies of its inputs): an op that torch
+    cannot replay from its recorded arguments (an LSTM's gradient on oneDNN, whose workspace was
+    recorded undefined) fails here, not in the user's step."""
+    import torch
+
+    scratch = [t.detach().clone() for t in example_inputs]
+    try:
+        with torch.no_grad():
+            graph(*scratch)
+    except Exception as exc:
+        raise CannotCompile(f"the captured graph does not run as captured ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _untraceable_op(graph: Any) -> str | None:

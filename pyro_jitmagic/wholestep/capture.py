@@ -24,7 +24,7 @@ from ..guards import GuardBuilder, Guards, Source, World, outside_states, read_w
 from . import elbos, optim
 from .errors import CannotCompile, NeedsEagerStep, Unguardable
 from .reads import LossRecorder, ReadWatch, ValueRead, ValueReadPolicy
-from .writes import WriteWatch, buffer_sources, written_arguments
+from .writes import WriteWatch, buffer_sources, written_roots
 
 
 @dataclass
@@ -630,17 +630,12 @@ def _plain_reductions(graph: Any) -> None:
 
 def _check_constants(graph: Any) -> None:
     """CannotCompile if the graph writes into a tensor that is not one of its inputs."""
-    import torch
-
-    for node in graph.graph.nodes:
-        target = node.target
-        if node.op != "call_function":
-            continue
-        for value in written_arguments(target, node.args, node.kwargs):
-            if isinstance(value, torch.fx.Node) and value.op == "get_attr":
-                raise CannotCompile(
-                    f"the step changes in place a tensor that is neither a param nor an argument "
-                    f"({target}), e.g. a BatchNorm's running statistics; those changes would be lost")
+    for target, value in written_roots(graph):
+        if value.op == "get_attr":
+            raise CannotCompile(
+                f"the step changes in place a tensor that is neither a param, an argument, a global nor a "
+                f"buffer of a module it runs ({target}): a graph would lose those changes; read it by name "
+                "(not through getattr) to compile the step")
 
 
 def _draws_random(graph: Any) -> bool:

@@ -26,7 +26,7 @@ from .keys import layout
 from .optim import ParamUpdate
 from .reads import ValueRead
 from .short_way import ShortWay, binder, call_check, getter, grads_check, short_way
-from .writes import written_arguments
+from .writes import written_roots
 
 
 @dataclass(frozen=True)
@@ -439,18 +439,9 @@ def _raised(eager: Any) -> str:
 
 def _written_inputs(graph: Any) -> list[int]:
     """Which inputs the graph writes in place (put back when the sentinel undoes a call)."""
-    import torch
-
     placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
     index = {node: i for i, node in enumerate(placeholders)}
-    written = set()
-    for node in graph.graph.nodes:
-        if node.op != "call_function":
-            continue
-        for value in written_arguments(node.target, node.args, node.kwargs):
-            if isinstance(value, torch.fx.Node) and value in index:
-                written.add(index[value])
-    return sorted(written)
+    return sorted({index[value] for _, value in written_roots(graph) if value in index})
 
 
 def _same_arguments(failed: tuple[tuple[Any, ...], dict[str, Any], Declined], args: tuple[Any, ...],

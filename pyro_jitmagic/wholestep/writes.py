@@ -44,6 +44,9 @@ class WriteWatch:
         return [tensor for tensor, _ in self._kept.values()]
 
     def keep(self, tensor: Any) -> None:
+        # a write through a view writes the tensor it views (InstanceNorm writes its running
+        # statistics through an alias of them)
+        tensor = tensor._base if tensor._base is not None else tensor
         if id(tensor) not in self._ignore and id(tensor) not in self._kept:
             with compat.outside_capture():
                 self._kept[id(tensor)] = (tensor, tensor.detach().clone())
@@ -111,6 +114,33 @@ def written_arguments(func: Any, args: Any, kwargs: Any = None) -> list[Any]:
             if value is not None:
                 found.append(value)
     return found
+
+
+def written_roots(graph: Any) -> list[tuple[Any, Any]]:
+    """(op, node) for each value the FX ``graph`` writes in place: the node written, followed back
+    through the views it is made by (``alias``, ``view``, ``select``...) to the value they view: an
+    input, a constant, or a tensor the graph made."""
+    import torch
+
+    found = []
+    for node in graph.graph.nodes:
+        if node.op != "call_function":
+            continue
+        for value in written_arguments(node.target, node.args, node.kwargs):
+            if isinstance(value, torch.fx.Node):
+                while value.op == "call_function" and _is_view(value.target) \
+                        and value.args and isinstance(value.args[0], torch.fx.Node):
+                    value = value.args[0]
+                found.append((node.target, value))
+    return found
+
+
+def _is_view(target: Any) -> bool:
+    schema = compat.aten_op(target)
+    if schema is None or schema.is_mutable or not schema.returns:
+        return False
+    alias = schema.returns[0].alias_info
+    return alias is not None and not alias.is_write
 
 
 def _argument(args: Any, kwargs: Any, position: int, name: str) -> Any:
