@@ -94,7 +94,10 @@ def _equal(a: Any, b: Any) -> bool:
 def _restore(tensor: Any, value: Any) -> None:
     # (through .data: a value put back is no change, and a version bump would fail the backward
     # of an eager loss that saved the tensor: a BatchNorm's saves its running statistics)
-    tensor.data.copy_(value)
+    if tensor.shape == value.shape and tensor.stride() == value.stride():
+        tensor.data.copy_(value)
+    else:  # an op's out= tensor, resized by the write (an RNN's workspace): its old shape too
+        tensor.data = value
 
 
 def written_arguments(func: Any, args: Any, kwargs: Any = None) -> list[Any]:
