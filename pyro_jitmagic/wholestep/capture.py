@@ -215,13 +215,13 @@ class _Inputs:
     keywords: list[tuple[str, int]] = field(default_factory=list)
     world: list[tuple[Any, int]] = field(default_factory=list)
     aliases: list[Any] = field(default_factory=list)  # reads of tensors that are inputs already
-    written: list[int] = field(default_factory=list)  # inputs the model writes (a module's buffers)
+    written: list[int] = field(default_factory=list)  # inputs the model writes (a BatchNorm's statistics)
 
 
 def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
-             world: World, buffers: list[tuple[Source, Any]]) -> _Inputs:
+             world: World, writes: WriteWatch) -> _Inputs:
     """Where each param, optimizer state tensor, per-step number, tensor argument, tensor read
-    from outside and module buffer the step writes enters the graph."""
+    from outside and module buffer the step writes (``writes`` saw it) enters the graph."""
     import torch
 
     tensors: list[Any] = [p for _, p in params]
@@ -267,13 +267,14 @@ def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwa
         taken.add(id(read.value))
         outside.append((read.source, len(tensors)))
         tensors.append(read.value)
-    for source, buffer in buffers:
+    for source, buffer in _written_buffers(writes, world):
         if id(buffer) not in taken:  # (fetched afresh from its module on each step, as a global is)
             taken.add(id(buffer))
             outside.append((source, len(tensors)))
             tensors.append(buffer)
+    # (a buffer, a global counter, an argument the model changes in place)
     slots = {id(t): i for i, t in enumerate(tensors)}
-    written = [slots[id(buffer)] for _, buffer in buffers if id(buffer) in slots]
+    written = [slots[id(t)] for t in writes.written if id(t) in slots]
     return _Inputs(tensors, rules, updates, scalar_vectors, first_scalars, arg_positions, first_arg,
                    keywords, outside, aliases, written)
 
@@ -315,7 +316,7 @@ def _capture(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...], 
     if waiting:
         raise NeedsEagerStep(f"a gradient is waiting in .grad of '{waiting[0]}' (a backward() before the "
                              "step), which eager's step adds to its own")
-    layout = _lay_out(svi, params, args, kwargs, world, _written_buffers(writes, world))
+    layout = _lay_out(svi, params, args, kwargs, world, writes)
     recorder = LossRecorder()
     step = _WholeStep(svi, elbo, loss_fn, args, kwargs, params, layout, recorder, value_reads)
     store_keys = set(pyro.get_param_store().keys())
@@ -424,7 +425,7 @@ class _WholeStep:
     def __call__(self, *flat: Any) -> Any:
         import torch
 
-        # a buffer the model writes (a BatchNorm's statistics) as it was: a failed guard puts it back
+        # what the model writes in place (a BatchNorm's statistics) as it was: a failed guard puts it back
         kept = [(i, flat[i].clone()) for i in self.layout.written]
         ok, grads = self._loss_and_grads(flat)
         terms = [t.reshape(()).to(torch.float64) for t in self.recorder.tensors]

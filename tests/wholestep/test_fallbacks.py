@@ -159,6 +159,29 @@ def test_a_model_changing_a_global_tensor_in_place_does_so_on_every_compiled_ste
     assert counter.item() == 4 and step.steps == 3  # the closure's tensor is an input the graph writes
 
 
+def test_a_global_counter_moves_once_a_step_also_on_steps_a_guard_declines():
+    counter = torch.zeros(1)
+
+    def model(data):
+        counter.add_(1)
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        scale = 1.0 if loc > 0 else 2.0  # a value read: the graph checks it on every step
+        with pyro.plate("n", len(data)):
+            pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+    def guide(data):
+        pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    data = torch.randn(8)
+    pyro.set_rng_seed(0)
+    svi = stepped(SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO()), (data,))
+    step = compile_svi_step(svi, (data,))
+    for _ in range(40):
+        step(data)
+    assert step.guard_failures > 0 and step.steps > 0  # (both sides of the branch were met)
+    assert counter.item() == 41  # the graph's write undone where its guard failed; eager's step wrote it
+
+
 def test_bad_backend_is_a_value_error():
     svi, args, _ = gaussian_svi()
     stepped(svi, args)
