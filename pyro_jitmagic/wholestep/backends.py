@@ -83,10 +83,11 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
     except RuntimeError as exc:
         _runs_as_captured(graph, example_inputs)
         untraceable = _untraceable_op(graph)
-        what = f"{untraceable} " if untraceable else ""
+        what = (f"{untraceable} (its bool[3] mask)" if untraceable
+                else f"the graph ({_first_line(exc)})")
         return Codegen(run=graph, backend="step", seconds=time.perf_counter() - start,
-                       note=f"TorchScript cannot trace the graph's {what}({_first_line(exc)}): it runs as "
-                            "captured, its aten ops called one by one")
+                       note=f"TorchScript's tracer cannot record {what}: the graph runs as captured, its "
+                            "aten ops called one by one")
     finally:
         torch.set_rng_state(rng)
     return Codegen(run=traced.forward, backend="step", seconds=time.perf_counter() - start)
