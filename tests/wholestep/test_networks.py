@@ -211,57 +211,52 @@ def test_statistics_written_through_a_view_move_as_eager_moves_them():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=rounding_atol(b, 8))
 
 
+class _Recurrent(torch.nn.Module):
+    """A recurrent layer's last output through a linear read-out."""
+
+    def __init__(self, rnn, hidden):
+        super().__init__()
+        self.rnn = rnn
+        self.out = torch.nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.out(self.rnn(x)[0][:, -1])
+
+
+def _train_recurrent(make_rnn, hidden, compiled):
+    """Five steps' losses of a recurrent net, the first eager, the rest eager or on one compiled step
+    (eager where the capture refuses it: None then, else the compiled step)."""
+    x = torch.randn(8, 4, 1, generator=torch.Generator().manual_seed(2))
+    y = x.sum((1, 2))
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    svi = _net_svi(_Recurrent(make_rnn(), hidden))
+    losses = [svi.step(x, y)]
+    step = svi.step
+    if compiled:
+        try:
+            step = compile_svi_step(svi, (x, y))
+        except CannotCompile as exc:
+            assert exc.reason  # (said in the report: the SVI runs on Pyro's JIT)
+            compiled = False
+    return losses + [step(x, y) for _ in range(4)], step if compiled else None
+
+
 def test_an_lstm_trains_as_eager_trains_whether_or_not_its_graph_can_run():
     """torch records an LSTM's gradient on oneDNN with an undefined workspace it cannot replay: the
     capture refuses the graph (CannotCompile), and the step is never a failing call."""
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = torch.nn.LSTM(1, 5, batch_first=True)
-            self.out = torch.nn.Linear(5, 1)
+    def lstm():
+        return torch.nn.LSTM(1, 5, batch_first=True)
 
-        def forward(self, x):
-            return self.out(self.rnn(x)[0][:, -1])
-
-    x = torch.randn(8, 4, 1, generator=torch.Generator().manual_seed(2))
-    y = x.sum((1, 2))
-
-    def train(compiled):
-        pyro.clear_param_store()
-        torch.manual_seed(0)
-        svi = _net_svi(Net())
-        losses = [svi.step(x, y)]
-        step = svi.step
-        if compiled:
-            try:
-                step = compile_svi_step(svi, (x, y))
-            except CannotCompile as exc:
-                assert exc.reason  # (said in the report: the SVI runs on Pyro's JIT)
-        return losses + [step(x, y) for _ in range(4)]
-
-    assert train(True) == pytest.approx(train(False), rel=1e-5)
+    compiled, _ = _train_recurrent(lstm, 5, compiled=True)
+    assert compiled == pytest.approx(_train_recurrent(lstm, 5, compiled=False)[0], rel=1e-5)
 
 
 def test_a_gru_whose_kernels_resize_what_they_write_trains_as_eager_trains():
     """oneDNN's GRU writes into tensors it resizes: the capture puts each back as it was, shape too."""
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = torch.nn.GRU(1, 3, batch_first=True)
-            self.out = torch.nn.Linear(3, 1)
+    def gru():
+        return torch.nn.GRU(1, 3, batch_first=True)
 
-        def forward(self, x):
-            return self.out(self.rnn(x)[0][:, -1])
-
-    x = torch.randn(8, 4, 1, generator=torch.Generator().manual_seed(3))
-    y = x.sum((1, 2))
-
-    def train(compiled):
-        pyro.clear_param_store()
-        torch.manual_seed(0)
-        svi = _net_svi(Net())
-        losses = [svi.step(x, y)]
-        step = compile_svi_step(svi, (x, y)) if compiled else svi.step
-        return losses + [step(x, y) for _ in range(4)]
-
-    assert train(True) == pytest.approx(train(False), rel=1e-5)
+    compiled, step = _train_recurrent(gru, 3, compiled=True)
+    assert step is not None and step.steps == 4  # (it compiles)
+    assert compiled == pytest.approx(_train_recurrent(gru, 3, compiled=False)[0], rel=1e-5)
