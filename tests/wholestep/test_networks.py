@@ -80,12 +80,18 @@ def test_batchnorm_statistics_move_once_a_step_as_eager_moves_them(backend):
     _assert_statistics_agree(stats, eager_stats)
 
 
-def test_capturing_leaves_the_statistics_as_the_eager_step_left_them():
-    batches = _batches(2)
+def _stepped_net(batches):
+    """A BatchNorm net and its SVI after one eager step on the first batch."""
     pyro.clear_param_store()
     net = torch.nn.Sequential(torch.nn.BatchNorm1d(1), torch.nn.Linear(1, 1))
     svi = _net_svi(net)
     svi.step(*batches[0])
+    return net, svi
+
+
+def test_capturing_leaves_the_statistics_as_the_eager_step_left_them():
+    batches = _batches(2)
+    net, svi = _stepped_net(batches)
     before = _statistics(net[0])
     compile_svi_step(svi, batches[1])  # runs the model twice: once to find the params, once to trace
     for a, b in zip(_statistics(net[0]), before, strict=True):
@@ -94,10 +100,7 @@ def test_capturing_leaves_the_statistics_as_the_eager_step_left_them():
 
 def test_a_buffer_the_user_replaces_is_the_one_the_next_step_writes():
     batches = _batches(4)
-    pyro.clear_param_store()
-    net = torch.nn.Sequential(torch.nn.BatchNorm1d(1), torch.nn.Linear(1, 1))
-    svi = _net_svi(net)
-    svi.step(*batches[0])
+    net, svi = _stepped_net(batches)
     step = compile_svi_step(svi, batches[1])
     step(*batches[1])
     old = net[0].running_mean
@@ -152,31 +155,18 @@ def test_a_tensor_written_in_place_that_the_guards_cannot_find_is_refused_and_le
 
 
 def test_a_convolution_runs_as_captured_where_torchscript_cannot_trace_its_gradient():
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(16, 1))
-    x = torch.randn(10, 1, 8)
+    x = torch.randn(10, 1, 8, generator=torch.Generator().manual_seed(4))
     y = x.sum((1, 2))
-
-    def model(x, y):
-        pyro.module("net", net)
-        with pyro.plate("n", len(x)):
-            pyro.sample("obs", dist.Normal(net(x)[:, 0], 0.5), obs=y)
-
-    def guide(x, y):
-        pass
 
     def train(compiled):
         pyro.clear_param_store()
         torch.manual_seed(0)
-        for p, init in zip(net.parameters(), initial, strict=True):
-            p.data.copy_(init)
-        svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+        nn = torch.nn
+        svi = _net_svi(nn.Sequential(nn.Conv1d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(16, 1)))
         losses = [svi.step(x, y)]
         step = compile_svi_step(svi, (x, y)) if compiled else svi.step
         return losses + [step(x, y) for _ in range(5)], step
 
-    initial = [p.detach().clone() for p in net.parameters()]
     eager, _ = train(False)
     losses, step = train(True)
     assert "TorchScript's tracer cannot record convolution_backward (its bool[3] mask)" in step.fallback
