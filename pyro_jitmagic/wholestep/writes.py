@@ -12,7 +12,7 @@ fetched afresh on each step and written there once, as eager writes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..compat import capture as compat
@@ -21,13 +21,9 @@ from ..guards import Source, World
 
 class WriteWatch:
     """A dispatch mode that keeps a copy of each tensor an op is about to write in place, the first
-    time it is written: :meth:`put_back` makes them as they were, and :attr:`written` lists them.
+    time it is written: :meth:`put_back` makes them as they were, and :attr:`written` lists them."""
 
-    Tensors in ``ignore`` (the caller puts those back itself) are not copied.
-    """
-
-    def __init__(self, ignore: Iterable[Any] = ()) -> None:
-        self._ignore = {id(t) for t in ignore}
+    def __init__(self) -> None:
         self._kept: dict[int, tuple[Any, Any]] = {}
         self._mode = _make_mode(self)
 
@@ -47,7 +43,7 @@ class WriteWatch:
         # a write through a view writes the tensor it views (InstanceNorm writes its running
         # statistics through an alias of them)
         tensor = tensor._base if tensor._base is not None else tensor
-        if id(tensor) not in self._ignore and id(tensor) not in self._kept:
+        if id(tensor) not in self._kept:
             with compat.outside_capture():
                 self._kept[id(tensor)] = (tensor, tensor.detach().clone())
 
@@ -65,11 +61,9 @@ class KeptBuffers:
     Python: Pyro's JIT compiles a key in a few eager runs' time, where a capture takes many."""
 
     def __init__(self, world: World | None) -> None:
-        self.kept: list[tuple[Any, str, Any, Any]] = []  # (module, name, tensor, its value)
-        for module in world.modules if world is not None else ():
-            for name, tensor in (vars(module).get("_buffers") or {}).items():
-                if tensor is not None:
-                    self.kept.append((module, name, tensor, tensor.detach().clone()))
+        # (module, name, tensor, its value)
+        self.kept = [(module, name, tensor, tensor.detach().clone())
+                     for module, name, tensor in _buffers(world.modules if world is not None else ())]
 
     def moved(self) -> str | None:
         """The buffers that moved since (another tensor, or other values), in words
@@ -180,10 +174,15 @@ def buffer_sources(modules: Iterable[Any]) -> dict[int, Source]:
     """Every buffer of ``modules`` (a model's ``nn.Module``s and their submodules), by the id of its
     tensor: where to fetch it again (the module's own ``_buffers``, never through a property)."""
     found: dict[int, Source] = {}
-    for module in modules:
-        buffers = vars(module).get("_buffers") or {}
-        for name, tensor in buffers.items():
-            if tensor is not None and id(tensor) not in found:
-                found[id(tensor)] = Source("object", module, type(module).__name__,
-                                           (("attr", "_buffers"), ("item", name)))
+    for module, name, tensor in _buffers(modules):
+        found.setdefault(id(tensor), Source("object", module, type(module).__name__,
+                                            (("attr", "_buffers"), ("item", name))))
     return found
+
+
+def _buffers(modules: Iterable[Any]) -> Iterator[tuple[Any, str, Any]]:
+    """(module, name, tensor) of each buffer the modules hold, read from their own ``_buffers``."""
+    for module in modules:
+        for name, tensor in (vars(module).get("_buffers") or {}).items():
+            if tensor is not None:
+                yield module, name, tensor
