@@ -198,6 +198,38 @@ def dice_code() -> Any:
     return Dice.compute_expectation.__code__
 
 
+def pyro_warning(frame: Any) -> Any:
+    """Where ``frame`` is Pyro's ``warn_if_nan`` or ``warn_if_inf`` (pyro/util.py), which read a
+    value only to warn: a function of the read's index within that call (``warn_if_inf`` reads for
+    +inf, then -inf, each unless allowed) that gives eager's warning as that branch would, through
+    Pyro's own function on a stand-in number (the same text, category, file and line); else None."""
+    import math
+    from functools import partial
+
+    import pyro.util
+
+    code, names = frame.f_code, frame.f_locals
+    try:
+        msg, filename, lineno = names["msg"], names["filename"], names["lineno"]
+    except KeyError:
+        return None
+    if not (isinstance(msg, str) and isinstance(filename, str) and isinstance(lineno, int)):
+        return None
+    where = {"filename": filename, "lineno": lineno}
+    if code is pyro.util.warn_if_nan.__code__:
+        return lambda index: partial(pyro.util.warn_if_nan, math.nan, msg, **where)
+    if code is not pyro.util.warn_if_inf.__code__ or "allow_posinf" not in names:
+        return None
+    checks_posinf = not names["allow_posinf"]
+
+    def warning(index: int) -> Any:
+        if index == 0 and checks_posinf:
+            return partial(pyro.util.warn_if_inf, math.inf, msg, False, True, **where)
+        return partial(pyro.util.warn_if_inf, -math.inf, msg, True, False, **where)
+
+    return warning
+
+
 def eager_potential(potential_fn: Any) -> Any:
     """The eager potential of a model behind ``potential_fn`` (Pyro's ``_PEMaker``), or
     ``potential_fn`` itself when it is the user's own."""

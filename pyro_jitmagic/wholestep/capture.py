@@ -52,6 +52,7 @@ class CapturedStep:
     first_arg_input: int
     loss: Any                                  # values -> eager's float loss
     guards: int                                # value reads the graph itself checks every step
+    warnings: tuple[Any, ...]                  # eager's warnings: Pyro's NaN and inf checks, as flags
     world: Guards                              # what it assumed of the world outside its inputs
     keyword_inputs: list[tuple[str, int]]      # (keyword, input position) of tensor keywords
     world_inputs: list[tuple[Any, int]]        # (Source, input position) of tensors read from outside
@@ -336,6 +337,7 @@ def _capture(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...], 
         updates=[u for u in layout.updates if u.param not in untouched], untouched=untouched,
         scalar_vectors=layout.scalar_vectors, arg_positions=layout.arg_positions,
         first_arg_input=layout.first_arg, loss=recorder.evaluator(step.loss), guards=len(watch.guards),
+        warnings=tuple(warning for _, warning in watch.warnings),
         reads=tuple(watch.reads), dice_masks=watch.dice_masks, random=_draws_random(graph),
         baked_tensors=_baked(graph), capture_seconds=time.perf_counter() - start,
         nan_warning=_nan_warning_site(elbo), rules=dict(layout.rules),
@@ -428,7 +430,12 @@ class _WholeStep:
         # what the model writes in place (a BatchNorm's statistics) as it was: a failed guard puts it back
         kept = [(i, flat[i].clone()) for i in self.layout.written]
         ok, grads = self._loss_and_grads(flat)
+        # the values: the loss's terms, then each warning's flag and all of them, then the guards
         terms = [t.reshape(()).to(torch.float64) for t in self.recorder.tensors]
+        flags = [holds for holds, _ in self.watch.warnings]
+        if flags:
+            terms += [f.to(torch.float64) for f in flags]
+            terms.append(torch.stack(flags).all().to(torch.float64))
         terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
         with torch.no_grad():
             for i, grad in enumerate(grads):
@@ -449,7 +456,7 @@ class _WholeStep:
         call_kwargs = dict(self.kwargs)
         for key, slot in layout.keywords:
             call_kwargs[key] = flat[slot]
-        with ReadWatch(self.value_reads, _WholeStep._loss_and_grads.__code__) as watch:
+        with ReadWatch(self.value_reads, _WholeStep._loss_and_grads.__code__, warnings_apart=True) as watch:
             with poutine.block(), poutine.trace(param_only=True) as trace:
                 self.loss, surrogates = self.loss_fn(self.elbo, self.svi.model, self.svi.guide,
                                                      tuple(call_args), call_kwargs, self.recorder)

@@ -3,9 +3,12 @@
 When Python reads a traced tensor's value (``if loc > 0:``, ``int(n)``), the graph would bake that
 value in. :class:`ReadWatch` sees each read. A boolean or integer read becomes a guard the graph
 computes; a step whose guards fail is undone inside the graph and run eagerly, so Pyro's own checks
-warn or raise as eager does. A floating-point read cannot be guarded: it stops the capture, or in
-the user's code may be baked in and reported as risky. Pyro's float loss is never read: a
-:class:`LossRecorder` replays its arithmetic on the graph's outputs, exact to the last bit.
+warn or raise as eager does. Pyro's NaN and infinity checks (``warn_if_nan``, ``warn_if_inf``) read
+a value only to warn: where asked, each becomes a flag the graph computes, and a step whose flag
+fails keeps its results and gives eager's warning, with no eager run. A floating-point read cannot
+be guarded: it stops the capture, or in the user's code may be baked in and reported as risky.
+Pyro's float loss is never read: a :class:`LossRecorder` replays its arithmetic on the graph's
+outputs, exact to the last bit.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ class ValueRead:
     origin : {"user", "pyro"}
         ``"user"`` for a read in the user's code, ``"pyro"`` for Pyro's or torch's own
         (a NaN check, distribution validation).
-    handling : {"guarded", "baked"}
+    handling : {"guarded", "warned", "baked"}
         ``"guarded"``: the graph checks the value every step and runs a step whose
-        value differs eagerly; ``"baked"``: the capture-time value is a constant in
-        the graph, which computes a wrong step if it changes (risky).
+        value differs eagerly; ``"warned"``: Pyro's check for a NaN or infinity, which
+        the graph computes every step, giving eager's warning when it fails;
+        ``"baked"``: the capture-time value is a constant in the graph, which computes a
+        wrong step if it changes (risky).
     what : str
         How the value was read: ``"bool(tensor)"``, ``"tensor.item()"``...
     where : str
@@ -46,7 +51,7 @@ class ValueRead:
     """
 
     origin: Literal["user", "pyro"]
-    handling: Literal["guarded", "baked"]
+    handling: Literal["guarded", "warned", "baked"]
     what: str
     where: str
     filename: str = ""
@@ -63,6 +68,8 @@ class ValueRead:
             text += f": {self.source}"
         if self.handling == "guarded":
             return text + " (checked every step; a step where it differs runs eagerly)"
+        if self.handling == "warned":
+            return text + " (checked every step; a step where it fails gives eager's warning)"
         return text + " (baked in at its capture-time value: the compiled step may be wrong)"
 
 
@@ -85,13 +92,19 @@ class ReadWatch:
     stop_code : code object
         The captured function's code: frames from there up are the capture's caller,
         not the user's model.
+    warnings_apart : bool
+        Whether Pyro's NaN and infinity checks become :attr:`warnings` rather than guards.
     """
 
-    def __init__(self, policy: ValueReadPolicy, stop_code: Any) -> None:
+    def __init__(self, policy: ValueReadPolicy, stop_code: Any, warnings_apart: bool = False) -> None:
         self.policy = policy
         self.stop_code = stop_code
         self.guards: list[Any] = []     # traced bool tensors, each True when a read repeats
+        #: (traced bool tensor, True while Pyro's check finds nothing; eager's warning, a function)
+        self.warnings: list[tuple[Any, Callable[[], None]]] = []
         self.reads: list[ValueRead] = []
+        self._warnings_apart = warnings_apart
+        self._checking: tuple[Any, int] | None = None  # (Pyro's check's frame, reads in it so far)
         self.dice_masks = 0
         self._torch_dir, self._pyro_dir, self._our_dir = _dirs()
         self._dice_code = compat.dice_code()
@@ -102,6 +115,7 @@ class ReadWatch:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._checking = None  # (its frame holds traced tensors)
         self._mode.__exit__(*exc)
 
     # -- where a read happened --------------------------------------------------
@@ -121,7 +135,7 @@ class ReadWatch:
             frame = frame.f_back
         return origin, user
 
-    def _record(self, what: str, handling: Literal["guarded", "baked"],
+    def _record(self, what: str, handling: Literal["guarded", "warned", "baked"],
                 library: bool = False) -> tuple[ValueRead, Any]:
         origin, user = self._locate()
         library = library or origin is None or origin is not user
@@ -177,8 +191,25 @@ class ReadWatch:
             raise CannotCompile(f"{func} reads a traced tensor's values at {read.where}"
                                 + (f" ({read.source})" if read.source else "")
                                 + ", which a graph cannot hold")
-        self._guard(holds, what)
+        warning = self._pyro_warning(origin) if self._warnings_apart else None
+        if warning is not None and value is False:
+            read, _ = self._record(what, "warned", library=True)
+            self.warnings.append((holds, warning))
+            self.reads.append(read)
+        else:
+            self._guard(holds, what)
         return value
+
+    def _pyro_warning(self, origin: Any) -> Callable[[], None] | None:
+        """Eager's warning for this read, where ``origin`` is Pyro's NaN or infinity check (the read
+        warns where it is True; each of its reads is counted, whatever it found)."""
+        if origin is None:
+            return None
+        frame, index = self._checking if self._checking is not None else (None, 0)
+        index = index + 1 if frame is origin else 0
+        self._checking = (origin, index)
+        warning = compat.pyro_warning(origin)
+        return warning(index) if warning is not None else None
 
     def bulk_read(self, tensor: Any, what: str) -> Any:
         """``tensor.tolist()`` / ``.numpy()`` of a traced tensor: guarded when it holds integers."""

@@ -73,9 +73,10 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
     would, with the sentinel's check not due: the call site's check (a
     :class:`~..guards.checks.CallSite`, where given), the world's guards, the call's signature, the
     binding (:func:`binder`'s lines, inline), then the graph's call with grad mode off, the in-graph
-    guards' flag, the float loss, torch's bookkeeping after a step and the NaN warning. None,
-    having changed nothing, where ``run`` must take the call: a check fails, the sentinel's check
-    falls due, or an in-graph guard failed (the random state is then put back)."""
+    guards' flag, eager's warnings from Pyro's NaN and inf checks, the float loss, torch's
+    bookkeeping after a step and the NaN warning. None, having changed nothing, where ``run`` must
+    take the call: a check fails, the sentinel's check falls due, or an in-graph guard failed (the
+    random state is then put back)."""
     source = _Source("None")
     bind = source.bind
     same_call = call_check(step)
@@ -96,6 +97,7 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
             "if v[-1] != 1.0:",
             f"    {this}.failed_check = (args, kwargs, {this}._guard_failed(rng))",
             "    return None",
+            *([f"if v[-2] != 1.0: {this}._warn(v)"] if step._flags > 1 else []),
             f"loss = {step._loss.source(bind)}"]
     for rule, stepped in step._after:
         tail.append(f"{bind(rule)}.after_step({f'{bind(rule)}.state()' if stepped else 'None'})")

@@ -113,7 +113,11 @@ class CompiledStep(SwitchesToInductor):
         self._inputs = list(captured.example_inputs)
         self._views = [v.numpy() for v in captured.scalar_vectors]
         self._loss = captured.loss
+        # (Pyro's NaN and inf checks are flags, which need no eager run and so no random state)
         self._save_rng = captured.random and captured.guards > 0
+        self._warnings = captured.warnings
+        #: the values after the loss's terms: each warning's flag and all of them, and the guards'
+        self._flags = len(captured.warnings) + 2 if captured.warnings else 1
         self._nan_site = captured.nan_warning
         self._bound = (svi.model, svi.guide, svi.loss, svi.optim)
         untouched = [captured.params[i][1] for i in captured.untouched]
@@ -226,6 +230,8 @@ class CompiledStep(SwitchesToInductor):
             self._set_grad(grad)
         if values[-1] != 1.0:
             return self._guard_failed(rng)
+        if self._flags > 1 and values[-2] != 1.0:
+            self._warn(values)
         loss = self._loss(values)
         if eager is not None:
             declined = self._compare(loss, values, eager, rng)
@@ -247,6 +253,13 @@ class CompiledStep(SwitchesToInductor):
         self.guard_failures += 1
         return Declined("a value the step reads changed from the one it was compiled for", transient=True,
                         value_check=True)
+
+    def _warn(self, values: list[float]) -> None:
+        """Eager's warnings from Pyro's NaN and inf checks that found something, in eager's order."""
+        flags = values[-self._flags:-2]
+        for flag, warning in zip(flags, self._warnings, strict=True):
+            if flag != 1.0:
+                warning()
 
     def _warn_nan(self) -> None:
         """Eager's warning for a NaN loss, where eager's points (pyro/infer/*_elbo.py: warn_if_nan)."""
@@ -304,7 +317,7 @@ class CompiledStep(SwitchesToInductor):
         import torch
 
         eager, after, saved, _ = check
-        scale = math.fsum(abs(v) for v in values[:-1])
+        scale = math.fsum(abs(v) for v in values[:-self._flags])
         same_draws = torch.equal(torch.get_rng_state(), after)
         if not isinstance(eager, Exception) and agree(loss, float(eager), scale, self._eps) and same_draws:
             return None

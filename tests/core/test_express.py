@@ -209,6 +209,27 @@ def test_a_nan_loss_on_the_short_way_warns_as_eager_warns(short_way):
     assert [x if x == x else 0.0 for x in losses] == pytest.approx([x if x == x else 0.0 for x in eager])
 
 
+def test_pyros_nan_checks_on_the_short_way_warn_as_eager_warns(short_way):
+    def body(svi):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [svi.step(torch.ones(5)) for _ in range(60)]
+        return losses, [(str(w.message), w.category, w.filename, w.lineno) for w in caught
+                        if "Encountered" in str(w.message)]
+
+    try:
+        dist.enable_validation(False)  # (Pyro's own checks of each site's log_prob_sum stay on)
+        (eager, eager_warnings), _ = _run(sqrt_model, body, guide=sqrt_guide)
+        (losses, warned), _ = _run(sqrt_model, body, guide=sqrt_guide, backend="step")
+    finally:
+        dist.enable_validation(True)
+    assert "Encountered NaN: log_prob_sum at site 'obs'" in {w[0] for w in eager_warnings}
+    assert warned == eager_warnings  # text, category, file and line, in eager's order
+    # the steps that found a NaN ran the short way to the end: no eager step, no check failed
+    assert any(loss != loss for loss in short_way) and short_way.guard_failures == 0
+    assert [x if x == x else 0.0 for x in losses] == pytest.approx([x if x == x else 0.0 for x in eager])
+
+
 def test_the_climb_books_the_short_ways_steps_on_their_tier(short_way):
     def body(svi):
         return [svi.step(DATA) for _ in range(60)]

@@ -123,13 +123,14 @@ def sqrt_svi():
         (torch.ones(5),), {}
 
 
-def run_recording_warnings(compile_with, steps=30):
-    messages = []
+def run_recording_warnings(compile_with, steps=30, make=sqrt_svi):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run = train(sqrt_svi, steps=steps, compile_with=compile_with)
+        run = train(make, steps=steps, compile_with=compile_with)
     messages = [(str(w.message), w.filename.rsplit("/", 2)[-1]) for w in caught
                 if "Encountered" in str(w.message)]
+    run.warnings = [(str(w.message), w.category, w.filename, w.lineno) for w in caught
+                    if "Encountered" in str(w.message)]
     return run, messages
 
 
@@ -146,20 +147,47 @@ def test_nan_loss_warns_as_eager_does():
 
 def test_pyro_nan_checks_stay_checks_in_the_graph():
     # Pyro's NaN and inf checks of each site's log_prob_sum (pyro/poutine/trace_struct.py), without
-    # distribution validation: a step where one would warn runs eagerly, and warns as eager does
+    # distribution validation: a step where one finds a NaN runs compiled, and warns as eager does
     try:
         dist.enable_validation(False)
         eager, eager_warnings = run_recording_warnings(None)
-        compiled, compiled_warnings = run_recording_warnings("step")
+        compiled, _ = run_recording_warnings("step")
     finally:
         dist.enable_validation(True)
     assert ("Encountered NaN: log_prob_sum at site 'obs'", "trace_struct.py") in eager_warnings
-    assert compiled_warnings == eager_warnings
+    assert compiled.warnings == eager.warnings  # text, category, file and line, in eager's order
     step = compiled.compiled
     assert {r.origin for r in step.value_reads} == {"pyro"}
-    assert any("warn_if_nan" in r.where for r in step.value_reads)
-    assert step.guard_failures > 0 and step.steps > 0
+    assert any("warn_if_nan" in r.where and r.handling == "warned" for r in step.value_reads)
+    assert step.guard_failures == 0 and step.eager_steps == 0 and step.steps == 29
     assert compiled.losses == pytest.approx(eager.losses, nan_ok=True)
+
+
+def signed_inf_model(data):
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    # +inf above 1, -inf below -1: each of Pyro's two checks finds its own sign on its own steps
+    edge = torch.where(x > 1.0, torch.tensor(float("inf")),
+                       torch.where(x < -1.0, torch.tensor(float("-inf")), torch.tensor(0.0)))
+    pyro.util.warn_if_inf(edge, "edge")
+    with pyro.plate("data", data.size(0)):
+        pyro.sample("obs", dist.Normal(x, 1.0), obs=data)
+
+
+def signed_inf_svi():
+    def guide(data):
+        pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.5))
+
+    return SVI(signed_inf_model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO()), (torch.zeros(5),), {}
+
+
+def test_each_sign_of_infinity_warns_as_eager_warns():
+    eager, _ = run_recording_warnings(None, steps=40, make=signed_inf_svi)
+    compiled, _ = run_recording_warnings("step", steps=40, make=signed_inf_svi)
+    found = {message for message, _, _, _ in eager.warnings}
+    assert {"Encountered +inf: edge", "Encountered -inf: edge"} <= found
+    assert compiled.warnings == eager.warnings
+    assert compiled.compiled.eager_steps == 0
+    assert compiled.losses == eager.losses
 
 
 def test_validation_errors_are_raised_as_eager_raises_them():
