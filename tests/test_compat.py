@@ -308,6 +308,63 @@ def test_pooled_holds_over_only_the_buffers_that_the_kernels_alone_use(tmp_path,
     assert first[0] is not second[0]  # what a call returns is its own
 
 
+GENERATED_DRAWS = '''
+import torch
+from torch import empty_strided as _empty
+
+def empty_strided_cpu(size, stride, dtype):
+    ALLOCATED.append(size)
+    return _empty(size, stride, dtype=dtype)
+
+ALLOCATED = []
+
+def cpp_fused_noise_0(out, a, noise, scratch):
+    scratch.copy_(noise * 2.0)
+    out.copy_(a + scratch)
+
+class Runner:
+    def call(self, args):
+        arg0_1, = args
+        args.clear()
+        buf0 = empty_strided_cpu((3, ), (1, ), torch.float32)
+        buf1 = torch.ops.aten.normal_functional.default(buf0)
+        buf2 = buf1; del buf1
+        buf3 = buf0; del buf0  # reuse
+        buf4 = empty_strided_cpu((3, ), (1, ), torch.float32)
+        cpp_fused_noise_0(buf4, arg0_1, buf2, buf3)
+        buf5 = empty_strided_cpu((2, ), (1, ), torch.float32)
+        buf6 = torch.ops.aten.normal_functional.default(buf5)
+        return (buf4, buf6)
+'''
+
+
+def test_pooled_draws_in_place_what_the_kernels_alone_read(tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "generated_draws.py").write_text(GENERATED_DRAWS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("generated_draws")
+    runner = module.Runner()
+    x = torch.tensor([1.0, 2.0, 3.0])
+    torch.manual_seed(0)
+    expected = [runner.call([x]) for _ in range(3)]
+    stream = torch.get_rng_state()
+    pooled = capture.pooled(runner.call)
+    assert pooled is not None
+    module.ALLOCATED.clear()
+    torch.manual_seed(0)
+    got = [pooled([x]) for _ in range(3)]
+    # the same draws from the same stream, which is left where the generated code leaves it
+    for a, b in zip(got, expected, strict=True):
+        for u, v in zip(a, b, strict=True):
+            torch.testing.assert_close(u, v, rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), stream)
+    # buf2's draw and buf0/buf3 only the kernels see: held; buf4 and the draw buf6 are returned
+    # (and buf5, which buf6 is drawn like): allocated on every call
+    assert module.ALLOCATED == [(3,), (2,)] * 3
+    assert got[0][1] is not got[1][1]
+
+
 def test_pooled_declines_what_it_cannot_read():
     assert capture.pooled(len) is None  # no Python source
 

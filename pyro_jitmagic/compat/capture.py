@@ -588,7 +588,13 @@ def pooled(runner: Any) -> Any:
     is only written and read by the C++ kernels (with its aliases: ``bufM = bufN  # reuse``) is held
     over from the call before: its old values are never read, as a fresh ``empty`` has none. A buffer
     that anything else sees (an op that may alias it, the tuple returned) is allocated as before. One
-    call at a time: a compiled step's calls are sequential, on the cell's thread."""
+    call at a time: a compiled step's calls are sequential, on the cell's thread.
+
+    A random draw the kernels alone read, ``bufN = torch.ops.aten.normal_functional.default(bufM)``
+    (eager's draws, kept in the graph), is drawn in place into a held buffer: ``normal_functional``
+    is ``clone().normal_()``, the same numbers from the same stream, and its call through torch's
+    Python op cost more than the draw (docs/benchmarks.md). Its ``bufM``, whose values it never
+    read, is then one more buffer that only the kernels see."""
     import ast
     import inspect
     import textwrap
@@ -612,9 +618,16 @@ def pooled(runner: Any) -> Any:
             name = group[name]
         return name
 
+    draws: dict[str, tuple[ast.Assign, str]] = {}  # bufN: (its statement, the bufM it draws like)
     seen_elsewhere: set[str] = set()
     for stmt in body:
         if _allocation(stmt) or isinstance(stmt, ast.Delete):
+            continue
+        like = _draw(stmt, allocations)
+        if like is not None:
+            assert isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
+            draws[stmt.targets[0].id] = (stmt, like)
+            group[stmt.targets[0].id] = stmt.targets[0].id
             continue
         if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
                 and isinstance(stmt.value, ast.Name) and stmt.value.id in group):
@@ -627,8 +640,21 @@ def pooled(runner: Any) -> Any:
         if not kernel:
             seen_elsewhere.update(node.id for node in ast.walk(stmt) if isinstance(node, ast.Name))
     spoiled = {root(name) for name in seen_elsewhere if name in group}
+    # a draw that something else sees stays as generated, and so reads the layout of its bufM
+    spoiled |= {root(like) for name, (_, like) in draws.items() if root(name) in spoiled}
     namespace = dict(function.__globals__)  # type: ignore[union-attr]
     held, nbytes = 0, 0
+    for name, (stmt, like) in draws.items():
+        if root(name) in spoiled:
+            continue
+        buffer = eval(compile(ast.Expression(allocations[like].value), "<pooled>", "eval"), namespace)
+        if nbytes + buffer.untyped_storage().nbytes() > POOL_BYTES:
+            continue  # (drawn as generated: it reads only its bufM's layout, the same when held)
+        nbytes += buffer.untyped_storage().nbytes()
+        namespace[f"_pooled_{name}"] = buffer
+        stmt.value = ast.Call(ast.Attribute(ast.Name(f"_pooled_{name}", ast.Load()), "normal_", ast.Load()),
+                              [], [])
+        held += 1
     for name, stmt in allocations.items():
         if root(name) in spoiled:
             continue
@@ -654,6 +680,21 @@ def _allocation(stmt: Any) -> bool:
     return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
             and isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Name)
             and stmt.value.func.id == "empty_strided_cpu")
+
+
+def _draw(stmt: Any, allocations: dict[str, Any]) -> str | None:
+    """The ``bufM`` of ``bufN = torch.ops.aten.normal_functional.default(bufM)`` (a standard normal
+    draw shaped like a buffer the call allocates), else None."""
+    import ast
+
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+            and isinstance(stmt.value, ast.Call) and not stmt.value.keywords and len(stmt.value.args) == 1):
+        return None
+    arg = stmt.value.args[0]
+    if not (isinstance(arg, ast.Name) and arg.id in allocations
+            and ast.unparse(stmt.value.func) == "torch.ops.aten.normal_functional.default"):
+        return None
+    return arg.id
 
 
 def _closure(fn: Any) -> dict[str, Any]:
