@@ -130,7 +130,13 @@ def _binding(step: Any, source: _Source) -> None:
     _optimizers(step, source)
     for param, rule, positions, view, offset in step._updates:
         holds(rule.unchanged_test(bind))
-        line(f"st = {bind(rule.optimizer)}.state.get({bind(param)})")
+        if len(rule.optimizer.state) == 1:
+            # (Pyro's optimizer of one param: its one entry, found with no tensor's hash, a Python
+            # call; another entry makes the unpacking raise, and the long way take the call)
+            line(f"(k, st), = {bind(rule.optimizer)}.state.items()")
+            holds(f"k is {bind(param)}")
+        else:
+            line(f"st = {bind(rule.optimizer)}.state.get({bind(param)})")
         for key, position in zip(rule.state_keys, positions, strict=True):
             take(f"st[{bind(key)}]", position, step._layouts[position])
         for scalar in rule.scalar_lines("st", bind(view), offset, bind):

@@ -5,6 +5,7 @@ due) it must still see: each test counts the steps the short way ran, so that it
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -141,6 +142,26 @@ def test_a_global_changed_in_the_loop_is_seen_on_the_short_way(short_way):
     assert_losses_agree(losses, eager)
     assert len(short_way) > before
     assert any("PRIOR_SCALE" in line for line in report.guards)  # compiled again for the new value
+
+
+def test_optimizer_state_put_back_or_cleared_in_the_loop_is_seen_on_the_short_way(short_way):
+    def body(svi):
+        losses = [svi.step(DATA) for _ in range(30)]
+        optimizers = svi.optim.optim_objs.values()
+        saved = [copy.deepcopy(o.state_dict()) for o in optimizers]  # Adam's moments and step count
+        losses += [svi.step(DATA) for _ in range(20)]
+        for optimizer, state in zip(optimizers, saved, strict=True):
+            optimizer.load_state_dict(state)  # (new state tensors, with the old values)
+        losses += [svi.step(DATA) for _ in range(20)]
+        for optimizer in optimizers:
+            optimizer.state.clear()  # (Adam starts again from no moments)
+        losses += [svi.step(DATA) for _ in range(20)]
+        return losses
+
+    eager, _ = _run(models.gaussian, body)
+    losses, _ = _run(models.gaussian, body, backend="step")
+    assert_losses_agree(losses, eager)
+    assert len(short_way) >= 60
 
 
 def test_a_step_under_no_grad_or_a_handler_runs_eager_while_the_short_way_is_open(short_way):
