@@ -322,6 +322,9 @@ def cpp_fused_noise_0(out, a, noise, scratch):
     scratch.copy_(noise * 2.0)
     out.copy_(a + scratch)
 
+def cpp_fused_more_noise_1(out, noise):
+    out.add_(noise)
+
 class Runner:
     def call(self, args):
         arg0_1, = args
@@ -332,6 +335,8 @@ class Runner:
         buf3 = buf0; del buf0  # reuse
         buf4 = empty_strided_cpu((3, ), (1, ), torch.float32)
         cpp_fused_noise_0(buf4, arg0_1, buf2, buf3)
+        buf7 = torch.ops.aten.normal_functional.default(buf3)
+        cpp_fused_more_noise_1(buf4, buf7)
         buf5 = empty_strided_cpu((2, ), (1, ), torch.float32)
         buf6 = torch.ops.aten.normal_functional.default(buf5)
         return (buf4, buf6)
@@ -359,8 +364,8 @@ def test_pooled_draws_in_place_what_the_kernels_alone_read(tmp_path, monkeypatch
         for u, v in zip(a, b, strict=True):
             torch.testing.assert_close(u, v, rtol=0, atol=0)
     assert torch.equal(torch.get_rng_state(), stream)
-    # buf2's draw and buf0/buf3 only the kernels see: held; buf4 and the draw buf6 are returned
-    # (and buf5, which buf6 is drawn like): allocated on every call
+    # the draws buf2 and buf7 (drawn like buf0's alias) and buf0/buf3 only the kernels see: held;
+    # buf4 and the draw buf6 are returned (and buf5, which buf6 is drawn like): allocated on every call
     assert module.ALLOCATED == [(3,), (2,)] * 3
     assert got[0][1] is not got[1][1]
 

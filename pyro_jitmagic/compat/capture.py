@@ -623,8 +623,9 @@ def pooled(runner: Any) -> Any:
     for stmt in body:
         if _allocation(stmt) or isinstance(stmt, ast.Delete):
             continue
-        like = _draw(stmt, allocations)
-        if like is not None:
+        like = _draw(stmt)
+        if like is not None and like in group and root(like) in allocations:
+            like = root(like)
             assert isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
             draws[stmt.targets[0].id] = (stmt, like)
             group[stmt.targets[0].id] = stmt.targets[0].id
@@ -682,19 +683,17 @@ def _allocation(stmt: Any) -> bool:
             and stmt.value.func.id == "empty_strided_cpu")
 
 
-def _draw(stmt: Any, allocations: dict[str, Any]) -> str | None:
+def _draw(stmt: Any) -> str | None:
     """The ``bufM`` of ``bufN = torch.ops.aten.normal_functional.default(bufM)`` (a standard normal
-    draw shaped like a buffer the call allocates), else None."""
+    draw shaped like ``bufM``), else None."""
     import ast
 
     if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
             and isinstance(stmt.value, ast.Call) and not stmt.value.keywords and len(stmt.value.args) == 1):
         return None
     arg = stmt.value.args[0]
-    if not (isinstance(arg, ast.Name) and arg.id in allocations
-            and ast.unparse(stmt.value.func) == "torch.ops.aten.normal_functional.default"):
-        return None
-    return arg.id
+    op = ast.unparse(stmt.value.func)
+    return arg.id if isinstance(arg, ast.Name) and op == "torch.ops.aten.normal_functional.default" else None
 
 
 def _closure(fn: Any) -> dict[str, Any]:
