@@ -343,6 +343,25 @@ class Runner:
 '''
 
 
+def test_pooled_for_a_caller_that_reads_at_once_holds_the_returned_buffers_too(tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "generated_once.py").write_text(GENERATED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("generated_once")
+    runner = module.Runner()
+    x = torch.tensor([1.0, 2.0, 3.0])
+    expected = [t.tolist() for t in runner.call([x])]
+    pooled = capture.pooled(runner.call, read_at_once=True)
+    module.ALLOCATED.clear()
+    first = [t.tolist() for t in pooled([x])]
+    second = pooled([x])
+    assert first == expected and [t.tolist() for t in second] == expected
+    # buf0, returned but otherwise only the kernels': held; buf3, which an op also sees: allocated
+    assert len(module.ALLOCATED) == 2
+    assert pooled([x])[0] is second[0]
+
+
 def test_pooled_draws_in_place_what_the_kernels_alone_read(tmp_path, monkeypatch):
     import importlib
 

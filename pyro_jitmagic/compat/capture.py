@@ -529,7 +529,7 @@ _PLAIN_WRAPPER_NAMES = frozenset({
     "list", "len", "AssertionError"})
 
 
-def direct_call(compiled: Any, written: list[int]) -> Any:
+def direct_call(compiled: Any, written: list[int], read_at_once: bool = False) -> Any:
     """``compiled`` (what :func:`inductor_compile` returned) called without the wrappers around
     inductor's generated code, or None where they may do more than this does.
 
@@ -540,7 +540,8 @@ def direct_call(compiled: Any, written: list[int]) -> Any:
     lost with them. For a graph with no autograd whose runtime wrapper only bumps
     the version counters of the inputs it writes (``written``, which must be the inputs inductor
     writes), the call here does that and calls the generated code itself. Call it only after
-    ``compiled`` ran once: its first call may analyse the graph's ops.
+    ``compiled`` ran once: its first call may analyse the graph's ops. ``read_at_once``: the caller
+    is done with what a call returns before the next call (:func:`pooled`).
     """
     import operator
 
@@ -555,7 +556,7 @@ def direct_call(compiled: Any, written: list[int]) -> Any:
         graph, lifted = wrapper["_inner_compiled_fn"], tuple(forward["params_buffers_flat"])
         plain = set(wrapper["_codegen_runtime_wrapper"].__code__.co_names) <= _PLAIN_WRAPPER_NAMES
         runner = graph.current_callable
-        runner = pooled(runner) or runner
+        runner = pooled(runner, read_at_once) or runner
         writes = {i - len(lifted) for i in graph.mutated_input_idxs}
         boxed, cudagraphs = graph._boxed_call, graph.cudagraph_info
     except (AttributeError, KeyError, TypeError, ValueError):
@@ -579,7 +580,7 @@ def direct_call(compiled: Any, written: list[int]) -> Any:
 POOL_BYTES = 1 << 20
 
 
-def pooled(runner: Any) -> Any:
+def pooled(runner: Any, read_at_once: bool = False) -> Any:
     """Inductor's generated ``call`` with the buffers that only its kernels use allocated once, or
     None where it cannot tell which those are.
 
@@ -594,7 +595,11 @@ def pooled(runner: Any) -> Any:
     (eager's draws, kept in the graph), is drawn in place into a held buffer: ``normal_functional``
     is ``clone().normal_()``, the same numbers from the same stream, and its call through torch's
     Python op cost more than the draw (docs/benchmarks.md). Its ``bufM``, whose values it never
-    read, is then one more buffer that only the kernels see."""
+    read, is then one more buffer that only the kernels see.
+
+    ``read_at_once``: the caller is done with the tensors a call returns before it calls again (a
+    compiled step reads its values into floats), so the buffers returned are held over too, and a
+    call returns the same tensors as the call before, written afresh."""
     import ast
     import inspect
     import textwrap
@@ -638,7 +643,9 @@ def pooled(runner: Any) -> Any:
         kernel = (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
                   and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id.startswith("cpp_fused_")
                   and not stmt.value.keywords and all(isinstance(a, ast.Name) for a in stmt.value.args))
-        if not kernel:
+        returned = (read_at_once and isinstance(stmt, ast.Return) and isinstance(stmt.value, ast.Tuple)
+                    and all(isinstance(e, ast.Name) for e in stmt.value.elts))
+        if not kernel and not returned:
             seen_elsewhere.update(node.id for node in ast.walk(stmt) if isinstance(node, ast.Name))
     spoiled = {root(name) for name in seen_elsewhere if name in group}
     # a draw that something else sees stays as generated, and so reads the layout of its bufM

@@ -190,7 +190,8 @@ class CompiledStep(SwitchesToInductor):
             self._pending.start()  # inductor's codegen, after the first call and its check
         elif self._direct_due and self.backend == "inductor":
             self._direct_due = False
-            self._run = compat.direct_call(run, self._written) or run
+            # (every call's values are read into floats at once: the graph's outputs are held over)
+            self._run = compat.direct_call(run, self._written, read_at_once=True) or run
         return loss
 
     def short_way(self, call_site: Any = None) -> ShortWay | None:
