@@ -430,23 +430,22 @@ class _WholeStep:
         # what the model writes in place (a BatchNorm's statistics) as it was: a failed guard puts it back
         kept = [(i, flat[i].clone()) for i in self.layout.written]
         ok, grads = self._loss_and_grads(flat)
-        # the values: the loss's terms, then each warning's flag and all of them, then the guards'
-        # (the flags as one vector: a few nodes, not a few per flag, for TorchScript's interpreter)
-        f64 = torch.float64
-        parts = [torch.stack([t.reshape(()).to(f64) for t in self.recorder.tensors])] \
-            if self.recorder.tensors else []
+        # the values: the loss's terms, then each warning's flag and all of them, then the guards'.
+        # One stack of scalars, which inductor's kernel writes whole: a cat of vectors is written
+        # through views made on every call, which cost more than TorchScript's extra nodes
+        terms = [t.reshape(()).to(torch.float64) for t in self.recorder.tensors]
         flags = [holds for holds, _ in self.watch.warnings]
         if flags:
-            stacked = torch.stack(flags)
-            parts += [stacked.to(f64), stacked.all().to(f64).reshape(1)]
-        parts.append(ok.to(f64).reshape(1) if ok is not None else torch.ones(1, dtype=f64))
+            terms += [f.to(torch.float64) for f in flags]
+            terms.append(torch.stack(flags).all().to(torch.float64))
+        terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
         with torch.no_grad():
             for i, grad in enumerate(grads):
                 self._update(flat, i, grad, ok)
             if ok is not None:
                 for i, old in kept:
                     flat[i].copy_(torch.where(ok, flat[i], old))
-        return (torch.cat(parts),)
+        return (torch.stack(terms),)
 
     def _loss_and_grads(self, flat: tuple[Any, ...]) -> tuple[Any, list[Any]]:
         import torch
