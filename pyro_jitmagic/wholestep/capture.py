@@ -430,14 +430,14 @@ class _WholeStep:
         # what the model writes in place (a BatchNorm's statistics) as it was: a failed guard puts it back
         kept = [(i, flat[i].clone()) for i in self.layout.written]
         ok, grads = self._loss_and_grads(flat)
-        # the values: the loss's terms, then each warning's flag and all of them, then the guards'.
-        # One stack of scalars, which inductor's kernel writes whole: a cat of vectors is written
-        # through views made on every call, which cost more than TorchScript's extra nodes
+        # the values: the loss's terms, then whether all warnings' flags hold, then the guards'; the
+        # flags themselves a second output, read only where one fails. (One stack of scalars, which
+        # inductor's kernel writes whole: a cat of vectors is written through views made on every
+        # call; a flag in the stack would be a node more for TorchScript's interpreter, each step)
         terms = [t.reshape(()).to(torch.float64) for t in self.recorder.tensors]
-        flags = [holds for holds, _ in self.watch.warnings]
-        if flags:
-            terms += [f.to(torch.float64) for f in flags]
-            terms.append(torch.stack(flags).all().to(torch.float64))
+        flags = torch.stack([holds for holds, _ in self.watch.warnings]) if self.watch.warnings else None
+        if flags is not None:
+            terms.append(flags.all().to(torch.float64))
         terms.append(ok.to(torch.float64) if ok is not None else torch.ones((), dtype=torch.float64))
         with torch.no_grad():
             for i, grad in enumerate(grads):
@@ -445,7 +445,7 @@ class _WholeStep:
             if ok is not None:
                 for i, old in kept:
                     flat[i].copy_(torch.where(ok, flat[i], old))
-        return (torch.stack(terms),)
+        return (torch.stack(terms),) if flags is None else (torch.stack(terms), flags)
 
     def _loss_and_grads(self, flat: tuple[Any, ...]) -> tuple[Any, list[Any]]:
         import torch

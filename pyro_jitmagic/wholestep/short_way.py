@@ -91,13 +91,14 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
             f"grad = {bind(step._grad_mode)}()",
             f"{set_grad}(False)",
             "try:",
-            f"    v = {bind(step._run)}(*{bind(step._inputs)})[0].tolist()",
+            f"    out = {bind(step._run)}(*{bind(step._inputs)})",
+            "    v = out[0].tolist()",
             "finally:",
             f"    {set_grad}(grad)",
             "if v[-1] != 1.0:",
             f"    {this}.failed_check = (args, kwargs, {this}._guard_failed(rng))",
             "    return None",
-            *([f"if v[-2] != 1.0: {this}._warn(v)"] if step._flags > 1 else []),
+            *([f"if v[-2] != 1.0: {this}._warn(out[1])"] if step._flags > 1 else []),
             f"loss = {step._loss.source(bind)}"]
     for rule, stepped in step._after:
         tail.append(f"{bind(rule)}.after_step({f'{bind(rule)}.state()' if stepped else 'None'})")

@@ -116,8 +116,8 @@ class CompiledStep(SwitchesToInductor):
         # (Pyro's NaN and inf checks are flags, which need no eager run and so no random state)
         self._save_rng = captured.random and captured.guards > 0
         self._warnings = captured.warnings
-        #: the values after the loss's terms: each warning's flag and all of them, and the guards'
-        self._flags = len(captured.warnings) + 2 if captured.warnings else 1
+        #: the values after the loss's terms: whether all warnings' flags hold, and the guards'
+        self._flags = 2 if captured.warnings else 1
         self._nan_site = captured.nan_warning
         self._bound = (svi.model, svi.guide, svi.loss, svi.optim)
         untouched = [captured.params[i][1] for i in captured.untouched]
@@ -226,13 +226,14 @@ class CompiledStep(SwitchesToInductor):
         grad = self._grad_mode()
         self._set_grad(False)
         try:
-            values = run(*inputs)[0].tolist()
+            outputs = run(*inputs)
+            values = outputs[0].tolist()
         finally:
             self._set_grad(grad)
         if values[-1] != 1.0:
             return self._guard_failed(rng)
         if self._flags > 1 and values[-2] != 1.0:
-            self._warn(values)
+            self._warn(outputs[1])
         loss = self._loss(values)
         if eager is not None:
             declined = self._compare(loss, values, eager, rng)
@@ -255,11 +256,11 @@ class CompiledStep(SwitchesToInductor):
         return Declined("a value the step reads changed from the one it was compiled for", transient=True,
                         value_check=True)
 
-    def _warn(self, values: list[float]) -> None:
-        """Eager's warnings from Pyro's NaN and inf checks that found something, in eager's order."""
-        flags = values[-self._flags:-2]
-        for flag, warning in zip(flags, self._warnings, strict=True):
-            if flag != 1.0:
+    def _warn(self, flags: Any) -> None:
+        """Eager's warnings from Pyro's NaN and inf checks that found something (``flags``: the
+        graph's, False where one did), in eager's order."""
+        for holds, warning in zip(flags.tolist(), self._warnings, strict=True):
+            if not holds:
                 warning()
 
     def _warn_nan(self) -> None:
