@@ -286,13 +286,18 @@ class Runner:
 '''
 
 
-def test_pooled_holds_over_only_the_buffers_that_the_kernels_alone_use(tmp_path, monkeypatch):
+def _generated(tmp_path, monkeypatch, source, name):
+    """A module of inductor-shaped generated code, imported, and its Runner."""
     import importlib
 
-    (tmp_path / "generated_call.py").write_text(GENERATED)
+    (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("generated_call")
-    runner = module.Runner()
+    module = importlib.import_module(name)
+    return module, module.Runner()
+
+
+def test_pooled_holds_over_only_the_buffers_that_the_kernels_alone_use(tmp_path, monkeypatch):
+    module, runner = _generated(tmp_path, monkeypatch, GENERATED, "generated_call")
     pooled = capture.pooled(runner.call)
     assert pooled is not None
     x = torch.tensor([1.0, 2.0, 3.0])
@@ -344,12 +349,7 @@ class Runner:
 
 
 def test_pooled_for_a_caller_that_reads_at_once_holds_the_returned_buffers_too(tmp_path, monkeypatch):
-    import importlib
-
-    (tmp_path / "generated_once.py").write_text(GENERATED)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("generated_once")
-    runner = module.Runner()
+    module, runner = _generated(tmp_path, monkeypatch, GENERATED, "generated_once")
     x = torch.tensor([1.0, 2.0, 3.0])
     expected = [t.tolist() for t in runner.call([x])]
     pooled = capture.pooled(runner.call, read_at_once=True)
@@ -363,12 +363,7 @@ def test_pooled_for_a_caller_that_reads_at_once_holds_the_returned_buffers_too(t
 
 
 def test_pooled_draws_in_place_what_the_kernels_alone_read(tmp_path, monkeypatch):
-    import importlib
-
-    (tmp_path / "generated_draws.py").write_text(GENERATED_DRAWS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("generated_draws")
-    runner = module.Runner()
+    module, runner = _generated(tmp_path, monkeypatch, GENERATED_DRAWS, "generated_draws")
     x = torch.tensor([1.0, 2.0, 3.0])
     torch.manual_seed(0)
     expected = [runner.call([x]) for _ in range(3)]
