@@ -208,7 +208,10 @@ def pyro_warning(frame: Any) -> Any:
 
     import pyro.util
 
-    code, names = frame.f_code, frame.f_locals
+    code = frame.f_code
+    if code is not pyro.util.warn_if_nan.__code__ and code is not pyro.util.warn_if_inf.__code__:
+        return None  # (and no other frame's locals are read)
+    names = frame.f_locals
     try:
         msg, filename, lineno = names["msg"], names["filename"], names["lineno"]
     except KeyError:
@@ -218,7 +221,7 @@ def pyro_warning(frame: Any) -> Any:
     where = {"filename": filename, "lineno": lineno}
     if code is pyro.util.warn_if_nan.__code__:
         return lambda index: partial(pyro.util.warn_if_nan, math.nan, msg, **where)
-    if code is not pyro.util.warn_if_inf.__code__ or "allow_posinf" not in names:
+    if "allow_posinf" not in names:
         return None
     checks_posinf = not names["allow_posinf"]
 
