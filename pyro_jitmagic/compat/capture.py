@@ -614,48 +614,11 @@ def pooled(runner: Any, read_at_once: bool = False) -> Any:
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
-    allocations: dict[str, ast.Assign] = {}
-    for stmt in body:
-        if _allocation(stmt):
-            assert isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
-            allocations[stmt.targets[0].id] = stmt
-    group = {name: name for name in allocations}
-
-    def root(name: str) -> str:
-        while group[name] != name:
-            name = group[name]
-        return name
-
-    draws: dict[str, tuple[ast.Assign, str]] = {}  # bufN: (its statement, the bufM it draws like)
-    seen_elsewhere: set[str] = set()
-    for stmt in body:
-        if _allocation(stmt) or isinstance(stmt, ast.Delete):
-            continue
-        like = _draw(stmt)
-        if like is not None and like in group and root(like) in allocations:
-            like = root(like)
-            assert isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
-            draws[stmt.targets[0].id] = (stmt, like)
-            group[stmt.targets[0].id] = stmt.targets[0].id
-            continue
-        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
-                and isinstance(stmt.value, ast.Name) and stmt.value.id in group):
-            group.setdefault(stmt.targets[0].id, stmt.targets[0].id)
-            group[root(stmt.targets[0].id)] = root(stmt.value.id)  # (an alias: one buffer)
-            continue
-        kernel = (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-                  and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id.startswith("cpp_fused_")
-                  and not stmt.value.keywords and all(isinstance(a, ast.Name) for a in stmt.value.args))
-        returned = (read_at_once and isinstance(stmt, ast.Return) and isinstance(stmt.value, ast.Tuple)
-                    and all(isinstance(e, ast.Name) for e in stmt.value.elts))
-        if not kernel and not returned:
-            seen_elsewhere.update(node.id for node in ast.walk(stmt) if isinstance(node, ast.Name))
-    spoiled = {root(name) for name in seen_elsewhere if name in group}
-    # a draw that something else sees stays as generated, and so reads the layout of its bufM
-    spoiled |= {root(like) for name, (_, like) in draws.items() if root(name) in spoiled}
+    buffers = _CallBuffers(body, read_at_once)
+    allocations, root, spoiled = buffers.allocations, buffers.root, buffers.spoiled
     namespace = dict(function.__globals__)  # type: ignore[union-attr]
     held, nbytes = 0, 0
-    for name, (stmt, like) in draws.items():
+    for name, (stmt, like) in buffers.draws.items():
         if root(name) in spoiled:
             continue
         buffer = eval(compile(ast.Expression(allocations[like].value), "<pooled>", "eval"), namespace)
@@ -682,6 +645,66 @@ def pooled(runner: Any, read_at_once: bool = False) -> Any:
     exec(code, namespace)  # inductor's own code, its allocations replaced by held buffers
     call = namespace[function.__name__]  # type: ignore[union-attr]
     return types.MethodType(call, owner) if owner is not None else call
+
+
+class _CallBuffers:
+    """What inductor's generated ``call`` (its ``body``) does with its buffers, for :func:`pooled`:
+    those it allocates, the names that are one buffer (``bufM = bufN  # reuse``), the random draws
+    (bufN: its statement and the allocation it is drawn like), and the buffers that anything but
+    the kernels sees (``spoiled``; with ``read_at_once``, the tuple returned does not count)."""
+
+    def __init__(self, body: list[Any], read_at_once: bool) -> None:
+        import ast
+
+        self.allocations: dict[str, ast.Assign] = {}
+        for stmt in body:
+            if _allocation(stmt):
+                self.allocations[stmt.targets[0].id] = stmt
+        self.group = {name: name for name in self.allocations}
+        self.draws: dict[str, tuple[ast.Assign, str]] = {}
+        seen_elsewhere: set[str] = set()
+        for stmt in body:
+            if _allocation(stmt) or isinstance(stmt, ast.Delete) or self._drawn(stmt) or self._alias(stmt):
+                continue
+            call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
+            kernel = (call is not None and isinstance(call.func, ast.Name)
+                      and call.func.id.startswith("cpp_fused_") and not call.keywords
+                      and all(isinstance(a, ast.Name) for a in call.args))
+            returned = (read_at_once and isinstance(stmt, ast.Return) and isinstance(stmt.value, ast.Tuple)
+                        and all(isinstance(e, ast.Name) for e in stmt.value.elts))
+            if not kernel and not returned:
+                seen_elsewhere.update(node.id for node in ast.walk(stmt) if isinstance(node, ast.Name))
+        root = self.root
+        self.spoiled = {root(name) for name in seen_elsewhere if name in self.group}
+        # a draw that something else sees stays as generated, and so reads the layout of its bufM
+        self.spoiled |= {root(like) for name, (_, like) in self.draws.items() if root(name) in self.spoiled}
+
+    def root(self, name: str) -> str:
+        group = self.group
+        while group[name] != name:
+            name = group[name]
+        return name
+
+    def _drawn(self, stmt: Any) -> bool:
+        """A draw shaped like a buffer the call allocates (or its alias): noted."""
+        like = _draw(stmt)
+        if like is None or like not in self.group or self.root(like) not in self.allocations:
+            return False
+        self.draws[stmt.targets[0].id] = (stmt, self.root(like))
+        self.group[stmt.targets[0].id] = stmt.targets[0].id
+        return True
+
+    def _alias(self, stmt: Any) -> bool:
+        """``bufM = bufN``: one buffer under two names, noted."""
+        import ast
+
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(stmt.value, ast.Name) and stmt.value.id in self.group):
+            return False
+        self.group.setdefault(stmt.targets[0].id, stmt.targets[0].id)
+        self.group[self.root(stmt.targets[0].id)] = self.root(stmt.value.id)
+        return True
 
 
 def _allocation(stmt: Any) -> bool:
