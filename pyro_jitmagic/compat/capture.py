@@ -198,11 +198,11 @@ def dice_code() -> Any:
     return Dice.compute_expectation.__code__
 
 
-def pyro_warning(frame: Any) -> Any:
+def pyro_warning(frame: Any, index: int) -> Any:
     """Where ``frame`` is Pyro's ``warn_if_nan`` or ``warn_if_inf`` (pyro/util.py), which read a
-    value only to warn: a function of the read's index within that call (``warn_if_inf`` reads for
-    +inf, then -inf, each unless allowed) that gives eager's warning as that branch would, through
-    Pyro's own function on a stand-in number (the same text, category, file and line); else None."""
+    value only to warn: a function that gives eager's warning for its read number ``index`` in that
+    call (``warn_if_inf`` reads for +inf, then -inf, each unless allowed), through Pyro's own
+    function on a stand-in number (the same text, category, file and line); else None."""
     import math
     from functools import partial
 
@@ -220,17 +220,12 @@ def pyro_warning(frame: Any) -> Any:
         return None
     where = {"filename": filename, "lineno": lineno}
     if code is pyro.util.warn_if_nan.__code__:
-        return lambda index: partial(pyro.util.warn_if_nan, math.nan, msg, **where)
+        return partial(pyro.util.warn_if_nan, math.nan, msg, **where)
     if "allow_posinf" not in names:
         return None
-    checks_posinf = not names["allow_posinf"]
-
-    def warning(index: int) -> Any:
-        if index == 0 and checks_posinf:
-            return partial(pyro.util.warn_if_inf, math.inf, msg, False, True, **where)
-        return partial(pyro.util.warn_if_inf, -math.inf, msg, True, False, **where)
-
-    return warning
+    if index == 0 and not names["allow_posinf"]:
+        return partial(pyro.util.warn_if_inf, math.inf, msg, False, True, **where)
+    return partial(pyro.util.warn_if_inf, -math.inf, msg, True, False, **where)
 
 
 def eager_potential(potential_fn: Any) -> Any:

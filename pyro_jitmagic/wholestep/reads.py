@@ -208,8 +208,7 @@ class ReadWatch:
         frame, index = self._checking if self._checking is not None else (None, 0)
         index = index + 1 if frame is origin else 0
         self._checking = (origin, index)
-        warning = compat.pyro_warning(origin)
-        return warning(index) if warning is not None else None
+        return compat.pyro_warning(origin, index)
 
     def bulk_read(self, tensor: Any, what: str) -> Any:
         """``tensor.tolist()`` / ``.numpy()`` of a traced tensor: guarded when it holds integers."""
