@@ -34,8 +34,7 @@ class Update:
     param: int                    # index into CapturedStep.params
     rule: optim.ParamUpdate
     state_inputs: tuple[int, ...]  # input positions of its state tensors, in rule.state_keys order
-    scalar_vector: int             # which scalars vector its numbers are in
-    offset: int                    # where they start
+    offset: int                    # where its per-step numbers start in CapturedStep.numbers
 
 
 @dataclass
@@ -47,7 +46,8 @@ class CapturedStep:
     params: list[tuple[str, Any]]              # (name, unconstrained tensor), the graph's first inputs
     updates: list[Update]
     untouched: list[int]                       # params in the trace that no update touches
-    scalar_vectors: list[Any]                  # float tensors, written through .numpy() each step
+    numbers: Any                               # float64 tensor of the optimizers' per-step numbers
+                                               # (written through .numpy() each step), or None
     arg_positions: list[int]                   # which positional args are graph inputs
     first_arg_input: int
     loss: Any                                  # values -> eager's float loss
@@ -209,7 +209,7 @@ class _Inputs:
     tensors: list[Any]
     rules: list[tuple[int, optim.ParamUpdate]]
     updates: list[Update]
-    scalar_vectors: list[Any]
+    numbers: Any
     first_scalars: int
     arg_positions: list[int]
     first_arg: int
@@ -228,7 +228,7 @@ def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwa
     tensors: list[Any] = [p for _, p in params]
     rules = [(index, optim.plan(svi.optim, p, name)) for index, (name, p) in enumerate(params)]
     updates: list[Update] = []
-    vectors: dict[Any, list[int]] = {}  # dtype -> [vector index, length]
+    length = 0
     for index, rule in rules:
         state = rule.state()
         if state is None:
@@ -237,17 +237,16 @@ def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwa
         for key in rule.state_keys:
             positions.append(len(tensors))
             tensors.append(state[key])
-        slot = vectors.setdefault(params[index][1].dtype, [len(vectors), 0])
-        updates.append(Update(index, rule, tuple(positions), slot[0], slot[1]))
-        slot[1] += rule.n_scalars
-    scalar_vectors = [torch.zeros(max(length, 1), dtype=dtype) for dtype, (_, length) in
-                      sorted(vectors.items(), key=lambda item: item[1][0])]
+        updates.append(Update(index, rule, tuple(positions), length))
+        length += rule.n_scalars
+    # the per-step numbers as Python holds them, doubles: each rule casts them where torch does
+    numbers = torch.zeros(max(length, 1), dtype=torch.float64)
     for update in updates:
-        numbers = update.rule.scalars(update.rule.state())
-        scalar_vectors[update.scalar_vector][update.offset:update.offset + len(numbers)] = torch.tensor(
-            numbers, dtype=scalar_vectors[update.scalar_vector].dtype)
+        values = update.rule.scalars(update.rule.state())
+        numbers[update.offset:update.offset + len(values)] = torch.tensor(values, dtype=torch.float64)
     first_scalars = len(tensors)
-    tensors.extend(scalar_vectors)
+    if updates:
+        tensors.append(numbers)
     arg_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
     first_arg = len(tensors)
     tensors.extend(args[i] for i in arg_positions)
@@ -276,8 +275,8 @@ def _lay_out(svi: Any, params: list[tuple[str, Any]], args: tuple[Any, ...], kwa
     # (a buffer, a global counter, an argument the model changes in place)
     slots = {id(t): i for i, t in enumerate(tensors)}
     written = [slots[id(t)] for t in writes.written if id(t) in slots]
-    return _Inputs(tensors, rules, updates, scalar_vectors, first_scalars, arg_positions, first_arg,
-                   keywords, outside, aliases, written)
+    return _Inputs(tensors, rules, updates, numbers if updates else None, first_scalars, arg_positions,
+                   first_arg, keywords, outside, aliases, written)
 
 
 def capture_svi_step(svi: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -335,7 +334,7 @@ def _capture(svi: Any, elbo: Any, loss_fn: elbos.LossFn, args: tuple[Any, ...], 
     return CapturedStep(
         graph=graph, example_inputs=layout.tensors, params=params,
         updates=[u for u in layout.updates if u.param not in untouched], untouched=untouched,
-        scalar_vectors=layout.scalar_vectors, arg_positions=layout.arg_positions,
+        numbers=layout.numbers, arg_positions=layout.arg_positions,
         first_arg_input=layout.first_arg, loss=recorder.evaluator(step.loss), guards=len(watch.guards),
         warnings=tuple(warning for _, warning in watch.warnings),
         reads=tuple(watch.reads), dice_masks=watch.dice_masks, random=_draws_random(graph),
@@ -489,8 +488,10 @@ class _WholeStep:
         if update is None:
             raise NeedsEagerStep(f"the optimizer for '{self.params[i][0]}' has no state yet")
         state = dict(zip(update.rule.state_keys, (flat[j] for j in update.state_inputs), strict=True))
-        vector = flat[self.layout.first_scalars + update.scalar_vector]
+        vector = flat[self.layout.first_scalars]
         scalars = [vector[update.offset + k] for k in range(update.rule.n_scalars)]
+        if not update.rule.numbers_in_double:
+            scalars = [number.to(flat[i].dtype) for number in scalars]  # (as torch casts a Python float)
         new = update.rule.update(flat[i], grad, state, scalars)
         for key, value in new.items():
             target = flat[i] if key == "param" else state[key]

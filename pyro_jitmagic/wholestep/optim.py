@@ -1,12 +1,15 @@
 """The torch optimizers of ``pyro.optim``, written as tensor math for the captured step.
 
 Each :class:`ParamUpdate` reads one param's torch optimizer and computes the update of torch's
-single-tensor CPU code (``_single_tensor_adam`` and siblings), op for op. Per-step numbers (bias
-corrections, the learning rate) are computed in Python as torch does and enter the graph as
-tensors, so a scheduler never recompiles. Hyperparameters are constants; state tensors are inputs
-written in place, so ``svi.optim.get_state()`` holds what eager would. Ops follow ATen's order, so
-``step`` reproduces eager's values; only ``add_(grad, alpha=-lr)`` under a scheduler may differ in
-the last bit, on tensors of 16 elements or more.
+single-tensor CPU code (``_single_tensor_adam`` and siblings), op for op. The learning rate enters
+the graph each step as a tensor of Python's double, so a scheduler never recompiles. The numbers
+torch computes in Python from it and the step count (Adam's and Adagrad's bias corrections and step
+size) are computed in the graph, in double, from the step tensor the graph itself counts: the same
+IEEE operations as Python's, with no ``.item()`` on every step (docs/benchmarks.md, The step around
+the graph). Hyperparameters are constants; state tensors are inputs written in place, so
+``svi.optim.get_state()`` holds what eager would. Ops follow ATen's order, so ``step`` reproduces
+eager's values; only ``add_(grad, alpha=-lr)`` under a scheduler may differ in the last bit, on
+tensors of 16 elements or more.
 """
 
 from __future__ import annotations
@@ -15,17 +18,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from ..compat import capture as compat
 from .errors import CannotCompile, NeedsEagerStep
-
-
-def _f32_increment(step: float) -> float:
-    """``step_t += 1`` on torch's float32 step tensor, then ``.item()`` (exact below 2**24)."""
-    if step < 16777216.0:
-        return step + 1.0
-    return float(np.float32(step) + np.float32(1.0))
 
 
 class ParamUpdate:
@@ -41,6 +35,9 @@ class ParamUpdate:
 
     state_keys: tuple[str, ...] = ()
     n_scalars = 0
+    #: whether :meth:`update` takes its numbers as Python's doubles (it casts them itself, where
+    #: torch does), or cast to the param's dtype, as torch casts a Python float it is given
+    numbers_in_double = False
     #: the param_group keys whose values are constants of the graph
     constant_keys: tuple[str, ...] = ()
 
@@ -115,54 +112,43 @@ class AdamUpdate(ParamUpdate):
         self.decoupled = bool(group.get("decoupled_weight_decay", False))
         self.amsgrad = bool(group["amsgrad"])
         self.state_keys = ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
-        self.n_scalars = 3 if self.decoupled and group["weight_decay"] != 0 else 2
+        self.n_scalars = 1
+        self.numbers_in_double = True
 
     def scalars(self, state: Any) -> list[float]:
-        group = self.group
-        step = _f32_increment(state["step"].item())
-        lr = group["lr"]
-        bias_correction1 = 1 - self.beta1 ** step
-        bias_correction2 = 1 - self.beta2 ** step
-        step_size = lr / bias_correction1
-        numbers = [-step_size, bias_correction2 ** 0.5]
-        if self.n_scalars == 3:
-            numbers.append(1 - lr * group["weight_decay"])
-        return numbers
+        return [self.group["lr"]]
 
     def scalar_lines(self, state: str, view: str, offset: int, bind: Callable[[Any], str]) -> list[str]:
-        # scalars(), the same operations in the same order, without its call and list: on every step
-        group = bind(self.group)
-        lines = [f"n = {state}['step'].item()",
-                 f"n = n + 1.0 if n < 16777216.0 else {bind(_f32_increment)}(n)",
-                 f"lr = {group}['lr']",
-                 f"{view}[{offset}] = -(lr / (1 - {bind(self.beta1)} ** n))",
-                 f"{view}[{offset + 1}] = (1 - {bind(self.beta2)} ** n) ** 0.5"]
-        if self.n_scalars == 3:
-            lines.append(f"{view}[{offset + 2}] = 1 - lr * {group}['weight_decay']")
-        return lines
+        return [f"{view}[{offset}] = {bind(self.group)}['lr']"]  # scalars(), without a call and a list
 
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
         import torch
 
         group = self.group
+        step = state["step"] + 1  # step_t += 1, in the step tensor's own dtype
+        # torch's numbers from step_t.item() and lr in Python's double, then cast where torch casts
+        n, lr = step.to(torch.float64), s[0]
+        step_size = lr / (1 - self.beta1 ** n)
+        bias_correction2_sqrt = ((1 - self.beta2 ** n) ** 0.5).to(param.dtype)
         if group["maximize"]:
             grad = -grad
         weight_decay = group["weight_decay"]
         if weight_decay != 0:
             if self.decoupled:
-                param = param * s[2]
+                param = param * (1 - lr * weight_decay).to(param.dtype)
             else:
                 grad = grad.add(param, alpha=weight_decay)
         exp_avg = state["exp_avg"].lerp(grad, 1 - self.beta1)
         exp_avg_sq = state["exp_avg_sq"].mul(self.beta2).addcmul(grad, grad, value=1 - self.beta2)
-        new = {"step": state["step"] + 1, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        new = {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
         if self.amsgrad:
             biggest = torch.maximum(state["max_exp_avg_sq"], exp_avg_sq)
             new["max_exp_avg_sq"] = biggest
-            denom = (biggest.sqrt() / s[1]).add(group["eps"])
+            denom = (biggest.sqrt() / bias_correction2_sqrt).add(group["eps"])
         else:
-            denom = (exp_avg_sq.sqrt() / s[1]).add(group["eps"])
-        new["param"] = param + (s[0] * exp_avg) / denom  # addcdiv(exp_avg, denom, value=-step_size)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add(group["eps"])
+        # addcdiv(exp_avg, denom, value=-step_size)
+        new["param"] = param + ((-step_size).to(param.dtype) * exp_avg) / denom
         return new
 
 
@@ -264,22 +250,26 @@ class AdagradUpdate(ParamUpdate):
     constant_keys = ("lr_decay", "eps", "weight_decay", "maximize")
     state_keys = ("step", "sum")
     n_scalars = 1
+    numbers_in_double = True
 
     def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
         super().__init__(owner, optimizer, param, dynamic_lr=True)
 
     def scalars(self, state: Any) -> list[float]:
-        step = _f32_increment(state["step"].item())
-        clr = self.group["lr"] / (1 + (step - 1) * self.group["lr_decay"])
-        return [-clr]
+        return [self.group["lr"]]
 
     def update(self, param: Any, grad: Any, state: dict[str, Any], s: Any) -> dict[str, Any]:
+        import torch
+
         group = self.group
         grad = _ascent_and_decay(group, param, grad)
+        step = state["step"] + 1
+        # (torch's clr, from step_t.item() and lr in Python's double)
+        clr = s[0] / (1 + (step.to(torch.float64) - 1) * group["lr_decay"])
         state_sum = state["sum"].addcmul(grad, grad, value=1)
         std = state_sum.sqrt().add(group["eps"])
-        return {"step": state["step"] + 1, "sum": state_sum,
-                "param": param + (s[0] * grad) / std}  # addcdiv(grad, std, value=-clr)
+        return {"step": step, "sum": state_sum,
+                "param": param + ((-clr).to(param.dtype) * grad) / std}  # addcdiv(grad, std, value=-clr)
 
 
 class ClippedAdamUpdate(ParamUpdate):

@@ -111,7 +111,6 @@ class CompiledStep(SwitchesToInductor):
         self._eager = patch.unwrap(SVI.step)
         self._eager_loss = eager_loss
         self._inputs = list(captured.example_inputs)
-        self._views = [v.numpy() for v in captured.scalar_vectors]
         self._loss = captured.loss
         # (Pyro's NaN and inf checks are flags, which need no eager run and so no random state)
         self._save_rng = captured.random and captured.guards > 0
@@ -125,7 +124,8 @@ class CompiledStep(SwitchesToInductor):
         inputs = captured.example_inputs
         # the layout each input had at capture: inductor's generated code relies on it
         self._layouts = [layout(t) for t in inputs]
-        self._updates = [(captured.params[u.param][1], u.rule, u.state_inputs, self._views[u.scalar_vector],
+        # (each with a view of the optimizers' per-step numbers, which the binding writes)
+        self._updates = [(captured.params[u.param][1], u.rule, u.state_inputs, captured.numbers.numpy(),
                           u.offset) for u in captured.updates]
         self._param_layouts = [(name, tensor, self._layouts[i])
                                for i, (name, tensor) in enumerate(captured.params)]
