@@ -614,6 +614,61 @@ def simplify(graph: Any) -> None:
                     and dtype(source) == dtype(node) and shape(source) == shape(node))
         if same:
             node.replace_all_uses_with(source)
+    _merge_repeats(graph)
+
+
+def _merge_repeats(graph: Any) -> None:
+    """One node for each op repeated on the same inputs (TorchScript interprets every node; Pyro
+    checks one value in several places, and a gradient takes the same negation twice).
+
+    Only ops that compute a new tensor from their inputs merge: not a draw, not an op that writes,
+    not a view, nor a tensor that something writes later; and two ops merge only where no op writes
+    anything between them, so both read the same values."""
+    import operator
+
+    import torch
+
+    seeded = torch.Tag.nondeterministic_seeded
+    written: set[Any] = set()  # nodes whose tensors an op writes (through views too)
+    for node in graph.graph.nodes:
+        schema = compat.aten_op(node.target) if node.op == "call_function" else None
+        for arg, value in zip(schema.arguments if schema else (), node.args, strict=False):
+            while isinstance(value, torch.fx.Node) and arg.alias_info is not None and arg.alias_info.is_write:
+                written.add(value)
+                base = compat.aten_op(value.target) if value.op == "call_function" else None
+                value = value.args[0] if base is not None and _returns_view(base) and value.args else None
+    seen: dict[Any, Any] = {}
+    writes = 0  # ops that wrote so far: two ops merge only between the same writes
+    for node in list(graph.graph.nodes):
+        schema = compat.aten_op(node.target) if node.op == "call_function" else None
+        if schema is not None and any(a.alias_info is not None and a.alias_info.is_write
+                                      for a in schema.arguments):
+            writes += 1
+            continue
+        plain = schema is not None and schema.returns and seeded not in node.target.tags \
+            and not _returns_view(schema) and not schema.name.startswith(("aten::empty", "aten::new_empty"))
+        if node in written or not (plain or node.target is operator.getitem) or node.is_impure():
+            continue
+        key = (node.target, _key(node.args), _key(node.kwargs), writes)
+        first = seen.setdefault(key, node)
+        if first is not node:
+            node.replace_all_uses_with(first)
+
+
+def _returns_view(schema: Any) -> bool:
+    return any(r.alias_info is not None for r in schema.returns)
+
+
+def _key(value: Any) -> Any:
+    """A hashable form of an op's arguments that tells apart what compares equal in Python and is
+    not the same argument (1, 1.0 and True; 0.0 and -0.0)."""
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(map(_key, value)))
+    if isinstance(value, dict):
+        return tuple(sorted((k, _key(v)) for k, v in value.items()))
+    if isinstance(value, (bool, int, float, complex)):
+        return (type(value), repr(value))
+    return value
 
 
 def _plain_reductions(graph: Any) -> None:
