@@ -623,11 +623,14 @@ def _merge_repeats(graph: Any) -> None:
 
     Only ops that compute a new tensor from their inputs merge: not a draw, not an op that writes,
     not a view, nor a tensor that something writes later; and two ops merge only where no op writes
-    anything between them, so both read the same values."""
+    anything between them, so both read the same values. Dead ops go first: one would otherwise take
+    the uses of a later twin, and run where the later one ran (before a draw instead of after it,
+    which splits inductor's kernel in two)."""
     import operator
 
     import torch
 
+    prune(graph)
     seeded = torch.Tag.nondeterministic_seeded
     written: set[Any] = set()  # nodes whose tensors an op writes (through views too)
     for node in graph.graph.nodes:

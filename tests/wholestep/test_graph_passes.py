@@ -43,3 +43,17 @@ def test_an_op_repeated_on_the_same_inputs_runs_once_and_nothing_else_merges():
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         assert torch.equal(a, b) and torch.equal(a.signbit(), b.signbit())
+
+
+def test_an_op_nothing_uses_does_not_take_the_uses_of_its_later_twin():
+    # (it would then run where it stands, before the draw: inductor splits its kernel there)
+    def step(x):
+        torch.neg(x)  # nothing uses it
+        draw = torch.randn(3)
+        return draw + torch.neg(x)
+
+    graph = make_fx(step)(torch.ones(3))
+    simplify(graph)
+    prune(graph)
+    order = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+    assert order == ["aten.randn.default", "aten.neg.default", "aten.add.Tensor"]
