@@ -4,8 +4,8 @@ The simple SVI of ``bench_backends.py`` runs inside ``pyro_jitmagic.compiled(bac
 until inductor's kernels have taken over and the step has settled; then each piece of the work a
 step does is called alone in a loop, in rounds, and the medians are printed: the graph's call, what
 the step checks before it (the world's guards, the call's signature, the binding of the live
-tensors), what it does around it (the random state kept for an in-graph guard that fails, grad mode,
-the float loss), the compiled step's short way, and ``svi.step`` as the cell calls it.
+tensors), what it does around it (the random state kept for an in-graph guard that fails, grad mode
+where it matters, the float loss), the compiled step's short way, and ``svi.step`` as the cell calls it.
 
 Usage::
 
@@ -80,7 +80,9 @@ def pieces(svi: Any, data: Any, step: Any) -> dict[str, tuple[Callable[[], Any],
         "binding": (lambda: step._bound_now(args, kwargs), False),
         # (only where a guard that fails runs the step eagerly: Pyro's NaN and inf checks do not)
         **({"random state kept": (step._rng_state, False)} if step._save_rng else {}),
-        "grad mode off and on": (grad_mode, False),
+        # (only where an op outside inductor's kernels takes an input: compat.capture.pooled)
+        **({} if getattr(step._run, "grad_mode_free", False)
+           else {"grad mode off and on": (grad_mode, False)}),
         "short way (CompiledStep.short_way)": (lambda: short(args, kwargs), False),
         "svi.step": (lambda: svi.step(data), False),
     }

@@ -384,6 +384,18 @@ def test_pooled_draws_in_place_what_the_kernels_alone_read(tmp_path, monkeypatch
     assert got[0][1] is not got[1][1]
 
 
+def test_pooled_says_whether_the_inputs_go_to_the_kernels_alone(tmp_path, monkeypatch):
+    # (then the call does the same under grad mode on: an op outside the kernels that took a param
+    # which requires grad would record autograd's graph, or refuse to write it in place)
+    cases = [("generated_alone", GENERATED, True), ("generated_draws_alone", GENERATED_DRAWS, True),
+             ("generated_input_out", GENERATED.replace("neg.default(buf3)", "neg.default(arg0_1)"), False),
+             ("generated_input_returned", GENERATED.replace("return (buf0,", "return (arg0_1,"), False)]
+    for name, source, alone in cases:
+        _, runner = _generated(tmp_path, monkeypatch, source, name)
+        pooled = capture.pooled(runner.call)
+        assert pooled is not None and pooled.grad_mode_free is alone, name
+
+
 def test_pooled_declines_what_it_cannot_read():
     assert capture.pooled(len) is None  # no Python source
 
