@@ -614,23 +614,20 @@ def simplify(graph: Any) -> None:
                     and dtype(source) == dtype(node) and shape(source) == shape(node))
         if same:
             node.replace_all_uses_with(source)
-    _merge_repeats(graph)
 
 
-def _merge_repeats(graph: Any) -> None:
-    """One node for each op repeated on the same inputs (TorchScript interprets every node; Pyro
-    checks one value in several places, and a gradient takes the same negation twice).
+def merge_repeats(graph: Any) -> None:
+    """One node for each op repeated on the same inputs, for a backend that interprets every node
+    (TorchScript: Pyro checks one value in several places, and a gradient takes the same negation
+    twice). Call :func:`prune` after it, to drop the repeats.
 
     Only ops that compute a new tensor from their inputs merge: not a draw, not an op that writes,
     not a view, nor a tensor that something writes later; and two ops merge only where no op writes
-    anything between them, so both read the same values. Dead ops go first: one would otherwise take
-    the uses of a later twin, and run where the later one ran (before a draw instead of after it,
-    which splits inductor's kernel in two)."""
+    anything between them, so both read the same values."""
     import operator
 
     import torch
 
-    prune(graph)
     seeded = torch.Tag.nondeterministic_seeded
     written: set[Any] = set()  # nodes whose tensors an op writes (through views too)
     for node in graph.graph.nodes:
