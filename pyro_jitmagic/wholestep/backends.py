@@ -79,7 +79,7 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
     try:
         with torch.no_grad():
             # torch's own trace, not a running cell's wrapper of it: this is no trace of Pyro's JIT
-            traced = patch.unwrap(torch.jit.trace)(_each_op_once(graph), tuple(scratch), check_trace=False)
+            traced = patch.unwrap(torch.jit.trace)(graph, tuple(scratch), check_trace=False)
     except RuntimeError as exc:
         _runs_as_captured(graph, example_inputs)
         untraceable = _untraceable_op(graph)
@@ -91,21 +91,6 @@ def torchscript(graph: Any, example_inputs: list[Any]) -> Codegen:
     finally:
         torch.set_rng_state(rng)
     return Codegen(run=traced.forward, backend="step", seconds=time.perf_counter() - start)
-
-
-def _each_op_once(graph: Any) -> Any:
-    """A copy of the captured graph with each op repeated on the same inputs run once
-    (:func:`~.capture.merge_repeats`): TorchScript interprets every node (docs/benchmarks.md, The
-    step around the graph). Not for inductor, which merges them in its kernels itself, and which
-    split the simple SVI's step into two kernels when given them merged."""
-    import copy
-
-    from .capture import merge_repeats, prune
-
-    graph = copy.deepcopy(graph)
-    merge_repeats(graph)
-    prune(graph)
-    return graph
 
 
 def _runs_as_captured(graph: Any, example_inputs: list[Any]) -> None:

@@ -104,6 +104,8 @@ class ParamUpdate:
 class AdamUpdate(ParamUpdate):
     # torch/optim/adam.py, _single_tensor_adam, the non-capturable branch
     constant_keys = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+    n_scalars = 1  # the learning rate
+    numbers_in_double = True
 
     def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
         super().__init__(owner, optimizer, param, dynamic_lr=True)
@@ -112,8 +114,6 @@ class AdamUpdate(ParamUpdate):
         self.decoupled = bool(group.get("decoupled_weight_decay", False))
         self.amsgrad = bool(group["amsgrad"])
         self.state_keys = ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
-        self.n_scalars = 1
-        self.numbers_in_double = True
 
     def scalars(self, state: Any) -> list[float]:
         return [self.group["lr"]]
@@ -249,7 +249,7 @@ class AdagradUpdate(ParamUpdate):
     # torch/optim/adagrad.py, _single_tensor_adagrad (dense gradients)
     constant_keys = ("lr_decay", "eps", "weight_decay", "maximize")
     state_keys = ("step", "sum")
-    n_scalars = 1
+    n_scalars = 1  # the learning rate
     numbers_in_double = True
 
     def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:

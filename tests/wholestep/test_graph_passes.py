@@ -5,7 +5,7 @@ import collections
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from pyro_jitmagic.wholestep.capture import merge_repeats, prune
+from pyro_jitmagic.wholestep.capture import prune, simplify
 
 
 def _ops(graph):
@@ -27,7 +27,7 @@ def test_an_op_repeated_on_the_same_inputs_runs_once_and_nothing_else_merges():
     x = torch.tensor([1.0, -2.0, 0.0])
     graph = make_fx(step)(x, torch.zeros(3))
     assert _ops(graph)["aten.neg.default"] == 2
-    merge_repeats(graph)
+    simplify(graph)  # (as the capture does)
     prune(graph)
     ops = _ops(graph)
     assert ops["aten.neg.default"] == 1
@@ -45,19 +45,3 @@ def test_an_op_repeated_on_the_same_inputs_runs_once_and_nothing_else_merges():
         assert torch.equal(a, b) and torch.equal(a.signbit(), b.signbit())
 
 
-
-def test_torchscript_runs_each_repeated_op_once_and_the_captured_graph_keeps_them():
-    # (TorchScript interprets every node; inductor is given the graph as captured: it merges in its
-    # kernels itself)
-    from pyro_jitmagic.wholestep.backends import torchscript
-
-    def step(x):
-        return torch.neg(x) * torch.neg(x), torch.neg(x).exp()
-
-    x = torch.tensor([1.0, -2.0])
-    graph = make_fx(step)(x)
-    codegen = torchscript(graph, [x])
-    assert str(codegen.run.graph).count("aten::neg") == 1
-    assert _ops(graph)["aten.neg.default"] == 3
-    for a, b in zip(codegen.run(x), step(x), strict=True):
-        assert torch.equal(a, b)
