@@ -623,7 +623,7 @@ def merge_repeats(graph: Any) -> None:
     SVI's step: 22 nodes of 306, 5% of its step on TorchScript). Call :func:`prune` after it, to drop
     the repeats. (Inductor merges them in its kernels itself; given them merged, it split the simple
     SVI's step into two kernels, 0.1 us more a call: docs/benchmarks.md, The step around the graph.
-    Merging on a copy for TorchScript alone cost 26 ms a compile.)
+    Merging on a copy for TorchScript alone added a deepcopy and a recompile to every compile.)
 
     Only ops that compute a new tensor from their inputs merge: not a draw, not an op that writes,
     not a view, nor a tensor that something writes later; and two ops merge only where no op writes
@@ -645,8 +645,7 @@ def merge_repeats(graph: Any) -> None:
     writes = 0  # ops that wrote so far: two ops merge only between the same writes
     for node in list(graph.graph.nodes):
         schema = compat.aten_op(node.target) if node.op == "call_function" else None
-        if schema is not None and any(a.alias_info is not None and a.alias_info.is_write
-                                      for a in schema.arguments):
+        if schema is not None and schema.is_mutable:
             writes += 1
             continue
         plain = schema is not None and schema.returns and seeded not in node.target.tags \
