@@ -34,7 +34,7 @@ from ..records.report import (
 
 if TYPE_CHECKING:
     from .mcmc_clock import MCMCClock
-    from .route import Express, Ladder, MCMCRoute
+    from .route import Ladder, MCMCRoute
 
 # Live progress is offered at most this often (seconds), over the median of
 # the last PROGRESS_WINDOW steps: a few updates a second cost nothing measurable.
@@ -61,7 +61,8 @@ class StepPlan:
     # (seconds, loss, compile seconds) per step: tuples on the hot path, Step records in the report
     raw: list[tuple[float, float, float]] = field(default_factory=list)
     compile_seconds: float = 0.0  # of the step in progress
-    express: Express | None = None  # the short way of the route's settled steps, while it offers one
+    # the short way of the route's settled steps, while it offers one (steps.express_step)
+    express: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None
     # why this run's random draws part from an eager run's ("" while they do not)
     diverges: str = ""
 
@@ -190,6 +191,12 @@ class Recorder:
     def target(self, fallback: str = "?") -> str:
         """The step or MCMC run in progress, by name."""
         return self.current.target if self.current is not None else fallback
+
+    def leave_express(self) -> None:
+        """The run ends: every short way it was taking is left (what their routes do then)."""
+        for plan in [*self.svi_plans.values(), *self.loss_plans.values()]:
+            if plan.express is not None:
+                plan.express.leave()  # type: ignore[attr-defined]
 
     # -- progress ------------------------------------------------------------------
     def step_done(self, plan: StepPlan, now: float) -> None:

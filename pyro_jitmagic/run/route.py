@@ -49,10 +49,17 @@ class Express(NamedTuple):
     again). ``book(seconds, step)`` books a step it ran (``step``: the run's count), or is None. A
     route offers one only while no step of its needs more than the run's timing: nothing to
     compile, announce or decide that the short way does not.
+
+    ``closed``: a step runs none of the user's or Pyro's Python, nor traces (a graph's call), so
+    nothing it calls asks which step is in progress, and its result is a float. ``ended(when)``,
+    where given, is told once that the run stopped taking it, with the wall-clock time
+    (``time.time()``) its last step ended: a route that keeps a time per step does it then.
     """
 
     run: Callable[[tuple[Any, ...], dict[str, Any]], float | None]
     book: Callable[[float, int], None] | None = None
+    closed: bool = False
+    ended: Callable[[float], None] | None = None
 
 
 class CannotRun(Exception):

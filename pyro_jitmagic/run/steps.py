@@ -8,6 +8,8 @@ step that meets a limit of its compiler runs again eager; other failures get one
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import advice, warmup
@@ -15,7 +17,7 @@ from .context import RunContext
 from .recorder import StepPlan
 
 if TYPE_CHECKING:
-    from .route import Ladder
+    from .route import Express, Ladder
 
 
 def warm(ctx: RunContext, plan: StepPlan, model: Any, guide: Any, args: tuple[Any, ...],
@@ -29,33 +31,15 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     """One step of an SVI, or one direct call of a loss, by its route: timed and recorded.
 
     While the route offers a short way for its settled steps (:class:`~.route.Express`), a step
-    takes it, past the ladder, the route and the signature's lookup (docs/benchmarks.md, The step
-    around the graph)."""
+    takes it (:func:`express_step`), past the ladder, the route and the signature's lookup
+    (docs/benchmarks.md, The step around the graph)."""
     __tracebackhide__ = True
-    recorder, ladder = ctx.recorder, plan.route
     express = plan.express
     if express is not None:
-        outer, recorder.current = recorder.current, plan
-        plan.compile_seconds = 0.0  # (a short way on Pyro's route may trace a key again)
-        start = recorder.clock()
-        try:
-            result = express.run(args, kwargs)
-        except BaseException as exc:
-            plan.express = None
-            if not (ladder.compiled and ladder.recover(exc)):
-                _fail(ctx, ladder, exc, args, kwargs)
-            result = None  # (its route put back what the step changed: the long way runs it, eager)
-        finally:
-            recorder.current = outer
+        result = express(args, kwargs)
         if result is not None:
-            end = recorder.clock()
-            plan.raw.append((end - start, result if type(result) is float else loss_value(result),
-                             plan.compile_seconds))
-            if express.book is not None:
-                express.book(end - start, len(plan.raw))
-            recorder.step_done(plan, end)
             return result
-        plan.express = None  # (the route's own step runs this call, and says what comes next)
+    recorder, ladder = ctx.recorder, plan.route
     outer, recorder.current = recorder.current, plan
     plan.compile_seconds = 0.0
     level = ladder.level
@@ -87,8 +71,77 @@ def timed(ctx: RunContext, plan: StepPlan, args: tuple[Any, ...], kwargs: dict[s
     if note is not None:
         recorder.note(note)
     if not cuda:  # (GPU steps are timed to their kernels' end: the long way)
-        plan.express = ladder.express()
+        offered = ladder.express()
+        plan.express = express_step(ctx, plan, offered) if offered is not None else None
     return result
+
+
+def express_step(ctx: RunContext, plan: StepPlan, express: Express) -> Callable[..., Any]:
+    """The route's short way as the run takes it: ``step(args, kwargs)`` runs one step on it, timed
+    and recorded as :func:`timed` records one, and returns its result; or None, having recorded
+    nothing, when the route's own step must take this call. Either way it leaves the short way
+    (``plan.express`` is None, and the express is told it :meth:`~.route.Express.ended`) when it
+    returns None, and when the step raises.
+
+    One function, its lookups made once: at a few microseconds a step, each call and attribute
+    around the graph counts (docs/benchmarks.md, The step around the graph)."""
+    recorder, ladder, run, book = ctx.recorder, plan.route, express.run, express.book
+    clock, raw, done = recorder.clock, plan.raw, recorder.step_done
+    record = raw.append
+    last = [0.0]  # (the clock when its last step ended)
+
+    def leave() -> None:
+        if plan.express is step:
+            plan.express = None
+        if express.ended is not None and last[0]:
+            express.ended(time.time() - (clock() - last[0]))
+
+    def failed(exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        __tracebackhide__ = True
+        leave()
+        if not (ladder.compiled and ladder.recover(exc)):
+            _fail(ctx, ladder, exc, args, kwargs)
+        # (its route put back what the step changed: the long way runs it, eager)
+
+    def closed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        start = clock()
+        try:
+            result = run(args, kwargs)
+        except BaseException as exc:
+            return failed(exc, args, kwargs)
+        if result is None:
+            return leave()
+        last[0] = end = clock()
+        record((end - start, result, 0.0))
+        if book is not None:
+            book(end - start, len(raw))
+        done(plan, end)
+        return result
+
+    def open_(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        outer, recorder.current = recorder.current, plan
+        plan.compile_seconds = 0.0  # (a short way on Pyro's route may trace a key again)
+        start = clock()
+        try:
+            result = run(args, kwargs)
+        except BaseException as exc:
+            return failed(exc, args, kwargs)
+        finally:
+            recorder.current = outer
+        if result is None:
+            return leave()
+        last[0] = end = clock()
+        record((end - start, result if type(result) is float else loss_value(result), plan.compile_seconds))
+        if book is not None:
+            book(end - start, len(raw))
+        done(plan, end)
+        return result
+
+    step = closed if express.closed else open_
+    step.leave = leave  # type: ignore[attr-defined]  # (the run ends: Recorder.leave_express)
+    return step
 
 
 def _fail(ctx: RunContext, ladder: Ladder, exc: BaseException, args: tuple[Any, ...],

@@ -45,6 +45,11 @@ def _step_wrapper(ctx: RunContext, original: Callable[..., Any]) -> Callable[...
         plan = plans.get(id(svi))
         if plan is None or plan.holds[0] is not svi:
             plan = _prepare(ctx, svi, original, args, kwargs)
+        express = plan.express  # (timed's first lines, here: a call less on the short way)
+        if express is not None:
+            result = express(args, kwargs)
+            if result is not None:
+                return result
         return timed(ctx, plan, args, kwargs)
 
     return step

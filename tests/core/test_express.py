@@ -6,6 +6,7 @@ due) it must still see: each test counts the steps the short way ran, so that it
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from pathlib import Path
 
@@ -111,6 +112,25 @@ def test_settled_steps_take_the_short_way_with_eagers_losses_and_every_step_in_t
     assert len(short_way) >= 70  # all but the first few (eager, capture, first compiled calls)
     (svi_run,) = report.svi_runs
     assert len(svi_run.steps) == 80  # the short way's steps are timed and recorded too
+
+
+def test_the_cache_entrys_last_hit_is_its_last_step_on_the_short_way_not_the_runs_end(short_way):
+    from pyro_jitmagic.run.process import PROCESS
+
+    seen = {}
+
+    def body(svi):
+        losses = [svi.step(DATA) for _ in range(30)]
+        seen["before the last ten"] = time.time()
+        losses += [svi.step(DATA) for _ in range(10)]
+        seen["svi"], seen["after the last"] = svi, time.time()
+        time.sleep(0.2)  # (the run ends well after its last step)
+        return losses
+
+    _run(models.gaussian, body, backend="step")
+    assert len(short_way) >= 30
+    (entry,) = PROCESS.session.whole_steps.of(seen["svi"]).values()
+    assert seen["before the last ten"] <= entry.last_hit <= seen["after the last"]
 
 
 def test_another_signature_leaves_the_short_way_and_compiles_its_own_step(short_way):
