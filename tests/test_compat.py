@@ -252,6 +252,27 @@ def test_the_one_call_tensor_check_tells_apart_what_a_compiled_step_binds():
     assert not check(examples[0], 1.0, examples[2])  # not a tensor
 
 
+def test_a_dicts_version_changes_whenever_the_dict_does_and_only_then():
+    import collections
+
+    version = capture.dict_version()
+    assert version is not None  # (torch 2.13 on this Python has one)
+    group = {"lr": 0.01, "betas": (0.9, 0.999)}
+    state = collections.defaultdict(dict)  # (torch's optimizer state)
+    seen = {version(group), version(state)}
+    assert len(seen) == 2  # (no two dicts share one)
+    before = version(group)
+    _ = group["lr"], group.get("eps"), list(group.items())
+    assert version(group) == before  # read, not changed
+    changes = [(group, lambda: group.__setitem__("lr", 0.02)), (group, lambda: group.pop("betas")),
+               (group, lambda: group.update(eps=1e-8)),
+               (state, lambda: state[0])]  # (a defaultdict's missing key, looked up, is added)
+    for target, change in changes:
+        before = version(target)
+        change()
+        assert version(target) != before
+
+
 GENERATED = '''
 import torch
 from torch import empty_strided as _empty
@@ -360,6 +381,22 @@ def test_pooled_for_a_caller_that_reads_at_once_holds_the_returned_buffers_too(t
     # buf0, returned but otherwise only the kernels': held; buf3, which an op also sees: allocated
     assert len(module.ALLOCATED) == 2
     assert pooled([x])[0] is second[0]
+    assert pooled.returns is None  # (what it returns is not all held: a caller cannot keep views)
+
+
+def test_pooled_says_which_held_tensors_every_call_returns(tmp_path, monkeypatch):
+    _, runner = _generated(tmp_path, monkeypatch, GENERATED_DRAWS, "generated_draws_once")
+    x = torch.tensor([1.0, 2.0, 3.0])
+    torch.manual_seed(0)
+    expected = [[t.tolist() for t in runner.call([x])] for _ in range(2)]
+    pooled = capture.pooled(runner.call, read_at_once=True)
+    held = pooled.returns
+    assert held is not None and len(held) == 2  # a kernel's buffer and a draw's, both held
+    torch.manual_seed(0)
+    for values in expected:
+        returned = pooled([x])
+        assert all(a is b for a, b in zip(returned, held, strict=True))
+        assert [t.tolist() for t in held] == values  # written afresh by each call
 
 
 def test_pooled_draws_in_place_what_the_kernels_alone_read(tmp_path, monkeypatch):

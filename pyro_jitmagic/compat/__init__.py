@@ -78,6 +78,7 @@ PRIVATE_NAMES: tuple[tuple[str, str, str], ...] = (
     ("torch._C", "_set_grad_enabled", "grad mode off around the compiled step, cheaply"),
     ("torch._C", "_increment_version", "marks the tensors inductor's kernels wrote as written"),
     ("torch._C._dynamo.guards", "TensorGuards", "checks every tensor a compiled step binds, in one call"),
+    ("torch._C._dynamo.guards", "dict_version", "a dict's version: the short way reads no dict unchanged"),
     ("torch", "Tensor._backward_hooks", "a param's gradient hooks, which a graph would run once"),
     ("torch", "Tensor._post_accumulate_grad_hooks", "hooks run after a param's gradient is stored"),
     # torch: optimizers

@@ -133,6 +133,25 @@ def tensor_check(examples: list[Any]) -> Any:
     return guards.check
 
 
+@functools.lru_cache(maxsize=1)
+def dict_version() -> Any:
+    """A function of a dict that returns its version: a number that changes whenever the dict is
+    changed (a key set to another object, added or deleted) and that no other dict shares (dynamo's
+    ``dict_version``: CPython's own tag before 3.12, a dict watcher's count after). None where torch
+    has none, or it does not behave so here."""
+    try:
+        from torch._C._dynamo.guards import dict_version as version
+
+        probe: dict[str, Any] = {"a": 1}
+        before, other = version(probe), version({"a": 1})
+        probe["a"] = 2
+        if not (isinstance(before, int) and version(probe) != before and other != before):
+            return None
+    except Exception:  # (another torch, another Python)
+        return None
+    return version
+
+
 def outside_capture() -> Any:
     """A context in which torch ops run plainly, untraced."""
     from torch.utils._python_dispatch import _disable_current_modes
@@ -572,6 +591,7 @@ def direct_call(compiled: Any, written: list[int], read_at_once: bool = False) -
         return runner([*lifted, *inputs])  # (it empties the list it is given)
 
     call.grad_mode_free = getattr(runner, "grad_mode_free", False)  # type: ignore[attr-defined]
+    call.returns = getattr(runner, "returns", None)  # type: ignore[attr-defined]
     return call
 
 
@@ -603,7 +623,9 @@ def pooled(runner: Any, read_at_once: bool = False) -> Any:
 
     Where no op but the C++ kernels takes an input (a param that requires grad), the call does the
     same under grad mode on or off, and says so: ``grad_mode_free`` is True on what is returned (a
-    caller then need not switch grad mode off around it, 0.3 us a call)."""
+    caller then need not switch grad mode off around it, 0.3 us a call). ``returns`` is the tuple of
+    held tensors every call returns, written afresh, where all it returns is held (a caller may keep
+    views of them: a NumPy view's ``tolist`` is cheaper than a tensor's), else None."""
     import ast
     import inspect
     import textwrap
@@ -646,6 +668,10 @@ def pooled(runner: Any, read_at_once: bool = False) -> Any:
     exec(code, namespace)  # inductor's own code, its allocations replaced by held buffers
     call = namespace[function.__name__]  # type: ignore[union-attr]
     call.grad_mode_free = buffers.inputs_to_kernels_alone
+    # (a held buffer's name, for an allocation or a draw: its group's root)
+    returned = [namespace.get(f"_pooled_{root(name)}") if name in buffers.group else None
+                for name in buffers.returned]
+    call.returns = tuple(returned) if returned and all(t is not None for t in returned) else None
     return types.MethodType(call, owner) if owner is not None else call
 
 
@@ -671,6 +697,8 @@ class _CallBuffers:
                 self.allocations[stmt.targets[0].id] = stmt
         self.group = {name: name for name in self.allocations}
         self.draws: dict[str, tuple[ast.Assign, str]] = {}
+        #: the names the call returns (with ``read_at_once``), where it returns a tuple of names
+        self.returned: list[str] = []
         seen_elsewhere: set[str] = set()
         for stmt in body:
             if _allocation(stmt) or isinstance(stmt, ast.Delete) or self._drawn(stmt) or self._alias(stmt):
@@ -681,6 +709,8 @@ class _CallBuffers:
                       and all(isinstance(a, ast.Name) for a in call.args))
             returned = (read_at_once and isinstance(stmt, ast.Return) and isinstance(stmt.value, ast.Tuple)
                         and all(isinstance(e, ast.Name) for e in stmt.value.elts))
+            if returned:
+                self.returned = [e.id for e in stmt.value.elts]
             if not kernel and not returned and stmt is not head:
                 seen_elsewhere.update(node.id for node in ast.walk(stmt) if isinstance(node, ast.Name))
         self.inputs_to_kernels_alone = bool(inputs) and not inputs & seen_elsewhere

@@ -56,6 +56,24 @@ class Guard:
     fast: bool = True
 
 
+@dataclass(frozen=True)
+class Combined:
+    """An expression that checks several guards at once. ``settings``: the dict (an object's
+    ``vars``) whose values it compares, where none of them can change in place: the dict left as
+    it was when the expression held, the expression holds."""
+
+    expression: str
+    settings: dict[str, Any] | None = None
+
+
+def immutable(value: Any) -> bool:
+    """Whether ``value`` cannot change in place: a plain number or string, or a tuple or frozenset
+    of them."""
+    if isinstance(value, _PLAIN):
+        return True
+    return isinstance(value, (tuple, frozenset)) and all(immutable(v) for v in value)
+
+
 def show(value: Any) -> str:
     """A value as a guard's change shows it: short; a tensor by its shape; an object by its type, never
     by its ``repr`` (which may run code: a ``PyroModule``'s samples its ``PyroSample`` attributes)."""
@@ -93,15 +111,17 @@ class Constants:
     """The objects that generated code refers to, by the names :meth:`bind` gives them; ``namespace``
     holds them by name, for the code's globals."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "K") -> None:
         self.namespace: dict[str, Any] = {}
         self._names: dict[int, str] = {}
+        #: the names' first letter: code over two sets of constants, one prefix each, shares a namespace
+        self.prefix = prefix
 
     def bind(self, obj: Any) -> str:
         """A name for ``obj`` in the generated code (the same object, the same name)."""
         name = self._names.get(id(obj))
         if name is None or self.namespace[name] is not obj:
-            name = f"K{len(self.namespace)}"
+            name = f"{self.prefix}{len(self.namespace)}"
             self.namespace[name] = obj
             self._names[id(obj)] = name
         return name
@@ -113,8 +133,9 @@ class GuardBuilder:
 
     guards: list[Guard] = field(default_factory=list)
     #: expressions that check several guards at once, on every call (those guards are not ``fast``)
-    combined: list[str] = field(default_factory=list)
-    _bound: Constants = field(default_factory=Constants)
+    combined: list[Combined] = field(default_factory=list)
+    # (their own prefix: a compiled step's short way checks them inline, among its own constants)
+    _bound: Constants = field(default_factory=lambda: Constants("W"))
 
     @property
     def constants(self) -> dict[str, Any]:
@@ -229,7 +250,9 @@ class GuardBuilder:
             self.add(f"{what}.{name}", f"({held}.get({name!r}, {self.bind(_MISSING)}) == {copied})",
                      show(value), partial(_attribute, obj, name), fast=False)
         values = ", ".join(f"{held}[{name!r}]" for name in settings)
-        self.combined.append(f"(({values},) == {self.bind(tuple(_copy(v) for v in settings.values()))})")
+        expression = f"(({values},) == {self.bind(tuple(_copy(v) for v in settings.values()))})"
+        frozen = all(immutable(v) for v in settings.values())
+        self.combined.append(Combined(expression, vars(obj) if frozen else None))
 
     def build(self) -> Guards:
         return Guards(list(self.guards), dict(self.constants), list(self.combined))
@@ -301,11 +324,29 @@ class Guards:
     """One compiled artifact's assumptions: :meth:`holds` on the hot path, :meth:`changes` after."""
 
     def __init__(self, guards: list[Guard], constants: dict[str, Any],
-                 combined: list[str] | None = None) -> None:
+                 combined: list[Combined] | None = None) -> None:
         self.guards = tuple(guards)
         self._constants = constants
-        fast = [g.expression for g in guards if g.fast] + list(combined or ())
+        self._combined = tuple(combined or ())
+        fast = [g.expression for g in guards if g.fast] + [c.expression for c in self._combined]
         self.holds: Callable[[], bool] = _generate(fast, constants)
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        return self._constants
+
+    def inline(self, unchanged: Callable[[dict[str, Any]], str | None]) -> str:
+        """What :attr:`holds` evaluates, as one expression over :attr:`constants`, for other generated
+        code to check inline (its namespace takes them: their names are their own). Where every
+        guard holds now, a combined check over an object's settings is skipped while their dict is
+        unchanged (``unchanged(d)``: an expression over that code's constants that holds while
+        ``d`` is unchanged from now, or None)."""
+        now = self.holds()
+        checks = [g.expression for g in self.guards if g.fast]
+        for combined in self._combined:
+            skip = unchanged(combined.settings) if now and combined.settings is not None else None
+            checks.append(f"({skip} or {combined.expression})" if skip else combined.expression)
+        return " and ".join(f"({e})" for e in checks) or "True"
 
     def changes(self) -> list[Change]:
         """What no longer holds, each in words (empty when everything holds)."""

@@ -66,14 +66,6 @@ class Sentinel:
         self.gap *= GROWTH
         return True
 
-    def unchecked(self) -> bool:
-        """Count a compiled call that runs unchecked; False, counting nothing, when this call is
-        due a check (the caller then calls :meth:`due`)."""
-        if self.calls + 1 >= self.next_check:
-            return False
-        self.calls += 1
-        return True
-
     def postpone(self) -> None:
         """The check just due moves to the next call (the interpreter is busy beside the steps: a
         check's eager call would wait on it, tens of milliseconds instead of one)."""

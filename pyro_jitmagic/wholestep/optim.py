@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..compat import capture as compat
+from ..guards.checks import immutable
 from .errors import CannotCompile, NeedsEagerStep
 
 
@@ -38,6 +39,9 @@ class ParamUpdate:
     #: whether :meth:`update` takes its numbers as Python's doubles (it casts them itself, where
     #: torch does), or cast to the param's dtype, as torch casts a Python float it is given
     numbers_in_double = False
+    #: whether its per-step numbers (:meth:`scalars`) are computed from its param group alone: while
+    #: the group is unchanged, they are too
+    numbers_from_group = False
     #: the param_group keys whose values are constants of the graph
     constant_keys: tuple[str, ...] = ()
 
@@ -65,13 +69,21 @@ class ParamUpdate:
             return f"the {self.name} hyperparameters changed"
         return None
 
-    def unchanged_test(self, bind: Callable[[Any], str]) -> str:
+    def unchanged_test(self, bind: Callable[[Any], str],
+                       unchanged: Callable[[dict[str, Any]], str | None] | None = None) -> str:
         """An expression that holds where :meth:`unchanged` finds nothing changed (a key gone raises),
         for the compiled step's binding (:func:`~.short_way.binder`), which runs it on every step
-        without a method call (docs/benchmarks.md, The step around the graph)."""
+        without a method call (docs/benchmarks.md, The step around the graph). ``unchanged(d)``, where
+        given: an expression that holds while dict ``d`` is unchanged from now (or None); while the
+        param group is, the values are not compared (where nothing changed now, and none of them can
+        change in place)."""
         group = bind(self.group)
         values = "".join(f"{group}[{bind(key)}], " for key in self._keys)
-        return f"{bind(self.optimizer)}.param_groups[0] is {group} and ({values}) == {bind(self.constants)}"
+        same = f"({values}) == {bind(self.constants)}"
+        skip = (unchanged(self.group) if unchanged is not None and self.unchanged() is None
+                and all(map(immutable, self.constants)) else None)
+        same = f"({skip} or {same})" if skip else same
+        return f"{bind(self.optimizer)}.param_groups[0] is {group} and {same}"
 
     def state(self) -> dict[str, Any] | None:
         """The state tensors by key, or None while the optimizer has none (before its first step)."""
@@ -104,6 +116,7 @@ class ParamUpdate:
 class AdamUpdate(ParamUpdate):
     # torch/optim/adam.py, _single_tensor_adam, the non-capturable branch
     constant_keys = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+    numbers_from_group = True  # (the learning rate)
     n_scalars = 1  # the learning rate
     numbers_in_double = True
 
@@ -155,6 +168,7 @@ class AdamUpdate(ParamUpdate):
 class SGDUpdate(ParamUpdate):
     # torch/optim/sgd.py, _single_tensor_sgd
     constant_keys = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    numbers_from_group = True  # (the learning rate)
 
     def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
         super().__init__(owner, optimizer, param, dynamic_lr)
@@ -207,6 +221,7 @@ def _add_scaled(param: Any, update: Any, lr: float, s: Any, dynamic_lr: bool) ->
 class RMSpropUpdate(ParamUpdate):
     # torch/optim/rmsprop.py, _single_tensor_rmsprop
     constant_keys = ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    numbers_from_group = True  # (the learning rate)
 
     def __init__(self, owner: Any, optimizer: Any, param: Any, dynamic_lr: bool) -> None:
         group = optimizer.param_groups[0]
@@ -248,6 +263,7 @@ class RMSpropUpdate(ParamUpdate):
 class AdagradUpdate(ParamUpdate):
     # torch/optim/adagrad.py, _single_tensor_adagrad (dense gradients)
     constant_keys = ("lr_decay", "eps", "weight_decay", "maximize")
+    numbers_from_group = True  # (the learning rate)
     state_keys = ("step", "sum")
     n_scalars = 1  # the learning rate
     numbers_in_double = True

@@ -16,7 +16,8 @@ observable where the long way must take the call, to say what failed, decline or
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..compat import capture as compat
@@ -39,12 +40,38 @@ class _Source:
         self.lines: list[str] = []
         #: the tensors taken so far: (name in the code, an example of the layout, the layout expected)
         self.checked: list[tuple[str, Any, tuple[Any, ...]]] = []
+        self._indent = ""
 
     def line(self, text: str) -> None:
-        self.lines.append(text)
+        self.lines.append(self._indent + text)
 
     def holds(self, test: str) -> None:
-        self.lines.append(f"if not ({test}): return {self.fail}")
+        self.line(f"if not ({test}): return {self.fail}")
+
+    def take(self, step: Any, expression: str, slot: int, expected: tuple[Any, ...]) -> None:
+        """Bind ``expression``'s value into ``step``'s graph input ``slot``, to be checked for the
+        layout ``expected``."""
+        name = f"v{len(self.checked)}"
+        self.line(f"{name} = {expression}")
+        self.line(f"{self.bind(step._inputs)}[{slot}] = {name}")
+        self.checked.append((name, step.captured.example_inputs[slot], expected))
+
+    @contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        """``header`` (an ``if ...:`` or ``else:``), then the lines written inside, indented."""
+        self.line(header)
+        outer, self._indent = self._indent, self._indent + "    "
+        try:
+            yield
+        finally:
+            self._indent = outer
+
+    def adopt(self, constants: dict[str, Any]) -> None:
+        """Other generated code's constants, for its expressions inline here (their names' prefix is
+        not this code's)."""
+        namespace = self.constants.namespace
+        assert not any(name in namespace for name in constants), "constants of one prefix twice"
+        namespace.update(constants)
 
     def function(self, name: str, head: list[str], tail: list[str], label: str) -> Any:
         """``def name(args, kwargs)`` of ``head``, then this body guarded (an exception in a check
@@ -84,11 +111,25 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
     assert same_call is not None, "a settled step has a signature check"
     if call_site is not None:
         source.holds(call_site.test(bind))
-    source.holds(f"{bind(step.world.holds)}() and {bind(same_call)}(args, kwargs)")
-    _binding(step, source)
-    source.holds(f"{bind(step.sentinel.unchecked)}()")
+    unchanged = _unchanged_from_now(bind)
+    world = step.world
+    source.adopt(world.constants)
+    never: Unchanged = lambda d, reached=None: None  # noqa: E731  (no versions: every check, every call)
+    source.holds(world.inline(unchanged or never))
+    source.holds(f"{bind(same_call)}(args, kwargs)")
+    _binding(step, source, short=unchanged or never)
+    # (the sentinel's count of a call that runs unchecked: where this one is due a check, nothing is
+    # counted, and the long way calls its due())
+    sentinel = bind(step.sentinel)
+    source.line(f"calls = {sentinel}.calls + 1")
+    source.holds(f"calls < {sentinel}.next_check")
+    source.line(f"{sentinel}.calls = calls")
     this, set_grad = bind(step), bind(step._set_grad)
-    call = [f"out = {bind(step._run)}(*{bind(step._inputs)})", "v = out[0].tolist()"]
+    returns = getattr(step._run, "returns", None)
+    # (the same held tensor every call, where the graph's outputs are held over: its NumPy view's
+    # values cost half a tensor's tolist)
+    values = f"{bind(returns[0].detach().numpy())}.tolist()" if returns is not None else "out[0].tolist()"
+    call = [f"out = {bind(step._run)}(*{bind(step._inputs)})", f"v = {values}"]
     if not getattr(step._run, "grad_mode_free", False):  # (else the same with grad mode on: 0.3 us)
         call = [f"grad = {bind(step._grad_mode)}()", f"{set_grad}(False)", "try:",
                 *(f"    {c}" for c in call), "finally:", f"    {set_grad}(grad)"]
@@ -105,52 +146,164 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
     return source.function("short_way", [], tail, "<pyro_jitmagic short way>")
 
 
-def _binding(step: Any, source: _Source) -> None:
+def _binding(step: Any, source: _Source, short: Unchanged | None = None) -> None:
     """The binding's lines: the SVI's parts, the param store's tensors, the optimizers and their
     state, Adam's per-step numbers, the arguments and the tensors read from outside, each bound
     into the graph's inputs and checked; every tensor's layout in one call where torch has it
-    (:func:`~..compat.capture.tensor_check`)."""
+    (:func:`~..compat.capture.tensor_check`).
+
+    ``short``, for the short way (made again whenever what it looked at changes, where the binder
+    lasts the step's life): ``short(d)`` is an expression that holds while dict ``d`` is unchanged
+    from now, or None. Where it has one, a dict the binding reads (the SVI's attributes, the param
+    store, an optimizer's param group and state) that is unchanged from now is not read again: it
+    holds what it held when every check held, which the graph's inputs hold still. Each param's
+    ``.grad`` is checked inline, against the tensors last looked at."""
+    bind, holds = source.bind, source.holds
+    # (every input's layout in one call over the inputs list: the short way may then take a
+    # tensor from a dict unchanged without naming it)
+    whole = _whole_check(step) if short is not None else None
+    unchanged = short if whole is not None else None
+    _svi_and_store(step, source, unchanged)
+    _optimizers(step, source)
+    for update in step._updates:
+        _update(step, source, update, unchanged)
+    for param, no_grad in step._untouched:
+        holds(f"{bind(param)}.grad is {'' if no_grad else 'not '}None")
+    holds(grads_test(step._grads, bind) if short is not None else f"{bind(step)}._grads_hold()")
+    for position, slot, expected in step._args:
+        source.take(step, f"args[{position}]", slot, expected)
+    for key, slot, expected in step._keywords:
+        source.take(step, f"kwargs[{bind(key)}]", slot, expected)
+    for _, fetch, slot, expected in step._outside:
+        source.take(step, f"{bind(fetch)}()", slot, expected)
+    if whole is not None:
+        holds(f"{bind(whole)}(*{bind(step._inputs)})")
+    else:
+        _check_layouts(source, outside=len(source.checked) - len(step._outside))
+
+
+def _svi_and_store(step: Any, source: _Source, unchanged: Unchanged | None) -> None:
+    """The lines that check the SVI's parts and the param store's tensors (``S``, ``p``, ``objs``)."""
     bind, holds, line = source.bind, source.holds, source.line
-    inputs = bind(step._inputs)
-
-    def take(expression: str, slot: int, expected: tuple[Any, ...]) -> None:
-        name = f"v{len(source.checked)}"
-        line(f"{name} = {expression}")
-        line(f"{inputs}[{slot}] = {name}")
-        source.checked.append((name, step.captured.example_inputs[slot], expected))
-
-    line(f"S = {bind(step.svi)}")
-    holds(" and ".join(f"S.{attr} is {bind(obj)}"
-                       for attr, obj in zip(("model", "guide", "loss", "optim"), step._bound, strict=True)))
+    svi, parts = step.svi, ("model", "guide", "loss", "optim")
+    line(f"S = {bind(svi)}")
+    same = " and ".join(f"S.{attr} is {bind(obj)}" for attr, obj in zip(parts, step._bound, strict=True))
+    now = all(getattr(svi, attr) is obj for attr, obj in zip(parts, step._bound, strict=True))
+    attributes = vars(svi) if now and hasattr(svi, "__dict__") else None
+    holds(_or_unchanged(unchanged, attributes, "S.__dict__", same))
     line(f"p = {bind(compat.store_tensors)}({bind(step._store)})")
-    for name, tensor, expected in step._param_layouts:
-        holds(f"p.get({bind(name)}) is {bind(tensor)}")
+    store = compat.store_tensors(step._store)
+    params = " and ".join(f"p.get({bind(name)}) is {bind(tensor)}" for name, tensor, _ in step._param_layouts)
+    if params:
+        now = all(store.get(name) is tensor for name, tensor, _ in step._param_layouts)
+        holds(_or_unchanged(unchanged, store if now else None, "p", params))
+    for _, tensor, expected in step._param_layouts:
         source.checked.append((bind(tensor), tensor, expected))
     line("objs = S.optim.optim_objs")
-    _optimizers(step, source)
-    for param, rule, positions, view, offset in step._updates:
-        holds(rule.unchanged_test(bind))
+
+
+def _update(step: Any, source: _Source, update: Any, unchanged: Unchanged | None) -> None:
+    """One param's optimizer: its hyperparameters checked, its state tensors bound (``st``), its
+    per-step numbers written."""
+    param, rule, positions, view, offset = update
+    bind, holds, line = source.bind, source.holds, source.line
+    optimizer = bind(rule.optimizer)
+    numbers = rule.scalar_lines("st", bind(view), offset, bind)
+    group = _group_now(rule, view, offset) if unchanged is not None and rule.numbers_from_group else None
+    skip = unchanged(group) if unchanged is not None and group is not None else None
+    if skip:
+        # (the group unchanged, so are its hyperparameters and the numbers written from it)
+        holds(f"{optimizer}.param_groups[0] is {bind(group)}")
+        with source.block(f"if not ({skip}):"):
+            holds(rule.unchanged_test(bind))
+            for number in numbers:
+                line(number)
+        numbers = []
+    else:
+        holds(rule.unchanged_test(bind, unchanged))
+
+    def fetch() -> None:
         if len(rule.optimizer.state) == 1:
             # (Pyro's optimizer of one param: its one entry, found with no tensor's hash, a Python
             # call; another entry makes the unpacking raise, and the long way take the call)
-            line(f"(k, st), = {bind(rule.optimizer)}.state.items()")
+            line(f"(k, st), = {optimizer}.state.items()")
             holds(f"k is {bind(param)}")
         else:
-            line(f"st = {bind(rule.optimizer)}.state.get({bind(param)})")
+            line(f"st = {optimizer}.state.get({bind(param)})")
         for key, position in zip(rule.state_keys, positions, strict=True):
-            take(f"st[{bind(key)}]", position, step._layouts[position])
-        for scalar in rule.scalar_lines("st", bind(view), offset, bind):
-            line(scalar)
-    for param, no_grad in step._untouched:
-        holds(f"{bind(param)}.grad is {'' if no_grad else 'not '}None")
-    holds(f"{bind(step)}._grads_hold()")
-    for position, slot, expected in step._args:
-        take(f"args[{position}]", slot, expected)
-    for key, slot, expected in step._keywords:
-        take(f"kwargs[{bind(key)}]", slot, expected)
-    for _, fetch, slot, expected in step._outside:
-        take(f"{bind(fetch)}()", slot, expected)
-    _check_layouts(source, outside=len(source.checked) - len(step._outside))
+            source.take(step, f"st[{bind(key)}]", position, step._layouts[position])
+
+    state = _state_now(step, rule, param, positions) if unchanged is not None else None
+    states = unchanged(rule.optimizer.state, f"{optimizer}.state") if unchanged and state else None
+    this = unchanged(state) if unchanged and state else None
+    if states and this:
+        # (the optimizer's dict of states unchanged, it holds the same dict for the param)
+        with source.block(f"if {states} and {this}:"):
+            line(f"st = {bind(state)}")
+        with source.block("else:"):
+            fetch()
+    else:
+        fetch()
+    for number in numbers:
+        line(number)
+
+
+#: ``unchanged(d, reached=None)``: an expression that holds while dict ``d`` is unchanged from now,
+#: or None; ``reached``, where given, the expression that reaches the dict afresh on every call (the
+#: version of another dict found there is another: the test fails), else ``d`` itself, bound
+Unchanged = Callable[..., "str | None"]
+
+
+def _unchanged_from_now(bind: Callable[[Any], str]) -> Unchanged | None:
+    """:data:`Unchanged` over a dict's version (:func:`~..compat.capture.dict_version`); None where
+    there are no versions."""
+    version = compat.dict_version()
+    if version is None:
+        return None
+
+    def unchanged(d: dict[str, Any], reached: str | None = None) -> str | None:
+        if not isinstance(d, dict):
+            return None
+        return f"{bind(version)}({reached or bind(d)}) == {version(d)}"
+
+    return unchanged
+
+
+def _or_unchanged(unchanged: Unchanged | None, d: dict[str, Any] | None, reached: str, test: str) -> str:
+    """``test``, skipped while the dict ``reached`` finds, ``d`` now (None: none to skip by), is
+    unchanged from now."""
+    skip = unchanged(d, reached) if unchanged is not None and d is not None else None
+    return f"{skip} or ({test})" if skip else test
+
+
+def _group_now(rule: Any, view: Any, offset: int) -> dict[str, Any] | None:
+    """``rule``'s param group, where nothing in it changed since capture and its per-step numbers
+    are written now (then, while it is unchanged, they are still)."""
+    if rule.unchanged() is not None or rule.optimizer.param_groups[0] is not rule.group:
+        return None
+    numbers = rule.scalars(None)
+    return rule.group if list(view[offset:offset + len(numbers)]) == numbers else None
+
+
+def _state_now(step: Any, rule: Any, param: Any, positions: Any) -> dict[str, Any] | None:
+    """``param``'s optimizer state, where the graph's inputs hold its tensors now (then, while
+    neither it nor the optimizer's dict of states changes, they hold them still)."""
+    state = rule.optimizer.state.get(param)
+    if not isinstance(state, dict):
+        return None
+    inputs, keys = step._inputs, rule.state_keys
+    held = all(inputs[slot] is state.get(key) for key, slot in zip(keys, positions, strict=True))
+    return state if held else None
+
+
+def _whole_check(step: Any) -> Any:
+    """One call of torch's check of every graph input's layout, each as the graph expects it, or None
+    (an input is not a tensor of its expected layout now, or torch has no such check)."""
+    inputs = list(step._inputs)
+    if not all(isinstance(t, tensor_class()) and layout(t) == expected
+               for t, expected in zip(inputs, step._layouts, strict=True)):
+        return None
+    return compat.tensor_check(inputs)
 
 
 def _optimizers(step: Any, source: _Source) -> None:
@@ -198,13 +351,18 @@ def _check_layouts(source: _Source, outside: int) -> None:
 def grads_check(grads: list[tuple[Any, Any, int]]) -> Callable[[], bool]:
     """One function that says whether every param's ``.grad`` is the tensor it held when last looked
     at, unchanged (a backward() changes it in place, or replaces it)."""
-    constants: dict[str, Any] = {}
+    constants = Constants()
+    return eval(f"lambda: {grads_test(grads, constants.bind)}", constants.namespace)  # our own expression
+
+
+def grads_test(grads: list[tuple[Any, Any, int]], bind: Callable[[Any], str]) -> str:
+    """:func:`grads_check`'s test, as one expression over constants named by ``bind``."""
     checks = []
-    for i, (tensor, grad, version) in enumerate(grads):
-        constants[f"P{i}"], constants[f"G{i}"] = tensor, grad
-        checks.append(f"P{i}.grad is G{i}" if grad is None
-                      else f"(P{i}.grad is G{i} and G{i}.{jit_compat.VERSION_ATTR} == {version})")
-    return eval(f"lambda: {' and '.join(checks) or 'True'}", constants)  # our own expression
+    for tensor, grad, version in grads:
+        param, now = bind(tensor), bind(grad)
+        checks.append(f"{param}.grad is {now}" if grad is None
+                      else f"({param}.grad is {now} and {now}.{jit_compat.VERSION_ATTR} == {version})")
+    return " and ".join(checks) or "True"
 
 
 def getter(source: Any) -> Callable[[], Any]:

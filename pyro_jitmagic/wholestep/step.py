@@ -150,7 +150,7 @@ class CompiledStep(SwitchesToInductor):
         self._bound_now = binder(self)
         self._same_call = call_check(self)
         self._direct_due = True  # inductor's kernels are called directly after their first call
-        self._short_way: tuple[Callable[..., Any], Any, ShortWay] | None = None  # (graph, call site, way)
+        self._short_way: tuple[Callable[..., Any], Any, Any, ShortWay] | None = None  # (run, site, grads, it)
 
     # -- one step ---------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> float:
@@ -203,9 +203,10 @@ class CompiledStep(SwitchesToInductor):
         if not self.settled:
             return None
         made = self._short_way
-        if made is None or made[0] is not self._run or made[1] is not call_site:
-            made = self._short_way = (self._run, call_site, short_way(self, call_site))
-        return made[2]
+        # (it checks each param's .grad against the tensors last looked at, inline)
+        if made is None or made[0] is not self._run or made[1] is not call_site or made[2] is not self._grads:
+            made = self._short_way = (self._run, call_site, self._grads, short_way(self, call_site))
+        return made[3]
 
     @property
     def settled(self) -> bool:

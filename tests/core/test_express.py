@@ -184,6 +184,62 @@ def test_optimizer_state_put_back_or_cleared_in_the_loop_is_seen_on_the_short_wa
     assert len(short_way) >= 60
 
 
+def _state_tensor_replaced(svi):
+    optimizer = next(iter(svi.optim.optim_objs.values()))
+    (state,) = optimizer.state.values()
+    state["exp_avg"] = torch.full_like(state["exp_avg"], 0.5)  # (a new tensor in the same dict)
+
+
+def _betas_changed(svi):
+    for optimizer in svi.optim.optim_objs.values():
+        optimizer.param_groups[0]["betas"] = (0.5, 0.9)  # (the same group dict, another value)
+
+
+def _lr_changed(svi):
+    for optimizer in svi.optim.optim_objs.values():
+        optimizer.param_groups[0]["lr"] = 0.005  # (what a learning-rate schedule does)
+
+
+def _param_replaced(svi):
+    store = pyro.get_param_store()
+    store["AutoDiagonalNormal.loc"] = store["AutoDiagonalNormal.loc"].detach() + 1.0
+
+
+def narrow_gaussian(data):
+    loc = pyro.sample("loc", dist.Normal(0.0, 0.1))  # (models.gaussian's sites, a narrower prior)
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 3.0))
+    with pyro.plate("data", data.size(0)):
+        pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+
+def _model_replaced(svi):
+    svi.model = narrow_gaussian  # (the SVI's own attributes)
+
+
+def _elbo_setting_changed(svi):
+    svi.loss_and_grads.__self__.num_particles = 3  # (the ELBO's attributes, read by the world's guards)
+
+
+@pytest.mark.parametrize("change", [_state_tensor_replaced, _betas_changed, _lr_changed, _param_replaced,
+                                    _model_replaced, _elbo_setting_changed])
+def test_a_dict_the_short_way_skips_while_it_is_unchanged_is_seen_when_changed_in_place(short_way, change):
+    # The short way reads an optimizer's state and param group, the param store, the SVI's and the
+    # ELBO's attributes again only once their dict changed (its version): each changed here, between
+    # short-way steps, in the dict the short way watches, must reach the steps after as it reaches eager's
+    def body(svi):
+        losses = [svi.step(DATA) for _ in range(30)]
+        change(svi)
+        return losses + [svi.step(DATA) for _ in range(30)]
+
+    eager, _ = _run(models.gaussian, body)
+    params = _params()
+    losses, _ = _run(models.gaussian, body, backend="step")
+    assert_losses_agree(losses, eager)
+    for name, value in _params().items():
+        torch.testing.assert_close(value, params[name], rtol=0, atol=rounding_atol(params[name], 60))
+    assert len(short_way) >= 45  # (before the change, and after it once settled again)
+
+
 def test_a_step_under_no_grad_or_a_handler_runs_eager_while_the_short_way_is_open(short_way):
     def body(svi):
         losses = [svi.step(DATA) for _ in range(30)]
