@@ -92,7 +92,7 @@ def _signature_check(key: Any, types: Any, bound: frozenset[int], taken: frozens
                      ) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
     import torch
 
-    constants = Constants()
+    constants = Constants("A")  # (its own prefix: a compiled step's short way checks it inline)
     bind = constants.bind
     tests: list[str] = []
 
@@ -129,7 +129,11 @@ def _signature_check(key: Any, types: Any, bound: frozenset[int], taken: frozens
                 return None
     except (TypeError, ValueError):  # (a key of Pyro's own for values it could not hash)
         return None
-    return eval(f"lambda args, kwargs: {' and '.join(tests)}", constants.namespace)  # our own expression
+    expression = " and ".join(tests)
+    check = eval(f"lambda args, kwargs: {expression}", dict(constants.namespace))  # our own expression
+    # (what it evaluates, over its constants, for other generated code to check inline)
+    check.expression, check.constants = expression, constants.namespace
+    return check
 
 
 def layout_test(name: str, expected: tuple[Any, ...], bind: Callable[[Any], str]) -> str:

@@ -116,7 +116,8 @@ def short_way(step: Any, call_site: Any = None) -> ShortWay:
     source.adopt(world.constants)
     never: Unchanged = lambda d, reached=None: None  # noqa: E731  (no versions: every check, every call)
     source.holds(world.inline(unchanged or never))
-    source.holds(f"{bind(same_call)}(args, kwargs)")
+    source.adopt(same_call.constants)  # type: ignore[attr-defined]
+    source.holds(same_call.expression)  # type: ignore[attr-defined]
     _binding(step, source, short=unchanged or never)
     # (the sentinel's count of a call that runs unchecked: where this one is due a check, nothing is
     # counted, and the long way calls its due())

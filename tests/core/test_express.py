@@ -268,6 +268,52 @@ def test_the_sentinel_checks_fall_due_on_the_short_way_as_on_the_long_one(short_
     assert len(short_way) >= 680
 
 
+def test_a_checks_cost_is_eagers_call_and_the_comparison_not_the_graphs_call(monkeypatch):
+    # a fake clock that moves only where the test moves it: 1 s in each call of the graph, a quarter
+    # in each eager loss of the sentinel's; the report's cost of the checks is the quarters alone
+    from types import SimpleNamespace
+
+    from pyro_jitmagic.wholestep import step as step_module
+
+    now = [0.0]
+    monkeypatch.setattr(step_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    run_now = CompiledStep._run_now
+
+    def slow_graph(self):
+        graph = run_now(self)
+
+        def call(*inputs):
+            now[0] += 1.0
+            return graph(*inputs)
+
+        return call
+
+    eager_check = CompiledStep._eager_check
+
+    def slow_eager(self, args, kwargs, rng):
+        loss = self._eager_loss
+
+        def timed(*a):
+            now[0] += 0.25
+            return loss(*a)
+
+        self._eager_loss = timed
+        try:
+            return eager_check(self, args, kwargs, rng)
+        finally:
+            self._eager_loss = loss
+
+    monkeypatch.setattr(CompiledStep, "_run_now", slow_graph)
+    monkeypatch.setattr(CompiledStep, "_eager_check", slow_eager)
+
+    def body(svi):
+        return [svi.step(DATA) for _ in range(10)]
+
+    _, report = _run(models.gaussian, body, backend="step")
+    assert report.sentinel_checks == 1  # (its first compiled call)
+    assert report.sentinel_seconds == 0.25
+
+
 def test_a_branch_that_flips_on_the_short_way_runs_that_step_eager_from_the_same_draws(short_way):
     # models.branchy reads the sign of a draw: a step where it differs from the capture's fails the
     # graph's guard, and runs eager from the random state the short way found
