@@ -55,10 +55,13 @@ STEP_DOWN_RATIO = 1.1
 STEP_DOWN_AT = (8, 32, 128)
 
 # -- the whole step and inductor's kernels ----------------------------------------------------
-#: Capturing the whole step, in steps of Pyro's JIT; a whole step's speedup over Pyro's JIT, and
+#: Capturing the whole step, in steps of the tier below; a whole step's speedup over that tier, and
 #: inductor's over the whole step on TorchScript; cold codegen seconds ~ a + b * capture seconds;
 #: a whole potential evaluation's speedup over eager's and Pyro's; its capture in eager
-#: evaluations. From docs/benchmarks.md: The default climb, The whole step, Captures.
+#: evaluations. From docs/benchmarks.md: The default climb, The whole step, Captures. (The capture
+#: was measured as 250 steps of Pyro's JIT; where eager's steps are below, the same count stands:
+#: counted as JIT steps at the JIT's speedup, the climb captured sooner and lost on short cells of
+#: the real-model suite: docs/real-models.md, plain %%pyrojit.)
 PRIOR_CAPTURE_STEPS = 250.0
 PRIOR_STEP_SPEEDUP = 1.7
 PRIOR_INDUCTOR_SPEEDUP = 6.0
