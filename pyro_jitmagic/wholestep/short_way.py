@@ -12,6 +12,9 @@ as straight-line code over bound constants (:class:`~..guards.checks.Constants`)
 
 Both check what the long way checks, or more, and decline (False, None) having changed nothing
 observable where the long way must take the call, to say what failed, decline or compile again.
+The short way, made again whenever what it looked at changes, also reads no dict again that is
+unchanged since it was made (its version: :func:`~..compat.capture.dict_version`), and checks every
+input's layout in one call over the inputs list.
 """
 
 from __future__ import annotations
