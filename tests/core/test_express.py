@@ -99,16 +99,23 @@ def _params():
     return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
 
 
+def _as_eager(model, body, steps, **options):
+    """``body`` run eager, then compiled with ``options``: the compiled run's report, its losses and
+    final params eager's to float32's rounding over ``steps``."""
+    eager, _ = _run(model, body)
+    params = _params()
+    losses, report = _run(model, body, **options)
+    assert_losses_agree(losses, eager)
+    for name, value in _params().items():
+        torch.testing.assert_close(value, params[name], rtol=0, atol=rounding_atol(params[name], steps))
+    return report
+
+
 def test_settled_steps_take_the_short_way_with_eagers_losses_and_every_step_in_the_report(short_way):
     def body(svi):
         return [svi.step(DATA) for _ in range(80)]
 
-    eager, _ = _run(models.gaussian, body)
-    params = _params()
-    losses, report = _run(models.gaussian, body, backend="step")
-    assert_losses_agree(losses, eager)
-    for name, value in _params().items():
-        torch.testing.assert_close(value, params[name], rtol=0, atol=rounding_atol(params[name], 80))
+    report = _as_eager(models.gaussian, body, 80, backend="step")
     assert len(short_way) >= 70  # all but the first few (eager, capture, first compiled calls)
     (svi_run,) = report.svi_runs
     assert len(svi_run.steps) == 80  # the short way's steps are timed and recorded too
@@ -231,12 +238,7 @@ def test_a_dict_the_short_way_skips_while_it_is_unchanged_is_seen_when_changed_i
         change(svi)
         return losses + [svi.step(DATA) for _ in range(30)]
 
-    eager, _ = _run(models.gaussian, body)
-    params = _params()
-    losses, _ = _run(models.gaussian, body, backend="step")
-    assert_losses_agree(losses, eager)
-    for name, value in _params().items():
-        torch.testing.assert_close(value, params[name], rtol=0, atol=rounding_atol(params[name], 60))
+    _as_eager(models.gaussian, body, 60, backend="step")
     assert len(short_way) >= 45  # (before the change, and after it once settled again)
 
 
