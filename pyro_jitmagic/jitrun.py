@@ -144,9 +144,9 @@ class JitRun:
     def _leave(self) -> None:
         self._ctx.active = False
         try:
-            self._ctx.recorder.leave_express()
             self._ctx.patches.restore()
             PROCESS.unrestored = max(PROCESS.unrestored - 1, 0)
+            self._ctx.recorder.leave_express()  # (after the patches: nothing it does may keep them)
             self._ctx.recorder.learn()
         finally:
             try:
