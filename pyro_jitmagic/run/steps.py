@@ -119,6 +119,8 @@ def express_step(ctx: RunContext, plan: StepPlan, express: Express) -> Callable[
         done(plan, end)
         return result
 
+    # (open_ is closed with the run told which step is in progress, around code that may ask: two
+    # near-copies, so that the closed one, a graph's call, has no branch or call more per step)
     def open_(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True
         outer, recorder.current = recorder.current, plan

@@ -584,7 +584,8 @@ def keep_draws(graph: Any) -> None:
 def simplify(graph: Any) -> None:
     """Drop the ops that change nothing at run time, which TorchScript would interpret one by one:
     ``detach`` (nothing is differentiated at run time), a ``view``, ``reshape`` or ``expand`` to
-    the shape the tensor has, ``ne(b, 0)`` of a bool, ``mul(x, 1)``."""
+    the shape the tensor has, ``ne(b, 0)`` of a bool, ``mul(x, 1)``; then one node for each op
+    repeated on the same inputs (:func:`merge_repeats`)."""
     import torch
 
     aten = torch.ops.aten
@@ -620,10 +621,10 @@ def simplify(graph: Any) -> None:
 def merge_repeats(graph: Any) -> None:
     """One node for each op repeated on the same inputs: TorchScript interprets every node, and Pyro
     checks one value in several places, and a gradient takes the same negation twice (the simple
-    SVI's step: 22 nodes of 306, 5% of its step on TorchScript). Call :func:`prune` after it, to drop
-    the repeats. (Inductor merges them in its kernels itself; given them merged, it split the simple
-    SVI's step into two kernels, 0.1 us more a call: docs/benchmarks.md, The step around the graph.
-    Merging on a copy for TorchScript alone added a deepcopy and a recompile to every compile.)
+    SVI's graph, merged, has 284 nodes: docs/benchmarks.md, The whole step). Call :func:`prune` after
+    it, to drop the repeats. (Inductor merges them in its kernels itself; given them merged, it
+    builds the simple SVI's step as two kernels, the table's "2 kernels". Merging on a copy for
+    TorchScript alone added a deepcopy and a recompile to every compile.)
 
     Only ops that compute a new tensor from their inputs merge: not a draw, not an op that writes,
     not a view, nor a tensor that something writes later; and two ops merge only where no op writes
