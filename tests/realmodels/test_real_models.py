@@ -8,7 +8,7 @@ For every model of :mod:`zoo` (eager, by hand with Pyro's own JIT, ``%%pyrojit``
 * ``--compare`` gives the right verdict: ``"agree"`` step by step, ``"agree
   within noise"`` where the runs cannot be compared step by step, ``"disagree"``
   only for the control model that branches on a tensor value;
-* no risky warning, except the control's, which names its line;
+* no risky warning, except the control's, which names its line wherever it was traced;
 * nothing is left patched, and no cell raised.
 
 Each model runs its five ways once, on the first test that asks for it; the
@@ -135,7 +135,10 @@ def test_no_false_risky_warning(ran):
     reports = _reports(ran)
     assert reports, "no %%pyrojit cell stored a report"
     for way, report in reports.items():
-        if risky_line:
+        # --auto may keep a short cell eager, on figures it measured: then nothing was traced and
+        # there is nothing to warn of (tests/shell/test_magic.py names the line where it compiles)
+        traced = bool(report.compilations) or way != "auto"
+        if risky_line and traced:
             assert report.risky_warnings, f"{way}: the risky line was not named"
             assert {w.source for w in report.risky_warnings} == {risky_line}, (
                 f"{way}: {_warnings_text(report.risky_warnings)}")

@@ -324,6 +324,20 @@ def test_auto_compiles_pyros_trace_only_when_the_cells_loop_repays_it(ip, auto_p
     assert "stayed eager: the ~1 calls expected to follow (the cell's loops run 30 steps)" in row.why
 
 
+def test_auto_names_a_risky_line_of_the_trace_it_compiles(ip, auto_policy):
+    # as above, the 57 steps after three measured ones repay the trace: it is built, and the line
+    # it baked in is named, as a named backend names it
+    auto_policy(prior_compile_steps={"svi": 20.0}, prior_speedup={"svi": 2.0})
+    ip.run_cell('branchy_svi = SVI(models.branchy, models.branchy_guide, Adam({"lr": 0.01}), Trace_ELBO())')
+    cell = "%%pyrojit --auto --backend pyro -q -o r\nfor _ in range(60):\n    branchy_svi.step(data)"
+    result, _ = run(ip, cell)
+    assert result.success
+    report = ip.user_ns["r"]
+    (row,) = report.auto  # (the sentinel then finds the baked-in branch wrong: the rest runs eager)
+    assert row.why.startswith("compiled after 3 eager steps") and report.compilations, row.why
+    assert [w.source for w in report.risky_warnings] == ["scale = 1.0 if loc > 0 else 2.0"]
+
+
 def test_an_interrupted_auto_cell_starts_no_codegen_it_had_put_off(ip, auto_policy, monkeypatch, fake_clock):
     # Ctrl-C means stop: the cell's end starts nothing new. A cheap capture pays at once, and on the
     # fake clock the steps never outlast a cold codegen: it is put off until the cell ends
