@@ -73,6 +73,21 @@ def _one_fake_mode() -> Iterator[None]:
         patches.restore()
 
 
+def fake_values() -> Any:
+    """``fake(shape, stride, dtype, device)``: a fake tensor of that layout, all of one fake mode,
+    made directly as :func:`_one_fake_mode` makes a traced node's (a graph rebuilt from its
+    description gets the same metadata as a traced one)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    shared = FakeTensorMode(allow_fallback_kernels=True)
+
+    def fake(shape: tuple[int, ...], stride: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        return FakeTensor(shared, torch.empty_strided(shape, stride, dtype=dtype, device="meta"), device)
+
+    return fake
+
+
 def is_traced(tensor: Any) -> bool:
     """Whether ``tensor`` is tracked by the active capture (a read of it bakes a value)."""
     from torch.fx.experimental.proxy_tensor import get_proxy_mode, has_proxy_slot

@@ -96,30 +96,35 @@ class Layout:
 Potential = Callable[[Any], tuple[Any, Any, Any]]  # flat z -> (energy, ok, flat gradient)
 
 
-def leaf_function(potential: Potential, diagonal: bool, max_sliced_energy: float) -> Callable[..., Any]:
-    """One leapfrog step from the trajectory's end ``(z, r, grad)`` and its place in the tree, as a
-    function of its named inputs returning its named outputs (:func:`packed_leaf` packs both).
+def leaf_halves(diagonal: bool, max_sliced_energy: float) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """One leapfrog step of a trajectory as two functions around its one potential evaluation:
+    ``start(z, r, grad, step, inverse_mass) -> (z, r)`` moves to the point the potential is taken
+    at, and ``finish`` takes the potential's ``(pe, ok, grad)`` there and builds the leaf.
 
-    ``step`` is signed by the direction; ``write`` and ``check`` say which checkpoint this leaf
-    writes and which ones end a subtree here (NumPyro's ``_leaf_idx_to_ckpt_idxs``); ``first`` and
-    ``last`` whether it starts or ends its subtree; ``far_r`` is the unscaled momentum at the
-    trajectory's other end; ``uniforms`` two draws on [0, 1): the subtree's choice, the trajectory's.
+    Split so that the two halves, the same for every model of a layout, are captured once and the
+    model's captured potential is put between them (:mod:`.trajectory`); :func:`packed_leaf` joins
+    them around a potential function. ``finish``'s other inputs: ``step`` is signed by the
+    direction; ``write`` and ``check`` say which checkpoint this leaf writes and which ones end a
+    subtree here (NumPyro's ``_leaf_idx_to_ckpt_idxs``); ``first`` and ``last`` whether it starts or
+    ends its subtree; ``far_r`` is the unscaled momentum at the trajectory's other end;
+    ``uniforms`` two draws on [0, 1): the subtree's choice, the trajectory's.
     """
     import torch
 
     def times(matrix: Any, vector: Any) -> Any:
         return matrix * vector if diagonal else matrix @ vector
 
-    def leaf(z: Any, r: Any, grad: Any, step: Any, inverse_mass: Any, sqrt_inverse: Any, energy0: Any,
-             proposal_z: Any, proposal_pe: Any, proposal_grad: Any, weight: Any, r_sum: Any,
-             checkpoint_r: Any, checkpoint_r_sum: Any, sum_accept: Any, tree_z: Any, tree_pe: Any,
-             tree_grad: Any, tree_weight: Any, tree_r_sum: Any, accepted: Any, far_r: Any, write: Any,
-             check: Any, first: Any, last: Any, uniforms: Any) -> tuple[Any, ...]:
-        # the leapfrog step (pyro.ops.integrator.velocity_verlet)
+    def start(z: Any, r: Any, grad: Any, step: Any, inverse_mass: Any) -> tuple[Any, Any]:
+        # the leapfrog step's first half (pyro.ops.integrator.velocity_verlet)
         r = r - 0.5 * step * grad
-        z = z + step * times(inverse_mass, r)
-        pe, ok, grad = potential(z)
-        r = r - 0.5 * step * grad
+        return z + step * times(inverse_mass, r), r
+
+    def finish(z: Any, r: Any, pe: Any, ok: Any, grad: Any, step: Any, sqrt_inverse: Any, energy0: Any,
+               proposal_z: Any, proposal_pe: Any, proposal_grad: Any, weight: Any, r_sum: Any,
+               checkpoint_r: Any, checkpoint_r_sum: Any, sum_accept: Any, tree_z: Any, tree_pe: Any,
+               tree_grad: Any, tree_weight: Any, tree_r_sum: Any, accepted: Any, far_r: Any, write: Any,
+               check: Any, first: Any, last: Any, uniforms: Any) -> tuple[Any, ...]:
+        r = r - 0.5 * step * grad  # the leapfrog step's second half
         r_unscaled = times(sqrt_inverse, r)
         energy = pe + 0.5 * r_unscaled.dot(r_unscaled)
         energy = torch.where(torch.isnan(energy), torch.full_like(energy, float("inf")), energy)
@@ -157,7 +162,7 @@ def leaf_function(potential: Potential, diagonal: bool, max_sliced_energy: float
                 checkpoint_r, checkpoint_r_sum, sum_accept, tree_z, tree_pe, tree_grad, tree_weight,
                 tree_r_sum, accepted, stop, diverging, ok)
 
-    return leaf
+    return start, finish
 
 
 def checkpoint_masks(leaf: int, depth: int) -> tuple[list[bool], list[bool]]:
@@ -173,26 +178,34 @@ def checkpoint_masks(leaf: int, depth: int) -> tuple[list[bool], list[bool]]:
     return write, check
 
 
-def packed_leaf(leaf: Callable[..., Any]) -> Callable[..., Any]:
-    """``leaf`` (:func:`leaf_function`) with its state packed into a few tensors: ``(vectors,
-    scalars, checkpoints, inverse_mass, sqrt_inverse, fixed, far_r, place, uniforms) -> (vectors,
-    scalars, checkpoints, stop)``.
+def packed_halves(diagonal: bool, max_sliced_energy: float) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """:func:`leaf_halves` with the leaf's state packed into a few tensors.
 
-    ``vectors`` holds :data:`ROWS`, ``scalars`` :data:`SCALARS` (rows and entries a leaf does not
-    read are outputs only), ``checkpoints`` the momenta and sums, ``fixed`` the signed step size and
-    the starting energy, ``place`` the leaf's write and check masks, then whether it is its
-    subtree's first and last. Four outputs instead of twenty-two: inductor's Python allocates each
-    output on every call, which cost more than the leaf's arithmetic (docs/benchmarks.md)."""
+    ``before(*inputs) -> (z, r)``, and ``after(*inputs, z, r, pe, ok, grad) -> (vectors, scalars,
+    checkpoints, stop)``, where ``inputs`` are ``(vectors, scalars, checkpoints, inverse_mass,
+    sqrt_inverse, fixed, far_r, place, uniforms)``: ``vectors`` holds :data:`ROWS`, ``scalars``
+    :data:`SCALARS` (rows and entries a leaf does not read are outputs only), ``checkpoints`` the
+    momenta and sums, ``fixed`` the signed step size and the starting energy, ``place`` the leaf's
+    write and check masks, then whether it is its subtree's first and last. Four outputs instead of
+    twenty-two: inductor's Python allocates each output on every call, which cost more than the
+    leaf's arithmetic (docs/benchmarks.md)."""
+    start, finish = leaf_halves(diagonal, max_sliced_energy)
 
-    def packed(vectors: Any, scalars: Any, checkpoints: Any, inverse_mass: Any, sqrt_inverse: Any,
-               fixed: Any, far_r: Any, place: Any, uniforms: Any) -> tuple[Any, Any, Any, Any]:
-        z, r, grad, _, proposal_z, proposal_grad, r_sum, tree_z, tree_grad, tree_r_sum = vectors.unbind()
+    def before(vectors: Any, scalars: Any, checkpoints: Any, inverse_mass: Any, sqrt_inverse: Any,
+               fixed: Any, far_r: Any, place: Any, uniforms: Any) -> tuple[Any, Any]:
+        z, r, grad, *_ = vectors.unbind()
+        return start(z, r, grad, fixed[0], inverse_mass)
+
+    def after(vectors: Any, scalars: Any, checkpoints: Any, inverse_mass: Any, sqrt_inverse: Any,
+              fixed: Any, far_r: Any, place: Any, uniforms: Any, z: Any, r: Any, pe: Any, ok: Any,
+              grad: Any) -> tuple[Any, Any, Any, Any]:
+        _, _, _, _, proposal_z, proposal_grad, r_sum, tree_z, tree_grad, tree_r_sum = vectors.unbind()
         _, proposal_pe, weight, sum_accept, tree_pe, tree_weight, accepted, _, _ = scalars.unbind()
         depth = checkpoints.shape[1]
         (z, r, grad, r_unscaled, pe, proposal_z, proposal_pe, proposal_grad, weight, r_sum, checkpoint_r,
          checkpoint_r_sum, sum_accept, tree_z, tree_pe, tree_grad, tree_weight, tree_r_sum, accepted, stop,
-         diverging, ok) = leaf(
-            z, r, grad, fixed[0], inverse_mass, sqrt_inverse, fixed[1], proposal_z, proposal_pe,
+         diverging, ok) = finish(
+            z, r, pe, ok, grad, fixed[0], sqrt_inverse, fixed[1], proposal_z, proposal_pe,
             proposal_grad, weight, r_sum, checkpoints[0], checkpoints[1], sum_accept, tree_z, tree_pe,
             tree_grad, tree_weight, tree_r_sum, accepted > 0.5, far_r, place[:depth], place[depth:2 * depth],
             place[2 * depth], place[2 * depth + 1], uniforms)
@@ -201,6 +214,18 @@ def packed_leaf(leaf: Callable[..., Any]) -> Callable[..., Any]:
         flags = [flag.to(pe.dtype) for flag in (accepted, diverging, ok)]
         scalars = _rows(pe, proposal_pe, weight, sum_accept, tree_pe, tree_weight, *flags)
         return vectors, scalars, _rows(checkpoint_r, checkpoint_r_sum), stop
+
+    return before, after
+
+
+def packed_leaf(potential: Potential, diagonal: bool, max_sliced_energy: float) -> Callable[..., Any]:
+    """One leaf, packed as :func:`packed_halves`, around ``potential``: ``(*inputs) -> (vectors,
+    scalars, checkpoints, stop)``."""
+    before, after = packed_halves(diagonal, max_sliced_energy)
+
+    def packed(*inputs: Any) -> tuple[Any, Any, Any, Any]:
+        z, r = before(*inputs)
+        return after(*inputs, z, r, *potential(z))
 
     return packed
 

@@ -27,9 +27,9 @@ from ..compat import capture as compat
 from ..compat import nuts as kernel_state
 from ..guards import Finding, Sentinel, agree
 from .backends import Background, Codegen, SwitchesToInductor
-from .capture import prune, simplify, trace_restoring
 from .errors import CannotCompile
-from .leapfrog import ROW, SCALAR, Layout, checkpoint_masks, leaf_function, packed_leaf
+from .halves import TRACED, leaf_halves
+from .leapfrog import ROW, SCALAR, Layout, checkpoint_masks, packed_leaf
 
 
 def refusal(kernel: Any) -> str | None:
@@ -56,27 +56,63 @@ class CapturedTrajectory:
     depth: int
     max_sliced_energy: float
     capture_seconds: float
+    #: where the leaf's own halves came from (:func:`~.halves.leaf_halves`)
+    halves: str = TRACED
 
 
 def capture_trajectory(kernel: Any, potential: Any) -> CapturedTrajectory:
     """Capture one leaf of ``kernel``'s trajectories around the captured ``potential`` (a
-    :class:`~.potential.CompiledPotential` of this kernel)."""
+    :class:`~.potential.CompiledPotential` of this kernel).
+
+    The leaf's own halves depend on the layout alone: they are captured once per layout and kept
+    (:mod:`.halves`), and the potential's graph is copied in between them, node by node
+    (:func:`_splice`), instead of tracing the potential's ops again inside the leaf."""
+    import torch
 
     start = time.perf_counter()
     why = refusal(kernel)
     if why is not None:
         raise CannotCompile(why)
     captured = potential.captured
-    params = kernel.initial_params
     layout, depth, max_sliced = tree_shape(kernel, captured.names)
-    leaf = packed_leaf(leaf_function(_graph_potential(captured.graph, layout), layout.diagonal, max_sliced))
-    inputs = _example_inputs(layout, params, kernel.inverse_mass_matrix, depth)
-    graph = trace_restoring(leaf, inputs, lambda patches: None, "the NUTS trajectory")
-    for node in graph.graph.nodes:
-        node.type = None  # (the leaf's annotations: a string global inductor's cache key cannot hold)
-    simplify(graph)
-    prune(graph)
-    return CapturedTrajectory(graph, inputs, layout, depth, max_sliced, time.perf_counter() - start)
+    inputs = _example_inputs(layout, kernel.initial_params, kernel.inverse_mass_matrix, depth)
+    before, after, halves = leaf_halves(layout, inputs, max_sliced)
+    graph, constants = _splice(before, captured.graph, after)
+    # (no simplify or prune here: each part had both, and a splice leaves nothing for them to
+    # drop or merge: every output of a part is an input of the next, and repeats are views)
+    graph = torch.fx.GraphModule(constants, graph)
+    return CapturedTrajectory(graph, inputs, layout, depth, max_sliced, time.perf_counter() - start, halves)
+
+
+def _splice(before: Any, potential: Any, after: Any) -> tuple[Any, Any]:
+    """One graph: ``before``'s, then ``potential``'s on its sites, then ``after``'s on the leaf's
+    inputs, its point and the potential's outputs; as ``(fx.Graph, a module holding the three
+    graphs' constants)``."""
+    import torch
+
+    graph, root = torch.fx.Graph(), torch.nn.Module()
+    inputs = []
+    for node in before.graph.nodes:
+        if node.op == "placeholder":
+            inputs.append(graph.placeholder(node.name))
+            inputs[-1].meta = dict(node.meta)
+
+    def copy(part: Any, feeds: list[Any], prefix: str) -> tuple[Any, ...]:
+        nodes = list(part.graph.nodes)
+        given = dict(zip([n for n in nodes if n.op == "placeholder"], feeds, strict=True))
+        for node in nodes:
+            if node.op == "get_attr":  # (each part's constants under its own names)
+                name = prefix + node.target.replace(".", "_")
+                setattr(root, name, getattr(part, node.target))
+                given[node] = graph.get_attr(name)
+                given[node].meta = dict(node.meta)
+        outputs: Any = graph.graph_copy(part.graph, given)  # (the part's output node's args)
+        return tuple(outputs)
+
+    z, r, *sites = copy(before, inputs, "before_")
+    out = copy(after, [*inputs, z, r, *copy(potential, sites, "potential_")], "after_")
+    graph.output(out)
+    return graph, root
 
 
 def tree_shape(kernel: Any, names: tuple[str, ...]) -> tuple[Layout, int, float]:
@@ -94,19 +130,6 @@ def tree_shape(kernel: Any, names: tuple[str, ...]) -> tuple[Layout, int, float]
         raise CannotCompile(str(exc)) from None
     depth, max_sliced = kernel_state.tree_limits(kernel)
     return layout, depth, max_sliced
-
-
-def _graph_potential(graph: Any, layout: Layout) -> Any:
-    """The captured potential as a function of the flat vector: its graph inlined in the leaf's."""
-    import torch
-
-    order = sorted(range(len(layout.names)), key=lambda i: layout.slices[i][0])
-
-    def potential(z: Any) -> tuple[Any, Any, Any]:
-        energy, ok, *grads = graph(*layout.sites(z))
-        return energy, ok, torch.cat([grads[i].reshape(-1) for i in order])
-
-    return potential
 
 
 def eager_potential(potential_fn: Any, layout: Layout) -> Any:
@@ -170,8 +193,8 @@ class CompiledTrajectory(SwitchesToInductor):
         self._waits = waits  # for inductor's kernels, running Pyro's kernel meanwhile
         self._direct_due = True  # inductor's kernels are called directly after their first call
         layout = self._layout = captured.layout
-        self._eager_leaf = packed_leaf(leaf_function(eager_potential(potential.captured.potential_fn, layout),
-                                                     layout.diagonal, captured.max_sliced_energy))
+        self._eager_leaf = packed_leaf(eager_potential(potential.captured.potential_fn, layout),
+                                       layout.diagonal, captured.max_sliced_energy)
         self._pyro_sample = type(kernel).sample.__get__(kernel)  # (Pyro's own: refusal() saw the type)
         self._places: dict[int, list[Any]] = {}
         self._mass: tuple[tuple[Any, ...], tuple[Any, Any, Any]] | None = None
