@@ -80,3 +80,16 @@ COINS = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
 def data(n=20, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return 0.5 + 2.0 * torch.randn(n, generator=generator)
+
+
+def ticking(clock, model=gaussian, seconds=1e-3):
+    """``model``, whose Python takes ``seconds`` on ``clock`` (the ``fake_clock`` fixture's) each time
+    it runs: an eager step runs it, a step on Pyro's compiled trace does not. Step times, and every
+    decision taken from them (a compiled key measured slower than eager steps back down), are then
+    the same on any machine, however loaded."""
+
+    def ticking_model(*args, **kwargs):
+        clock.advance(seconds)
+        return model(*args, **kwargs)
+
+    return ticking_model
