@@ -412,6 +412,15 @@ def _answers(compiler: str) -> bool:
     return True
 
 
+def inductor_loaded() -> bool:
+    """Whether this process has loaded inductor's runtime, which every kernel module it writes
+    imports (a first load costs seconds even from a warm disk cache: docs/benchmarks.md). A torch
+    that moves the module reads as "not loaded": the first load is then only put off."""
+    import sys
+
+    return "torch._inductor.select_algorithm" in sys.modules
+
+
 def inductor_compile(gm: Any, example_inputs: list[Any]) -> Any:
     """Compile ``gm`` with inductor, random draws through ATen's generator as eager draws them.
 

@@ -75,6 +75,11 @@ MIN_STEP_STEPS = 3
 #: Seconds a codegen put off until the cell ends waits before handing its graph over, so that the
 #: cell's report is made and shown first.
 AFTER_CELL_DELAY = 1.0
+#: Seconds inductor's first load takes in a process that has not loaded it yet, its disk cache warm:
+#: its import, its probe of the CPU's vector instructions (small compiles, each in a subprocess) and
+#: the kernels' module, 2.6-3.3 s here. Its Python holds the interpreter meanwhile, so the run's
+#: iterations wait as long (docs/benchmarks.md, NUTS from a new process).
+PRIOR_FIRST_LOAD = 3.0
 
 
 class TiersAbove:
@@ -238,6 +243,12 @@ class TiersAbove:
                                 f"{seconds(left)} on the whole step, less than its expected "
                                 f"{seconds(expected)}")
         return "after the cell"
+
+    def first_load_now(self, remaining_seconds: float) -> bool:
+        """MCMC: whether inductor's first load in this process (its disk cache holding the graph)
+        should start now, beside the run, rather than when it ends: only where the evaluations left
+        take longer than the load, which would otherwise slow them more than its kernels save."""
+        return remaining_seconds >= PRIOR_FIRST_LOAD
 
     def potential_codegen_now(self, capture_seconds: float, remaining_seconds: float) -> bool:
         """MCMC: whether a cold codegen of the captured potential should start now (its kernels

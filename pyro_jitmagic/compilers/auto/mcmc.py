@@ -13,7 +13,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...policy.auto import AFTER_CELL_DELAY, MCMC_CHECK_EVERY, MCMC_MEASURE_SAMPLES, PRIOR_POTENTIAL_SPEEDUP
+from ...compat import capture as compat
+from ...policy.auto import (
+    AFTER_CELL_DELAY,
+    MCMC_CHECK_EVERY,
+    MCMC_MEASURE_SAMPLES,
+    PRIOR_FIRST_LOAD,
+    PRIOR_POTENTIAL_SPEEDUP,
+)
 from ...run.session import WholeStepEntry
 from ..pyro.mcmc import PyroMCMCRoute
 from ..step.mcmc import (
@@ -173,13 +180,21 @@ class TieredMCMCRoute(PyroMCMCRoute):
         if len(clock.sample_seconds) >= clock.samples_total:
             return  # nothing left to run
         expected = tiers.codegen_seconds(capture_seconds)
+        left = f"the evaluations left take about {self._left_seconds:.1f} s on the step backend"
         if not warm and not tiers.potential_codegen_now(capture_seconds, self._left_seconds):
             # its kernels could not serve this run: hand the graph over when the run ends
             self._codegen_after = compiled
             self.ctx.recorder.note(
                 f"{self.target}: inductor builds the {compiled.what}'s kernels in a worker process when the "
-                f"run ends, for the next run: the evaluations left take about {self._left_seconds:.1f} s "
-                f"on the step backend, less than its expected {expected:.0f} s")
+                f"run ends, for the next run: {left}, less than its expected {expected:.0f} s")
+            return
+        if warm and not compat.inductor_loaded() and not tiers.first_load_now(self._left_seconds):
+            # loading inductor would hold the interpreter longer than the rest of the run takes
+            self._codegen_after = compiled
+            self.ctx.recorder.note(
+                f"{self.target}: inductor loads the {compiled.what}'s kernels from its disk cache when the "
+                f"run ends, for the next run: {left}, less than inductor's first load in this process "
+                f"(about {PRIOR_FIRST_LOAD:.0f} s)")
             return
         inductor_started(self.ctx, self.target, compiled, warm=warm, expected=expected)
 
