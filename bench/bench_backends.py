@@ -34,6 +34,10 @@ Ways:
 * %%pyrojit again (NUTS only): the plain cell run a second time on the same model and data
   objects, the first run untimed, as a notebook runs a cell again: it runs on the graphs the
   first run captured (``wholestep/reuse.py``);
+* %%pyrojit, new process (NUTS only): the plain cell in a fresh process on the warm disk caches
+  (after torch's one-off start-up, as every way pays it before its first round), as after a
+  kernel restart: its set-up (the potential captured and built, the trajectory captured) is
+  printed in Pyro-JIT iterations, which must be at most :data:`SETUP_BUDGET`;
 * bare graph (simple SVI only): inductor warm's compiled graph alone, after its run, called as
   many times as the run had steps in a tight loop, on the inputs its step bound last (the same
   callable, called as the step calls it); the step less it is the work around the graph (binding
@@ -82,7 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpyro_ways  # a sibling script, found through the path above
 
 #: ways of NUTS workloads only: whole runs as a cell runs them
-MAGIC_WAYS = ("%%pyrojit", "%%pyrojit --backend inductor", "%%pyrojit again")
+MAGIC_WAYS = ("%%pyrojit", "%%pyrojit --backend inductor", "%%pyrojit again", "%%pyrojit, new process")
 WAYS = ("eager", "pyro", "step", "inductor cold", "inductor warm", "inductor unguarded", *MAGIC_WAYS,
         *numpyro_ways.WAYS)
 #: What guards and the sentinel may cost a step of the simple SVI on inductor's kernels, and what
@@ -92,6 +96,9 @@ GUARD_BUDGET = 5e-6
 #: less its bare graph call).
 AROUND_BUDGET = 5e-6
 SENTINEL_BUDGET = 0.03
+#: What a NUTS run's set-up may cost in a fresh process on warm caches, in iterations of Pyro's JIT
+#: ("a few"): what the potential's capture and build and the trajectory's capture took.
+SETUP_BUDGET = 5
 TARGETS = {  # (workload prefix, way, figure, at least)
     "simple SVI": [("inductor warm", "step", 15.0), ("step", "step", 2.0)],
     "HMM": [("inductor warm", "step", 15.0), ("step", "step", 3.0)],
@@ -116,6 +123,7 @@ class Run:
     sentinel: float = 0.0         # seconds its checks of compiled calls against eager cost
     steps: int = 0                # steps (SVI) it ran
     bare: float = 0.0             # median seconds of its compiled graph's call alone (inductor)
+    setup: float = 0.0            # NUTS from a cell: seconds its compiled potential and trajectory took
 
 
 @dataclass
@@ -392,22 +400,36 @@ def run_magic(workload: str, way: str, sizes: dict[str, int]) -> Run:
     model, args = nuts_workload(workload)
     options = {"backend": "inductor"} if way == "%%pyrojit --backend inductor" else {}
 
-    def cell() -> tuple[float, Any]:
+    def cell() -> tuple[float, Any, Any]:
         pyro.set_rng_seed(1)
         mcmc = MCMC(NUTS(model), num_samples=sizes["NUTS samples"], warmup_steps=sizes["NUTS samples"],
                     disable_progbar=True)
         start = time.perf_counter()
         with pyro_jitmagic.compiled(names={}, **options) as run:
             mcmc.run(*args)
-        return time.perf_counter() - start, run.report
+        return time.perf_counter() - start, run.report, mcmc.kernel
 
     if way == "%%pyrojit again":
         cell()  # the cell's first run, untimed
-    total, report = cell()
+    total, report, kernel = cell()
     built = [n.split(": ", 1)[1] for n in report.notes if "NUTS trajectories compiled" in n]
     kept = [n.split("nothing captured, ", 1)[1] for n in report.notes if "nothing captured, " in n]
     note = (built[0] if built else "no compiled trajectory") + (f"; {kept[0]}" if kept else "")
-    return Run(total=total, step=float("nan"), note=note)
+    setup = setup_seconds(kernel)
+    if way == "%%pyrojit, new process":
+        note += "; set-up: " + ", ".join(f"{what} {seconds * 1e3:.0f} ms" for what, seconds in setup.items())
+    return Run(total=total, step=float("nan"), note=note, setup=sum(setup.values()),
+               steps=2 * sizes["NUTS samples"])
+
+
+def setup_seconds(kernel: Any) -> dict[str, float]:
+    """What the run's compiled potential (captured and built) and trajectory (captured) took."""
+    from pyro_jitmagic.compilers.step.mcmc import POTENTIAL_KEY, TRAJECTORY_KEY
+    from pyro_jitmagic.run.process import PROCESS
+
+    entries = PROCESS.session.whole_steps.of(kernel)
+    named = {"potential": POTENTIAL_KEY, "trajectory": TRAJECTORY_KEY}
+    return {what: entries[key].compile_seconds for what, key in named.items() if key in entries}
 
 
 def run_way(workload: str, way: str, sizes: dict[str, int]) -> Run:
@@ -430,7 +452,17 @@ def run_cold(workload: str, sizes: dict[str, int], cache_dir: str) -> Run:
     return Run(**json.loads(lines[-1]))
 
 
-def child(workload: str, sizes: dict[str, int]) -> int:
+def run_fresh(workload: str, sizes: dict[str, int]) -> Run:
+    """``%%pyrojit, new process``: the plain cell in a fresh process, on this process's caches."""
+    command = [sys.executable, __file__, "--child", workload, "--sizes", json.dumps(sizes), "--magic"]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"the new-process run of {workload} failed:\n{out.stderr[-3000:]}")
+    return Run(**json.loads(lines[-1]))
+
+
+def child(workload: str, sizes: dict[str, int], magic: bool = False) -> int:
     import torch
 
     torch.set_num_threads(1)
@@ -439,7 +471,10 @@ def child(workload: str, sizes: dict[str, int]) -> int:
     small = dict(sizes, **{"simple SVI 1,000 steps": 2, "HMM epochs": 1, "HMM sequences": 2,
                            "NUTS samples": 2})
     run_way(workload, "eager", small)
-    run = run_way(workload, "inductor", sizes)
+    if magic:
+        run = run_magic(workload, "%%pyrojit, new process", sizes)
+    else:
+        run = run_way(workload, "inductor", sizes)
     print(json.dumps(asdict(run)))
     return 0
 
@@ -521,6 +556,22 @@ def around_lines(table: Table) -> list[str]:
     return lines
 
 
+def setup_lines(table: Table) -> list[str]:
+    """A NUTS run's set-up in a fresh process on warm caches, in iterations of Pyro's JIT's run."""
+    lines = []
+    for workload, ways in table.runs.items():
+        fresh, pyro = ways.get("%%pyrojit, new process"), ways.get("pyro")
+        if not fresh or not pyro:
+            continue
+        iteration = _median(pyro, "total") / fresh[0].steps
+        setup = _median(fresh, "setup")
+        verdict = "PASS" if setup <= SETUP_BUDGET * iteration else "MISS"
+        lines.append(f"{verdict}  {workload}: %%pyrojit in a new process, set-up {_duration(setup)}: "
+                     f"{setup / iteration:.1f} iterations of Pyro's JIT ({_duration(iteration)} each; "
+                     f"budget {SETUP_BUDGET})")
+    return lines
+
+
 def numpyro_lines(table: Table) -> list[str]:
     """inductor warm against NumPyro: a step (SVI), the whole run's time per gradient (NUTS)."""
     lines = []
@@ -573,10 +624,11 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     parser.add_argument("--nuts-samples", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="tiny counts, no inductor: a smoke test")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--magic", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.child:
-        return child(options.child, json.loads(options.sizes))
+        return child(options.child, json.loads(options.sizes), options.magic)
 
     import torch
     from bench_svi import load_average, machine_lines
@@ -625,6 +677,9 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
                     elif way == "inductor unguarded":
                         if workload.startswith("simple SVI"):
                             table.add(workload, way, run_way(workload, way, sizes))
+                    elif way == "%%pyrojit, new process":
+                        if workload.startswith("NUTS"):
+                            table.add(workload, way, run_fresh(workload, sizes))
                     elif way in MAGIC_WAYS:
                         if workload.startswith("NUTS"):
                             table.add(workload, way, run_magic(workload, way, sizes))
@@ -643,6 +698,7 @@ def main(argv: Sequence[str] | None = None, shell: Any = None) -> int:
     print("\n".join(numpyro_lines(table)))
     print("\n".join(guard_lines(table)))
     print("\n".join(around_lines(table)))
+    print("\n".join(setup_lines(table)))
     return 0
 
 
