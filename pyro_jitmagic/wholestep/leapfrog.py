@@ -96,13 +96,13 @@ class Layout:
 Potential = Callable[[Any], tuple[Any, Any, Any]]  # flat z -> (energy, ok, flat gradient)
 
 
-def leaf_halves(diagonal: bool, max_sliced_energy: float) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def split_leaf(diagonal: bool, max_sliced_energy: float) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """One leapfrog step of a trajectory as two functions around its one potential evaluation:
     ``start(z, r, grad, step, inverse_mass) -> (z, r)`` moves to the point the potential is taken
     at, and ``finish`` takes the potential's ``(pe, ok, grad)`` there and builds the leaf.
 
     Split so that the two halves, the same for every model of a layout, are captured once and the
-    model's captured potential is put between them (:mod:`.trajectory`); :func:`packed_leaf` joins
+    model's captured potential is put between them (:mod:`.halves`); :func:`packed_leaf` joins
     them around a potential function. ``finish``'s other inputs: ``step`` is signed by the
     direction; ``write`` and ``check`` say which checkpoint this leaf writes and which ones end a
     subtree here (NumPyro's ``_leaf_idx_to_ckpt_idxs``); ``first`` and ``last`` whether it starts or
@@ -179,7 +179,7 @@ def checkpoint_masks(leaf: int, depth: int) -> tuple[list[bool], list[bool]]:
 
 
 def packed_halves(diagonal: bool, max_sliced_energy: float) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """:func:`leaf_halves` with the leaf's state packed into a few tensors.
+    """:func:`split_leaf` with the leaf's state packed into a few tensors.
 
     ``before(*inputs) -> (z, r)``, and ``after(*inputs, z, r, pe, ok, grad) -> (vectors, scalars,
     checkpoints, stop)``, where ``inputs`` are ``(vectors, scalars, checkpoints, inverse_mass,
@@ -189,7 +189,7 @@ def packed_halves(diagonal: bool, max_sliced_energy: float) -> tuple[Callable[..
     write and check masks, then whether it is its subtree's first and last. Four outputs instead of
     twenty-two: inductor's Python allocates each output on every call, which cost more than the
     leaf's arithmetic (docs/benchmarks.md)."""
-    start, finish = leaf_halves(diagonal, max_sliced_energy)
+    start, finish = split_leaf(diagonal, max_sliced_energy)
 
     def before(vectors: Any, scalars: Any, checkpoints: Any, inverse_mass: Any, sqrt_inverse: Any,
                fixed: Any, far_r: Any, place: Any, uniforms: Any) -> tuple[Any, Any]:
