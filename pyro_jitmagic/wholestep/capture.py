@@ -561,9 +561,8 @@ def prune(graph: Any) -> None:
         schema = compat.aten_op(node.target) if node.op == "call_function" else None
         return node.is_impure() or (schema is not None and (not schema.returns or seeded in node.target.tags))
 
-    nodes_of(graph).eliminate_dead_code(is_impure_node=has_effect)
-    if not isinstance(graph, torch.fx.Graph):
-        graph.recompile()
+    graph.graph.eliminate_dead_code(is_impure_node=has_effect)
+    graph.recompile()
 
 
 def keep_draws(graph: Any) -> None:
@@ -580,14 +579,6 @@ def keep_draws(graph: Any) -> None:
     output = next(node for node in graph.graph.nodes if node.op == "output")
     output.args = ((*output.args[0], *unused),)
     graph.recompile()
-
-
-def nodes_of(graph: Any) -> Any:
-    """The ``fx.Graph`` of a GraphModule, or ``graph`` itself when it is one: :func:`simplify` and
-    :func:`prune` work on either, so that a graph put together from parts is code-generated once."""
-    import torch
-
-    return graph if isinstance(graph, torch.fx.Graph) else graph.graph
 
 
 def simplify(graph: Any) -> None:
@@ -607,7 +598,7 @@ def simplify(graph: Any) -> None:
         value = getattr(node, "meta", {}).get("val")
         return value.dtype if isinstance(value, torch.Tensor) else None
 
-    for node in list(nodes_of(graph).nodes):
+    for node in list(graph.graph.nodes):
         if node.op != "call_function" or not node.args or not isinstance(node.args[0], torch.fx.Node):
             continue
         source, target = node.args[0], node.target
@@ -644,7 +635,7 @@ def merge_repeats(graph: Any) -> None:
 
     seeded = torch.Tag.nondeterministic_seeded
     written: set[Any] = set()  # nodes whose tensors an op writes (through views too)
-    for node in nodes_of(graph).nodes:
+    for node in graph.graph.nodes:
         schema = compat.aten_op(node.target) if node.op == "call_function" else None
         for arg, value in zip(schema.arguments if schema else (), node.args, strict=False):
             while isinstance(value, torch.fx.Node) and arg.alias_info is not None and arg.alias_info.is_write:
@@ -653,7 +644,7 @@ def merge_repeats(graph: Any) -> None:
                 value = value.args[0] if base is not None and _returns_view(base) and value.args else None
     seen: dict[Any, Any] = {}
     writes = 0  # ops that wrote so far: two ops merge only between the same writes
-    for node in list(nodes_of(graph).nodes):
+    for node in list(graph.graph.nodes):
         schema = compat.aten_op(node.target) if node.op == "call_function" else None
         if schema is not None and schema.is_mutable:
             writes += 1

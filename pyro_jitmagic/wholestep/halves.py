@@ -35,8 +35,11 @@ _FOLDER = "pyro_jitmagic_leaves"
 _FORMAT = 1
 
 
-#: where a capture's halves came from, as its report says it
+#: where a capture's halves came from, and what a run's report says of each
 TRACED, KEPT, STORED = "traced", "kept", "stored"
+SAID = {TRACED: "the leapfrog's own graph traced for this layout",
+        KEPT: "the leapfrog's own graph kept from an earlier model of this layout",
+        STORED: "the leapfrog's own graph read from disk"}
 
 
 def leaf_halves(layout: Layout, inputs: list[Any], max_sliced: float) -> tuple[Any, Any, str]:

@@ -14,6 +14,7 @@ import pyro
 import pyro.ops.integrator
 import pytest
 import torch
+from leaves import assert_the_leaf_is_eagers, compiled_trajectory
 from pyro.infer.mcmc import HMC, MCMC, NUTS
 
 from pyro_jitmagic.patch import PatchSet
@@ -68,49 +69,8 @@ def test_checkpoints_hold_the_first_leaf_of_every_subtree_that_ends_at_a_leaf():
             assert {table[i] for i in range(depth) if check[i]} == ending
 
 
-def _compiled(model, data):
-    kernel = NUTS(model)
-    kernel.setup(10, data)
-    potential = compile_potential(kernel, kernel.initial_params, backend="step")
-    return compile_trajectory(kernel, potential, backend="step")
-
-
-def _leaf_inputs(trajectory, seed=3, count=5):
-    """Inputs of a leaf near the captured example's, the mass terms kept (positive definite)."""
-    examples = trajectory.captured.example_inputs
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(count):
-        yield [example if i in (3, 4) else
-               torch.rand(example.shape, generator=generator) < 0.5 if example.dtype == torch.bool else
-               example + 0.3 * torch.rand(example.shape, generator=generator)
-               for i, example in enumerate(examples)]
-
-
-def _assert_the_leaf_is_eagers(trajectory):
-    for inputs in _leaf_inputs(trajectory):
-        compiled, expected = trajectory._run(*inputs), trajectory._eager_leaf(*inputs)
-        names = ("vectors", "scalars", "checkpoints", "stop")
-        for name, got, want in zip(names, compiled, expected, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"leaf output {name}")
-
-
 def test_the_leaf_graph_computes_what_the_eager_leaf_computes():
-    _assert_the_leaf_is_eagers(_compiled(models.gaussian, models.data(50)))
-
-
-def test_a_second_model_of_the_same_layout_is_captured_without_tracing_the_leaf_again(monkeypatch):
-    from pyro_jitmagic.wholestep import halves
-
-    first = _compiled(models.gaussian, models.data(50))
-    traced = []
-    trace = halves.trace_restoring
-    monkeypatch.setattr(halves, "trace_restoring", lambda *a: traced.append(a) or trace(*a))
-    second = _compiled(models.shifted, models.data(50))  # (the same sites, another prior)
-    assert traced == []
-    # its graph holds its own potential, not the first model's
-    _assert_the_leaf_is_eagers(second)
-    inputs = next(_leaf_inputs(second))
-    assert not torch.allclose(first._run(*inputs)[1], second._run(*inputs)[1])
+    assert_the_leaf_is_eagers(compiled_trajectory(models.gaussian, 50))
 
 
 def test_trees_and_acceptance_are_pyros_at_a_fixed_step_size(monkeypatch):

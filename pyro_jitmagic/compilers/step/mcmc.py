@@ -242,14 +242,10 @@ def trajectory_started(ctx: RunContext, target: str, kernel: Any, potential: Any
     return trajectory
 
 
-#: what a trajectory's note says of its leapfrog's own graph (see :mod:`pyro_jitmagic.wholestep.halves`)
-_HALVES_SAID = {"traced": "the leapfrog's own graph traced for this layout",
-                "kept": "the leapfrog's own graph kept from an earlier model of this layout",
-                "stored": "the leapfrog's own graph read from disk"}
-
-
 def trajectory_said(ctx: RunContext, target: str, trajectory: Any) -> None:
     """After a run: how many iterations the compiled trajectory built, and why the rest did not."""
+    from ...wholestep import halves
+
     if trajectory is None:
         return
     built, pyro = trajectory.iterations, trajectory.pyro_iterations
@@ -264,7 +260,7 @@ def trajectory_said(ctx: RunContext, target: str, trajectory: Any) -> None:
     kind = trajectory.what.split()[0]
     captured = ("its graph an earlier run's" if trajectory.reused
                 else f"its capture took {trajectory.capture_seconds * 1e3:.0f} ms, "
-                     + _HALVES_SAID[trajectory.captured.halves])
+                     + halves.SAID[trajectory.captured.halves])
     text = (f"{target}: {kind} trajectories compiled: {built:,} of {built + pyro:,} iterations built by "
             f"the compiled leapfrog ({trajectory.leaves + trajectory.eager_leaves:,} leapfrog steps{eager}; "
             f"{captured})")
