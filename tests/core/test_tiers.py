@@ -506,15 +506,19 @@ def test_a_nuts_run_too_short_for_a_cold_codegen_hands_the_trajectory_over_when_
                for n in run.report.notes)
 
 
-@pytest.mark.parametrize("loaded", [False, True], ids=["new process", "inductor loaded"])
-def test_a_short_nuts_run_loads_inductor_when_it_ends_in_a_process_that_has_not_loaded_it(
-        monkeypatch, tmp_path, loaded):
+@pytest.mark.parametrize("loaded, first_load, put_off", [
+    (False, 1e9, True),    # a new process, a load longer than any run: put off until the run ends
+    (False, 0.0, False),   # a new process, a load shorter than the run's rest: at once
+    (True, 1e9, False),    # inductor loaded already: at once, whatever a first load costs
+], ids=["new process", "load shorter than the run", "inductor loaded"])
+def test_a_nuts_run_loads_inductor_when_it_ends_where_a_first_load_outlasts_it(
+        monkeypatch, tmp_path, loaded, first_load, put_off):
     # the disk cache holds the trajectory's kernels, but inductor's first load in a process holds the
-    # interpreter for seconds: a run whose evaluations left take a fraction of that (60+60 samples of
-    # a small model, well under a second on any machine) loads them when it ends; where inductor is
-    # loaded already, loading them costs little and starts at once
+    # interpreter for seconds: it starts beside the run only where the evaluations left outlast it
+    # (the first load's expected cost is set far from any machine's run, so that no timing decides)
     from pyro.infer.mcmc import MCMC, NUTS
 
+    import pyro_jitmagic.policy.auto
     from pyro_jitmagic.compat import capture as compat
     from pyro_jitmagic.policy.auto import AFTER_CELL_DELAY
     from pyro_jitmagic.wholestep.backends import SwitchesToInductor
@@ -525,21 +529,22 @@ def test_a_short_nuts_run_loads_inductor_when_it_ends_in_a_process_that_has_not_
                         lambda self, on_done=None, delay=0.0: started.append((self.what, delay)))
     monkeypatch.setattr(RunMemory, "inductor_holds", lambda self, digest: True)
     monkeypatch.setattr(compat, "inductor_loaded", lambda: loaded)
+    monkeypatch.setattr(pyro_jitmagic.policy.auto, "PRIOR_FIRST_LOAD", first_load)
     policy = AutoPolicy(memory=RunMemory(tmp_path / "runs.json"), prior_potential_capture_evals=1.0)
     pyro.set_rng_seed(1)
     mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True)
     with pyro_jitmagic.compiled(auto=policy, backend="inductor") as run:
         mcmc.run(DATA)
     notes = " ".join(run.report.notes)
-    put_off = ("inductor loads the NUTS trajectory's kernels from its disk cache when the run ends, for the "
-               "next run")
-    if loaded:
-        assert started == [("NUTS trajectory", 0.0)] and put_off not in notes
+    said = ("inductor loads the NUTS trajectory's kernels from its disk cache when the run ends, for the "
+            "next run")
+    if put_off:
+        assert started == [("NUTS trajectory", AFTER_CELL_DELAY)], started
+        assert said in notes and "less than inductor's first load in this process" in notes
+    else:
+        assert started == [("NUTS trajectory", 0.0)] and said not in notes
         assert ("inductor builds the NUTS trajectory's kernels in the background (from inductor's disk "
                 "cache)") in notes
-    else:
-        assert started == [("NUTS trajectory", AFTER_CELL_DELAY)], started
-        assert put_off in notes and "less than inductor's first load in this process" in notes
 
 
 def test_an_interrupted_nuts_run_starts_no_codegen_it_had_put_off(monkeypatch, fake_clock):
