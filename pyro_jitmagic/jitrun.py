@@ -20,7 +20,6 @@ from .options import RunOptions
 from .patch import heal
 from .policy.auto import AutoPolicy
 from .records.report import JitReport, Progress
-from .records.units import seconds
 from .run import direct, mcmc, svi
 from .run.context import RunContext
 from .run.jit_warnings import WarningCapture, default_location_name
@@ -103,16 +102,6 @@ class JitRun:
             from .run.seeds import seed_everything
 
             seed_everything(self.options.seed)
-        if self.options.compiles:
-            from .run.seeds import prime_once
-
-            # torch's one-off start-up would pass for a slow compile (or, with --auto, a slow
-            # eager step), and the decisions taken on those figures would be wrong
-            primed = prime_once()
-            if primed > 0.05:
-                recorder.notes.append(f"torch's one-off start-up in this process took {seconds(primed)}, "
-                                      "paid before the first step so that no step or compile is billed "
-                                      "for it")
         recorder.cuda_initialized, recorder.synchronize = torch.cuda.is_initialized, torch.cuda.synchronize
         recorder.begin()
         for name in heal_leftovers():

@@ -412,6 +412,27 @@ def _answers(compiler: str) -> bool:
     return True
 
 
+def compiler_stack_loaded() -> bool:
+    """Whether this process has imported what every capture needs first: ``make_fx`` imports
+    inductor's config (torch/fx/experimental/proxy_tensor.py), which loads dynamo, about a second
+    (docs/benchmarks.md). torch's optimizers import it too, so an SVI cell has; Pyro's JIT does not."""
+    import sys
+
+    return "torch._inductor.config" in sys.modules
+
+
+def load_compiler_stack() -> float:
+    """Import what :func:`compiler_stack_loaded` names; the seconds it took (0 where it was loaded)."""
+    if compiler_stack_loaded():
+        return 0.0
+    import time
+
+    start = time.perf_counter()
+    import torch._inductor.config  # noqa: F401
+
+    return time.perf_counter() - start
+
+
 def inductor_loaded() -> bool:
     """Whether this process has loaded inductor's runtime, which every kernel module it writes
     imports (a first load costs seconds even from a warm disk cache: docs/benchmarks.md). A torch

@@ -80,6 +80,11 @@ AFTER_CELL_DELAY = 1.0
 #: the kernels' module, 2.6-3.3 s here. Its Python holds the interpreter meanwhile, so the run's
 #: iterations wait as long (docs/benchmarks.md, NUTS from a new process).
 PRIOR_FIRST_LOAD = 3.0
+#: Seconds the first capture in a process spends importing torch's compiler stack (make_fx needs
+#: inductor's config, which loads dynamo), 0.95-1.1 s here. An SVI cell has paid it (torch's
+#: optimizers import it); an MCMC run on Pyro's JIT has not, and a short one would save less by
+#: capturing (docs/benchmarks.md, NUTS from a new process).
+PRIOR_STACK_LOAD = 1.0
 
 
 class TiersAbove:
@@ -104,6 +109,10 @@ class TiersAbove:
         #: why the whole step of this code cannot be captured, by memory key: a cell run again builds
         #: a new SVI of the same code, which would meet the same limit after the same capture's cost
         self._uncapturable: dict[str, str] = {}
+        #: MCMC: what runs that stayed below the whole potential only for want of torch's compiler stack
+        #: were expected to save by capturing: once it reaches the stack's load, a run captures (rent
+        #: or buy: a session of short runs pays at most about twice what the best choice would)
+        self.stack_rent = 0.0
 
     # -- what the session has learned of the tiers above Pyro's JIT -----------------------
     def capture_steps(self) -> float:
@@ -257,18 +266,31 @@ class TiersAbove:
         return remaining_seconds >= self.codegen_seconds(capture_seconds)
 
     def climb_potential(self, tier: str, per_eval: float, eager_per_eval: float, remaining: float,
-                        pyro_net: float) -> tuple[bool, str]:
+                        pyro_net: float, stack_loaded: bool = True) -> tuple[bool, str, float]:
         """MCMC: whether to capture the potential and its gradient now, from ``tier`` (eager or
         pyro) whose evaluations take ``per_eval`` (a sample's time over its evaluations), with
         ``remaining`` evaluations expected; ``pyro_net`` is what compiling on Pyro's JIT instead is
-        expected to net (the whole step must net more). Returns the decision and why."""
+        expected to net (the whole step must net more). Where torch's compiler stack is not loaded
+        (``stack_loaded``), its first load counts too, less :attr:`stack_rent`. Returns the
+        decision, why, and what staying forgoes where only the stack's load held it back (else 0)."""
         ratios = [*self._potential_capture, self.prior_potential_capture_evals]
         cost = eager_per_eval * statistics.median(ratios)
         speedup = PRIOR_POTENTIAL_SPEEDUP[tier]
         saving = remaining * per_eval * (1 - 1 / speedup)
         why = (f"the ~{remaining:.0f} evaluations still to come were expected to save {seconds(saving)} "
                f"on the whole potential and gradient, against its capture's {seconds(cost)}")
-        return saving - cost > max(pyro_net, 0.0), why
+        net = saving - cost - max(pyro_net, 0.0)
+        if stack_loaded or net <= 0:
+            return net > 0, why, 0.0
+        load = PRIOR_STACK_LOAD
+        if net + self.stack_rent >= load:
+            rent = f", less {seconds(self.stack_rent)} forgone by earlier runs" if self.stack_rent else ""
+            return True, f"{why} and torch's compiler stack's first load (about {seconds(load)}{rent})", 0.0
+        return False, why, net
+
+    def pay_stack_rent(self, forgone: float) -> None:
+        """An MCMC run stayed below the whole potential for want of the compiler stack, forgoing this."""
+        self.stack_rent += max(forgone, 0.0)
 
     def learn_potential(self, capture_seconds: float, eager_per_eval: float) -> None:
         if eager_per_eval > 0:

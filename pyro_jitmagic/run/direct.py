@@ -21,7 +21,7 @@ from .context import RunContext
 from .naming import label
 from .process import PROCESS
 from .recorder import StepPlan
-from .steps import timed, warm
+from .steps import pay_start_up, timed, warm
 
 METHODS = ("differentiable_loss", "loss", "loss_and_grads")
 
@@ -201,6 +201,7 @@ def _loss_call(ctx: RunContext, key: str, elbo: Any, model: Any, guide: Any,
 def _prepare(ctx: RunContext, key: str, elbo: Any, model: Any, guide: Any,
              args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepPlan:
     """Plan a loss met for the first time in this run, and warm it up."""
+    pay_start_up(ctx)
     recorder = ctx.recorder
     target = name_of(ctx.names, key, elbo, model, guide)
     if any(p.target == target for p in recorder.loss_plans.values()):  # the same loss, another pair

@@ -12,12 +12,35 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ..records.units import seconds
 from . import advice, warmup
 from .context import RunContext
 from .recorder import StepPlan
 
 if TYPE_CHECKING:
     from .route import Express, Ladder
+
+
+def pay_start_up(ctx: RunContext) -> None:
+    """Before the first SVI step or loss call of a compiled run: torch's one-off start-up in this
+    process (:func:`.seeds.prime_once`), not billed to the run. It would pass for a slow compile
+    (or, with --auto, a slow eager step), and the decisions taken on those figures would be wrong.
+    An MCMC run never pays it: Pyro's JIT does not need what it loads (docs/benchmarks.md)."""
+    if not ctx.options.compiles:
+        return
+    from .seeds import prime_once
+
+    recorder, active = ctx.recorder, ctx.active
+    before = recorder.clock()
+    ctx.active = False  # (its own throwaway SVI step runs as written, unseen by the run)
+    try:
+        primed = prime_once()
+    finally:
+        ctx.active = active
+    if primed > 0.05:
+        recorder.start += recorder.clock() - before
+        recorder.note(f"torch's one-off start-up in this process took {seconds(primed)}, paid before the "
+                      "first step so that no step or compile is billed for it")
 
 
 def warm(ctx: RunContext, plan: StepPlan, model: Any, guide: Any, args: tuple[Any, ...],

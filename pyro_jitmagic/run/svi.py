@@ -14,7 +14,7 @@ from typing import Any
 from .context import RunContext
 from .naming import label
 from .recorder import StepPlan
-from .steps import timed, warm
+from .steps import pay_start_up, timed, warm
 
 
 def install(ctx: RunContext) -> None:
@@ -60,6 +60,7 @@ def _prepare(ctx: RunContext, svi: Any, original: Callable[..., Any], args: tupl
     """Plan an SVI met for the first time in this run, and warm it up."""
     from pyro.infer import ELBO
 
+    pay_start_up(ctx)
     elbo = getattr(svi.loss_and_grads, "__self__", None)
     if not isinstance(elbo, ELBO):
         elbo = None  # a custom loss function

@@ -125,6 +125,24 @@ def test_a_cold_codegen_starts_now_when_the_run_outlasts_it_else_when_the_cell_e
     assert policy.start_codegen(book, function_calls=6, warm=True) == "now"  # cached: at once, however short
 
 
+def test_a_potential_capture_that_must_first_load_the_compiler_stack_waits_until_runs_forgo_its_load():
+    # 1000 evaluations left at 1 ms on eager: capturing saves 0.6 s (at the prior 2.5x) for 43 ms,
+    # a net 0.557 s, under the stack's first load (1 s): rent or buy across the session's runs
+    policy = AutoPolicy(memory=None)
+    figures = dict(tier="eager", per_eval=1e-3, eager_per_eval=1e-3, remaining=1000, pyro_net=0.0)
+    climb, _, forgone = policy.climb_potential(**figures)
+    assert climb and forgone == 0.0  # the stack loaded: as before
+    climb, _, forgone = policy.climb_potential(**figures, stack_loaded=False)
+    assert not climb and forgone == pytest.approx(0.557)
+    policy.pay_stack_rent(forgone)  # the first run stayed below
+    climb, why, forgone = policy.climb_potential(**figures, stack_loaded=False)
+    assert climb and forgone == 0.0  # 0.557 forgone + 0.557 expected >= 1 s
+    assert "torch's compiler stack's first load (about 1 s, less 557 ms forgone by earlier runs)" in why
+    # a run that Pyro's JIT serves as well forgoes nothing
+    climb, _, forgone = policy.climb_potential(**{**figures, "pyro_net": 1.0}, stack_loaded=False)
+    assert not climb and forgone == 0.0
+
+
 def test_a_graph_whose_checks_of_values_fail_often_is_not_worth_its_capture():
     # a call whose check fails runs the graph and then eager: a branch on a random draw fails half
     policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)
@@ -545,6 +563,77 @@ def test_a_nuts_run_loads_inductor_when_it_ends_where_a_first_load_outlasts_it(
         assert started == [("NUTS trajectory", 0.0)] and said not in notes
         assert ("inductor builds the NUTS trajectory's kernels in the background (from inductor's disk "
                 "cache)") in notes
+
+
+@pytest.mark.parametrize("stack_load, captures", [(1e9, False), (0.0, True)],
+                         ids=["load outlasts any run", "no load"])
+def test_a_nuts_run_captures_in_a_process_without_the_compiler_stack_only_where_it_pays_its_load(
+        monkeypatch, stack_load, captures):
+    # after a kernel restart Pyro's JIT needs nothing of torch's compiler stack, which every capture
+    # imports first: its load is part of the capture's price, set here far from any run's saving
+    from pyro.infer.mcmc import MCMC, NUTS
+
+    import pyro_jitmagic.policy.auto
+    from pyro_jitmagic.compat import capture as compat
+
+    monkeypatch.setattr(compat, "compiler_stack_loaded", lambda: False)
+    monkeypatch.setattr(pyro_jitmagic.policy.auto, "PRIOR_STACK_LOAD", stack_load)
+    policy = AutoPolicy(memory=None, prior_potential_capture_evals=1.0)
+    pyro.set_rng_seed(1)
+    mcmc = MCMC(NUTS(models.gaussian), num_samples=60, warmup_steps=60, disable_progbar=True)
+    with pyro_jitmagic.compiled(auto=policy, backend="step") as run:
+        mcmc.run(DATA)
+    notes = " ".join(run.report.notes)
+    captured = "the potential and its gradient captured after" in notes
+    assert captured == captures
+    if captures:
+        assert "and torch's compiler stack's first load" in notes and policy.stack_rent == 0.0
+    else:  # Pyro's JIT ran it, and what staying forwent counts toward the next run's capture
+        assert [c.key for c in run.report.compilations] == ["potential energy"]  # Pyro's trace alone
+        assert ("--auto kept the potential below the whole step" in notes
+                and "capturing first loads torch's compiler stack" in notes)
+        assert policy.stack_rent > 0.0
+
+
+_AFTER_A_RESTART = """
+import json, sys
+import models, pyro, torch
+import pyro_jitmagic, pyro_jitmagic.policy.auto
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.mcmc import MCMC, NUTS
+from pyro.optim import Adam
+
+pyro_jitmagic.policy.auto.PRIOR_STACK_LOAD = 1e9  # (no run of this size could repay it)
+data = models.data()
+mcmc = MCMC(NUTS(models.gaussian), num_samples=30, warmup_steps=30, disable_progbar=True)
+with pyro_jitmagic.compiled() as nuts:
+    mcmc.run(data)
+stack_after_nuts = "torch._inductor.config" in sys.modules
+svi = SVI(models.gaussian, models.gaussian_guide, Adam({"lr": 0.01}), Trace_ELBO())
+with pyro_jitmagic.compiled() as fit:
+    svi.step(data)
+print(json.dumps({"stack after nuts": stack_after_nuts, "nuts": nuts.report.notes, "svi": fit.report.notes}))
+"""
+
+
+def test_a_nuts_cell_after_a_kernel_restart_loads_nothing_pyros_jit_does_not_need():
+    # torch's compiler stack (about a second to import) is what a capture needs and an SVI step
+    # loads anyway; a short NUTS run that stays on Pyro's JIT never loads it, in a fresh process
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    tests = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _AFTER_A_RESTART], capture_output=True, text=True,
+                         cwd=tests, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = json.loads(out.stdout.splitlines()[-1])
+    assert said["stack after nuts"] is False
+    assert any("capturing first loads torch's compiler stack" in n for n in said["nuts"]), said["nuts"]
+    assert not any("one-off start-up" in n for n in said["nuts"])
+    # the SVI cell after it pays torch's start-up before its first step, as before
+    assert any("torch's one-off start-up in this process took" in n for n in said["svi"]), said["svi"]
 
 
 def test_an_interrupted_nuts_run_starts_no_codegen_it_had_put_off(monkeypatch, fake_clock):

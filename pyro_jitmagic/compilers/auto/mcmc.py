@@ -20,6 +20,7 @@ from ...policy.auto import (
     MCMC_MEASURE_SAMPLES,
     PRIOR_FIRST_LOAD,
     PRIOR_POTENTIAL_SPEEDUP,
+    PRIOR_STACK_LOAD,
 )
 from ...run.session import WholeStepEntry
 from ..pyro.mcmc import PyroMCMCRoute
@@ -31,6 +32,7 @@ from ..step.mcmc import (
     potential_compiled,
     reused_said,
     sentinel_said,
+    stack_loaded,
     trajectory_said,
     trajectory_started,
 )
@@ -61,6 +63,9 @@ class TieredMCMCRoute(PyroMCMCRoute):
         self._eager_per_eval = 0.0
         self._left_seconds = 0.0  # the evaluations left when it climbed, expected on the whole step
         self._codegen_after: Any = None  # a potential whose cold codegen waits for the run's end
+        # what capturing was expected to net, where only the compiler stack's first load held it back
+        self._forgone = 0.0
+        self._forgone_why = ""
 
     def prepare(self, patches: PatchSet, clock: MCMCClock) -> None:
         super().prepare(patches, clock)
@@ -119,7 +124,10 @@ class TieredMCMCRoute(PyroMCMCRoute):
             speedup, _ = policy.speedup("potential")
             eager = book.eager_step() or per_eval
             pyro_net = remaining * per_eval * (1 - 1 / speedup) - eager * policy.compile_steps("potential")[0]
-        climb, why = policy.climb_potential(mark[2], per_eval, eager_per_eval, remaining, pyro_net)
+        climb, why, forgone = policy.climb_potential(mark[2], per_eval, eager_per_eval, remaining, pyro_net,
+                                                     stack_loaded=compat.compiler_stack_loaded())
+        if forgone > self._forgone:  # (the run's first such look expects the most)
+            self._forgone, self._forgone_why = forgone, why
         if climb:
             self._why = f"captured after {done} samples: {why}"
             self._eager_per_eval = eager_per_eval
@@ -133,6 +141,8 @@ class TieredMCMCRoute(PyroMCMCRoute):
         assert self._patches is not None and self._clock is not None
         recorder = self.ctx.recorder
         self.climbed = True  # (tried once: a potential the capture cannot write stays below)
+        self._forgone = 0.0
+        stack_loaded(self.ctx, self.target)  # (once a process, apart from the capture's cost)
         start = recorder.clock()
         try:
             values = {k: v.detach() for k, v in params.items()}
@@ -200,6 +210,12 @@ class TieredMCMCRoute(PyroMCMCRoute):
 
     def finish(self, clock: MCMCClock, compile_seconds: float) -> None:
         super().finish(clock, compile_seconds)
+        if self._forgone > 0 and not self.climbed and self.ctx.auto is not None:
+            self.ctx.auto.pay_stack_rent(self._forgone)
+            self.ctx.recorder.note(
+                f"{self.target}: --auto kept the potential below the whole step: {self._forgone_why}, and "
+                f"capturing first loads torch's compiler stack, about {PRIOR_STACK_LOAD:.0f} s once a "
+                "process; a later run captures once the runs that stayed have forgone that much")
         if self.kept is not None:
             self.kept.ran(self.compiled_potential, self.trajectory)
         after, self._codegen_after = self._codegen_after, None

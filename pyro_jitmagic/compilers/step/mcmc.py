@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...compat import jit as compat
+from ...compat.capture import load_compiler_stack
 from ...run import torchcheck
 from ...run.route import MCMCRoute
 from ...run.session import WholeStepEntry
@@ -72,6 +73,7 @@ class WholeMCMCRoute(MCMCRoute):
 
         recorder, kernel = self.ctx.recorder, self.kernel
         recorder.compiling()
+        stack_loaded(self.ctx, self.target)  # (once a process, apart from the capture's cost)
         start = recorder.clock()
         try:
             # inductor's kernels load (warm) or build (cold, in a worker process) in the background
@@ -156,6 +158,14 @@ def potential_compiled(ctx: RunContext, target: Any, params: dict[str, Any]) -> 
     kept = Kept.of(frozen, world, compiled)
     store.keep(kept)
     return compiled, kept
+
+
+def stack_loaded(ctx: RunContext, target: str) -> None:
+    """Load torch's compiler stack before a capture, noted where it took a while (a new process)."""
+    seconds = load_compiler_stack()
+    if seconds > 0.05:
+        ctx.recorder.note(f"{target}: torch's compiler stack loaded before the capture in {seconds:.2f} s "
+                          "(once a process; not counted in the capture)")
 
 
 def reused_said(ctx: RunContext, target: str, potential: Any, trajectory: Any, seconds: float) -> None:
