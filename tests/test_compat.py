@@ -234,11 +234,19 @@ def test_the_cxx_compiler_is_found_as_inductor_finds_it_without_importing_induct
 
     import torch._inductor.config  # noqa: F401  (inductor's own search, then ours)
 
+    import torch._inductor.codecache  # noqa: F401
+
     inductors = capture.cxx_compiler()
-    monkeypatch.delitem(sys.modules, "torch._inductor.config")
+    monkeypatch.delitem(sys.modules, "torch._inductor.codecache")  # ours, by inductor's config
     assert capture.cxx_compiler() == inductors
-    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert "torch._inductor.codecache" not in sys.modules  # (its import is what the search saves)
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-compiler-here"))
     assert capture.cxx_compiler() == (None, "no-such-compiler-here")
+    monkeypatch.delitem(sys.modules, "torch._inductor.config")  # ours, before inductor's config
+    monkeypatch.setenv("CXX", "no-such-compiler-either")
+    assert capture.cxx_compiler() == (None, "no-such-compiler-either")
+    monkeypatch.delenv("CXX")
+    assert capture.cxx_compiler() == inductors
 
 
 def test_the_one_call_tensor_check_tells_apart_what_a_compiled_step_binds():

@@ -381,17 +381,22 @@ def _default_cache_dir() -> str:
 def cxx_compiler() -> tuple[str | None, str]:
     """(the C++ compiler inductor would use, or None; the names it searched).
 
-    Until inductor is imported, on Linux, its search is done here with its defaults (``$CXX``,
-    else ``g++``, answering ``--version``): importing inductor to ask it takes a second or more,
-    and ``--auto`` asks on the cell's thread, between two steps.
+    Until inductor's code cache is imported, on Linux, the search is done here as inductor does it
+    (torch/_inductor/cpp_builder.py, ``get_cpp_compiler``): the first of ``config.cpp.cxx`` (``$CXX``,
+    else ``g++``) that answers ``--version``. Inductor's own search imports its code cache, 0.1 s
+    (a second or more before its config), and ``--auto`` asks on the cell's thread.
     """
     import os
     import sys
 
-    if ("torch._inductor.config" not in sys.modules and sys.platform == "linux"
-            and not os.getenv("TORCH_INDUCTOR_INSTALL_GXX")):
-        name = os.environ.get("CXX", "g++")
-        return (name if _answers(name) else None), name
+    config = sys.modules.get("torch._inductor.config")
+    fast = ("torch._inductor.codecache" not in sys.modules and sys.platform == "linux"
+            and not os.getenv("TORCH_INDUCTOR_INSTALL_GXX")
+            and (config is None or not (config.is_fbcode() or config.aot_inductor.cross_target_platform)))
+    if fast:
+        cxx = (None, os.environ.get("CXX", "g++")) if config is None else config.cpp.cxx
+        names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c is not None]
+        return next((c for c in names if _answers(c)), None), ", ".join(names)
     from torch._inductor import config, cpp_builder, exc
 
     searched = ", ".join(str(c) for c in config.cpp.cxx if c is not None)
@@ -401,8 +406,10 @@ def cxx_compiler() -> tuple[str | None, str]:
         return None, searched
 
 
+@functools.lru_cache(maxsize=8)
 def _answers(compiler: str) -> bool:
-    """Whether ``compiler --version`` runs, as inductor checks a compiler."""
+    """Whether ``compiler --version`` runs, as inductor checks a compiler (once a process, as
+    inductor's own search is cached)."""
     import subprocess
 
     try:
