@@ -48,3 +48,28 @@ def test_step_pieces_prints_each_piece_of_a_settled_step(capsys, monkeypatch):
                   "svi.step"):
         lines = [line.strip() for line in out.splitlines()]
         assert any(line.startswith(piece) and line.endswith(")") for line in lines), piece
+
+
+def test_a_cell_after_a_restart_is_judged_against_pyros_jit_after_one(monkeypatch):
+    # given figures: the new-process run is held to the climb's promise against Pyro's JIT in a new
+    # process, and a run that captured nothing has no set-up to judge
+    monkeypatch.syspath_prepend(str(BENCH))
+    script = importlib.import_module("bench_backends")
+    table = script.Table()
+    run = script.Run
+    table.add("NUTS tutorial model", "pyro", run(total=2.0, step=3e-4, steps=600))
+    table.add("NUTS tutorial model", "pyro, new process", run(total=1.8, step=3e-4))
+    table.add("NUTS tutorial model", "%%pyrojit, new process", run(total=1.9, step=float("nan"), steps=600))
+    table.add("NUTS eight schools", "pyro", run(total=11.0, step=4e-4, steps=600))
+    table.add("NUTS eight schools", "pyro, new process", run(total=12.0, step=4e-4))
+    table.add("NUTS eight schools", "%%pyrojit, new process",
+              run(total=14.0, step=float("nan"), steps=600, setup=0.05))
+    targets = "\n".join(script.target_lines(table))
+    assert ("PASS  NUTS tutorial model: %%pyrojit, new process, whole run, 1.06x the time of Pyro's JIT in a "
+            "new process (promise <= 1.15x)") in targets
+    assert "MISS  NUTS eight schools: %%pyrojit, new process, whole run, 1.17x the time" in targets
+    setup = "\n".join(script.setup_lines(table))
+    assert ("NUTS tutorial model: %%pyrojit in a new process captured nothing (the run stayed on Pyro's JIT): "
+            "no set-up to judge") in setup
+    # 50 ms against 5 iterations of 11 s / 600
+    assert "PASS  NUTS eight schools: %%pyrojit in a new process, set-up 50.00 ms: 2.7 iterations" in setup
