@@ -389,12 +389,12 @@ def cxx_compiler() -> tuple[str | None, str]:
     import os
     import sys
 
-    config = sys.modules.get("torch._inductor.config")
+    loaded: Any = sys.modules.get("torch._inductor.config")
     fast = ("torch._inductor.codecache" not in sys.modules and sys.platform == "linux"
             and not os.getenv("TORCH_INDUCTOR_INSTALL_GXX")
-            and (config is None or not (config.is_fbcode() or config.aot_inductor.cross_target_platform)))
+            and (loaded is None or not (loaded.is_fbcode() or loaded.aot_inductor.cross_target_platform)))
     if fast:
-        cxx = (None, os.environ.get("CXX", "g++")) if config is None else config.cpp.cxx
+        cxx = (None, os.environ.get("CXX", "g++")) if loaded is None else loaded.cpp.cxx
         names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c is not None]
         return next((c for c in names if _answers(c)), None), ", ".join(names)
     from torch._inductor import config, cpp_builder, exc
