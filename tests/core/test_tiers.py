@@ -143,6 +143,20 @@ def test_a_potential_capture_that_must_first_load_the_compiler_stack_waits_until
     assert not climb and forgone == 0.0
 
 
+def test_a_potentials_new_tier_is_measured_only_after_its_first_calls():
+    # MCMC's climb looks every few evaluations; the look that sees Pyro's JIT take over, and the next
+    # (the trace's first calls, which profile and optimise it), start the measure; then it is measured
+    from pyro_jitmagic.compilers.auto.mcmc import Pace
+
+    pace = Pace(sample=0, evals=0)
+    assert pace.measured("eager", 3, 30)  # eager from the run's start
+    pace.eager_per_eval = 1e-3
+    assert not pace.measured("pyro", 4, 40) and (pace.sample, pace.evals) == (4, 40)
+    assert not pace.measured("pyro", 5, 48) and (pace.sample, pace.evals) == (5, 48)
+    assert pace.measured("pyro", 9, 90) and (pace.sample, pace.evals, pace.tier) == (5, 48, "pyro")
+    assert pace.eager_per_eval == 1e-3  # (an eager evaluation stays the unit of the capture's cost)
+
+
 def test_a_graph_whose_checks_of_values_fail_often_is_not_worth_its_capture():
     # a call whose check fails runs the graph and then eager: a branch on a random draw fails half
     policy = AutoPolicy(horizon=10, memory=None, prior_capture_steps=100.0)

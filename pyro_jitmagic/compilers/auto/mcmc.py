@@ -11,6 +11,7 @@ to float rounding, as with ``--backend step``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...compat import capture as compat
@@ -41,6 +42,28 @@ if TYPE_CHECKING:
     from ...patch import PatchSet
     from ...run.context import RunContext
     from ...run.mcmc_clock import MCMCClock
+
+
+@dataclass
+class Pace:
+    """Where the potential's current tier began to be measured: its sample and evaluation counts
+    then, the tier, and what an eager evaluation cost (the unit of a capture's cost)."""
+
+    sample: int
+    evals: int
+    tier: str = "eager"
+    eager_per_eval: float | None = None
+    settling: bool = False
+
+    def measured(self, tier: str, sample: int, evals: int) -> bool:
+        """At a look, on ``tier`` with these counts: whether its pace is being measured. A new tier
+        is measured from the look after the one that sees it: a trace's first calls profile and
+        optimise it, and a climb bet on them once took a short run to inductor (docs/benchmarks.md)."""
+        if tier != self.tier or self.settling:
+            self.sample, self.evals, self.settling = sample, evals, tier != self.tier
+            self.tier = tier
+            return False
+        return True
 
 
 class TieredMCMCRoute(PyroMCMCRoute):
@@ -85,8 +108,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
             return wrapped
         book = tallies[-1].book
         first = len(clock.sample_seconds)
-        # where the current tier began (sample, evaluations), the tier, and an eager evaluation's cost
-        mark = [first, clock.potential_evals, "eager", None]
+        pace = Pace(first, clock.potential_evals)
         calls = 0
 
         def potential_fn(params: Any) -> Any:
@@ -97,41 +119,40 @@ class TieredMCMCRoute(PyroMCMCRoute):
                 return eager(params)
             if calls % MCMC_CHECK_EVERY == 0:
                 tier = "pyro" if book.state == "compiled" else "eager"
-                if tier != mark[2]:  # Pyro's JIT took over: measure it from now on
-                    mark[:3] = [len(clock.sample_seconds), clock.potential_evals, tier]
-                elif route._should_climb(policy, book, mark, first):
+                if (pace.measured(tier, len(clock.sample_seconds), clock.potential_evals)
+                        and route._should_climb(policy, book, pace, first)):
                     route._climb(eager, params)
                     return eager(params)
             return wrapped(params)
 
         return potential_fn
 
-    def _should_climb(self, policy: Any, book: Any, mark: list[Any], first: int) -> bool:
+    def _should_climb(self, policy: Any, book: Any, pace: Pace, first: int) -> bool:
         clock = self._clock
         assert clock is not None
-        samples = clock.sample_seconds[mark[0]:]
-        evals = clock.potential_evals - mark[1]
+        samples = clock.sample_seconds[pace.sample:]
+        evals = clock.potential_evals - pace.evals
         if len(samples) < MCMC_MEASURE_SAMPLES or evals <= 0:
             return False
         per_eval = sum(samples) / evals
-        if mark[2] == "eager" and mark[3] is None:
-            mark[3] = per_eval  # what an eager evaluation costs, the unit of the capture's cost
-        eager_per_eval = mark[3] if mark[3] is not None else per_eval * 2
+        if pace.tier == "eager" and pace.eager_per_eval is None:
+            pace.eager_per_eval = per_eval  # what an eager evaluation costs, the unit of the capture's cost
+        eager_per_eval = pace.eager_per_eval if pace.eager_per_eval is not None else per_eval * 2
         done = len(clock.sample_seconds) - first
         remaining = clock.potential_evals / max(done, 1) * max(clock.samples_total - done, 0)
         pyro_net = 0.0
-        if mark[2] == "eager":  # what compiling on Pyro's JIT would net instead
+        if pace.tier == "eager":  # what compiling on Pyro's JIT would net instead
             speedup, _ = policy.speedup("potential")
             eager = book.eager_step() or per_eval
             pyro_net = remaining * per_eval * (1 - 1 / speedup) - eager * policy.compile_steps("potential")[0]
-        climb, why, forgone = policy.climb_potential(mark[2], per_eval, eager_per_eval, remaining, pyro_net,
+        climb, why, forgone = policy.climb_potential(pace.tier, per_eval, eager_per_eval, remaining, pyro_net,
                                                      stack_loaded=compat.compiler_stack_loaded())
         if forgone > self._forgone:  # (the run's first such look expects the most)
             self._forgone, self._forgone_why = forgone, why
         if climb:
             self._why = f"captured after {done} samples: {why}"
             self._eager_per_eval = eager_per_eval
-            self._left_seconds = remaining * per_eval / PRIOR_POTENTIAL_SPEEDUP[mark[2]]
+            self._left_seconds = remaining * per_eval / PRIOR_POTENTIAL_SPEEDUP[pace.tier]
         return climb
 
     def _climb(self, eager: Any, params: dict[str, Any]) -> None:
