@@ -78,12 +78,12 @@ AFTER_CELL_DELAY = 1.0
 #: Seconds inductor's first load takes in a process that has not loaded it yet, its disk cache warm:
 #: its import, its probe of the CPU's vector instructions (small compiles, each in a subprocess) and
 #: the kernels' module, 2.6-3.3 s here. Its Python holds the interpreter meanwhile, so the run's
-#: iterations wait as long (docs/benchmarks.md, NUTS from a new process).
+#: iterations wait as long (docs/benchmarks.md, The whole step: a cell in a new process).
 PRIOR_FIRST_LOAD = 3.0
 #: Seconds the first capture in a process spends importing torch's compiler stack (make_fx needs
-#: inductor's config, which loads dynamo), 0.95-1.1 s here. An SVI cell has paid it (torch's
+#: inductor's config, which loads dynamo), 1.0-1.6 s here. An SVI cell has paid it (torch's
 #: optimizers import it); an MCMC run on Pyro's JIT has not, and a short one would save less by
-#: capturing (docs/benchmarks.md, NUTS from a new process).
+#: capturing (docs/benchmarks.md, The whole step: a cell in a new process).
 PRIOR_STACK_LOAD = 1.0
 
 

@@ -30,10 +30,10 @@ from ..step.mcmc import (
     inductor_said,
     inductor_started,
     install_potential,
+    load_stack,
     potential_compiled,
     reused_said,
     sentinel_said,
-    stack_loaded,
     trajectory_said,
     trajectory_started,
 )
@@ -163,7 +163,7 @@ class TieredMCMCRoute(PyroMCMCRoute):
         recorder = self.ctx.recorder
         self.climbed = True  # (tried once: a potential the capture cannot write stays below)
         self._forgone = 0.0
-        stack_loaded(self.ctx, self.target)  # (once a process, apart from the capture's cost)
+        load_stack(self.ctx, self.target)  # (once a process, apart from the capture's cost)
         start = recorder.clock()
         try:
             values = {k: v.detach() for k, v in params.items()}

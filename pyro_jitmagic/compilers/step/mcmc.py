@@ -73,7 +73,7 @@ class WholeMCMCRoute(MCMCRoute):
 
         recorder, kernel = self.ctx.recorder, self.kernel
         recorder.compiling()
-        stack_loaded(self.ctx, self.target)  # (once a process, apart from the capture's cost)
+        load_stack(self.ctx, self.target)  # (once a process, apart from the capture's cost)
         start = recorder.clock()
         try:
             # inductor's kernels load (warm) or build (cold, in a worker process) in the background
@@ -160,7 +160,7 @@ def potential_compiled(ctx: RunContext, target: Any, params: dict[str, Any]) -> 
     return compiled, kept
 
 
-def stack_loaded(ctx: RunContext, target: str) -> None:
+def load_stack(ctx: RunContext, target: str) -> None:
     """Load torch's compiler stack before a capture, noted where it took a while (a new process)."""
     seconds = load_compiler_stack()
     if seconds > 0.05:
