@@ -232,11 +232,10 @@ def test_a_capture_records_the_same_graph_and_values_as_make_fx_alone(monkeypatc
 def test_the_cxx_compiler_is_found_as_inductor_finds_it_without_importing_inductor(monkeypatch):
     import sys
 
-    import torch._inductor.config  # noqa: F401  (inductor's own search, then ours)
+    import torch._inductor.codecache
+    import torch._inductor.config
 
-    import torch._inductor.codecache  # noqa: F401
-
-    inductors = capture.cxx_compiler()
+    inductors = capture.cxx_compiler()  # inductor's own search (its code cache is loaded), then ours
     monkeypatch.delitem(sys.modules, "torch._inductor.codecache")  # ours, by inductor's config
     assert capture.cxx_compiler() == inductors
     assert "torch._inductor.codecache" not in sys.modules  # (its import is what the search saves)

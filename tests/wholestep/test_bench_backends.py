@@ -69,7 +69,7 @@ def test_a_cell_after_a_restart_is_judged_against_pyros_jit_after_one(monkeypatc
             "new process (promise <= 1.15x)") in targets
     assert "MISS  NUTS eight schools: %%pyrojit, new process, whole run, 1.17x the time" in targets
     setup = "\n".join(script.setup_lines(table))
-    assert ("NUTS tutorial model: %%pyrojit in a new process captured nothing (the run stayed on Pyro's JIT): "
-            "no set-up to judge") in setup
+    assert ("NUTS tutorial model: %%pyrojit in a new process captured nothing (the run stayed on Pyro's "
+            "JIT): no set-up to judge") in setup
     # 50 ms against 5 iterations of 11 s / 600
     assert "PASS  NUTS eight schools: %%pyrojit in a new process, set-up 50.00 ms: 2.7 iterations" in setup
