@@ -239,8 +239,8 @@ def test_the_cxx_compiler_is_found_as_inductor_finds_it_without_importing_induct
     monkeypatch.delitem(sys.modules, "torch._inductor.codecache")  # ours, by inductor's config
     assert capture.cxx_compiler() == inductors
     assert "torch._inductor.codecache" not in sys.modules  # (its import is what the search saves)
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-compiler-here"))
-    assert capture.cxx_compiler() == (None, "no-such-compiler-here")
+    with torch._inductor.config.patch({"cpp.cxx": (None, "no-such-compiler-here")}):  # (torch's own way)
+        assert capture.cxx_compiler() == (None, "no-such-compiler-here")
     monkeypatch.delitem(sys.modules, "torch._inductor.config")  # ours, before inductor's config
     monkeypatch.setenv("CXX", "no-such-compiler-either")
     assert capture.cxx_compiler() == (None, "no-such-compiler-either")
