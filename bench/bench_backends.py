@@ -38,7 +38,8 @@ Ways:
   (after torch's one-off start-up, as every way pays it before its first round), as after a
   kernel restart: its set-up (the potential captured and built, the trajectory captured) is
   printed in Pyro-JIT iterations, which must be at most :data:`SETUP_BUDGET`; its whole run is
-  compared with *pyro, new process*, Pyro's JIT in a fresh process alike;
+  compared with *pyro, new process*, Pyro's JIT in a fresh process alike, and held to
+  :data:`NEW_PROCESS_PROMISE` of its time;
 * bare graph (simple SVI only): inductor warm's compiled graph alone, after its run, called as
   many times as the run had steps in a tight loop, on the inputs its step bound last (the same
   callable, called as the step calls it); the step less it is the work around the graph (binding
@@ -104,7 +105,8 @@ SENTINEL_BUDGET = 0.03
 SETUP_BUDGET = 5
 #: A cell run right after a kernel restart may take at most this many times Pyro's JIT's time in a
 #: new process: plain %%pyrojit's promise (the climb never loses much), where torch's one-off imports
-#: of its compiler (docs/benchmarks.md, NUTS from a new process) can eat a short run's saving.
+#: of its compiler (docs/benchmarks.md, The whole step: a cell in a new process) can eat a short
+#: run's saving.
 NEW_PROCESS_PROMISE = 1.15
 TARGETS = {  # (workload prefix, way, figure, at least)
     "simple SVI": [("inductor warm", "step", 15.0), ("step", "step", 2.0)],
@@ -451,22 +453,22 @@ def run_way(workload: str, way: str, sizes: dict[str, int]) -> Run:
 def run_cold(workload: str, sizes: dict[str, int], cache_dir: str) -> Run:
     """``inductor cold``: a fresh process, an empty inductor cache in ``cache_dir``."""
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
-    command = [sys.executable, __file__, "--child", workload, "--sizes", json.dumps(sizes)]
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"the cold run of {workload} failed:\n{out.stderr[-3000:]}")
-    return Run(**json.loads(lines[-1]))
+    return _in_child(workload, sizes, "inductor", env, f"the cold run of {workload}")
 
 
 def run_fresh(workload: str, sizes: dict[str, int], way: str) -> Run:
     """One of :data:`NEW_PROCESS_WAYS` in a fresh process, on this process's caches."""
-    command = [sys.executable, __file__, "--child", workload, "--sizes", json.dumps(sizes), "--way",
-               NEW_PROCESS_WAYS[way]]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    return _in_child(workload, sizes, NEW_PROCESS_WAYS[way], dict(os.environ),
+                     f"the new-process run of {workload}")
+
+
+def _in_child(workload: str, sizes: dict[str, int], way: str, env: dict[str, str], what: str) -> Run:
+    """``way``'s run of ``workload`` in a child process (:func:`child`), read back from its output."""
+    command = [sys.executable, __file__, "--child", workload, "--sizes", json.dumps(sizes), "--way", way]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
-        raise RuntimeError(f"the new-process run of {workload} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
     return Run(**json.loads(lines[-1]))
 
 
